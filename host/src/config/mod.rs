@@ -1,0 +1,390 @@
+//! The operator's TOML configuration: every setting has a default, so an
+//! empty file (or none at all) is a working configuration; a bad file is
+//! rejected with the dotted key and the reason.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("config file {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+}
+
+/// The whole configuration. Field names are the TOML keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where Orthrus keeps its database (SQLite), logs and scratch files.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; empty means SQLite in `data_dir`.
+    pub database_url: String,
+    pub web: WebConfig,
+    pub nix: NixConfig,
+    pub evaluator: EvaluatorConfig,
+    pub queue: QueueConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Address and port the HTTP server listens on.
+    pub listen: String,
+    /// The externally visible URL, used for absolute links and redirects.
+    /// Empty means `http://` + `listen`.
+    pub base_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NixConfig {
+    /// Directory holding `nix-store`, `nix-instantiate` and friends; empty
+    /// means they are looked up on `PATH`.
+    pub bin_dir: PathBuf,
+    /// Nix settings passed as `--option NAME VALUE` to every Nix call, e.g.
+    /// `substituters = ""` on a machine without network.
+    pub settings: BTreeMap<String, String>,
+    /// Evaluate in Nix's restricted mode: only the jobset's inputs are
+    /// readable, no arbitrary files or URLs.
+    pub restrict_eval: bool,
+    /// Allow import-from-derivation (building during evaluation).
+    pub allow_import_from_derivation: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvaluatorConfig {
+    /// Evaluator worker processes per evaluation.
+    pub workers: usize,
+    /// Address-space cap of one worker process, in MiB (0: no cap).
+    pub worker_memory_mb: u64,
+    /// Jobsets evaluated at the same time.
+    pub max_concurrent_evals: usize,
+    /// How often the evaluator looks for jobsets that are due, in seconds.
+    pub poll_interval_secs: u64,
+    /// An evaluation running longer than this is killed and recorded as failed.
+    pub timeout_secs: u64,
+    /// Directories under which `path` inputs may point. Empty: no `path`
+    /// inputs at all (a jobset must not read the server's files unasked).
+    pub allowed_path_roots: Vec<PathBuf>,
+    /// Use `nix-eval-jobs` when it is on PATH (or in `nix.bin_dir`).
+    pub use_nix_eval_jobs: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Build steps run at the same time on the local machine.
+    pub max_jobs: usize,
+    /// Default `meta.timeout` of a job, in seconds.
+    pub default_timeout_secs: u64,
+    /// Default `meta.maxSilent` of a job, in seconds.
+    pub default_max_silent_secs: u64,
+    /// A step whose log grows beyond this many bytes is stopped (status 10).
+    pub max_log_size: u64,
+    /// A build whose outputs exceed this many bytes fails (status 11).
+    pub max_output_size: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("orthrus-data"),
+            database_url: String::new(),
+            web: WebConfig::default(),
+            nix: NixConfig::default(),
+            evaluator: EvaluatorConfig::default(),
+            queue: QueueConfig::default(),
+        }
+    }
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: "127.0.0.1:3000".into(),
+            base_url: String::new(),
+        }
+    }
+}
+
+impl Default for NixConfig {
+    fn default() -> Self {
+        NixConfig {
+            bin_dir: PathBuf::new(),
+            settings: BTreeMap::new(),
+            restrict_eval: true,
+            allow_import_from_derivation: false,
+        }
+    }
+}
+
+impl Default for EvaluatorConfig {
+    fn default() -> Self {
+        EvaluatorConfig {
+            workers: available_cores().min(4),
+            worker_memory_mb: 4096,
+            max_concurrent_evals: 2,
+            poll_interval_secs: 10,
+            timeout_secs: 3600,
+            allowed_path_roots: Vec::new(),
+            use_nix_eval_jobs: true,
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_jobs: available_cores(),
+            default_timeout_secs: 36000,
+            default_max_silent_secs: 7200,
+            max_log_size: 64 << 20,
+            max_output_size: 2 << 30,
+        }
+    }
+}
+
+/// The 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&c| c == b'\n')
+        .count()
+        + 1
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let message = match inner.span() {
+                Some(span) => format!("{} (line {})", inner.message(), line_of(text, span.start)),
+                None => inner.message().to_owned(),
+            };
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                key,
+                message,
+            }
+        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                key: key.to_owned(),
+                message,
+            })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.listen_addr().map_err(|m| ("web.listen", m))?;
+        if !self.web.base_url.is_empty()
+            && !(self.web.base_url.starts_with("http://")
+                || self.web.base_url.starts_with("https://"))
+        {
+            return Err(("web.base_url", "must start with http:// or https://".into()));
+        }
+        let url = &self.database_url;
+        if !(url.is_empty()
+            || url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err((
+                "database_url",
+                "must be empty (SQLite in data_dir), sqlite:… or postgres://…".into(),
+            ));
+        }
+        if self.evaluator.workers == 0 {
+            return Err(("evaluator.workers", "must be at least 1".into()));
+        }
+        if self.evaluator.max_concurrent_evals == 0 {
+            return Err((
+                "evaluator.max_concurrent_evals",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.evaluator.poll_interval_secs == 0 {
+            return Err(("evaluator.poll_interval_secs", "must be at least 1".into()));
+        }
+        if self.evaluator.timeout_secs == 0 {
+            return Err(("evaluator.timeout_secs", "must be at least 1".into()));
+        }
+        if let Some(root) = self
+            .evaluator
+            .allowed_path_roots
+            .iter()
+            .find(|r| !r.is_absolute())
+        {
+            return Err((
+                "evaluator.allowed_path_roots",
+                format!("{} is not an absolute path", root.display()),
+            ));
+        }
+        if self.queue.max_jobs == 0 {
+            return Err(("queue.max_jobs", "must be at least 1".into()));
+        }
+        for key in self.nix.settings.keys() {
+            if key.is_empty() || key.contains(char::is_whitespace) {
+                return Err(("nix.settings", format!("{key:?} is not a Nix setting name")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        self.web
+            .listen
+            .parse()
+            .map_err(|e| format!("{:?} is not an address:port ({e})", self.web.listen))
+    }
+
+    /// The URL clients reach this server at, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        if self.web.base_url.is_empty() {
+            format!("http://{}", self.web.listen)
+        } else {
+            self.web.base_url.trim_end_matches('/').to_owned()
+        }
+    }
+
+    /// The database URL, defaulting to SQLite inside `data_dir`.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!(
+                "sqlite://{}",
+                self.data_dir.join("orthrus.sqlite").display()
+            )
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+
+    /// Scratch space for evaluations; emptied at start.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.data_dir.join("scratch")
+    }
+
+    /// GC roots of build outputs Orthrus keeps alive.
+    pub fn gc_roots_dir(&self) -> PathBuf {
+        self.data_dir.join("gcroots")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("orthrus.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.web.listen, "127.0.0.1:3000");
+        assert_eq!(config.base_url(), "http://127.0.0.1:3000");
+        assert!(config.database_url().starts_with("sqlite://orthrus-data/"));
+        assert!(config.nix.restrict_eval);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key() {
+        let err = parse("[queue]\nmax_jobz = 3\n").unwrap_err().to_string();
+        assert!(err.contains("orthrus.toml"), "{err}");
+        assert!(err.contains("queue.max_jobz"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_and_line() {
+        let err = parse("[evaluator]\nworkers = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("evaluator.workers"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_reason() {
+        let err = parse("[queue]\nmax_jobs = 0\n").unwrap_err().to_string();
+        assert!(
+            err.contains("queue.max_jobs") && err.contains("at least 1"),
+            "{err}"
+        );
+        let err = parse("[web]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("web.listen"), "{err}");
+        let err = parse("database_url = \"mysql://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database_url"), "{err}");
+        let err = parse("[evaluator]\nallowed_path_roots = [\"relative\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("allowed_path_roots") && err.contains("absolute"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let err = parse("[web\nlisten = 1").unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn nix_settings_are_a_table() {
+        let config =
+            parse("[nix.settings]\nsubstituters = \"\"\n\"build-users-group\" = \"\"\n").unwrap();
+        assert_eq!(
+            config.nix.settings.get("substituters").map(String::as_str),
+            Some("")
+        );
+        assert_eq!(config.nix.settings.len(), 2);
+    }
+}

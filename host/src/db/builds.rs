@@ -1,0 +1,779 @@
+//! Builds and their steps: what the queue runner reads and records, what
+//! the web shows, and the user actions on builds (restart, cancel, bump).
+
+use std::collections::{HashMap, HashSet};
+
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
+
+use super::entities::{
+    aggregate_constituent, build, build_metric, build_output, build_product, build_step,
+    build_step_output, failed_path, jobset, jobset_eval_member, project,
+};
+use super::evals::insert_chunked;
+use super::{Db, DbResult, now};
+
+pub use super::entities::build::Model as Build;
+pub use super::entities::build_metric::Model as BuildMetric;
+pub use super::entities::build_product::Model as BuildProduct;
+pub use super::entities::build_step::Model as BuildStep;
+
+/// Build and step status codes, as Hydra numbers them.
+pub mod status {
+    pub const SUCCESS: i32 = 0;
+    pub const FAILED: i32 = 1;
+    pub const DEP_FAILED: i32 = 2;
+    pub const ABORTED: i32 = 3;
+    pub const CANCELLED: i32 = 4;
+    pub const FAILED_WITH_OUTPUT: i32 = 6;
+    pub const TIMED_OUT: i32 = 7;
+    /// Steps only: the derivation is in the failed-paths cache.
+    pub const CACHED_FAILURE: i32 = 8;
+    pub const UNSUPPORTED: i32 = 9;
+    pub const LOG_LIMIT_EXCEEDED: i32 = 10;
+    pub const OUTPUT_LIMIT_EXCEEDED: i32 = 11;
+
+    /// Statuses that `restart-aborted` restarts.
+    pub const ABORTED_LIKE: [i32; 3] = [ABORTED, CANCELLED, UNSUPPORTED];
+
+    pub fn describe(status: i32) -> &'static str {
+        match status {
+            SUCCESS => "succeeded",
+            FAILED => "failed",
+            DEP_FAILED => "dependency failed",
+            ABORTED => "aborted",
+            CANCELLED => "cancelled",
+            FAILED_WITH_OUTPUT => "failed with output",
+            TIMED_OUT => "timed out",
+            CACHED_FAILURE => "cached failure",
+            UNSUPPORTED => "unsupported system type",
+            LOG_LIMIT_EXCEEDED => "log limit exceeded",
+            OUTPUT_LIMIT_EXCEEDED => "output limit exceeded",
+            _ => "unknown",
+        }
+    }
+}
+
+/// An unfinished build as the queue runner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedBuild {
+    pub id: i64,
+    pub jobset_id: i64,
+    pub job: String,
+    pub drv_path: String,
+    pub priority: i32,
+    pub global_priority: i64,
+    pub timeout: i32,
+    pub max_silent: i32,
+    /// Top-level derivations of the aggregate's constituents.
+    pub constituent_drvs: Vec<String>,
+}
+
+/// A build step about to run (or already decided without running).
+#[derive(Debug, Clone)]
+pub struct NewStep {
+    pub drv_path: String,
+    pub system: String,
+    pub machine: String,
+    /// `None` while running.
+    pub status: Option<i32>,
+    pub error_msg: Option<String>,
+    pub propagated_from: Option<i64>,
+}
+
+/// How a build ended, with what was read from its outputs.
+#[derive(Debug, Clone, Default)]
+pub struct FinishedBuild {
+    pub id: i64,
+    pub status: i32,
+    pub is_cached: bool,
+    pub start_time: i64,
+    pub stop_time: i64,
+    pub size: Option<i64>,
+    pub closure_size: Option<i64>,
+    pub release_name: Option<String>,
+    pub products: Vec<NewProduct>,
+    pub metrics: Vec<NewMetric>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewProduct {
+    pub kind: String,
+    pub subtype: String,
+    pub file_size: Option<i64>,
+    pub sha256_hash: Option<String>,
+    pub path: String,
+    pub name: String,
+    pub default_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMetric {
+    pub name: String,
+    pub value: f64,
+    pub unit: Option<String>,
+}
+
+/// A build with everything the Hydra JSON of a build shows.
+#[derive(Debug, Clone)]
+pub struct BuildView {
+    pub build: Build,
+    pub project: String,
+    pub jobset: String,
+    pub outputs: Vec<(String, String)>,
+    pub products: Vec<BuildProduct>,
+    pub metrics: Vec<BuildMetric>,
+    pub evals: Vec<i64>,
+}
+
+/// Where to look for the latest build.
+#[derive(Debug, Clone)]
+pub enum BuildScope {
+    All,
+    Project(i64),
+    Jobset(i64),
+    Job { jobset_id: i64, job: String },
+}
+
+impl Db {
+    pub async fn build(&self, id: i64) -> DbResult<Option<Build>> {
+        Ok(build::Entity::find_by_id(id).one(self.read()).await?)
+    }
+
+    /// Builds with outputs, products, metrics and evals, in the order of
+    /// `ids`, in a fixed number of queries whatever their count.
+    pub async fn build_views(&self, ids: &[i64]) -> DbResult<Vec<BuildView>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut builds: HashMap<i64, Build> = HashMap::new();
+        for chunk in ids.chunks(super::INSERT_CHUNK) {
+            for b in build::Entity::find()
+                .filter(build::Column::Id.is_in(chunk.iter().copied()))
+                .all(self.read())
+                .await?
+            {
+                builds.insert(b.id, b);
+            }
+        }
+        let jobset_ids: HashSet<i64> = builds.values().map(|b| b.jobset_id).collect();
+        let jobsets: Vec<(i64, String, String)> = jobset::Entity::find()
+            .select_only()
+            .column(jobset::Column::Id)
+            .column_as(project::Column::Name, "project_name")
+            .column(jobset::Column::Name)
+            .inner_join(project::Entity)
+            .filter(jobset::Column::Id.is_in(jobset_ids))
+            .into_tuple()
+            .all(self.read())
+            .await?;
+        let names: HashMap<i64, (String, String)> =
+            jobsets.into_iter().map(|(id, p, j)| (id, (p, j))).collect();
+        let mut outputs = self.outputs_of(ids).await?;
+        let mut products: HashMap<i64, Vec<BuildProduct>> = HashMap::new();
+        let mut metrics: HashMap<i64, Vec<BuildMetric>> = HashMap::new();
+        let mut evals: HashMap<i64, Vec<i64>> = HashMap::new();
+        for chunk in ids.chunks(super::INSERT_CHUNK) {
+            for p in build_product::Entity::find()
+                .filter(build_product::Column::BuildId.is_in(chunk.iter().copied()))
+                .order_by_asc(build_product::Column::ProductNr)
+                .all(self.read())
+                .await?
+            {
+                products.entry(p.build_id).or_default().push(p);
+            }
+            for m in build_metric::Entity::find()
+                .filter(build_metric::Column::BuildId.is_in(chunk.iter().copied()))
+                .order_by_asc(build_metric::Column::Name)
+                .all(self.read())
+                .await?
+            {
+                metrics.entry(m.build_id).or_default().push(m);
+            }
+            let rows: Vec<(i64, i64)> = jobset_eval_member::Entity::find()
+                .select_only()
+                .columns([
+                    jobset_eval_member::Column::BuildId,
+                    jobset_eval_member::Column::EvalId,
+                ])
+                .filter(jobset_eval_member::Column::BuildId.is_in(chunk.iter().copied()))
+                .order_by_asc(jobset_eval_member::Column::EvalId)
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            for (build_id, eval_id) in rows {
+                evals.entry(build_id).or_default().push(eval_id);
+            }
+        }
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let build = builds.remove(id)?;
+                let (project, jobset) = names.get(&build.jobset_id).cloned().unwrap_or_default();
+                Some(BuildView {
+                    project,
+                    jobset,
+                    outputs: outputs.remove(id).unwrap_or_default(),
+                    products: products.remove(id).unwrap_or_default(),
+                    metrics: metrics.remove(id).unwrap_or_default(),
+                    evals: evals.remove(id).unwrap_or_default(),
+                    build,
+                })
+            })
+            .collect())
+    }
+
+    /// Outputs (name, path) of each build, sorted by name.
+    pub async fn outputs_of(&self, ids: &[i64]) -> DbResult<HashMap<i64, Vec<(String, String)>>> {
+        let mut map: HashMap<i64, Vec<(String, String)>> = HashMap::new();
+        for chunk in ids.chunks(super::INSERT_CHUNK) {
+            for o in build_output::Entity::find()
+                .filter(build_output::Column::BuildId.is_in(chunk.iter().copied()))
+                .order_by_asc(build_output::Column::Name)
+                .all(self.read())
+                .await?
+            {
+                map.entry(o.build_id).or_default().push((o.name, o.path));
+            }
+        }
+        Ok(map)
+    }
+
+    pub async fn build_steps(&self, build_id: i64) -> DbResult<Vec<BuildStep>> {
+        Ok(build_step::Entity::find()
+            .filter(build_step::Column::BuildId.eq(build_id))
+            .order_by_asc(build_step::Column::StepNr)
+            .all(self.read())
+            .await?)
+    }
+
+    pub async fn build_step(&self, build_id: i64, step_nr: i32) -> DbResult<Option<BuildStep>> {
+        Ok(build_step::Entity::find_by_id((build_id, step_nr))
+            .one(self.read())
+            .await?)
+    }
+
+    /// Constituent build ids of an aggregate.
+    pub async fn constituents_of(&self, aggregate_id: i64) -> DbResult<Vec<i64>> {
+        Ok(aggregate_constituent::Entity::find()
+            .select_only()
+            .column(aggregate_constituent::Column::ConstituentId)
+            .filter(aggregate_constituent::Column::AggregateId.eq(aggregate_id))
+            .order_by_asc(aggregate_constituent::Column::ConstituentId)
+            .into_tuple()
+            .all(self.read())
+            .await?)
+    }
+
+    /// The newest successful build in `scope` (for one system, optionally);
+    /// with `finished_eval`, only builds of an evaluation none of whose
+    /// builds is still unfinished — what a deploy tool can safely take.
+    pub async fn latest_build(
+        &self,
+        scope: &BuildScope,
+        system: Option<&str>,
+        finished_eval: bool,
+    ) -> DbResult<Option<i64>> {
+        let mut query = build::Entity::find()
+            .select_only()
+            .column(build::Column::Id)
+            .filter(build::Column::Finished.eq(true))
+            .filter(build::Column::BuildStatus.eq(0));
+        query = match scope {
+            BuildScope::All => query,
+            BuildScope::Project(project_id) => query.filter(
+                build::Column::JobsetId.in_subquery(
+                    Query::select()
+                        .column(jobset::Column::Id)
+                        .from(jobset::Entity)
+                        .and_where(Expr::col(jobset::Column::ProjectId).eq(*project_id))
+                        .to_owned(),
+                ),
+            ),
+            BuildScope::Jobset(jobset_id) => query.filter(build::Column::JobsetId.eq(*jobset_id)),
+            BuildScope::Job { jobset_id, job } => query
+                .filter(build::Column::JobsetId.eq(*jobset_id))
+                .filter(build::Column::Job.eq(job.as_str())),
+        };
+        if let Some(system) = system {
+            query = query.filter(build::Column::System.eq(system));
+        }
+        if finished_eval {
+            query = query.filter(Expr::exists(member_of_finished_eval()));
+        }
+        Ok(query
+            .order_by_desc(build::Column::Id)
+            .limit(1)
+            .into_tuple()
+            .one(self.read())
+            .await?)
+    }
+
+    /// Every unfinished build, with what scheduling needs.
+    pub async fn queued_builds(&self) -> DbResult<Vec<QueuedBuild>> {
+        let builds = build::Entity::find()
+            .filter(build::Column::Finished.eq(false))
+            .order_by_asc(build::Column::Id)
+            .all(self.read())
+            .await?;
+        let aggregates: Vec<i64> = builds
+            .iter()
+            .filter(|b| b.is_aggregate)
+            .map(|b| b.id)
+            .collect();
+        let mut constituents: HashMap<i64, Vec<String>> = HashMap::new();
+        for chunk in aggregates.chunks(super::INSERT_CHUNK) {
+            let rows: Vec<(i64, String)> = aggregate_constituent::Entity::find()
+                .select_only()
+                .column(aggregate_constituent::Column::AggregateId)
+                .column(build::Column::DrvPath)
+                .join(
+                    sea_orm::JoinType::InnerJoin,
+                    aggregate_constituent::Entity::belongs_to(build::Entity)
+                        .from(aggregate_constituent::Column::ConstituentId)
+                        .to(build::Column::Id)
+                        .into(),
+                )
+                .filter(aggregate_constituent::Column::AggregateId.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            for (aggregate, drv) in rows {
+                constituents.entry(aggregate).or_default().push(drv);
+            }
+        }
+        Ok(builds
+            .into_iter()
+            .map(|b| QueuedBuild {
+                constituent_drvs: constituents.remove(&b.id).unwrap_or_default(),
+                id: b.id,
+                jobset_id: b.jobset_id,
+                job: b.job,
+                drv_path: b.drv_path,
+                priority: b.priority,
+                global_priority: b.global_priority,
+                timeout: b.timeout,
+                max_silent: b.max_silent,
+            })
+            .collect())
+    }
+
+    /// Of the given derivations, those whose last build failed
+    /// deterministically (and were not restarted since).
+    pub async fn failed_paths_among(&self, drvs: &[String]) -> DbResult<HashSet<String>> {
+        let mut failed = HashSet::new();
+        for chunk in drvs.chunks(super::INSERT_CHUNK) {
+            let rows: Vec<String> = failed_path::Entity::find()
+                .select_only()
+                .column(failed_path::Column::Path)
+                .filter(failed_path::Column::Path.is_in(chunk.iter().cloned()))
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            failed.extend(rows);
+        }
+        Ok(failed)
+    }
+
+    pub async fn add_failed_path(&self, drv: &str) -> DbResult<()> {
+        failed_path::Entity::insert(failed_path::ActiveModel {
+            path: Set(drv.to_owned()),
+            time: Set(now()),
+        })
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(failed_path::Column::Path)
+                .update_column(failed_path::Column::Time)
+                .to_owned(),
+        )
+        .exec_without_returning(self.write())
+        .await?;
+        Ok(())
+    }
+
+    /// At start: steps that were running when the server stopped did not
+    /// finish; they are recorded as aborted and will run again.
+    pub async fn abort_busy_steps(&self) -> DbResult<u64> {
+        let result = build_step::Entity::update_many()
+            .col_expr(build_step::Column::Busy, Expr::value(false))
+            .col_expr(
+                build_step::Column::Status,
+                Expr::value(super::status::ABORTED),
+            )
+            .col_expr(
+                build_step::Column::ErrorMsg,
+                Expr::value("interrupted: the server stopped during this step"),
+            )
+            .col_expr(build_step::Column::StopTime, Expr::value(now()))
+            .filter(build_step::Column::Busy.eq(true))
+            .exec(self.write())
+            .await?;
+        Ok(result.rows_affected)
+    }
+
+    /// Records a step for a build, numbered after its previous steps.
+    pub async fn create_step(&self, build_id: i64, step: &NewStep) -> DbResult<i32> {
+        let time = now();
+        let txn = self.write().begin().await?;
+        let last: Option<i32> = build_step::Entity::find()
+            .select_only()
+            .column_as(build_step::Column::StepNr.max(), "max")
+            .filter(build_step::Column::BuildId.eq(build_id))
+            .into_tuple::<Option<i32>>()
+            .one(&txn)
+            .await?
+            .flatten();
+        let step_nr = last.unwrap_or(0) + 1;
+        build_step::ActiveModel {
+            build_id: Set(build_id),
+            step_nr: Set(step_nr),
+            kind: Set(0),
+            drv_path: Set(step.drv_path.clone()),
+            busy: Set(step.status.is_none()),
+            status: Set(step.status),
+            error_msg: Set(step.error_msg.clone()),
+            start_time: Set(Some(time)),
+            stop_time: Set(step.status.map(|_| time)),
+            machine: Set(step.machine.clone()),
+            system: Set(Some(step.system.clone())),
+            propagated_from: Set(step.propagated_from),
+            times_built: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        if step.status.is_none() {
+            // The build has started when its first step does.
+            build::Entity::update_many()
+                .col_expr(build::Column::StartTime, Expr::value(time))
+                .filter(build::Column::Id.eq(build_id))
+                .filter(build::Column::StartTime.is_null())
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(step_nr)
+    }
+
+    /// Ends a running step.
+    pub async fn finish_step(
+        &self,
+        build_id: i64,
+        step_nr: i32,
+        status: i32,
+        error_msg: Option<&str>,
+        outputs: &[(String, String)],
+    ) -> DbResult<()> {
+        let txn = self.write().begin().await?;
+        build_step::Entity::update_many()
+            .col_expr(build_step::Column::Busy, Expr::value(false))
+            .col_expr(build_step::Column::Status, Expr::value(status))
+            .col_expr(
+                build_step::Column::ErrorMsg,
+                Expr::value(error_msg.map(str::to_owned)),
+            )
+            .col_expr(build_step::Column::StopTime, Expr::value(now()))
+            .col_expr(build_step::Column::TimesBuilt, Expr::value(1))
+            .filter(build_step::Column::BuildId.eq(build_id))
+            .filter(build_step::Column::StepNr.eq(step_nr))
+            .exec(&txn)
+            .await?;
+        let rows = outputs
+            .iter()
+            .map(|(name, path)| build_step_output::ActiveModel {
+                build_id: Set(build_id),
+                step_nr: Set(step_nr),
+                name: Set(name.clone()),
+                path: Set(path.clone()),
+            })
+            .collect();
+        insert_chunked(&txn, rows).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Records how a build ended, unless it was finished meanwhile (by a
+    /// cancel): returns whether this call finished it. Old products and
+    /// metrics of a restarted build are replaced.
+    pub async fn finish_build(&self, result: &FinishedBuild) -> DbResult<bool> {
+        let txn = self.write().begin().await?;
+        let updated = build::Entity::update_many()
+            .col_expr(build::Column::Finished, Expr::value(true))
+            .col_expr(build::Column::BuildStatus, Expr::value(result.status))
+            .col_expr(build::Column::IsCachedBuild, Expr::value(result.is_cached))
+            .col_expr(
+                build::Column::StartTime,
+                Expr::value(Some(result.start_time)),
+            )
+            .col_expr(build::Column::StopTime, Expr::value(result.stop_time))
+            .col_expr(build::Column::Size, Expr::value(result.size))
+            .col_expr(build::Column::ClosureSize, Expr::value(result.closure_size))
+            .col_expr(
+                build::Column::ReleaseName,
+                Expr::value(result.release_name.clone()),
+            )
+            .filter(build::Column::Id.eq(result.id))
+            .filter(build::Column::Finished.eq(false))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 0 {
+            return Ok(false);
+        }
+        build_product::Entity::delete_many()
+            .filter(build_product::Column::BuildId.eq(result.id))
+            .exec(&txn)
+            .await?;
+        build_metric::Entity::delete_many()
+            .filter(build_metric::Column::BuildId.eq(result.id))
+            .exec(&txn)
+            .await?;
+        let products = result
+            .products
+            .iter()
+            .enumerate()
+            .map(|(i, p)| build_product::ActiveModel {
+                build_id: Set(result.id),
+                product_nr: Set(i as i32 + 1),
+                kind: Set(p.kind.clone()),
+                subtype: Set(p.subtype.clone()),
+                file_size: Set(p.file_size),
+                sha256_hash: Set(p.sha256_hash.clone()),
+                path: Set(p.path.clone()),
+                name: Set(p.name.clone()),
+                default_path: Set(p.default_path.clone()),
+            })
+            .collect();
+        insert_chunked(&txn, products).await?;
+        if !result.metrics.is_empty() {
+            let build = build::Entity::find_by_id(result.id).one(&txn).await?;
+            let names: Option<(String, String)> = match &build {
+                Some(b) => {
+                    jobset::Entity::find_by_id(b.jobset_id)
+                        .select_only()
+                        .column_as(project::Column::Name, "project_name")
+                        .column(jobset::Column::Name)
+                        .inner_join(project::Entity)
+                        .into_tuple()
+                        .one(&txn)
+                        .await?
+                }
+                None => None,
+            };
+            let (project_name, jobset_name) = names.unwrap_or_default();
+            let (job, timestamp) = build.map(|b| (b.job, b.timestamp)).unwrap_or_default();
+            let metrics = result
+                .metrics
+                .iter()
+                .map(|m| build_metric::ActiveModel {
+                    build_id: Set(result.id),
+                    name: Set(m.name.clone()),
+                    unit: Set(m.unit.clone()),
+                    value: Set(m.value),
+                    project: Set(project_name.clone()),
+                    jobset: Set(jobset_name.clone()),
+                    job: Set(job.clone()),
+                    timestamp: Set(timestamp),
+                })
+                .collect();
+            insert_chunked(&txn, metrics).await?;
+        }
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Queues finished builds again and forgets the cached failures of their
+    /// derivations, so they really are rebuilt. Returns those restarted.
+    pub async fn restart_builds(&self, ids: &[i64]) -> DbResult<Vec<i64>> {
+        let txn = self.write().begin().await?;
+        let builds: Vec<(i64, String)> = build::Entity::find()
+            .select_only()
+            .columns([build::Column::Id, build::Column::DrvPath])
+            .filter(build::Column::Id.is_in(ids.iter().copied()))
+            .filter(build::Column::Finished.eq(true))
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        let restarted: Vec<i64> = builds.iter().map(|(id, _)| *id).collect();
+        if restarted.is_empty() {
+            return Ok(restarted);
+        }
+        let step_drvs: Vec<String> = build_step::Entity::find()
+            .select_only()
+            .column(build_step::Column::DrvPath)
+            .filter(build_step::Column::BuildId.is_in(restarted.iter().copied()))
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        let drvs: HashSet<String> = builds
+            .into_iter()
+            .map(|(_, d)| d)
+            .chain(step_drvs)
+            .collect();
+        let drvs: Vec<String> = drvs.into_iter().collect();
+        for chunk in drvs.chunks(super::INSERT_CHUNK) {
+            failed_path::Entity::delete_many()
+                .filter(failed_path::Column::Path.is_in(chunk.iter().cloned()))
+                .exec(&txn)
+                .await?;
+        }
+        build::Entity::update_many()
+            .col_expr(build::Column::Finished, Expr::value(false))
+            .col_expr(build::Column::BuildStatus, Expr::value(Option::<i32>::None))
+            .col_expr(
+                build::Column::IsCachedBuild,
+                Expr::value(Option::<bool>::None),
+            )
+            .col_expr(build::Column::StartTime, Expr::value(Option::<i64>::None))
+            .col_expr(build::Column::StopTime, Expr::value(Option::<i64>::None))
+            .col_expr(build::Column::Timestamp, Expr::value(now()))
+            .filter(build::Column::Id.is_in(restarted.iter().copied()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(restarted)
+    }
+
+    /// Finishes unfinished builds as cancelled. Returns those cancelled.
+    pub async fn cancel_builds(&self, ids: &[i64]) -> DbResult<Vec<i64>> {
+        let time = now();
+        let txn = self.write().begin().await?;
+        let cancelled: Vec<i64> = build::Entity::find()
+            .select_only()
+            .column(build::Column::Id)
+            .filter(build::Column::Id.is_in(ids.iter().copied()))
+            .filter(build::Column::Finished.eq(false))
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        build::Entity::update_many()
+            .col_expr(build::Column::Finished, Expr::value(true))
+            .col_expr(
+                build::Column::BuildStatus,
+                Expr::value(super::status::CANCELLED),
+            )
+            .col_expr(build::Column::IsCachedBuild, Expr::value(false))
+            .col_expr(
+                build::Column::StartTime,
+                Expr::cust("COALESCE(start_time, ".to_owned() + &time.to_string() + ")"),
+            )
+            .col_expr(build::Column::StopTime, Expr::value(time))
+            .filter(build::Column::Id.is_in(cancelled.iter().copied()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(cancelled)
+    }
+
+    /// Moves unfinished builds to the front of the queue.
+    pub async fn bump_builds(&self, ids: &[i64]) -> DbResult<u64> {
+        let result = build::Entity::update_many()
+            .col_expr(build::Column::GlobalPriority, Expr::value(now()))
+            .filter(build::Column::Id.is_in(ids.iter().copied()))
+            .filter(build::Column::Finished.eq(false))
+            .exec(self.write())
+            .await?;
+        Ok(result.rows_affected)
+    }
+
+    pub async fn set_keep(&self, id: i64, keep: bool) -> DbResult<()> {
+        build::Entity::update_many()
+            .col_expr(build::Column::Keep, Expr::value(keep))
+            .filter(build::Column::Id.eq(id))
+            .exec(self.write())
+            .await?;
+        Ok(())
+    }
+
+    /// Builds of an evaluation, optionally only finished ones with a status
+    /// in (or not in) a set.
+    pub async fn eval_builds_where(
+        &self,
+        eval_id: i64,
+        filter: EvalBuildFilter,
+    ) -> DbResult<Vec<i64>> {
+        let mut query = build::Entity::find()
+            .select_only()
+            .column(build::Column::Id)
+            .inner_join(jobset_eval_member::Entity)
+            .filter(jobset_eval_member::Column::EvalId.eq(eval_id));
+        query = match filter {
+            EvalBuildFilter::All => query,
+            EvalBuildFilter::Unfinished => query.filter(build::Column::Finished.eq(false)),
+            EvalBuildFilter::StatusIn(statuses) => query
+                .filter(build::Column::Finished.eq(true))
+                .filter(build::Column::BuildStatus.is_in(statuses.iter().copied())),
+            EvalBuildFilter::Unsuccessful => query
+                .filter(build::Column::Finished.eq(true))
+                .filter(build::Column::BuildStatus.ne(super::status::SUCCESS)),
+        };
+        Ok(query
+            .order_by_asc(build::Column::Id)
+            .into_tuple()
+            .all(self.read())
+            .await?)
+    }
+
+    /// How many builds are queued or running.
+    pub async fn queued_count(&self) -> DbResult<u64> {
+        Ok(build::Entity::find()
+            .filter(build::Column::Finished.eq(false))
+            .count(self.read())
+            .await?)
+    }
+
+    /// Unfinished builds in the queue, highest priority first.
+    pub async fn queue_view(&self, limit: u64) -> DbResult<Vec<i64>> {
+        Ok(build::Entity::find()
+            .select_only()
+            .column(build::Column::Id)
+            .filter(build::Column::Finished.eq(false))
+            .order_by_desc(build::Column::GlobalPriority)
+            .order_by_asc(build::Column::Id)
+            .limit(limit)
+            .into_tuple()
+            .all(self.read())
+            .await?)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum EvalBuildFilter {
+    All,
+    Unfinished,
+    StatusIn(&'static [i32]),
+    Unsuccessful,
+}
+
+/// `EXISTS`-subquery: the build (of the outer query) is a member of an
+/// evaluation that has no unfinished build.
+fn member_of_finished_eval() -> SelectStatement {
+    let member = Alias::new("m");
+    let other = Alias::new("m2");
+    let other_build = Alias::new("b2");
+    let unfinished_in_same_eval = Query::select()
+        .expr(Expr::val(1))
+        .from_as(jobset_eval_member::Entity, other.clone())
+        .join_as(
+            sea_orm::JoinType::InnerJoin,
+            build::Entity,
+            other_build.clone(),
+            Expr::col((other_build.clone(), build::Column::Id))
+                .equals((other.clone(), jobset_eval_member::Column::BuildId)),
+        )
+        .and_where(
+            Expr::col((other.clone(), jobset_eval_member::Column::EvalId))
+                .equals((member.clone(), jobset_eval_member::Column::EvalId)),
+        )
+        .and_where(Expr::col((other_build, build::Column::Finished)).eq(false))
+        .to_owned();
+    Query::select()
+        .expr(Expr::val(1))
+        .from_as(jobset_eval_member::Entity, member.clone())
+        .and_where(
+            Expr::col((member, jobset_eval_member::Column::BuildId))
+                .equals((build::Entity, build::Column::Id)),
+        )
+        .and_where(Expr::not_exists(unfinished_in_same_eval))
+        .to_owned()
+}

@@ -1,0 +1,446 @@
+//! sea-orm entities, one module per table of `migrations/`. Only the `db`
+//! part uses them; other parts see the typed values of `db::*`.
+
+pub mod project {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "projects")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub name: String,
+        pub display_name: String,
+        pub description: String,
+        pub homepage: String,
+        pub owner: String,
+        pub enabled: bool,
+        pub hidden: bool,
+        pub enable_dynamic_run_command: bool,
+        pub declarative_file: Option<String>,
+        pub declarative_type: Option<String>,
+        pub declarative_value: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod jobset {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "jobsets")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub project_id: i64,
+        pub name: String,
+        pub description: String,
+        pub nixexpr_input: String,
+        pub nixexpr_path: String,
+        pub error_msg: Option<String>,
+        pub error_time: Option<i64>,
+        pub last_checked_time: Option<i64>,
+        pub last_check_outcome: Option<String>,
+        pub trigger_time: Option<i64>,
+        pub force_eval: bool,
+        pub enabled: i32,
+        pub enable_email: bool,
+        pub hidden: bool,
+        pub email_override: String,
+        pub keep_nr: i32,
+        pub check_interval: i32,
+        pub scheduling_shares: i32,
+        pub fetch_error_msg: Option<String>,
+        pub start_time: Option<i64>,
+        #[sea_orm(column_name = "type")]
+        pub kind: i32,
+        pub flake: Option<String>,
+        pub enable_dynamic_run_command: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {
+        #[sea_orm(
+            belongs_to = "super::project::Entity",
+            from = "Column::ProjectId",
+            to = "super::project::Column::Id"
+        )]
+        Project,
+    }
+
+    impl Related<super::project::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Project.def()
+        }
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod jobset_input {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "jobset_inputs")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub jobset_id: i64,
+        pub name: String,
+        #[sea_orm(column_name = "type")]
+        pub kind: String,
+        pub value: String,
+        pub email_responsible: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod jobset_eval {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "jobset_evals")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub jobset_id: i64,
+        pub timestamp: i64,
+        pub checkout_time: i64,
+        pub eval_time: i64,
+        pub has_new_builds: bool,
+        pub hash: String,
+        pub nr_builds: i32,
+        pub nr_errors: i32,
+        pub flake: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {
+        #[sea_orm(has_many = "super::jobset_eval_member::Entity")]
+        Members,
+    }
+
+    impl Related<super::jobset_eval_member::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Members.def()
+        }
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod jobset_eval_input {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "jobset_eval_inputs")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub eval_id: i64,
+        pub name: String,
+        #[sea_orm(column_name = "type")]
+        pub kind: String,
+        pub uri: Option<String>,
+        pub revision: Option<String>,
+        pub value: Option<String>,
+        pub dependency: Option<i64>,
+        pub path: Option<String>,
+        pub sha256_hash: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod jobset_eval_member {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "jobset_eval_members")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub eval_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub build_id: i64,
+        pub is_new: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {
+        #[sea_orm(
+            belongs_to = "super::build::Entity",
+            from = "Column::BuildId",
+            to = "super::build::Column::Id"
+        )]
+        Build,
+        #[sea_orm(
+            belongs_to = "super::jobset_eval::Entity",
+            from = "Column::EvalId",
+            to = "super::jobset_eval::Column::Id"
+        )]
+        Eval,
+    }
+
+    impl Related<super::build::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Build.def()
+        }
+    }
+
+    impl Related<super::jobset_eval::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Eval.def()
+        }
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod build {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "builds")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub finished: bool,
+        pub timestamp: i64,
+        pub jobset_id: i64,
+        pub job: String,
+        pub nix_name: String,
+        pub description: Option<String>,
+        pub drv_path: String,
+        pub system: String,
+        pub license: Option<String>,
+        pub homepage: Option<String>,
+        pub maintainers: Option<String>,
+        pub max_silent: i32,
+        pub timeout: i32,
+        pub is_channel: bool,
+        pub is_aggregate: bool,
+        pub priority: i32,
+        pub global_priority: i64,
+        pub start_time: Option<i64>,
+        pub stop_time: Option<i64>,
+        pub is_cached_build: Option<bool>,
+        pub build_status: Option<i32>,
+        pub size: Option<i64>,
+        pub closure_size: Option<i64>,
+        pub release_name: Option<String>,
+        pub keep: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {
+        #[sea_orm(has_many = "super::jobset_eval_member::Entity")]
+        Members,
+        #[sea_orm(
+            belongs_to = "super::jobset::Entity",
+            from = "Column::JobsetId",
+            to = "super::jobset::Column::Id"
+        )]
+        Jobset,
+    }
+
+    impl Related<super::jobset_eval_member::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Members.def()
+        }
+    }
+
+    impl Related<super::jobset::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Jobset.def()
+        }
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod build_output {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "build_outputs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub build_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        pub path: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod build_step {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "build_steps")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub build_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub step_nr: i32,
+        #[sea_orm(column_name = "type")]
+        pub kind: i32,
+        pub drv_path: String,
+        pub busy: bool,
+        pub status: Option<i32>,
+        pub error_msg: Option<String>,
+        pub start_time: Option<i64>,
+        pub stop_time: Option<i64>,
+        pub machine: String,
+        pub system: Option<String>,
+        pub propagated_from: Option<i64>,
+        pub times_built: Option<i32>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod build_step_output {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "build_step_outputs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub build_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub step_nr: i32,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        pub path: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod build_product {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "build_products")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub build_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub product_nr: i32,
+        #[sea_orm(column_name = "type")]
+        pub kind: String,
+        pub subtype: String,
+        pub file_size: Option<i64>,
+        pub sha256_hash: Option<String>,
+        pub path: String,
+        pub name: String,
+        pub default_path: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod build_metric {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "build_metrics")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub build_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        pub unit: Option<String>,
+        pub value: f64,
+        pub project: String,
+        pub jobset: String,
+        pub job: String,
+        pub timestamp: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod aggregate_constituent {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "aggregate_constituents")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub aggregate_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub constituent_id: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod failed_path {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "failed_paths")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub path: String,
+        pub time: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod evaluation_error {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "evaluation_errors")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub jobset_id: i64,
+        pub eval_id: Option<i64>,
+        pub job: Option<String>,
+        pub message: String,
+        pub time: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

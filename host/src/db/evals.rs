@@ -1,0 +1,731 @@
+//! Evaluations: which jobsets are due, and recording an evaluation's
+//! outcome (its builds, inputs, members and errors) in one transaction.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+
+use super::entities::{
+    aggregate_constituent, build, build_output, evaluation_error, jobset, jobset_eval,
+    jobset_eval_input, jobset_eval_member, project,
+};
+use super::{Db, DbResult, INSERT_CHUNK, Jobset, Project, now};
+
+pub use super::entities::evaluation_error::Model as EvaluationError;
+pub use super::entities::jobset_eval::Model as JobsetEval;
+pub use super::entities::jobset_eval_input::Model as JobsetEvalInput;
+
+/// Enabled states of a jobset, as Hydra numbers them.
+pub mod enabled {
+    pub const DISABLED: i32 = 0;
+    pub const ENABLED: i32 = 1;
+    pub const ONE_SHOT: i32 = 2;
+    pub const ONE_AT_A_TIME: i32 = 3;
+}
+
+/// How the last check of a jobset ended (`jobsets.last_check_outcome`).
+pub mod outcome {
+    pub const EVALUATED: &str = "evaluated";
+    /// Inputs hash equal to the previous evaluation's: nothing recorded.
+    pub const UNCHANGED: &str = "unchanged";
+    pub const FETCH_FAILED: &str = "fetch-failed";
+    pub const EVAL_FAILED: &str = "eval-failed";
+}
+
+/// A job as the evaluator found it, to be recorded as a build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub name: String,
+    pub nix_name: String,
+    pub drv_path: String,
+    pub system: String,
+    /// Output name to store path, in the derivation's order.
+    pub outputs: Vec<(String, String)>,
+    pub description: Option<String>,
+    pub license: Option<String>,
+    pub homepage: Option<String>,
+    pub maintainers: Option<String>,
+    pub scheduling_priority: i32,
+    pub timeout: i32,
+    pub max_silent: i32,
+    pub is_channel: bool,
+    /// For aggregates: the names of their constituent jobs in this eval.
+    pub constituents: Option<Vec<String>>,
+}
+
+/// One input as it was fetched for an evaluation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewEvalInput {
+    pub name: String,
+    pub kind: String,
+    pub uri: Option<String>,
+    pub revision: Option<String>,
+    pub value: Option<String>,
+    pub dependency: Option<i64>,
+    pub path: Option<String>,
+    pub sha256_hash: Option<String>,
+}
+
+/// Everything one successful evaluation produced.
+#[derive(Debug, Clone)]
+pub struct NewEval {
+    pub jobset_id: i64,
+    pub started: i64,
+    pub hash: String,
+    pub flake: Option<String>,
+    pub checkout_time: i64,
+    pub eval_time: i64,
+    pub inputs: Vec<NewEvalInput>,
+    pub jobs: Vec<NewJob>,
+    /// Jobs that failed to evaluate: (job name, message).
+    pub errors: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordedEval {
+    pub eval_id: i64,
+    pub new_builds: Vec<i64>,
+    pub has_new_builds: bool,
+}
+
+/// A jobset the evaluator should look at now.
+#[derive(Debug, Clone)]
+pub struct DueJobset {
+    pub project: Project,
+    pub jobset: Jobset,
+}
+
+/// A finished, successful build, as passed to other evaluations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuccessfulBuild {
+    pub id: i64,
+    pub job: String,
+    pub drv_path: String,
+    pub nix_name: String,
+    pub release_name: Option<String>,
+    pub system: String,
+    pub outputs: Vec<(String, String)>,
+}
+
+/// Hydra's text for the jobset's error message: every failing job, in order.
+pub fn format_eval_errors(errors: &[(String, String)]) -> String {
+    let mut text = String::new();
+    for (job, message) in errors {
+        if job.is_empty() {
+            text.push_str(&format!("at top-level:\n{message}\n\n"));
+        } else {
+            text.push_str(&format!("in job ‘{job}’:\n{message}\n\n"));
+        }
+    }
+    text
+}
+
+impl Db {
+    /// Jobsets to evaluate now, Hydra's rules: enabled (and the project too),
+    /// not being evaluated, and either triggered or past their check interval;
+    /// a one-at-a-time jobset also waits until its last eval has finished.
+    pub async fn due_jobsets(&self, now: i64) -> DbResult<Vec<DueJobset>> {
+        let projects: HashMap<i64, Project> = project::Entity::find()
+            .filter(project::Column::Enabled.eq(true))
+            .all(self.read())
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect();
+        let jobsets = jobset::Entity::find()
+            .filter(jobset::Column::Enabled.ne(enabled::DISABLED))
+            .filter(jobset::Column::StartTime.is_null())
+            .order_by_asc(jobset::Column::TriggerTime)
+            .order_by_asc(jobset::Column::LastCheckedTime)
+            .order_by_asc(jobset::Column::Name)
+            .all(self.read())
+            .await?;
+        let mut due = Vec::new();
+        for jobset in jobsets {
+            let Some(project) = projects.get(&jobset.project_id) else {
+                continue;
+            };
+            let is_due = jobset.trigger_time.is_some()
+                || (jobset.check_interval > 0
+                    && jobset
+                        .last_checked_time
+                        .is_none_or(|t| t + i64::from(jobset.check_interval) <= now));
+            if !is_due {
+                continue;
+            }
+            if jobset.enabled == enabled::ONE_AT_A_TIME
+                && self.last_eval_unfinished(jobset.id).await?
+            {
+                continue;
+            }
+            due.push(DueJobset {
+                project: project.clone(),
+                jobset,
+            });
+        }
+        Ok(due)
+    }
+
+    async fn last_eval_unfinished(&self, jobset_id: i64) -> DbResult<bool> {
+        let Some(eval) = self.last_eval(jobset_id).await? else {
+            return Ok(false);
+        };
+        let unfinished = jobset_eval_member::Entity::find()
+            .inner_join(build::Entity)
+            .filter(jobset_eval_member::Column::EvalId.eq(eval.id))
+            .filter(build::Column::Finished.eq(false))
+            .count(self.read())
+            .await?;
+        Ok(unfinished > 0)
+    }
+
+    /// The newest evaluation of a jobset.
+    pub async fn last_eval(&self, jobset_id: i64) -> DbResult<Option<JobsetEval>> {
+        Ok(jobset_eval::Entity::find()
+            .filter(jobset_eval::Column::JobsetId.eq(jobset_id))
+            .order_by_desc(jobset_eval::Column::Id)
+            .one(self.read())
+            .await?)
+    }
+
+    /// Marks a jobset as being evaluated (so it is not picked twice) and
+    /// returns the start time.
+    pub async fn begin_evaluation(&self, jobset_id: i64) -> DbResult<i64> {
+        let started = now();
+        jobset::Entity::update_many()
+            .col_expr(jobset::Column::StartTime, Expr::value(started))
+            .filter(jobset::Column::Id.eq(jobset_id))
+            .exec(self.write())
+            .await?;
+        Ok(started)
+    }
+
+    /// Forgets evaluations that were running when the server stopped.
+    pub async fn clear_running_evaluations(&self) -> DbResult<()> {
+        jobset::Entity::update_many()
+            .col_expr(jobset::Column::StartTime, Expr::value(Option::<i64>::None))
+            .filter(jobset::Column::StartTime.is_not_null())
+            .exec(self.write())
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a check of a jobset: it is no longer running, a trigger that
+    /// came before the start is consumed, a one-shot jobset is switched off.
+    async fn end_check(
+        &self,
+        txn: &DatabaseTransaction,
+        jobset_id: i64,
+        started: i64,
+        outcome: &str,
+        completed: bool,
+    ) -> DbResult<()> {
+        let time = now();
+        let mut update = jobset::Entity::update_many()
+            .col_expr(jobset::Column::StartTime, Expr::value(Option::<i64>::None))
+            .col_expr(jobset::Column::LastCheckedTime, Expr::value(time))
+            .col_expr(jobset::Column::LastCheckOutcome, Expr::value(outcome))
+            .col_expr(
+                jobset::Column::TriggerTime,
+                Expr::case(
+                    Expr::col(jobset::Column::TriggerTime).lte(started),
+                    Expr::value(Option::<i64>::None),
+                )
+                .finally(Expr::col(jobset::Column::TriggerTime))
+                .into(),
+            )
+            .filter(jobset::Column::Id.eq(jobset_id));
+        if completed {
+            update = update
+                .col_expr(jobset::Column::ForceEval, Expr::value(false))
+                .col_expr(
+                    jobset::Column::Enabled,
+                    Expr::case(
+                        Expr::col(jobset::Column::Enabled).eq(enabled::ONE_SHOT),
+                        Expr::value(enabled::DISABLED),
+                    )
+                    .finally(Expr::col(jobset::Column::Enabled))
+                    .into(),
+                );
+        }
+        update.exec(txn).await?;
+        Ok(())
+    }
+
+    /// The inputs hash equals the last evaluation's: nothing to record but
+    /// the check itself.
+    pub async fn record_eval_unchanged(&self, jobset_id: i64, started: i64) -> DbResult<()> {
+        let txn = self.write().begin().await?;
+        jobset::Entity::update_many()
+            .col_expr(
+                jobset::Column::FetchErrorMsg,
+                Expr::value(Option::<String>::None),
+            )
+            .filter(jobset::Column::Id.eq(jobset_id))
+            .exec(&txn)
+            .await?;
+        self.end_check(&txn, jobset_id, started, outcome::UNCHANGED, true)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// An input could not be fetched; nothing was evaluated.
+    pub async fn record_fetch_error(
+        &self,
+        jobset_id: i64,
+        started: i64,
+        message: &str,
+    ) -> DbResult<()> {
+        let txn = self.write().begin().await?;
+        jobset::Entity::update_many()
+            .col_expr(jobset::Column::FetchErrorMsg, Expr::value(message))
+            .filter(jobset::Column::Id.eq(jobset_id))
+            .exec(&txn)
+            .await?;
+        self.end_check(&txn, jobset_id, started, outcome::FETCH_FAILED, false)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The expression as a whole failed (a syntax error, a top-level
+    /// `throw`, …): no jobs, the error is kept on the jobset.
+    pub async fn record_eval_failure(
+        &self,
+        jobset_id: i64,
+        started: i64,
+        message: &str,
+    ) -> DbResult<()> {
+        let time = now();
+        let txn = self.write().begin().await?;
+        let text = format_eval_errors(&[(String::new(), message.to_owned())]);
+        jobset::Entity::update_many()
+            .col_expr(jobset::Column::ErrorMsg, Expr::value(text))
+            .col_expr(jobset::Column::ErrorTime, Expr::value(time))
+            .col_expr(
+                jobset::Column::FetchErrorMsg,
+                Expr::value(Option::<String>::None),
+            )
+            .filter(jobset::Column::Id.eq(jobset_id))
+            .exec(&txn)
+            .await?;
+        evaluation_error::ActiveModel {
+            jobset_id: Set(jobset_id),
+            eval_id: Set(None),
+            job: Set(None),
+            message: Set(message.to_owned()),
+            time: Set(time),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        self.end_check(&txn, jobset_id, started, outcome::EVAL_FAILED, false)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Records an evaluation: reuses the builds of the previous evaluation
+    /// whose job has the same derivation, queues the others, and stores
+    /// inputs, members, aggregate constituents and per-job errors, all in
+    /// one transaction (a crash leaves either all of it or none).
+    pub async fn record_eval(&self, new: &NewEval) -> DbResult<RecordedEval> {
+        let time = now();
+        let txn = self.write().begin().await?;
+
+        let previous = jobset_eval::Entity::find()
+            .filter(jobset_eval::Column::JobsetId.eq(new.jobset_id))
+            .order_by_desc(jobset_eval::Column::Id)
+            .one(&txn)
+            .await?;
+        let mut reusable: HashMap<(String, String), i64> = HashMap::new();
+        let mut previous_count = 0;
+        if let Some(previous) = &previous {
+            let rows: Vec<(i64, String, String)> = build::Entity::find()
+                .select_only()
+                .columns([
+                    build::Column::Id,
+                    build::Column::Job,
+                    build::Column::DrvPath,
+                ])
+                .inner_join(jobset_eval_member::Entity)
+                .filter(jobset_eval_member::Column::EvalId.eq(previous.id))
+                .into_tuple()
+                .all(&txn)
+                .await?;
+            previous_count = rows.len();
+            reusable = rows
+                .into_iter()
+                .map(|(id, job, drv)| ((job, drv), id))
+                .collect();
+        }
+
+        // Builds for the jobs, new or reused, in job order.
+        let mut build_of_job: BTreeMap<&str, (i64, bool)> = BTreeMap::new();
+        let mut new_jobs = Vec::new();
+        for job in &new.jobs {
+            match reusable.get(&(job.name.clone(), job.drv_path.clone())) {
+                Some(&id) => {
+                    build_of_job.insert(&job.name, (id, false));
+                }
+                None => new_jobs.push(job),
+            }
+        }
+        let mut new_builds = Vec::with_capacity(new_jobs.len());
+        for job in &new_jobs {
+            // One by one: the id is needed, and RETURNING of a multi-row
+            // insert is not ordered on every backend.
+            let model = build::ActiveModel {
+                finished: Set(false),
+                timestamp: Set(time),
+                jobset_id: Set(new.jobset_id),
+                job: Set(job.name.clone()),
+                nix_name: Set(job.nix_name.clone()),
+                description: Set(job.description.clone()),
+                drv_path: Set(job.drv_path.clone()),
+                system: Set(job.system.clone()),
+                license: Set(job.license.clone()),
+                homepage: Set(job.homepage.clone()),
+                maintainers: Set(job.maintainers.clone()),
+                max_silent: Set(job.max_silent),
+                timeout: Set(job.timeout),
+                is_channel: Set(job.is_channel),
+                is_aggregate: Set(job.constituents.is_some()),
+                priority: Set(job.scheduling_priority),
+                global_priority: Set(0),
+                keep: Set(false),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await?;
+            build_of_job.insert(&job.name, (model.id, true));
+            new_builds.push(model.id);
+        }
+        let outputs: Vec<build_output::ActiveModel> = new_jobs
+            .iter()
+            .flat_map(|job| {
+                let build_id = build_of_job[job.name.as_str()].0;
+                job.outputs
+                    .iter()
+                    .map(move |(name, path)| build_output::ActiveModel {
+                        build_id: Set(build_id),
+                        name: Set(name.clone()),
+                        path: Set(path.clone()),
+                    })
+            })
+            .collect();
+        insert_chunked(&txn, outputs).await?;
+
+        let has_new_builds =
+            !new_builds.is_empty() || previous.is_none() || previous_count != build_of_job.len();
+        let eval = jobset_eval::ActiveModel {
+            jobset_id: Set(new.jobset_id),
+            timestamp: Set(time),
+            checkout_time: Set(new.checkout_time),
+            eval_time: Set(new.eval_time),
+            has_new_builds: Set(has_new_builds),
+            hash: Set(new.hash.clone()),
+            nr_builds: Set(build_of_job.len() as i32),
+            nr_errors: Set(new.errors.len() as i32),
+            flake: Set(new.flake.clone()),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+
+        let members: Vec<jobset_eval_member::ActiveModel> = build_of_job
+            .values()
+            .map(|&(build_id, is_new)| jobset_eval_member::ActiveModel {
+                eval_id: Set(eval.id),
+                build_id: Set(build_id),
+                is_new: Set(is_new),
+            })
+            .collect();
+        insert_chunked(&txn, members).await?;
+
+        let inputs: Vec<jobset_eval_input::ActiveModel> = new
+            .inputs
+            .iter()
+            .map(|input| jobset_eval_input::ActiveModel {
+                eval_id: Set(eval.id),
+                name: Set(input.name.clone()),
+                kind: Set(input.kind.clone()),
+                uri: Set(input.uri.clone()),
+                revision: Set(input.revision.clone()),
+                value: Set(input.value.clone()),
+                dependency: Set(input.dependency),
+                path: Set(input.path.clone()),
+                sha256_hash: Set(input.sha256_hash.clone()),
+                ..Default::default()
+            })
+            .collect();
+        insert_chunked(&txn, inputs).await?;
+
+        // Constituents of new aggregates only: a reused aggregate keeps its own.
+        let mut constituents = Vec::new();
+        for job in &new_jobs {
+            let Some(names) = &job.constituents else {
+                continue;
+            };
+            let aggregate_id = build_of_job[job.name.as_str()].0;
+            let mut ids: Vec<i64> = names
+                .iter()
+                .filter_map(|n| build_of_job.get(n.as_str()))
+                .map(|b| b.0)
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            constituents.extend(ids.into_iter().filter(|&id| id != aggregate_id).map(
+                |constituent_id| aggregate_constituent::ActiveModel {
+                    aggregate_id: Set(aggregate_id),
+                    constituent_id: Set(constituent_id),
+                },
+            ));
+        }
+        insert_chunked(&txn, constituents).await?;
+
+        let errors: Vec<evaluation_error::ActiveModel> = new
+            .errors
+            .iter()
+            .map(|(job, message)| evaluation_error::ActiveModel {
+                jobset_id: Set(new.jobset_id),
+                eval_id: Set(Some(eval.id)),
+                job: Set(Some(job.clone())),
+                message: Set(message.clone()),
+                time: Set(time),
+                ..Default::default()
+            })
+            .collect();
+        insert_chunked(&txn, errors).await?;
+
+        let (error_msg, error_time) = if new.errors.is_empty() {
+            (None, None)
+        } else {
+            (Some(format_eval_errors(&new.errors)), Some(time))
+        };
+        jobset::Entity::update_many()
+            .col_expr(jobset::Column::ErrorMsg, Expr::value(error_msg))
+            .col_expr(jobset::Column::ErrorTime, Expr::value(error_time))
+            .col_expr(
+                jobset::Column::FetchErrorMsg,
+                Expr::value(Option::<String>::None),
+            )
+            .filter(jobset::Column::Id.eq(new.jobset_id))
+            .exec(&txn)
+            .await?;
+        self.end_check(&txn, new.jobset_id, new.started, outcome::EVALUATED, true)
+            .await?;
+        txn.commit().await?;
+        Ok(RecordedEval {
+            eval_id: eval.id,
+            new_builds,
+            has_new_builds,
+        })
+    }
+
+    /// The newest successful build of `job` in a jobset.
+    pub async fn latest_successful_build(
+        &self,
+        jobset_id: i64,
+        job: &str,
+    ) -> DbResult<Option<SuccessfulBuild>> {
+        let found = build::Entity::find()
+            .filter(build::Column::JobsetId.eq(jobset_id))
+            .filter(build::Column::Job.eq(job))
+            .filter(build::Column::Finished.eq(true))
+            .filter(build::Column::BuildStatus.eq(0))
+            .order_by_desc(build::Column::Id)
+            .one(self.read())
+            .await?;
+        match found {
+            Some(b) => Ok(self.successful_builds(vec![b]).await?.pop()),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest successful build of every job of a jobset.
+    pub async fn latest_successful_builds(&self, jobset_id: i64) -> DbResult<Vec<SuccessfulBuild>> {
+        let ids: Vec<Option<i64>> = build::Entity::find()
+            .select_only()
+            .column_as(build::Column::Id.max(), "id")
+            .filter(build::Column::JobsetId.eq(jobset_id))
+            .filter(build::Column::Finished.eq(true))
+            .filter(build::Column::BuildStatus.eq(0))
+            .group_by(build::Column::Job)
+            .into_tuple()
+            .all(self.read())
+            .await?;
+        let ids: Vec<i64> = ids.into_iter().flatten().collect();
+        let mut builds = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            builds.extend(
+                build::Entity::find()
+                    .filter(build::Column::Id.is_in(chunk.iter().copied()))
+                    .all(self.read())
+                    .await?,
+            );
+        }
+        builds.sort_by(|a, b| a.job.cmp(&b.job));
+        self.successful_builds(builds).await
+    }
+
+    /// The newest evaluation of a jobset none of whose builds is unfinished.
+    pub async fn latest_finished_eval(&self, jobset_id: i64) -> DbResult<Option<JobsetEval>> {
+        let unfinished_member = Query::select()
+            .expr(Expr::val(1))
+            .from(jobset_eval_member::Entity)
+            .inner_join(
+                build::Entity,
+                Expr::col((build::Entity, build::Column::Id)).equals((
+                    jobset_eval_member::Entity,
+                    jobset_eval_member::Column::BuildId,
+                )),
+            )
+            .and_where(
+                Expr::col((
+                    jobset_eval_member::Entity,
+                    jobset_eval_member::Column::EvalId,
+                ))
+                .equals((jobset_eval::Entity, jobset_eval::Column::Id)),
+            )
+            .and_where(Expr::col((build::Entity, build::Column::Finished)).eq(false))
+            .to_owned();
+        Ok(jobset_eval::Entity::find()
+            .filter(jobset_eval::Column::JobsetId.eq(jobset_id))
+            .filter(Expr::not_exists(unfinished_member))
+            .order_by_desc(jobset_eval::Column::Id)
+            .one(self.read())
+            .await?)
+    }
+
+    /// The successful builds of an evaluation, with their outputs.
+    pub async fn eval_successful_builds(&self, eval_id: i64) -> DbResult<Vec<SuccessfulBuild>> {
+        let builds = build::Entity::find()
+            .inner_join(jobset_eval_member::Entity)
+            .filter(jobset_eval_member::Column::EvalId.eq(eval_id))
+            .filter(build::Column::Finished.eq(true))
+            .filter(build::Column::BuildStatus.eq(0))
+            .order_by_asc(build::Column::Job)
+            .all(self.read())
+            .await?;
+        self.successful_builds(builds).await
+    }
+
+    async fn successful_builds(&self, builds: Vec<build::Model>) -> DbResult<Vec<SuccessfulBuild>> {
+        let mut outputs = self
+            .outputs_of(&builds.iter().map(|b| b.id).collect::<Vec<_>>())
+            .await?;
+        Ok(builds
+            .into_iter()
+            .map(|b| SuccessfulBuild {
+                outputs: outputs.remove(&b.id).unwrap_or_default(),
+                id: b.id,
+                job: b.job,
+                drv_path: b.drv_path,
+                nix_name: b.nix_name,
+                release_name: b.release_name,
+                system: b.system,
+            })
+            .collect())
+    }
+
+    pub async fn eval(&self, id: i64) -> DbResult<Option<JobsetEval>> {
+        Ok(jobset_eval::Entity::find_by_id(id).one(self.read()).await?)
+    }
+
+    /// A page of a jobset's evaluations, newest first, and their total number.
+    pub async fn jobset_evals(
+        &self,
+        jobset_id: i64,
+        offset: u64,
+        limit: u64,
+    ) -> DbResult<(Vec<JobsetEval>, u64)> {
+        let query = jobset_eval::Entity::find().filter(jobset_eval::Column::JobsetId.eq(jobset_id));
+        let total = query.clone().count(self.read()).await?;
+        let evals = query
+            .order_by_desc(jobset_eval::Column::Id)
+            .offset(offset)
+            .limit(limit)
+            .all(self.read())
+            .await?;
+        Ok((evals, total))
+    }
+
+    /// Build ids of each of the given evaluations.
+    pub async fn eval_members(&self, eval_ids: &[i64]) -> DbResult<HashMap<i64, Vec<i64>>> {
+        let rows: Vec<(i64, i64)> = jobset_eval_member::Entity::find()
+            .select_only()
+            .columns([
+                jobset_eval_member::Column::EvalId,
+                jobset_eval_member::Column::BuildId,
+            ])
+            .filter(jobset_eval_member::Column::EvalId.is_in(eval_ids.iter().copied()))
+            .order_by_asc(jobset_eval_member::Column::BuildId)
+            .into_tuple()
+            .all(self.read())
+            .await?;
+        let mut map: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (eval, build) in rows {
+            map.entry(eval).or_default().push(build);
+        }
+        Ok(map)
+    }
+
+    pub async fn eval_inputs(
+        &self,
+        eval_ids: &[i64],
+    ) -> DbResult<HashMap<i64, Vec<JobsetEvalInput>>> {
+        let mut map: HashMap<i64, Vec<JobsetEvalInput>> = HashMap::new();
+        for input in jobset_eval_input::Entity::find()
+            .filter(jobset_eval_input::Column::EvalId.is_in(eval_ids.iter().copied()))
+            .order_by_asc(jobset_eval_input::Column::Name)
+            .all(self.read())
+            .await?
+        {
+            map.entry(input.eval_id).or_default().push(input);
+        }
+        Ok(map)
+    }
+
+    /// Per-job errors of an evaluation.
+    pub async fn eval_errors(&self, eval_id: i64) -> DbResult<Vec<EvaluationError>> {
+        Ok(evaluation_error::Entity::find()
+            .filter(evaluation_error::Column::EvalId.eq(eval_id))
+            .order_by_asc(evaluation_error::Column::Id)
+            .all(self.read())
+            .await?)
+    }
+
+    /// The build of `job` in an evaluation.
+    pub async fn eval_job_build(&self, eval_id: i64, job: &str) -> DbResult<Option<i64>> {
+        Ok(build::Entity::find()
+            .select_only()
+            .column(build::Column::Id)
+            .inner_join(jobset_eval_member::Entity)
+            .filter(jobset_eval_member::Column::EvalId.eq(eval_id))
+            .filter(build::Column::Job.eq(job))
+            .into_tuple()
+            .one(self.read())
+            .await?)
+    }
+}
+
+/// Inserts rows in chunks within a transaction; nothing for an empty list.
+pub(crate) async fn insert_chunked<A>(txn: &DatabaseTransaction, rows: Vec<A>) -> DbResult<()>
+where
+    A: ActiveModelTrait + Send,
+{
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<A> = rows.by_ref().take(INSERT_CHUNK).collect();
+        <A::Entity as EntityTrait>::insert_many(chunk)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! The database: sea-orm entities and the queries each part needs, as typed
+//! async functions. SQLite (WAL) in the data directory is the default,
+//! PostgreSQL is chosen by a `postgres://` URL; both run the migrations of
+//! `migrations/`.
+//!
+//! SQLite allows one writer at a time, and a transaction that reads first
+//! and writes later can fail with "database is locked" when another writer
+//! slipped in between. So on SQLite every write goes through a pool of
+//! exactly one connection ([`Db::write`]) while reads use a wider pool;
+//! on PostgreSQL both are the same pool.
+
+mod builds;
+pub mod entities;
+mod evals;
+mod projects;
+
+use std::time::Duration;
+
+use orthrus_migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
+
+pub use builds::*;
+pub use evals::*;
+pub use projects::*;
+
+/// Handle on the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    read: DatabaseConnection,
+    write: DatabaseConnection,
+}
+
+/// Current time as Unix seconds, the unit of every time column.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Db {
+    /// Connects (creating the SQLite file if needed) without migrating.
+    pub async fn connect(url: &str) -> Result<Db, DbErr> {
+        if url.starts_with("sqlite:") {
+            if let Some(parent) = sqlite_file(url)
+                .and_then(|f| std::path::Path::new(f).parent().map(ToOwned::to_owned))
+            {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(&parent).map_err(|e| {
+                        DbErr::Custom(format!("cannot create {}: {e}", parent.display()))
+                    })?;
+                }
+            }
+            let read = Database::connect(sqlite_options(url, 8)).await?;
+            let write = Database::connect(sqlite_options(url, 1)).await?;
+            Ok(Db { read, write })
+        } else {
+            let mut options = ConnectOptions::new(url);
+            options
+                .max_connections(16)
+                .min_connections(1)
+                .connect_timeout(Duration::from_secs(10))
+                .acquire_timeout(Duration::from_secs(60))
+                .sqlx_logging(false);
+            let conn = Database::connect(options).await?;
+            Ok(Db {
+                read: conn.clone(),
+                write: conn,
+            })
+        }
+    }
+
+    /// Connects and brings the schema up to date.
+    pub async fn open(url: &str) -> Result<Db, DbErr> {
+        let db = Db::connect(url).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        Migrator::up(&self.write, None).await
+    }
+
+    /// Migrations applied so far and those still pending.
+    pub async fn migration_status(&self) -> Result<(Vec<String>, Vec<String>), DbErr> {
+        let applied = Migrator::get_applied_migrations(&self.read).await?;
+        let pending = Migrator::get_pending_migrations(&self.read).await?;
+        Ok((
+            applied.iter().map(|m| m.name().to_owned()).collect(),
+            pending.iter().map(|m| m.name().to_owned()).collect(),
+        ))
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.read.get_database_backend()
+    }
+
+    pub(crate) fn read(&self) -> &DatabaseConnection {
+        &self.read
+    }
+
+    pub(crate) fn write(&self) -> &DatabaseConnection {
+        &self.write
+    }
+}
+
+fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let file = rest.split('?').next()?;
+    (!file.is_empty() && file != ":memory:").then_some(file)
+}
+
+fn sqlite_options(url: &str, connections: u32) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(120))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| {
+            o.create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(60))
+        });
+    options
+}
+
+/// Inserts happen in chunks so that no statement exceeds the bound
+/// parameter limits of SQLite (32766) and PostgreSQL (65535).
+pub(crate) const INSERT_CHUNK: usize = 500;
+
+/// What can go wrong in a database call.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+    /// The change contradicts what is stored (a name already taken, …).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+pub type DbResult<T> = Result<T, DbError>;

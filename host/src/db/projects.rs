@@ -1,0 +1,405 @@
+//! Projects, jobsets and jobset inputs.
+
+use std::collections::HashMap;
+
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, TransactionTrait,
+};
+
+use super::entities::{jobset, jobset_input, project};
+use super::{Db, DbError, DbResult, now};
+
+pub use super::entities::jobset::Model as Jobset;
+pub use super::entities::jobset_input::Model as JobsetInput;
+pub use super::entities::project::Model as Project;
+
+/// Everything a user sets on a project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectSettings {
+    pub name: String,
+    pub display_name: String,
+    pub description: String,
+    pub homepage: String,
+    pub owner: String,
+    pub enabled: bool,
+    pub hidden: bool,
+    pub enable_dynamic_run_command: bool,
+    pub declarative: Option<Declarative>,
+}
+
+/// A declarative project's spec file: `file` inside an input of `kind` and `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declarative {
+    pub file: String,
+    pub kind: String,
+    pub value: String,
+}
+
+/// Everything a user sets on a jobset, inputs included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobsetSettings {
+    pub name: String,
+    pub description: String,
+    pub nixexpr_input: String,
+    pub nixexpr_path: String,
+    pub enabled: i32,
+    pub enable_email: bool,
+    pub hidden: bool,
+    pub email_override: String,
+    pub keep_nr: i32,
+    pub check_interval: i32,
+    pub scheduling_shares: i32,
+    pub kind: i32,
+    pub flake: Option<String>,
+    pub enable_dynamic_run_command: bool,
+    pub inputs: Vec<InputSetting>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputSetting {
+    pub name: String,
+    pub kind: String,
+    pub value: String,
+    pub email_responsible: bool,
+}
+
+impl Project {
+    pub fn declarative(&self) -> Option<Declarative> {
+        let file = self.declarative_file.clone().filter(|f| !f.is_empty())?;
+        Some(Declarative {
+            file,
+            kind: self.declarative_type.clone().unwrap_or_default(),
+            value: self.declarative_value.clone().unwrap_or_default(),
+        })
+    }
+
+    pub fn settings(&self) -> ProjectSettings {
+        ProjectSettings {
+            name: self.name.clone(),
+            display_name: self.display_name.clone(),
+            description: self.description.clone(),
+            homepage: self.homepage.clone(),
+            owner: self.owner.clone(),
+            enabled: self.enabled,
+            hidden: self.hidden,
+            enable_dynamic_run_command: self.enable_dynamic_run_command,
+            declarative: self.declarative(),
+        }
+    }
+}
+
+impl Jobset {
+    pub fn settings(&self, inputs: &[JobsetInput]) -> JobsetSettings {
+        JobsetSettings {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            nixexpr_input: self.nixexpr_input.clone(),
+            nixexpr_path: self.nixexpr_path.clone(),
+            enabled: self.enabled,
+            enable_email: self.enable_email,
+            hidden: self.hidden,
+            email_override: self.email_override.clone(),
+            keep_nr: self.keep_nr,
+            check_interval: self.check_interval,
+            scheduling_shares: self.scheduling_shares,
+            kind: self.kind,
+            flake: self.flake.clone(),
+            enable_dynamic_run_command: self.enable_dynamic_run_command,
+            inputs: inputs
+                .iter()
+                .map(|i| InputSetting {
+                    name: i.name.clone(),
+                    kind: i.kind.clone(),
+                    value: i.value.clone(),
+                    email_responsible: i.email_responsible,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn project_active(
+    settings: &ProjectSettings,
+    mut model: project::ActiveModel,
+) -> project::ActiveModel {
+    let declarative = settings.declarative.clone();
+    model.name = Set(settings.name.clone());
+    model.display_name = Set(settings.display_name.clone());
+    model.description = Set(settings.description.clone());
+    model.homepage = Set(settings.homepage.clone());
+    model.owner = Set(settings.owner.clone());
+    model.enabled = Set(settings.enabled);
+    model.hidden = Set(settings.hidden);
+    model.enable_dynamic_run_command = Set(settings.enable_dynamic_run_command);
+    model.declarative_file = Set(declarative.as_ref().map(|d| d.file.clone()));
+    model.declarative_type = Set(declarative.as_ref().map(|d| d.kind.clone()));
+    model.declarative_value = Set(declarative.map(|d| d.value));
+    model
+}
+
+fn jobset_active(settings: &JobsetSettings, mut model: jobset::ActiveModel) -> jobset::ActiveModel {
+    model.name = Set(settings.name.clone());
+    model.description = Set(settings.description.clone());
+    model.nixexpr_input = Set(settings.nixexpr_input.clone());
+    model.nixexpr_path = Set(settings.nixexpr_path.clone());
+    model.enabled = Set(settings.enabled);
+    model.enable_email = Set(settings.enable_email);
+    model.hidden = Set(settings.hidden);
+    model.email_override = Set(settings.email_override.clone());
+    model.keep_nr = Set(settings.keep_nr);
+    model.check_interval = Set(settings.check_interval);
+    model.scheduling_shares = Set(settings.scheduling_shares);
+    model.kind = Set(settings.kind);
+    model.flake = Set(settings.flake.clone());
+    model.enable_dynamic_run_command = Set(settings.enable_dynamic_run_command);
+    model
+}
+
+impl Db {
+    pub async fn projects(&self) -> DbResult<Vec<Project>> {
+        Ok(project::Entity::find()
+            .order_by_asc(project::Column::Name)
+            .all(self.read())
+            .await?)
+    }
+
+    pub async fn project(&self, name: &str) -> DbResult<Option<Project>> {
+        Ok(project::Entity::find()
+            .filter(project::Column::Name.eq(name))
+            .one(self.read())
+            .await?)
+    }
+
+    /// Jobsets of every project, by project id, sorted by name.
+    pub async fn jobsets_by_project(&self) -> DbResult<HashMap<i64, Vec<Jobset>>> {
+        let mut map: HashMap<i64, Vec<Jobset>> = HashMap::new();
+        for jobset in jobset::Entity::find()
+            .order_by_asc(jobset::Column::Name)
+            .all(self.read())
+            .await?
+        {
+            map.entry(jobset.project_id).or_default().push(jobset);
+        }
+        Ok(map)
+    }
+
+    pub async fn jobsets_of(&self, project_id: i64) -> DbResult<Vec<Jobset>> {
+        Ok(jobset::Entity::find()
+            .filter(jobset::Column::ProjectId.eq(project_id))
+            .order_by_asc(jobset::Column::Name)
+            .all(self.read())
+            .await?)
+    }
+
+    /// Creates the project `current_name` or updates it (renaming it when
+    /// `settings.name` differs). Returns the project and whether it is new.
+    pub async fn save_project(
+        &self,
+        current_name: &str,
+        settings: &ProjectSettings,
+    ) -> DbResult<(Project, bool)> {
+        let txn = self.write().begin().await?;
+        let existing = project::Entity::find()
+            .filter(project::Column::Name.eq(current_name))
+            .one(&txn)
+            .await?;
+        if settings.name != current_name
+            && project::Entity::find()
+                .filter(project::Column::Name.eq(settings.name.as_str()))
+                .one(&txn)
+                .await?
+                .is_some()
+        {
+            return Err(DbError::Conflict(format!(
+                "a project named {:?} already exists",
+                settings.name
+            )));
+        }
+        let (saved, created) = match existing {
+            Some(model) => (
+                project_active(settings, model.into_active_model())
+                    .update(&txn)
+                    .await?,
+                false,
+            ),
+            None => (
+                project_active(settings, <project::ActiveModel as Default>::default())
+                    .insert(&txn)
+                    .await?,
+                true,
+            ),
+        };
+        txn.commit().await?;
+        Ok((saved, created))
+    }
+
+    /// Deletes a project with its jobsets, evaluations and builds.
+    pub async fn delete_project(&self, name: &str) -> DbResult<bool> {
+        let result = project::Entity::delete_many()
+            .filter(project::Column::Name.eq(name))
+            .exec(self.write())
+            .await?;
+        Ok(result.rows_affected > 0)
+    }
+
+    pub async fn jobset(
+        &self,
+        project_name: &str,
+        name: &str,
+    ) -> DbResult<Option<(Project, Jobset)>> {
+        let Some(project) = self.project(project_name).await? else {
+            return Ok(None);
+        };
+        let jobset = jobset::Entity::find()
+            .filter(jobset::Column::ProjectId.eq(project.id))
+            .filter(jobset::Column::Name.eq(name))
+            .one(self.read())
+            .await?;
+        Ok(jobset.map(|j| (project, j)))
+    }
+
+    pub async fn jobset_by_id(&self, id: i64) -> DbResult<Option<(Project, Jobset)>> {
+        let Some(jobset) = jobset::Entity::find_by_id(id).one(self.read()).await? else {
+            return Ok(None);
+        };
+        let project = project::Entity::find_by_id(jobset.project_id)
+            .one(self.read())
+            .await?;
+        Ok(project.map(|p| (p, jobset)))
+    }
+
+    pub async fn jobset_inputs(&self, jobset_id: i64) -> DbResult<Vec<JobsetInput>> {
+        Ok(jobset_input::Entity::find()
+            .filter(jobset_input::Column::JobsetId.eq(jobset_id))
+            .order_by_asc(jobset_input::Column::Name)
+            .all(self.read())
+            .await?)
+    }
+
+    /// Creates or updates a jobset of `project`, replacing its inputs.
+    pub async fn save_jobset(
+        &self,
+        project: &Project,
+        current_name: &str,
+        settings: &JobsetSettings,
+    ) -> DbResult<(Jobset, bool)> {
+        let txn = self.write().begin().await?;
+        let find = |name: String| {
+            jobset::Entity::find()
+                .filter(jobset::Column::ProjectId.eq(project.id))
+                .filter(jobset::Column::Name.eq(name))
+        };
+        let existing = find(current_name.to_owned()).one(&txn).await?;
+        if settings.name != current_name && find(settings.name.clone()).one(&txn).await?.is_some() {
+            return Err(DbError::Conflict(format!(
+                "project {:?} already has a jobset named {:?}",
+                project.name, settings.name
+            )));
+        }
+        let (saved, created) = match existing {
+            Some(model) => {
+                let old_enabled = model.enabled;
+                let mut active = jobset_active(settings, model.into_active_model());
+                // A jobset switched on is evaluated right away, as in Hydra.
+                if old_enabled == 0 && settings.enabled != 0 {
+                    active.trigger_time = Set(Some(now()));
+                }
+                (active.update(&txn).await?, false)
+            }
+            None => {
+                let mut active =
+                    jobset_active(settings, <jobset::ActiveModel as Default>::default());
+                active.project_id = Set(project.id);
+                active.error_msg = Set(None);
+                active.error_time = Set(None);
+                active.last_checked_time = Set(None);
+                active.last_check_outcome = Set(None);
+                active.trigger_time = Set((settings.enabled != 0).then(now));
+                active.force_eval = Set(false);
+                active.fetch_error_msg = Set(None);
+                active.start_time = Set(None);
+                (active.insert(&txn).await?, true)
+            }
+        };
+        jobset_input::Entity::delete_many()
+            .filter(jobset_input::Column::JobsetId.eq(saved.id))
+            .exec(&txn)
+            .await?;
+        if !settings.inputs.is_empty() {
+            jobset_input::Entity::insert_many(settings.inputs.iter().map(|input| {
+                jobset_input::ActiveModel {
+                    jobset_id: Set(saved.id),
+                    name: Set(input.name.clone()),
+                    kind: Set(input.kind.clone()),
+                    value: Set(input.value.clone()),
+                    email_responsible: Set(input.email_responsible),
+                    ..Default::default()
+                }
+            }))
+            .exec(&txn)
+            .await?;
+        }
+        txn.commit().await?;
+        Ok((saved, created))
+    }
+
+    pub async fn delete_jobset(&self, jobset_id: i64) -> DbResult<()> {
+        jobset::Entity::delete_by_id(jobset_id)
+            .exec(self.write())
+            .await?;
+        Ok(())
+    }
+
+    /// Jobsets with an input whose value is `repo` (possibly followed by
+    /// more words, such as a git input's branch), as (project, jobset).
+    pub async fn jobsets_with_input_value(&self, repo: &str) -> DbResult<Vec<(String, String)>> {
+        let inputs = jobset_input::Entity::find()
+            .filter(
+                jobset_input::Column::Value
+                    .eq(repo)
+                    .or(jobset_input::Column::Value.starts_with(format!("{repo} "))),
+            )
+            .all(self.read())
+            .await?;
+        let mut found = Vec::new();
+        for input in inputs {
+            if let Some((project, jobset)) = self.jobset_by_id(input.jobset_id).await? {
+                found.push((project.name, jobset.name));
+            }
+        }
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
+    /// Asks for an evaluation of the named jobsets (`project:jobset`), even
+    /// with unchanged inputs when `force` is set. Disabled jobsets (or those
+    /// of disabled projects) are not evaluated, so they are not triggered.
+    /// Returns those triggered.
+    pub async fn trigger_jobsets(
+        &self,
+        names: &[(String, String)],
+        force: bool,
+    ) -> DbResult<Vec<String>> {
+        let mut triggered = Vec::new();
+        for (project_name, jobset_name) in names {
+            let Some((project, jobset)) = self.jobset(project_name, jobset_name).await? else {
+                continue;
+            };
+            if !(project.enabled && jobset.enabled != 0) {
+                continue;
+            }
+            let mut update = jobset::Entity::update_many()
+                .col_expr(jobset::Column::TriggerTime, Expr::value(now()))
+                .filter(jobset::Column::Id.eq(jobset.id));
+            if force {
+                update = update.col_expr(jobset::Column::ForceEval, Expr::value(true));
+            }
+            update.exec(self.write()).await?;
+            triggered.push(format!("{project_name}:{jobset_name}"));
+        }
+        Ok(triggered)
+    }
+}

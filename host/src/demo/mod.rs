@@ -1,0 +1,79 @@
+//! `orthrus serve --demo`: a project whose jobset Orthrus evaluates and
+//! builds right away, so that a newcomer sees the whole pipeline work.
+//!
+//! The expression is written to `<data_dir>/demo/release.nix` and reached
+//! through a `path` input; the demo directory is added to the allowed
+//! path-input roots for this run only.
+
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::db::{Db, DbResult, InputSetting, JobsetSettings, ProjectSettings, enabled};
+
+const RELEASE_NIX: &str = include_str!("release.nix");
+
+/// Writes the demo expression and returns its directory, to be allowed as
+/// a path-input root.
+pub fn write_files(config: &Config) -> std::io::Result<PathBuf> {
+    let dir = config.data_dir.join("demo");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("release.nix"), RELEASE_NIX)?;
+    dir.canonicalize()
+}
+
+/// Creates the demo project and jobset unless they exist.
+pub async fn install(db: &Db, dir: &std::path::Path) -> DbResult<()> {
+    if db.jobset("demo", "main").await?.is_some() {
+        return Ok(());
+    }
+    let project = match db.project("demo").await? {
+        Some(project) => project,
+        None => {
+            let settings = ProjectSettings {
+                name: "demo".into(),
+                display_name: "Orthrus demo".into(),
+                description: "A program, its test and a release gate, built with your local Nix"
+                    .into(),
+                homepage: String::new(),
+                owner: String::new(),
+                enabled: true,
+                hidden: false,
+                enable_dynamic_run_command: false,
+                declarative: None,
+            };
+            db.save_project("demo", &settings).await?.0
+        }
+    };
+    let settings = JobsetSettings {
+        name: "main".into(),
+        description: "The demo's release expression".into(),
+        nixexpr_input: "src".into(),
+        nixexpr_path: "release.nix".into(),
+        enabled: enabled::ENABLED,
+        enable_email: false,
+        hidden: false,
+        email_override: String::new(),
+        keep_nr: 3,
+        check_interval: 60,
+        scheduling_shares: 100,
+        kind: 0,
+        flake: None,
+        enable_dynamic_run_command: false,
+        inputs: vec![
+            InputSetting {
+                name: "src".into(),
+                kind: "path".into(),
+                value: dir.display().to_string(),
+                email_responsible: false,
+            },
+            InputSetting {
+                name: "officialRelease".into(),
+                kind: "boolean".into(),
+                value: "false".into(),
+                email_responsible: false,
+            },
+        ],
+    };
+    db.save_jobset(&project, "main", &settings).await?;
+    Ok(())
+}

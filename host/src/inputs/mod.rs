@@ -1,0 +1,478 @@
+//! Jobset inputs: checking a value when a user saves a jobset, and turning
+//! each input into the value an evaluation receives.
+//!
+//! Built-in types: `string`, `boolean`, `nix` (a Nix expression), `path` (a
+//! local file or directory copied into the store, only under roots the
+//! operator allows), `build` (the latest successful build of a job) and
+//! `eval` (the builds of an evaluation). Fetched values are passed the way
+//! Hydra passes them, so existing release expressions work unchanged.
+
+use std::path::{Path, PathBuf};
+
+use crate::db::{Db, Jobset, JobsetInput, NewEvalInput, Project, SuccessfulBuild};
+use crate::nix::{Nix, NixValue, StorePath};
+
+/// Input types this server understands, sorted.
+pub const INPUT_TYPES: [&str; 6] = ["boolean", "build", "eval", "nix", "path", "string"];
+
+/// An input that could not be turned into a value, with the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("input ‘{input}’: {message}")]
+pub struct InputError {
+    pub input: String,
+    pub message: String,
+}
+
+/// One input, ready to be passed to the expression.
+#[derive(Debug, Clone)]
+pub struct FetchedInput {
+    pub name: String,
+    pub value: NixValue,
+    /// A store path the expression may read (`-I NAME=PATH` in restricted mode).
+    pub readable_path: Option<StorePath>,
+    /// What the evaluation records about it.
+    pub record: NewEvalInput,
+}
+
+/// Checks an input's type and value when a jobset is saved, so that a user
+/// learns of a mistake at once rather than at the next evaluation.
+pub fn validate(kind: &str, value: &str, allowed_roots: &[PathBuf]) -> Result<(), String> {
+    match kind {
+        "string" | "nix" => Ok(()),
+        "boolean" => match value.trim() {
+            "true" | "false" => Ok(()),
+            other => Err(format!(
+                "a boolean input is ‘true’ or ‘false’, not {other:?}"
+            )),
+        },
+        "path" => allowed_path(value, allowed_roots).map(drop),
+        "build" => BuildRef::parse(value).map(drop),
+        "eval" => EvalRef::parse(value).map(drop),
+        other => Err(format!(
+            "invalid input type ‘{other}’; valid types: {}",
+            INPUT_TYPES.join(", ")
+        )),
+    }
+}
+
+/// `[project:][jobset:]job`, relative to the jobset that has the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BuildRef {
+    project: Option<String>,
+    jobset: Option<String>,
+    job: String,
+}
+
+impl BuildRef {
+    fn parse(value: &str) -> Result<BuildRef, String> {
+        let parts: Vec<&str> = value.trim().split(':').collect();
+        let bad =
+            || format!("{value:?} is not a build reference of the form [project:][jobset:]job");
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(bad());
+        }
+        Ok(match parts.as_slice() {
+            [job] => BuildRef {
+                project: None,
+                jobset: None,
+                job: job.to_string(),
+            },
+            [jobset, job] => BuildRef {
+                project: None,
+                jobset: Some(jobset.to_string()),
+                job: job.to_string(),
+            },
+            [project, jobset, job] => BuildRef {
+                project: Some(project.to_string()),
+                jobset: Some(jobset.to_string()),
+                job: job.to_string(),
+            },
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// An evaluation by number, the latest finished one of `project:jobset`, or
+/// the latest finished one of `project:jobset` in which `job` succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EvalRef {
+    Id(i64),
+    Latest {
+        project: String,
+        jobset: String,
+        job: Option<String>,
+    },
+}
+
+impl EvalRef {
+    fn parse(value: &str) -> Result<EvalRef, String> {
+        let value = value.trim();
+        if let Ok(id) = value.parse() {
+            return Ok(EvalRef::Id(id));
+        }
+        let parts: Vec<&str> = value.split(':').collect();
+        match parts.as_slice() {
+            [project, jobset] if !project.is_empty() && !jobset.is_empty() => Ok(EvalRef::Latest {
+                project: project.to_string(),
+                jobset: jobset.to_string(),
+                job: None,
+            }),
+            [project, jobset, job]
+                if !project.is_empty() && !jobset.is_empty() && !job.is_empty() =>
+            {
+                Ok(EvalRef::Latest {
+                    project: project.to_string(),
+                    jobset: jobset.to_string(),
+                    job: Some(job.to_string()),
+                })
+            }
+            _ => Err(format!(
+                "{value:?} is not an evaluation number, project:jobset or project:jobset:job"
+            )),
+        }
+    }
+}
+
+/// The canonical form of a `path` input's value, if it lies under an allowed root.
+fn allowed_path(value: &str, allowed_roots: &[PathBuf]) -> Result<PathBuf, String> {
+    let path = Path::new(value.trim());
+    if !path.is_absolute() {
+        return Err(format!("{value:?} is not an absolute path"));
+    }
+    if allowed_roots.is_empty() {
+        return Err(
+            "path inputs are not allowed on this server (evaluator.allowed_path_roots is empty)"
+                .into(),
+        );
+    }
+    // Resolve symlinks and `..` first, so that no link leads outside a root.
+    let canonical = path
+        .canonicalize()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let allowed = allowed_roots.iter().any(|root| {
+        root.canonicalize()
+            .is_ok_and(|root| canonical.starts_with(root))
+    });
+    if allowed {
+        Ok(canonical)
+    } else {
+        Err(format!(
+            "{} is not under a directory of evaluator.allowed_path_roots",
+            path.display()
+        ))
+    }
+}
+
+/// The attribute set passed for a build (a `build` input, or a job
+/// argument named like another job): Hydra's shape, plus one attribute per
+/// output.
+pub fn build_argument(build: &SuccessfulBuild) -> Result<NixValue, String> {
+    let (main_name, main_path) = build
+        .outputs
+        .iter()
+        .find(|(name, _)| name == "out")
+        .or_else(|| build.outputs.first())
+        .ok_or_else(|| format!("build {} has no outputs", build.id))?;
+    let store_path = |p: &str| {
+        StorePath::parse(p)
+            .map(NixValue::StorePath)
+            .map_err(|e| e.to_string())
+    };
+    let mut attrs = vec![
+        ("outPath".to_owned(), store_path(main_path)?),
+        ("inputType".to_owned(), NixValue::String("build".into())),
+        ("id".to_owned(), NixValue::Int(build.id)),
+        (
+            "drvPath".to_owned(),
+            NixValue::String(build.drv_path.clone()),
+        ),
+        ("outputName".to_owned(), NixValue::String(main_name.clone())),
+    ];
+    if let Some(version) = version_of(build.release_name.as_deref().unwrap_or(&build.nix_name)) {
+        attrs.push(("version".to_owned(), NixValue::String(version.to_owned())));
+    }
+    for (name, path) in &build.outputs {
+        if !matches!(
+            name.as_str(),
+            "outPath" | "inputType" | "id" | "drvPath" | "outputName" | "version"
+        ) {
+            attrs.push((name.clone(), store_path(path)?));
+        }
+    }
+    Ok(NixValue::Attrs(attrs))
+}
+
+/// The version in a `name-version` string (the version starts with a digit).
+fn version_of(name: &str) -> Option<&str> {
+    name.char_indices()
+        .find(|&(i, c)| c == '-' && name[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+        .map(|(i, _)| &name[i + 1..])
+}
+
+/// Fetches inputs for the evaluator.
+#[derive(Clone)]
+pub struct InputFetcher {
+    nix: Nix,
+    db: Db,
+    allowed_roots: Vec<PathBuf>,
+}
+
+impl InputFetcher {
+    pub fn new(nix: Nix, db: Db, allowed_roots: Vec<PathBuf>) -> InputFetcher {
+        InputFetcher {
+            nix,
+            db,
+            allowed_roots,
+        }
+    }
+
+    pub async fn fetch(
+        &self,
+        project: &Project,
+        jobset: &Jobset,
+        input: &JobsetInput,
+    ) -> Result<FetchedInput, InputError> {
+        let error = |message: String| InputError {
+            input: input.name.clone(),
+            message,
+        };
+        let mut record = NewEvalInput {
+            name: input.name.clone(),
+            kind: input.kind.clone(),
+            value: Some(input.value.clone()),
+            ..Default::default()
+        };
+        let (value, readable_path) = match input.kind.as_str() {
+            "string" => (NixValue::String(input.value.clone()), None),
+            "boolean" => {
+                validate("boolean", &input.value, &[]).map_err(error)?;
+                (NixValue::Bool(input.value.trim() == "true"), None)
+            }
+            "nix" => (NixValue::Raw(input.value.clone()), None),
+            "path" => {
+                let path = allowed_path(&input.value, &self.allowed_roots).map_err(error)?;
+                let store_path = self
+                    .nix
+                    .add_to_store(&path)
+                    .await
+                    .map_err(|e| error(e.to_string()))?;
+                let hash = self
+                    .nix
+                    .nar_hash(&store_path)
+                    .await
+                    .map_err(|e| error(e.to_string()))?;
+                record.uri = Some(path.display().to_string());
+                record.path = Some(store_path.to_string());
+                record.revision = Some(hash.clone());
+                record.sha256_hash = Some(hash);
+                let value = NixValue::Attrs(vec![
+                    ("outPath".into(), NixValue::StorePath(store_path.clone())),
+                    ("inputType".into(), NixValue::String("path".into())),
+                    ("uri".into(), NixValue::String(path.display().to_string())),
+                ]);
+                (value, Some(store_path))
+            }
+            "build" => {
+                let reference = BuildRef::parse(&input.value).map_err(error)?;
+                let project_name = reference.project.as_deref().unwrap_or(&project.name);
+                let jobset_name = reference.jobset.as_deref().unwrap_or(&jobset.name);
+                let (_, source) = self
+                    .db
+                    .jobset(project_name, jobset_name)
+                    .await
+                    .map_err(|e| error(e.to_string()))?
+                    .ok_or_else(|| {
+                        error(format!("there is no jobset {project_name}:{jobset_name}"))
+                    })?;
+                let build = self
+                    .db
+                    .latest_successful_build(source.id, &reference.job)
+                    .await
+                    .map_err(|e| error(e.to_string()))?
+                    .ok_or_else(|| {
+                        error(format!(
+                            "job {project_name}:{jobset_name}:{} has no successful build",
+                            reference.job
+                        ))
+                    })?;
+                self.check_outputs_valid(&build).await.map_err(error)?;
+                let value = build_argument(&build).map_err(error)?;
+                record.dependency = Some(build.id);
+                record.path = build.outputs.first().map(|(_, p)| p.clone());
+                record.revision = Some(build.id.to_string());
+                (value, None)
+            }
+            "eval" => {
+                let (eval_id, builds) = self.eval_builds(&input.value).await.map_err(error)?;
+                let mut attrs = Vec::with_capacity(builds.len());
+                for build in &builds {
+                    if let Some((_, path)) = build
+                        .outputs
+                        .iter()
+                        .find(|(n, _)| n == "out")
+                        .or(build.outputs.first())
+                    {
+                        let path = StorePath::parse(path).map_err(|e| error(e.to_string()))?;
+                        attrs.push((build.job.clone(), NixValue::StorePath(path)));
+                    }
+                }
+                record.revision = Some(eval_id.to_string());
+                (NixValue::Attrs(attrs), None)
+            }
+            other => {
+                return Err(error(format!(
+                    "invalid input type ‘{other}’; valid types: {}",
+                    INPUT_TYPES.join(", ")
+                )));
+            }
+        };
+        Ok(FetchedInput {
+            name: input.name.clone(),
+            value,
+            readable_path,
+            record,
+        })
+    }
+
+    async fn check_outputs_valid(&self, build: &SuccessfulBuild) -> Result<(), String> {
+        let paths: Vec<StorePath> = build
+            .outputs
+            .iter()
+            .filter_map(|(_, p)| StorePath::parse(p).ok())
+            .collect();
+        let invalid = self
+            .nix
+            .invalid_paths(&paths)
+            .await
+            .map_err(|e| e.to_string())?;
+        if invalid.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the outputs of build {} are no longer in the Nix store",
+                build.id
+            ))
+        }
+    }
+
+    async fn eval_builds(&self, value: &str) -> Result<(i64, Vec<SuccessfulBuild>), String> {
+        let eval_id = match EvalRef::parse(value)? {
+            EvalRef::Id(id) => {
+                self.db
+                    .eval(id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("there is no evaluation {id}"))?;
+                id
+            }
+            EvalRef::Latest {
+                project,
+                jobset,
+                job,
+            } => {
+                let (_, source) = self
+                    .db
+                    .jobset(&project, &jobset)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("there is no jobset {project}:{jobset}"))?;
+                let eval = self
+                    .db
+                    .latest_finished_eval(source.id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let eval = eval.ok_or_else(|| {
+                    format!("jobset {project}:{jobset} has no finished evaluation")
+                })?;
+                if let Some(job) = job {
+                    let builds = self
+                        .db
+                        .eval_successful_builds(eval.id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if !builds.iter().any(|b| b.job == job) {
+                        return Err(format!(
+                            "job {job} did not succeed in evaluation {} (the latest finished one of {project}:{jobset})",
+                            eval.id
+                        ));
+                    }
+                }
+                eval.id
+            }
+        };
+        let builds = self
+            .db
+            .eval_successful_builds(eval_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((eval_id, builds))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_values_by_type() {
+        assert!(validate("boolean", "true", &[]).is_ok());
+        assert!(
+            validate("boolean", "yes", &[])
+                .unwrap_err()
+                .contains("‘true’ or ‘false’")
+        );
+        let err = validate("gti", "x", &[]).unwrap_err();
+        assert!(
+            err.contains("invalid input type ‘gti’")
+                && err.contains("boolean, build, eval, nix, path, string"),
+            "{err}"
+        );
+        assert!(validate("build", "p:j:job", &[]).is_ok());
+        assert!(validate("build", "a:b:c:d", &[]).is_err());
+        assert!(validate("build", ":job", &[]).is_err());
+        assert!(validate("eval", "12", &[]).is_ok());
+        assert!(validate("eval", "p:j", &[]).is_ok());
+        assert!(validate("eval", "nonsense", &[]).is_err());
+    }
+
+    #[test]
+    fn path_inputs_stay_under_allowed_roots() {
+        let root = tempfile::tempdir().unwrap();
+        let inside = root.path().join("src");
+        std::fs::create_dir(&inside).unwrap();
+        let roots = vec![root.path().to_owned()];
+        assert!(validate("path", inside.to_str().unwrap(), &roots).is_ok());
+        assert!(
+            validate("path", "/etc", &roots)
+                .unwrap_err()
+                .contains("not under")
+        );
+        assert!(
+            validate("path", inside.to_str().unwrap(), &[])
+                .unwrap_err()
+                .contains("not allowed")
+        );
+        assert!(
+            validate("path", "relative", &roots)
+                .unwrap_err()
+                .contains("absolute")
+        );
+        // A symlink inside a root that points outside it does not get out.
+        let link = root.path().join("escape");
+        std::os::unix::fs::symlink("/etc", &link).unwrap();
+        assert!(
+            validate("path", link.to_str().unwrap(), &roots)
+                .unwrap_err()
+                .contains("not under")
+        );
+        let dotdot = format!("{}/src/../../", root.path().display());
+        assert!(validate("path", &dotdot, &roots).is_err());
+    }
+
+    #[test]
+    fn versions_from_names() {
+        assert_eq!(version_of("hello-2.12.1"), Some("2.12.1"));
+        assert_eq!(version_of("foo-bar-1.0-rc1"), Some("1.0-rc1"));
+        assert_eq!(version_of("tarball"), None);
+    }
+}

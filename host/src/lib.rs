@@ -1,0 +1,15 @@
+//! Orthrus: a continuous integration and release server for Nix projects,
+//! compatible with Hydra's HTTP API. See `shared/DESIGN.md` for the map;
+//! each module below is one part of it.
+
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod eval;
+pub mod inputs;
+pub mod logs;
+pub mod machines;
+pub mod nix;
+pub mod queue;
+pub mod server;
+pub mod web;

@@ -1,0 +1,652 @@
+//! The Nix layer: typed calls of the Nix command-line tools, `.drv` parsing
+//! and store paths. Nothing else in the host spawns Nix.
+//!
+//! Only the long-stable legacy commands (`nix-store`, `nix-instantiate`) are
+//! used, with flags that mean the same from Debian's Nix 2.8 to current Nix,
+//! so that no experimental feature has to be switched on.
+
+mod derivation;
+mod expr;
+mod log_format;
+mod store_path;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::Command;
+
+pub use derivation::{Derivation, DerivationError, DerivationOutput};
+pub use expr::{NixValue, string_literal};
+pub use log_format::{NixLogEvent, strip_ansi};
+pub use store_path::{InvalidStorePath, StorePath, store_dir};
+
+use crate::config::NixConfig;
+
+/// How much of a failing command's stderr is kept for its error message.
+const MAX_ERROR_OUTPUT: usize = 64 * 1024;
+/// Paths per command line when querying many paths at once (well below
+/// the kernel's argument limits).
+const PATHS_PER_CALL: usize = 2000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NixError {
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{command} failed: {message}")]
+    Failed { command: String, message: String },
+    #[error("{command} printed something unexpected: {detail}")]
+    UnexpectedOutput { command: String, detail: String },
+    #[error("cannot read derivation {path}: {message}")]
+    Derivation { path: String, message: String },
+    #[error(transparent)]
+    InvalidStorePath(#[from] InvalidStorePath),
+}
+
+/// Handle on the Nix installation, carrying the operator's settings.
+#[derive(Debug, Clone)]
+pub struct Nix {
+    bin_dir: PathBuf,
+    settings: Vec<(String, String)>,
+    restrict_eval: bool,
+    allow_import_from_derivation: bool,
+}
+
+/// What a `nix-instantiate --eval` call gets: a file, its arguments and the
+/// search path entries restricted evaluation may read.
+#[derive(Debug, Clone, Default)]
+pub struct EvalCall {
+    pub file: PathBuf,
+    /// `--arg NAME EXPR`
+    pub args: Vec<(String, String)>,
+    /// `--argstr NAME VALUE`
+    pub string_args: Vec<(String, String)>,
+    /// `-I NAME=PATH`; in restricted mode only these may be read.
+    pub search_path: Vec<(String, PathBuf)>,
+    /// Address-space cap of the evaluator process.
+    pub memory_limit: Option<u64>,
+    pub timeout: Duration,
+}
+
+/// A `nix-eval-jobs` run: the evaluation plus its own worker settings.
+#[derive(Debug, Clone)]
+pub struct EvalJobsCall {
+    pub eval: EvalCall,
+    pub workers: usize,
+    pub max_memory_mb: u64,
+    pub gc_roots_dir: PathBuf,
+    pub extra_flags: Vec<String>,
+}
+
+/// Limits for building one derivation.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildLimits {
+    pub timeout: Duration,
+    pub max_silent: Duration,
+}
+
+/// How a `nix-store --realise` of one derivation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RealiseOutcome {
+    Built,
+    /// The builder failed (or Nix refused the derivation); with Nix's message.
+    Failed(String),
+    /// `meta.timeout` or `meta.maxSilent` was hit.
+    TimedOut(String),
+    /// The log sink asked to stop (log limit).
+    Stopped,
+}
+
+impl Nix {
+    pub fn new(config: &NixConfig) -> Nix {
+        Nix {
+            bin_dir: config.bin_dir.clone(),
+            settings: config
+                .settings
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            restrict_eval: config.restrict_eval,
+            allow_import_from_derivation: config.allow_import_from_derivation,
+        }
+    }
+
+    /// Path of a Nix program, from `bin_dir` or `PATH`.
+    pub fn program(&self, name: &str) -> PathBuf {
+        if self.bin_dir.as_os_str().is_empty() {
+            PathBuf::from(name)
+        } else {
+            self.bin_dir.join(name)
+        }
+    }
+
+    /// Whether a program is available (in `bin_dir` or on `PATH`).
+    pub fn has_program(&self, name: &str) -> bool {
+        if !self.bin_dir.as_os_str().is_empty() {
+            return self.bin_dir.join(name).is_file();
+        }
+        std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+            .unwrap_or(false)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.program(program));
+        for (name, value) in &self.settings {
+            cmd.arg("--option").arg(name).arg(value);
+        }
+        cmd.stdin(Stdio::null()).kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs a command to completion, returning stdout; a non-zero exit is an
+    /// error carrying stderr.
+    async fn run(&self, mut cmd: Command, what: String) -> Result<Vec<u8>, NixError> {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+        let output = cmd
+            .output()
+            .await
+            .map_err(|source| NixError::Spawn { program, source })?;
+        if output.status.success() {
+            Ok(output.stdout)
+        } else {
+            Err(NixError::Failed {
+                command: what,
+                message: error_text(&output.stderr, output.status),
+            })
+        }
+    }
+
+    pub async fn version(&self) -> Result<String, NixError> {
+        let mut cmd = Command::new(self.program("nix-store"));
+        cmd.arg("--version").stdin(Stdio::null());
+        let out = self.run(cmd, "nix-store --version".into()).await?;
+        Ok(String::from_utf8_lossy(&out).trim().to_owned())
+    }
+
+    /// The system type this machine builds natively (`builtins.currentSystem`).
+    pub async fn current_system(&self) -> Result<String, NixError> {
+        let mut cmd = self.command("nix-instantiate");
+        cmd.args(["--eval", "--json", "--expr", "builtins.currentSystem"]);
+        let out = self
+            .run(cmd, "nix-instantiate --eval builtins.currentSystem".into())
+            .await?;
+        serde_json::from_slice(&out).map_err(|e| NixError::UnexpectedOutput {
+            command: "nix-instantiate --eval builtins.currentSystem".into(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Copies a file or directory into the store (`nix-store --add`).
+    pub async fn add_to_store(&self, path: &Path) -> Result<StorePath, NixError> {
+        let mut cmd = self.command("nix-store");
+        cmd.arg("--add").arg(path);
+        let what = format!("nix-store --add {}", path.display());
+        let out = self.run(cmd, what.clone()).await?;
+        parse_single_path(&out, &what)
+    }
+
+    /// The NAR hash of a valid path, as `sha256:<base32>`.
+    pub async fn nar_hash(&self, path: &StorePath) -> Result<String, NixError> {
+        let mut cmd = self.command("nix-store");
+        cmd.args(["--query", "--hash", path.as_str()]);
+        let out = self
+            .run(cmd, format!("nix-store --query --hash {path}"))
+            .await?;
+        Ok(String::from_utf8_lossy(&out).trim().to_owned())
+    }
+
+    /// Of the given paths, those that are not valid in the store.
+    pub async fn invalid_paths(&self, paths: &[StorePath]) -> Result<HashSet<StorePath>, NixError> {
+        let mut invalid = HashSet::new();
+        for chunk in paths.chunks(PATHS_PER_CALL) {
+            let mut cmd = self.command("nix-store");
+            cmd.args(["--check-validity", "--print-invalid"])
+                .args(chunk.iter().map(StorePath::as_str));
+            let out = self.run(cmd, "nix-store --check-validity".into()).await?;
+            for line in String::from_utf8_lossy(&out)
+                .lines()
+                .filter(|l| !l.is_empty())
+            {
+                invalid.insert(StorePath::parse(line)?);
+            }
+        }
+        Ok(invalid)
+    }
+
+    /// The closure of the given paths (`nix-store --query --requisites`).
+    pub async fn requisites(&self, paths: &[StorePath]) -> Result<Vec<StorePath>, NixError> {
+        let mut result = Vec::new();
+        let mut seen = HashSet::new();
+        for chunk in paths.chunks(PATHS_PER_CALL) {
+            let mut cmd = self.command("nix-store");
+            cmd.args(["--query", "--requisites"])
+                .args(chunk.iter().map(StorePath::as_str));
+            let out = self
+                .run(cmd, "nix-store --query --requisites".into())
+                .await?;
+            for line in String::from_utf8_lossy(&out)
+                .lines()
+                .filter(|l| !l.is_empty())
+            {
+                let path = StorePath::parse(line)?;
+                if seen.insert(path.clone()) {
+                    result.push(path);
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// NAR sizes of valid paths, in the order given.
+    pub async fn nar_sizes(&self, paths: &[StorePath]) -> Result<Vec<u64>, NixError> {
+        let mut sizes = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(PATHS_PER_CALL) {
+            let mut cmd = self.command("nix-store");
+            cmd.args(["--query", "--size"])
+                .args(chunk.iter().map(StorePath::as_str));
+            let what = "nix-store --query --size".to_owned();
+            let out = self.run(cmd, what.clone()).await?;
+            for line in String::from_utf8_lossy(&out)
+                .lines()
+                .filter(|l| !l.is_empty())
+            {
+                sizes.push(
+                    line.trim()
+                        .parse()
+                        .map_err(|_| NixError::UnexpectedOutput {
+                            command: what.clone(),
+                            detail: format!("{line:?} is not a size"),
+                        })?,
+                );
+            }
+        }
+        if sizes.len() != paths.len() {
+            return Err(NixError::UnexpectedOutput {
+                command: "nix-store --query --size".into(),
+                detail: format!("{} sizes for {} paths", sizes.len(), paths.len()),
+            });
+        }
+        Ok(sizes)
+    }
+
+    /// Total NAR size of the closure of `paths`.
+    pub async fn closure_size(&self, paths: &[StorePath]) -> Result<u64, NixError> {
+        let closure = self.requisites(paths).await?;
+        Ok(self.nar_sizes(&closure).await?.iter().sum())
+    }
+
+    /// Reads and parses a derivation from the store.
+    pub async fn read_derivation(&self, path: &StorePath) -> Result<Derivation, NixError> {
+        let text = tokio::fs::read(path.as_str())
+            .await
+            .map_err(|e| NixError::Derivation {
+                path: path.to_string(),
+                message: e.to_string(),
+            })?;
+        Derivation::parse(&text).map_err(|e| NixError::Derivation {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Registers `path` as a GC root through the symlink `link`.
+    pub async fn add_gc_root(&self, path: &StorePath, link: &Path) -> Result<(), NixError> {
+        let mut cmd = self.command("nix-store");
+        cmd.arg("--realise")
+            .arg(path.as_str())
+            .arg("--add-root")
+            .arg(link)
+            .arg("--indirect");
+        self.run(cmd, format!("nix-store --add-root for {path}"))
+            .await
+            .map(drop)
+    }
+
+    /// Builds one derivation whose inputs are already valid, handing every
+    /// line of Nix's output to `sink` as it arrives. `sink` returns `false`
+    /// to stop the build (the log limit); dropping the future kills it.
+    pub async fn realise(
+        &self,
+        drv: &StorePath,
+        limits: BuildLimits,
+        mut sink: impl FnMut(NixLogEvent) -> bool,
+    ) -> Result<RealiseOutcome, NixError> {
+        let mut cmd = self.command("nix-store");
+        cmd.args(["--realise", drv.as_str(), "--log-format", "internal-json"])
+            .arg("--timeout")
+            .arg(limits.timeout.as_secs().max(1).to_string())
+            .arg("--max-silent-time")
+            .arg(limits.max_silent.as_secs().max(1).to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|source| NixError::Spawn {
+            program: "nix-store".into(),
+            source,
+        })?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut errors = Vec::new();
+        let mut stopped = false;
+        while let Some(line) = lines.next_line().await.map_err(|e| NixError::Failed {
+            command: format!("nix-store --realise {drv}"),
+            message: e.to_string(),
+        })? {
+            match NixLogEvent::parse(&line) {
+                NixLogEvent::Message { level: 0, text } => errors.push(text),
+                NixLogEvent::Other => continue,
+                event => {
+                    if !sink(event) {
+                        stopped = true;
+                        let _ = child.start_kill();
+                        break;
+                    }
+                }
+            }
+        }
+        let status = child.wait().await.map_err(|source| NixError::Spawn {
+            program: "nix-store".into(),
+            source,
+        })?;
+        if stopped {
+            return Ok(RealiseOutcome::Stopped);
+        }
+        let message = errors.join("\n");
+        Ok(match status.code() {
+            Some(0) => RealiseOutcome::Built,
+            // Nix's exit status is 100 plus flags; flag 1 means "timed out".
+            Some(code) if (100..=115).contains(&code) && code & 1 == 1 => {
+                RealiseOutcome::TimedOut(message)
+            }
+            _ if message.is_empty() => {
+                RealiseOutcome::Failed(format!("nix-store exited with {status}"))
+            }
+            _ => RealiseOutcome::Failed(message),
+        })
+    }
+
+    /// Evaluates `call.file` strictly to JSON in read-write mode (so that the
+    /// `.drv` files of every `drvPath` it touches are written), within the
+    /// restrictions of the configuration. Returns stdout, or the error Nix
+    /// printed.
+    pub async fn evaluate_json(&self, call: &EvalCall) -> Result<Vec<u8>, NixError> {
+        let mut cmd = self.command("nix-instantiate");
+        cmd.args(["--eval", "--strict", "--json", "--read-write-mode"]);
+        self.add_eval_arguments(&mut cmd, call);
+        limit_memory(&mut cmd, call.memory_limit);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|source| NixError::Spawn {
+            program: "nix-instantiate".into(),
+            source,
+        })?;
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let work = async {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let (r1, r2) = tokio::join!(
+                stdout.read_to_end(&mut out),
+                read_tail(&mut stderr, &mut err)
+            );
+            r1.and(r2)?;
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>((status, out, err))
+        };
+        let what = format!("evaluation of {}", call.file.display());
+        let (status, out, err) = match tokio::time::timeout(call.timeout, work).await {
+            Err(_) => {
+                return Err(NixError::Failed {
+                    command: what,
+                    message: format!("timed out after {} seconds", call.timeout.as_secs()),
+                });
+            }
+            Ok(result) => result.map_err(|source| NixError::Spawn {
+                program: "nix-instantiate".into(),
+                source,
+            })?,
+        };
+        if status.success() {
+            Ok(out)
+        } else {
+            Err(NixError::Failed {
+                command: what,
+                message: error_text(&err, status),
+            })
+        }
+    }
+
+    /// Starts `nix-eval-jobs` on `call.file`; the caller reads its JSON lines
+    /// from stdout (stderr is piped too).
+    pub fn spawn_eval_jobs(&self, call: &EvalJobsCall) -> Result<tokio::process::Child, NixError> {
+        let mut cmd = self.command("nix-eval-jobs");
+        cmd.arg("--workers")
+            .arg(call.workers.max(1).to_string())
+            .arg("--meta");
+        cmd.arg("--gc-roots-dir").arg(&call.gc_roots_dir);
+        if call.max_memory_mb > 0 {
+            cmd.arg("--max-memory-size")
+                .arg(call.max_memory_mb.to_string());
+        }
+        cmd.args(&call.extra_flags);
+        self.add_eval_arguments(&mut cmd, &call.eval);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.spawn().map_err(|source| NixError::Spawn {
+            program: "nix-eval-jobs".into(),
+            source,
+        })
+    }
+
+    /// Restricted-mode options, search path, arguments and file of an evaluation.
+    fn add_eval_arguments(&self, cmd: &mut Command, call: &EvalCall) {
+        if self.restrict_eval {
+            cmd.args(["--option", "restrict-eval", "true"]);
+        }
+        if !self.allow_import_from_derivation {
+            cmd.args(["--option", "allow-import-from-derivation", "false"]);
+        }
+        for (name, path) in &call.search_path {
+            let mut entry = OsString::from(format!("{name}="));
+            entry.push(path);
+            cmd.arg("-I").arg(entry);
+        }
+        for (name, expr) in &call.args {
+            cmd.arg("--arg").arg(name).arg(expr);
+        }
+        for (name, value) in &call.string_args {
+            cmd.arg("--argstr").arg(name).arg(value);
+        }
+        cmd.arg(&call.file);
+        // NIX_PATH would let an expression reach `<nixpkgs>` outside of its inputs.
+        cmd.env_remove("NIX_PATH");
+    }
+}
+
+/// Reads a stream to its end, keeping only the last [`MAX_ERROR_OUTPUT`]
+/// bytes: a runaway `builtins.trace` must not exhaust the host's memory.
+async fn read_tail(
+    stream: &mut (impl AsyncReadExt + Unpin),
+    tail: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 2 * MAX_ERROR_OUTPUT {
+            tail.drain(..tail.len() - MAX_ERROR_OUTPUT);
+        }
+    }
+}
+
+/// Caps the address space of a child process, so that one runaway
+/// evaluation cannot take the machine down with it.
+fn limit_memory(cmd: &mut Command, limit: Option<u64>) {
+    let Some(bytes) = limit else { return };
+    // SAFETY: setrlimit is async-signal-safe and touches no memory of the
+    // parent; this closure runs in the forked child before exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rlimit = libc::rlimit {
+                rlim_cur: bytes as libc::rlim_t,
+                rlim_max: bytes as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &rlimit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The readable part of a failed command's stderr: without colours, and
+/// with a note when the process was killed by a signal (such as running out
+/// of its memory cap).
+fn error_text(stderr: &[u8], status: std::process::ExitStatus) -> String {
+    // Boehm GC's complaints before an out-of-memory error are noise.
+    let text: Vec<&str> = std::str::from_utf8(stderr)
+        .map(|s| {
+            s.lines()
+                .filter(|l| !l.starts_with("GC Warning:"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let text = if text.is_empty() && !stderr.is_empty() {
+        strip_ansi(String::from_utf8_lossy(stderr).trim())
+    } else {
+        strip_ansi(text.join("\n").trim())
+    };
+    let text = if text.len() > MAX_ERROR_OUTPUT {
+        let cut = text.len() - MAX_ERROR_OUTPUT;
+        let cut = (cut..text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(text.len());
+        format!("…{}", &text[cut..])
+    } else {
+        text
+    };
+    use std::os::unix::process::ExitStatusExt;
+    match (status.signal(), text.is_empty()) {
+        (Some(signal), true) => format!("killed by signal {signal}"),
+        (Some(signal), false) => format!("{text}\n(killed by signal {signal})"),
+        (None, true) => format!("exited with {status}"),
+        (None, false) => text,
+    }
+}
+
+fn parse_single_path(out: &[u8], what: &str) -> Result<StorePath, NixError> {
+    let text = String::from_utf8_lossy(out);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    StorePath::parse(line).map_err(|e| NixError::UnexpectedOutput {
+        command: what.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! These run the real Nix of the machine.
+    use super::*;
+
+    fn nix() -> Nix {
+        Nix::new(&crate::config::NixConfig::default())
+    }
+
+    async fn instantiate(expr: &str) -> StorePath {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("default.nix");
+        std::fs::write(&file, expr).unwrap();
+        let out = tokio::process::Command::new("nix-instantiate")
+            .arg(&file)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        StorePath::parse(String::from_utf8(out.stdout).unwrap().trim()).unwrap()
+    }
+
+    /// The parser agrees with Nix's own reading of a real derivation.
+    #[tokio::test]
+    async fn parses_real_derivations_like_nix() {
+        let drv_path = instantiate(
+            r#"let dep = derivation { name = "dep"; system = builtins.currentSystem; builder = "/bin/sh"; args = ["-c" "echo > $out"]; outputs = ["out" "dev"]; };
+               in derivation { name = "top"; system = builtins.currentSystem; builder = "/bin/sh";
+                    args = ["-c" "echo \"quoted\" \\ back\tslash > $out"]; d = dep.dev; e = dep; src = ./default.nix;
+                    requiredSystemFeatures = [ "kvm" ]; text = "multi\nline"; }"#,
+        )
+        .await;
+        let drv = nix().read_derivation(&drv_path).await.unwrap();
+        let out = tokio::process::Command::new("nix")
+            .args([
+                "--extra-experimental-features",
+                "nix-command",
+                "show-derivation",
+                drv_path.as_str(),
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let shown = &shown[drv_path.as_str()];
+        assert_eq!(drv.system, shown["system"]);
+        assert_eq!(drv.builder, shown["builder"]);
+        assert_eq!(serde_json::to_value(&drv.args).unwrap(), shown["args"]);
+        assert_eq!(serde_json::to_value(&drv.env).unwrap(), shown["env"]);
+        assert_eq!(
+            drv.outputs["out"].path.as_ref().unwrap().as_str(),
+            shown["outputs"]["out"]["path"]
+        );
+        let inputs: Vec<&str> = drv.input_drvs.keys().map(StorePath::as_str).collect();
+        let shown_inputs: Vec<&str> = shown["inputDrvs"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(inputs, shown_inputs);
+        let dep_outputs: Vec<&String> = drv.input_drvs.values().next().unwrap().iter().collect();
+        assert_eq!(dep_outputs, ["dev", "out"]);
+        assert_eq!(drv.input_srcs.len(), 1);
+        assert_eq!(
+            drv.required_features().into_iter().collect::<Vec<_>>(),
+            ["kvm"]
+        );
+    }
+
+    #[tokio::test]
+    async fn validity_and_sizes() {
+        let nix = nix();
+        let drv = instantiate(r#"derivation { name = "v"; system = builtins.currentSystem; builder = "/bin/sh"; args = ["-c" "echo > $out"]; }"#).await;
+        let bogus =
+            StorePath::parse("/nix/store/00000000000000000000000000000000-missing").unwrap();
+        let invalid = nix
+            .invalid_paths(&[drv.clone(), bogus.clone()])
+            .await
+            .unwrap();
+        assert_eq!(invalid, [bogus].into_iter().collect());
+        let sizes = nix.nar_sizes(std::slice::from_ref(&drv)).await.unwrap();
+        assert!(sizes[0] > 0);
+    }
+}

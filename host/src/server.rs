@@ -1,0 +1,141 @@
+//! `orthrus serve`: wires the parts together — database, evaluator, queue
+//! runner, HTTP server — and runs them until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tracing::info;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::eval::{Evaluator, EvaluatorHandle};
+use crate::logs::LogStore;
+use crate::machines::LocalMachine;
+use crate::nix::Nix;
+use crate::queue::{QueueHandle, QueueRunner};
+use crate::web::{AppState, router};
+
+pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
+    for dir in [
+        config.data_dir.clone(),
+        config.logs_dir(),
+        config.scratch_dir(),
+        config.gc_roots_dir(),
+    ] {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // Leftovers of evaluations interrupted by a crash.
+    for entry in std::fs::read_dir(config.scratch_dir())?.flatten() {
+        let _ = std::fs::remove_dir_all(entry.path());
+    }
+    if demo {
+        let dir =
+            crate::demo::write_files(&config).context("cannot write the demo project's files")?;
+        config.evaluator.allowed_path_roots.push(dir);
+    }
+    let config = Arc::new(config);
+
+    let nix = Nix::new(&config.nix);
+    let version = nix.version().await.context(
+        "Nix is needed to evaluate and build: install it (on Debian: apt install nix-bin) or set nix.bin_dir",
+    )?;
+    let machine = LocalMachine::detect(nix.clone())
+        .await
+        .context("cannot ask Nix for this machine's system type")?;
+    info!("{version}, building for {}", machine.systems().join(", "));
+
+    let url = config.database_url();
+    let db = Db::open(&url)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(&url)))?;
+    if demo {
+        let dir = config
+            .evaluator
+            .allowed_path_roots
+            .last()
+            .cloned()
+            .unwrap_or_default();
+        crate::demo::install(&db, &dir)
+            .await
+            .context("cannot create the demo project")?;
+        info!("demo project ready: {}/project/demo", config.base_url());
+    }
+
+    let logs = LogStore::new(config.logs_dir());
+    let queue = QueueHandle::default();
+    let evaluator = EvaluatorHandle::default();
+    let runner = QueueRunner::new(
+        db.clone(),
+        nix.clone(),
+        logs.clone(),
+        config.clone(),
+        queue.clone(),
+        machine,
+    );
+    let queue_task = tokio::spawn(runner.run());
+    let eval_task = tokio::spawn(
+        Evaluator::new(
+            db.clone(),
+            nix.clone(),
+            config.clone(),
+            evaluator.clone(),
+            queue.notify(),
+        )
+        .run(),
+    );
+
+    let state = AppState {
+        db,
+        config: config.clone(),
+        logs,
+        evaluator,
+        queue,
+    };
+    let addr = config.listen_addr().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    info!(
+        "Orthrus listening on {} ({})",
+        config.base_url(),
+        listener.local_addr()?
+    );
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    // Dropping the runner kills the builds it started; they are retried at
+    // the next start.
+    queue_task.abort();
+    eval_task.abort();
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    info!("shutting down");
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,172 @@
+//! Evaluations: one eval, its builds, a jobset's evals by page, and the
+//! actions on an eval's builds (cancel, restart failed or aborted, bump).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, AppState, json as hydra, redirect};
+use crate::db::{EvalBuildFilter, status};
+
+/// Evals per page of `/jobset/P/J/evals`.
+const EVALS_PER_PAGE: u64 = 10;
+
+async fn find_eval(state: &AppState, id: i64) -> ApiResult<crate::db::JobsetEval> {
+    state
+        .db
+        .eval(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("evaluation {id} does not exist")))
+}
+
+pub async fn get_eval(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
+    let eval = find_eval(&state, id).await?;
+    let members = state.db.eval_members(&[id]).await?;
+    let inputs = state.db.eval_inputs(&[id]).await?;
+    let errors = state.db.eval_errors(id).await?;
+    let mut value = hydra::eval(
+        &eval,
+        members.get(&id).map(Vec::as_slice).unwrap_or_default(),
+        inputs.get(&id).map(Vec::as_slice).unwrap_or_default(),
+        Some(&errors),
+    );
+    if let Some((project, jobset)) = state.db.jobset_by_id(eval.jobset_id).await? {
+        value["project"] = json!(project.name);
+        value["jobset"] = json!(jobset.name);
+    }
+    Ok(Json(value))
+}
+
+pub async fn eval_builds(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
+    find_eval(&state, id).await?;
+    let ids = state.db.eval_builds_where(id, EvalBuildFilter::All).await?;
+    Ok(Json(hydra::builds(&state.db.build_views(&ids).await?)))
+}
+
+pub async fn eval_job(
+    State(state): State<AppState>,
+    Path((id, job)): Path<(i64, String)>,
+) -> ApiResult<Response> {
+    find_eval(&state, id).await?;
+    let build = state
+        .db
+        .eval_job_build(id, &job)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("evaluation {id} has no job ‘{job}’")))?;
+    Ok(redirect(&state, &format!("/build/{build}")))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    page: Option<u64>,
+}
+
+/// `{evals: [...], first, last, next?, previous?}`, newest first.
+pub async fn jobset_evals(
+    State(state): State<AppState>,
+    Path((project, jobset)): Path<(String, String)>,
+    Query(query): Query<PageQuery>,
+) -> ApiResult<Json<Value>> {
+    let (_, jobset_row) = state.db.jobset(&project, &jobset).await?.ok_or_else(|| {
+        ApiError::not_found(format!("jobset ‘{project}:{jobset}’ does not exist"))
+    })?;
+    let page = query.page.unwrap_or(1).max(1);
+    let (evals, total) = state
+        .db
+        .jobset_evals(jobset_row.id, (page - 1) * EVALS_PER_PAGE, EVALS_PER_PAGE)
+        .await?;
+    let ids: Vec<i64> = evals.iter().map(|e| e.id).collect();
+    let members = state.db.eval_members(&ids).await?;
+    let inputs = state.db.eval_inputs(&ids).await?;
+    let last_page = total.div_ceil(EVALS_PER_PAGE).max(1);
+    let base = format!("/jobset/{project}/{jobset}/evals");
+    let mut value = json!({
+        "evals": hydra::evals_page(&evals, &members, &inputs),
+        "first": format!("?page=1"),
+        "last": format!("?page={last_page}"),
+        "total": total,
+        "uri": state.url(&base),
+    });
+    if page < last_page {
+        value["next"] = json!(format!("?page={}", page + 1));
+    }
+    if page > 1 {
+        value["previous"] = json!(format!("?page={}", page - 1));
+    }
+    Ok(Json(value))
+}
+
+/// 302 to the newest evaluation none of whose builds is unfinished.
+pub async fn latest_eval(
+    State(state): State<AppState>,
+    Path((project, jobset)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (_, jobset_row) = state.db.jobset(&project, &jobset).await?.ok_or_else(|| {
+        ApiError::not_found(format!("jobset ‘{project}:{jobset}’ does not exist"))
+    })?;
+    let eval = state
+        .db
+        .latest_finished_eval(jobset_row.id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "jobset ‘{project}:{jobset}’ has no finished evaluation"
+            ))
+        })?;
+    Ok(redirect(&state, &format!("/eval/{}", eval.id)))
+}
+
+/// `cancel`, `restart-failed`, `restart-aborted`, `bump`: act on the
+/// eval's builds, then 302 back to the eval.
+pub async fn eval_action(
+    State(state): State<AppState>,
+    Path((id, action)): Path<(i64, String)>,
+) -> ApiResult<Response> {
+    find_eval(&state, id).await?;
+    match action.as_str() {
+        "cancel" => {
+            let ids = state
+                .db
+                .eval_builds_where(id, EvalBuildFilter::Unfinished)
+                .await?;
+            state.db.cancel_builds(&ids).await?;
+        }
+        "restart-failed" => {
+            let ids = state
+                .db
+                .eval_builds_where(id, EvalBuildFilter::Unsuccessful)
+                .await?;
+            state.db.restart_builds(&ids).await?;
+        }
+        "restart-aborted" => {
+            let ids = state
+                .db
+                .eval_builds_where(id, EvalBuildFilter::StatusIn(&status::ABORTED_LIKE))
+                .await?;
+            state.db.restart_builds(&ids).await?;
+        }
+        "bump" => {
+            let ids = state
+                .db
+                .eval_builds_where(id, EvalBuildFilter::Unfinished)
+                .await?;
+            state.db.bump_builds(&ids).await?;
+        }
+        other => {
+            return Err(ApiError::not_found(format!(
+                "evaluations have no action ‘{other}’"
+            )));
+        }
+    }
+    state.queue.wake();
+    Ok(redirect(&state, &format!("/eval/{id}")))
+}

@@ -1,0 +1,160 @@
+//! The HTTP side: Hydra-compatible JSON routes (see HYDRA-API.md).
+//!
+//! Until users and API tokens exist, requests that change anything are
+//! accepted only from loopback clients.
+
+mod body;
+mod builds;
+mod error;
+mod evals;
+mod json;
+mod latest;
+mod projects;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::eval::EvaluatorHandle;
+use crate::logs::LogStore;
+use crate::queue::QueueHandle;
+pub use error::{ApiError, ApiResult};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub logs: LogStore,
+    pub evaluator: EvaluatorHandle,
+    pub queue: QueueHandle,
+}
+
+impl AppState {
+    /// An absolute URL on this server, for `Location` headers.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.config.base_url())
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(projects::list))
+        .route(
+            "/project/{project}",
+            get(projects::get_project)
+                .put(projects::put_project)
+                .delete(projects::delete_project),
+        )
+        .route(
+            "/jobset/{project}/{jobset}",
+            get(projects::get_jobset)
+                .put(projects::put_jobset)
+                .delete(projects::delete_jobset),
+        )
+        .route("/jobset/{project}/{jobset}/evals", get(evals::jobset_evals))
+        .route(
+            "/jobset/{project}/{jobset}/latest-eval",
+            get(evals::latest_eval),
+        )
+        .route("/eval/{id}", get(evals::get_eval))
+        .route("/eval/{id}/builds", get(evals::eval_builds))
+        .route("/eval/{id}/job/{job}", get(evals::eval_job))
+        .route(
+            "/eval/{id}/{action}",
+            post(evals::eval_action).put(evals::eval_action),
+        )
+        .route("/build/{id}", get(builds::get_build))
+        .route("/build/{id}/constituents", get(builds::constituents))
+        .route("/build/{id}/steps", get(builds::steps))
+        .route("/build/{id}/log", get(builds::log))
+        .route("/build/{id}/log/{mode}", get(builds::log_mode))
+        .route("/build/{id}/nixlog/{step}", get(builds::step_log))
+        .route(
+            "/build/{id}/nixlog/{step}/{mode}",
+            get(builds::step_log_mode),
+        )
+        .route(
+            "/build/{id}/keep/{keep}",
+            post(builds::keep).put(builds::keep),
+        )
+        .route(
+            "/build/{id}/{action}",
+            post(builds::action).put(builds::action),
+        )
+        .route("/api/push", post(projects::push))
+        .route("/api/nrqueue", get(builds::nr_queue))
+        .route("/api/queue", get(builds::queue))
+        .route("/latest", get(latest::handle))
+        .route("/latest/{*rest}", get(latest::handle))
+        .route("/latest-finished", get(latest::handle))
+        .route("/latest-finished/{*rest}", get(latest::handle))
+        .route("/latest-for/{*rest}", get(latest::handle))
+        .route("/project/{project}/{*rest}", get(latest::handle))
+        .route("/jobset/{project}/{jobset}/{*rest}", get(latest::handle))
+        .route("/job/{project}/{jobset}/{job}", get(latest::handle))
+        .route("/job/{project}/{jobset}/{job}/{*rest}", get(latest::handle))
+        .fallback(not_found)
+        .layer(middleware::from_fn(guard_writes))
+        .layer(middleware::from_fn(vary_accept))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such page")
+}
+
+/// Only loopback clients may change anything until users and tokens exist.
+async fn guard_writes(request: Request, next: Next) -> Response {
+    let mutating = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if mutating {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        if !peer.is_some_and(|p| p.ip().is_loopback()) {
+            return ApiError::forbidden(
+                "changes are only accepted from the server's own machine (loopback)",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// The same URL answers differently depending on Accept.
+async fn vary_accept(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    response
+}
+
+/// A 302 to an absolute URL on this server.
+pub fn redirect(state: &AppState, path: &str) -> Response {
+    let location = state.url(path);
+    let mut response = (
+        axum::http::StatusCode::FOUND,
+        Json(serde_json::json!({ "redirect": location })),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// State extractor alias used by the handlers.
+pub type AppStateRef = State<AppState>;

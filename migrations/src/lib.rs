@@ -1,0 +1,23 @@
+//! The database schema of Orthrus as sea-orm migrations.
+//!
+//! The same migrations serve SQLite (the embedded default) and PostgreSQL:
+//! they are written with sea-query's schema builder only, never raw SQL of
+//! one dialect. Identifiers are 64-bit (`big_pk_auto`), which SQLite turns
+//! into its `INTEGER PRIMARY KEY` rowid alias and PostgreSQL into `bigserial`.
+//!
+//! A migration, once released, is never edited: later schema changes are new
+//! migrations appended to [`Migrator::migrations`].
+
+pub use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_pipeline;
+
+/// Applies all migrations in order; see [`MigratorTrait::up`].
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261121_000001_pipeline::Migration)]
+    }
+}
