@@ -69,9 +69,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { demo } => orthrus::server::serve(config, demo).await,
         Command::Migrate { status } => {
             let url = config.database_url();
-            let db = Db::connect(&url).await.with_context(|| {
-                format!("cannot open the database {}", orthrus::server::redact(&url))
-            })?;
+            let db = Db::connect(&url)
+                .await
+                .with_context(|| format!("cannot open the database {}", orthrus::server::redact(&url)))?;
             if !status {
                 db.migrate().await.context("migration failed")?;
             }

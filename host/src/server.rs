@@ -17,22 +17,15 @@ use crate::queue::{QueueHandle, QueueRunner};
 use crate::web::{AppState, router};
 
 pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
-    for dir in [
-        config.data_dir.clone(),
-        config.logs_dir(),
-        config.scratch_dir(),
-        config.gc_roots_dir(),
-    ] {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+    for dir in [config.data_dir.clone(), config.logs_dir(), config.scratch_dir(), config.gc_roots_dir()] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     // Leftovers of evaluations interrupted by a crash.
     for entry in std::fs::read_dir(config.scratch_dir())?.flatten() {
         let _ = std::fs::remove_dir_all(entry.path());
     }
     if demo {
-        let dir =
-            crate::demo::write_files(&config).context("cannot write the demo project's files")?;
+        let dir = crate::demo::write_files(&config).context("cannot write the demo project's files")?;
         config.evaluator.allowed_path_roots.push(dir);
     }
     let config = Arc::new(config);
@@ -41,73 +34,32 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     let version = nix.version().await.context(
         "Nix is needed to evaluate and build: install it (on Debian: apt install nix-bin) or set nix.bin_dir",
     )?;
-    let machine = LocalMachine::detect(nix.clone())
-        .await
-        .context("cannot ask Nix for this machine's system type")?;
+    let machine = LocalMachine::detect(nix.clone()).await.context("cannot ask Nix for this machine's system type")?;
     info!("{version}, building for {}", machine.systems().join(", "));
 
     let url = config.database_url();
-    let db = Db::open(&url)
-        .await
-        .with_context(|| format!("cannot open the database {}", redact(&url)))?;
+    let db = Db::open(&url).await.with_context(|| format!("cannot open the database {}", redact(&url)))?;
     if demo {
-        let dir = config
-            .evaluator
-            .allowed_path_roots
-            .last()
-            .cloned()
-            .unwrap_or_default();
-        crate::demo::install(&db, &dir)
-            .await
-            .context("cannot create the demo project")?;
+        let dir = config.evaluator.allowed_path_roots.last().cloned().unwrap_or_default();
+        crate::demo::install(&db, &dir).await.context("cannot create the demo project")?;
         info!("demo project ready: {}/project/demo", config.base_url());
     }
 
     let logs = LogStore::new(config.logs_dir());
     let queue = QueueHandle::default();
     let evaluator = EvaluatorHandle::default();
-    let runner = QueueRunner::new(
-        db.clone(),
-        nix.clone(),
-        logs.clone(),
-        config.clone(),
-        queue.clone(),
-        machine,
-    );
+    let runner = QueueRunner::new(db.clone(), nix.clone(), logs.clone(), config.clone(), queue.clone(), machine);
     let queue_task = tokio::spawn(runner.run());
-    let eval_task = tokio::spawn(
-        Evaluator::new(
-            db.clone(),
-            nix.clone(),
-            config.clone(),
-            evaluator.clone(),
-            queue.notify(),
-        )
-        .run(),
-    );
+    let eval_task =
+        tokio::spawn(Evaluator::new(db.clone(), nix.clone(), config.clone(), evaluator.clone(), queue.notify()).run());
 
-    let state = AppState {
-        db,
-        config: config.clone(),
-        logs,
-        evaluator,
-        queue,
-    };
+    let state = AppState { db, config: config.clone(), logs, evaluator, queue };
     let addr = config.listen_addr().map_err(anyhow::Error::msg)?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    info!(
-        "Orthrus listening on {} ({})",
-        config.base_url(),
-        listener.local_addr()?
-    );
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    info!("Orthrus listening on {} ({})", config.base_url(), listener.local_addr()?);
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     // Dropping the runner kills the builds it started; they are retried at
     // the next start.
     queue_task.abort();
@@ -117,8 +69,8 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

@@ -12,11 +12,7 @@ pub struct Migration;
 
 /// A foreign key from `table.column` to `target.id` that removes the row
 /// together with its parent: deleting a project deletes everything under it.
-fn cascade(
-    table: &'static str,
-    column: &'static str,
-    target: &'static str,
-) -> ForeignKeyCreateStatement {
+fn cascade(table: &'static str, column: &'static str, target: &'static str) -> ForeignKeyCreateStatement {
     ForeignKey::create()
         .name(format!("fk_{table}_{column}"))
         .from(table, column)
@@ -89,13 +85,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                index("jobsets", "project_name", &["project_id", "name"])
-                    .unique()
-                    .to_owned(),
-            )
-            .await?;
+        manager.create_index(index("jobsets", "project_name", &["project_id", "name"]).unique().to_owned()).await?;
 
         manager
             .create_table(
@@ -111,13 +101,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                index("jobset_inputs", "jobset_name", &["jobset_id", "name"])
-                    .unique()
-                    .to_owned(),
-            )
-            .await?;
+        manager.create_index(index("jobset_inputs", "jobset_name", &["jobset_id", "name"]).unique().to_owned()).await?;
 
         manager
             .create_table(
@@ -137,9 +121,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(index("jobset_evals", "jobset", &["jobset_id", "id"]))
-            .await?;
+        manager.create_index(index("jobset_evals", "jobset", &["jobset_id", "id"])).await?;
 
         manager
             .create_table(
@@ -155,17 +137,11 @@ impl MigrationTrait for Migration {
                     .col(big_integer_null("dependency"))
                     .col(text_null("path"))
                     .col(text_null("sha256_hash"))
-                    .foreign_key(&mut cascade(
-                        "jobset_eval_inputs",
-                        "eval_id",
-                        "jobset_evals",
-                    ))
+                    .foreign_key(&mut cascade("jobset_eval_inputs", "eval_id", "jobset_evals"))
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(index("jobset_eval_inputs", "eval", &["eval_id"]))
-            .await?;
+        manager.create_index(index("jobset_eval_inputs", "eval", &["eval_id"])).await?;
 
         manager
             .create_table(
@@ -201,15 +177,9 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(index("builds", "job", &["jobset_id", "job", "id"]))
-            .await?;
-        manager
-            .create_index(index("builds", "finished", &["finished", "id"]))
-            .await?;
-        manager
-            .create_index(index("builds", "drv_path", &["drv_path"]))
-            .await?;
+        manager.create_index(index("builds", "job", &["jobset_id", "job", "id"])).await?;
+        manager.create_index(index("builds", "finished", &["finished", "id"])).await?;
+        manager.create_index(index("builds", "drv_path", &["drv_path"])).await?;
 
         manager
             .create_table(
@@ -219,18 +189,12 @@ impl MigrationTrait for Migration {
                     .col(big_integer("build_id"))
                     .col(boolean("is_new"))
                     .primary_key(Index::create().col("eval_id").col("build_id"))
-                    .foreign_key(&mut cascade(
-                        "jobset_eval_members",
-                        "eval_id",
-                        "jobset_evals",
-                    ))
+                    .foreign_key(&mut cascade("jobset_eval_members", "eval_id", "jobset_evals"))
                     .foreign_key(&mut cascade("jobset_eval_members", "build_id", "builds"))
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(index("jobset_eval_members", "build", &["build_id"]))
-            .await?;
+        manager.create_index(index("jobset_eval_members", "build", &["build_id"])).await?;
 
         manager
             .create_table(
@@ -244,9 +208,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(index("build_outputs", "path", &["path"]))
-            .await?;
+        manager.create_index(index("build_outputs", "path", &["path"])).await?;
 
         manager
             .create_table(
@@ -270,12 +232,8 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(index("build_steps", "drv_path", &["drv_path"]))
-            .await?;
-        manager
-            .create_index(index("build_steps", "busy", &["busy"]))
-            .await?;
+        manager.create_index(index("build_steps", "drv_path", &["drv_path"])).await?;
+        manager.create_index(index("build_steps", "busy", &["busy"])).await?;
 
         manager
             .create_table(
@@ -333,13 +291,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(index(
-                "build_metrics",
-                "job",
-                &["project", "jobset", "job", "timestamp"],
-            ))
-            .await?;
+        manager.create_index(index("build_metrics", "job", &["project", "jobset", "job", "timestamp"])).await?;
 
         manager
             .create_table(
@@ -391,12 +343,8 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(index("evaluation_errors", "jobset", &["jobset_id", "id"]))
-            .await?;
-        manager
-            .create_index(index("evaluation_errors", "eval", &["eval_id"]))
-            .await?;
+        manager.create_index(index("evaluation_errors", "jobset", &["jobset_id", "id"])).await?;
+        manager.create_index(index("evaluation_errors", "eval", &["eval_id"])).await?;
 
         Ok(())
     }

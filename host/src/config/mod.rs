@@ -12,16 +12,9 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: key `{key}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
+    Invalid { path: PathBuf, key: String, message: String },
     #[error("config file {path}: {message}")]
     Syntax { path: PathBuf, message: String },
 }
@@ -116,10 +109,7 @@ impl Default for Config {
 
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig {
-            listen: "127.0.0.1:3000".into(),
-            base_url: String::new(),
-        }
+        WebConfig { listen: "127.0.0.1:3000".into(), base_url: String::new() }
     }
 }
 
@@ -162,35 +152,25 @@ impl Default for QueueConfig {
 
 /// The 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&c| c == b'\n')
-        .count()
-        + 1
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&c| c == b'\n').count() + 1
 }
 
 fn available_cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Config::parse(&text, path)
     }
 
     /// Parses and validates configuration text; `path` only names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let deserializer = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let deserializer = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
@@ -198,27 +178,20 @@ impl Config {
                 Some(span) => format!("{} (line {})", inner.message(), line_of(text, span.start)),
                 None => inner.message().to_owned(),
             };
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                key,
-                message,
-            }
+            ConfigError::Invalid { path: path.to_owned(), key, message }
         })?;
-        config
-            .validate()
-            .map_err(|(key, message)| ConfigError::Invalid {
-                path: path.to_owned(),
-                key: key.to_owned(),
-                message,
-            })?;
+        config.validate().map_err(|(key, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        })?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
         self.listen_addr().map_err(|m| ("web.listen", m))?;
         if !self.web.base_url.is_empty()
-            && !(self.web.base_url.starts_with("http://")
-                || self.web.base_url.starts_with("https://"))
+            && !(self.web.base_url.starts_with("http://") || self.web.base_url.starts_with("https://"))
         {
             return Err(("web.base_url", "must start with http:// or https://".into()));
         }
@@ -228,19 +201,13 @@ impl Config {
             || url.starts_with("postgres://")
             || url.starts_with("postgresql://"))
         {
-            return Err((
-                "database_url",
-                "must be empty (SQLite in data_dir), sqlite:… or postgres://…".into(),
-            ));
+            return Err(("database_url", "must be empty (SQLite in data_dir), sqlite:… or postgres://…".into()));
         }
         if self.evaluator.workers == 0 {
             return Err(("evaluator.workers", "must be at least 1".into()));
         }
         if self.evaluator.max_concurrent_evals == 0 {
-            return Err((
-                "evaluator.max_concurrent_evals",
-                "must be at least 1".into(),
-            ));
+            return Err(("evaluator.max_concurrent_evals", "must be at least 1".into()));
         }
         if self.evaluator.poll_interval_secs == 0 {
             return Err(("evaluator.poll_interval_secs", "must be at least 1".into()));
@@ -248,16 +215,8 @@ impl Config {
         if self.evaluator.timeout_secs == 0 {
             return Err(("evaluator.timeout_secs", "must be at least 1".into()));
         }
-        if let Some(root) = self
-            .evaluator
-            .allowed_path_roots
-            .iter()
-            .find(|r| !r.is_absolute())
-        {
-            return Err((
-                "evaluator.allowed_path_roots",
-                format!("{} is not an absolute path", root.display()),
-            ));
+        if let Some(root) = self.evaluator.allowed_path_roots.iter().find(|r| !r.is_absolute()) {
+            return Err(("evaluator.allowed_path_roots", format!("{} is not an absolute path", root.display())));
         }
         if self.queue.max_jobs == 0 {
             return Err(("queue.max_jobs", "must be at least 1".into()));
@@ -271,10 +230,7 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, String> {
-        self.web
-            .listen
-            .parse()
-            .map_err(|e| format!("{:?} is not an address:port ({e})", self.web.listen))
+        self.web.listen.parse().map_err(|e| format!("{:?} is not an address:port ({e})", self.web.listen))
     }
 
     /// The URL clients reach this server at, without a trailing slash.
@@ -289,10 +245,7 @@ impl Config {
     /// The database URL, defaulting to SQLite inside `data_dir`.
     pub fn database_url(&self) -> String {
         if self.database_url.is_empty() {
-            format!(
-                "sqlite://{}",
-                self.data_dir.join("orthrus.sqlite").display()
-            )
+            format!("sqlite://{}", self.data_dir.join("orthrus.sqlite").display())
         } else {
             self.database_url.clone()
         }
@@ -340,9 +293,7 @@ mod tests {
 
     #[test]
     fn wrong_type_names_the_key_and_line() {
-        let err = parse("[evaluator]\nworkers = \"many\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse("[evaluator]\nworkers = \"many\"\n").unwrap_err().to_string();
         assert!(err.contains("evaluator.workers"), "{err}");
         assert!(err.contains("line 2"), "{err}");
     }
@@ -350,25 +301,13 @@ mod tests {
     #[test]
     fn invalid_values_are_rejected_with_reason() {
         let err = parse("[queue]\nmax_jobs = 0\n").unwrap_err().to_string();
-        assert!(
-            err.contains("queue.max_jobs") && err.contains("at least 1"),
-            "{err}"
-        );
-        let err = parse("[web]\nlisten = \"nowhere\"\n")
-            .unwrap_err()
-            .to_string();
+        assert!(err.contains("queue.max_jobs") && err.contains("at least 1"), "{err}");
+        let err = parse("[web]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
         assert!(err.contains("web.listen"), "{err}");
-        let err = parse("database_url = \"mysql://x\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse("database_url = \"mysql://x\"\n").unwrap_err().to_string();
         assert!(err.contains("database_url"), "{err}");
-        let err = parse("[evaluator]\nallowed_path_roots = [\"relative\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("allowed_path_roots") && err.contains("absolute"),
-            "{err}"
-        );
+        let err = parse("[evaluator]\nallowed_path_roots = [\"relative\"]\n").unwrap_err().to_string();
+        assert!(err.contains("allowed_path_roots") && err.contains("absolute"), "{err}");
     }
 
     #[test]
@@ -379,12 +318,8 @@ mod tests {
 
     #[test]
     fn nix_settings_are_a_table() {
-        let config =
-            parse("[nix.settings]\nsubstituters = \"\"\n\"build-users-group\" = \"\"\n").unwrap();
-        assert_eq!(
-            config.nix.settings.get("substituters").map(String::as_str),
-            Some("")
-        );
+        let config = parse("[nix.settings]\nsubstituters = \"\"\n\"build-users-group\" = \"\"\n").unwrap();
+        assert_eq!(config.nix.settings.get("substituters").map(String::as_str), Some(""));
         assert_eq!(config.nix.settings.len(), 2);
     }
 }

@@ -5,13 +5,13 @@ use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 
 use super::entities::{
-    aggregate_constituent, build, build_metric, build_output, build_product, build_step,
-    build_step_output, failed_path, jobset, jobset_eval_member, project,
+    aggregate_constituent, build, build_metric, build_output, build_product, build_step, build_step_output,
+    failed_path, jobset, jobset_eval_member, project,
 };
 use super::evals::insert_chunked;
 use super::{Db, DbResult, now};
@@ -151,10 +151,8 @@ impl Db {
         }
         let mut builds: HashMap<i64, Build> = HashMap::new();
         for chunk in ids.chunks(super::INSERT_CHUNK) {
-            for b in build::Entity::find()
-                .filter(build::Column::Id.is_in(chunk.iter().copied()))
-                .all(self.read())
-                .await?
+            for b in
+                build::Entity::find().filter(build::Column::Id.is_in(chunk.iter().copied())).all(self.read()).await?
             {
                 builds.insert(b.id, b);
             }
@@ -170,8 +168,7 @@ impl Db {
             .into_tuple()
             .all(self.read())
             .await?;
-        let names: HashMap<i64, (String, String)> =
-            jobsets.into_iter().map(|(id, p, j)| (id, (p, j))).collect();
+        let names: HashMap<i64, (String, String)> = jobsets.into_iter().map(|(id, p, j)| (id, (p, j))).collect();
         let mut outputs = self.outputs_of(ids).await?;
         let mut products: HashMap<i64, Vec<BuildProduct>> = HashMap::new();
         let mut metrics: HashMap<i64, Vec<BuildMetric>> = HashMap::new();
@@ -195,10 +192,7 @@ impl Db {
             }
             let rows: Vec<(i64, i64)> = jobset_eval_member::Entity::find()
                 .select_only()
-                .columns([
-                    jobset_eval_member::Column::BuildId,
-                    jobset_eval_member::Column::EvalId,
-                ])
+                .columns([jobset_eval_member::Column::BuildId, jobset_eval_member::Column::EvalId])
                 .filter(jobset_eval_member::Column::BuildId.is_in(chunk.iter().copied()))
                 .order_by_asc(jobset_eval_member::Column::EvalId)
                 .into_tuple()
@@ -251,9 +245,7 @@ impl Db {
     }
 
     pub async fn build_step(&self, build_id: i64, step_nr: i32) -> DbResult<Option<BuildStep>> {
-        Ok(build_step::Entity::find_by_id((build_id, step_nr))
-            .one(self.read())
-            .await?)
+        Ok(build_step::Entity::find_by_id((build_id, step_nr)).one(self.read()).await?)
     }
 
     /// Constituent build ids of an aggregate.
@@ -294,9 +286,9 @@ impl Db {
                 ),
             ),
             BuildScope::Jobset(jobset_id) => query.filter(build::Column::JobsetId.eq(*jobset_id)),
-            BuildScope::Job { jobset_id, job } => query
-                .filter(build::Column::JobsetId.eq(*jobset_id))
-                .filter(build::Column::Job.eq(job.as_str())),
+            BuildScope::Job { jobset_id, job } => {
+                query.filter(build::Column::JobsetId.eq(*jobset_id)).filter(build::Column::Job.eq(job.as_str()))
+            }
         };
         if let Some(system) = system {
             query = query.filter(build::Column::System.eq(system));
@@ -304,12 +296,7 @@ impl Db {
         if finished_eval {
             query = query.filter(Expr::exists(member_of_finished_eval()));
         }
-        Ok(query
-            .order_by_desc(build::Column::Id)
-            .limit(1)
-            .into_tuple()
-            .one(self.read())
-            .await?)
+        Ok(query.order_by_desc(build::Column::Id).limit(1).into_tuple().one(self.read()).await?)
     }
 
     /// Every unfinished build, with what scheduling needs.
@@ -319,11 +306,7 @@ impl Db {
             .order_by_asc(build::Column::Id)
             .all(self.read())
             .await?;
-        let aggregates: Vec<i64> = builds
-            .iter()
-            .filter(|b| b.is_aggregate)
-            .map(|b| b.id)
-            .collect();
+        let aggregates: Vec<i64> = builds.iter().filter(|b| b.is_aggregate).map(|b| b.id).collect();
         let mut constituents: HashMap<i64, Vec<String>> = HashMap::new();
         for chunk in aggregates.chunks(super::INSERT_CHUNK) {
             let rows: Vec<(i64, String)> = aggregate_constituent::Entity::find()
@@ -379,17 +362,14 @@ impl Db {
     }
 
     pub async fn add_failed_path(&self, drv: &str) -> DbResult<()> {
-        failed_path::Entity::insert(failed_path::ActiveModel {
-            path: Set(drv.to_owned()),
-            time: Set(now()),
-        })
-        .on_conflict(
-            sea_orm::sea_query::OnConflict::column(failed_path::Column::Path)
-                .update_column(failed_path::Column::Time)
-                .to_owned(),
-        )
-        .exec_without_returning(self.write())
-        .await?;
+        failed_path::Entity::insert(failed_path::ActiveModel { path: Set(drv.to_owned()), time: Set(now()) })
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(failed_path::Column::Path)
+                    .update_column(failed_path::Column::Time)
+                    .to_owned(),
+            )
+            .exec_without_returning(self.write())
+            .await?;
         Ok(())
     }
 
@@ -398,14 +378,8 @@ impl Db {
     pub async fn abort_busy_steps(&self) -> DbResult<u64> {
         let result = build_step::Entity::update_many()
             .col_expr(build_step::Column::Busy, Expr::value(false))
-            .col_expr(
-                build_step::Column::Status,
-                Expr::value(super::status::ABORTED),
-            )
-            .col_expr(
-                build_step::Column::ErrorMsg,
-                Expr::value("interrupted: the server stopped during this step"),
-            )
+            .col_expr(build_step::Column::Status, Expr::value(super::status::ABORTED))
+            .col_expr(build_step::Column::ErrorMsg, Expr::value("interrupted: the server stopped during this step"))
             .col_expr(build_step::Column::StopTime, Expr::value(now()))
             .filter(build_step::Column::Busy.eq(true))
             .exec(self.write())
@@ -469,10 +443,7 @@ impl Db {
         build_step::Entity::update_many()
             .col_expr(build_step::Column::Busy, Expr::value(false))
             .col_expr(build_step::Column::Status, Expr::value(status))
-            .col_expr(
-                build_step::Column::ErrorMsg,
-                Expr::value(error_msg.map(str::to_owned)),
-            )
+            .col_expr(build_step::Column::ErrorMsg, Expr::value(error_msg.map(str::to_owned)))
             .col_expr(build_step::Column::StopTime, Expr::value(now()))
             .col_expr(build_step::Column::TimesBuilt, Expr::value(1))
             .filter(build_step::Column::BuildId.eq(build_id))
@@ -502,17 +473,11 @@ impl Db {
             .col_expr(build::Column::Finished, Expr::value(true))
             .col_expr(build::Column::BuildStatus, Expr::value(result.status))
             .col_expr(build::Column::IsCachedBuild, Expr::value(result.is_cached))
-            .col_expr(
-                build::Column::StartTime,
-                Expr::value(Some(result.start_time)),
-            )
+            .col_expr(build::Column::StartTime, Expr::value(Some(result.start_time)))
             .col_expr(build::Column::StopTime, Expr::value(result.stop_time))
             .col_expr(build::Column::Size, Expr::value(result.size))
             .col_expr(build::Column::ClosureSize, Expr::value(result.closure_size))
-            .col_expr(
-                build::Column::ReleaseName,
-                Expr::value(result.release_name.clone()),
-            )
+            .col_expr(build::Column::ReleaseName, Expr::value(result.release_name.clone()))
             .filter(build::Column::Id.eq(result.id))
             .filter(build::Column::Finished.eq(false))
             .exec(&txn)
@@ -520,14 +485,8 @@ impl Db {
         if updated.rows_affected == 0 {
             return Ok(false);
         }
-        build_product::Entity::delete_many()
-            .filter(build_product::Column::BuildId.eq(result.id))
-            .exec(&txn)
-            .await?;
-        build_metric::Entity::delete_many()
-            .filter(build_metric::Column::BuildId.eq(result.id))
-            .exec(&txn)
-            .await?;
+        build_product::Entity::delete_many().filter(build_product::Column::BuildId.eq(result.id)).exec(&txn).await?;
+        build_metric::Entity::delete_many().filter(build_metric::Column::BuildId.eq(result.id)).exec(&txn).await?;
         let products = result
             .products
             .iter()
@@ -605,11 +564,7 @@ impl Db {
             .into_tuple()
             .all(&txn)
             .await?;
-        let drvs: HashSet<String> = builds
-            .into_iter()
-            .map(|(_, d)| d)
-            .chain(step_drvs)
-            .collect();
+        let drvs: HashSet<String> = builds.into_iter().map(|(_, d)| d).chain(step_drvs).collect();
         let drvs: Vec<String> = drvs.into_iter().collect();
         for chunk in drvs.chunks(super::INSERT_CHUNK) {
             failed_path::Entity::delete_many()
@@ -620,10 +575,7 @@ impl Db {
         build::Entity::update_many()
             .col_expr(build::Column::Finished, Expr::value(false))
             .col_expr(build::Column::BuildStatus, Expr::value(Option::<i32>::None))
-            .col_expr(
-                build::Column::IsCachedBuild,
-                Expr::value(Option::<bool>::None),
-            )
+            .col_expr(build::Column::IsCachedBuild, Expr::value(Option::<bool>::None))
             .col_expr(build::Column::StartTime, Expr::value(Option::<i64>::None))
             .col_expr(build::Column::StopTime, Expr::value(Option::<i64>::None))
             .col_expr(build::Column::Timestamp, Expr::value(now()))
@@ -648,10 +600,7 @@ impl Db {
             .await?;
         build::Entity::update_many()
             .col_expr(build::Column::Finished, Expr::value(true))
-            .col_expr(
-                build::Column::BuildStatus,
-                Expr::value(super::status::CANCELLED),
-            )
+            .col_expr(build::Column::BuildStatus, Expr::value(super::status::CANCELLED))
             .col_expr(build::Column::IsCachedBuild, Expr::value(false))
             .col_expr(
                 build::Column::StartTime,
@@ -687,11 +636,7 @@ impl Db {
 
     /// Builds of an evaluation, optionally only finished ones with a status
     /// in (or not in) a set.
-    pub async fn eval_builds_where(
-        &self,
-        eval_id: i64,
-        filter: EvalBuildFilter,
-    ) -> DbResult<Vec<i64>> {
+    pub async fn eval_builds_where(&self, eval_id: i64, filter: EvalBuildFilter) -> DbResult<Vec<i64>> {
         let mut query = build::Entity::find()
             .select_only()
             .column(build::Column::Id)
@@ -707,19 +652,12 @@ impl Db {
                 .filter(build::Column::Finished.eq(true))
                 .filter(build::Column::BuildStatus.ne(super::status::SUCCESS)),
         };
-        Ok(query
-            .order_by_asc(build::Column::Id)
-            .into_tuple()
-            .all(self.read())
-            .await?)
+        Ok(query.order_by_asc(build::Column::Id).into_tuple().all(self.read()).await?)
     }
 
     /// How many builds are queued or running.
     pub async fn queued_count(&self) -> DbResult<u64> {
-        Ok(build::Entity::find()
-            .filter(build::Column::Finished.eq(false))
-            .count(self.read())
-            .await?)
+        Ok(build::Entity::find().filter(build::Column::Finished.eq(false)).count(self.read()).await?)
     }
 
     /// Unfinished builds in the queue, highest priority first.
@@ -770,10 +708,7 @@ fn member_of_finished_eval() -> SelectStatement {
     Query::select()
         .expr(Expr::val(1))
         .from_as(jobset_eval_member::Entity, member.clone())
-        .and_where(
-            Expr::col((member, jobset_eval_member::Column::BuildId))
-                .equals((build::Entity, build::Column::Id)),
-        )
+        .and_where(Expr::col((member, jobset_eval_member::Column::BuildId)).equals((build::Entity, build::Column::Id)))
         .and_where(Expr::not_exists(unfinished_in_same_eval))
         .to_owned()
 }

@@ -64,11 +64,7 @@ pub mod jobset {
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {
-        #[sea_orm(
-            belongs_to = "super::project::Entity",
-            from = "Column::ProjectId",
-            to = "super::project::Column::Id"
-        )]
+        #[sea_orm(belongs_to = "super::project::Entity", from = "Column::ProjectId", to = "super::project::Column::Id")]
         Project,
     }
 
@@ -178,11 +174,7 @@ pub mod jobset_eval_member {
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {
-        #[sea_orm(
-            belongs_to = "super::build::Entity",
-            from = "Column::BuildId",
-            to = "super::build::Column::Id"
-        )]
+        #[sea_orm(belongs_to = "super::build::Entity", from = "Column::BuildId", to = "super::build::Column::Id")]
         Build,
         #[sea_orm(
             belongs_to = "super::jobset_eval::Entity",
@@ -246,11 +238,7 @@ pub mod build {
     pub enum Relation {
         #[sea_orm(has_many = "super::jobset_eval_member::Entity")]
         Members,
-        #[sea_orm(
-            belongs_to = "super::jobset::Entity",
-            from = "Column::JobsetId",
-            to = "super::jobset::Column::Id"
-        )]
+        #[sea_orm(belongs_to = "super::jobset::Entity", from = "Column::JobsetId", to = "super::jobset::Column::Id")]
         Jobset,
     }
 

@@ -5,13 +5,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use super::entities::{
-    aggregate_constituent, build, build_output, evaluation_error, jobset, jobset_eval,
-    jobset_eval_input, jobset_eval_member, project,
+    aggregate_constituent, build, build_output, evaluation_error, jobset, jobset_eval, jobset_eval_input,
+    jobset_eval_member, project,
 };
 use super::{Db, DbResult, INSERT_CHUNK, Jobset, Project, now};
 
@@ -151,21 +151,14 @@ impl Db {
             };
             let is_due = jobset.trigger_time.is_some()
                 || (jobset.check_interval > 0
-                    && jobset
-                        .last_checked_time
-                        .is_none_or(|t| t + i64::from(jobset.check_interval) <= now));
+                    && jobset.last_checked_time.is_none_or(|t| t + i64::from(jobset.check_interval) <= now));
             if !is_due {
                 continue;
             }
-            if jobset.enabled == enabled::ONE_AT_A_TIME
-                && self.last_eval_unfinished(jobset.id).await?
-            {
+            if jobset.enabled == enabled::ONE_AT_A_TIME && self.last_eval_unfinished(jobset.id).await? {
                 continue;
             }
-            due.push(DueJobset {
-                project: project.clone(),
-                jobset,
-            });
+            due.push(DueJobset { project: project.clone(), jobset });
         }
         Ok(due)
     }
@@ -231,26 +224,18 @@ impl Db {
             .col_expr(jobset::Column::LastCheckOutcome, Expr::value(outcome))
             .col_expr(
                 jobset::Column::TriggerTime,
-                Expr::case(
-                    Expr::col(jobset::Column::TriggerTime).lte(started),
-                    Expr::value(Option::<i64>::None),
-                )
-                .finally(Expr::col(jobset::Column::TriggerTime))
-                .into(),
+                Expr::case(Expr::col(jobset::Column::TriggerTime).lte(started), Expr::value(Option::<i64>::None))
+                    .finally(Expr::col(jobset::Column::TriggerTime))
+                    .into(),
             )
             .filter(jobset::Column::Id.eq(jobset_id));
         if completed {
-            update = update
-                .col_expr(jobset::Column::ForceEval, Expr::value(false))
-                .col_expr(
-                    jobset::Column::Enabled,
-                    Expr::case(
-                        Expr::col(jobset::Column::Enabled).eq(enabled::ONE_SHOT),
-                        Expr::value(enabled::DISABLED),
-                    )
+            update = update.col_expr(jobset::Column::ForceEval, Expr::value(false)).col_expr(
+                jobset::Column::Enabled,
+                Expr::case(Expr::col(jobset::Column::Enabled).eq(enabled::ONE_SHOT), Expr::value(enabled::DISABLED))
                     .finally(Expr::col(jobset::Column::Enabled))
                     .into(),
-                );
+            );
         }
         update.exec(txn).await?;
         Ok(())
@@ -261,56 +246,38 @@ impl Db {
     pub async fn record_eval_unchanged(&self, jobset_id: i64, started: i64) -> DbResult<()> {
         let txn = self.write().begin().await?;
         jobset::Entity::update_many()
-            .col_expr(
-                jobset::Column::FetchErrorMsg,
-                Expr::value(Option::<String>::None),
-            )
+            .col_expr(jobset::Column::FetchErrorMsg, Expr::value(Option::<String>::None))
             .filter(jobset::Column::Id.eq(jobset_id))
             .exec(&txn)
             .await?;
-        self.end_check(&txn, jobset_id, started, outcome::UNCHANGED, true)
-            .await?;
+        self.end_check(&txn, jobset_id, started, outcome::UNCHANGED, true).await?;
         txn.commit().await?;
         Ok(())
     }
 
     /// An input could not be fetched; nothing was evaluated.
-    pub async fn record_fetch_error(
-        &self,
-        jobset_id: i64,
-        started: i64,
-        message: &str,
-    ) -> DbResult<()> {
+    pub async fn record_fetch_error(&self, jobset_id: i64, started: i64, message: &str) -> DbResult<()> {
         let txn = self.write().begin().await?;
         jobset::Entity::update_many()
             .col_expr(jobset::Column::FetchErrorMsg, Expr::value(message))
             .filter(jobset::Column::Id.eq(jobset_id))
             .exec(&txn)
             .await?;
-        self.end_check(&txn, jobset_id, started, outcome::FETCH_FAILED, false)
-            .await?;
+        self.end_check(&txn, jobset_id, started, outcome::FETCH_FAILED, false).await?;
         txn.commit().await?;
         Ok(())
     }
 
     /// The expression as a whole failed (a syntax error, a top-level
     /// `throw`, …): no jobs, the error is kept on the jobset.
-    pub async fn record_eval_failure(
-        &self,
-        jobset_id: i64,
-        started: i64,
-        message: &str,
-    ) -> DbResult<()> {
+    pub async fn record_eval_failure(&self, jobset_id: i64, started: i64, message: &str) -> DbResult<()> {
         let time = now();
         let txn = self.write().begin().await?;
         let text = format_eval_errors(&[(String::new(), message.to_owned())]);
         jobset::Entity::update_many()
             .col_expr(jobset::Column::ErrorMsg, Expr::value(text))
             .col_expr(jobset::Column::ErrorTime, Expr::value(time))
-            .col_expr(
-                jobset::Column::FetchErrorMsg,
-                Expr::value(Option::<String>::None),
-            )
+            .col_expr(jobset::Column::FetchErrorMsg, Expr::value(Option::<String>::None))
             .filter(jobset::Column::Id.eq(jobset_id))
             .exec(&txn)
             .await?;
@@ -324,8 +291,7 @@ impl Db {
         }
         .insert(&txn)
         .await?;
-        self.end_check(&txn, jobset_id, started, outcome::EVAL_FAILED, false)
-            .await?;
+        self.end_check(&txn, jobset_id, started, outcome::EVAL_FAILED, false).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -348,21 +314,14 @@ impl Db {
         if let Some(previous) = &previous {
             let rows: Vec<(i64, String, String)> = build::Entity::find()
                 .select_only()
-                .columns([
-                    build::Column::Id,
-                    build::Column::Job,
-                    build::Column::DrvPath,
-                ])
+                .columns([build::Column::Id, build::Column::Job, build::Column::DrvPath])
                 .inner_join(jobset_eval_member::Entity)
                 .filter(jobset_eval_member::Column::EvalId.eq(previous.id))
                 .into_tuple()
                 .all(&txn)
                 .await?;
             previous_count = rows.len();
-            reusable = rows
-                .into_iter()
-                .map(|(id, job, drv)| ((job, drv), id))
-                .collect();
+            reusable = rows.into_iter().map(|(id, job, drv)| ((job, drv), id)).collect();
         }
 
         // Builds for the jobs, new or reused, in job order.
@@ -410,19 +369,16 @@ impl Db {
             .iter()
             .flat_map(|job| {
                 let build_id = build_of_job[job.name.as_str()].0;
-                job.outputs
-                    .iter()
-                    .map(move |(name, path)| build_output::ActiveModel {
-                        build_id: Set(build_id),
-                        name: Set(name.clone()),
-                        path: Set(path.clone()),
-                    })
+                job.outputs.iter().map(move |(name, path)| build_output::ActiveModel {
+                    build_id: Set(build_id),
+                    name: Set(name.clone()),
+                    path: Set(path.clone()),
+                })
             })
             .collect();
         insert_chunked(&txn, outputs).await?;
 
-        let has_new_builds =
-            !new_builds.is_empty() || previous.is_none() || previous_count != build_of_job.len();
+        let has_new_builds = !new_builds.is_empty() || previous.is_none() || previous_count != build_of_job.len();
         let eval = jobset_eval::ActiveModel {
             jobset_id: Set(new.jobset_id),
             timestamp: Set(time),
@@ -473,19 +429,15 @@ impl Db {
                 continue;
             };
             let aggregate_id = build_of_job[job.name.as_str()].0;
-            let mut ids: Vec<i64> = names
-                .iter()
-                .filter_map(|n| build_of_job.get(n.as_str()))
-                .map(|b| b.0)
-                .collect();
+            let mut ids: Vec<i64> = names.iter().filter_map(|n| build_of_job.get(n.as_str())).map(|b| b.0).collect();
             ids.sort_unstable();
             ids.dedup();
-            constituents.extend(ids.into_iter().filter(|&id| id != aggregate_id).map(
-                |constituent_id| aggregate_constituent::ActiveModel {
+            constituents.extend(ids.into_iter().filter(|&id| id != aggregate_id).map(|constituent_id| {
+                aggregate_constituent::ActiveModel {
                     aggregate_id: Set(aggregate_id),
                     constituent_id: Set(constituent_id),
-                },
-            ));
+                }
+            }));
         }
         insert_chunked(&txn, constituents).await?;
 
@@ -503,37 +455,22 @@ impl Db {
             .collect();
         insert_chunked(&txn, errors).await?;
 
-        let (error_msg, error_time) = if new.errors.is_empty() {
-            (None, None)
-        } else {
-            (Some(format_eval_errors(&new.errors)), Some(time))
-        };
+        let (error_msg, error_time) =
+            if new.errors.is_empty() { (None, None) } else { (Some(format_eval_errors(&new.errors)), Some(time)) };
         jobset::Entity::update_many()
             .col_expr(jobset::Column::ErrorMsg, Expr::value(error_msg))
             .col_expr(jobset::Column::ErrorTime, Expr::value(error_time))
-            .col_expr(
-                jobset::Column::FetchErrorMsg,
-                Expr::value(Option::<String>::None),
-            )
+            .col_expr(jobset::Column::FetchErrorMsg, Expr::value(Option::<String>::None))
             .filter(jobset::Column::Id.eq(new.jobset_id))
             .exec(&txn)
             .await?;
-        self.end_check(&txn, new.jobset_id, new.started, outcome::EVALUATED, true)
-            .await?;
+        self.end_check(&txn, new.jobset_id, new.started, outcome::EVALUATED, true).await?;
         txn.commit().await?;
-        Ok(RecordedEval {
-            eval_id: eval.id,
-            new_builds,
-            has_new_builds,
-        })
+        Ok(RecordedEval { eval_id: eval.id, new_builds, has_new_builds })
     }
 
     /// The newest successful build of `job` in a jobset.
-    pub async fn latest_successful_build(
-        &self,
-        jobset_id: i64,
-        job: &str,
-    ) -> DbResult<Option<SuccessfulBuild>> {
+    pub async fn latest_successful_build(&self, jobset_id: i64, job: &str) -> DbResult<Option<SuccessfulBuild>> {
         let found = build::Entity::find()
             .filter(build::Column::JobsetId.eq(jobset_id))
             .filter(build::Column::Job.eq(job))
@@ -564,10 +501,7 @@ impl Db {
         let mut builds = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(INSERT_CHUNK) {
             builds.extend(
-                build::Entity::find()
-                    .filter(build::Column::Id.is_in(chunk.iter().copied()))
-                    .all(self.read())
-                    .await?,
+                build::Entity::find().filter(build::Column::Id.is_in(chunk.iter().copied())).all(self.read()).await?,
             );
         }
         builds.sort_by(|a, b| a.job.cmp(&b.job));
@@ -581,17 +515,12 @@ impl Db {
             .from(jobset_eval_member::Entity)
             .inner_join(
                 build::Entity,
-                Expr::col((build::Entity, build::Column::Id)).equals((
-                    jobset_eval_member::Entity,
-                    jobset_eval_member::Column::BuildId,
-                )),
+                Expr::col((build::Entity, build::Column::Id))
+                    .equals((jobset_eval_member::Entity, jobset_eval_member::Column::BuildId)),
             )
             .and_where(
-                Expr::col((
-                    jobset_eval_member::Entity,
-                    jobset_eval_member::Column::EvalId,
-                ))
-                .equals((jobset_eval::Entity, jobset_eval::Column::Id)),
+                Expr::col((jobset_eval_member::Entity, jobset_eval_member::Column::EvalId))
+                    .equals((jobset_eval::Entity, jobset_eval::Column::Id)),
             )
             .and_where(Expr::col((build::Entity, build::Column::Finished)).eq(false))
             .to_owned();
@@ -617,9 +546,7 @@ impl Db {
     }
 
     async fn successful_builds(&self, builds: Vec<build::Model>) -> DbResult<Vec<SuccessfulBuild>> {
-        let mut outputs = self
-            .outputs_of(&builds.iter().map(|b| b.id).collect::<Vec<_>>())
-            .await?;
+        let mut outputs = self.outputs_of(&builds.iter().map(|b| b.id).collect::<Vec<_>>()).await?;
         Ok(builds
             .into_iter()
             .map(|b| SuccessfulBuild {
@@ -639,20 +566,10 @@ impl Db {
     }
 
     /// A page of a jobset's evaluations, newest first, and their total number.
-    pub async fn jobset_evals(
-        &self,
-        jobset_id: i64,
-        offset: u64,
-        limit: u64,
-    ) -> DbResult<(Vec<JobsetEval>, u64)> {
+    pub async fn jobset_evals(&self, jobset_id: i64, offset: u64, limit: u64) -> DbResult<(Vec<JobsetEval>, u64)> {
         let query = jobset_eval::Entity::find().filter(jobset_eval::Column::JobsetId.eq(jobset_id));
         let total = query.clone().count(self.read()).await?;
-        let evals = query
-            .order_by_desc(jobset_eval::Column::Id)
-            .offset(offset)
-            .limit(limit)
-            .all(self.read())
-            .await?;
+        let evals = query.order_by_desc(jobset_eval::Column::Id).offset(offset).limit(limit).all(self.read()).await?;
         Ok((evals, total))
     }
 
@@ -660,10 +577,7 @@ impl Db {
     pub async fn eval_members(&self, eval_ids: &[i64]) -> DbResult<HashMap<i64, Vec<i64>>> {
         let rows: Vec<(i64, i64)> = jobset_eval_member::Entity::find()
             .select_only()
-            .columns([
-                jobset_eval_member::Column::EvalId,
-                jobset_eval_member::Column::BuildId,
-            ])
+            .columns([jobset_eval_member::Column::EvalId, jobset_eval_member::Column::BuildId])
             .filter(jobset_eval_member::Column::EvalId.is_in(eval_ids.iter().copied()))
             .order_by_asc(jobset_eval_member::Column::BuildId)
             .into_tuple()
@@ -676,10 +590,7 @@ impl Db {
         Ok(map)
     }
 
-    pub async fn eval_inputs(
-        &self,
-        eval_ids: &[i64],
-    ) -> DbResult<HashMap<i64, Vec<JobsetEvalInput>>> {
+    pub async fn eval_inputs(&self, eval_ids: &[i64]) -> DbResult<HashMap<i64, Vec<JobsetEvalInput>>> {
         let mut map: HashMap<i64, Vec<JobsetEvalInput>> = HashMap::new();
         for input in jobset_eval_input::Entity::find()
             .filter(jobset_eval_input::Column::EvalId.is_in(eval_ids.iter().copied()))
@@ -723,9 +634,7 @@ where
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<A> = rows.by_ref().take(INSERT_CHUNK).collect();
-        <A::Entity as EntityTrait>::insert_many(chunk)
-            .exec_without_returning(txn)
-            .await?;
+        <A::Entity as EntityTrait>::insert_many(chunk).exec_without_returning(txn).await?;
     }
     Ok(())
 }

@@ -33,23 +33,18 @@ pub struct Db {
 
 /// Current time as Unix seconds, the unit of every time column.
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 impl Db {
     /// Connects (creating the SQLite file if needed) without migrating.
     pub async fn connect(url: &str) -> Result<Db, DbErr> {
         if url.starts_with("sqlite:") {
-            if let Some(parent) = sqlite_file(url)
-                .and_then(|f| std::path::Path::new(f).parent().map(ToOwned::to_owned))
+            if let Some(parent) = sqlite_file(url).and_then(|f| std::path::Path::new(f).parent().map(ToOwned::to_owned))
             {
                 if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(&parent).map_err(|e| {
-                        DbErr::Custom(format!("cannot create {}: {e}", parent.display()))
-                    })?;
+                    std::fs::create_dir_all(&parent)
+                        .map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", parent.display())))?;
                 }
             }
             let read = Database::connect(sqlite_options(url, 8)).await?;
@@ -64,10 +59,7 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(60))
                 .sqlx_logging(false);
             let conn = Database::connect(options).await?;
-            Ok(Db {
-                read: conn.clone(),
-                write: conn,
-            })
+            Ok(Db { read: conn.clone(), write: conn })
         }
     }
 
@@ -106,9 +98,7 @@ impl Db {
 }
 
 fn sqlite_file(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let file = rest.split('?').next()?;
     (!file.is_empty() && file != ":memory:").then_some(file)
 }

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    TransactionTrait,
 };
 
 use super::entities::{jobset, jobset_input, project};
@@ -120,10 +120,7 @@ impl Jobset {
     }
 }
 
-fn project_active(
-    settings: &ProjectSettings,
-    mut model: project::ActiveModel,
-) -> project::ActiveModel {
+fn project_active(settings: &ProjectSettings, mut model: project::ActiveModel) -> project::ActiveModel {
     let declarative = settings.declarative.clone();
     model.name = Set(settings.name.clone());
     model.display_name = Set(settings.display_name.clone());
@@ -159,27 +156,17 @@ fn jobset_active(settings: &JobsetSettings, mut model: jobset::ActiveModel) -> j
 
 impl Db {
     pub async fn projects(&self) -> DbResult<Vec<Project>> {
-        Ok(project::Entity::find()
-            .order_by_asc(project::Column::Name)
-            .all(self.read())
-            .await?)
+        Ok(project::Entity::find().order_by_asc(project::Column::Name).all(self.read()).await?)
     }
 
     pub async fn project(&self, name: &str) -> DbResult<Option<Project>> {
-        Ok(project::Entity::find()
-            .filter(project::Column::Name.eq(name))
-            .one(self.read())
-            .await?)
+        Ok(project::Entity::find().filter(project::Column::Name.eq(name)).one(self.read()).await?)
     }
 
     /// Jobsets of every project, by project id, sorted by name.
     pub async fn jobsets_by_project(&self) -> DbResult<HashMap<i64, Vec<Jobset>>> {
         let mut map: HashMap<i64, Vec<Jobset>> = HashMap::new();
-        for jobset in jobset::Entity::find()
-            .order_by_asc(jobset::Column::Name)
-            .all(self.read())
-            .await?
-        {
+        for jobset in jobset::Entity::find().order_by_asc(jobset::Column::Name).all(self.read()).await? {
             map.entry(jobset.project_id).or_default().push(jobset);
         }
         Ok(map)
@@ -195,16 +182,9 @@ impl Db {
 
     /// Creates the project `current_name` or updates it (renaming it when
     /// `settings.name` differs). Returns the project and whether it is new.
-    pub async fn save_project(
-        &self,
-        current_name: &str,
-        settings: &ProjectSettings,
-    ) -> DbResult<(Project, bool)> {
+    pub async fn save_project(&self, current_name: &str, settings: &ProjectSettings) -> DbResult<(Project, bool)> {
         let txn = self.write().begin().await?;
-        let existing = project::Entity::find()
-            .filter(project::Column::Name.eq(current_name))
-            .one(&txn)
-            .await?;
+        let existing = project::Entity::find().filter(project::Column::Name.eq(current_name)).one(&txn).await?;
         if settings.name != current_name
             && project::Entity::find()
                 .filter(project::Column::Name.eq(settings.name.as_str()))
@@ -212,24 +192,11 @@ impl Db {
                 .await?
                 .is_some()
         {
-            return Err(DbError::Conflict(format!(
-                "a project named {:?} already exists",
-                settings.name
-            )));
+            return Err(DbError::Conflict(format!("a project named {:?} already exists", settings.name)));
         }
         let (saved, created) = match existing {
-            Some(model) => (
-                project_active(settings, model.into_active_model())
-                    .update(&txn)
-                    .await?,
-                false,
-            ),
-            None => (
-                project_active(settings, <project::ActiveModel as Default>::default())
-                    .insert(&txn)
-                    .await?,
-                true,
-            ),
+            Some(model) => (project_active(settings, model.into_active_model()).update(&txn).await?, false),
+            None => (project_active(settings, <project::ActiveModel as Default>::default()).insert(&txn).await?, true),
         };
         txn.commit().await?;
         Ok((saved, created))
@@ -237,18 +204,11 @@ impl Db {
 
     /// Deletes a project with its jobsets, evaluations and builds.
     pub async fn delete_project(&self, name: &str) -> DbResult<bool> {
-        let result = project::Entity::delete_many()
-            .filter(project::Column::Name.eq(name))
-            .exec(self.write())
-            .await?;
+        let result = project::Entity::delete_many().filter(project::Column::Name.eq(name)).exec(self.write()).await?;
         Ok(result.rows_affected > 0)
     }
 
-    pub async fn jobset(
-        &self,
-        project_name: &str,
-        name: &str,
-    ) -> DbResult<Option<(Project, Jobset)>> {
+    pub async fn jobset(&self, project_name: &str, name: &str) -> DbResult<Option<(Project, Jobset)>> {
         let Some(project) = self.project(project_name).await? else {
             return Ok(None);
         };
@@ -264,9 +224,7 @@ impl Db {
         let Some(jobset) = jobset::Entity::find_by_id(id).one(self.read()).await? else {
             return Ok(None);
         };
-        let project = project::Entity::find_by_id(jobset.project_id)
-            .one(self.read())
-            .await?;
+        let project = project::Entity::find_by_id(jobset.project_id).one(self.read()).await?;
         Ok(project.map(|p| (p, jobset)))
     }
 
@@ -309,8 +267,7 @@ impl Db {
                 (active.update(&txn).await?, false)
             }
             None => {
-                let mut active =
-                    jobset_active(settings, <jobset::ActiveModel as Default>::default());
+                let mut active = jobset_active(settings, <jobset::ActiveModel as Default>::default());
                 active.project_id = Set(project.id);
                 active.error_msg = Set(None);
                 active.error_time = Set(None);
@@ -323,20 +280,15 @@ impl Db {
                 (active.insert(&txn).await?, true)
             }
         };
-        jobset_input::Entity::delete_many()
-            .filter(jobset_input::Column::JobsetId.eq(saved.id))
-            .exec(&txn)
-            .await?;
+        jobset_input::Entity::delete_many().filter(jobset_input::Column::JobsetId.eq(saved.id)).exec(&txn).await?;
         if !settings.inputs.is_empty() {
-            jobset_input::Entity::insert_many(settings.inputs.iter().map(|input| {
-                jobset_input::ActiveModel {
-                    jobset_id: Set(saved.id),
-                    name: Set(input.name.clone()),
-                    kind: Set(input.kind.clone()),
-                    value: Set(input.value.clone()),
-                    email_responsible: Set(input.email_responsible),
-                    ..Default::default()
-                }
+            jobset_input::Entity::insert_many(settings.inputs.iter().map(|input| jobset_input::ActiveModel {
+                jobset_id: Set(saved.id),
+                name: Set(input.name.clone()),
+                kind: Set(input.kind.clone()),
+                value: Set(input.value.clone()),
+                email_responsible: Set(input.email_responsible),
+                ..Default::default()
             }))
             .exec(&txn)
             .await?;
@@ -346,9 +298,7 @@ impl Db {
     }
 
     pub async fn delete_jobset(&self, jobset_id: i64) -> DbResult<()> {
-        jobset::Entity::delete_by_id(jobset_id)
-            .exec(self.write())
-            .await?;
+        jobset::Entity::delete_by_id(jobset_id).exec(self.write()).await?;
         Ok(())
     }
 
@@ -357,9 +307,7 @@ impl Db {
     pub async fn jobsets_with_input_value(&self, repo: &str) -> DbResult<Vec<(String, String)>> {
         let inputs = jobset_input::Entity::find()
             .filter(
-                jobset_input::Column::Value
-                    .eq(repo)
-                    .or(jobset_input::Column::Value.starts_with(format!("{repo} "))),
+                jobset_input::Column::Value.eq(repo).or(jobset_input::Column::Value.starts_with(format!("{repo} "))),
             )
             .all(self.read())
             .await?;
@@ -378,11 +326,7 @@ impl Db {
     /// with unchanged inputs when `force` is set. Disabled jobsets (or those
     /// of disabled projects) are not evaluated, so they are not triggered.
     /// Returns those triggered.
-    pub async fn trigger_jobsets(
-        &self,
-        names: &[(String, String)],
-        force: bool,
-    ) -> DbResult<Vec<String>> {
+    pub async fn trigger_jobsets(&self, names: &[(String, String)], force: bool) -> DbResult<Vec<String>> {
         let mut triggered = Vec::new();
         for (project_name, jobset_name) in names {
             let Some((project, jobset)) = self.jobset(project_name, jobset_name).await? else {

@@ -32,8 +32,7 @@ pub async fn install(db: &Db, dir: &std::path::Path) -> DbResult<()> {
             let settings = ProjectSettings {
                 name: "demo".into(),
                 display_name: "Orthrus demo".into(),
-                description: "A program, its test and a release gate, built with your local Nix"
-                    .into(),
+                description: "A program, its test and a release gate, built with your local Nix".into(),
                 homepage: String::new(),
                 owner: String::new(),
                 enabled: true,

@@ -72,27 +72,17 @@ fn job_name(path: &AttrPath) -> String {
 pub async fn evaluate(nix: &Nix, workspace: Workspace, workers: usize) -> Result<RawJobs, String> {
     let workspace = Arc::new(workspace);
     let calls = Arc::new(AtomicUsize::new(0));
-    let root = run_slice(
-        nix.clone(),
-        workspace.clone(),
-        calls.clone(),
-        vec![Vec::new()],
-    )
-    .await?;
+    let root = run_slice(nix.clone(), workspace.clone(), calls.clone(), vec![Vec::new()]).await?;
     let mut pending: Vec<AttrPath> = match root.into_iter().next() {
         Some(ItemResult::Attrs { names }) => names.into_iter().map(|n| vec![n]).collect(),
         Some(ItemResult::Job(_)) => {
-            return Err(
-                "the expression is a single derivation; it must be an attribute set of jobs".into(),
-            );
+            return Err("the expression is a single derivation; it must be an attribute set of jobs".into());
         }
         Some(ItemResult::Skip) => {
             return Err("the expression evaluates to null, not an attribute set of jobs".into());
         }
         Some(ItemResult::Unsupported { value_type }) => {
-            return Err(format!(
-                "the expression evaluates to a {value_type}, not an attribute set of jobs"
-            ));
+            return Err(format!("the expression evaluates to a {value_type}, not an attribute set of jobs"));
         }
         None => return Err("the evaluator returned nothing for the expression".into()),
     };
@@ -101,16 +91,11 @@ pub async fn evaluate(nix: &Nix, workspace: Workspace, workers: usize) -> Result
     let mut result = RawJobs::default();
     while !pending.is_empty() {
         let mut next_level = Vec::new();
-        let mut queue: VecDeque<Vec<AttrPath>> =
-            slices(std::mem::take(&mut pending), workers).into();
+        let mut queue: VecDeque<Vec<AttrPath>> = slices(std::mem::take(&mut pending), workers).into();
         let mut running = JoinSet::new();
         loop {
             while let Some(slice) = queue.pop_front() {
-                let permit = semaphore
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore is never closed");
+                let permit = semaphore.clone().acquire_owned().await.expect("semaphore is never closed");
                 let (nix, workspace, calls) = (nix.clone(), workspace.clone(), calls.clone());
                 running.spawn(async move {
                     let outcome = run_slice(nix, workspace, calls, slice.clone()).await;
@@ -121,8 +106,7 @@ pub async fn evaluate(nix: &Nix, workspace: Workspace, workers: usize) -> Result
             let Some(joined) = running.join_next().await else {
                 break;
             };
-            let (slice, outcome) =
-                joined.map_err(|e| format!("evaluation worker task failed: {e}"))?;
+            let (slice, outcome) = joined.map_err(|e| format!("evaluation worker task failed: {e}"))?;
             match outcome {
                 Ok(items) => {
                     for (path, item) in slice.into_iter().zip(items) {
@@ -138,10 +122,7 @@ pub async fn evaluate(nix: &Nix, workspace: Workspace, workers: usize) -> Result
                             ItemResult::Skip => {}
                             ItemResult::Unsupported { value_type } => result.errors.push((
                                 job_name(&path),
-                                format!(
-                                    "attribute ‘{}’ is a {value_type}, which is not a job",
-                                    job_name(&path)
-                                ),
+                                format!("attribute ‘{}’ is a {value_type}, which is not a job", job_name(&path)),
                             )),
                         }
                     }
@@ -149,10 +130,7 @@ pub async fn evaluate(nix: &Nix, workspace: Workspace, workers: usize) -> Result
                 Err(message) if slice.len() > 1 => {
                     let mut first = slice;
                     let second = first.split_off(first.len() / 2);
-                    tracing::debug!(
-                        jobs = first.len() + second.len(),
-                        "evaluation slice failed; splitting it"
-                    );
+                    tracing::debug!(jobs = first.len() + second.len(), "evaluation slice failed; splitting it");
                     queue.push_back(first);
                     queue.push_back(second);
                     drop(message);
@@ -161,22 +139,14 @@ pub async fn evaluate(nix: &Nix, workspace: Workspace, workers: usize) -> Result
             }
         }
         // Names with whitespace cannot be addressed as Hydra jobs.
-        let (bad, good): (Vec<_>, Vec<_>) = next_level
-            .into_iter()
-            .partition(|path: &AttrPath| path.iter().any(|n| n.contains(char::is_whitespace)));
+        let (bad, good): (Vec<_>, Vec<_>) =
+            next_level.into_iter().partition(|path: &AttrPath| path.iter().any(|n| n.contains(char::is_whitespace)));
         for path in bad {
-            result.errors.push((
-                job_name(&path),
-                "job names cannot contain whitespace".into(),
-            ));
+            result.errors.push((job_name(&path), "job names cannot contain whitespace".into()));
         }
         pending = good;
     }
-    tracing::debug!(
-        calls = calls.load(Ordering::Relaxed),
-        jobs = result.jobs.len(),
-        "evaluation done"
-    );
+    tracing::debug!(calls = calls.load(Ordering::Relaxed), jobs = result.jobs.len(), "evaluation done");
     result.jobs.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(result)
 }
@@ -206,22 +176,11 @@ async fn run_slice(
     let n = calls.fetch_add(1, Ordering::Relaxed);
     let items_file = workspace.dir.join(format!("items-{n}.json"));
     let json = serde_json::to_vec(&items).expect("attribute paths serialise");
-    tokio::fs::write(&items_file, json)
-        .await
-        .map_err(|e| format!("cannot write {}: {e}", items_file.display()))?;
+    tokio::fs::write(&items_file, json).await.map_err(|e| format!("cannot write {}: {e}", items_file.display()))?;
     let call = EvalCall {
         file: workspace.dir.join("wrapper.nix"),
-        args: vec![(
-            "exprPath".into(),
-            format!(
-                "/. + {}",
-                string_literal(&workspace.expr_path.to_string_lossy())
-            ),
-        )],
-        string_args: vec![(
-            "itemsFile".into(),
-            items_file.to_string_lossy().into_owned(),
-        )],
+        args: vec![("exprPath".into(), format!("/. + {}", string_literal(&workspace.expr_path.to_string_lossy())))],
+        string_args: vec![("itemsFile".into(), items_file.to_string_lossy().into_owned())],
         search_path: workspace.search_path.clone(),
         memory_limit: workspace.memory_limit,
         timeout: remaining,
@@ -232,14 +191,10 @@ async fn run_slice(
         crate::nix::NixError::Failed { message, .. } => message,
         other => other.to_string(),
     })?;
-    let results: Vec<ItemResult> = serde_json::from_slice(&stdout)
-        .map_err(|e| format!("cannot read the evaluator's output: {e}"))?;
+    let results: Vec<ItemResult> =
+        serde_json::from_slice(&stdout).map_err(|e| format!("cannot read the evaluator's output: {e}"))?;
     if results.len() != items.len() {
-        return Err(format!(
-            "the evaluator returned {} results for {} jobs",
-            results.len(),
-            items.len()
-        ));
+        return Err(format!("the evaluator returned {} results for {} jobs", results.len(), items.len()));
     }
     Ok(results)
 }

@@ -79,11 +79,7 @@ fn clamp_i32(value: i64) -> i32 {
 
 /// Applies defaults and resolves aggregates. `errors` are jobs that failed
 /// to evaluate; aggregates that depend on them fail too.
-pub fn resolve(
-    jobs: Vec<(String, JobInfo)>,
-    mut errors: Vec<(String, String)>,
-    defaults: JobDefaults,
-) -> ResolvedJobs {
+pub fn resolve(jobs: Vec<(String, JobInfo)>, mut errors: Vec<(String, String)>, defaults: JobDefaults) -> ResolvedJobs {
     let mut jobs: BTreeMap<String, JobInfo> = jobs.into_iter().collect();
     let mut failed: HashSet<String> = errors.iter().map(|(name, _)| name.clone()).collect();
 
@@ -100,11 +96,7 @@ pub fn resolve(
             })
             .or_insert(name);
     }
-    let all_names: Vec<&str> = jobs
-        .keys()
-        .map(String::as_str)
-        .chain(failed.iter().map(String::as_str))
-        .collect();
+    let all_names: Vec<&str> = jobs.keys().map(String::as_str).chain(failed.iter().map(String::as_str)).collect();
 
     let mut constituents: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut broken: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -113,42 +105,33 @@ pub fn resolve(
         let mut problems = Vec::new();
         for reference in &job.constituents {
             match reference {
-                ConstituentRef::Derivation { drv_path } => {
-                    match job_of_drv.get(drv_path.as_str()) {
-                        Some(&constituent) if constituent != name => {
-                            found.insert(constituent.to_owned());
-                        }
-                        Some(_) => {}
-                        None => {
-                            tracing::warn!(job = %name, %drv_path, "constituent derivation is not a job of this evaluation")
-                        }
+                ConstituentRef::Derivation { drv_path } => match job_of_drv.get(drv_path.as_str()) {
+                    Some(&constituent) if constituent != name => {
+                        found.insert(constituent.to_owned());
                     }
-                }
-                ConstituentRef::Name { name: pattern } if job.glob_constituents => {
-                    match globset::Glob::new(pattern) {
-                        Err(e) => problems.push(format!("‘{pattern}’ is not a valid glob: {e}")),
-                        Ok(glob) => {
-                            let matcher = glob.compile_matcher();
-                            let matches: Vec<&str> = all_names
-                                .iter()
-                                .copied()
-                                .filter(|&n| n != name && matcher.is_match(n))
-                                .collect();
-                            if matches.is_empty() {
-                                problems.push(format!(
-                                    "constituent glob pattern ‘{pattern}’ had no matches"
-                                ));
-                            }
-                            for m in matches {
-                                if failed.contains(m) {
-                                    problems.push(format!("‘{m}’ failed to evaluate"));
-                                } else {
-                                    found.insert(m.to_owned());
-                                }
+                    Some(_) => {}
+                    None => {
+                        tracing::warn!(job = %name, %drv_path, "constituent derivation is not a job of this evaluation")
+                    }
+                },
+                ConstituentRef::Name { name: pattern } if job.glob_constituents => match globset::Glob::new(pattern) {
+                    Err(e) => problems.push(format!("‘{pattern}’ is not a valid glob: {e}")),
+                    Ok(glob) => {
+                        let matcher = glob.compile_matcher();
+                        let matches: Vec<&str> =
+                            all_names.iter().copied().filter(|&n| n != name && matcher.is_match(n)).collect();
+                        if matches.is_empty() {
+                            problems.push(format!("constituent glob pattern ‘{pattern}’ had no matches"));
+                        }
+                        for m in matches {
+                            if failed.contains(m) {
+                                problems.push(format!("‘{m}’ failed to evaluate"));
+                            } else {
+                                found.insert(m.to_owned());
                             }
                         }
                     }
-                }
+                },
                 ConstituentRef::Name { name: constituent } => {
                     if failed.contains(constituent) {
                         problems.push(format!("‘{constituent}’ failed to evaluate"));
@@ -170,10 +153,7 @@ pub fn resolve(
     // Aggregates whose constituents include each other could never finish.
     for name in aggregate_cycles(&constituents) {
         constituents.remove(&name);
-        broken.insert(
-            name,
-            vec!["its constituents form a dependency cycle with other aggregates".into()],
-        );
+        broken.insert(name, vec!["its constituents form a dependency cycle with other aggregates".into()]);
     }
     // An aggregate whose constituent aggregate broke is broken as well.
     loop {
@@ -187,24 +167,14 @@ pub fn resolve(
         }
         for name in newly {
             let cs = constituents.remove(&name).unwrap_or_default();
-            let bad = cs
-                .iter()
-                .filter(|c| broken.contains_key(*c))
-                .map(|c| format!("‘{c}’ is broken"))
-                .collect();
+            let bad = cs.iter().filter(|c| broken.contains_key(*c)).map(|c| format!("‘{c}’ is broken")).collect();
             broken.insert(name, bad);
         }
     }
     for (name, problems) in broken {
         jobs.remove(&name);
         failed.insert(name.clone());
-        errors.push((
-            name,
-            format!(
-                "aggregate job has broken constituents: {}",
-                problems.join("; ")
-            ),
-        ));
+        errors.push((name, format!("aggregate job has broken constituents: {}", problems.join("; "))));
     }
 
     let mut used_deps = BTreeSet::new();
@@ -231,11 +201,7 @@ pub fn resolve(
         })
         .collect();
     errors.sort();
-    ResolvedJobs {
-        jobs: resolved,
-        errors,
-        used_deps,
-    }
+    ResolvedJobs { jobs: resolved, errors, used_deps }
 }
 
 /// Aggregates that reach themselves through constituent aggregates.
@@ -263,19 +229,14 @@ fn aggregate_cycles(constituents: &BTreeMap<String, BTreeSet<String>>) -> Vec<St
 mod tests {
     use super::*;
 
-    const DEFAULTS: JobDefaults = JobDefaults {
-        timeout: 36000,
-        max_silent: 7200,
-    };
+    const DEFAULTS: JobDefaults = JobDefaults { timeout: 36000, max_silent: 7200 };
 
     fn job(drv: &str) -> JobInfo {
         JobInfo {
             nix_name: drv.into(),
             system: "x86_64-linux".into(),
             drv_path: format!("/nix/store/{drv}.drv"),
-            outputs: [("out".to_owned(), format!("/nix/store/{drv}"))]
-                .into_iter()
-                .collect(),
+            outputs: [("out".to_owned(), format!("/nix/store/{drv}"))].into_iter().collect(),
             description: None,
             license: None,
             homepage: None,
@@ -292,12 +253,7 @@ mod tests {
     }
 
     fn aggregate(drv: &str, constituents: Vec<ConstituentRef>, glob: bool) -> JobInfo {
-        JobInfo {
-            aggregate: true,
-            constituents,
-            glob_constituents: glob,
-            ..job(drv)
-        }
+        JobInfo { aggregate: true, constituents, glob_constituents: glob, ..job(drv) }
     }
 
     fn name(n: &str) -> ConstituentRef {
@@ -305,11 +261,7 @@ mod tests {
     }
 
     fn constituents_of<'a>(resolved: &'a ResolvedJobs, job: &str) -> Option<&'a Vec<String>> {
-        resolved
-            .jobs
-            .iter()
-            .find(|j| j.name == job)
-            .and_then(|j| j.constituents.as_ref())
+        resolved.jobs.iter().find(|j| j.name == job).and_then(|j| j.constituents.as_ref())
     }
 
     #[test]
@@ -319,73 +271,34 @@ mod tests {
             ("b.x".to_owned(), job("b")),
             (
                 "by_drv".to_owned(),
-                aggregate(
-                    "g1",
-                    vec![ConstituentRef::Derivation {
-                        drv_path: "/nix/store/a.drv".into(),
-                    }],
-                    false,
-                ),
+                aggregate("g1", vec![ConstituentRef::Derivation { drv_path: "/nix/store/a.drv".into() }], false),
             ),
-            (
-                "by_name".to_owned(),
-                aggregate("g2", vec![name("a"), name("b.x")], false),
-            ),
+            ("by_name".to_owned(), aggregate("g2", vec![name("a"), name("b.x")], false)),
             ("all".to_owned(), aggregate("g3", vec![name("*")], true)),
         ];
         let resolved = resolve(jobs, vec![], DEFAULTS);
         assert!(resolved.errors.is_empty(), "{:?}", resolved.errors);
         assert_eq!(constituents_of(&resolved, "by_drv").unwrap(), &["a"]);
-        assert_eq!(
-            constituents_of(&resolved, "by_name").unwrap(),
-            &["a", "b.x"]
-        );
+        assert_eq!(constituents_of(&resolved, "by_name").unwrap(), &["a", "b.x"]);
         // `*` matches dots too (fnmatch without flags), and every job but itself.
-        assert_eq!(
-            constituents_of(&resolved, "all").unwrap(),
-            &["a", "b.x", "by_drv", "by_name"]
-        );
+        assert_eq!(constituents_of(&resolved, "all").unwrap(), &["a", "b.x", "by_drv", "by_name"]);
         assert_eq!(constituents_of(&resolved, "a"), None);
-        assert_eq!(
-            resolved
-                .jobs
-                .iter()
-                .find(|j| j.name == "a")
-                .unwrap()
-                .timeout,
-            36000
-        );
+        assert_eq!(resolved.jobs.iter().find(|j| j.name == "a").unwrap().timeout, 36000);
     }
 
     #[test]
     fn broken_constituents_fail_only_the_aggregate() {
         let jobs = vec![
             ("a".to_owned(), job("a")),
-            (
-                "missing".to_owned(),
-                aggregate("g1", vec![name("nope")], false),
-            ),
-            (
-                "uses_failed".to_owned(),
-                aggregate("g2", vec![name("bad")], false),
-            ),
-            (
-                "no_match".to_owned(),
-                aggregate("g3", vec![name("zz*")], true),
-            ),
-            (
-                "on_broken".to_owned(),
-                aggregate("g4", vec![name("missing"), name("a")], false),
-            ),
+            ("missing".to_owned(), aggregate("g1", vec![name("nope")], false)),
+            ("uses_failed".to_owned(), aggregate("g2", vec![name("bad")], false)),
+            ("no_match".to_owned(), aggregate("g3", vec![name("zz*")], true)),
+            ("on_broken".to_owned(), aggregate("g4", vec![name("missing"), name("a")], false)),
         ];
         let resolved = resolve(jobs, vec![("bad".into(), "boom".into())], DEFAULTS);
         let names: Vec<&str> = resolved.jobs.iter().map(|j| j.name.as_str()).collect();
         assert_eq!(names, ["a"]);
-        let errors: HashMap<&str, &str> = resolved
-            .errors
-            .iter()
-            .map(|(n, m)| (n.as_str(), m.as_str()))
-            .collect();
+        let errors: HashMap<&str, &str> = resolved.errors.iter().map(|(n, m)| (n.as_str(), m.as_str())).collect();
         assert!(errors["missing"].contains("‘nope’ does not exist"));
         assert!(errors["uses_failed"].contains("‘bad’ failed to evaluate"));
         assert!(errors["no_match"].contains("had no matches"));

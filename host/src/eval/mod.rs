@@ -49,36 +49,14 @@ pub struct Evaluator {
 /// Whether a relative path stays inside the directory it is relative to.
 fn is_contained_relative_path(path: &str) -> bool {
     let path = Path::new(path);
-    !path.as_os_str().is_empty()
-        && path
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    !path.as_os_str().is_empty() && path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 impl Evaluator {
-    pub fn new(
-        db: Db,
-        nix: Nix,
-        config: Arc<Config>,
-        handle: EvaluatorHandle,
-        queue_wake: Arc<Notify>,
-    ) -> Evaluator {
-        let fetcher = InputFetcher::new(
-            nix.clone(),
-            db.clone(),
-            config.evaluator.allowed_path_roots.clone(),
-        );
-        let use_nix_eval_jobs =
-            config.evaluator.use_nix_eval_jobs && nix.has_program("nix-eval-jobs");
-        Evaluator {
-            db,
-            nix,
-            fetcher,
-            config,
-            handle,
-            queue_wake,
-            use_nix_eval_jobs,
-        }
+    pub fn new(db: Db, nix: Nix, config: Arc<Config>, handle: EvaluatorHandle, queue_wake: Arc<Notify>) -> Evaluator {
+        let fetcher = InputFetcher::new(nix.clone(), db.clone(), config.evaluator.allowed_path_roots.clone());
+        let use_nix_eval_jobs = config.evaluator.use_nix_eval_jobs && nix.has_program("nix-eval-jobs");
+        Evaluator { db, nix, fetcher, config, handle, queue_wake, use_nix_eval_jobs }
     }
 
     /// Runs until the task is dropped.
@@ -102,10 +80,7 @@ impl Evaluator {
                         let started = match this.db.begin_evaluation(jobset.jobset.id).await {
                             Ok(started) => started,
                             Err(e) => {
-                                warn!(
-                                    "cannot start evaluating {}:{}: {e}",
-                                    jobset.project.name, jobset.jobset.name
-                                );
+                                warn!("cannot start evaluating {}:{}: {e}", jobset.project.name, jobset.jobset.name);
                                 continue;
                             }
                         };
@@ -136,11 +111,7 @@ impl Evaluator {
         let outcome = self.check(due, started).await;
         if let Err(message) = outcome {
             warn!("evaluation failed: {message}");
-            if let Err(e) = self
-                .db
-                .record_eval_failure(due.jobset.id, started, &message)
-                .await
-            {
+            if let Err(e) = self.db.record_eval_failure(due.jobset.id, started, &message).await {
                 warn!("cannot record the evaluation failure: {e}");
             }
         }
@@ -152,11 +123,7 @@ impl Evaluator {
             return Err("flake jobsets (type 1) are not supported by this server yet".into());
         }
         let fetch_start = Instant::now();
-        let inputs = self
-            .db
-            .jobset_inputs(jobset.id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let inputs = self.db.jobset_inputs(jobset.id).await.map_err(|e| e.to_string())?;
         let mut fetched = Vec::with_capacity(inputs.len());
         for input in &inputs {
             match self.fetcher.fetch(&due.project, jobset, input).await {
@@ -173,15 +140,9 @@ impl Evaluator {
         }
         let checkout_time = fetch_start.elapsed().as_secs() as i64;
 
-        let expr_input = fetched
-            .iter()
-            .find(|i| i.name == jobset.nixexpr_input)
-            .ok_or_else(|| {
-                format!(
-                    "the Nix expression input ‘{}’ is not an input of this jobset",
-                    jobset.nixexpr_input
-                )
-            })?;
+        let expr_input = fetched.iter().find(|i| i.name == jobset.nixexpr_input).ok_or_else(|| {
+            format!("the Nix expression input ‘{}’ is not an input of this jobset", jobset.nixexpr_input)
+        })?;
         let expr_root = expr_input.readable_path.as_ref().ok_or_else(|| {
             format!(
                 "the Nix expression input ‘{}’ is not a source tree (use a path, git or svn input)",
@@ -204,19 +165,11 @@ impl Evaluator {
 
         // Jobs that took other jobs' builds as arguments last time: a new
         // build of those is a change of input, as in the paper.
-        let previous = self
-            .db
-            .last_eval(jobset.id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let previous = self.db.last_eval(jobset.id).await.map_err(|e| e.to_string())?;
         let configured: BTreeSet<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
         let mut dep_records = Vec::new();
         if let Some(previous) = &previous {
-            let previous_inputs = self
-                .db
-                .eval_inputs(&[previous.id])
-                .await
-                .map_err(|e| e.to_string())?;
+            let previous_inputs = self.db.eval_inputs(&[previous.id]).await.map_err(|e| e.to_string())?;
             for input in previous_inputs.get(&previous.id).into_iter().flatten() {
                 if input.kind == "build" && !configured.contains(input.name.as_str()) {
                     dep_records.push(input.name.clone());
@@ -225,43 +178,21 @@ impl Evaluator {
         }
         let inputs_nix = render_inputs(&fetched);
         let mut hash = Sha256::new();
-        hash.update(format!(
-            "{}\0{}\0",
-            jobset.nixexpr_input, jobset.nixexpr_path
-        ));
+        hash.update(format!("{}\0{}\0", jobset.nixexpr_input, jobset.nixexpr_path));
         hash.update(&inputs_nix);
         for name in &dep_records {
-            let latest = self
-                .db
-                .latest_successful_build(jobset.id, name)
-                .await
-                .map_err(|e| e.to_string())?;
-            hash.update(format!(
-                "\0dep {name}={}",
-                latest.map(|b| b.id).unwrap_or(0)
-            ));
+            let latest = self.db.latest_successful_build(jobset.id, name).await.map_err(|e| e.to_string())?;
+            hash.update(format!("\0dep {name}={}", latest.map(|b| b.id).unwrap_or(0)));
         }
         let hash = hex::encode(hash.finalize());
         if !jobset.force_eval && previous.as_ref().is_some_and(|p| p.hash == hash) {
-            info!(
-                "inputs unchanged since evaluation {}",
-                previous.as_ref().map(|p| p.id).unwrap_or(0)
-            );
-            return self
-                .db
-                .record_eval_unchanged(jobset.id, started)
-                .await
-                .map_err(|e| e.to_string());
+            info!("inputs unchanged since evaluation {}", previous.as_ref().map(|p| p.id).unwrap_or(0));
+            return self.db.record_eval_unchanged(jobset.id, started).await.map_err(|e| e.to_string());
         }
 
         let eval_start = Instant::now();
-        let work_dir = self
-            .config
-            .scratch_dir()
-            .join(format!("eval-{}-{}", jobset.id, started));
-        let result = self
-            .evaluate_in(&work_dir, jobset.id, &expr_path, &fetched, &inputs_nix)
-            .await;
+        let work_dir = self.config.scratch_dir().join(format!("eval-{}-{}", jobset.id, started));
+        let result = self.evaluate_in(&work_dir, jobset.id, &expr_path, &fetched, &inputs_nix).await;
         let _ = tokio::fs::remove_dir_all(&work_dir).await;
         let raw = result?;
         let eval_time = eval_start.elapsed().as_secs() as i64;
@@ -272,16 +203,8 @@ impl Evaluator {
         };
         let resolved = jobs::resolve(raw.jobs, raw.errors, defaults);
         let mut eval_inputs: Vec<NewEvalInput> = fetched.iter().map(|i| i.record.clone()).collect();
-        for name in resolved
-            .used_deps
-            .iter()
-            .filter(|n| !configured.contains(n.as_str()))
-        {
-            let latest = self
-                .db
-                .latest_successful_build(jobset.id, name)
-                .await
-                .map_err(|e| e.to_string())?;
+        for name in resolved.used_deps.iter().filter(|n| !configured.contains(n.as_str())) {
+            let latest = self.db.latest_successful_build(jobset.id, name).await.map_err(|e| e.to_string())?;
             eval_inputs.push(NewEvalInput {
                 name: name.clone(),
                 kind: "build".into(),
@@ -294,20 +217,10 @@ impl Evaluator {
         // The hash is recomputed over the deps actually used, so that the
         // next check compares like with like.
         let mut final_hash = Sha256::new();
-        final_hash.update(format!(
-            "{}\0{}\0",
-            jobset.nixexpr_input, jobset.nixexpr_path
-        ));
+        final_hash.update(format!("{}\0{}\0", jobset.nixexpr_input, jobset.nixexpr_path));
         final_hash.update(&inputs_nix);
-        for record in eval_inputs
-            .iter()
-            .filter(|i| i.kind == "build" && !configured.contains(i.name.as_str()))
-        {
-            final_hash.update(format!(
-                "\0dep {}={}",
-                record.name,
-                record.dependency.unwrap_or(0)
-            ));
+        for record in eval_inputs.iter().filter(|i| i.kind == "build" && !configured.contains(i.name.as_str())) {
+            final_hash.update(format!("\0dep {}={}", record.name, record.dependency.unwrap_or(0)));
         }
         let new_eval = NewEval {
             jobset_id: jobset.id,
@@ -320,11 +233,7 @@ impl Evaluator {
             jobs: resolved.jobs,
             errors: resolved.errors,
         };
-        let recorded = self
-            .db
-            .record_eval(&new_eval)
-            .await
-            .map_err(|e| e.to_string())?;
+        let recorded = self.db.record_eval(&new_eval).await.map_err(|e| e.to_string())?;
         info!(
             eval = recorded.eval_id,
             jobs = new_eval.jobs.len(),
@@ -347,59 +256,33 @@ impl Evaluator {
         fetched: &[FetchedInput],
         inputs_nix: &str,
     ) -> Result<instantiate::RawJobs, String> {
-        let io = |e: std::io::Error| {
-            format!(
-                "cannot prepare the evaluation in {}: {e}",
-                work_dir.display()
-            )
-        };
+        let io = |e: std::io::Error| format!("cannot prepare the evaluation in {}: {e}", work_dir.display());
         tokio::fs::create_dir_all(work_dir).await.map_err(io)?;
-        tokio::fs::write(work_dir.join("wrapper.nix"), WRAPPER_NIX)
-            .await
-            .map_err(io)?;
-        tokio::fs::write(work_dir.join("inputs.nix"), inputs_nix)
-            .await
-            .map_err(io)?;
-        let deps = self
-            .db
-            .latest_successful_builds(jobset_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        tokio::fs::write(work_dir.join("wrapper.nix"), WRAPPER_NIX).await.map_err(io)?;
+        tokio::fs::write(work_dir.join("inputs.nix"), inputs_nix).await.map_err(io)?;
+        let deps = self.db.latest_successful_builds(jobset_id).await.map_err(|e| e.to_string())?;
         let deps_nix = NixValue::Attrs(
-            deps.iter()
-                .filter_map(|b| build_argument(b).ok().map(|value| (b.job.clone(), value)))
-                .collect(),
+            deps.iter().filter_map(|b| build_argument(b).ok().map(|value| (b.job.clone(), value))).collect(),
         )
         .render();
-        tokio::fs::write(work_dir.join("deps.nix"), deps_nix)
-            .await
-            .map_err(io)?;
+        tokio::fs::write(work_dir.join("deps.nix"), deps_nix).await.map_err(io)?;
 
-        let mut search_path: Vec<(String, PathBuf)> =
-            vec![("orthrus-eval".into(), work_dir.to_owned())];
-        search_path.extend(fetched.iter().filter_map(|i| {
-            i.readable_path
-                .as_ref()
-                .map(|p: &StorePath| (i.name.clone(), PathBuf::from(p.as_str())))
-        }));
+        let mut search_path: Vec<(String, PathBuf)> = vec![("orthrus-eval".into(), work_dir.to_owned())];
+        search_path.extend(
+            fetched.iter().filter_map(|i| {
+                i.readable_path.as_ref().map(|p: &StorePath| (i.name.clone(), PathBuf::from(p.as_str())))
+            }),
+        );
         let evaluator = &self.config.evaluator;
         let workspace = instantiate::Workspace {
             dir: work_dir.to_owned(),
             expr_path: expr_path.to_owned(),
             search_path,
-            memory_limit: (evaluator.worker_memory_mb > 0)
-                .then(|| evaluator.worker_memory_mb << 20),
+            memory_limit: (evaluator.worker_memory_mb > 0).then(|| evaluator.worker_memory_mb << 20),
             deadline: Instant::now() + Duration::from_secs(evaluator.timeout_secs),
         };
         if self.use_nix_eval_jobs {
-            match nix_eval_jobs::evaluate(
-                &self.nix,
-                &workspace,
-                evaluator.workers,
-                evaluator.worker_memory_mb,
-            )
-            .await
-            {
+            match nix_eval_jobs::evaluate(&self.nix, &workspace, evaluator.workers, evaluator.worker_memory_mb).await {
                 Ok(raw) => return Ok(raw),
                 Err(e) => {
                     warn!("nix-eval-jobs could not evaluate, using nix-instantiate workers: {e}")
@@ -414,13 +297,7 @@ impl Evaluator {
 fn render_inputs(inputs: &[FetchedInput]) -> String {
     let mut sorted: Vec<&FetchedInput> = inputs.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    NixValue::Attrs(
-        sorted
-            .into_iter()
-            .map(|i| (i.name.clone(), i.value.clone()))
-            .collect(),
-    )
-    .render()
+    NixValue::Attrs(sorted.into_iter().map(|i| (i.name.clone(), i.value.clone())).collect()).render()
 }
 
 #[cfg(test)]

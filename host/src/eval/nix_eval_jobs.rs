@@ -107,22 +107,14 @@ fn meta_flatten(meta: &serde_json::Value, key: &str, field: &str) -> Option<Stri
     };
     let strings: Vec<&str> = items
         .into_iter()
-        .filter_map(|item| {
-            item.as_str()
-                .or_else(|| item.get(field).and_then(|f| f.as_str()))
-        })
+        .filter_map(|item| item.as_str().or_else(|| item.get(field).and_then(|f| f.as_str())))
         .collect();
     (!strings.is_empty()).then(|| strings.join(", "))
 }
 
 fn parse_line(text: &str) -> Result<Parsed, String> {
-    let line: Line = serde_json::from_str(text)
-        .map_err(|e| format!("unreadable nix-eval-jobs output line: {e}"))?;
-    let name = if line.attr_path.is_empty() {
-        line.attr.clone()
-    } else {
-        line.attr_path.join(".")
-    };
+    let line: Line = serde_json::from_str(text).map_err(|e| format!("unreadable nix-eval-jobs output line: {e}"))?;
+    let name = if line.attr_path.is_empty() { line.attr.clone() } else { line.attr_path.join(".") };
     if let Some(error) = line.error {
         return Ok(Parsed::Error(name, crate::nix::strip_ansi(&error)));
     }
@@ -138,11 +130,7 @@ fn parse_line(text: &str) -> Result<Parsed, String> {
         nix_name: line.name.ok_or("a job line without a name")?,
         system: line.system.ok_or("a job line without a system")?,
         drv_path: line.drv_path.ok_or("a job line without a drvPath")?,
-        outputs: line
-            .outputs
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect(),
+        outputs: line.outputs.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect(),
         description: meta_string(&meta, "description"),
         license: meta_flatten(&meta, "license", "shortName"),
         homepage: meta_string(&meta, "homepage"),
@@ -150,11 +138,7 @@ fn parse_line(text: &str) -> Result<Parsed, String> {
         scheduling_priority: int("schedulingPriority"),
         timeout: int("timeout"),
         max_silent: int("maxSilent"),
-        is_channel: meta
-            .get("isHydraChannel")
-            .or(meta.get("isChannel"))
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false),
+        is_channel: meta.get("isHydraChannel").or(meta.get("isChannel")).and_then(|v| v.as_bool()).unwrap_or(false),
         aggregate: orthrus.aggregate,
         constituents: orthrus.constituents,
         glob_constituents: orthrus.glob_constituents,
@@ -165,29 +149,17 @@ fn parse_line(text: &str) -> Result<Parsed, String> {
 
 /// Runs nix-eval-jobs over the workspace. `Err` means it could not do the
 /// job at all, and the caller should use the other backend.
-pub async fn evaluate(
-    nix: &Nix,
-    workspace: &Workspace,
-    workers: usize,
-    memory_mb: u64,
-) -> Result<RawJobs, String> {
+pub async fn evaluate(nix: &Nix, workspace: &Workspace, workers: usize, memory_mb: u64) -> Result<RawJobs, String> {
     let jobs_file = workspace.dir.join("jobs.nix");
-    tokio::fs::write(&jobs_file, JOBS_NIX)
-        .await
-        .map_err(|e| e.to_string())?;
+    tokio::fs::write(&jobs_file, JOBS_NIX).await.map_err(|e| e.to_string())?;
     let gc_roots = workspace.dir.join("gcroots");
-    tokio::fs::create_dir_all(&gc_roots)
-        .await
-        .map_err(|e| e.to_string())?;
+    tokio::fs::create_dir_all(&gc_roots).await.map_err(|e| e.to_string())?;
     let call = EvalJobsCall {
         eval: EvalCall {
             file: jobs_file,
             args: vec![(
                 "exprPath".to_owned(),
-                format!(
-                    "/. + {}",
-                    string_literal(&workspace.expr_path.to_string_lossy())
-                ),
+                format!("/. + {}", string_literal(&workspace.expr_path.to_string_lossy())),
             )],
             search_path: workspace.search_path.clone(),
             ..Default::default()
@@ -207,9 +179,7 @@ pub async fn evaluate(
     });
     let mut result = RawJobs::default();
     let mut lines = BufReader::new(stdout).lines();
-    let remaining = workspace
-        .deadline
-        .saturating_duration_since(std::time::Instant::now());
+    let remaining = workspace.deadline.saturating_duration_since(std::time::Instant::now());
     let read = tokio::time::timeout(remaining, async {
         while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
             if line.trim().is_empty() {
@@ -246,9 +216,7 @@ mod tests {
     #[test]
     fn parses_job_lines() {
         let line = r#"{"attr":"hello","attrPath":["pkgs","hello"],"drvPath":"/nix/store/a-hello.drv","inputDrvs":{},"name":"hello-2.12","outputs":{"out":"/nix/store/b-hello","dev":null},"system":"x86_64-linux","meta":{"description":"greets","license":[{"shortName":"gpl3"},"mit"],"maintainers":[{"email":"a@b"}],"timeout":60,"_orthrus":{"usedDeps":["tarball"],"aggregate":true,"constituents":[{"name":"x"},{"drvPath":"/nix/store/c.drv"}],"globConstituents":false}}}"#;
-        let Parsed::Job(name, job) = parse_line(line).unwrap() else {
-            panic!("not a job")
-        };
+        let Parsed::Job(name, job) = parse_line(line).unwrap() else { panic!("not a job") };
         assert_eq!(name, "pkgs.hello");
         assert_eq!(job.nix_name, "hello-2.12");
         assert_eq!(job.outputs.len(), 1);
@@ -261,21 +229,15 @@ mod tests {
             job.constituents,
             [
                 ConstituentRef::Name { name: "x".into() },
-                ConstituentRef::Derivation {
-                    drv_path: "/nix/store/c.drv".into()
-                }
+                ConstituentRef::Derivation { drv_path: "/nix/store/c.drv".into() }
             ]
         );
     }
 
     #[test]
     fn parses_error_lines() {
-        let line =
-            r#"{"attr":"broken","attrPath":["broken"],"error":"\u001b[31;1merror:\u001b[0m boom"}"#;
-        assert_eq!(
-            parse_line(line).unwrap(),
-            Parsed::Error("broken".into(), "error: boom".into())
-        );
+        let line = r#"{"attr":"broken","attrPath":["broken"],"error":"\u001b[31;1merror:\u001b[0m boom"}"#;
+        assert_eq!(parse_line(line).unwrap(), Parsed::Error("broken".into(), "error: boom".into()));
         assert!(parse_line("not json").is_err());
     }
 }

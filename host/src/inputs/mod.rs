@@ -41,17 +41,12 @@ pub fn validate(kind: &str, value: &str, allowed_roots: &[PathBuf]) -> Result<()
         "string" | "nix" => Ok(()),
         "boolean" => match value.trim() {
             "true" | "false" => Ok(()),
-            other => Err(format!(
-                "a boolean input is ‘true’ or ‘false’, not {other:?}"
-            )),
+            other => Err(format!("a boolean input is ‘true’ or ‘false’, not {other:?}")),
         },
         "path" => allowed_path(value, allowed_roots).map(drop),
         "build" => BuildRef::parse(value).map(drop),
         "eval" => EvalRef::parse(value).map(drop),
-        other => Err(format!(
-            "invalid input type ‘{other}’; valid types: {}",
-            INPUT_TYPES.join(", ")
-        )),
+        other => Err(format!("invalid input type ‘{other}’; valid types: {}", INPUT_TYPES.join(", "))),
     }
 }
 
@@ -66,27 +61,16 @@ struct BuildRef {
 impl BuildRef {
     fn parse(value: &str) -> Result<BuildRef, String> {
         let parts: Vec<&str> = value.trim().split(':').collect();
-        let bad =
-            || format!("{value:?} is not a build reference of the form [project:][jobset:]job");
+        let bad = || format!("{value:?} is not a build reference of the form [project:][jobset:]job");
         if parts.iter().any(|p| p.is_empty()) {
             return Err(bad());
         }
         Ok(match parts.as_slice() {
-            [job] => BuildRef {
-                project: None,
-                jobset: None,
-                job: job.to_string(),
-            },
-            [jobset, job] => BuildRef {
-                project: None,
-                jobset: Some(jobset.to_string()),
-                job: job.to_string(),
-            },
-            [project, jobset, job] => BuildRef {
-                project: Some(project.to_string()),
-                jobset: Some(jobset.to_string()),
-                job: job.to_string(),
-            },
+            [job] => BuildRef { project: None, jobset: None, job: job.to_string() },
+            [jobset, job] => BuildRef { project: None, jobset: Some(jobset.to_string()), job: job.to_string() },
+            [project, jobset, job] => {
+                BuildRef { project: Some(project.to_string()), jobset: Some(jobset.to_string()), job: job.to_string() }
+            }
             _ => return Err(bad()),
         })
     }
@@ -97,11 +81,7 @@ impl BuildRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum EvalRef {
     Id(i64),
-    Latest {
-        project: String,
-        jobset: String,
-        job: Option<String>,
-    },
+    Latest { project: String, jobset: String, job: Option<String> },
 }
 
 impl EvalRef {
@@ -112,23 +92,17 @@ impl EvalRef {
         }
         let parts: Vec<&str> = value.split(':').collect();
         match parts.as_slice() {
-            [project, jobset] if !project.is_empty() && !jobset.is_empty() => Ok(EvalRef::Latest {
-                project: project.to_string(),
-                jobset: jobset.to_string(),
-                job: None,
-            }),
-            [project, jobset, job]
-                if !project.is_empty() && !jobset.is_empty() && !job.is_empty() =>
-            {
+            [project, jobset] if !project.is_empty() && !jobset.is_empty() => {
+                Ok(EvalRef::Latest { project: project.to_string(), jobset: jobset.to_string(), job: None })
+            }
+            [project, jobset, job] if !project.is_empty() && !jobset.is_empty() && !job.is_empty() => {
                 Ok(EvalRef::Latest {
                     project: project.to_string(),
                     jobset: jobset.to_string(),
                     job: Some(job.to_string()),
                 })
             }
-            _ => Err(format!(
-                "{value:?} is not an evaluation number, project:jobset or project:jobset:job"
-            )),
+            _ => Err(format!("{value:?} is not an evaluation number, project:jobset or project:jobset:job")),
         }
     }
 }
@@ -140,26 +114,15 @@ fn allowed_path(value: &str, allowed_roots: &[PathBuf]) -> Result<PathBuf, Strin
         return Err(format!("{value:?} is not an absolute path"));
     }
     if allowed_roots.is_empty() {
-        return Err(
-            "path inputs are not allowed on this server (evaluator.allowed_path_roots is empty)"
-                .into(),
-        );
+        return Err("path inputs are not allowed on this server (evaluator.allowed_path_roots is empty)".into());
     }
     // Resolve symlinks and `..` first, so that no link leads outside a root.
-    let canonical = path
-        .canonicalize()
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let allowed = allowed_roots.iter().any(|root| {
-        root.canonicalize()
-            .is_ok_and(|root| canonical.starts_with(root))
-    });
+    let canonical = path.canonicalize().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let allowed = allowed_roots.iter().any(|root| root.canonicalize().is_ok_and(|root| canonical.starts_with(root)));
     if allowed {
         Ok(canonical)
     } else {
-        Err(format!(
-            "{} is not under a directory of evaluator.allowed_path_roots",
-            path.display()
-        ))
+        Err(format!("{} is not under a directory of evaluator.allowed_path_roots", path.display()))
     }
 }
 
@@ -173,29 +136,19 @@ pub fn build_argument(build: &SuccessfulBuild) -> Result<NixValue, String> {
         .find(|(name, _)| name == "out")
         .or_else(|| build.outputs.first())
         .ok_or_else(|| format!("build {} has no outputs", build.id))?;
-    let store_path = |p: &str| {
-        StorePath::parse(p)
-            .map(NixValue::StorePath)
-            .map_err(|e| e.to_string())
-    };
+    let store_path = |p: &str| StorePath::parse(p).map(NixValue::StorePath).map_err(|e| e.to_string());
     let mut attrs = vec![
         ("outPath".to_owned(), store_path(main_path)?),
         ("inputType".to_owned(), NixValue::String("build".into())),
         ("id".to_owned(), NixValue::Int(build.id)),
-        (
-            "drvPath".to_owned(),
-            NixValue::String(build.drv_path.clone()),
-        ),
+        ("drvPath".to_owned(), NixValue::String(build.drv_path.clone())),
         ("outputName".to_owned(), NixValue::String(main_name.clone())),
     ];
     if let Some(version) = version_of(build.release_name.as_deref().unwrap_or(&build.nix_name)) {
         attrs.push(("version".to_owned(), NixValue::String(version.to_owned())));
     }
     for (name, path) in &build.outputs {
-        if !matches!(
-            name.as_str(),
-            "outPath" | "inputType" | "id" | "drvPath" | "outputName" | "version"
-        ) {
+        if !matches!(name.as_str(), "outPath" | "inputType" | "id" | "drvPath" | "outputName" | "version") {
             attrs.push((name.clone(), store_path(path)?));
         }
     }
@@ -219,11 +172,7 @@ pub struct InputFetcher {
 
 impl InputFetcher {
     pub fn new(nix: Nix, db: Db, allowed_roots: Vec<PathBuf>) -> InputFetcher {
-        InputFetcher {
-            nix,
-            db,
-            allowed_roots,
-        }
+        InputFetcher { nix, db, allowed_roots }
     }
 
     pub async fn fetch(
@@ -232,10 +181,7 @@ impl InputFetcher {
         jobset: &Jobset,
         input: &JobsetInput,
     ) -> Result<FetchedInput, InputError> {
-        let error = |message: String| InputError {
-            input: input.name.clone(),
-            message,
-        };
+        let error = |message: String| InputError { input: input.name.clone(), message };
         let mut record = NewEvalInput {
             name: input.name.clone(),
             kind: input.kind.clone(),
@@ -251,16 +197,8 @@ impl InputFetcher {
             "nix" => (NixValue::Raw(input.value.clone()), None),
             "path" => {
                 let path = allowed_path(&input.value, &self.allowed_roots).map_err(error)?;
-                let store_path = self
-                    .nix
-                    .add_to_store(&path)
-                    .await
-                    .map_err(|e| error(e.to_string()))?;
-                let hash = self
-                    .nix
-                    .nar_hash(&store_path)
-                    .await
-                    .map_err(|e| error(e.to_string()))?;
+                let store_path = self.nix.add_to_store(&path).await.map_err(|e| error(e.to_string()))?;
+                let hash = self.nix.nar_hash(&store_path).await.map_err(|e| error(e.to_string()))?;
                 record.uri = Some(path.display().to_string());
                 record.path = Some(store_path.to_string());
                 record.revision = Some(hash.clone());
@@ -281,19 +219,14 @@ impl InputFetcher {
                     .jobset(project_name, jobset_name)
                     .await
                     .map_err(|e| error(e.to_string()))?
-                    .ok_or_else(|| {
-                        error(format!("there is no jobset {project_name}:{jobset_name}"))
-                    })?;
+                    .ok_or_else(|| error(format!("there is no jobset {project_name}:{jobset_name}")))?;
                 let build = self
                     .db
                     .latest_successful_build(source.id, &reference.job)
                     .await
                     .map_err(|e| error(e.to_string()))?
                     .ok_or_else(|| {
-                        error(format!(
-                            "job {project_name}:{jobset_name}:{} has no successful build",
-                            reference.job
-                        ))
+                        error(format!("job {project_name}:{jobset_name}:{} has no successful build", reference.job))
                     })?;
                 self.check_outputs_valid(&build).await.map_err(error)?;
                 let value = build_argument(&build).map_err(error)?;
@@ -306,12 +239,7 @@ impl InputFetcher {
                 let (eval_id, builds) = self.eval_builds(&input.value).await.map_err(error)?;
                 let mut attrs = Vec::with_capacity(builds.len());
                 for build in &builds {
-                    if let Some((_, path)) = build
-                        .outputs
-                        .iter()
-                        .find(|(n, _)| n == "out")
-                        .or(build.outputs.first())
-                    {
+                    if let Some((_, path)) = build.outputs.iter().find(|(n, _)| n == "out").or(build.outputs.first()) {
                         let path = StorePath::parse(path).map_err(|e| error(e.to_string()))?;
                         attrs.push((build.job.clone(), NixValue::StorePath(path)));
                     }
@@ -320,38 +248,19 @@ impl InputFetcher {
                 (NixValue::Attrs(attrs), None)
             }
             other => {
-                return Err(error(format!(
-                    "invalid input type ‘{other}’; valid types: {}",
-                    INPUT_TYPES.join(", ")
-                )));
+                return Err(error(format!("invalid input type ‘{other}’; valid types: {}", INPUT_TYPES.join(", "))));
             }
         };
-        Ok(FetchedInput {
-            name: input.name.clone(),
-            value,
-            readable_path,
-            record,
-        })
+        Ok(FetchedInput { name: input.name.clone(), value, readable_path, record })
     }
 
     async fn check_outputs_valid(&self, build: &SuccessfulBuild) -> Result<(), String> {
-        let paths: Vec<StorePath> = build
-            .outputs
-            .iter()
-            .filter_map(|(_, p)| StorePath::parse(p).ok())
-            .collect();
-        let invalid = self
-            .nix
-            .invalid_paths(&paths)
-            .await
-            .map_err(|e| e.to_string())?;
+        let paths: Vec<StorePath> = build.outputs.iter().filter_map(|(_, p)| StorePath::parse(p).ok()).collect();
+        let invalid = self.nix.invalid_paths(&paths).await.map_err(|e| e.to_string())?;
         if invalid.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "the outputs of build {} are no longer in the Nix store",
-                build.id
-            ))
+            Err(format!("the outputs of build {} are no longer in the Nix store", build.id))
         }
     }
 
@@ -365,31 +274,17 @@ impl InputFetcher {
                     .ok_or_else(|| format!("there is no evaluation {id}"))?;
                 id
             }
-            EvalRef::Latest {
-                project,
-                jobset,
-                job,
-            } => {
+            EvalRef::Latest { project, jobset, job } => {
                 let (_, source) = self
                     .db
                     .jobset(&project, &jobset)
                     .await
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("there is no jobset {project}:{jobset}"))?;
-                let eval = self
-                    .db
-                    .latest_finished_eval(source.id)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let eval = eval.ok_or_else(|| {
-                    format!("jobset {project}:{jobset} has no finished evaluation")
-                })?;
+                let eval = self.db.latest_finished_eval(source.id).await.map_err(|e| e.to_string())?;
+                let eval = eval.ok_or_else(|| format!("jobset {project}:{jobset} has no finished evaluation"))?;
                 if let Some(job) = job {
-                    let builds = self
-                        .db
-                        .eval_successful_builds(eval.id)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let builds = self.db.eval_successful_builds(eval.id).await.map_err(|e| e.to_string())?;
                     if !builds.iter().any(|b| b.job == job) {
                         return Err(format!(
                             "job {job} did not succeed in evaluation {} (the latest finished one of {project}:{jobset})",
@@ -400,11 +295,7 @@ impl InputFetcher {
                 eval.id
             }
         };
-        let builds = self
-            .db
-            .eval_successful_builds(eval_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let builds = self.db.eval_successful_builds(eval_id).await.map_err(|e| e.to_string())?;
         Ok((eval_id, builds))
     }
 }
@@ -416,15 +307,10 @@ mod tests {
     #[test]
     fn validates_values_by_type() {
         assert!(validate("boolean", "true", &[]).is_ok());
-        assert!(
-            validate("boolean", "yes", &[])
-                .unwrap_err()
-                .contains("‘true’ or ‘false’")
-        );
+        assert!(validate("boolean", "yes", &[]).unwrap_err().contains("‘true’ or ‘false’"));
         let err = validate("gti", "x", &[]).unwrap_err();
         assert!(
-            err.contains("invalid input type ‘gti’")
-                && err.contains("boolean, build, eval, nix, path, string"),
+            err.contains("invalid input type ‘gti’") && err.contains("boolean, build, eval, nix, path, string"),
             "{err}"
         );
         assert!(validate("build", "p:j:job", &[]).is_ok());
@@ -442,29 +328,13 @@ mod tests {
         std::fs::create_dir(&inside).unwrap();
         let roots = vec![root.path().to_owned()];
         assert!(validate("path", inside.to_str().unwrap(), &roots).is_ok());
-        assert!(
-            validate("path", "/etc", &roots)
-                .unwrap_err()
-                .contains("not under")
-        );
-        assert!(
-            validate("path", inside.to_str().unwrap(), &[])
-                .unwrap_err()
-                .contains("not allowed")
-        );
-        assert!(
-            validate("path", "relative", &roots)
-                .unwrap_err()
-                .contains("absolute")
-        );
+        assert!(validate("path", "/etc", &roots).unwrap_err().contains("not under"));
+        assert!(validate("path", inside.to_str().unwrap(), &[]).unwrap_err().contains("not allowed"));
+        assert!(validate("path", "relative", &roots).unwrap_err().contains("absolute"));
         // A symlink inside a root that points outside it does not get out.
         let link = root.path().join("escape");
         std::os::unix::fs::symlink("/etc", &link).unwrap();
-        assert!(
-            validate("path", link.to_str().unwrap(), &roots)
-                .unwrap_err()
-                .contains("not under")
-        );
+        assert!(validate("path", link.to_str().unwrap(), &roots).unwrap_err().contains("not under"));
         let dotdot = format!("{}/src/../../", root.path().display());
         assert!(validate("path", &dotdot, &roots).is_err());
     }

@@ -27,9 +27,7 @@ impl LogStore {
 
     fn path_for(&self, drv: &StorePath) -> PathBuf {
         let base = drv.base_name();
-        self.dir
-            .join(&base[..2])
-            .join(format!("{}.zst", &base[2..]))
+        self.dir.join(&base[..2]).join(format!("{}.zst", &base[2..]))
     }
 
     /// Starts (or restarts) the log of a derivation.
@@ -38,12 +36,7 @@ impl LogStore {
         std::fs::create_dir_all(path.parent().expect("log path has a parent"))?;
         let file = File::create(&path)?;
         let encoder = zstd::stream::Encoder::new(BufWriter::new(file), COMPRESSION_LEVEL)?;
-        Ok(LogWriter {
-            encoder: Some(encoder),
-            written: 0,
-            last_flush: Instant::now(),
-            dirty: false,
-        })
+        Ok(LogWriter { encoder: Some(encoder), written: 0, last_flush: Instant::now(), dirty: false })
     }
 
     pub fn exists(&self, drv: &StorePath) -> bool {
@@ -164,17 +157,9 @@ mod tests {
         assert_eq!(store.read(&drv()).unwrap().unwrap(), b"first\nsecond\n");
         writer.write_line("third").unwrap();
         writer.finish().unwrap();
-        assert_eq!(
-            store.read(&drv()).unwrap().unwrap(),
-            b"first\nsecond\nthird\n"
-        );
+        assert_eq!(store.read(&drv()).unwrap().unwrap(), b"first\nsecond\nthird\n");
         assert_eq!(store.tail(&drv(), 2).unwrap().unwrap(), b"second\nthird\n");
-        assert!(
-            dir.path()
-                .join("i3")
-                .join("m7y37jdyi708p9xfrkxr9wn91bv2gf-ok.drv.zst")
-                .is_file()
-        );
+        assert!(dir.path().join("i3").join("m7y37jdyi708p9xfrkxr9wn91bv2gf-ok.drv.zst").is_file());
     }
 
     #[test]

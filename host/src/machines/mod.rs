@@ -40,10 +40,9 @@ impl StepOutcome {
             StepOutcome::Built { .. } => (status::SUCCESS, None),
             StepOutcome::Failed(m) => (status::FAILED, Some(m.clone())),
             StepOutcome::TimedOut(m) => (status::TIMED_OUT, Some(m.clone())),
-            StepOutcome::LogLimitExceeded(limit) => (
-                status::LOG_LIMIT_EXCEEDED,
-                Some(format!("the build log exceeded the limit of {limit} bytes")),
-            ),
+            StepOutcome::LogLimitExceeded(limit) => {
+                (status::LOG_LIMIT_EXCEEDED, Some(format!("the build log exceeded the limit of {limit} bytes")))
+            }
             StepOutcome::Aborted(m) => (status::ABORTED, Some(m.clone())),
         }
     }
@@ -67,10 +66,7 @@ impl LocalMachine {
     pub async fn detect(nix: Nix) -> Result<LocalMachine, crate::nix::NixError> {
         let system = nix.current_system().await?;
         // `builtin` derivations (builtin:fetchurl) run inside Nix itself.
-        Ok(LocalMachine {
-            nix,
-            systems: vec![system, "builtin".into()],
-        })
+        Ok(LocalMachine { nix, systems: vec![system, "builtin".into()] })
     }
 
     pub fn name(&self) -> &str {
@@ -91,10 +87,7 @@ impl LocalMachine {
             Ok(log) => log,
             Err(e) => return StepOutcome::Aborted(format!("cannot write the build log: {e}")),
         };
-        let limits = BuildLimits {
-            timeout: request.timeout,
-            max_silent: request.max_silent,
-        };
+        let limits = BuildLimits { timeout: request.timeout, max_silent: request.max_silent };
         let mut log_error = None;
         let outcome = self
             .nix
@@ -117,10 +110,7 @@ impl LocalMachine {
         match outcome {
             Ok(RealiseOutcome::Built) => match self.nix.read_derivation(&request.drv).await {
                 Ok(drv) => StepOutcome::Built {
-                    outputs: drv
-                        .output_paths()
-                        .map(|(name, path)| (name.to_owned(), path.to_string()))
-                        .collect(),
+                    outputs: drv.output_paths().map(|(name, path)| (name.to_owned(), path.to_string())).collect(),
                 },
                 Err(e) => StepOutcome::Aborted(e.to_string()),
             },

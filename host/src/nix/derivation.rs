@@ -38,52 +38,29 @@ pub struct Derivation {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DerivationError {
     #[error("byte {offset}: expected {expected}")]
-    Syntax {
-        offset: usize,
-        expected: &'static str,
-    },
+    Syntax { offset: usize, expected: &'static str },
     #[error("byte {offset}: {source}")]
-    StorePath {
-        offset: usize,
-        source: InvalidStorePath,
-    },
+    StorePath { offset: usize, source: InvalidStorePath },
     #[error("byte {offset}: string is not UTF-8")]
     Utf8 { offset: usize },
 }
 
 impl Derivation {
     pub fn parse(text: &[u8]) -> Result<Derivation, DerivationError> {
-        let mut p = Parser {
-            input: text,
-            pos: 0,
-        };
-        p.expect(
-            b"Derive(",
-            "`Derive(` (only plain derivations are supported)",
-        )?;
+        let mut p = Parser { input: text, pos: 0 };
+        p.expect(b"Derive(", "`Derive(` (only plain derivations are supported)")?;
         let outputs = p.list(|p| {
             p.expect(b"(", "`(` opening an output")?;
             let name = p.string()?;
             p.comma()?;
             let path = p.string()?;
-            let path = if path.is_empty() {
-                None
-            } else {
-                Some(p.store_path(path)?)
-            };
+            let path = if path.is_empty() { None } else { Some(p.store_path(path)?) };
             p.comma()?;
             let hash_algo = p.string()?;
             p.comma()?;
             let hash = p.string()?;
             p.expect(b")", "`)` closing an output")?;
-            Ok((
-                name,
-                DerivationOutput {
-                    path,
-                    hash_algo,
-                    hash,
-                },
-            ))
+            Ok((name, DerivationOutput { path, hash_algo, hash }))
         })?;
         p.comma()?;
         let input_drvs = p.list(|p| {
@@ -117,10 +94,7 @@ impl Derivation {
         })?;
         p.expect(b")", "`)` closing the derivation")?;
         if p.pos != p.input.len() {
-            return Err(DerivationError::Syntax {
-                offset: p.pos,
-                expected: "end of file",
-            });
+            return Err(DerivationError::Syntax { offset: p.pos, expected: "end of file" });
         }
         Ok(Derivation {
             outputs: outputs.into_iter().collect(),
@@ -136,9 +110,7 @@ impl Derivation {
     /// Output paths known before building (all of them, except for
     /// content-addressed derivations).
     pub fn output_paths(&self) -> impl Iterator<Item = (&str, &StorePath)> {
-        self.outputs
-            .iter()
-            .filter_map(|(name, o)| o.path.as_ref().map(|p| (name.as_str(), p)))
+        self.outputs.iter().filter_map(|(name, o)| o.path.as_ref().map(|p| (name.as_str(), p)))
     }
 
     /// `requiredSystemFeatures`, which a machine must offer to build this.
@@ -166,10 +138,7 @@ impl Parser<'_> {
             self.pos += token.len();
             Ok(())
         } else {
-            Err(DerivationError::Syntax {
-                offset: self.pos,
-                expected,
-            })
+            Err(DerivationError::Syntax { offset: self.pos, expected })
         }
     }
 
@@ -200,10 +169,7 @@ impl Parser<'_> {
                     return Ok(items);
                 }
                 _ => {
-                    return Err(DerivationError::Syntax {
-                        offset: self.pos,
-                        expected: "`,` or `]`",
-                    });
+                    return Err(DerivationError::Syntax { offset: self.pos, expected: "`,` or `]`" });
                 }
             }
         }
@@ -216,12 +182,10 @@ impl Parser<'_> {
         loop {
             // Copy the run up to the next quote or backslash in one go.
             let rest = &self.input[self.pos..];
-            let run = rest.iter().position(|&c| c == b'"' || c == b'\\').ok_or(
-                DerivationError::Syntax {
-                    offset: self.input.len(),
-                    expected: "`\"` closing a string",
-                },
-            )?;
+            let run = rest
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\')
+                .ok_or(DerivationError::Syntax { offset: self.input.len(), expected: "`\"` closing a string" })?;
             out.extend_from_slice(&rest[..run]);
             self.pos += run;
             if self.input[self.pos] == b'"' {
@@ -231,10 +195,7 @@ impl Parser<'_> {
             let escaped = *self
                 .input
                 .get(self.pos + 1)
-                .ok_or(DerivationError::Syntax {
-                    offset: self.pos,
-                    expected: "an escaped character",
-                })?;
+                .ok_or(DerivationError::Syntax { offset: self.pos, expected: "an escaped character" })?;
             out.push(match escaped {
                 b'n' => b'\n',
                 b'r' => b'\r',
@@ -247,10 +208,7 @@ impl Parser<'_> {
     }
 
     fn store_path(&self, path: String) -> Result<StorePath, DerivationError> {
-        StorePath::parse(&path).map_err(|source| DerivationError::StorePath {
-            offset: self.pos,
-            source,
-        })
+        StorePath::parse(&path).map_err(|source| DerivationError::StorePath { offset: self.pos, source })
     }
 }
 
@@ -267,17 +225,11 @@ mod tests {
         assert_eq!(drv.outputs["out"].path.as_ref().unwrap().name(), "x");
         assert_eq!(drv.input_drvs.len(), 2);
         let ok = StorePath::parse("/nix/store/i3m7y37jdyi708p9xfrkxr9wn91bv2gf-ok.drv").unwrap();
-        assert_eq!(
-            drv.input_drvs[&ok],
-            ["dev".to_owned(), "out".to_owned()].into_iter().collect()
-        );
+        assert_eq!(drv.input_drvs[&ok], ["dev".to_owned(), "out".to_owned()].into_iter().collect());
         assert_eq!(drv.input_srcs.len(), 1);
         assert_eq!(drv.system, "x86_64-linux");
         assert_eq!(drv.builder, "/bin/sh");
-        assert_eq!(
-            drv.args,
-            vec!["-c".to_owned(), "echo \"hi\"\n\\done".to_owned()]
-        );
+        assert_eq!(drv.args, vec!["-c".to_owned(), "echo \"hi\"\n\\done".to_owned()]);
         assert!(drv.prefers_local_build());
         assert_eq!(drv.required_features().len(), 2);
     }
@@ -292,23 +244,11 @@ mod tests {
 
     #[test]
     fn errors_say_where() {
-        let truncated =
-            b"Derive([(\"out\",\"/nix/store/q01gn69wzmw9fsb5dmg9zi8myfli6kdk-x\",\"\",\"\")]";
+        let truncated = b"Derive([(\"out\",\"/nix/store/q01gn69wzmw9fsb5dmg9zi8myfli6kdk-x\",\"\",\"\")]";
         let err = Derivation::parse(truncated).unwrap_err();
-        assert_eq!(
-            err,
-            DerivationError::Syntax {
-                offset: truncated.len(),
-                expected: "`,`"
-            }
-        );
-        let err =
-            Derivation::parse(b"Derive([(\"out\",\"/tmp/x\",\"\",\"\")],[],[],\"\",\"\",[],[])")
-                .unwrap_err();
-        assert!(
-            err.to_string().contains("not inside the Nix store"),
-            "{err}"
-        );
+        assert_eq!(err, DerivationError::Syntax { offset: truncated.len(), expected: "`,`" });
+        let err = Derivation::parse(b"Derive([(\"out\",\"/tmp/x\",\"\",\"\")],[],[],\"\",\"\",[],[])").unwrap_err();
+        assert!(err.to_string().contains("not inside the Nix store"), "{err}");
         assert!(Derivation::parse(b"Derive([],[],[],\"s\",\"b\",[],[])x").is_err());
         assert!(Derivation::parse(b"Derive([],[],[],\"unterminated").is_err());
     }

@@ -36,11 +36,8 @@ impl NixValue {
             NixValue::String(s) => out.push_str(&string_literal(s)),
             NixValue::StorePath(p) => {
                 let quoted = string_literal(p.as_str());
-                write!(
-                    out,
-                    "(builtins.appendContext {quoted} {{ {quoted} = {{ path = true; }}; }})"
-                )
-                .expect("writing to a String");
+                write!(out, "(builtins.appendContext {quoted} {{ {quoted} = {{ path = true; }}; }})")
+                    .expect("writing to a String");
             }
             NixValue::Raw(text) => {
                 // The newline keeps a trailing `#` comment from eating the `)`.
@@ -110,11 +107,7 @@ mod tests {
             .output()
             .await
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let back: String = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(back, tricky);
     }

@@ -39,22 +39,13 @@ impl NixLogEvent {
         let Some(json) = line.strip_prefix("@nix ") else {
             // Nix prints some things before its logger is set up, and a
             // builder's stderr can leak through on old versions.
-            return NixLogEvent::Message {
-                level: 3,
-                text: strip_ansi(line),
-            };
+            return NixLogEvent::Message { level: 3, text: strip_ansi(line) };
         };
         let Ok(raw) = serde_json::from_str::<Raw>(json) else {
-            return NixLogEvent::Message {
-                level: 3,
-                text: strip_ansi(line),
-            };
+            return NixLogEvent::Message { level: 3, text: strip_ansi(line) };
         };
         match raw.action.as_str() {
-            "msg" => NixLogEvent::Message {
-                level: raw.level,
-                text: strip_ansi(raw.msg.as_deref().unwrap_or("")),
-            },
+            "msg" => NixLogEvent::Message { level: raw.level, text: strip_ansi(raw.msg.as_deref().unwrap_or("")) },
             "result" if raw.kind == RESULT_BUILD_LOG_LINE => {
                 let text = raw.fields.first().and_then(|f| f.as_str()).unwrap_or("");
                 NixLogEvent::BuildLine(text.to_owned())
@@ -104,16 +95,10 @@ mod tests {
                 text: "error: builder for '/nix/store/x.drv' failed with exit code 3".into()
             }
         );
-        assert_eq!(
-            NixLogEvent::parse(r#"@nix {"action":"stop","id":1}"#),
-            NixLogEvent::Other
-        );
+        assert_eq!(NixLogEvent::parse(r#"@nix {"action":"stop","id":1}"#), NixLogEvent::Other);
         assert_eq!(
             NixLogEvent::parse("warning: plain"),
-            NixLogEvent::Message {
-                level: 3,
-                text: "warning: plain".into()
-            }
+            NixLogEvent::Message { level: 3, text: "warning: plain".into() }
         );
     }
 }

@@ -35,10 +35,7 @@ const PATHS_PER_CALL: usize = 2000;
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {
     #[error("cannot run {program}: {source}")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
+    Spawn { program: String, source: std::io::Error },
     #[error("{command} failed: {message}")]
     Failed { command: String, message: String },
     #[error("{command} printed something unexpected: {detail}")]
@@ -107,11 +104,7 @@ impl Nix {
     pub fn new(config: &NixConfig) -> Nix {
         Nix {
             bin_dir: config.bin_dir.clone(),
-            settings: config
-                .settings
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            settings: config.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             restrict_eval: config.restrict_eval,
             allow_import_from_derivation: config.allow_import_from_derivation,
         }
@@ -119,11 +112,7 @@ impl Nix {
 
     /// Path of a Nix program, from `bin_dir` or `PATH`.
     pub fn program(&self, name: &str) -> PathBuf {
-        if self.bin_dir.as_os_str().is_empty() {
-            PathBuf::from(name)
-        } else {
-            self.bin_dir.join(name)
-        }
+        if self.bin_dir.as_os_str().is_empty() { PathBuf::from(name) } else { self.bin_dir.join(name) }
     }
 
     /// Whether a program is available (in `bin_dir` or on `PATH`).
@@ -150,17 +139,11 @@ impl Nix {
     async fn run(&self, mut cmd: Command, what: String) -> Result<Vec<u8>, NixError> {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let program = cmd.as_std().get_program().to_string_lossy().into_owned();
-        let output = cmd
-            .output()
-            .await
-            .map_err(|source| NixError::Spawn { program, source })?;
+        let output = cmd.output().await.map_err(|source| NixError::Spawn { program, source })?;
         if output.status.success() {
             Ok(output.stdout)
         } else {
-            Err(NixError::Failed {
-                command: what,
-                message: error_text(&output.stderr, output.status),
-            })
+            Err(NixError::Failed { command: what, message: error_text(&output.stderr, output.status) })
         }
     }
 
@@ -175,9 +158,7 @@ impl Nix {
     pub async fn current_system(&self) -> Result<String, NixError> {
         let mut cmd = self.command("nix-instantiate");
         cmd.args(["--eval", "--json", "--expr", "builtins.currentSystem"]);
-        let out = self
-            .run(cmd, "nix-instantiate --eval builtins.currentSystem".into())
-            .await?;
+        let out = self.run(cmd, "nix-instantiate --eval builtins.currentSystem".into()).await?;
         serde_json::from_slice(&out).map_err(|e| NixError::UnexpectedOutput {
             command: "nix-instantiate --eval builtins.currentSystem".into(),
             detail: e.to_string(),
@@ -197,9 +178,7 @@ impl Nix {
     pub async fn nar_hash(&self, path: &StorePath) -> Result<String, NixError> {
         let mut cmd = self.command("nix-store");
         cmd.args(["--query", "--hash", path.as_str()]);
-        let out = self
-            .run(cmd, format!("nix-store --query --hash {path}"))
-            .await?;
+        let out = self.run(cmd, format!("nix-store --query --hash {path}")).await?;
         Ok(String::from_utf8_lossy(&out).trim().to_owned())
     }
 
@@ -208,13 +187,9 @@ impl Nix {
         let mut invalid = HashSet::new();
         for chunk in paths.chunks(PATHS_PER_CALL) {
             let mut cmd = self.command("nix-store");
-            cmd.args(["--check-validity", "--print-invalid"])
-                .args(chunk.iter().map(StorePath::as_str));
+            cmd.args(["--check-validity", "--print-invalid"]).args(chunk.iter().map(StorePath::as_str));
             let out = self.run(cmd, "nix-store --check-validity".into()).await?;
-            for line in String::from_utf8_lossy(&out)
-                .lines()
-                .filter(|l| !l.is_empty())
-            {
+            for line in String::from_utf8_lossy(&out).lines().filter(|l| !l.is_empty()) {
                 invalid.insert(StorePath::parse(line)?);
             }
         }
@@ -227,15 +202,9 @@ impl Nix {
         let mut seen = HashSet::new();
         for chunk in paths.chunks(PATHS_PER_CALL) {
             let mut cmd = self.command("nix-store");
-            cmd.args(["--query", "--requisites"])
-                .args(chunk.iter().map(StorePath::as_str));
-            let out = self
-                .run(cmd, "nix-store --query --requisites".into())
-                .await?;
-            for line in String::from_utf8_lossy(&out)
-                .lines()
-                .filter(|l| !l.is_empty())
-            {
+            cmd.args(["--query", "--requisites"]).args(chunk.iter().map(StorePath::as_str));
+            let out = self.run(cmd, "nix-store --query --requisites".into()).await?;
+            for line in String::from_utf8_lossy(&out).lines().filter(|l| !l.is_empty()) {
                 let path = StorePath::parse(line)?;
                 if seen.insert(path.clone()) {
                     result.push(path);
@@ -250,22 +219,14 @@ impl Nix {
         let mut sizes = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(PATHS_PER_CALL) {
             let mut cmd = self.command("nix-store");
-            cmd.args(["--query", "--size"])
-                .args(chunk.iter().map(StorePath::as_str));
+            cmd.args(["--query", "--size"]).args(chunk.iter().map(StorePath::as_str));
             let what = "nix-store --query --size".to_owned();
             let out = self.run(cmd, what.clone()).await?;
-            for line in String::from_utf8_lossy(&out)
-                .lines()
-                .filter(|l| !l.is_empty())
-            {
-                sizes.push(
-                    line.trim()
-                        .parse()
-                        .map_err(|_| NixError::UnexpectedOutput {
-                            command: what.clone(),
-                            detail: format!("{line:?} is not a size"),
-                        })?,
-                );
+            for line in String::from_utf8_lossy(&out).lines().filter(|l| !l.is_empty()) {
+                sizes.push(line.trim().parse().map_err(|_| NixError::UnexpectedOutput {
+                    command: what.clone(),
+                    detail: format!("{line:?} is not a size"),
+                })?);
             }
         }
         if sizes.len() != paths.len() {
@@ -287,27 +248,15 @@ impl Nix {
     pub async fn read_derivation(&self, path: &StorePath) -> Result<Derivation, NixError> {
         let text = tokio::fs::read(path.as_str())
             .await
-            .map_err(|e| NixError::Derivation {
-                path: path.to_string(),
-                message: e.to_string(),
-            })?;
-        Derivation::parse(&text).map_err(|e| NixError::Derivation {
-            path: path.to_string(),
-            message: e.to_string(),
-        })
+            .map_err(|e| NixError::Derivation { path: path.to_string(), message: e.to_string() })?;
+        Derivation::parse(&text).map_err(|e| NixError::Derivation { path: path.to_string(), message: e.to_string() })
     }
 
     /// Registers `path` as a GC root through the symlink `link`.
     pub async fn add_gc_root(&self, path: &StorePath, link: &Path) -> Result<(), NixError> {
         let mut cmd = self.command("nix-store");
-        cmd.arg("--realise")
-            .arg(path.as_str())
-            .arg("--add-root")
-            .arg(link)
-            .arg("--indirect");
-        self.run(cmd, format!("nix-store --add-root for {path}"))
-            .await
-            .map(drop)
+        cmd.arg("--realise").arg(path.as_str()).arg("--add-root").arg(link).arg("--indirect");
+        self.run(cmd, format!("nix-store --add-root for {path}")).await.map(drop)
     }
 
     /// Builds one derivation whose inputs are already valid, handing every
@@ -327,18 +276,16 @@ impl Nix {
             .arg(limits.max_silent.as_secs().max(1).to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|source| NixError::Spawn {
-            program: "nix-store".into(),
-            source,
-        })?;
+        let mut child = cmd.spawn().map_err(|source| NixError::Spawn { program: "nix-store".into(), source })?;
         let stderr = child.stderr.take().expect("stderr is piped");
         let mut lines = BufReader::new(stderr).lines();
         let mut errors = Vec::new();
         let mut stopped = false;
-        while let Some(line) = lines.next_line().await.map_err(|e| NixError::Failed {
-            command: format!("nix-store --realise {drv}"),
-            message: e.to_string(),
-        })? {
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .map_err(|e| NixError::Failed { command: format!("nix-store --realise {drv}"), message: e.to_string() })?
+        {
             match NixLogEvent::parse(&line) {
                 NixLogEvent::Message { level: 0, text } => errors.push(text),
                 NixLogEvent::Other => continue,
@@ -351,10 +298,7 @@ impl Nix {
                 }
             }
         }
-        let status = child.wait().await.map_err(|source| NixError::Spawn {
-            program: "nix-store".into(),
-            source,
-        })?;
+        let status = child.wait().await.map_err(|source| NixError::Spawn { program: "nix-store".into(), source })?;
         if stopped {
             return Ok(RealiseOutcome::Stopped);
         }
@@ -362,12 +306,8 @@ impl Nix {
         Ok(match status.code() {
             Some(0) => RealiseOutcome::Built,
             // Nix's exit status is 100 plus flags; flag 1 means "timed out".
-            Some(code) if (100..=115).contains(&code) && code & 1 == 1 => {
-                RealiseOutcome::TimedOut(message)
-            }
-            _ if message.is_empty() => {
-                RealiseOutcome::Failed(format!("nix-store exited with {status}"))
-            }
+            Some(code) if (100..=115).contains(&code) && code & 1 == 1 => RealiseOutcome::TimedOut(message),
+            _ if message.is_empty() => RealiseOutcome::Failed(format!("nix-store exited with {status}")),
             _ => RealiseOutcome::Failed(message),
         })
     }
@@ -382,19 +322,13 @@ impl Nix {
         self.add_eval_arguments(&mut cmd, call);
         limit_memory(&mut cmd, call.memory_limit);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|source| NixError::Spawn {
-            program: "nix-instantiate".into(),
-            source,
-        })?;
+        let mut child = cmd.spawn().map_err(|source| NixError::Spawn { program: "nix-instantiate".into(), source })?;
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let work = async {
             let mut out = Vec::new();
             let mut err = Vec::new();
-            let (r1, r2) = tokio::join!(
-                stdout.read_to_end(&mut out),
-                read_tail(&mut stderr, &mut err)
-            );
+            let (r1, r2) = tokio::join!(stdout.read_to_end(&mut out), read_tail(&mut stderr, &mut err));
             r1.and(r2)?;
             let status = child.wait().await?;
             Ok::<_, std::io::Error>((status, out, err))
@@ -407,18 +341,12 @@ impl Nix {
                     message: format!("timed out after {} seconds", call.timeout.as_secs()),
                 });
             }
-            Ok(result) => result.map_err(|source| NixError::Spawn {
-                program: "nix-instantiate".into(),
-                source,
-            })?,
+            Ok(result) => result.map_err(|source| NixError::Spawn { program: "nix-instantiate".into(), source })?,
         };
         if status.success() {
             Ok(out)
         } else {
-            Err(NixError::Failed {
-                command: what,
-                message: error_text(&err, status),
-            })
+            Err(NixError::Failed { command: what, message: error_text(&err, status) })
         }
     }
 
@@ -426,21 +354,15 @@ impl Nix {
     /// from stdout (stderr is piped too).
     pub fn spawn_eval_jobs(&self, call: &EvalJobsCall) -> Result<tokio::process::Child, NixError> {
         let mut cmd = self.command("nix-eval-jobs");
-        cmd.arg("--workers")
-            .arg(call.workers.max(1).to_string())
-            .arg("--meta");
+        cmd.arg("--workers").arg(call.workers.max(1).to_string()).arg("--meta");
         cmd.arg("--gc-roots-dir").arg(&call.gc_roots_dir);
         if call.max_memory_mb > 0 {
-            cmd.arg("--max-memory-size")
-                .arg(call.max_memory_mb.to_string());
+            cmd.arg("--max-memory-size").arg(call.max_memory_mb.to_string());
         }
         cmd.args(&call.extra_flags);
         self.add_eval_arguments(&mut cmd, &call.eval);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.spawn().map_err(|source| NixError::Spawn {
-            program: "nix-eval-jobs".into(),
-            source,
-        })
+        cmd.spawn().map_err(|source| NixError::Spawn { program: "nix-eval-jobs".into(), source })
     }
 
     /// Restricted-mode options, search path, arguments and file of an evaluation.
@@ -470,10 +392,7 @@ impl Nix {
 
 /// Reads a stream to its end, keeping only the last [`MAX_ERROR_OUTPUT`]
 /// bytes: a runaway `builtins.trace` must not exhaust the host's memory.
-async fn read_tail(
-    stream: &mut (impl AsyncReadExt + Unpin),
-    tail: &mut Vec<u8>,
-) -> std::io::Result<()> {
+async fn read_tail(stream: &mut (impl AsyncReadExt + Unpin), tail: &mut Vec<u8>) -> std::io::Result<()> {
     let mut buf = [0u8; 8192];
     loop {
         let n = stream.read(&mut buf).await?;
@@ -495,10 +414,7 @@ fn limit_memory(cmd: &mut Command, limit: Option<u64>) {
     // parent; this closure runs in the forked child before exec.
     unsafe {
         cmd.pre_exec(move || {
-            let rlimit = libc::rlimit {
-                rlim_cur: bytes as libc::rlim_t,
-                rlim_max: bytes as libc::rlim_t,
-            };
+            let rlimit = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
             if libc::setrlimit(libc::RLIMIT_AS, &rlimit) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -513,11 +429,7 @@ fn limit_memory(cmd: &mut Command, limit: Option<u64>) {
 fn error_text(stderr: &[u8], status: std::process::ExitStatus) -> String {
     // Boehm GC's complaints before an out-of-memory error are noise.
     let text: Vec<&str> = std::str::from_utf8(stderr)
-        .map(|s| {
-            s.lines()
-                .filter(|l| !l.starts_with("GC Warning:"))
-                .collect()
-        })
+        .map(|s| s.lines().filter(|l| !l.starts_with("GC Warning:")).collect())
         .unwrap_or_default();
     let text = if text.is_empty() && !stderr.is_empty() {
         strip_ansi(String::from_utf8_lossy(stderr).trim())
@@ -526,9 +438,7 @@ fn error_text(stderr: &[u8], status: std::process::ExitStatus) -> String {
     };
     let text = if text.len() > MAX_ERROR_OUTPUT {
         let cut = text.len() - MAX_ERROR_OUTPUT;
-        let cut = (cut..text.len())
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(text.len());
+        let cut = (cut..text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
         format!("…{}", &text[cut..])
     } else {
         text
@@ -544,16 +454,8 @@ fn error_text(stderr: &[u8], status: std::process::ExitStatus) -> String {
 
 fn parse_single_path(out: &[u8], what: &str) -> Result<StorePath, NixError> {
     let text = String::from_utf8_lossy(out);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
-    StorePath::parse(line).map_err(|e| NixError::UnexpectedOutput {
-        command: what.to_owned(),
-        detail: e.to_string(),
-    })
+    let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    StorePath::parse(line).map_err(|e| NixError::UnexpectedOutput { command: what.to_owned(), detail: e.to_string() })
 }
 
 #[cfg(test)]
@@ -569,16 +471,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("default.nix");
         std::fs::write(&file, expr).unwrap();
-        let out = tokio::process::Command::new("nix-instantiate")
-            .arg(&file)
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = tokio::process::Command::new("nix-instantiate").arg(&file).output().await.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         StorePath::parse(String::from_utf8(out.stdout).unwrap().trim()).unwrap()
     }
 
@@ -594,57 +488,33 @@ mod tests {
         .await;
         let drv = nix().read_derivation(&drv_path).await.unwrap();
         let out = tokio::process::Command::new("nix")
-            .args([
-                "--extra-experimental-features",
-                "nix-command",
-                "show-derivation",
-                drv_path.as_str(),
-            ])
+            .args(["--extra-experimental-features", "nix-command", "show-derivation", drv_path.as_str()])
             .output()
             .await
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let shown = &shown[drv_path.as_str()];
         assert_eq!(drv.system, shown["system"]);
         assert_eq!(drv.builder, shown["builder"]);
         assert_eq!(serde_json::to_value(&drv.args).unwrap(), shown["args"]);
         assert_eq!(serde_json::to_value(&drv.env).unwrap(), shown["env"]);
-        assert_eq!(
-            drv.outputs["out"].path.as_ref().unwrap().as_str(),
-            shown["outputs"]["out"]["path"]
-        );
+        assert_eq!(drv.outputs["out"].path.as_ref().unwrap().as_str(), shown["outputs"]["out"]["path"]);
         let inputs: Vec<&str> = drv.input_drvs.keys().map(StorePath::as_str).collect();
-        let shown_inputs: Vec<&str> = shown["inputDrvs"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let shown_inputs: Vec<&str> = shown["inputDrvs"].as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(inputs, shown_inputs);
         let dep_outputs: Vec<&String> = drv.input_drvs.values().next().unwrap().iter().collect();
         assert_eq!(dep_outputs, ["dev", "out"]);
         assert_eq!(drv.input_srcs.len(), 1);
-        assert_eq!(
-            drv.required_features().into_iter().collect::<Vec<_>>(),
-            ["kvm"]
-        );
+        assert_eq!(drv.required_features().into_iter().collect::<Vec<_>>(), ["kvm"]);
     }
 
     #[tokio::test]
     async fn validity_and_sizes() {
         let nix = nix();
         let drv = instantiate(r#"derivation { name = "v"; system = builtins.currentSystem; builder = "/bin/sh"; args = ["-c" "echo > $out"]; }"#).await;
-        let bogus =
-            StorePath::parse("/nix/store/00000000000000000000000000000000-missing").unwrap();
-        let invalid = nix
-            .invalid_paths(&[drv.clone(), bogus.clone()])
-            .await
-            .unwrap();
+        let bogus = StorePath::parse("/nix/store/00000000000000000000000000000000-missing").unwrap();
+        let invalid = nix.invalid_paths(&[drv.clone(), bogus.clone()]).await.unwrap();
         assert_eq!(invalid, [bogus].into_iter().collect());
         let sizes = nix.nar_sizes(std::slice::from_ref(&drv)).await.unwrap();
         assert!(sizes[0] > 0);

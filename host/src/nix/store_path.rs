@@ -35,10 +35,7 @@ pub struct StorePath(String);
 
 impl StorePath {
     pub fn parse(path: &str) -> Result<StorePath, InvalidStorePath> {
-        let invalid = |reason| InvalidStorePath {
-            path: path.to_owned(),
-            reason,
-        };
+        let invalid = |reason| InvalidStorePath { path: path.to_owned(), reason };
         let base = path
             .strip_prefix(store_dir())
             .and_then(|rest| rest.strip_prefix('/'))
@@ -54,11 +51,7 @@ impl StorePath {
             return Err(invalid("hash part is not Nix base-32"));
         }
         let name = &base[HASH_LEN + 1..];
-        if name.starts_with('.')
-            || !name
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c))
-        {
+        if name.starts_with('.') || !name.bytes().all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c)) {
             return Err(invalid("name has characters Nix does not allow"));
         }
         Ok(StorePath(path.to_owned()))

@@ -84,9 +84,7 @@ impl Graph {
     }
 
     pub fn is_complete(&self, build_id: i64) -> bool {
-        self.builds
-            .get(&build_id)
-            .is_some_and(|b| b.pending.is_empty())
+        self.builds.get(&build_id).is_some_and(|b| b.pending.is_empty())
     }
 
     pub fn update_priority(&mut self, build_id: i64, global_priority: i64) {
@@ -137,12 +135,7 @@ impl Graph {
         let Some(primary) = self.primary_build(&drv) else {
             return;
         };
-        let key = (
-            Reverse(primary.global_priority),
-            Reverse(primary.priority),
-            primary.id,
-            drv.clone(),
-        );
+        let key = (Reverse(primary.global_priority), Reverse(primary.priority), primary.id, drv.clone());
         self.runnable.insert(key.clone());
         self.runnable_key.insert(drv, key);
     }
@@ -205,18 +198,11 @@ impl Graph {
         let roots_of: Vec<i64> = step.roots_of.iter().copied().collect();
         self.remove_step(drv);
         for rdep in rdeps {
-            if self
-                .steps
-                .get(&rdep)
-                .is_some_and(|s| s.deps.is_empty() && s.state == StepState::Pending)
-            {
+            if self.steps.get(&rdep).is_some_and(|s| s.deps.is_empty() && s.state == StepState::Pending) {
                 self.make_runnable(rdep);
             }
         }
-        let mut complete: Vec<i64> = roots_of
-            .into_iter()
-            .filter(|id| self.is_complete(*id))
-            .collect();
+        let mut complete: Vec<i64> = roots_of.into_iter().filter(|id| self.is_complete(*id)).collect();
         complete.sort_unstable();
         complete
     }
@@ -226,11 +212,8 @@ impl Graph {
     pub fn step_failed(&mut self, drv: &StorePath) -> Vec<(i64, bool)> {
         let mut affected: Vec<i64> = self.builds_served_by(drv).into_iter().collect();
         affected.sort_unstable();
-        let result = affected
-            .into_iter()
-            .filter_map(|id| self.remove_build(id))
-            .map(|b| (b.id, &b.top == drv))
-            .collect();
+        let result =
+            affected.into_iter().filter_map(|id| self.remove_build(id)).map(|b| (b.id, &b.top == drv)).collect();
         self.remove_step(drv);
         result
     }
@@ -238,12 +221,8 @@ impl Graph {
     /// Steps some queued build still needs (transitively).
     fn needed(&self) -> HashSet<StorePath> {
         let mut needed = HashSet::new();
-        let mut stack: Vec<&StorePath> = self
-            .steps
-            .iter()
-            .filter(|(_, s)| !s.roots_of.is_empty())
-            .map(|(drv, _)| drv)
-            .collect();
+        let mut stack: Vec<&StorePath> =
+            self.steps.iter().filter(|(_, s)| !s.roots_of.is_empty()).map(|(drv, _)| drv).collect();
         while let Some(drv) = stack.pop() {
             if needed.insert(drv.clone()) {
                 if let Some(step) = self.steps.get(drv) {
@@ -277,9 +256,7 @@ impl Graph {
         self.steps
             .iter()
             .filter_map(|(drv, s)| match &s.state {
-                StepState::FailsAtOnce { status, message } => {
-                    Some((drv.clone(), *status, message.clone()))
-                }
+                StepState::FailsAtOnce { status, message } => Some((drv.clone(), *status, message.clone())),
                 _ => None,
             })
             .collect()
@@ -289,12 +266,7 @@ impl Graph {
 /// Adds builds to the graph: reads their derivation closures level by
 /// level, stopping at derivations whose outputs are valid (their own inputs
 /// need no building), with one validity query per level for all builds.
-pub async fn expand(
-    nix: &Nix,
-    db: &Db,
-    graph: &mut Graph,
-    builds: &[QueuedBuild],
-) -> Result<(), NixError> {
+pub async fn expand(nix: &Nix, db: &Db, graph: &mut Graph, builds: &[QueuedBuild]) -> Result<(), NixError> {
     let mut new_steps: Vec<StorePath> = Vec::new();
     let mut checked: HashSet<StorePath> = HashSet::new();
     let mut frontier: Vec<StorePath> = Vec::new();
@@ -308,21 +280,15 @@ pub async fn expand(
                 continue;
             }
         };
-        let constituents: Vec<StorePath> = build
-            .constituent_drvs
-            .iter()
-            .filter_map(|d| parse(d).ok())
-            .collect();
+        let constituents: Vec<StorePath> = build.constituent_drvs.iter().filter_map(|d| parse(d).ok()).collect();
         frontier.push(top.clone());
         frontier.extend(constituents.iter().cloned());
         roots.insert(build.id, (top, constituents));
     }
 
     while !frontier.is_empty() {
-        let level: Vec<StorePath> = frontier
-            .drain(..)
-            .filter(|drv| !graph.steps.contains_key(drv) && checked.insert(drv.clone()))
-            .collect();
+        let level: Vec<StorePath> =
+            frontier.drain(..).filter(|drv| !graph.steps.contains_key(drv) && checked.insert(drv.clone())).collect();
         let mut derivations = Vec::with_capacity(level.len());
         for drv in level {
             match nix.read_derivation(&drv).await {
@@ -334,31 +300,21 @@ pub async fn expand(
                         drv.clone(),
                         new_step(
                             Arc::new(empty_derivation()),
-                            StepState::FailsAtOnce {
-                                status: status::ABORTED,
-                                message,
-                            },
+                            StepState::FailsAtOnce { status: status::ABORTED, message },
                         ),
                     );
                     new_steps.push(drv);
                 }
             }
         }
-        let outputs: Vec<StorePath> = derivations
-            .iter()
-            .flat_map(|(_, d)| d.output_paths().map(|(_, p)| p.clone()))
-            .collect();
+        let outputs: Vec<StorePath> =
+            derivations.iter().flat_map(|(_, d)| d.output_paths().map(|(_, p)| p.clone())).collect();
         let invalid = nix.invalid_paths(&outputs).await?;
         for (drv, derivation) in derivations {
-            let needs_build = derivation
-                .outputs
-                .values()
-                .any(|o| o.path.as_ref().is_none_or(|p| invalid.contains(p)));
+            let needs_build = derivation.outputs.values().any(|o| o.path.as_ref().is_none_or(|p| invalid.contains(p)));
             if needs_build {
                 frontier.extend(derivation.input_drvs.keys().cloned());
-                graph
-                    .steps
-                    .insert(drv.clone(), new_step(derivation, StepState::Pending));
+                graph.steps.insert(drv.clone(), new_step(derivation, StepState::Pending));
                 new_steps.push(drv);
             }
         }
@@ -366,29 +322,11 @@ pub async fn expand(
 
     // Edges between the new steps and the steps they wait for.
     for drv in &new_steps {
-        let inputs: Vec<StorePath> = graph.steps[drv]
-            .derivation
-            .input_drvs
-            .keys()
-            .cloned()
-            .collect();
-        let inputs: Vec<StorePath> = inputs
-            .into_iter()
-            .filter(|i| graph.steps.contains_key(i))
-            .collect();
+        let inputs: Vec<StorePath> = graph.steps[drv].derivation.input_drvs.keys().cloned().collect();
+        let inputs: Vec<StorePath> = inputs.into_iter().filter(|i| graph.steps.contains_key(i)).collect();
         for input in inputs {
-            graph
-                .steps
-                .get_mut(drv)
-                .expect("new step")
-                .deps
-                .insert(input.clone());
-            graph
-                .steps
-                .get_mut(&input)
-                .expect("input step")
-                .rdeps
-                .insert(drv.clone());
+            graph.steps.get_mut(drv).expect("new step").deps.insert(input.clone());
+            graph.steps.get_mut(&input).expect("input step").rdeps.insert(drv.clone());
         }
     }
     // An aggregate's own step runs after its constituents'.
@@ -396,28 +334,14 @@ pub async fn expand(
         if !graph.steps.contains_key(top) {
             continue;
         }
-        let constituents: Vec<&StorePath> = constituents
-            .iter()
-            .filter(|c| *c != top && graph.steps.contains_key(*c))
-            .collect();
+        let constituents: Vec<&StorePath> =
+            constituents.iter().filter(|c| *c != top && graph.steps.contains_key(*c)).collect();
         for constituent in constituents {
-            if graph.steps[top].deps.contains(constituent)
-                || graph.steps[constituent].rdeps.contains(top)
-            {
+            if graph.steps[top].deps.contains(constituent) || graph.steps[constituent].rdeps.contains(top) {
                 continue;
             }
-            graph
-                .steps
-                .get_mut(top)
-                .expect("top step")
-                .deps
-                .insert(constituent.clone());
-            graph
-                .steps
-                .get_mut(constituent)
-                .expect("constituent step")
-                .rdeps
-                .insert(top.clone());
+            graph.steps.get_mut(top).expect("top step").deps.insert(constituent.clone());
+            graph.steps.get_mut(constituent).expect("constituent step").rdeps.insert(top.clone());
         }
     }
 
@@ -425,10 +349,7 @@ pub async fn expand(
     let failed = db
         .failed_paths_among(&drv_strings)
         .await
-        .map_err(|e| NixError::Failed {
-            command: "reading the failed-paths cache".into(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| NixError::Failed { command: "reading the failed-paths cache".into(), message: e.to_string() })?;
     for drv in &new_steps {
         if failed.contains(drv.as_str()) {
             let step = graph.steps.get_mut(drv).expect("new step");
@@ -445,17 +366,10 @@ pub async fn expand(
         let Some((top, constituents)) = roots.remove(&build.id) else {
             continue;
         };
-        let pending: HashSet<StorePath> = std::iter::once(top.clone())
-            .chain(constituents)
-            .filter(|d| graph.steps.contains_key(d))
-            .collect();
+        let pending: HashSet<StorePath> =
+            std::iter::once(top.clone()).chain(constituents).filter(|d| graph.steps.contains_key(d)).collect();
         for drv in &pending {
-            graph
-                .steps
-                .get_mut(drv)
-                .expect("root step")
-                .roots_of
-                .insert(build.id);
+            graph.steps.get_mut(drv).expect("root step").roots_of.insert(build.id);
         }
         graph.builds.insert(
             build.id,
@@ -476,12 +390,7 @@ pub async fn expand(
     // builds that new builds made more urgent).
     let ready: Vec<StorePath> = new_steps
         .iter()
-        .filter(|drv| {
-            graph
-                .steps
-                .get(*drv)
-                .is_some_and(|s| s.state == StepState::Pending && s.deps.is_empty())
-        })
+        .filter(|drv| graph.steps.get(*drv).is_some_and(|s| s.state == StepState::Pending && s.deps.is_empty()))
         .cloned()
         .collect();
     for drv in ready {
@@ -491,13 +400,7 @@ pub async fn expand(
 }
 
 fn new_step(derivation: Arc<Derivation>, state: StepState) -> Step {
-    Step {
-        derivation,
-        state,
-        deps: HashSet::new(),
-        rdeps: HashSet::new(),
-        roots_of: HashSet::new(),
-    }
+    Step { derivation, state, deps: HashSet::new(), rdeps: HashSet::new(), roots_of: HashSet::new() }
 }
 
 fn empty_derivation() -> Derivation {
@@ -572,10 +475,7 @@ mod tests {
         let (mut graph, dep, a, b) = shared_dependency();
         graph.next_runnable();
         assert!(graph.step_succeeded(&dep).is_empty());
-        let mut runnable = vec![
-            graph.next_runnable().unwrap(),
-            graph.next_runnable().unwrap(),
-        ];
+        let mut runnable = vec![graph.next_runnable().unwrap(), graph.next_runnable().unwrap()];
         runnable.sort();
         let mut expected = vec![a.clone(), b];
         expected.sort();

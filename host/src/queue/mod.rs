@@ -130,11 +130,7 @@ impl QueueRunner {
         let queued_ids: HashSet<i64> = queued.iter().map(|b| b.id).collect();
 
         // Builds finished behind our back (cancelled by a user) leave the queue.
-        let gone: Vec<i64> = self
-            .graph
-            .build_ids()
-            .filter(|id| !queued_ids.contains(id))
-            .collect();
+        let gone: Vec<i64> = self.graph.build_ids().filter(|id| !queued_ids.contains(id)).collect();
         for id in gone {
             self.graph.remove_build(id);
         }
@@ -154,10 +150,7 @@ impl QueueRunner {
         debug!(builds = new.len(), "adding builds to the queue");
         if let Err(e) = graph::expand(&self.nix, &self.db, &mut self.graph, &new).await {
             // Nix itself could not be asked: try again at the next sync.
-            warn!(
-                "cannot read the derivations of {} new builds: {e}",
-                new.len()
-            );
+            warn!("cannot read the derivations of {} new builds: {e}", new.len());
             for build in &new {
                 self.graph.remove_build(build.id);
             }
@@ -190,8 +183,7 @@ impl QueueRunner {
                     "unsupported system type ‘{system}’: no machine builds for it (this one builds {})",
                     self.machine.systems().join(", ")
                 );
-                self.step_failed(&drv, status::UNSUPPORTED, message, None)
-                    .await;
+                self.step_failed(&drv, status::UNSUPPORTED, message, None).await;
                 continue;
             }
             let Some(primary) = self.graph.primary_build(&drv) else {
@@ -234,23 +226,13 @@ impl QueueRunner {
                     let outcome = machine.build(&request, &logs).await;
                     if let Some((build_id, step_nr)) = recorded {
                         let (code, message) = outcome.status_and_message();
-                        let outputs: Vec<(String, String)> = if code == status::SUCCESS {
-                            outcome.outputs()
-                        } else {
-                            Vec::new()
-                        };
-                        if let Err(e) = db
-                            .finish_step(build_id, step_nr, code, message.as_deref(), &outputs)
-                            .await
-                        {
+                        let outputs: Vec<(String, String)> =
+                            if code == status::SUCCESS { outcome.outputs() } else { Vec::new() };
+                        if let Err(e) = db.finish_step(build_id, step_nr, code, message.as_deref(), &outputs).await {
                             warn!("cannot record the end of the step: {e}");
                         }
                     }
-                    StepDone {
-                        drv: request.drv,
-                        recorded,
-                        outcome,
-                    }
+                    StepDone { drv: request.drv, recorded, outcome }
                 }
                 .instrument(span),
             );
@@ -273,31 +255,19 @@ impl QueueRunner {
                 }
             }
             let message = message.unwrap_or_else(|| status::describe(code).to_owned());
-            self.step_failed(&done.drv, code, message, done.recorded.map(|r| r.0))
-                .await;
+            self.step_failed(&done.drv, code, message, done.recorded.map(|r| r.0)).await;
         }
     }
 
     /// Fails every build that needs `drv`: the build whose own derivation it
     /// is gets the step's status, the others "dependency failed" (for a
     /// build failure) or the same status (a timeout stays a timeout).
-    async fn step_failed(
-        &mut self,
-        drv: &StorePath,
-        code: i32,
-        message: String,
-        recorded_in: Option<i64>,
-    ) {
+    async fn step_failed(&mut self, drv: &StorePath, code: i32, message: String, recorded_in: Option<i64>) {
         let affected = self.graph.step_failed(drv);
         let time = now();
         for (build_id, is_top) in affected {
-            let build_status = if is_top || !matches!(code, status::FAILED | status::CACHED_FAILURE)
-            {
-                if code == status::CACHED_FAILURE {
-                    status::FAILED
-                } else {
-                    code
-                }
+            let build_status = if is_top || !matches!(code, status::FAILED | status::CACHED_FAILURE) {
+                if code == status::CACHED_FAILURE { status::FAILED } else { code }
             } else {
                 status::DEP_FAILED
             };
@@ -315,14 +285,7 @@ impl QueueRunner {
                     warn!(build = build_id, "cannot record the failed step: {e}");
                 }
             }
-            let start_time = self
-                .db
-                .build(build_id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|b| b.start_time)
-                .unwrap_or(time);
+            let start_time = self.db.build(build_id).await.ok().flatten().and_then(|b| b.start_time).unwrap_or(time);
             let result = FinishedBuild {
                 id: build_id,
                 status: build_status,
@@ -332,11 +295,7 @@ impl QueueRunner {
                 ..Default::default()
             };
             match self.db.finish_build(&result).await {
-                Ok(true) => info!(
-                    build = build_id,
-                    status = status::describe(build_status),
-                    "build finished"
-                ),
+                Ok(true) => info!(build = build_id, status = status::describe(build_status), "build finished"),
                 Ok(false) => {}
                 Err(e) => warn!(build = build_id, "cannot record the end of the build: {e}"),
             }
@@ -351,23 +310,13 @@ impl QueueRunner {
             return;
         };
         let time = now();
-        let outputs = self
-            .db
-            .outputs_of(&[build_id])
-            .await
-            .ok()
-            .and_then(|mut m| m.remove(&build_id))
-            .unwrap_or_default();
+        let outputs =
+            self.db.outputs_of(&[build_id]).await.ok().and_then(|mut m| m.remove(&build_id)).unwrap_or_default();
         let read = {
             let outputs = outputs.clone();
-            tokio::task::spawn_blocking(move || read_build_results(&outputs))
-                .await
-                .unwrap_or_default()
+            tokio::task::spawn_blocking(move || read_build_results(&outputs)).await.unwrap_or_default()
         };
-        let paths: Vec<StorePath> = outputs
-            .iter()
-            .filter_map(|(_, p)| StorePath::parse(p).ok())
-            .collect();
+        let paths: Vec<StorePath> = outputs.iter().filter_map(|(_, p)| StorePath::parse(p).ok()).collect();
         let size = match self.nix.nar_sizes(&paths).await {
             Ok(sizes) => Some(sizes.iter().sum::<u64>() as i64),
             Err(e) => {
@@ -376,21 +325,11 @@ impl QueueRunner {
             }
         };
         let closure_size = self.nix.closure_size(&paths).await.ok().map(|s| s as i64);
-        let mut code = if read.failed {
-            status::FAILED_WITH_OUTPUT
-        } else {
-            status::SUCCESS
-        };
+        let mut code = if read.failed { status::FAILED_WITH_OUTPUT } else { status::SUCCESS };
         if size.is_some_and(|s| s as u64 > self.config.queue.max_output_size) {
             code = status::OUTPUT_LIMIT_EXCEEDED;
         }
-        let start_time = self
-            .db
-            .build(build_id)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|b| b.start_time);
+        let start_time = self.db.build(build_id).await.ok().flatten().and_then(|b| b.start_time);
         let result = FinishedBuild {
             id: build_id,
             status: code,
@@ -415,21 +354,13 @@ impl QueueRunner {
     /// Aborts running steps that no queued build needs any more (all their
     /// builds were cancelled or failed otherwise).
     async fn cancel_unneeded_steps(&mut self) {
-        let unneeded: Vec<StorePath> = self
-            .running
-            .keys()
-            .filter(|drv| !self.graph.is_needed(drv))
-            .cloned()
-            .collect();
+        let unneeded: Vec<StorePath> = self.running.keys().filter(|drv| !self.graph.is_needed(drv)).cloned().collect();
         for drv in unneeded {
             if let Some((abort, recorded)) = self.running.remove(&drv) {
                 abort.abort();
                 info!(%drv, "step cancelled: no build needs it any more");
                 if let Some((build_id, step_nr)) = recorded {
-                    let _ = self
-                        .db
-                        .finish_step(build_id, step_nr, status::CANCELLED, Some("cancelled"), &[])
-                        .await;
+                    let _ = self.db.finish_step(build_id, step_nr, status::CANCELLED, Some("cancelled"), &[]).await;
                 }
             }
             self.graph.remove_step(&drv);

@@ -22,9 +22,7 @@ pub struct BuildResults {
 }
 
 fn is_token(s: &str, extra: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
 }
 
 /// Reads the build's outputs (name, path). Runs blocking file I/O, so call
@@ -62,16 +60,10 @@ pub fn read_build_results(outputs: &[(String, String)]) -> BuildResults {
     if !listed_products {
         for (name, out) in outputs {
             if Path::new(out).is_dir() {
-                let product_name = StorePath::parse(out)
-                    .map(|p| p.name().to_owned())
-                    .unwrap_or_default();
+                let product_name = StorePath::parse(out).map(|p| p.name().to_owned()).unwrap_or_default();
                 results.products.push(NewProduct {
                     kind: "nix-build".into(),
-                    subtype: if name == "out" {
-                        String::new()
-                    } else {
-                        name.clone()
-                    },
+                    subtype: if name == "out" { String::new() } else { name.clone() },
                     file_size: None,
                     sha256_hash: None,
                     path: out.clone(),
@@ -120,20 +112,10 @@ fn parse_product_line(line: &str, outputs: &[(String, String)]) -> Option<NewPro
     }
     let metadata = std::fs::symlink_metadata(&path).ok()?;
     let is_output_itself = outputs.iter().any(|(_, out)| path == Path::new(out));
-    let base = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = if !is_output_itself && is_token(&base, ".@:_+ -") {
-        base
-    } else {
-        String::new()
-    };
-    let (file_size, sha256_hash) = if metadata.is_file() {
-        (Some(metadata.len() as i64), sha256_file(&path))
-    } else {
-        (None, None)
-    };
+    let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = if !is_output_itself && is_token(&base, ".@:_+ -") { base } else { String::new() };
+    let (file_size, sha256_hash) =
+        if metadata.is_file() { (Some(metadata.len() as i64), sha256_file(&path)) } else { (None, None) };
     Some(NewProduct {
         kind: kind.to_owned(),
         subtype: subtype.to_owned(),
@@ -187,15 +169,8 @@ fn parse_metric_line(line: &str) -> Option<NewMetric> {
     if !is_token(name, "._-") || !value.is_finite() {
         return None;
     }
-    let unit = fields
-        .next()
-        .filter(|u| is_token(u, "._%-"))
-        .map(str::to_owned);
-    Some(NewMetric {
-        name: name.to_owned(),
-        value,
-        unit,
-    })
+    let unit = fields.next().filter(|u| is_token(u, "._%-")).map(str::to_owned);
+    Some(NewMetric { name: name.to_owned(), value, unit })
 }
 
 #[cfg(test)]
@@ -206,11 +181,7 @@ mod tests {
     fn metric_lines() {
         assert_eq!(
             parse_metric_line("coverage 87.5 %"),
-            Some(NewMetric {
-                name: "coverage".into(),
-                value: 87.5,
-                unit: Some("%".into())
-            })
+            Some(NewMetric { name: "coverage".into(), value: 87.5, unit: Some("%".into()) })
         );
         assert_eq!(parse_metric_line("time 3").unwrap().unit, None);
         assert_eq!(parse_metric_line("bad name 3"), None);
@@ -225,27 +196,15 @@ mod tests {
             canonical_store_path(&format!("{store}/abc-x/./doc/../f")),
             Some(PathBuf::from(format!("{store}/abc-x/f")))
         );
-        assert_eq!(
-            canonical_store_path(&format!("{store}/../../etc/passwd")),
-            None
-        );
+        assert_eq!(canonical_store_path(&format!("{store}/../../etc/passwd")), None);
         assert_eq!(canonical_store_path("relative/path"), None);
     }
 
     #[test]
     fn product_lines_outside_the_outputs_are_skipped() {
-        let outputs = vec![(
-            "out".to_owned(),
-            format!("{}/00000000000000000000000000000000-x", store_dir()),
-        )];
-        assert_eq!(
-            parse_product_line("file binary-dist /etc/passwd", &outputs),
-            None
-        );
+        let outputs = vec![("out".to_owned(), format!("{}/00000000000000000000000000000000-x", store_dir()))];
+        assert_eq!(parse_product_line("file binary-dist /etc/passwd", &outputs), None);
         assert_eq!(parse_product_line("file", &outputs), None);
-        assert_eq!(
-            parse_product_line("fi/le binary-dist /nix/store/x", &outputs),
-            None
-        );
+        assert_eq!(parse_product_line("fi/le binary-dist /nix/store/x", &outputs), None);
     }
 }

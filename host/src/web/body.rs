@@ -14,30 +14,21 @@ use super::error::ApiError;
 
 /// Parses a body by its Content-Type (JSON when none is given).
 pub fn parse<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     if content_type.starts_with("application/x-www-form-urlencoded") {
         let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
             .map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
-        let object: serde_json::Map<String, serde_json::Value> = form
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
-            .collect();
+        let object: serde_json::Map<String, serde_json::Value> =
+            form.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
         return from_value(serde_json::Value::Object(object));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "the request has no body; send a JSON object",
-        ));
+        return Err(ApiError::bad_request("the request has no body; send a JSON object"));
     }
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
     if !value.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
     }
     from_value(value)
 }
@@ -61,15 +52,11 @@ pub fn flexible_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D:
             "1" | "true" | "on" | "yes" => Some(true),
             "0" | "false" | "off" | "no" | "" => Some(false),
             other => {
-                return Err(serde::de::Error::custom(format!(
-                    "{other:?} is not a boolean"
-                )));
+                return Err(serde::de::Error::custom(format!("{other:?} is not a boolean")));
             }
         },
         Some(other) => {
-            return Err(serde::de::Error::custom(format!(
-                "{other} is not a boolean"
-            )));
+            return Err(serde::de::Error::custom(format!("{other} is not a boolean")));
         }
     })
 }
@@ -80,19 +67,14 @@ pub fn flexible_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::E
     Ok(match value {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::Bool(b)) => Some(i64::from(b)),
-        Some(serde_json::Value::Number(n)) => Some(
-            n.as_i64()
-                .ok_or_else(|| serde::de::Error::custom(format!("{n} is not an integer")))?,
-        ),
-        Some(serde_json::Value::String(s)) => Some(
-            s.trim()
-                .parse()
-                .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an integer")))?,
-        ),
+        Some(serde_json::Value::Number(n)) => {
+            Some(n.as_i64().ok_or_else(|| serde::de::Error::custom(format!("{n} is not an integer")))?)
+        }
+        Some(serde_json::Value::String(s)) => {
+            Some(s.trim().parse().map_err(|_| serde::de::Error::custom(format!("{s:?} is not an integer")))?)
+        }
         Some(other) => {
-            return Err(serde::de::Error::custom(format!(
-                "{other} is not an integer"
-            )));
+            return Err(serde::de::Error::custom(format!("{other} is not an integer")));
         }
     })
 }
@@ -137,28 +119,17 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        assert!(
-            json("{not json")
-                .unwrap_err()
-                .message
-                .contains("malformed JSON body")
-        );
+        assert!(json("{not json").unwrap_err().message.contains("malformed JSON body"));
         assert!(json("[1]").unwrap_err().message.contains("JSON object"));
         assert!(json("").unwrap_err().message.contains("no body"));
         let err = json(r#"{"shares": "many"}"#).unwrap_err().message;
-        assert!(
-            err.contains("shares") && err.contains("not an integer"),
-            "{err}"
-        );
+        assert!(err.contains("shares") && err.contains("not an integer"), "{err}");
     }
 
     #[test]
     fn form_bodies() {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            CONTENT_TYPE,
-            "application/x-www-form-urlencoded".parse().unwrap(),
-        );
+        headers.insert(CONTENT_TYPE, "application/x-www-form-urlencoded".parse().unwrap());
         let s: Sample = parse(&headers, &Bytes::from_static(b"enabled=on&shares=7")).unwrap();
         assert_eq!((s.enabled, s.shares), (Some(true), Some(7)));
     }

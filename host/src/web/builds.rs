@@ -17,25 +17,14 @@ use crate::nix::StorePath;
 const TAIL_LINES: usize = 50;
 
 async fn find_build(state: &AppState, id: i64) -> ApiResult<BuildView> {
-    state
-        .db
-        .build_views(&[id])
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::not_found(format!("build {id} does not exist")))
+    state.db.build_views(&[id]).await?.pop().ok_or_else(|| ApiError::not_found(format!("build {id} does not exist")))
 }
 
-pub async fn get_build(
-    State(state): State<AppState>,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<Value>> {
+pub async fn get_build(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
     Ok(Json(hydra::build(&find_build(&state, id).await?)))
 }
 
-pub async fn constituents(
-    State(state): State<AppState>,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<Value>> {
+pub async fn constituents(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
     find_build(&state, id).await?;
     let ids = state.db.constituents_of(id).await?;
     Ok(Json(hydra::builds(&state.db.build_views(&ids).await?)))
@@ -58,9 +47,7 @@ impl LogMode {
         match mode {
             "raw" => Ok(LogMode::Whole),
             "tail" => Ok(LogMode::Tail),
-            other => Err(ApiError::not_found(format!(
-                "no log view ‘{other}’ (use raw or tail)"
-            ))),
+            other => Err(ApiError::not_found(format!("no log view ‘{other}’ (use raw or tail)"))),
         }
     }
 }
@@ -70,12 +57,7 @@ fn log_response(state: &AppState, drv: &str, mode: LogMode) -> ApiResult<Respons
     let log = state
         .logs
         .read(&drv)
-        .map_err(|e| {
-            ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read the log: {e}"),
-            )
-        })?
+        .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the log: {e}")))?
         .ok_or_else(|| ApiError::not_found(format!("there is no log of {drv}")))?;
     let body = match mode {
         LogMode::Whole => log,
@@ -88,8 +70,7 @@ fn log_response(state: &AppState, drv: &str, mode: LogMode) -> ApiResult<Respons
 /// step that made it fail.
 async fn build_log_drv(state: &AppState, id: i64) -> ApiResult<String> {
     let view = find_build(state, id).await?;
-    let drv =
-        StorePath::parse(&view.build.drv_path).map_err(|e| ApiError::not_found(e.to_string()))?;
+    let drv = StorePath::parse(&view.build.drv_path).map_err(|e| ApiError::not_found(e.to_string()))?;
     if state.logs.exists(&drv) {
         return Ok(view.build.drv_path);
     }
@@ -108,10 +89,7 @@ pub async fn log(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResul
     log_response(&state, &drv, LogMode::Whole)
 }
 
-pub async fn log_mode(
-    State(state): State<AppState>,
-    Path((id, mode)): Path<(i64, String)>,
-) -> ApiResult<Response> {
+pub async fn log_mode(State(state): State<AppState>, Path((id, mode)): Path<(i64, String)>) -> ApiResult<Response> {
     let mode = LogMode::parse(&mode)?;
     let drv = build_log_drv(&state, id).await?;
     log_response(&state, &drv, mode)
@@ -125,10 +103,7 @@ async fn find_step(state: &AppState, id: i64, step_nr: i32) -> ApiResult<BuildSt
         .ok_or_else(|| ApiError::not_found(format!("build {id} has no step {step_nr}")))
 }
 
-pub async fn step_log(
-    State(state): State<AppState>,
-    Path((id, step_nr)): Path<(i64, i32)>,
-) -> ApiResult<Response> {
+pub async fn step_log(State(state): State<AppState>, Path((id, step_nr)): Path<(i64, i32)>) -> ApiResult<Response> {
     let step = find_step(&state, id, step_nr).await?;
     log_response(&state, &step.drv_path, LogMode::Whole)
 }
@@ -143,17 +118,12 @@ pub async fn step_log_mode(
 }
 
 /// `restart`, `cancel`, `bump`: act, then 302 to the build.
-pub async fn action(
-    State(state): State<AppState>,
-    Path((id, action)): Path<(i64, String)>,
-) -> ApiResult<Response> {
+pub async fn action(State(state): State<AppState>, Path((id, action)): Path<(i64, String)>) -> ApiResult<Response> {
     let view = find_build(&state, id).await?;
     match action.as_str() {
         "restart" => {
             if !view.build.finished {
-                return Err(ApiError::bad_request(format!(
-                    "build {id} is not finished, so it cannot be restarted"
-                )));
+                return Err(ApiError::bad_request(format!("build {id} is not finished, so it cannot be restarted")));
             }
             state.db.restart_builds(&[id]).await?;
         }
@@ -169,27 +139,20 @@ pub async fn action(
             state.db.bump_builds(&[id]).await?;
         }
         other => {
-            return Err(ApiError::not_found(format!(
-                "builds have no action ‘{other}’"
-            )));
+            return Err(ApiError::not_found(format!("builds have no action ‘{other}’")));
         }
     }
     state.queue.wake();
     Ok(redirect(&state, &format!("/build/{id}")))
 }
 
-pub async fn keep(
-    State(state): State<AppState>,
-    Path((id, keep)): Path<(i64, String)>,
-) -> ApiResult<Response> {
+pub async fn keep(State(state): State<AppState>, Path((id, keep)): Path<(i64, String)>) -> ApiResult<Response> {
     find_build(&state, id).await?;
     let keep = match keep.as_str() {
         "1" => true,
         "0" => false,
         other => {
-            return Err(ApiError::bad_request(format!(
-                "keep is 0 or 1, not {other:?}"
-            )));
+            return Err(ApiError::bad_request(format!("keep is 0 or 1, not {other:?}")));
         }
     };
     state.db.set_keep(id, keep).await?;
@@ -203,23 +166,13 @@ pub struct QueueQuery {
 }
 
 /// The queued builds, most urgent first.
-pub async fn queue(
-    State(state): State<AppState>,
-    Query(query): Query<QueueQuery>,
-) -> ApiResult<Json<Value>> {
-    let ids = state
-        .db
-        .queue_view(query.nr.unwrap_or(100).min(10_000))
-        .await?;
+pub async fn queue(State(state): State<AppState>, Query(query): Query<QueueQuery>) -> ApiResult<Json<Value>> {
+    let ids = state.db.queue_view(query.nr.unwrap_or(100).min(10_000)).await?;
     Ok(Json(hydra::builds(&state.db.build_views(&ids).await?)))
 }
 
 /// The number of queued builds, as a plain integer.
 pub async fn nr_queue(State(state): State<AppState>) -> ApiResult<Response> {
     let count = state.db.queued_count().await?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        count.to_string(),
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "application/json")], count.to_string()).into_response())
 }

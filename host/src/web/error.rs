@@ -16,10 +16,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-        }
+        ApiError { status, message: message.into() }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -41,10 +38,7 @@ impl From<DbError> for ApiError {
             DbError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, message),
             DbError::Db(e) => {
                 tracing::error!("database error: {e}");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error: the database call failed",
-                )
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error: the database call failed")
             }
         }
     }
@@ -52,10 +46,6 @@ impl From<DbError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response()
+        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
     }
 }

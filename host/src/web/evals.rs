@@ -14,17 +14,10 @@ use crate::db::{EvalBuildFilter, status};
 const EVALS_PER_PAGE: u64 = 10;
 
 async fn find_eval(state: &AppState, id: i64) -> ApiResult<crate::db::JobsetEval> {
-    state
-        .db
-        .eval(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("evaluation {id} does not exist")))
+    state.db.eval(id).await?.ok_or_else(|| ApiError::not_found(format!("evaluation {id} does not exist")))
 }
 
-pub async fn get_eval(
-    State(state): State<AppState>,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<Value>> {
+pub async fn get_eval(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
     let eval = find_eval(&state, id).await?;
     let members = state.db.eval_members(&[id]).await?;
     let inputs = state.db.eval_inputs(&[id]).await?;
@@ -42,19 +35,13 @@ pub async fn get_eval(
     Ok(Json(value))
 }
 
-pub async fn eval_builds(
-    State(state): State<AppState>,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<Value>> {
+pub async fn eval_builds(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
     find_eval(&state, id).await?;
     let ids = state.db.eval_builds_where(id, EvalBuildFilter::All).await?;
     Ok(Json(hydra::builds(&state.db.build_views(&ids).await?)))
 }
 
-pub async fn eval_job(
-    State(state): State<AppState>,
-    Path((id, job)): Path<(i64, String)>,
-) -> ApiResult<Response> {
+pub async fn eval_job(State(state): State<AppState>, Path((id, job)): Path<(i64, String)>) -> ApiResult<Response> {
     find_eval(&state, id).await?;
     let build = state
         .db
@@ -76,14 +63,13 @@ pub async fn jobset_evals(
     Path((project, jobset)): Path<(String, String)>,
     Query(query): Query<PageQuery>,
 ) -> ApiResult<Json<Value>> {
-    let (_, jobset_row) = state.db.jobset(&project, &jobset).await?.ok_or_else(|| {
-        ApiError::not_found(format!("jobset ‘{project}:{jobset}’ does not exist"))
-    })?;
-    let page = query.page.unwrap_or(1).max(1);
-    let (evals, total) = state
+    let (_, jobset_row) = state
         .db
-        .jobset_evals(jobset_row.id, (page - 1) * EVALS_PER_PAGE, EVALS_PER_PAGE)
-        .await?;
+        .jobset(&project, &jobset)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("jobset ‘{project}:{jobset}’ does not exist")))?;
+    let page = query.page.unwrap_or(1).max(1);
+    let (evals, total) = state.db.jobset_evals(jobset_row.id, (page - 1) * EVALS_PER_PAGE, EVALS_PER_PAGE).await?;
     let ids: Vec<i64> = evals.iter().map(|e| e.id).collect();
     let members = state.db.eval_members(&ids).await?;
     let inputs = state.db.eval_inputs(&ids).await?;
@@ -110,18 +96,16 @@ pub async fn latest_eval(
     State(state): State<AppState>,
     Path((project, jobset)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let (_, jobset_row) = state.db.jobset(&project, &jobset).await?.ok_or_else(|| {
-        ApiError::not_found(format!("jobset ‘{project}:{jobset}’ does not exist"))
-    })?;
+    let (_, jobset_row) = state
+        .db
+        .jobset(&project, &jobset)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("jobset ‘{project}:{jobset}’ does not exist")))?;
     let eval = state
         .db
         .latest_finished_eval(jobset_row.id)
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "jobset ‘{project}:{jobset}’ has no finished evaluation"
-            ))
-        })?;
+        .ok_or_else(|| ApiError::not_found(format!("jobset ‘{project}:{jobset}’ has no finished evaluation")))?;
     Ok(redirect(&state, &format!("/eval/{}", eval.id)))
 }
 
@@ -134,37 +118,23 @@ pub async fn eval_action(
     find_eval(&state, id).await?;
     match action.as_str() {
         "cancel" => {
-            let ids = state
-                .db
-                .eval_builds_where(id, EvalBuildFilter::Unfinished)
-                .await?;
+            let ids = state.db.eval_builds_where(id, EvalBuildFilter::Unfinished).await?;
             state.db.cancel_builds(&ids).await?;
         }
         "restart-failed" => {
-            let ids = state
-                .db
-                .eval_builds_where(id, EvalBuildFilter::Unsuccessful)
-                .await?;
+            let ids = state.db.eval_builds_where(id, EvalBuildFilter::Unsuccessful).await?;
             state.db.restart_builds(&ids).await?;
         }
         "restart-aborted" => {
-            let ids = state
-                .db
-                .eval_builds_where(id, EvalBuildFilter::StatusIn(&status::ABORTED_LIKE))
-                .await?;
+            let ids = state.db.eval_builds_where(id, EvalBuildFilter::StatusIn(&status::ABORTED_LIKE)).await?;
             state.db.restart_builds(&ids).await?;
         }
         "bump" => {
-            let ids = state
-                .db
-                .eval_builds_where(id, EvalBuildFilter::Unfinished)
-                .await?;
+            let ids = state.db.eval_builds_where(id, EvalBuildFilter::Unfinished).await?;
             state.db.bump_builds(&ids).await?;
         }
         other => {
-            return Err(ApiError::not_found(format!(
-                "evaluations have no action ‘{other}’"
-            )));
+            return Err(ApiError::not_found(format!("evaluations have no action ‘{other}’")));
         }
     }
     state.queue.wake();

@@ -7,9 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::db::{
-    BuildView, EvaluationError, Jobset, JobsetEval, JobsetEvalInput, JobsetInput, Project,
-};
+use crate::db::{BuildView, EvaluationError, Jobset, JobsetEval, JobsetEvalInput, JobsetInput, Project};
 
 fn int_bool(b: bool) -> i64 {
     i64::from(b)
@@ -28,7 +26,8 @@ pub fn project(project: &Project, jobsets: &[Jobset]) -> Value {
         "jobsets": jobsets.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
     });
     if let Some(declarative) = project.declarative() {
-        value["declarative"] = json!({ "file": declarative.file, "type": declarative.kind, "value": declarative.value });
+        value["declarative"] =
+            json!({ "file": declarative.file, "type": declarative.kind, "value": declarative.value });
     }
     value
 }
@@ -105,21 +104,16 @@ pub fn eval(
         "nrerrors": eval.nr_errors,
     });
     if let Some(errors) = errors {
-        value["errors"] = errors
-            .iter()
-            .map(|e| json!({ "job": e.job.clone().unwrap_or_default(), "message": e.message }))
-            .collect();
+        value["errors"] =
+            errors.iter().map(|e| json!({ "job": e.job.clone().unwrap_or_default(), "message": e.message })).collect();
     }
     value
 }
 
 pub fn build(view: &BuildView) -> Value {
     let b = &view.build;
-    let outputs: Map<String, Value> = view
-        .outputs
-        .iter()
-        .map(|(name, path)| (name.clone(), json!({ "path": path })))
-        .collect();
+    let outputs: Map<String, Value> =
+        view.outputs.iter().map(|(name, path)| (name.clone(), json!({ "path": path }))).collect();
     let products: Map<String, Value> = view
         .products
         .iter()
@@ -138,11 +132,8 @@ pub fn build(view: &BuildView) -> Value {
             )
         })
         .collect();
-    let metrics: Map<String, Value> = view
-        .metrics
-        .iter()
-        .map(|m| (m.name.clone(), json!({ "value": m.value, "unit": m.unit })))
-        .collect();
+    let metrics: Map<String, Value> =
+        view.metrics.iter().map(|m| (m.name.clone(), json!({ "value": m.value, "unit": m.unit }))).collect();
     json!({
         "id": b.id,
         "finished": int_bool(b.finished),

@@ -21,33 +21,17 @@ struct LatestRequest {
 fn parse_latest(segments: &[String]) -> Option<LatestRequest> {
     let (kind, tail) = segments.split_first()?;
     match kind.as_str() {
-        "latest" => Some(LatestRequest {
-            system: None,
-            finished_eval: false,
-            rest: tail.to_vec(),
-        }),
-        "latest-finished" => Some(LatestRequest {
-            system: None,
-            finished_eval: true,
-            rest: tail.to_vec(),
-        }),
+        "latest" => Some(LatestRequest { system: None, finished_eval: false, rest: tail.to_vec() }),
+        "latest-finished" => Some(LatestRequest { system: None, finished_eval: true, rest: tail.to_vec() }),
         "latest-for" => {
             let (system, rest) = tail.split_first()?;
-            Some(LatestRequest {
-                system: Some(system.clone()),
-                finished_eval: false,
-                rest: rest.to_vec(),
-            })
+            Some(LatestRequest { system: Some(system.clone()), finished_eval: false, rest: rest.to_vec() })
         }
         _ => None,
     }
 }
 
-pub async fn redirect_latest(
-    state: &AppState,
-    path: &str,
-    query: Option<&str>,
-) -> ApiResult<Response> {
+pub async fn redirect_latest(state: &AppState, path: &str, query: Option<&str>) -> ApiResult<Response> {
     let segments: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
@@ -56,42 +40,24 @@ pub async fn redirect_latest(
     let unknown = || ApiError::not_found(format!("no such page: {path}"));
     let (scope, after) = match segments.first().map(String::as_str) {
         Some("project") if segments.len() >= 3 => {
-            let project = state.db.project(&segments[1]).await?.ok_or_else(|| {
-                ApiError::not_found(format!("project ‘{}’ does not exist", segments[1]))
-            })?;
+            let project = state
+                .db
+                .project(&segments[1])
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("project ‘{}’ does not exist", segments[1])))?;
             (BuildScope::Project(project.id), &segments[2..])
         }
         Some("jobset") if segments.len() >= 4 => {
-            let (_, jobset) = state
-                .db
-                .jobset(&segments[1], &segments[2])
-                .await?
-                .ok_or_else(|| {
-                    ApiError::not_found(format!(
-                        "jobset ‘{}:{}’ does not exist",
-                        segments[1], segments[2]
-                    ))
-                })?;
+            let (_, jobset) = state.db.jobset(&segments[1], &segments[2]).await?.ok_or_else(|| {
+                ApiError::not_found(format!("jobset ‘{}:{}’ does not exist", segments[1], segments[2]))
+            })?;
             (BuildScope::Jobset(jobset.id), &segments[3..])
         }
         Some("job") if segments.len() >= 4 => {
-            let (_, jobset) = state
-                .db
-                .jobset(&segments[1], &segments[2])
-                .await?
-                .ok_or_else(|| {
-                    ApiError::not_found(format!(
-                        "jobset ‘{}:{}’ does not exist",
-                        segments[1], segments[2]
-                    ))
-                })?;
-            (
-                BuildScope::Job {
-                    jobset_id: jobset.id,
-                    job: segments[3].clone(),
-                },
-                &segments[4..],
-            )
+            let (_, jobset) = state.db.jobset(&segments[1], &segments[2]).await?.ok_or_else(|| {
+                ApiError::not_found(format!("jobset ‘{}:{}’ does not exist", segments[1], segments[2]))
+            })?;
+            (BuildScope::Job { jobset_id: jobset.id, job: segments[3].clone() }, &segments[4..])
         }
         Some("project" | "jobset" | "job") => return Err(unknown()),
         _ => (BuildScope::All, &segments[..]),
@@ -105,10 +71,8 @@ pub async fn redirect_latest(
     let mut target = format!("/build/{build}");
     for segment in &request.rest {
         target.push('/');
-        target.push_str(
-            &percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC)
-                .to_string(),
-        );
+        target
+            .push_str(&percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string());
     }
     if let Some(query) = query.filter(|q| !q.is_empty()) {
         target.push('?');
@@ -117,10 +81,7 @@ pub async fn redirect_latest(
     Ok(redirect(state, &target))
 }
 
-pub async fn handle(
-    State(state): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-) -> ApiResult<Response> {
+pub async fn handle(State(state): State<AppState>, OriginalUri(uri): OriginalUri) -> ApiResult<Response> {
     redirect_latest(&state, uri.path(), uri.query()).await
 }
 
@@ -136,27 +97,15 @@ mod tests {
     fn parses_the_three_kinds() {
         assert_eq!(
             parse_latest(&segs("latest/download/1")),
-            Some(LatestRequest {
-                system: None,
-                finished_eval: false,
-                rest: segs("download/1")
-            })
+            Some(LatestRequest { system: None, finished_eval: false, rest: segs("download/1") })
         );
         assert_eq!(
             parse_latest(&segs("latest-finished")),
-            Some(LatestRequest {
-                system: None,
-                finished_eval: true,
-                rest: vec![]
-            })
+            Some(LatestRequest { system: None, finished_eval: true, rest: vec![] })
         );
         assert_eq!(
             parse_latest(&segs("latest-for/x86_64-linux/log")),
-            Some(LatestRequest {
-                system: Some("x86_64-linux".into()),
-                finished_eval: false,
-                rest: segs("log")
-            })
+            Some(LatestRequest { system: Some("x86_64-linux".into()), finished_eval: false, rest: segs("log") })
         );
         assert_eq!(parse_latest(&segs("latest-for")), None);
         assert_eq!(parse_latest(&segs("evals")), None);

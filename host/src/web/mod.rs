@@ -50,46 +50,27 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(projects::list))
         .route(
             "/project/{project}",
-            get(projects::get_project)
-                .put(projects::put_project)
-                .delete(projects::delete_project),
+            get(projects::get_project).put(projects::put_project).delete(projects::delete_project),
         )
         .route(
             "/jobset/{project}/{jobset}",
-            get(projects::get_jobset)
-                .put(projects::put_jobset)
-                .delete(projects::delete_jobset),
+            get(projects::get_jobset).put(projects::put_jobset).delete(projects::delete_jobset),
         )
         .route("/jobset/{project}/{jobset}/evals", get(evals::jobset_evals))
-        .route(
-            "/jobset/{project}/{jobset}/latest-eval",
-            get(evals::latest_eval),
-        )
+        .route("/jobset/{project}/{jobset}/latest-eval", get(evals::latest_eval))
         .route("/eval/{id}", get(evals::get_eval))
         .route("/eval/{id}/builds", get(evals::eval_builds))
         .route("/eval/{id}/job/{job}", get(evals::eval_job))
-        .route(
-            "/eval/{id}/{action}",
-            post(evals::eval_action).put(evals::eval_action),
-        )
+        .route("/eval/{id}/{action}", post(evals::eval_action).put(evals::eval_action))
         .route("/build/{id}", get(builds::get_build))
         .route("/build/{id}/constituents", get(builds::constituents))
         .route("/build/{id}/steps", get(builds::steps))
         .route("/build/{id}/log", get(builds::log))
         .route("/build/{id}/log/{mode}", get(builds::log_mode))
         .route("/build/{id}/nixlog/{step}", get(builds::step_log))
-        .route(
-            "/build/{id}/nixlog/{step}/{mode}",
-            get(builds::step_log_mode),
-        )
-        .route(
-            "/build/{id}/keep/{keep}",
-            post(builds::keep).put(builds::keep),
-        )
-        .route(
-            "/build/{id}/{action}",
-            post(builds::action).put(builds::action),
-        )
+        .route("/build/{id}/nixlog/{step}/{mode}", get(builds::step_log_mode))
+        .route("/build/{id}/keep/{keep}", post(builds::keep).put(builds::keep))
+        .route("/build/{id}/{action}", post(builds::action).put(builds::action))
         .route("/api/push", post(projects::push))
         .route("/api/nrqueue", get(builds::nr_queue))
         .route("/api/queue", get(builds::queue))
@@ -114,20 +95,12 @@ async fn not_found() -> ApiError {
 
 /// Only loopback clients may change anything until users and tokens exist.
 async fn guard_writes(request: Request, next: Next) -> Response {
-    let mutating = !matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
+    let mutating = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if mutating {
-        let peer = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0);
+        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         if !peer.is_some_and(|p| p.ip().is_loopback()) {
-            return ApiError::forbidden(
-                "changes are only accepted from the server's own machine (loopback)",
-            )
-            .into_response();
+            return ApiError::forbidden("changes are only accepted from the server's own machine (loopback)")
+                .into_response();
         }
     }
     next.run(request).await
@@ -136,20 +109,15 @@ async fn guard_writes(request: Request, next: Next) -> Response {
 /// The same URL answers differently depending on Accept.
 async fn vary_accept(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    response
-        .headers_mut()
-        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    response.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
     response
 }
 
 /// A 302 to an absolute URL on this server.
 pub fn redirect(state: &AppState, path: &str) -> Response {
     let location = state.url(path);
-    let mut response = (
-        axum::http::StatusCode::FOUND,
-        Json(serde_json::json!({ "redirect": location })),
-    )
-        .into_response();
+    let mut response =
+        (axum::http::StatusCode::FOUND, Json(serde_json::json!({ "redirect": location }))).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }

@@ -32,22 +32,16 @@ fn check_name(what: &str, name: &str) -> ApiResult<()> {
 }
 
 async fn find_project(state: &AppState, name: &str) -> ApiResult<Project> {
-    state
-        .db
-        .project(name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("project ‘{name}’ does not exist")))
+    state.db.project(name).await?.ok_or_else(|| ApiError::not_found(format!("project ‘{name}’ does not exist")))
 }
 
 /// `201 Created` with Hydra's body, or `200` with a redirect hint.
 fn saved(state: &AppState, kind: &str, name: &str, path: &str, created: bool) -> Response {
     let uri = state.url(path);
     if created {
-        let mut response = (
-            StatusCode::CREATED,
-            Json(json!({ "name": name, "uri": uri, "redirect": uri, "type": kind })),
-        )
-            .into_response();
+        let mut response =
+            (StatusCode::CREATED, Json(json!({ "name": name, "uri": uri, "redirect": uri, "type": kind })))
+                .into_response();
         if let Ok(location) = uri.parse() {
             response.headers_mut().insert(header::LOCATION, location);
         }
@@ -61,17 +55,11 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let projects = state.db.projects().await?;
     let mut jobsets = state.db.jobsets_by_project().await?;
     Ok(Json(Value::Array(
-        projects
-            .iter()
-            .map(|p| hydra::project(p, &jobsets.remove(&p.id).unwrap_or_default()))
-            .collect(),
+        projects.iter().map(|p| hydra::project(p, &jobsets.remove(&p.id).unwrap_or_default())).collect(),
     )))
 }
 
-pub async fn get_project(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub async fn get_project(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     let project = find_project(&state, &name).await?;
     let jobsets = state.db.jobsets_of(project.id).await?;
     Ok(Json(hydra::project(&project, &jobsets)))
@@ -144,9 +132,7 @@ pub async fn put_project(
     }
     if let Some(display_name) = request.displayname {
         if display_name.trim().is_empty() {
-            return Err(ApiError::bad_request(
-                "field ‘displayname’: must not be empty",
-            ));
+            return Err(ApiError::bad_request("field ‘displayname’: must not be empty"));
         }
         settings.display_name = display_name;
     }
@@ -158,9 +144,8 @@ pub async fn put_project(
         settings.hidden = !visible;
     }
     settings.hidden = request.hidden.unwrap_or(settings.hidden);
-    settings.enable_dynamic_run_command = request
-        .enable_dynamic_run_command
-        .unwrap_or(settings.enable_dynamic_run_command);
+    settings.enable_dynamic_run_command =
+        request.enable_dynamic_run_command.unwrap_or(settings.enable_dynamic_run_command);
     if let Some(declarative) = request.declarative {
         settings.declarative = (!declarative.file.is_empty()).then_some(Declarative {
             file: declarative.file,
@@ -169,23 +154,12 @@ pub async fn put_project(
         });
     }
     let (project, created) = state.db.save_project(&name, &settings).await?;
-    Ok(saved(
-        &state,
-        "project",
-        &project.name,
-        &format!("/project/{}", project.name),
-        created,
-    ))
+    Ok(saved(&state, "project", &project.name, &format!("/project/{}", project.name), created))
 }
 
-pub async fn delete_project(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub async fn delete_project(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     if !state.db.delete_project(&name).await? {
-        return Err(ApiError::not_found(format!(
-            "project ‘{name}’ does not exist"
-        )));
+        return Err(ApiError::not_found(format!("project ‘{name}’ does not exist")));
     }
     state.queue.wake();
     Ok(Json(json!({ "redirect": state.url("/") })))
@@ -195,9 +169,11 @@ pub async fn get_jobset(
     State(state): State<AppState>,
     Path((project, jobset)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let (project, jobset) = state.db.jobset(&project, &jobset).await?.ok_or_else(|| {
-        ApiError::not_found(format!("jobset ‘{project}:{jobset}’ does not exist"))
-    })?;
+    let (project, jobset) = state
+        .db
+        .jobset(&project, &jobset)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("jobset ‘{project}:{jobset}’ does not exist")))?;
     let inputs = state.db.jobset_inputs(jobset.id).await?;
     Ok(Json(hydra::jobset(&project, &jobset, &inputs)))
 }
@@ -252,9 +228,7 @@ fn int_field(field: &str, value: i64, min: i64, max: i64) -> ApiResult<i32> {
     if (min..=max).contains(&value) {
         Ok(value as i32)
     } else {
-        Err(ApiError::bad_request(format!(
-            "field ‘{field}’: {value} is not between {min} and {max}"
-        )))
+        Err(ApiError::bad_request(format!("field ‘{field}’: {value} is not between {min} and {max}")))
     }
 }
 
@@ -327,26 +301,17 @@ pub async fn put_jobset(
     if let Some(flake) = request.flake {
         settings.flake = (!flake.is_empty()).then_some(flake);
     }
-    settings.enable_dynamic_run_command = request
-        .enable_dynamic_run_command
-        .unwrap_or(settings.enable_dynamic_run_command);
+    settings.enable_dynamic_run_command =
+        request.enable_dynamic_run_command.unwrap_or(settings.enable_dynamic_run_command);
     if let Some(inputs) = request.inputs {
         let mut list = Vec::with_capacity(inputs.len());
         for (input_name, input) in inputs {
             check_name("input", &input_name)?;
             let value = input.value.unwrap_or_default();
             // Hydra trims values, except of strings where spaces may matter.
-            let value = if input.kind == "string" {
-                value
-            } else {
-                value.trim().to_owned()
-            };
-            inputs::validate(
-                &input.kind,
-                &value,
-                &state.config.evaluator.allowed_path_roots,
-            )
-            .map_err(|message| ApiError::bad_request(format!("input ‘{input_name}’: {message}")))?;
+            let value = if input.kind == "string" { value } else { value.trim().to_owned() };
+            inputs::validate(&input.kind, &value, &state.config.evaluator.allowed_path_roots)
+                .map_err(|message| ApiError::bad_request(format!("input ‘{input_name}’: {message}")))?;
             list.push(InputSetting {
                 name: input_name,
                 kind: input.kind,
@@ -358,9 +323,7 @@ pub async fn put_jobset(
     }
 
     if settings.kind == 1 {
-        return Err(ApiError::bad_request(
-            "field ‘type’: flake jobsets (type 1) are not supported by this server yet",
-        ));
+        return Err(ApiError::bad_request("field ‘type’: flake jobsets (type 1) are not supported by this server yet"));
     }
     if settings.nixexpr_input.is_empty() {
         return Err(ApiError::bad_request(
@@ -376,11 +339,7 @@ pub async fn put_jobset(
             settings.nixexpr_path
         )));
     }
-    if !settings
-        .inputs
-        .iter()
-        .any(|i| i.name == settings.nixexpr_input)
-    {
+    if !settings.inputs.iter().any(|i| i.name == settings.nixexpr_input) {
         return Err(ApiError::bad_request(format!(
             "field ‘nixexprinput’: ‘{}’ is not one of the jobset's inputs",
             settings.nixexpr_input
@@ -389,23 +348,18 @@ pub async fn put_jobset(
 
     let (jobset, created) = state.db.save_jobset(&project, &name, &settings).await?;
     state.evaluator.wake();
-    Ok(saved(
-        &state,
-        "jobset",
-        &jobset.name,
-        &format!("/jobset/{}/{}", project.name, jobset.name),
-        created,
-    ))
+    Ok(saved(&state, "jobset", &jobset.name, &format!("/jobset/{}/{}", project.name, jobset.name), created))
 }
 
 pub async fn delete_jobset(
     State(state): State<AppState>,
     Path((project, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let (project, jobset) =
-        state.db.jobset(&project, &name).await?.ok_or_else(|| {
-            ApiError::not_found(format!("jobset ‘{project}:{name}’ does not exist"))
-        })?;
+    let (project, jobset) = state
+        .db
+        .jobset(&project, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("jobset ‘{project}:{name}’ does not exist")))?;
     if project.declarative().is_some() {
         return Err(ApiError::forbidden(format!(
             "project ‘{}’ is declarative: change its spec file instead",
@@ -414,9 +368,7 @@ pub async fn delete_jobset(
     }
     state.db.delete_jobset(jobset.id).await?;
     state.queue.wake();
-    Ok(Json(
-        json!({ "redirect": state.url(&format!("/project/{}", project.name)) }),
-    ))
+    Ok(Json(json!({ "redirect": state.url(&format!("/project/{}", project.name)) })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,36 +383,17 @@ pub struct PushQuery {
 
 /// `POST /api/push?jobsets=P:J,…&repos=URL,…&force=1`: evaluate these
 /// jobsets (and those with an input of these repositories) soon.
-pub async fn push(
-    State(state): State<AppState>,
-    Query(query): Query<PushQuery>,
-) -> ApiResult<Json<Value>> {
+pub async fn push(State(state): State<AppState>, Query(query): Query<PushQuery>) -> ApiResult<Json<Value>> {
     // Hydra counts `force` as set whenever it is present.
-    let force = query
-        .force
-        .is_some_and(|f| !matches!(f.as_str(), "0" | "false"));
+    let force = query.force.is_some_and(|f| !matches!(f.as_str(), "0" | "false"));
     let mut names = Vec::new();
-    for entry in query
-        .jobsets
-        .iter()
-        .flat_map(|j| j.split(','))
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-    {
-        let (project, jobset) = entry.split_once(':').ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "jobsets: {entry:?} is not of the form project:jobset"
-            ))
-        })?;
+    for entry in query.jobsets.iter().flat_map(|j| j.split(',')).map(str::trim).filter(|e| !e.is_empty()) {
+        let (project, jobset) = entry
+            .split_once(':')
+            .ok_or_else(|| ApiError::bad_request(format!("jobsets: {entry:?} is not of the form project:jobset")))?;
         names.push((project.to_owned(), jobset.to_owned()));
     }
-    for repo in query
-        .repos
-        .iter()
-        .flat_map(|r| r.split(','))
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-    {
+    for repo in query.repos.iter().flat_map(|r| r.split(',')).map(str::trim).filter(|r| !r.is_empty()) {
         names.extend(state.db.jobsets_with_input_value(repo).await?);
     }
     let triggered = state.db.trigger_jobsets(&names, force).await?;
