@@ -38,10 +38,12 @@ enum Command {
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
-    match path {
-        Some(path) => Ok(Config::load(path)?),
-        None => Ok(Config::default()),
-    }
+    let mut config = match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    config.make_paths_absolute().context("cannot resolve the data directory")?;
+    Ok(config)
 }
 
 #[tokio::main]

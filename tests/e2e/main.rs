@@ -1,1 +1,10 @@
+//! End-to-end tests: the real `orthrus` binary, real Nix builds, SQLite and
+//! a real PostgreSQL server, driven over HTTP like a user or a deploy tool.
+//! Every scenario runs on both databases.
 
+mod harness;
+
+mod deploy;
+mod failures;
+mod paper;
+mod restart;

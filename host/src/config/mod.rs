@@ -229,6 +229,13 @@ impl Config {
         Ok(())
     }
 
+    /// Makes `data_dir` absolute (relative to the working directory), since
+    /// Nix and the evaluator's files need absolute paths.
+    pub fn make_paths_absolute(&mut self) -> std::io::Result<()> {
+        self.data_dir = std::path::absolute(&self.data_dir)?;
+        Ok(())
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, String> {
         self.web.listen.parse().map_err(|e| format!("{:?} is not an address:port ({e})", self.web.listen))
     }

@@ -2,7 +2,9 @@
 //! actions on an eval's builds (cancel, restart failed or aborted, bump).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use super::extract::{Path, Query};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};

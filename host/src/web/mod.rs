@@ -7,6 +7,7 @@ mod body;
 mod builds;
 mod error;
 mod evals;
+mod extract;
 mod json;
 mod latest;
 mod projects;
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/job/{project}/{jobset}/{job}", get(latest::handle))
         .route("/job/{project}/{jobset}/{job}/{*rest}", get(latest::handle))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(guard_writes))
         .layer(middleware::from_fn(vary_accept))
         .with_state(state)
@@ -91,6 +93,10 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such page")
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, format!("this page does not answer {method}"))
 }
 
 /// Only loopback clients may change anything until users and tokens exist.

@@ -1,0 +1,496 @@
+//! The test bench: the real `orthrus` binary on a free port with a fresh
+//! data directory, on SQLite or on a real PostgreSQL server started for the
+//! test run, the machine's real Nix, and an HTTP client that talks to it
+//! like a deploy script would.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Nix settings for a machine where Nix runs as root without a daemon and
+/// without network; passed to the server through NIX_CONFIG.
+pub const NIX_CONFIG: &str = "build-users-group =\nsandbox = false\nsubstituters =\n";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs a scenario on both databases, as two tests.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[test]
+            fn sqlite() {
+                super::$scenario($crate::harness::Backend::Sqlite);
+            }
+            #[test]
+            fn postgres() {
+                super::$scenario($crate::harness::Backend::Postgres);
+            }
+        }
+    };
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A unique word for this test process and call, to make derivations
+/// unique so that nothing is found already built in the shared store.
+pub fn nonce() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{}-{}-{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Makes a child die with the thread that started it, so no server
+/// outlives a test that panicked.
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; this runs in the child before exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+struct Postgres {
+    port: u16,
+    bin: PathBuf,
+}
+
+fn postgres_bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("ORTHRUS_TEST_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is needed for the tests: install the postgresql package (see .ci/run)")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("postgres").is_file())
+        .collect();
+    versions.sort();
+    versions.pop().expect("no PostgreSQL server under /usr/lib/postgresql/*/bin")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// PostgreSQL refuses to run as root: as root, run it as `postgres`.
+fn as_postgres_user(program: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// One PostgreSQL server for the whole test process, on a private data
+/// directory and port; it dies with the process.
+fn postgres() -> &'static Postgres {
+    static SERVER: OnceLock<Postgres> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let bin = postgres_bin_dir();
+        remove_stale_clusters();
+        let dir = std::env::temp_dir().join(format!("orthrus-test-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            let status = Command::new("chown").arg("postgres:postgres").arg(&dir).status().unwrap();
+            assert!(status.success(), "cannot give {} to the postgres user", dir.display());
+        }
+        let data = dir.join("data");
+        let output = as_postgres_user(&bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "initdb failed: {}", String::from_utf8_lossy(&output.stderr));
+        let port = free_port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let postgres = bin.join("postgres");
+        let log = std::fs::File::create(dir.join("server.log")).unwrap();
+        // The server is started from a thread that never ends, because the
+        // parent-death signal follows the thread that spawned the child.
+        std::thread::spawn(move || {
+            let mut command = as_postgres_user(&postgres);
+            command
+                .arg("-D")
+                .arg(&data)
+                .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+                .args(["-c", "max_connections=400", "-k"])
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(log);
+            die_with_parent(&mut command);
+            let child = command.spawn();
+            tx.send(child.map(|c| c.id()).map_err(|e| e.to_string())).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().unwrap().expect("cannot start PostgreSQL");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "PostgreSQL did not start within 30 seconds");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Postgres { port, bin }
+    })
+}
+
+/// Clusters of earlier test runs whose process is gone.
+fn remove_stale_clusters() {
+    for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("orthrus-test-pg-") else { continue };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A fresh, empty PostgreSQL database; returns its URL.
+pub fn postgres_database() -> String {
+    let server = postgres();
+    let name = format!("orthrus_{}", nonce().replace('-', "_"));
+    let output = Command::new(server.bin.join("createdb"))
+        .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "postgres", &name])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "createdb failed: {}", String::from_utf8_lossy(&output.stderr));
+    format!("postgres://postgres@127.0.0.1:{}/{name}", server.port)
+}
+
+// ---------------------------------------------------------------- The server
+
+/// A running `orthrus serve`.
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub config_path: PathBuf,
+    child: Option<Child>,
+    agent: ureq::Agent,
+}
+
+/// Settings a test may change.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_jobs: usize,
+    pub extra_config: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { max_jobs: 4, extra_config: String::new() }
+    }
+}
+
+/// An HTTP answer: status, headers we look at, and the body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub location: Option<String>,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl Server {
+    pub fn start(backend: Backend) -> Server {
+        Server::start_with(backend, Options::default())
+    }
+
+    pub fn start_with(backend: Backend, options: Options) -> Server {
+        let dir = tempfile::Builder::new().prefix("orthrus-e2e-").tempdir().unwrap();
+        let database_url = match backend {
+            Backend::Sqlite => String::new(),
+            Backend::Postgres => postgres_database(),
+        };
+        let port = free_port();
+        let config = format!(
+            r#"
+data_dir = "{data}"
+database_url = "{database_url}"
+
+[web]
+listen = "127.0.0.1:{port}"
+
+[evaluator]
+poll_interval_secs = 1
+workers = 2
+allowed_path_roots = ["{root}"]
+
+[queue]
+max_jobs = {max_jobs}
+{extra}
+"#,
+            data = dir.path().join("data").display(),
+            root = dir.path().display(),
+            max_jobs = options.max_jobs,
+            extra = options.extra_config,
+        );
+        let config_path = dir.path().join("orthrus.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let mut server = Server { url: format!("http://127.0.0.1:{port}"), dir, config_path, child: None, agent };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_orthrus"));
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .env("RUST_LOG", "info,orthrus=debug,sqlx=warn,sea_orm=warn,sea_orm_migration=warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        die_with_parent(&mut command);
+        self.child = Some(command.spawn().expect("cannot start orthrus"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("orthrus exited at start ({status}):\n{}", self.log());
+            }
+            if self.agent.get(&self.url).call().is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "orthrus did not answer within 60 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the server without warning, as a power cut would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data directory and database.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    pub fn log(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let start = log.len().saturating_sub(20_000);
+        let start = (start..log.len()).find(|&i| log.is_char_boundary(i)).unwrap_or(log.len());
+        log[start..].to_owned()
+    }
+
+    /// A directory the server may read `path` inputs from.
+    pub fn source_dir(&self, name: &str) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn answer(&self, result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
+        let mut response = result.unwrap_or_else(|e| panic!("HTTP request failed: {e}\n{}", self.log()));
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let location = header("location");
+        let content_type = header("content-type").unwrap_or_default();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        Answer { status: response.status().as_u16(), location, content_type, body }
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        self.answer(self.agent.get(format!("{}{path}", self.url)).header("Accept", "application/json").call())
+    }
+
+    /// GET that must succeed with JSON.
+    pub fn get_json(&self, path: &str) -> Value {
+        let answer = self.get(path);
+        assert_eq!(answer.status, 200, "GET {path}: {}", answer.body);
+        answer.json()
+    }
+
+    /// GET following redirects, as `curl --location` does.
+    pub fn get_following(&self, path: &str) -> Answer {
+        let mut answer = self.get(path);
+        let mut hops = 0;
+        while answer.status == 302 {
+            let location = answer.location.clone().expect("302 without Location");
+            assert!(location.starts_with("http://"), "Location must be absolute: {location}");
+            answer = self.answer(self.agent.get(&location).header("Accept", "application/json").call());
+            hops += 1;
+            assert!(hops < 5, "redirect loop");
+        }
+        answer
+    }
+
+    pub fn put_raw(&self, path: &str, body: &str) -> Answer {
+        self.answer(
+            self.agent
+                .put(format!("{}{path}", self.url))
+                .header("Content-Type", "application/json")
+                .header("Accept", "application/json")
+                .send(body),
+        )
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> Answer {
+        self.put_raw(path, &body.to_string())
+    }
+
+    pub fn post(&self, path: &str) -> Answer {
+        self.answer(self.agent.post(format!("{}{path}", self.url)).header("Accept", "application/json").send_empty())
+    }
+
+    pub fn delete(&self, path: &str) -> Answer {
+        self.answer(self.agent.delete(format!("{}{path}", self.url)).header("Accept", "application/json").call())
+    }
+
+    /// Polls `check` until it gives a value, or fails the test with the
+    /// server's log after `timeout`.
+    pub fn wait_for<T>(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = check() {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}\n--- server log ---\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Creates a project and a jobset evaluating `expr_file` from the
+    /// directory `source` (a `path` input named `src`), plus extra inputs.
+    pub fn create_jobset(&self, project: &str, jobset: &str, source: &Path, expr_file: &str, inputs: Value) {
+        let answer = self.put(
+            &format!("/project/{project}"),
+            &serde_json::json!({ "displayname": project, "enabled": true, "visible": true }),
+        );
+        assert!(matches!(answer.status, 200 | 201), "PUT project: {}", answer.body);
+        let mut all_inputs = serde_json::json!({ "src": { "type": "path", "value": source.display().to_string() } });
+        for (name, input) in inputs.as_object().unwrap() {
+            all_inputs[name] = input.clone();
+        }
+        let answer = self.put(
+            &format!("/jobset/{project}/{jobset}"),
+            &serde_json::json!({
+                "enabled": 1,
+                "visible": true,
+                "nixexprinput": "src",
+                "nixexprpath": expr_file,
+                "checkinterval": 0,
+                "schedulingshares": 100,
+                "inputs": all_inputs,
+            }),
+        );
+        assert_eq!(answer.status, 201, "PUT jobset: {}", answer.body);
+    }
+
+    /// Evaluations of a jobset, newest first.
+    pub fn evals(&self, project: &str, jobset: &str) -> Vec<Value> {
+        self.get_json(&format!("/jobset/{project}/{jobset}/evals"))["evals"].as_array().unwrap().clone()
+    }
+
+    /// Waits for the jobset to have `count` evaluations; returns the newest.
+    pub fn wait_for_evals(&self, project: &str, jobset: &str, count: usize) -> Value {
+        self.wait_for(&format!("evaluation {count} of {project}:{jobset}"), Duration::from_secs(120), || {
+            let evals = self.evals(project, jobset);
+            (evals.len() >= count).then(|| evals[0].clone())
+        })
+    }
+
+    /// Waits until every build of an evaluation has finished; returns them by job name.
+    pub fn wait_for_eval_builds(&self, eval_id: i64) -> std::collections::BTreeMap<String, Value> {
+        self.wait_for(&format!("the builds of evaluation {eval_id}"), Duration::from_secs(180), || {
+            let builds = self.get_json(&format!("/eval/{eval_id}/builds"));
+            let builds = builds.as_array().unwrap();
+            builds
+                .iter()
+                .all(|b| b["finished"] == 1)
+                .then(|| builds.iter().map(|b| (b["job"].as_str().unwrap().to_owned(), b.clone())).collect())
+        })
+    }
+
+    /// Asks for an evaluation now, as a push hook would.
+    pub fn push(&self, project: &str, jobset: &str, force: bool) {
+        let force = if force { "&force=1" } else { "" };
+        let answer = self.post(&format!("/api/push?jobsets={project}:{jobset}{force}"));
+        assert_eq!(answer.status, 200, "push: {}", answer.body);
+        assert_eq!(answer.json()["jobsetsTriggered"], serde_json::json!([format!("{project}:{jobset}")]));
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Writes a file, creating its directory.
+pub fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut file = std::fs::File::create(path).unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+/// The Nix helper every test expression starts with: a derivation built by
+/// /bin/sh with coreutils on PATH, made unique by the `nonce` input.
+pub const MK: &str = r#"
+  mk = name: script: derivation {
+    inherit name nonce;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" script ];
+    PATH = "/usr/bin:/bin";
+  };
+"#;
+
+/// The sha256 of a file, hex, computed by the test itself.
+pub fn sha256_hex(path: &str) -> String {
+    let output = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(output.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+}

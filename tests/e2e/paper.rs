@@ -1,0 +1,133 @@
+//! The Hydra paper's example: a `tarball` job and a `build` job that takes
+//! `tarball` as an argument, a boolean input `officialRelease`, and build
+//! products (`file`, `doc`), metrics and a release name recorded from
+//! `nix-support`.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, MK, Server, nonce, sha256_hex, write};
+use crate::on_both_backends;
+
+fn release_nix() -> String {
+    format!(
+        r#"{{ nonce, officialRelease }}:
+let {MK}
+  version = if officialRelease then "1.0" else "1.0pre-${{builtins.substring 0 8 nonce}}";
+  jobs = rec {{
+    tarball = mk "hello-tarball-${{version}}" ''
+      mkdir -p $out/tarballs $out/nix-support
+      echo "hello sources ${{version}}" > $out/tarballs/hello-${{version}}.tar.gz
+      echo "file source-dist $out/tarballs/hello-${{version}}.tar.gz" > $out/nix-support/hydra-build-products
+      echo "hello-${{version}}" > $out/nix-support/hydra-release-name
+    '';
+
+    build = {{ tarball ? jobs.tarball }}: mk "hello-build" ''
+      mkdir -p $out/bin $out/share/doc/hello $out/nix-support
+      cat ${{tarball}}/tarballs/*.tar.gz > $out/bin/hello
+      echo "<html><body>The hello manual</body></html>" > $out/share/doc/hello/manual.html
+      cat > $out/nix-support/hydra-build-products <<EOF
+    doc manual $out/share/doc/hello manual.html
+    file binary-dist "$out/bin/hello"
+    not a valid line at all
+    EOF
+      printf 'coverage 87.5 %%\nlines 1200\n' > $out/nix-support/hydra-metrics
+    '';
+  }};
+in jobs
+"#
+    )
+}
+
+fn product_by_type<'a>(build: &'a Value, kind: &str) -> &'a Value {
+    build["buildproducts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|p| p["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} product in {build}"))
+}
+
+fn paper(backend: Backend) {
+    let server = Server::start(backend);
+    let src = server.source_dir("src");
+    write(&src.join("release.nix"), &release_nix());
+    server.create_jobset(
+        "hello",
+        "trunk",
+        &src,
+        "release.nix",
+        json!({
+            "nonce": { "type": "string", "value": nonce() },
+            "officialRelease": { "type": "boolean", "value": "false" },
+        }),
+    );
+
+    // First evaluation: no tarball was built yet, so `build` uses the
+    // argument's default, the tarball of the same evaluation.
+    let eval = server.wait_for_evals("hello", "trunk", 1);
+    let builds = server.wait_for_eval_builds(eval["id"].as_i64().unwrap());
+    let tarball = &builds["tarball"];
+    let build = &builds["build"];
+    assert_eq!(tarball["buildstatus"], 0, "{tarball}");
+    assert_eq!(build["buildstatus"], 0, "{build}");
+    assert_eq!(eval["jobsetevalinputs"]["officialRelease"]["value"], "false");
+    assert!(eval["jobsetevalinputs"].get("tarball").is_none());
+
+    let release_name = tarball["releasename"].as_str().unwrap();
+    assert!(release_name.starts_with("hello-1.0pre-"), "{release_name}");
+    let source_dist = product_by_type(tarball, "file");
+    assert_eq!(source_dist["subtype"], "source-dist");
+    let path = source_dist["path"].as_str().unwrap();
+    assert!(path.starts_with(tarball["buildoutputs"]["out"]["path"].as_str().unwrap()));
+    assert_eq!(source_dist["name"], format!("{release_name}.tar.gz"));
+    assert_eq!(source_dist["filesize"], std::fs::metadata(path).unwrap().len());
+    assert_eq!(source_dist["sha256hash"], sha256_hex(path));
+
+    let doc = product_by_type(build, "doc");
+    assert_eq!(doc["subtype"], "manual");
+    assert_eq!(doc["defaultpath"], "manual.html");
+    assert_eq!(doc["filesize"], Value::Null, "a directory has no size");
+    let binary = product_by_type(build, "file");
+    assert_eq!(binary["subtype"], "binary-dist");
+    assert_eq!(binary["name"], "hello");
+    assert_eq!(build["buildproducts"].as_object().unwrap().len(), 2, "the invalid line is skipped");
+    assert_eq!(build["buildmetrics"]["coverage"], json!({ "value": 87.5, "unit": "%" }));
+    assert_eq!(build["buildmetrics"]["lines"], json!({ "value": 1200.0, "unit": null }));
+
+    // Second evaluation: now `build` receives the latest successful build
+    // of `tarball`, recorded as an input of the evaluation.
+    server.push("hello", "trunk", true);
+    let eval = server.wait_for_evals("hello", "trunk", 2);
+    let dependency = &eval["jobsetevalinputs"]["tarball"];
+    assert_eq!(dependency["type"], "build", "{eval}");
+    assert_eq!(dependency["dependency"], tarball["id"]);
+    let builds = server.wait_for_eval_builds(eval["id"].as_i64().unwrap());
+    assert_eq!(builds["tarball"]["id"], tarball["id"], "the tarball did not change, so it is not rebuilt");
+    let hello = builds["build"]["buildoutputs"]["out"]["path"].as_str().unwrap().to_owned();
+    let contents = std::fs::read_to_string(format!("{hello}/bin/hello")).unwrap();
+    assert!(contents.starts_with("hello sources 1.0pre-"), "{contents}");
+
+    // An official release: the boolean input changes the jobs.
+    let answer = server.put(
+        "/jobset/hello/trunk",
+        &json!({ "inputs": {
+            "src": { "type": "path", "value": src.display().to_string() },
+            "nonce": { "type": "string", "value": eval["jobsetevalinputs"]["nonce"]["value"] },
+            "officialRelease": { "type": "boolean", "value": true },
+        }}),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(server.get_json("/jobset/hello/trunk")["inputs"]["officialRelease"]["value"], "true");
+    server.push("hello", "trunk", false);
+    let eval = server.wait_for_evals("hello", "trunk", 3);
+    assert_eq!(eval["jobsetevalinputs"]["officialRelease"]["value"], "true");
+    let builds = server.wait_for_eval_builds(eval["id"].as_i64().unwrap());
+    assert_eq!(builds["tarball"]["releasename"], "hello-1.0");
+    assert_ne!(builds["tarball"]["id"], tarball["id"]);
+
+    // A release deploy: the file product of the latest tarball.
+    let latest = server.get_following("/job/hello/trunk/tarball/latest").json();
+    assert_eq!(latest["releasename"], "hello-1.0");
+}
+
+on_both_backends!(paper);
