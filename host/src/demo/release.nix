@@ -1,7 +1,7 @@
 # The demo jobset of `orthrus serve --demo`: a program, its test and a
 # release gate that succeeds when both do. The builders use only the shell's
 # built-in commands, so the demo builds on any Linux machine with Nix,
-# sandboxed or not.
+# sandboxed or not; they are never looked up in a binary cache.
 { officialRelease ? false }:
 
 let
@@ -11,6 +11,8 @@ let
     inherit name system;
     builder = "/bin/sh";
     args = [ "-c" script ];
+    allowSubstitutes = false;
+    preferLocalBuild = true;
   };
 in
 rec {

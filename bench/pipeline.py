@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Orthrus against the physical limit: Nix building the same work directly.
+
+Times Orthrus evaluating and building N trivial independent derivations
+(from the jobset being created to the last build recorded), and
+`nix-store --realise` of N equivalent derivations in one call with the same
+max-jobs, then prints both and their ratio.
+
+    bench/pipeline.py [--jobs 500] [--max-jobs 2] [--binary target/release/orthrus]
+
+Each run uses fresh derivations (a nonce in every one), so nothing is
+found already built. Nix runs with the settings of NIX_CONFIG, defaulting
+to those of a root install without daemon or network.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+NIX_CONFIG = "build-users-group =\nsandbox = false\nsubstituters =\n"
+
+EXPRESSION = """{ nonce }:
+let
+  mk = i: derivation {
+    name = "bench-${toString i}";
+    inherit nonce;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "echo ${toString i} > $out" ];
+  };
+in builtins.listToAttrs (builtins.genList (i: { name = "job${toString i}"; value = mk i; }) N)
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(method, url, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", "Accept": "application/json"})
+    with urllib.request.urlopen(req) as response:
+        return json.loads(response.read() or b"null")
+
+
+def write_expression(directory, n):
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "release.nix"), "w") as f:
+        f.write(EXPRESSION.replace(" N)", f" {n})"))
+
+
+def bench_orthrus(binary, n, max_jobs, workers, env):
+    work = tempfile.mkdtemp(prefix="orthrus-bench-")
+    port = free_port()
+    src = os.path.join(work, "src")
+    write_expression(src, n)
+    config = os.path.join(work, "orthrus.toml")
+    with open(config, "w") as f:
+        f.write(f"""data_dir = "{work}/data"
+[web]
+listen = "127.0.0.1:{port}"
+[evaluator]
+poll_interval_secs = 1
+workers = {workers}
+allowed_path_roots = ["{work}"]
+[queue]
+max_jobs = {max_jobs}
+""")
+    log = open(os.path.join(work, "server.log"), "w")
+    server = subprocess.Popen([binary, "serve", "--config", config], env=env, stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                request("GET", base + "/")
+                break
+            except OSError:
+                time.sleep(0.05)
+        request("PUT", base + "/project/bench", {"displayname": "bench"})
+        nonce = f"orthrus-{time.time_ns()}"
+        start = time.monotonic()
+        request("PUT", base + "/jobset/bench/main", {
+            "nixexprinput": "src", "nixexprpath": "release.nix", "checkinterval": 0,
+            "inputs": {"src": {"type": "path", "value": src}, "nonce": {"type": "string", "value": nonce}},
+        })
+        evaluated = None
+        while True:
+            evals = request("GET", base + "/jobset/bench/main/evals")["evals"]
+            if evals and evaluated is None:
+                evaluated = time.monotonic()
+                if len(evals[0]["builds"]) != n:
+                    sys.exit(f"expected {n} builds, got {len(evals[0]['builds'])}")
+            if evals:
+                queued = int(urllib.request.urlopen(base + "/api/nrqueue").read())
+                if queued == 0:
+                    break
+            time.sleep(0.02)
+        done = time.monotonic()
+        builds = request("GET", base + f"/eval/{evals[0]['id']}/builds")
+        failed = [b["job"] for b in builds if b["buildstatus"] != 0]
+        if failed:
+            sys.exit(f"builds failed: {failed[:5]}")
+        return done - start, evaluated - start, done - evaluated
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_nix(n, max_jobs, env):
+    work = tempfile.mkdtemp(prefix="orthrus-bench-nix-")
+    try:
+        write_expression(work, n)
+        nonce = f"nix-{time.time_ns()}"
+        start = time.monotonic()
+        drvs = subprocess.run(["nix-instantiate", os.path.join(work, "release.nix"), "--argstr", "nonce", nonce],
+                              env=env, check=True, capture_output=True, text=True).stdout.split()
+        instantiated = time.monotonic()
+        subprocess.run(["nix-store", "--realise", "--max-jobs", str(max_jobs), *drvs],
+                       env=env, check=True, capture_output=True)
+        done = time.monotonic()
+        return done - instantiated, instantiated - start
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--max-jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4))
+    parser.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "orthrus"))
+    args = parser.parse_args()
+    if not os.path.exists(args.binary):
+        sys.exit(f"{args.binary} does not exist: run `cargo build --release` first")
+    env = dict(os.environ)
+    env.setdefault("NIX_CONFIG", NIX_CONFIG)
+    env["RUST_LOG"] = "warn"
+
+    total, evaluation, building = bench_orthrus(args.binary, args.jobs, args.max_jobs, args.workers, env)
+    realise, instantiate = bench_nix(args.jobs, args.max_jobs, env)
+    print(f"derivations:                     {args.jobs} (max-jobs {args.max_jobs}, evaluator workers {args.workers})")
+    print(f"orthrus, evaluate and build:     {total:8.2f} s")
+    print(f"  of which until eval recorded:  {evaluation:8.2f} s")
+    print(f"  of which building:             {building:8.2f} s  ({building / args.jobs * 1000:.1f} ms per build)")
+    print(f"nix-instantiate (not in ratio):  {instantiate:8.2f} s")
+    print(f"nix-store --realise, one call:   {realise:8.2f} s  ({realise / args.jobs * 1000:.1f} ms per build)")
+    print(f"ratio orthrus / nix-store:       {total / realise:8.2f}")
+    print(f"ratio with instantiation:        {total / (realise + instantiate):8.2f}")
+
+
+if __name__ == "__main__":
+    main()
