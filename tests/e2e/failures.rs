@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Backend, MK, Server, nonce, write};
+use crate::harness::{Backend, MK, Options, Server, nonce, write};
 use crate::on_both_backends;
 
 fn release_nix(extra: &str) -> String {
@@ -23,6 +23,8 @@ in rec {{
   doesNotEvaluate = throw "this job is broken on purpose";
   missingAttribute = ok.noSuchAttribute;
   nested = {{ inner = mk "inner" "echo nested > $out"; }};
+  chatty = mk "chatty" "seq 1 100000; echo > $out";
+  huge = mk "huge" "head -c 300000 /dev/zero > $out";
   {extra}
 }}
 "#
@@ -30,7 +32,8 @@ in rec {{
 }
 
 fn failures(backend: Backend) {
-    let server = Server::start(backend);
+    let limits = "max_log_size = 100000\nmax_output_size = 200000\n".to_owned();
+    let server = Server::start_with(backend, Options { extra_config: limits, ..Options::default() });
     let src = server.source_dir("src");
     write(&src.join("release.nix"), &release_nix(""));
     server.create_jobset(
@@ -45,7 +48,9 @@ fn failures(backend: Backend) {
     let eval_id = eval["id"].as_i64().unwrap();
     let builds = server.wait_for_eval_builds(eval_id);
     let names: Vec<&str> = builds.keys().map(String::as_str).collect();
-    assert_eq!(names, ["broken", "dependent", "nested.inner", "ok", "silent", "slow"]);
+    assert_eq!(names, ["broken", "chatty", "dependent", "huge", "nested.inner", "ok", "silent", "slow"]);
+    assert_eq!(builds["chatty"]["buildstatus"], 10, "log limit");
+    assert_eq!(builds["huge"]["buildstatus"], 11, "output limit");
     assert_eq!(builds["ok"]["buildstatus"], 0);
     assert_eq!(builds["nested.inner"]["buildstatus"], 0);
     assert_eq!(builds["broken"]["buildstatus"], 1);
@@ -112,6 +117,7 @@ fn failures(backend: Backend) {
     let rebuilt = server.wait_for_eval_builds(eval_id);
     assert_eq!(rebuilt["dependent"]["buildstatus"], 2);
     assert_eq!(rebuilt["slow"]["buildstatus"], 7);
+    assert_eq!(rebuilt["chatty"]["buildstatus"], 10);
 
     // A long build is cancelled while it runs.
     write(&src.join("release.nix"), &release_nix(r#"long = mk "long" "echo waiting; sleep 600; echo > $out";"#));

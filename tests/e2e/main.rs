@@ -6,5 +6,7 @@ mod harness;
 
 mod deploy;
 mod failures;
+mod inputs;
 mod paper;
 mod restart;
+mod scheduling;

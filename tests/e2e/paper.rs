@@ -19,7 +19,18 @@ let {MK}
       echo "hello sources ${{version}}" > $out/tarballs/hello-${{version}}.tar.gz
       echo "file source-dist $out/tarballs/hello-${{version}}.tar.gz" > $out/nix-support/hydra-build-products
       echo "hello-${{version}}" > $out/nix-support/hydra-release-name
-    '';
+    '' // {{
+      meta = {{
+        description = "The hello source tarball";
+        license = [ {{ shortName = "gpl3Plus"; }} "mit" ];
+        homepage = "https://example.org/hello";
+        maintainers = [ {{ email = "alice@example.org"; name = "Alice"; }} "bob@example.org" ];
+        schedulingPriority = 50;
+        timeout = 600;
+        maxSilent = 300;
+        isHydraChannel = true;
+      }};
+    }};
 
     build = {{ tarball ? jobs.tarball }}: mk "hello-build" ''
       mkdir -p $out/bin $out/share/doc/hello $out/nix-support
@@ -72,6 +83,19 @@ fn paper(backend: Backend) {
     assert_eq!(build["buildstatus"], 0, "{build}");
     assert_eq!(eval["jobsetevalinputs"]["officialRelease"]["value"], "false");
     assert!(eval["jobsetevalinputs"].get("tarball").is_none());
+
+    // Job meta is recorded on the build.
+    assert_eq!(tarball["description"], "The hello source tarball");
+    assert_eq!(tarball["license"], "gpl3Plus, mit");
+    assert_eq!(tarball["homepage"], "https://example.org/hello");
+    assert_eq!(tarball["maintainers"], "alice@example.org, bob@example.org");
+    assert_eq!(tarball["priority"], 50);
+    assert_eq!(tarball["timeout"], 600);
+    assert_eq!(tarball["maxsilent"], 300);
+    assert_eq!(tarball["ischannel"], 1);
+    assert_eq!(build["priority"], 100);
+    assert_eq!(build["timeout"], 36000);
+    assert_eq!(build["ischannel"], 0);
 
     let release_name = tarball["releasename"].as_str().unwrap();
     assert!(release_name.starts_with("hello-1.0pre-"), "{release_name}");

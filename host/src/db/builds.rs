@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Query, SelectStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
     TransactionTrait,
@@ -90,6 +90,7 @@ pub struct FinishedBuild {
     pub id: i64,
     pub status: i32,
     pub is_cached: bool,
+    /// Used when the build has no start time yet (it never ran a step).
     pub start_time: i64,
     pub stop_time: i64,
     pub size: Option<i64>,
@@ -464,34 +465,60 @@ impl Db {
         Ok(())
     }
 
-    /// Records how a build ended, unless it was finished meanwhile (by a
-    /// cancel): returns whether this call finished it. Old products and
-    /// metrics of a restarted build are replaced.
-    pub async fn finish_build(&self, result: &FinishedBuild) -> DbResult<bool> {
-        let txn = self.write().begin().await?;
-        let updated = build::Entity::update_many()
-            .col_expr(build::Column::Finished, Expr::value(true))
-            .col_expr(build::Column::BuildStatus, Expr::value(result.status))
-            .col_expr(build::Column::IsCachedBuild, Expr::value(result.is_cached))
-            .col_expr(build::Column::StartTime, Expr::value(Some(result.start_time)))
-            .col_expr(build::Column::StopTime, Expr::value(result.stop_time))
-            .col_expr(build::Column::Size, Expr::value(result.size))
-            .col_expr(build::Column::ClosureSize, Expr::value(result.closure_size))
-            .col_expr(build::Column::ReleaseName, Expr::value(result.release_name.clone()))
-            .filter(build::Column::Id.eq(result.id))
-            .filter(build::Column::Finished.eq(false))
-            .exec(&txn)
-            .await?;
-        if updated.rows_affected == 0 {
-            return Ok(false);
+    /// Records how builds ended, in one transaction, except those finished
+    /// meanwhile (by a cancel): returns, for each, whether this call
+    /// finished it. Products and metrics of a restarted build are replaced.
+    pub async fn finish_builds(&self, results: &[FinishedBuild]) -> DbResult<Vec<bool>> {
+        if results.is_empty() {
+            return Ok(Vec::new());
         }
-        build_product::Entity::delete_many().filter(build_product::Column::BuildId.eq(result.id)).exec(&txn).await?;
-        build_metric::Entity::delete_many().filter(build_metric::Column::BuildId.eq(result.id)).exec(&txn).await?;
-        let products = result
-            .products
-            .iter()
-            .enumerate()
-            .map(|(i, p)| build_product::ActiveModel {
+        let txn = self.write().begin().await?;
+        let mut finished = Vec::with_capacity(results.len());
+        let mut metric_rows = Vec::new();
+        let mut product_rows = Vec::new();
+        let ids: Vec<i64> = results.iter().map(|r| r.id).collect();
+        // Metrics carry the job's names, so that plots need no joins.
+        let with_metrics: Vec<i64> = results.iter().filter(|r| !r.metrics.is_empty()).map(|r| r.id).collect();
+        let mut names: HashMap<i64, (String, String, String, i64)> = HashMap::new();
+        if !with_metrics.is_empty() {
+            let rows: Vec<(i64, String, String, String, i64)> = build::Entity::find()
+                .select_only()
+                .column(build::Column::Id)
+                .column_as(project::Column::Name, "project_name")
+                .column_as(jobset::Column::Name, "jobset_name")
+                .column(build::Column::Job)
+                .column(build::Column::Timestamp)
+                .inner_join(jobset::Entity)
+                .join(sea_orm::JoinType::InnerJoin, sea_orm::RelationTrait::def(&jobset::Relation::Project))
+                .filter(build::Column::Id.is_in(with_metrics))
+                .into_tuple()
+                .all(&txn)
+                .await?;
+            names = rows.into_iter().map(|(id, p, j, job, t)| (id, (p, j, job, t))).collect();
+        }
+        for result in results {
+            let updated = build::Entity::update_many()
+                .col_expr(build::Column::Finished, Expr::value(true))
+                .col_expr(build::Column::BuildStatus, Expr::value(result.status))
+                .col_expr(build::Column::IsCachedBuild, Expr::value(result.is_cached))
+                .col_expr(
+                    build::Column::StartTime,
+                    Func::coalesce([Expr::col(build::Column::StartTime), Expr::val(result.start_time).into()]).into(),
+                )
+                .col_expr(build::Column::StopTime, Expr::value(result.stop_time))
+                .col_expr(build::Column::Size, Expr::value(result.size))
+                .col_expr(build::Column::ClosureSize, Expr::value(result.closure_size))
+                .col_expr(build::Column::ReleaseName, Expr::value(result.release_name.clone()))
+                .filter(build::Column::Id.eq(result.id))
+                .filter(build::Column::Finished.eq(false))
+                .exec(&txn)
+                .await?;
+            let done = updated.rows_affected > 0;
+            finished.push(done);
+            if !done {
+                continue;
+            }
+            product_rows.extend(result.products.iter().enumerate().map(|(i, p)| build_product::ActiveModel {
                 build_id: Set(result.id),
                 product_nr: Set(i as i32 + 1),
                 kind: Set(p.kind.clone()),
@@ -501,44 +528,34 @@ impl Db {
                 path: Set(p.path.clone()),
                 name: Set(p.name.clone()),
                 default_path: Set(p.default_path.clone()),
-            })
-            .collect();
-        insert_chunked(&txn, products).await?;
-        if !result.metrics.is_empty() {
-            let build = build::Entity::find_by_id(result.id).one(&txn).await?;
-            let names: Option<(String, String)> = match &build {
-                Some(b) => {
-                    jobset::Entity::find_by_id(b.jobset_id)
-                        .select_only()
-                        .column_as(project::Column::Name, "project_name")
-                        .column(jobset::Column::Name)
-                        .inner_join(project::Entity)
-                        .into_tuple()
-                        .one(&txn)
-                        .await?
-                }
-                None => None,
-            };
-            let (project_name, jobset_name) = names.unwrap_or_default();
-            let (job, timestamp) = build.map(|b| (b.job, b.timestamp)).unwrap_or_default();
-            let metrics = result
-                .metrics
-                .iter()
-                .map(|m| build_metric::ActiveModel {
-                    build_id: Set(result.id),
-                    name: Set(m.name.clone()),
-                    unit: Set(m.unit.clone()),
-                    value: Set(m.value),
-                    project: Set(project_name.clone()),
-                    jobset: Set(jobset_name.clone()),
-                    job: Set(job.clone()),
-                    timestamp: Set(timestamp),
-                })
-                .collect();
-            insert_chunked(&txn, metrics).await?;
+            }));
+            let (project_name, jobset_name, job, timestamp) = names.get(&result.id).cloned().unwrap_or_default();
+            metric_rows.extend(result.metrics.iter().map(|m| build_metric::ActiveModel {
+                build_id: Set(result.id),
+                name: Set(m.name.clone()),
+                unit: Set(m.unit.clone()),
+                value: Set(m.value),
+                project: Set(project_name.clone()),
+                jobset: Set(jobset_name.clone()),
+                job: Set(job.clone()),
+                timestamp: Set(timestamp),
+            }));
         }
+        let done_ids: Vec<i64> = ids.iter().zip(&finished).filter(|(_, done)| **done).map(|(id, _)| *id).collect();
+        for chunk in done_ids.chunks(super::INSERT_CHUNK) {
+            build_product::Entity::delete_many()
+                .filter(build_product::Column::BuildId.is_in(chunk.iter().copied()))
+                .exec(&txn)
+                .await?;
+            build_metric::Entity::delete_many()
+                .filter(build_metric::Column::BuildId.is_in(chunk.iter().copied()))
+                .exec(&txn)
+                .await?;
+        }
+        insert_chunked(&txn, product_rows).await?;
+        insert_chunked(&txn, metric_rows).await?;
         txn.commit().await?;
-        Ok(true)
+        Ok(finished)
     }
 
     /// Queues finished builds again and forgets the cached failures of their

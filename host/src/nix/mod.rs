@@ -10,7 +10,7 @@ mod expr;
 mod log_format;
 mod store_path;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -69,6 +69,54 @@ pub struct EvalCall {
     /// Address-space cap of the evaluator process.
     pub memory_limit: Option<u64>,
     pub timeout: Duration,
+}
+
+/// What the store knows of a valid path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathInfo {
+    pub nar_size: u64,
+    pub references: Vec<StorePath>,
+}
+
+/// Parses `nix-store --dump-db`: per path, its name, hash, NAR size,
+/// deriver (maybe empty), number of references and the references.
+fn parse_dump_db(text: &str, infos: &mut HashMap<StorePath, PathInfo>) -> Result<(), String> {
+    let mut lines = text.lines();
+    while let Some(path) = lines.next() {
+        if path.is_empty() {
+            continue;
+        }
+        let path = StorePath::parse(path).map_err(|e| e.to_string())?;
+        let mut field = |what: &str| lines.next().ok_or_else(|| format!("{path}: no {what}"));
+        field("hash")?;
+        let nar_size = field("size")?.trim().parse().map_err(|_| format!("{path}: bad size"))?;
+        field("deriver")?;
+        let count: usize = field("reference count")?.trim().parse().map_err(|_| format!("{path}: bad count"))?;
+        let mut references = Vec::with_capacity(count);
+        for _ in 0..count {
+            references.push(StorePath::parse(field("reference")?).map_err(|e| e.to_string())?);
+        }
+        infos.insert(path, PathInfo { nar_size, references });
+    }
+    Ok(())
+}
+
+/// NAR size of `group` and of everything it references, transitively.
+fn closure_size(group: &[StorePath], infos: &HashMap<StorePath, PathInfo>) -> (u64, u64) {
+    let own = group.iter().filter_map(|p| infos.get(p)).map(|i| i.nar_size).sum();
+    let mut seen: HashSet<&StorePath> = HashSet::new();
+    let mut stack: Vec<&StorePath> = group.iter().collect();
+    let mut total = 0;
+    while let Some(path) = stack.pop() {
+        if !seen.insert(path) {
+            continue;
+        }
+        if let Some(info) = infos.get(path) {
+            total += info.nar_size;
+            stack.extend(info.references.iter());
+        }
+    }
+    (own, total)
 }
 
 /// A `nix-eval-jobs` run: the evaluation plus its own worker settings.
@@ -238,10 +286,30 @@ impl Nix {
         Ok(sizes)
     }
 
-    /// Total NAR size of the closure of `paths`.
-    pub async fn closure_size(&self, paths: &[StorePath]) -> Result<u64, NixError> {
-        let closure = self.requisites(paths).await?;
-        Ok(self.nar_sizes(&closure).await?.iter().sum())
+    /// NAR size and references of valid paths, from Nix's database
+    /// (`nix-store --dump-db`, stable since long before Nix 2.0).
+    pub async fn path_infos(&self, paths: &[StorePath]) -> Result<HashMap<StorePath, PathInfo>, NixError> {
+        let mut infos = HashMap::with_capacity(paths.len());
+        for chunk in paths.chunks(PATHS_PER_CALL) {
+            let mut cmd = self.command("nix-store");
+            cmd.arg("--dump-db").args(chunk.iter().map(StorePath::as_str));
+            let out = self.run(cmd, "nix-store --dump-db".into()).await?;
+            parse_dump_db(&String::from_utf8_lossy(&out), &mut infos)
+                .map_err(|detail| NixError::UnexpectedOutput { command: "nix-store --dump-db".into(), detail })?;
+        }
+        Ok(infos)
+    }
+
+    /// For each group of paths (a build's outputs): the NAR size of the
+    /// group and of its closure. Two calls of Nix for all groups together.
+    pub async fn group_sizes(&self, groups: &[Vec<StorePath>]) -> Result<Vec<(u64, u64)>, NixError> {
+        let all: Vec<StorePath> = groups.iter().flatten().cloned().collect::<HashSet<_>>().into_iter().collect();
+        if all.is_empty() {
+            return Ok(vec![(0, 0); groups.len()]);
+        }
+        let closure = self.requisites(&all).await?;
+        let infos = self.path_infos(&closure).await?;
+        Ok(groups.iter().map(|group| closure_size(group, &infos)).collect())
     }
 
     /// Reads and parses a derivation from the store.
@@ -509,6 +577,19 @@ mod tests {
         assert_eq!(drv.required_features().into_iter().collect::<Vec<_>>(), ["kvm"]);
     }
 
+    #[test]
+    fn closure_sizes_from_the_database_dump() {
+        let dump = "/nix/store/00000000000000000000000000000000-a\nabc\n10\n\n1\n/nix/store/11111111111111111111111111111111-b\n/nix/store/11111111111111111111111111111111-b\ndef\n5\n/nix/store/22222222222222222222222222222222-b.drv\n1\n/nix/store/11111111111111111111111111111111-b\n";
+        let mut infos = HashMap::new();
+        parse_dump_db(dump, &mut infos).unwrap();
+        assert_eq!(infos.len(), 2);
+        let a = StorePath::parse("/nix/store/00000000000000000000000000000000-a").unwrap();
+        let b = StorePath::parse("/nix/store/11111111111111111111111111111111-b").unwrap();
+        assert_eq!(closure_size(&[a.clone()], &infos), (10, 15));
+        assert_eq!(closure_size(&[a, b], &infos), (15, 15));
+        assert!(parse_dump_db("/nix/store/00000000000000000000000000000000-a\nabc\n", &mut infos).is_err());
+    }
+
     #[tokio::test]
     async fn validity_and_sizes() {
         let nix = nix();
@@ -518,5 +599,9 @@ mod tests {
         assert_eq!(invalid, [bogus].into_iter().collect());
         let sizes = nix.nar_sizes(std::slice::from_ref(&drv)).await.unwrap();
         assert!(sizes[0] > 0);
+        let infos = nix.path_infos(std::slice::from_ref(&drv)).await.unwrap();
+        assert_eq!(infos[&drv].nar_size, sizes[0]);
+        let groups = nix.group_sizes(&[vec![drv.clone()]]).await.unwrap();
+        assert_eq!(groups, [(sizes[0], sizes[0])]);
     }
 }

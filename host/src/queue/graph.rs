@@ -42,7 +42,6 @@ pub struct Step {
 #[derive(Debug, Clone)]
 pub struct TrackedBuild {
     pub id: i64,
-    pub job: String,
     pub top: StorePath,
     pub global_priority: i64,
     pub priority: i32,
@@ -73,10 +72,6 @@ impl Graph {
 
     pub fn has_build(&self, id: i64) -> bool {
         self.builds.contains_key(&id)
-    }
-
-    pub fn step(&self, drv: &StorePath) -> Option<&Step> {
-        self.steps.get(drv)
     }
 
     pub fn system_of(&self, drv: &StorePath) -> Option<String> {
@@ -375,7 +370,6 @@ pub async fn expand(nix: &Nix, db: &Db, graph: &mut Graph, builds: &[QueuedBuild
             build.id,
             TrackedBuild {
                 id: build.id,
-                job: build.job.clone(),
                 top,
                 global_priority: build.global_priority,
                 priority: build.priority,
@@ -423,14 +417,13 @@ mod tests {
         StorePath::parse(&format!("/nix/store/{:0<32}-{name}.drv", name.len())).unwrap()
     }
 
-    fn step() -> Step {
+    fn new_pending_step() -> Step {
         new_step(Arc::new(empty_derivation()), StepState::Pending)
     }
 
     fn build(id: i64, top: &StorePath, pending: &[&StorePath]) -> TrackedBuild {
         TrackedBuild {
             id,
-            job: format!("job{id}"),
             top: top.clone(),
             global_priority: 0,
             priority: 100,
@@ -446,7 +439,7 @@ mod tests {
         let (dep, a, b) = (path("dep"), path("a"), path("bb"));
         let mut graph = Graph::default();
         for drv in [&dep, &a, &b] {
-            graph.steps.insert(drv.clone(), step());
+            graph.steps.insert(drv.clone(), new_pending_step());
         }
         for top in [&a, &b] {
             graph.steps.get_mut(top).unwrap().deps.insert(dep.clone());
@@ -497,7 +490,7 @@ mod tests {
         let (mut graph, dep, a, _) = shared_dependency();
         graph.remove_build(1);
         graph.prune_unneeded();
-        assert!(graph.step(&a).is_none());
+        assert!(!graph.steps.contains_key(&a));
         assert!(graph.is_needed(&dep));
         graph.remove_build(2);
         assert!(!graph.is_needed(&dep));

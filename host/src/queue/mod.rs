@@ -7,6 +7,10 @@
 //! builds at every start (so a server killed mid-build resumes where it
 //! was) and re-synchronised whenever the evaluator or a user changes the
 //! queue (new builds, restarts, cancels, bumps).
+//!
+//! The runner's own loop only updates the in-memory graph and starts
+//! tasks: steps run, and finished builds are recorded, in tasks of their
+//! own, so that recording one build never holds up the start of the next.
 
 mod graph;
 mod results;
@@ -15,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -24,11 +28,15 @@ use crate::db::{Db, FinishedBuild, NewStep, now, status};
 use crate::logs::LogStore;
 use crate::machines::{LocalMachine, StepOutcome, StepRequest};
 use crate::nix::{Nix, StorePath};
-use graph::{Graph, StepState};
+use graph::{Graph, StepState, TrackedBuild};
 pub use results::{BuildResults, read_build_results};
 
 /// The queue is re-read at least this often, in case a wake-up was missed.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+/// Successful builds are recorded in batches gathered over this long (or
+/// of this many): each batch costs two calls of Nix, whatever its size.
+const SUCCESS_BATCH_WINDOW: Duration = Duration::from_millis(250);
+const SUCCESS_BATCH_MAX: usize = 500;
 
 /// Shared handle to wake the queue runner after the queue changed.
 #[derive(Clone, Default)]
@@ -49,9 +57,10 @@ impl QueueHandle {
 /// What a finished step task reports back to the runner.
 struct StepDone {
     drv: StorePath,
-    /// The build under which the step was recorded, and its step number.
-    recorded: Option<(i64, i32)>,
-    outcome: StepOutcome,
+    /// The build under which the step was recorded.
+    recorded_in: Option<i64>,
+    /// `None` when the step was cancelled.
+    outcome: Option<StepOutcome>,
 }
 
 pub struct QueueRunner {
@@ -62,9 +71,25 @@ pub struct QueueRunner {
     handle: QueueHandle,
     machine: Arc<LocalMachine>,
     graph: Graph,
-    /// Steps being built, with what is needed to record a cancellation.
-    running: HashMap<StorePath, (tokio::task::AbortHandle, Option<(i64, i32)>)>,
-    tasks: JoinSet<StepDone>,
+    /// Running steps, with the means to cancel each.
+    running: HashMap<StorePath, oneshot::Sender<()>>,
+    steps: JoinSet<StepDone>,
+    /// Builds whose end is being written to the database: finished for
+    /// the graph, still unfinished in the database for a moment.
+    recording: JoinSet<Recorded>,
+    being_recorded: HashSet<i64>,
+    /// Successful builds waiting to be recorded together, in one batch
+    /// while the previous batch is being written.
+    successes: Vec<TrackedBuild>,
+    /// When the oldest of `successes` finished.
+    successes_since: Option<tokio::time::Instant>,
+    success_batch_running: bool,
+}
+
+/// What a recording task reports back: the builds it wrote.
+struct Recorded {
+    ids: Vec<i64>,
+    success_batch: bool,
 }
 
 impl QueueRunner {
@@ -85,7 +110,12 @@ impl QueueRunner {
             machine: Arc::new(machine),
             graph: Graph::default(),
             running: HashMap::new(),
-            tasks: JoinSet::new(),
+            steps: JoinSet::new(),
+            recording: JoinSet::new(),
+            being_recorded: HashSet::new(),
+            successes: Vec::new(),
+            successes_since: None,
+            success_batch_running: false,
         }
     }
 
@@ -93,34 +123,61 @@ impl QueueRunner {
     pub async fn run(mut self) {
         match self.db.abort_busy_steps().await {
             Ok(0) => {}
-            Ok(n) => {
-                info!("{n} build steps were interrupted by the last shutdown; they will run again")
-            }
+            Ok(n) => info!("{n} build steps were interrupted by the last shutdown; they will run again"),
             Err(e) => warn!("cannot mark interrupted steps: {e}"),
         }
         let wake = self.handle.notify();
+        let mut stale = true;
         loop {
-            if let Err(e) = self.sync().await {
-                warn!("cannot read the queue: {e}");
+            // Re-reading the queue is only needed when someone changed it;
+            // a finished step only changes what this runner already knows.
+            if stale {
+                if let Err(e) = self.sync().await {
+                    warn!("cannot read the queue: {e}");
+                }
+                stale = false;
             }
-            self.dispatch().await;
+            self.dispatch();
+            self.record_successes();
+            let batch_due = self.successes_since.map(|since| since + SUCCESS_BATCH_WINDOW);
             tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(RESYNC_INTERVAL) => {}
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    match done {
-                        Ok(done) => self.step_finished(done).await,
-                        Err(e) if e.is_cancelled() => {}
-                        Err(e) => warn!("a build step task failed: {e}"),
+                _ = wake.notified() => stale = true,
+                _ = tokio::time::sleep_until(batch_due.unwrap_or_else(tokio::time::Instant::now)),
+                    if batch_due.is_some() && !self.success_batch_running => {}
+                _ = tokio::time::sleep(RESYNC_INTERVAL) => stale = true,
+                Some(done) = self.steps.join_next(), if !self.steps.is_empty() => {
+                    self.handle_step_result(done);
+                    // Every step that finished meanwhile, before starting others.
+                    while let Some(done) = self.steps.try_join_next() {
+                        self.handle_step_result(done);
                     }
-                    // Handle every step that finished meanwhile before re-reading the queue.
-                    while let Some(done) = self.tasks.try_join_next() {
-                        if let Ok(done) = done {
-                            self.step_finished(done).await;
+                }
+                Some(done) = self.recording.join_next(), if !self.recording.is_empty() => {
+                    match done {
+                        Ok(recorded) => {
+                            self.success_batch_running &= !recorded.success_batch;
+                            for id in recorded.ids {
+                                self.being_recorded.remove(&id);
+                            }
+                        }
+                        Err(e) => {
+                            // The builds stay unfinished in the database and
+                            // are picked up again at the next sync.
+                            warn!("recording finished builds failed: {e}");
+                            self.being_recorded.clear();
+                            self.success_batch_running = false;
+                            stale = true;
                         }
                     }
                 }
             }
+        }
+    }
+
+    fn handle_step_result(&mut self, done: Result<StepDone, tokio::task::JoinError>) {
+        match done {
+            Ok(done) => self.step_finished(done),
+            Err(e) => warn!("a build step task failed: {e}"),
         }
     }
 
@@ -134,13 +191,13 @@ impl QueueRunner {
         for id in gone {
             self.graph.remove_build(id);
         }
-        self.cancel_unneeded_steps().await;
+        self.cancel_unneeded_steps();
 
         let mut new = Vec::new();
         for build in queued {
             if self.graph.has_build(build.id) {
                 self.graph.update_priority(build.id, build.global_priority);
-            } else {
+            } else if !self.being_recorded.contains(&build.id) {
                 new.push(build);
             }
         }
@@ -160,30 +217,27 @@ impl QueueRunner {
         // Builds with nothing left to build finish at once.
         for build in &new {
             if self.graph.is_complete(build.id) {
-                self.finish_successful(build.id).await;
+                self.finish_successful(build.id);
             }
         }
         // Cached failures and unreadable derivations fail their builds at once.
         for (drv, code, message) in self.graph.fails_at_once() {
-            self.step_failed(&drv, code, message, None).await;
+            self.step_failed(&drv, code, message, None);
         }
         Ok(())
     }
 
     /// Starts runnable steps while there are free slots.
-    async fn dispatch(&mut self) {
+    fn dispatch(&mut self) {
         while self.running.len() < self.config.queue.max_jobs {
-            let Some(drv) = self.graph.next_runnable() else {
-                break;
-            };
-            let step = self.graph.step(&drv).expect("runnable step exists");
-            let system = step.derivation.system.clone();
+            let Some(drv) = self.graph.next_runnable() else { break };
+            let system = self.graph.system_of(&drv).unwrap_or_default();
             if !self.machine.supports(&system) {
                 let message = format!(
                     "unsupported system type ‘{system}’: no machine builds for it (this one builds {})",
                     self.machine.systems().join(", ")
                 );
-                self.step_failed(&drv, status::UNSUPPORTED, message, None).await;
+                self.step_failed(&drv, status::UNSUPPORTED, message, None);
                 continue;
             }
             let Some(primary) = self.graph.primary_build(&drv) else {
@@ -192,179 +246,245 @@ impl QueueRunner {
                 continue;
             };
             self.graph.set_state(&drv, StepState::Running);
-            let recorded = match self
-                .db
-                .create_step(
-                    primary.id,
-                    &NewStep {
-                        drv_path: drv.to_string(),
-                        system: system.clone(),
-                        machine: self.machine.name().to_owned(),
-                        status: None,
-                        error_msg: None,
-                        propagated_from: None,
-                    },
-                )
-                .await
-            {
-                Ok(step_nr) => Some((primary.id, step_nr)),
-                Err(e) => {
-                    warn!("cannot record a step of build {}: {e}", primary.id);
-                    None
-                }
-            };
+            let (cancel, cancelled) = oneshot::channel();
+            self.running.insert(drv.clone(), cancel);
             let request = StepRequest {
                 drv: drv.clone(),
                 timeout: Duration::from_secs(primary.timeout.max(1) as u64),
                 max_silent: Duration::from_secs(primary.max_silent.max(1) as u64),
                 max_log_size: self.config.queue.max_log_size,
             };
+            let step = NewStep {
+                drv_path: drv.to_string(),
+                system,
+                machine: self.machine.name().to_owned(),
+                status: None,
+                error_msg: None,
+                propagated_from: None,
+            };
             let (machine, logs, db) = (self.machine.clone(), self.logs.clone(), self.db.clone());
             let span = info_span!("step", build = primary.id, drv = %drv);
-            let abort = self.tasks.spawn(
-                async move {
-                    let outcome = machine.build(&request, &logs).await;
-                    if let Some((build_id, step_nr)) = recorded {
-                        let (code, message) = outcome.status_and_message();
-                        let outputs: Vec<(String, String)> =
-                            if code == status::SUCCESS { outcome.outputs() } else { Vec::new() };
-                        if let Err(e) = db.finish_step(build_id, step_nr, code, message.as_deref(), &outputs).await {
-                            warn!("cannot record the end of the step: {e}");
-                        }
-                    }
-                    StepDone { drv: request.drv, recorded, outcome }
-                }
-                .instrument(span),
-            );
-            self.running.insert(drv, (abort, recorded));
+            self.steps.spawn(run_step(db, machine, logs, primary.id, step, request, cancelled).instrument(span));
         }
     }
 
-    async fn step_finished(&mut self, done: StepDone) {
+    fn step_finished(&mut self, done: StepDone) {
         self.running.remove(&done.drv);
-        let (code, message) = done.outcome.status_and_message();
+        let Some(outcome) = done.outcome else { return };
+        let (code, message) = outcome.status_and_message();
         if code == status::SUCCESS {
             for build_id in self.graph.step_succeeded(&done.drv) {
-                self.finish_successful(build_id).await;
+                self.finish_successful(build_id);
             }
         } else {
+            let message = message.unwrap_or_else(|| status::describe(code).to_owned());
             if code == status::FAILED {
                 // A deterministic failure: not rebuilt until a user restarts it.
-                if let Err(e) = self.db.add_failed_path(done.drv.as_str()).await {
-                    warn!("cannot cache the failure of {}: {e}", done.drv);
-                }
+                let (db, drv) = (self.db.clone(), done.drv.to_string());
+                self.recording.spawn(async move {
+                    if let Err(e) = db.add_failed_path(&drv).await {
+                        warn!("cannot cache the failure of {drv}: {e}");
+                    }
+                    Recorded { ids: Vec::new(), success_batch: false }
+                });
             }
-            let message = message.unwrap_or_else(|| status::describe(code).to_owned());
-            self.step_failed(&done.drv, code, message, done.recorded.map(|r| r.0)).await;
+            self.step_failed(&done.drv, code, message, done.recorded_in);
         }
     }
 
     /// Fails every build that needs `drv`: the build whose own derivation it
     /// is gets the step's status, the others "dependency failed" (for a
     /// build failure) or the same status (a timeout stays a timeout).
-    async fn step_failed(&mut self, drv: &StorePath, code: i32, message: String, recorded_in: Option<i64>) {
+    fn step_failed(&mut self, drv: &StorePath, code: i32, message: String, recorded_in: Option<i64>) {
+        let system = self.graph.system_of(drv).unwrap_or_default();
         let affected = self.graph.step_failed(drv);
-        let time = now();
-        for (build_id, is_top) in affected {
-            let build_status = if is_top || !matches!(code, status::FAILED | status::CACHED_FAILURE) {
-                if code == status::CACHED_FAILURE { status::FAILED } else { code }
-            } else {
-                status::DEP_FAILED
-            };
-            if recorded_in != Some(build_id) {
-                // The step shows on every build it failed, pointing to where it ran.
-                let step = NewStep {
-                    drv_path: drv.to_string(),
-                    system: self.graph.system_of(drv).unwrap_or_default(),
-                    machine: String::new(),
-                    status: Some(code),
-                    error_msg: Some(message.clone()),
-                    propagated_from: recorded_in,
-                };
-                if let Err(e) = self.db.create_step(build_id, &step).await {
-                    warn!(build = build_id, "cannot record the failed step: {e}");
-                }
-            }
-            let start_time = self.db.build(build_id).await.ok().flatten().and_then(|b| b.start_time).unwrap_or(time);
-            let result = FinishedBuild {
-                id: build_id,
-                status: build_status,
-                is_cached: code == status::CACHED_FAILURE,
-                start_time,
-                stop_time: time,
-                ..Default::default()
-            };
-            match self.db.finish_build(&result).await {
-                Ok(true) => info!(build = build_id, status = status::describe(build_status), "build finished"),
-                Ok(false) => {}
-                Err(e) => warn!(build = build_id, "cannot record the end of the build: {e}"),
-            }
-        }
-        self.cancel_unneeded_steps().await;
-    }
-
-    /// Records a build whose steps all succeeded (or that had none): its
-    /// outputs, products, metrics, release name and sizes.
-    async fn finish_successful(&mut self, build_id: i64) {
-        let Some(info) = self.graph.remove_build(build_id) else {
+        self.cancel_unneeded_steps();
+        if affected.is_empty() {
             return;
-        };
-        let time = now();
-        let outputs =
-            self.db.outputs_of(&[build_id]).await.ok().and_then(|mut m| m.remove(&build_id)).unwrap_or_default();
-        let read = {
-            let outputs = outputs.clone();
-            tokio::task::spawn_blocking(move || read_build_results(&outputs)).await.unwrap_or_default()
-        };
-        let paths: Vec<StorePath> = outputs.iter().filter_map(|(_, p)| StorePath::parse(p).ok()).collect();
-        let size = match self.nix.nar_sizes(&paths).await {
-            Ok(sizes) => Some(sizes.iter().sum::<u64>() as i64),
-            Err(e) => {
-                warn!(build = build_id, "cannot read output sizes: {e}");
-                None
-            }
-        };
-        let closure_size = self.nix.closure_size(&paths).await.ok().map(|s| s as i64);
-        let mut code = if read.failed { status::FAILED_WITH_OUTPUT } else { status::SUCCESS };
-        if size.is_some_and(|s| s as u64 > self.config.queue.max_output_size) {
-            code = status::OUTPUT_LIMIT_EXCEEDED;
         }
-        let start_time = self.db.build(build_id).await.ok().flatten().and_then(|b| b.start_time);
-        let result = FinishedBuild {
-            id: build_id,
-            status: code,
-            is_cached: info.never_started,
-            start_time: start_time.unwrap_or(time),
-            stop_time: time,
-            size,
-            closure_size,
-            release_name: read.release_name,
-            products: read.products,
-            metrics: read.metrics,
-        };
-        match self.db.finish_build(&result).await {
-            Ok(true) => {
-                info!(build = build_id, job = %info.job, status = status::describe(code), "build finished")
+        let ids: Vec<i64> = affected.iter().map(|(id, _)| *id).collect();
+        self.being_recorded.extend(ids.iter().copied());
+        let (db, drv) = (self.db.clone(), drv.to_string());
+        self.recording.spawn(async move {
+            let time = now();
+            let mut results = Vec::with_capacity(affected.len());
+            for (build_id, is_top) in affected {
+                let build_status = match code {
+                    status::FAILED | status::CACHED_FAILURE if !is_top => status::DEP_FAILED,
+                    status::CACHED_FAILURE => status::FAILED,
+                    other => other,
+                };
+                if recorded_in != Some(build_id) {
+                    // The step shows on every build it failed, pointing to where it ran.
+                    let step = NewStep {
+                        drv_path: drv.clone(),
+                        system: system.clone(),
+                        machine: String::new(),
+                        status: Some(code),
+                        error_msg: Some(message.clone()),
+                        propagated_from: recorded_in,
+                    };
+                    if let Err(e) = db.create_step(build_id, &step).await {
+                        warn!(build = build_id, "cannot record the failed step: {e}");
+                    }
+                }
+                results.push(FinishedBuild {
+                    id: build_id,
+                    status: build_status,
+                    is_cached: code == status::CACHED_FAILURE,
+                    start_time: time,
+                    stop_time: time,
+                    ..Default::default()
+                });
             }
-            Ok(false) => {}
-            Err(e) => warn!(build = build_id, "cannot record the end of the build: {e}"),
-        }
+            report_finished(&db, &results).await;
+            Recorded { ids, success_batch: false }
+        });
     }
 
-    /// Aborts running steps that no queued build needs any more (all their
-    /// builds were cancelled or failed otherwise).
-    async fn cancel_unneeded_steps(&mut self) {
+    /// Queues a build whose steps all succeeded (or that had none) for
+    /// recording.
+    fn finish_successful(&mut self, build_id: i64) {
+        let Some(build) = self.graph.remove_build(build_id) else { return };
+        self.being_recorded.insert(build_id);
+        self.successes.push(build);
+        self.successes_since.get_or_insert_with(tokio::time::Instant::now);
+    }
+
+    /// Records the successful builds gathered so far, once the batch is due
+    /// and the previous one is written (the next batch forms meanwhile).
+    fn record_successes(&mut self) {
+        let Some(since) = self.successes_since else { return };
+        let due = since.elapsed() >= SUCCESS_BATCH_WINDOW || self.successes.len() >= SUCCESS_BATCH_MAX;
+        if self.success_batch_running || !due {
+            return;
+        }
+        self.success_batch_running = true;
+        self.successes_since = None;
+        let builds = std::mem::take(&mut self.successes);
+        let (db, nix, max_output_size) = (self.db.clone(), self.nix.clone(), self.config.queue.max_output_size);
+        self.recording.spawn(async move {
+            let ids = builds.iter().map(|b| b.id).collect();
+            record_successes(&db, &nix, builds, max_output_size).await;
+            Recorded { ids, success_batch: true }
+        });
+    }
+
+    /// Cancels running steps that no queued build needs any more (all their
+    /// builds were cancelled or failed otherwise), and forgets waiting ones.
+    fn cancel_unneeded_steps(&mut self) {
         let unneeded: Vec<StorePath> = self.running.keys().filter(|drv| !self.graph.is_needed(drv)).cloned().collect();
         for drv in unneeded {
-            if let Some((abort, recorded)) = self.running.remove(&drv) {
-                abort.abort();
-                info!(%drv, "step cancelled: no build needs it any more");
-                if let Some((build_id, step_nr)) = recorded {
-                    let _ = self.db.finish_step(build_id, step_nr, status::CANCELLED, Some("cancelled"), &[]).await;
-                }
+            if let Some(cancel) = self.running.remove(&drv) {
+                info!(%drv, "cancelling step: no build needs it any more");
+                let _ = cancel.send(());
             }
             self.graph.remove_step(&drv);
         }
         self.graph.prune_unneeded();
+    }
+}
+
+/// One step from start to end: recorded as busy, built, recorded as done
+/// (or as cancelled, when the runner asks).
+async fn run_step(
+    db: Db,
+    machine: Arc<LocalMachine>,
+    logs: LogStore,
+    build_id: i64,
+    step: NewStep,
+    request: StepRequest,
+    cancelled: oneshot::Receiver<()>,
+) -> StepDone {
+    let step_nr = match db.create_step(build_id, &step).await {
+        Ok(step_nr) => Some(step_nr),
+        Err(e) => {
+            warn!("cannot record the start of the step: {e}");
+            None
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = machine.build(&request, &logs) => Some(outcome),
+        _ = cancelled => None,
+    };
+    if let Some(step_nr) = step_nr {
+        let (code, message, outputs) = match &outcome {
+            Some(outcome) => {
+                let (code, message) = outcome.status_and_message();
+                (code, message, outcome.outputs())
+            }
+            None => (status::CANCELLED, Some("cancelled: no build needs this step any more".to_owned()), Vec::new()),
+        };
+        if let Err(e) = db.finish_step(build_id, step_nr, code, message.as_deref(), &outputs).await {
+            warn!("cannot record the end of the step: {e}");
+        }
+    }
+    StepDone { drv: request.drv, recorded_in: step_nr.map(|_| build_id), outcome }
+}
+
+/// Reads what successful builds left (products, metrics, release name,
+/// sizes) and records them, with two calls of Nix and one transaction for
+/// the whole batch.
+async fn record_successes(db: &Db, nix: &Nix, builds: Vec<TrackedBuild>, max_output_size: u64) {
+    let time = now();
+    let ids: Vec<i64> = builds.iter().map(|b| b.id).collect();
+    let mut outputs = match db.outputs_of(&ids).await {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            warn!("cannot read the outputs of {} finished builds: {e}", ids.len());
+            return;
+        }
+    };
+    let outputs: Vec<Vec<(String, String)>> = ids.iter().map(|id| outputs.remove(id).unwrap_or_default()).collect();
+    let reads = {
+        let outputs = outputs.clone();
+        tokio::task::spawn_blocking(move || outputs.iter().map(|o| read_build_results(o)).collect::<Vec<_>>())
+            .await
+            .unwrap_or_default()
+    };
+    let groups: Vec<Vec<StorePath>> =
+        outputs.iter().map(|o| o.iter().filter_map(|(_, p)| StorePath::parse(p).ok()).collect()).collect();
+    let sizes = match nix.group_sizes(&groups).await {
+        Ok(sizes) => sizes.into_iter().map(Some).collect(),
+        Err(e) => {
+            warn!("cannot read the output sizes of {} builds: {e}", ids.len());
+            vec![None; groups.len()]
+        }
+    };
+    let results: Vec<FinishedBuild> = builds
+        .iter()
+        .zip(reads.into_iter().chain(std::iter::repeat_with(Default::default)))
+        .zip(sizes)
+        .map(|((build, read), sizes)| {
+            let mut code = if read.failed { status::FAILED_WITH_OUTPUT } else { status::SUCCESS };
+            if sizes.is_some_and(|(own, _)| own > max_output_size) {
+                code = status::OUTPUT_LIMIT_EXCEEDED;
+            }
+            FinishedBuild {
+                id: build.id,
+                status: code,
+                is_cached: build.never_started,
+                start_time: time,
+                stop_time: time,
+                size: sizes.map(|(own, _)| own as i64),
+                closure_size: sizes.map(|(_, closure)| closure as i64),
+                release_name: read.release_name,
+                products: read.products,
+                metrics: read.metrics,
+            }
+        })
+        .collect();
+    report_finished(db, &results).await;
+}
+
+/// Writes finished builds and logs each one this call finished.
+async fn report_finished(db: &Db, results: &[FinishedBuild]) {
+    match db.finish_builds(results).await {
+        Ok(finished) => {
+            for (result, _) in results.iter().zip(finished).filter(|(_, done)| *done) {
+                info!(build = result.id, status = status::describe(result.status), "build finished");
+            }
+        }
+        Err(e) => warn!("cannot record the end of {} builds: {e}", results.len()),
     }
 }
