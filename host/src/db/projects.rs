@@ -65,6 +65,46 @@ pub struct InputSetting {
     pub email_responsible: bool,
 }
 
+impl ProjectSettings {
+    /// A new project's settings: enabled and visible, named after itself.
+    pub fn new(name: &str) -> ProjectSettings {
+        ProjectSettings {
+            name: name.to_owned(),
+            display_name: name.to_owned(),
+            description: String::new(),
+            homepage: String::new(),
+            owner: String::new(),
+            enabled: true,
+            hidden: false,
+            enable_dynamic_run_command: false,
+            declarative: None,
+        }
+    }
+}
+
+impl JobsetSettings {
+    /// A new jobset's settings: enabled, checked every five minutes, no inputs yet.
+    pub fn new(name: &str) -> JobsetSettings {
+        JobsetSettings {
+            name: name.to_owned(),
+            description: String::new(),
+            nixexpr_input: String::new(),
+            nixexpr_path: String::new(),
+            enabled: super::enabled::ENABLED,
+            enable_email: false,
+            hidden: false,
+            email_override: String::new(),
+            keep_nr: 3,
+            check_interval: 300,
+            scheduling_shares: 100,
+            kind: 0,
+            flake: None,
+            enable_dynamic_run_command: false,
+            inputs: Vec::new(),
+        }
+    }
+}
+
 impl Project {
     pub fn declarative(&self) -> Option<Declarative> {
         let file = self.declarative_file.clone().filter(|f| !f.is_empty())?;

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::db::{Db, DbResult, InputSetting, JobsetSettings, ProjectSettings, enabled};
+use crate::db::{Db, DbResult, InputSetting, JobsetSettings, ProjectSettings};
 
 const RELEASE_NIX: &str = include_str!("release.nix");
 
@@ -30,34 +30,18 @@ pub async fn install(db: &Db, dir: &std::path::Path) -> DbResult<()> {
         Some(project) => project,
         None => {
             let settings = ProjectSettings {
-                name: "demo".into(),
                 display_name: "Orthrus demo".into(),
                 description: "A program, its test and a release gate, built with your local Nix".into(),
-                homepage: String::new(),
-                owner: String::new(),
-                enabled: true,
-                hidden: false,
-                enable_dynamic_run_command: false,
-                declarative: None,
+                ..ProjectSettings::new("demo")
             };
             db.save_project("demo", &settings).await?.0
         }
     };
     let settings = JobsetSettings {
-        name: "main".into(),
         description: "The demo's release expression".into(),
         nixexpr_input: "src".into(),
         nixexpr_path: "release.nix".into(),
-        enabled: enabled::ENABLED,
-        enable_email: false,
-        hidden: false,
-        email_override: String::new(),
-        keep_nr: 3,
         check_interval: 60,
-        scheduling_shares: 100,
-        kind: 0,
-        flake: None,
-        enable_dynamic_run_command: false,
         inputs: vec![
             InputSetting {
                 name: "src".into(),
@@ -72,6 +56,7 @@ pub async fn install(db: &Db, dir: &std::path::Path) -> DbResult<()> {
                 email_responsible: false,
             },
         ],
+        ..JobsetSettings::new("main")
     };
     db.save_jobset(&project, "main", &settings).await?;
     Ok(())

@@ -9,7 +9,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, AppState, json as hydra, redirect};
+use super::{ApiError, ApiResult, AppState, find_jobset, json as hydra, redirect};
 use crate::db::{EvalBuildFilter, status};
 
 /// Evals per page of `/jobset/P/J/evals`.
@@ -65,11 +65,7 @@ pub async fn jobset_evals(
     Path((project, jobset)): Path<(String, String)>,
     Query(query): Query<PageQuery>,
 ) -> ApiResult<Json<Value>> {
-    let (_, jobset_row) = state
-        .db
-        .jobset(&project, &jobset)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("jobset ‘{project}:{jobset}’ does not exist")))?;
+    let (_, jobset_row) = find_jobset(&state, &project, &jobset).await?;
     let page = query.page.unwrap_or(1).max(1);
     let (evals, total) = state.db.jobset_evals(jobset_row.id, (page - 1) * EVALS_PER_PAGE, EVALS_PER_PAGE).await?;
     let ids: Vec<i64> = evals.iter().map(|e| e.id).collect();
@@ -98,11 +94,7 @@ pub async fn latest_eval(
     State(state): State<AppState>,
     Path((project, jobset)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let (_, jobset_row) = state
-        .db
-        .jobset(&project, &jobset)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("jobset ‘{project}:{jobset}’ does not exist")))?;
+    let (_, jobset_row) = find_jobset(&state, &project, &jobset).await?;
     let eval = state
         .db
         .latest_finished_eval(jobset_row.id)

@@ -15,7 +15,7 @@ mod projects;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -130,5 +130,20 @@ pub fn redirect(state: &AppState, path: &str) -> Response {
     response
 }
 
-/// State extractor alias used by the handlers.
-pub type AppStateRef = State<AppState>;
+/// The named project, or a 404 naming it.
+pub async fn find_project(state: &AppState, name: &str) -> ApiResult<crate::db::Project> {
+    state.db.project(name).await?.ok_or_else(|| ApiError::not_found(format!("project ‘{name}’ does not exist")))
+}
+
+/// The named jobset with its project, or a 404 naming it.
+pub async fn find_jobset(
+    state: &AppState,
+    project: &str,
+    jobset: &str,
+) -> ApiResult<(crate::db::Project, crate::db::Jobset)> {
+    state
+        .db
+        .jobset(project, jobset)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("jobset ‘{project}:{jobset}’ does not exist")))
+}

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::{self, flexible_bool, flexible_int, flexible_string};
-use super::{ApiError, ApiResult, AppState, json as hydra};
-use crate::db::{Declarative, InputSetting, JobsetSettings, Project, ProjectSettings, enabled};
+use super::{ApiError, ApiResult, AppState, find_jobset, find_project, json as hydra};
+use crate::db::{Declarative, InputSetting, JobsetSettings, ProjectSettings};
 use crate::inputs;
 
 /// Project, jobset and input names: a letter, then letters, digits, `_` or `-`
@@ -31,10 +31,6 @@ fn check_name(what: &str, name: &str) -> ApiResult<()> {
             "invalid {what} name {name:?}: it must start with a letter and contain only letters, digits, ‘_’ and ‘-’"
         )))
     }
-}
-
-async fn find_project(state: &AppState, name: &str) -> ApiResult<Project> {
-    state.db.project(name).await?.ok_or_else(|| ApiError::not_found(format!("project ‘{name}’ does not exist")))
 }
 
 /// `201 Created` with Hydra's body, or `200` with a redirect hint.
@@ -115,17 +111,7 @@ pub async fn put_project(
         Some(project) => project.settings(),
         None => {
             check_name("project", &name)?;
-            ProjectSettings {
-                name: name.clone(),
-                display_name: name.clone(),
-                description: String::new(),
-                homepage: String::new(),
-                owner: String::new(),
-                enabled: true,
-                hidden: false,
-                enable_dynamic_run_command: false,
-                declarative: None,
-            }
+            ProjectSettings::new(&name)
         }
     };
     if let Some(new_name) = request.name.filter(|n| !n.is_empty()) {
@@ -171,11 +157,7 @@ pub async fn get_jobset(
     State(state): State<AppState>,
     Path((project, jobset)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let (project, jobset) = state
-        .db
-        .jobset(&project, &jobset)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("jobset ‘{project}:{jobset}’ does not exist")))?;
+    let (project, jobset) = find_jobset(&state, &project, &jobset).await?;
     let inputs = state.db.jobset_inputs(jobset.id).await?;
     Ok(Json(hydra::jobset(&project, &jobset, &inputs)))
 }
@@ -253,23 +235,7 @@ pub async fn put_jobset(
         Some(jobset) => jobset.settings(&state.db.jobset_inputs(jobset.id).await?),
         None => {
             check_name("jobset", &name)?;
-            JobsetSettings {
-                name: name.clone(),
-                description: String::new(),
-                nixexpr_input: String::new(),
-                nixexpr_path: String::new(),
-                enabled: enabled::ENABLED,
-                enable_email: false,
-                hidden: false,
-                email_override: String::new(),
-                keep_nr: 3,
-                check_interval: 300,
-                scheduling_shares: 100,
-                kind: 0,
-                flake: None,
-                enable_dynamic_run_command: false,
-                inputs: Vec::new(),
-            }
+            JobsetSettings::new(&name)
         }
     };
     if let Some(new_name) = request.name.filter(|n| !n.is_empty()) {
@@ -357,11 +323,7 @@ pub async fn delete_jobset(
     State(state): State<AppState>,
     Path((project, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let (project, jobset) = state
-        .db
-        .jobset(&project, &name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("jobset ‘{project}:{name}’ does not exist")))?;
+    let (project, jobset) = find_jobset(&state, &project, &name).await?;
     if project.declarative().is_some() {
         return Err(ApiError::forbidden(format!(
             "project ‘{}’ is declarative: change its spec file instead",
