@@ -82,7 +82,9 @@ fn paper(backend: Backend) {
     assert_eq!(tarball["buildstatus"], 0, "{tarball}");
     assert_eq!(build["buildstatus"], 0, "{build}");
     assert_eq!(eval["jobsetevalinputs"]["officialRelease"]["value"], "false");
-    assert!(eval["jobsetevalinputs"].get("tarball").is_none());
+    // The job dependency is recorded, with no build behind it yet.
+    assert_eq!(eval["jobsetevalinputs"]["tarball"]["type"], "build");
+    assert_eq!(eval["jobsetevalinputs"]["tarball"]["dependency"], Value::Null);
 
     // Job meta is recorded on the build.
     assert_eq!(tarball["description"], "The hello source tarball");
@@ -118,9 +120,9 @@ fn paper(backend: Backend) {
     assert_eq!(build["buildmetrics"]["coverage"], json!({ "value": 87.5, "unit": "%" }));
     assert_eq!(build["buildmetrics"]["lines"], json!({ "value": 1200.0, "unit": null }));
 
-    // Second evaluation: now `build` receives the latest successful build
-    // of `tarball`, recorded as an input of the evaluation.
-    server.push("hello", "trunk", true);
+    // Second evaluation: a successful build of `tarball` is a new input of
+    // `build` (no forcing needed), which now receives it, as recorded.
+    server.push("hello", "trunk", false);
     let eval = server.wait_for_evals("hello", "trunk", 2);
     let dependency = &eval["jobsetevalinputs"]["tarball"];
     assert_eq!(dependency["type"], "build", "{eval}");

@@ -45,7 +45,7 @@ let
     };
   prepare = name: job:
     if isFunction job
-    then annotate (attrNames (intersectAttrs (functionArgs job) (removeAttrs jobDeps (attrNames inputs))))
+    then annotate (attrNames (intersectAttrs (functionArgs job) (removeAttrs root (attrNames inputs))))
                   (callWith job (jobDeps // inputs))
     else annotate [ ] job;
 in mapAttrs prepare root

@@ -26,8 +26,10 @@ let
 
   lookup = path: foldl' (value: name: value.${name}) root path;
 
-  # The jobs a job function takes as arguments (inputs take precedence).
-  depsUsedBy = f: attrNames (intersectAttrs (functionArgs f) (removeAttrs jobDeps (attrNames inputs)));
+  # The jobs a job function takes as arguments (inputs take precedence),
+  # whether or not they have a successful build yet: when one appears, the
+  # evaluator sees a changed input.
+  depsUsedBy = f: attrNames (intersectAttrs (functionArgs f) (removeAttrs root (attrNames inputs)));
 
   stringOrNull = v: if isString v then v else null;
   intOrNull = v: if isInt v then v else null;
