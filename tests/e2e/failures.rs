@@ -22,6 +22,7 @@ in rec {{
   silent = mk "silent" "echo started; sleep 60; echo > $out" // {{ meta.maxSilent = 2; }};
   doesNotEvaluate = throw "this job is broken on purpose";
   missingAttribute = ok.noSuchAttribute;
+  memoryHog = mk "hog-${{toString (builtins.length (builtins.genList (i: "item ${{toString i}}") 100000000))}}" "";
   nested = {{ inner = mk "inner" "echo nested > $out"; }};
   chatty = mk "chatty" "seq 1 100000; echo > $out";
   huge = mk "huge" "head -c 300000 /dev/zero > $out";
@@ -32,8 +33,14 @@ in rec {{
 }
 
 fn failures(backend: Backend) {
-    let limits = "max_log_size = 100000\nmax_output_size = 200000\n".to_owned();
-    let server = Server::start_with(backend, Options { extra_config: limits, ..Options::default() });
+    let server = Server::start_with(
+        backend,
+        Options {
+            queue_config: "max_log_size = 100000\nmax_output_size = 200000".into(),
+            evaluator_config: "worker_memory_mb = 1024".into(),
+            ..Options::default()
+        },
+    );
     let src = server.source_dir("src");
     write(&src.join("release.nix"), &release_nix(""));
     server.create_jobset(
@@ -87,9 +94,11 @@ fn failures(backend: Backend) {
     let eval = server.get_json(&format!("/eval/{eval_id}"));
     let errors = eval["errors"].as_array().unwrap();
     let failed_jobs: Vec<&str> = errors.iter().map(|e| e["job"].as_str().unwrap()).collect();
-    assert_eq!(failed_jobs, ["doesNotEvaluate", "missingAttribute"], "{eval}");
+    assert_eq!(failed_jobs, ["doesNotEvaluate", "memoryHog", "missingAttribute"], "{eval}");
     assert!(errors[0]["message"].as_str().unwrap().contains("this job is broken on purpose"));
-    assert!(errors[1]["message"].as_str().unwrap().contains("noSuchAttribute"));
+    // The evaluator's memory cap stopped the job, not the server or the others.
+    assert!(errors[1]["message"].as_str().unwrap().contains("out of memory"), "{}", errors[1]);
+    assert!(errors[2]["message"].as_str().unwrap().contains("noSuchAttribute"));
     let jobset = server.get_json("/jobset/broken/main");
     let errormsg = jobset["errormsg"].as_str().unwrap();
     assert!(

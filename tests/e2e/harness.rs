@@ -203,12 +203,15 @@ pub struct Server {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub max_jobs: usize,
-    pub extra_config: String,
+    /// More lines for the `[queue]` table.
+    pub queue_config: String,
+    /// More lines for the `[evaluator]` table.
+    pub evaluator_config: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_jobs: 4, extra_config: String::new() }
+        Options { max_jobs: 4, queue_config: String::new(), evaluator_config: String::new() }
     }
 }
 
@@ -251,15 +254,17 @@ listen = "127.0.0.1:{port}"
 poll_interval_secs = 1
 workers = 2
 allowed_path_roots = ["{root}"]
+{evaluator}
 
 [queue]
 max_jobs = {max_jobs}
-{extra}
+{queue}
 "#,
             data = dir.path().join("data").display(),
             root = dir.path().display(),
             max_jobs = options.max_jobs,
-            extra = options.extra_config,
+            evaluator = options.evaluator_config,
+            queue = options.queue_config,
         );
         let config_path = dir.path().join("orthrus.toml");
         std::fs::write(&config_path, config).unwrap();
