@@ -12,4 +12,5 @@ pub mod machines;
 pub mod nix;
 pub mod queue;
 pub mod server;
+pub mod users;
 pub mod web;

@@ -35,6 +35,46 @@ enum Command {
     },
     /// Check a configuration file and print the settings in effect.
     CheckConfig,
+    /// Manage users and their API tokens.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user, or change an existing one.
+    Add {
+        username: String,
+        #[arg(long)]
+        full_name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// A role (admin, create-projects, restart-jobs, bump-to-front,
+        /// cancel-build, eval-jobset); repeat for several. Replaces the
+        /// user's roles when given.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users and their roles.
+    List,
+    /// Delete a user (with their sessions and tokens).
+    Delete { username: String },
+    /// Create an API token for a user and print it (it is shown only once).
+    Token {
+        username: String,
+        /// What the token may do: all, read, eval, builds, projects, admin; repeat for several.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// A note saying what the token is for.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Days until the token stops working (default: never).
+        #[arg(long)]
+        expires_days: Option<u32>,
+    },
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -88,6 +128,66 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig => {
             println!("{config:#?}");
+            Ok(())
+        }
+        Command::User(command) => {
+            let url = config.database_url();
+            let db = Db::open(&url)
+                .await
+                .with_context(|| format!("cannot open the database {}", orthrus::server::redact(&url)))?;
+            user_command(&db, command).await
+        }
+    }
+}
+
+async fn user_command(db: &Db, command: UserCommand) -> anyhow::Result<()> {
+    use orthrus::db::UserChanges;
+    use orthrus::users;
+    match command {
+        UserCommand::Add { username, full_name, email, roles, password_stdin } => {
+            users::check_username(&username).map_err(anyhow::Error::msg)?;
+            let roles: std::collections::BTreeSet<String> = roles.into_iter().collect();
+            users::check_roles(&roles).map_err(anyhow::Error::msg)?;
+            let password_hash = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
+                let password = line.trim_end_matches(['\n', '\r']);
+                anyhow::ensure!(password.len() >= 8, "the password needs at least 8 characters");
+                Some(users::hash_password(password))
+            } else {
+                None
+            };
+            let changes = UserChanges { full_name, email, password_hash, roles: (!roles.is_empty()).then_some(roles) };
+            let (user, created) = db.save_user(&username, &changes).await?;
+            let roles: Vec<&str> = user.roles.iter().map(String::as_str).collect();
+            println!(
+                "{} user {} (roles: {})",
+                if created { "created" } else { "updated" },
+                user.username,
+                roles.join(", ")
+            );
+            Ok(())
+        }
+        UserCommand::List => {
+            for user in db.users().await? {
+                let roles: Vec<&str> = user.roles.iter().map(String::as_str).collect();
+                println!("{}\t{}\t{}\t{}", user.username, user.full_name, user.email, roles.join(","));
+            }
+            Ok(())
+        }
+        UserCommand::Delete { username } => {
+            anyhow::ensure!(db.delete_user(&username).await?, "there is no user {username}");
+            println!("deleted user {username}");
+            Ok(())
+        }
+        UserCommand::Token { username, scopes, name, expires_days } => {
+            let user = db.user(&username).await?.with_context(|| format!("there is no user {username}"))?;
+            let scopes = users::parse_scopes(scopes.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
+            let secret = users::new_secret("orthrus_");
+            let expires = expires_days.map(|days| orthrus::db::now() + i64::from(days) * 86400);
+            let scopes = scopes.into_iter().collect::<Vec<_>>().join(" ");
+            db.create_token(user.id, &name, &users::digest(&secret), &scopes, expires).await?;
+            println!("{secret}");
             Ok(())
         }
     }

@@ -12,12 +12,13 @@ pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_pipeline;
+mod m20261122_000002_users;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261121_000001_pipeline::Migration)]
+        vec![Box::new(m20261121_000001_pipeline::Migration), Box::new(m20261122_000002_users::Migration)]
     }
 }

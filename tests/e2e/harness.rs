@@ -197,6 +197,21 @@ pub struct Server {
     pub config_path: PathBuf,
     child: Option<Child>,
     agent: ureq::Agent,
+    /// An API token of the `admin` user, which the plain request methods use.
+    pub admin_token: String,
+}
+
+/// Who a request claims to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    Anonymous,
+    Token(String),
+    /// A `hydra_session` cookie, with the Origin header a browser on this
+    /// server's pages would send, or none.
+    Session {
+        cookie: String,
+        origin: Option<String>,
+    },
 }
 
 /// Settings a test may change.
@@ -221,6 +236,7 @@ pub struct Answer {
     pub status: u16,
     pub location: Option<String>,
     pub content_type: String,
+    pub set_cookie: Option<String>,
     pub body: String,
 }
 
@@ -274,9 +290,45 @@ max_jobs = {max_jobs}
             .timeout_global(Some(Duration::from_secs(60)))
             .build()
             .into();
-        let mut server = Server { url: format!("http://127.0.0.1:{port}"), dir, config_path, child: None, agent };
+        let mut server = Server {
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            config_path,
+            child: None,
+            agent,
+            admin_token: String::new(),
+        };
+        server.cli_ok(&["user", "add", "admin", "--role", "admin", "--password-stdin"], Some("admin-password\n"));
+        server.admin_token =
+            server.cli_ok(&["user", "token", "admin", "--scope", "all", "--name", "tests"], None).trim().to_owned();
         server.launch();
         server
+    }
+
+    /// Runs `orthrus ARGS --config …`; returns its output.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_orthrus"));
+        command
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("cannot run orthrus");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs the CLI, which must succeed; returns its standard output.
+    pub fn cli_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let output = self.cli(args, stdin);
+        assert!(output.status.success(), "orthrus {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
     }
 
     fn launch(&mut self) {
@@ -344,12 +396,41 @@ max_jobs = {max_jobs}
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let location = header("location");
         let content_type = header("content-type").unwrap_or_default();
+        let set_cookie = header("set-cookie");
         let body = response.body_mut().read_to_string().unwrap_or_default();
-        Answer { status: response.status().as_u16(), location, content_type, body }
+        Answer { status: response.status().as_u16(), location, content_type, set_cookie, body }
+    }
+
+    /// A request as `who`: `body` is (content type, text).
+    pub fn request(&self, who: &Identity, method: &str, path: &str, body: Option<(&str, &str)>) -> Answer {
+        let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.url) };
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url).header("Accept", "application/json");
+        match who {
+            Identity::Anonymous => {}
+            Identity::Token(token) => builder = builder.header("Authorization", format!("Bearer {token}")),
+            Identity::Session { cookie, origin } => {
+                builder = builder.header("Cookie", format!("hydra_session={cookie}"));
+                if let Some(origin) = origin {
+                    builder = builder.header("Origin", origin);
+                }
+            }
+        }
+        let result = match body {
+            Some((content_type, text)) => {
+                let request = builder.header("Content-Type", content_type).body(text.to_owned()).unwrap();
+                self.agent.run(request)
+            }
+            None => self.agent.run(builder.body(()).unwrap()),
+        };
+        self.answer(result)
+    }
+
+    pub fn admin(&self) -> Identity {
+        Identity::Token(self.admin_token.clone())
     }
 
     pub fn get(&self, path: &str) -> Answer {
-        self.answer(self.agent.get(format!("{}{path}", self.url)).header("Accept", "application/json").call())
+        self.request(&self.admin(), "GET", path, None)
     }
 
     /// GET that must succeed with JSON.
@@ -361,12 +442,16 @@ max_jobs = {max_jobs}
 
     /// GET following redirects, as `curl --location` does.
     pub fn get_following(&self, path: &str) -> Answer {
-        let mut answer = self.get(path);
+        self.get_following_as(&self.admin(), path)
+    }
+
+    pub fn get_following_as(&self, who: &Identity, path: &str) -> Answer {
+        let mut answer = self.request(who, "GET", path, None);
         let mut hops = 0;
         while answer.status == 302 {
             let location = answer.location.clone().expect("302 without Location");
             assert!(location.starts_with("http://"), "Location must be absolute: {location}");
-            answer = self.answer(self.agent.get(&location).header("Accept", "application/json").call());
+            answer = self.request(who, "GET", &location, None);
             hops += 1;
             assert!(hops < 5, "redirect loop");
         }
@@ -374,13 +459,7 @@ max_jobs = {max_jobs}
     }
 
     pub fn put_raw(&self, path: &str, body: &str) -> Answer {
-        self.answer(
-            self.agent
-                .put(format!("{}{path}", self.url))
-                .header("Content-Type", "application/json")
-                .header("Accept", "application/json")
-                .send(body),
-        )
+        self.request(&self.admin(), "PUT", path, Some(("application/json", body)))
     }
 
     pub fn put(&self, path: &str, body: &Value) -> Answer {
@@ -388,11 +467,21 @@ max_jobs = {max_jobs}
     }
 
     pub fn post(&self, path: &str) -> Answer {
-        self.answer(self.agent.post(format!("{}{path}", self.url)).header("Accept", "application/json").send_empty())
+        self.request(&self.admin(), "POST", path, None)
     }
 
     pub fn delete(&self, path: &str) -> Answer {
-        self.answer(self.agent.delete(format!("{}{path}", self.url)).header("Accept", "application/json").call())
+        self.request(&self.admin(), "DELETE", path, None)
+    }
+
+    /// Logs in with a password; returns the session cookie's value.
+    pub fn login(&self, username: &str, password: &str) -> String {
+        let body = serde_json::json!({ "username": username, "password": password }).to_string();
+        let answer = self.request(&Identity::Anonymous, "POST", "/login", Some(("application/json", &body)));
+        assert_eq!(answer.status, 302, "login as {username}: {}", answer.body);
+        let cookie = answer.set_cookie.expect("login sets a cookie");
+        let value = cookie.split(';').next().unwrap().strip_prefix("hydra_session=").expect("hydra_session cookie");
+        value.to_owned()
     }
 
     /// Polls `check` until it gives a value, or fails the test with the

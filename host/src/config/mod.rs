@@ -31,6 +31,7 @@ pub struct Config {
     pub nix: NixConfig,
     pub evaluator: EvaluatorConfig,
     pub queue: QueueConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -41,6 +42,20 @@ pub struct WebConfig {
     /// The externally visible URL, used for absolute links and redirects.
     /// Empty means `http://` + `listen`.
     pub base_url: String,
+    /// Only logged-in users and API tokens may read anything.
+    pub private: bool,
+    /// How long a login lasts, in days.
+    pub session_days: u64,
+}
+
+/// Secrets shared with forges for push webhooks; empty disables one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Secret of `/api/push-github` (the webhook's "secret" on GitHub).
+    pub github_secret: String,
+    /// Secret of `/api/push-gitea`.
+    pub gitea_secret: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,13 +118,14 @@ impl Default for Config {
             nix: NixConfig::default(),
             evaluator: EvaluatorConfig::default(),
             queue: QueueConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig { listen: "127.0.0.1:3000".into(), base_url: String::new() }
+        WebConfig { listen: "127.0.0.1:3000".into(), base_url: String::new(), private: false, session_days: 30 }
     }
 }
 
@@ -217,6 +233,9 @@ impl Config {
         }
         if let Some(root) = self.evaluator.allowed_path_roots.iter().find(|r| !r.is_absolute()) {
             return Err(("evaluator.allowed_path_roots", format!("{} is not an absolute path", root.display())));
+        }
+        if self.web.session_days == 0 {
+            return Err(("web.session_days", "must be at least 1".into()));
         }
         if self.queue.max_jobs == 0 {
             return Err(("queue.max_jobs", "must be at least 1".into()));

@@ -13,6 +13,7 @@ mod builds;
 pub mod entities;
 mod evals;
 mod projects;
+mod users;
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 pub use builds::*;
 pub use evals::*;
 pub use projects::*;
+pub use users::*;
 
 /// Handle on the database; cheap to clone.
 #[derive(Clone, Debug)]

@@ -10,10 +10,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::auth::require_on;
 use super::{ApiError, ApiResult, AppState, json as hydra, redirect};
 use crate::db::{BuildStep, BuildView, status};
 use crate::logs::tail_lines;
 use crate::nix::StorePath;
+use crate::users::{Action, Caller};
 
 /// Lines of `/log/tail`.
 const TAIL_LINES: usize = 50;
@@ -120,8 +122,24 @@ pub async fn step_log_mode(
 }
 
 /// `restart`, `cancel`, `bump`: act, then 302 to the build.
-pub async fn action(State(state): State<AppState>, Path((id, action)): Path<(i64, String)>) -> ApiResult<Response> {
+/// The project a build belongs to, for rights.
+async fn project_of(state: &AppState, view: &BuildView) -> ApiResult<crate::db::Project> {
+    super::find_project(state, &view.project).await
+}
+
+pub async fn action(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, action)): Path<(i64, String)>,
+) -> ApiResult<Response> {
     let view = find_build(&state, id).await?;
+    let needed = match action.as_str() {
+        "restart" => Action::RestartBuild,
+        "cancel" => Action::CancelBuild,
+        "bump" => Action::BumpBuild,
+        other => return Err(ApiError::not_found(format!("builds have no action ‘{other}’"))),
+    };
+    require_on(&state, &caller, needed, &project_of(&state, &view).await?).await?;
     match action.as_str() {
         "restart" => {
             if !view.build.finished {
@@ -148,8 +166,13 @@ pub async fn action(State(state): State<AppState>, Path((id, action)): Path<(i64
     Ok(redirect(&state, &format!("/build/{id}")))
 }
 
-pub async fn keep(State(state): State<AppState>, Path((id, keep)): Path<(i64, String)>) -> ApiResult<Response> {
-    find_build(&state, id).await?;
+pub async fn keep(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, keep)): Path<(i64, String)>,
+) -> ApiResult<Response> {
+    let view = find_build(&state, id).await?;
+    require_on(&state, &caller, Action::KeepBuild, &project_of(&state, &view).await?).await?;
     let keep = match keep.as_str() {
         "1" => true,
         "0" => false,

@@ -1,8 +1,7 @@
-//! The HTTP side: Hydra-compatible JSON routes (see HYDRA-API.md).
-//!
-//! Until users and API tokens exist, requests that change anything are
-//! accepted only from loopback clients.
+//! The HTTP side: Hydra-compatible JSON routes (see HYDRA-API.md), with
+//! every change checked against the caller's rights.
 
+mod auth;
 mod body;
 mod builds;
 mod error;
@@ -11,11 +10,11 @@ mod extract;
 mod json;
 mod latest;
 mod projects;
+mod users;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -73,6 +72,13 @@ pub fn router(state: AppState) -> Router {
         .route("/build/{id}/keep/{keep}", post(builds::keep).put(builds::keep))
         .route("/build/{id}/{action}", post(builds::action).put(builds::action))
         .route("/api/push", post(projects::push))
+        .route("/login", post(users::login))
+        .route("/logout", post(users::logout))
+        .route("/current-user", get(users::current_user))
+        .route("/users", get(users::list_users))
+        .route("/user/{name}", get(users::get_user).put(users::put_user).delete(users::delete_user))
+        .route("/user/{name}/tokens", get(users::list_tokens).post(users::create_token))
+        .route("/user/{name}/tokens/{id}", axum::routing::delete(users::revoke_token))
         .route("/api/nrqueue", get(builds::nr_queue))
         .route("/api/queue", get(builds::queue))
         .route("/latest", get(latest::handle))
@@ -86,7 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/job/{project}/{jobset}/{job}/{*rest}", get(latest::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(guard_writes))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(middleware::from_fn(vary_accept))
         .with_state(state)
 }
@@ -97,19 +103,6 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, format!("this page does not answer {method}"))
-}
-
-/// Only loopback clients may change anything until users and tokens exist.
-async fn guard_writes(request: Request, next: Next) -> Response {
-    let mutating = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if mutating {
-        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-        if !peer.is_some_and(|p| p.ip().is_loopback()) {
-            return ApiError::forbidden("changes are only accepted from the server's own machine (loopback)")
-                .into_response();
-        }
-    }
-    next.run(request).await
 }
 
 /// The same URL answers differently depending on Accept.

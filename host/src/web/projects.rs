@@ -13,10 +13,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::{require, require_on};
 use super::body::{self, flexible_bool, flexible_int, flexible_string};
 use super::{ApiError, ApiResult, AppState, find_jobset, find_project, json as hydra};
 use crate::db::{Declarative, InputSetting, JobsetSettings, ProjectSettings};
 use crate::inputs;
+use crate::users::{Action, Caller};
 
 /// Project, jobset and input names: a letter, then letters, digits, `_` or `-`
 /// (Hydra's rule, so that names are safe in URLs and Nix).
@@ -60,7 +62,9 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 pub async fn get_project(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     let project = find_project(&state, &name).await?;
     let jobsets = state.db.jobsets_of(project.id).await?;
-    Ok(Json(hydra::project(&project, &jobsets)))
+    let mut value = hydra::project(&project, &jobsets);
+    value["members"] = json!(state.db.project_members(project.id).await?);
+    Ok(Json(value))
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +89,9 @@ struct ProjectRequest {
     enable_dynamic_run_command: Option<bool>,
     #[serde(default)]
     declarative: Option<DeclarativeRequest>,
+    /// Users with the owner's rights on the project (an Orthrus addition).
+    #[serde(default)]
+    members: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,17 +108,26 @@ struct DeclarativeRequest {
 /// (a new project is enabled and visible unless told otherwise).
 pub async fn put_project(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let request: ProjectRequest = body::parse(&headers, &body)?;
     let existing = state.db.project(&name).await?;
+    match &existing {
+        Some(project) => require_on(&state, &caller, Action::EditProject, project).await?,
+        None => require(&caller, Action::CreateProject)?,
+    }
+    let request: ProjectRequest = body::parse(&headers, &body)?;
     let mut settings = match &existing {
         Some(project) => project.settings(),
         None => {
             check_name("project", &name)?;
-            ProjectSettings::new(&name)
+            // Its creator owns a new project.
+            ProjectSettings {
+                owner: caller.user.as_ref().map(|u| u.username.clone()).unwrap_or_default(),
+                ..ProjectSettings::new(&name)
+            }
         }
     };
     if let Some(new_name) = request.name.filter(|n| !n.is_empty()) {
@@ -126,7 +142,16 @@ pub async fn put_project(
     }
     settings.description = request.description.unwrap_or(settings.description);
     settings.homepage = request.homepage.unwrap_or(settings.homepage);
-    settings.owner = request.owner.unwrap_or(settings.owner);
+    if let Some(owner) = request.owner.filter(|o| *o != settings.owner) {
+        // Hydra's rule: only admins give projects away.
+        if !caller.is_admin() {
+            return Err(ApiError::forbidden("only an admin may change a project's owner"));
+        }
+        if state.db.user(&owner).await?.is_none() {
+            return Err(ApiError::bad_request(format!("field ‘owner’: there is no user ‘{owner}’")));
+        }
+        settings.owner = owner;
+    }
     settings.enabled = request.enabled.unwrap_or(settings.enabled);
     if let Some(visible) = request.visible {
         settings.hidden = !visible;
@@ -142,13 +167,23 @@ pub async fn put_project(
         });
     }
     let (project, created) = state.db.save_project(&name, &settings).await?;
+    if let Some(members) = request.members {
+        state.db.set_project_members(project.id, &members).await.map_err(|e| match e {
+            crate::db::DbError::Conflict(message) => ApiError::bad_request(format!("field ‘members’: {message}")),
+            other => other.into(),
+        })?;
+    }
     Ok(saved(&state, "project", &project.name, &format!("/project/{}", project.name), created))
 }
 
-pub async fn delete_project(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    if !state.db.delete_project(&name).await? {
-        return Err(ApiError::not_found(format!("project ‘{name}’ does not exist")));
-    }
+pub async fn delete_project(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let project = find_project(&state, &name).await?;
+    require_on(&state, &caller, Action::EditProject, &project).await?;
+    state.db.delete_project(&name).await?;
     state.queue.wake();
     Ok(Json(json!({ "redirect": state.url("/") })))
 }
@@ -219,12 +254,14 @@ fn int_field(field: &str, value: i64, min: i64, max: i64) -> ApiResult<i32> {
 /// Creates a jobset or updates it; given `inputs` replace the old ones.
 pub async fn put_jobset(
     State(state): State<AppState>,
+    caller: Caller,
     Path((project_name, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let request: JobsetRequest = body::parse(&headers, &body)?;
     let project = find_project(&state, &project_name).await?;
+    require_on(&state, &caller, Action::EditJobset, &project).await?;
+    let request: JobsetRequest = body::parse(&headers, &body)?;
     if project.declarative().is_some() {
         return Err(ApiError::forbidden(format!(
             "project ‘{project_name}’ is declarative: its jobsets are defined by its spec file, not edited by hand"
@@ -321,9 +358,11 @@ pub async fn put_jobset(
 
 pub async fn delete_jobset(
     State(state): State<AppState>,
+    caller: Caller,
     Path((project, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let (project, jobset) = find_jobset(&state, &project, &name).await?;
+    require_on(&state, &caller, Action::EditJobset, &project).await?;
     if project.declarative().is_some() {
         return Err(ApiError::forbidden(format!(
             "project ‘{}’ is declarative: change its spec file instead",
@@ -347,18 +386,35 @@ pub struct PushQuery {
 
 /// `POST /api/push?jobsets=P:J,…&repos=URL,…&force=1`: evaluate these
 /// jobsets (and those with an input of these repositories) soon.
-pub async fn push(State(state): State<AppState>, Query(query): Query<PushQuery>) -> ApiResult<Json<Value>> {
+pub async fn push(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<PushQuery>,
+) -> ApiResult<Json<Value>> {
     // Hydra counts `force` as set whenever it is present.
     let force = query.force.is_some_and(|f| !matches!(f.as_str(), "0" | "false"));
+    if caller.user.is_none() {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "log in or send an API token to trigger evaluations"));
+    }
     let mut names = Vec::new();
     for entry in query.jobsets.iter().flat_map(|j| j.split(',')).map(str::trim).filter(|e| !e.is_empty()) {
         let (project, jobset) = entry
             .split_once(':')
             .ok_or_else(|| ApiError::bad_request(format!("jobsets: {entry:?} is not of the form project:jobset")))?;
+        // A jobset named outright must be the caller's to trigger.
+        if let Some(project) = state.db.project(project).await? {
+            require_on(&state, &caller, Action::TriggerEval, &project).await?;
+        }
         names.push((project.to_owned(), jobset.to_owned()));
     }
     for repo in query.repos.iter().flat_map(|r| r.split(',')).map(str::trim).filter(|r| !r.is_empty()) {
-        names.extend(state.db.jobsets_with_input_value(repo).await?);
+        for (project_name, jobset) in state.db.jobsets_with_input_value(repo).await? {
+            if let Some(project) = state.db.project(&project_name).await? {
+                if require_on(&state, &caller, Action::TriggerEval, &project).await.is_ok() {
+                    names.push((project_name, jobset));
+                }
+            }
+        }
     }
     let triggered = state.db.trigger_jobsets(&names, force).await?;
     if !triggered.is_empty() {

@@ -1,0 +1,326 @@
+//! Who asks, and what they may do: roles, password hashing, the secrets of
+//! sessions and API tokens, and the rule deciding each action.
+//!
+//! Rights follow Hydra: admins may do everything; project owners and
+//! members may change their project, its jobsets and builds; roles grant
+//! one kind of action on every project. An API token (an Orthrus addition)
+//! acts for its user, but only within its scopes.
+
+use std::collections::BTreeSet;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use rand_core::{OsRng, RngCore};
+use sha2::{Digest, Sha256};
+
+use crate::db::User;
+
+/// Roles a user may have, sorted.
+pub const ROLES: [&str; 6] =
+    ["admin", "bump-to-front", "cancel-build", "create-projects", "eval-jobset", "restart-jobs"];
+
+/// Scopes an API token may carry, sorted; `all` stands for every one.
+pub const SCOPES: [&str; 5] = ["admin", "builds", "eval", "projects", "read"];
+
+/// What a request wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Read anything (only checked when the server is private).
+    Read,
+    CreateProject,
+    /// Change or delete a project, or change its members.
+    EditProject,
+    /// Create, change or delete a jobset.
+    EditJobset,
+    RestartBuild,
+    CancelBuild,
+    BumpBuild,
+    KeepBuild,
+    /// Ask for an evaluation (`/api/push`).
+    TriggerEval,
+    /// Create, change and delete users.
+    ManageUsers,
+}
+
+impl Action {
+    /// The token scope an action needs.
+    fn scope(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::CreateProject | Action::EditProject | Action::EditJobset => "projects",
+            Action::RestartBuild | Action::CancelBuild | Action::BumpBuild | Action::KeepBuild => "builds",
+            Action::TriggerEval => "eval",
+            Action::ManageUsers => "admin",
+        }
+    }
+
+    /// The role that grants the action on every project, if one does.
+    fn role(self) -> Option<&'static str> {
+        match self {
+            Action::CreateProject => Some("create-projects"),
+            Action::RestartBuild => Some("restart-jobs"),
+            Action::CancelBuild => Some("cancel-build"),
+            Action::BumpBuild => Some("bump-to-front"),
+            Action::TriggerEval => Some("eval-jobset"),
+            _ => None,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Action::Read => "read this server",
+            Action::CreateProject => "create projects",
+            Action::EditProject => "change this project",
+            Action::EditJobset => "change this project's jobsets",
+            Action::RestartBuild => "restart builds of this project",
+            Action::CancelBuild => "cancel builds of this project",
+            Action::BumpBuild => "bump builds of this project",
+            Action::KeepBuild => "keep builds of this project",
+            Action::TriggerEval => "trigger evaluations of this project",
+            Action::ManageUsers => "manage users",
+        }
+    }
+}
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    Anonymous,
+    /// A `hydra_session` cookie: a browser, or a script that logged in.
+    Session,
+    /// `Authorization: Bearer`, limited to these scopes.
+    Token {
+        id: i64,
+        scopes: BTreeSet<String>,
+    },
+}
+
+/// The one asking.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: Option<User>,
+    pub auth: Auth,
+}
+
+/// The project an action is about: who owns it.
+#[derive(Debug, Clone, Copy)]
+pub struct ProjectOwners<'a> {
+    pub owner: &'a str,
+    pub members: &'a [String],
+}
+
+/// Why an action was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// Nobody is logged in (HTTP 401).
+    NotLoggedIn(String),
+    /// Logged in, without the right (HTTP 403).
+    Forbidden(String),
+}
+
+impl Caller {
+    pub fn anonymous() -> Caller {
+        Caller { user: None, auth: Auth::Anonymous }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.user.as_ref().is_some_and(|u| u.roles.contains("admin"))
+    }
+
+    /// Whether the caller may do `action` (on `project`, for the actions
+    /// about one).
+    pub fn check(&self, action: Action, project: Option<ProjectOwners<'_>>) -> Result<(), Denied> {
+        let Some(user) = &self.user else {
+            return Err(Denied::NotLoggedIn(format!("log in (or send an API token) to {}", action.describe())));
+        };
+        if let Auth::Token { scopes, .. } = &self.auth {
+            // Every token may read; other actions need their scope.
+            if action != Action::Read && !scopes.contains(action.scope()) {
+                return Err(Denied::Forbidden(format!(
+                    "this API token's scopes ({}) do not include ‘{}’, needed to {}",
+                    scopes.iter().cloned().collect::<Vec<_>>().join(", "),
+                    action.scope(),
+                    action.describe()
+                )));
+            }
+        }
+        let is_owner = project.is_some_and(|p| p.owner == user.username || p.members.contains(&user.username));
+        let allowed = action == Action::Read
+            || user.roles.contains("admin")
+            || action.role().is_some_and(|role| user.roles.contains(role))
+            || (is_owner && !matches!(action, Action::CreateProject | Action::ManageUsers));
+        if allowed {
+            Ok(())
+        } else {
+            Err(Denied::Forbidden(format!("user ‘{}’ may not {}", user.username, action.describe())))
+        }
+    }
+}
+
+/// An argon2id hash of a password, in PHC string format.
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 with default parameters").to_string()
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
+/// A new random secret (a session or an API token), 256 bits in hex,
+/// after a prefix saying what it is.
+pub fn new_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// What is stored of a secret: its SHA-256, in hex.
+pub fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// User names: a letter or digit, then letters, digits, `.`, `_`, `-` or `@`.
+pub fn check_username(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || ".-_@".contains(c))
+        && name.len() <= 64;
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid user name {name:?}: use letters, digits, ‘.’, ‘_’, ‘-’ and ‘@’, starting with a letter or digit"
+        ))
+    }
+}
+
+pub fn check_roles(roles: &BTreeSet<String>) -> Result<(), String> {
+    match roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
+        Some(bad) => Err(format!("unknown role ‘{bad}’; roles are: {}", ROLES.join(", "))),
+        None => Ok(()),
+    }
+}
+
+/// Token scopes from a list; `all` means every scope.
+pub fn parse_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<BTreeSet<String>, String> {
+    let mut scopes = BTreeSet::new();
+    for name in names {
+        match name {
+            "all" => scopes.extend(SCOPES.iter().map(|s| s.to_string())),
+            s if SCOPES.contains(&s) => {
+                scopes.insert(s.to_owned());
+            }
+            other => return Err(format!("unknown token scope ‘{other}’; scopes are: all, {}", SCOPES.join(", "))),
+        }
+    }
+    if scopes.is_empty() {
+        return Err(format!("a token needs at least one scope: all, {}", SCOPES.join(", ")));
+    }
+    Ok(scopes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, roles: &[&str]) -> User {
+        User {
+            id: 1,
+            username: name.into(),
+            full_name: String::new(),
+            email: String::new(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    fn session(name: &str, roles: &[&str]) -> Caller {
+        Caller { user: Some(user(name, roles)), auth: Auth::Session }
+    }
+
+    const ALL: [Action; 10] = [
+        Action::Read,
+        Action::CreateProject,
+        Action::EditProject,
+        Action::EditJobset,
+        Action::RestartBuild,
+        Action::CancelBuild,
+        Action::BumpBuild,
+        Action::KeepBuild,
+        Action::TriggerEval,
+        Action::ManageUsers,
+    ];
+
+    #[test]
+    fn rights_matrix() {
+        let members = vec!["mia".to_owned()];
+        let project = ProjectOwners { owner: "olga", members: &members };
+        let allowed = |caller: &Caller| -> Vec<Action> {
+            ALL.iter().copied().filter(|a| caller.check(*a, Some(project)).is_ok()).collect()
+        };
+        assert!(matches!(Caller::anonymous().check(Action::RestartBuild, Some(project)), Err(Denied::NotLoggedIn(_))));
+        assert_eq!(allowed(&session("admin", &["admin"])), ALL);
+        assert_eq!(allowed(&session("pat", &[])), [Action::Read]);
+        let owner_rights = [
+            Action::Read,
+            Action::EditProject,
+            Action::EditJobset,
+            Action::RestartBuild,
+            Action::CancelBuild,
+            Action::BumpBuild,
+            Action::KeepBuild,
+            Action::TriggerEval,
+        ];
+        assert_eq!(allowed(&session("olga", &[])), owner_rights);
+        assert_eq!(allowed(&session("mia", &[])), owner_rights);
+        assert_eq!(allowed(&session("r", &["restart-jobs"])), [Action::Read, Action::RestartBuild]);
+        assert_eq!(allowed(&session("c", &["cancel-build"])), [Action::Read, Action::CancelBuild]);
+        assert_eq!(allowed(&session("b", &["bump-to-front"])), [Action::Read, Action::BumpBuild]);
+        assert_eq!(allowed(&session("e", &["eval-jobset"])), [Action::Read, Action::TriggerEval]);
+        assert_eq!(allowed(&session("p", &["create-projects"])), [Action::Read, Action::CreateProject]);
+    }
+
+    #[test]
+    fn tokens_act_within_their_scopes() {
+        let admin_token = |scopes: &[&str]| Caller {
+            user: Some(user("root", &["admin"])),
+            auth: Auth::Token { id: 1, scopes: parse_scopes(scopes.iter().copied()).unwrap() },
+        };
+        let builds_only = admin_token(&["builds"]);
+        assert!(builds_only.check(Action::RestartBuild, None).is_ok());
+        assert!(builds_only.check(Action::Read, None).is_ok());
+        let Err(Denied::Forbidden(message)) = builds_only.check(Action::EditProject, None) else { panic!() };
+        assert!(message.contains("‘projects’"), "{message}");
+        assert!(admin_token(&["all"]).check(Action::ManageUsers, None).is_ok());
+        // A scope does not give what the user lacks.
+        let plain = Caller {
+            user: Some(user("pat", &[])),
+            auth: Auth::Token { id: 2, scopes: parse_scopes(["all"]).unwrap() },
+        };
+        assert!(plain.check(Action::CreateProject, None).is_err());
+    }
+
+    #[test]
+    fn passwords_and_secrets() {
+        let hash = hash_password("correct horse");
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &hash));
+        assert!(!verify_password("wrong", &hash));
+        assert!(!verify_password("x", "not a hash"));
+        let a = new_secret("orthrus_");
+        assert_eq!(a.len(), 8 + 64);
+        assert_ne!(a, new_secret("orthrus_"));
+        assert_eq!(digest("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn names_roles_and_scopes_are_checked() {
+        assert!(check_username("alice").is_ok());
+        assert!(check_username("a b").is_err());
+        assert!(check_roles(&["admin".to_owned()].into()).is_ok());
+        assert!(check_roles(&["root".to_owned()].into()).unwrap_err().contains("unknown role"));
+        assert!(parse_scopes(["nope"]).is_err());
+        assert!(parse_scopes([]).is_err());
+        assert_eq!(parse_scopes(["eval", "read"]).unwrap().len(), 2);
+    }
+}

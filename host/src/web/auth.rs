@@ -1,0 +1,175 @@
+//! Who is asking: a `hydra_session` cookie or an `Authorization: Bearer`
+//! token becomes a [`Caller`] in the request's extensions; requests a
+//! server must refuse before any handler runs are refused here.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, ApiResult, AppState};
+use crate::db::Project;
+use crate::users::{self, Action, Auth, Caller, Denied, ProjectOwners};
+
+/// The session cookie's name, as Hydra's.
+pub const SESSION_COOKIE: &str = "hydra_session";
+
+/// Paths anyone may use even on a private server: logging in and out, and
+/// the webhooks (which carry their own signature).
+fn is_public(path: &str) -> bool {
+    matches!(path, "/login" | "/logout" | "/api/push-github" | "/api/push-gitea")
+}
+
+fn is_mutating(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// A JSON body cannot be sent across sites without the CORS preflight this
+/// server never grants, so it is no forgery; forms and empty posts can be.
+fn is_json_request(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("application/json"))
+}
+
+/// `scheme://host[:port]` of a URL, lower-case.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    (!host.is_empty()).then(|| format!("{}://{}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase()))
+}
+
+/// Whether the request comes from a page of this server: its Origin (or,
+/// lacking one, its Referer) is the configured base URL's origin or the
+/// origin the client addressed (`Host`).
+fn is_same_origin(state: &AppState, headers: &HeaderMap) -> bool {
+    let claimed = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok())
+        .and_then(origin_of);
+    let Some(claimed) = claimed else { return false };
+    if Some(&claimed) == origin_of(&state.config.base_url()).as_ref() {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
+    host.is_some_and(|host| claimed == format!("http://{host}") || claimed == format!("https://{host}"))
+}
+
+/// The value of the session cookie, if the request has one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// Identifies the caller. A token that does not work is an error (the
+/// caller meant to be someone); an unknown session is just anonymous.
+async fn identify(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
+    if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+        let value = authorization.to_str().unwrap_or("");
+        let token = value.strip_prefix("Bearer ").ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "the Authorization header must be ‘Bearer TOKEN’")
+        })?;
+        let (user, token) =
+            state.db.token_user(&users::digest(token.trim())).await?.ok_or_else(|| {
+                ApiError::new(StatusCode::UNAUTHORIZED, "the API token is unknown, revoked or expired")
+            })?;
+        let scopes = token.scopes.split_whitespace().map(str::to_owned).collect();
+        return Ok(Caller { user: Some(user), auth: Auth::Token { id: token.id, scopes } });
+    }
+    if let Some(secret) = session_cookie(headers) {
+        if let Some(user) = state.db.session_user(&users::digest(secret)).await? {
+            return Ok(Caller { user: Some(user), auth: Auth::Session });
+        }
+    }
+    Ok(Caller::anonymous())
+}
+
+/// Middleware: identify the caller, keep private servers private, and
+/// refuse cross-site requests riding on a browser session.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let caller = match identify(&state, request.headers()).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    let path = request.uri().path();
+    if state.config.web.private && caller.user.is_none() && !is_public(path) {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "this server is private: log in or send an API token")
+            .into_response();
+    }
+    if caller.auth == Auth::Session
+        && is_mutating(request.method())
+        && !is_json_request(request.headers())
+        && !is_same_origin(&state, request.headers())
+    {
+        return ApiError::forbidden(
+            "cross-site request refused: a request using a login session must come from this server's pages \
+             (same-origin Origin or Referer header) or send JSON; scripts may use an API token",
+        )
+        .into_response();
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        Ok(parts.extensions.get::<Caller>().cloned().unwrap_or_else(Caller::anonymous))
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> ApiError {
+        match denied {
+            Denied::NotLoggedIn(message) => ApiError::new(StatusCode::UNAUTHORIZED, message),
+            Denied::Forbidden(message) => ApiError::forbidden(message),
+        }
+    }
+}
+
+/// Checks an action that concerns no particular project.
+pub fn require(caller: &Caller, action: Action) -> ApiResult<()> {
+    Ok(caller.check(action, None)?)
+}
+
+/// Checks an action on a project (its owner and members have rights on it).
+pub async fn require_on(state: &AppState, caller: &Caller, action: Action, project: &Project) -> ApiResult<()> {
+    // Checked first without the members: most callers are decided by then.
+    if caller.check(action, Some(ProjectOwners { owner: &project.owner, members: &[] })).is_ok() {
+        return Ok(());
+    }
+    let members = state.db.project_members(project.id).await?;
+    Ok(caller.check(action, Some(ProjectOwners { owner: &project.owner, members: &members }))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            origin_of("https://Hydra.example.org:8443/build/3?x#y").as_deref(),
+            Some("https://hydra.example.org:8443")
+        );
+        assert_eq!(origin_of("http://localhost").as_deref(), Some("http://localhost"));
+        assert_eq!(origin_of("nonsense"), None);
+    }
+
+    #[test]
+    fn session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, "theme=dark; hydra_session=abc123; x=y".parse().unwrap());
+        assert_eq!(session_cookie(&headers), Some("abc123"));
+    }
+}

@@ -1,0 +1,248 @@
+//! Logging in and out, users (admins manage them, everyone their own
+//! account) and API tokens.
+
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{SESSION_COOKIE, require, session_cookie};
+use super::body;
+use super::extract::Path;
+use super::{ApiError, ApiResult, AppState};
+use crate::db::{ApiToken, User, UserChanges, now};
+use crate::users::{self, Action, Auth, Caller};
+
+pub fn user_json(user: &User) -> Value {
+    json!({
+        "username": user.username,
+        "fullname": user.full_name,
+        "emailaddress": user.email,
+        "userroles": user.roles.iter().collect::<Vec<_>>(),
+    })
+}
+
+fn token_json(token: &ApiToken) -> Value {
+    json!({
+        "id": token.id,
+        "name": token.name,
+        "scopes": token.scopes.split_whitespace().collect::<Vec<_>>(),
+        "created": token.created_time,
+        "expires": token.expires_time,
+        "lastused": token.last_used_time,
+        "revoked": token.revoked,
+    })
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+/// `POST /login`: 302 with a `hydra_session` cookie and the user's JSON,
+/// or 403 for a wrong name or password.
+pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let request: LoginRequest = body::parse(&headers, &body)?;
+    let refused = || ApiError::forbidden("wrong user name or password");
+    let (user, hash) = state.db.user_with_password(&request.username).await?.ok_or_else(refused)?;
+    let hash = hash.ok_or_else(refused)?;
+    // Argon2 is deliberately slow: off the async workers.
+    let password = request.password;
+    let valid = tokio::task::spawn_blocking(move || users::verify_password(&password, &hash)).await.unwrap_or(false);
+    if !valid {
+        return Err(refused());
+    }
+    let secret = users::new_secret("");
+    let days = state.config.web.session_days;
+    state.db.create_session(&users::digest(&secret), user.id, now() + (days * 86400) as i64).await?;
+    let secure = if state.config.base_url().starts_with("https://") { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", days * 86400);
+    let location = state.url("/");
+    let mut response = (StatusCode::FOUND, Json(user_json(&user))).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie is ASCII"));
+    response.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).expect("URL is ASCII"));
+    Ok(response)
+}
+
+/// `POST /logout`: ends the session.
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    if let Some(secret) = session_cookie(&headers) {
+        state.db.delete_session(&users::digest(secret)).await?;
+    }
+    let mut response = super::redirect(&state, "/");
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("hydra_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+    );
+    Ok(response)
+}
+
+pub async fn current_user(caller: Caller) -> ApiResult<Json<Value>> {
+    let user = caller.user.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "nobody is logged in"))?;
+    Ok(Json(user_json(&user)))
+}
+
+pub async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    require(&caller, Action::ManageUsers)?;
+    Ok(Json(Value::Array(state.db.users().await?.iter().map(user_json).collect())))
+}
+
+/// Users see and change their own account; admins every account.
+fn require_self_or_admin(caller: &Caller, username: &str) -> ApiResult<()> {
+    match &caller.user {
+        Some(user) if user.username == username => Ok(()),
+        _ => require(caller, Action::ManageUsers),
+    }
+}
+
+async fn find_user(state: &AppState, username: &str) -> ApiResult<User> {
+    state.db.user(username).await?.ok_or_else(|| ApiError::not_found(format!("user ‘{username}’ does not exist")))
+}
+
+pub async fn get_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    require_self_or_admin(&caller, &name)?;
+    Ok(Json(user_json(&find_user(&state, &name).await?)))
+}
+
+#[derive(Deserialize)]
+struct UserRequest {
+    #[serde(default)]
+    fullname: Option<String>,
+    #[serde(default)]
+    emailaddress: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    userroles: Option<BTreeSet<String>>,
+}
+
+/// `PUT /user/NAME`: admins create users and set roles; users change their
+/// own name, address and password.
+pub async fn put_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let request: UserRequest = body::parse(&headers, &body)?;
+    let existing = state.db.user(&name).await?;
+    match &existing {
+        None => require(&caller, Action::ManageUsers)?,
+        Some(user) => {
+            require_self_or_admin(&caller, &name)?;
+            if request.userroles.as_ref().is_some_and(|roles| roles != &user.roles) {
+                require(&caller, Action::ManageUsers)?;
+            }
+        }
+    }
+    users::check_username(&name).map_err(ApiError::bad_request)?;
+    if let Some(roles) = &request.userroles {
+        users::check_roles(roles).map_err(|e| ApiError::bad_request(format!("field ‘userroles’: {e}")))?;
+    }
+    let password_hash = match request.password {
+        Some(password) if password.len() < 8 => {
+            return Err(ApiError::bad_request("field ‘password’: use at least 8 characters"));
+        }
+        Some(password) => {
+            Some(tokio::task::spawn_blocking(move || users::hash_password(&password)).await.map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot hash the password: {e}"))
+            })?)
+        }
+        None => None,
+    };
+    let changes = UserChanges {
+        full_name: request.fullname,
+        email: request.emailaddress,
+        password_hash,
+        roles: request.userroles,
+    };
+    let (user, created) = state.db.save_user(&name, &changes).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(user_json(&user))).into_response())
+}
+
+pub async fn delete_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    require(&caller, Action::ManageUsers)?;
+    if !state.db.delete_user(&name).await? {
+        return Err(ApiError::not_found(format!("user ‘{name}’ does not exist")));
+    }
+    Ok(Json(json!({ "redirect": state.url("/users") })))
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    #[serde(default)]
+    name: String,
+    scopes: Vec<String>,
+    /// Days until the token stops working; none means it does not expire.
+    #[serde(default)]
+    expires_in_days: Option<u32>,
+}
+
+/// `POST /user/NAME/tokens`: a new API token, shown once in the answer.
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    require_self_or_admin(&caller, &name)?;
+    let request: TokenRequest = body::parse(&headers, &body)?;
+    let scopes = users::parse_scopes(request.scopes.iter().map(String::as_str))
+        .map_err(|e| ApiError::bad_request(format!("field ‘scopes’: {e}")))?;
+    // A token cannot mint a token stronger than itself.
+    if let Auth::Token { scopes: own, .. } = &caller.auth {
+        if let Some(extra) = scopes.iter().find(|s| !own.contains(*s)) {
+            return Err(ApiError::forbidden(format!(
+                "this API token cannot create a token with scope ‘{extra}’ it lacks"
+            )));
+        }
+    }
+    let user = find_user(&state, &name).await?;
+    let secret = users::new_secret("orthrus_");
+    let expires = request.expires_in_days.map(|days| now() + i64::from(days) * 86400);
+    let scopes_text = scopes.into_iter().collect::<Vec<_>>().join(" ");
+    let token = state.db.create_token(user.id, &request.name, &users::digest(&secret), &scopes_text, expires).await?;
+    let mut value = token_json(&token);
+    value["token"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    require_self_or_admin(&caller, &name)?;
+    let user = find_user(&state, &name).await?;
+    Ok(Json(Value::Array(state.db.tokens_of(user.id).await?.iter().map(token_json).collect())))
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, id)): Path<(String, i64)>,
+) -> ApiResult<Json<Value>> {
+    require_self_or_admin(&caller, &name)?;
+    let user = find_user(&state, &name).await?;
+    if !state.db.revoke_token(user.id, id).await? {
+        return Err(ApiError::not_found(format!("user ‘{name}’ has no token {id}")));
+    }
+    Ok(Json(json!({ "revoked": id })))
+}
