@@ -9,6 +9,7 @@ pub mod eval;
 pub mod inputs;
 pub mod logs;
 pub mod machines;
+pub mod metrics;
 pub mod nix;
 pub mod queue;
 pub mod server;

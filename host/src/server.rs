@@ -12,6 +12,7 @@ use crate::db::Db;
 use crate::eval::{Evaluator, EvaluatorHandle};
 use crate::logs::LogStore;
 use crate::machines::LocalMachine;
+use crate::metrics::Metrics;
 use crate::nix::Nix;
 use crate::queue::{QueueHandle, QueueRunner};
 use crate::web::{AppState, router};
@@ -48,12 +49,23 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     let logs = LogStore::new(config.logs_dir());
     let queue = QueueHandle::default();
     let evaluator = EvaluatorHandle::default();
-    let runner = QueueRunner::new(db.clone(), nix.clone(), logs.clone(), config.clone(), queue.clone(), machine);
+    let metrics = Metrics::new();
+    let machines = Arc::new(vec![machine.info(config.queue.max_jobs)]);
+    let runner = QueueRunner::new(
+        db.clone(),
+        nix.clone(),
+        logs.clone(),
+        config.clone(),
+        queue.clone(),
+        machine,
+        metrics.clone(),
+    );
     let queue_task = tokio::spawn(runner.run());
-    let eval_task =
-        tokio::spawn(Evaluator::new(db.clone(), nix.clone(), config.clone(), evaluator.clone(), queue.notify()).run());
+    let evaluator_task =
+        Evaluator::new(db.clone(), nix.clone(), config.clone(), evaluator.clone(), queue.notify(), metrics.clone());
+    let eval_task = tokio::spawn(evaluator_task.run());
 
-    let state = AppState { db, config: config.clone(), logs, evaluator, queue };
+    let state = AppState { db, nix, machines, metrics, config: config.clone(), logs, evaluator, queue };
     let addr = config.listen_addr().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     info!("Orthrus listening on {} ({})", config.base_url(), listener.local_addr()?);

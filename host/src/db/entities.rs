@@ -271,7 +271,16 @@ pub mod build_output {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        #[sea_orm(belongs_to = "super::build::Entity", from = "Column::BuildId", to = "super::build::Column::Id")]
+        Build,
+    }
+
+    impl Related<super::build::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Build.def()
+        }
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }

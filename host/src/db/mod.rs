@@ -12,6 +12,7 @@
 mod builds;
 pub mod entities;
 mod evals;
+mod overview;
 mod projects;
 mod users;
 
@@ -23,6 +24,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 
 pub use builds::*;
 pub use evals::*;
+pub use overview::*;
 pub use projects::*;
 pub use users::*;
 

@@ -362,6 +362,19 @@ impl Db {
         Ok(found)
     }
 
+    /// Every input of every jobset, with the (project, jobset) it belongs to.
+    pub async fn all_jobset_inputs(&self) -> DbResult<Vec<(String, String, JobsetInput)>> {
+        let inputs = jobset_input::Entity::find().order_by_asc(jobset_input::Column::Id).all(self.read()).await?;
+        let names: HashMap<i64, (String, String)> = jobset::Entity::find()
+            .find_also_related(project::Entity)
+            .all(self.read())
+            .await?
+            .into_iter()
+            .filter_map(|(j, p)| p.map(|p| (j.id, (p.name, j.name))))
+            .collect();
+        Ok(inputs.into_iter().filter_map(|i| names.get(&i.jobset_id).cloned().map(|(p, j)| (p, j, i))).collect())
+    }
+
     /// Asks for an evaluation of the named jobsets (`project:jobset`), even
     /// with unchanged inputs when `force` is set. Disabled jobsets (or those
     /// of disabled projects) are not evaluated, so they are not triggered.

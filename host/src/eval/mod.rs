@@ -16,8 +16,9 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::Config;
-use crate::db::{Db, DueJobset, NewEval, NewEvalInput, now};
+use crate::db::{Db, DueJobset, NewEval, NewEvalInput, now, outcome};
 use crate::inputs::{FetchedInput, InputFetcher, build_argument};
+use crate::metrics::Metrics;
 use crate::nix::{Nix, NixValue, StorePath};
 pub use jobs::{JobDefaults, JobInfo};
 
@@ -43,6 +44,7 @@ pub struct Evaluator {
     handle: EvaluatorHandle,
     /// Woken when an evaluation queued new builds.
     queue_wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
     use_nix_eval_jobs: bool,
 }
 
@@ -53,10 +55,17 @@ fn is_contained_relative_path(path: &str) -> bool {
 }
 
 impl Evaluator {
-    pub fn new(db: Db, nix: Nix, config: Arc<Config>, handle: EvaluatorHandle, queue_wake: Arc<Notify>) -> Evaluator {
+    pub fn new(
+        db: Db,
+        nix: Nix,
+        config: Arc<Config>,
+        handle: EvaluatorHandle,
+        queue_wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
+    ) -> Evaluator {
         let fetcher = InputFetcher::new(nix.clone(), db.clone(), config.evaluator.allowed_path_roots.clone());
         let use_nix_eval_jobs = config.evaluator.use_nix_eval_jobs && nix.has_program("nix-eval-jobs");
-        Evaluator { db, nix, fetcher, config, handle, queue_wake, use_nix_eval_jobs }
+        Evaluator { db, nix, fetcher, config, handle, queue_wake, metrics, use_nix_eval_jobs }
     }
 
     /// Runs until the task is dropped.
@@ -108,16 +117,23 @@ impl Evaluator {
     /// One check of a jobset, from fetching to recording; every outcome is
     /// recorded on the jobset, so it never stays marked as running.
     async fn evaluate_jobset(&self, due: &DueJobset, started: i64) {
-        let outcome = self.check(due, started).await;
-        if let Err(message) = outcome {
-            warn!("evaluation failed: {message}");
-            if let Err(e) = self.db.record_eval_failure(due.jobset.id, started, &message).await {
-                warn!("cannot record the evaluation failure: {e}");
+        let clock = Instant::now();
+        let outcome = match self.check(due, started).await {
+            Ok(outcome) => outcome,
+            Err(message) => {
+                warn!("evaluation failed: {message}");
+                if let Err(e) = self.db.record_eval_failure(due.jobset.id, started, &message).await {
+                    warn!("cannot record the evaluation failure: {e}");
+                }
+                outcome::EVAL_FAILED
             }
-        }
+        };
+        self.metrics.evaluation(outcome, clock.elapsed());
     }
 
-    async fn check(&self, due: &DueJobset, started: i64) -> Result<(), String> {
+    /// Fetches, evaluates and records; returns how the check ended
+    /// (an `outcome::*`), or the error that failed the whole evaluation.
+    async fn check(&self, due: &DueJobset, started: i64) -> Result<&'static str, String> {
         let jobset = &due.jobset;
         if jobset.kind != 0 {
             return Err("flake jobsets (type 1) are not supported by this server yet".into());
@@ -130,11 +146,8 @@ impl Evaluator {
                 Ok(input) => fetched.push(input),
                 Err(e) => {
                     info!("{e}");
-                    return self
-                        .db
-                        .record_fetch_error(jobset.id, started, &e.to_string())
-                        .await
-                        .map_err(|e| e.to_string());
+                    self.db.record_fetch_error(jobset.id, started, &e.to_string()).await.map_err(|e| e.to_string())?;
+                    return Ok(outcome::FETCH_FAILED);
                 }
             }
         }
@@ -187,7 +200,8 @@ impl Evaluator {
         let hash = hex::encode(hash.finalize());
         if !jobset.force_eval && previous.as_ref().is_some_and(|p| p.hash == hash) {
             info!("inputs unchanged since evaluation {}", previous.as_ref().map(|p| p.id).unwrap_or(0));
-            return self.db.record_eval_unchanged(jobset.id, started).await.map_err(|e| e.to_string());
+            self.db.record_eval_unchanged(jobset.id, started).await.map_err(|e| e.to_string())?;
+            return Ok(outcome::UNCHANGED);
         }
 
         let eval_start = Instant::now();
@@ -244,7 +258,7 @@ impl Evaluator {
         if !recorded.new_builds.is_empty() {
             self.queue_wake.notify_one();
         }
-        Ok(())
+        Ok(outcome::EVALUATED)
     }
 
     /// Writes the evaluation's files and runs the backend.

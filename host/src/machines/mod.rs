@@ -55,6 +55,14 @@ impl StepOutcome {
     }
 }
 
+/// What the web shows of a machine.
+#[derive(Debug, Clone)]
+pub struct MachineInfo {
+    pub name: String,
+    pub systems: Vec<String>,
+    pub max_jobs: usize,
+}
+
 /// The machine the server runs on.
 pub struct LocalMachine {
     nix: Nix,
@@ -75,6 +83,10 @@ impl LocalMachine {
 
     pub fn systems(&self) -> &[String] {
         &self.systems
+    }
+
+    pub fn info(&self, max_jobs: usize) -> MachineInfo {
+        MachineInfo { name: self.name().to_owned(), systems: self.systems.clone(), max_jobs }
     }
 
     pub fn supports(&self, system: &str) -> bool {

@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::db::{Db, FinishedBuild, NewStep, now, status};
 use crate::logs::LogStore;
 use crate::machines::{LocalMachine, StepOutcome, StepRequest};
+use crate::metrics::Metrics;
 use crate::nix::{Nix, StorePath};
 use graph::{Graph, StepState, TrackedBuild};
 pub use results::{BuildResults, read_build_results};
@@ -70,6 +71,7 @@ pub struct QueueRunner {
     config: Arc<Config>,
     handle: QueueHandle,
     machine: Arc<LocalMachine>,
+    metrics: Arc<Metrics>,
     graph: Graph,
     /// Running steps, with the means to cancel each.
     running: HashMap<StorePath, oneshot::Sender<()>>,
@@ -100,6 +102,7 @@ impl QueueRunner {
         config: Arc<Config>,
         handle: QueueHandle,
         machine: LocalMachine,
+        metrics: Arc<Metrics>,
     ) -> Self {
         QueueRunner {
             db,
@@ -108,6 +111,7 @@ impl QueueRunner {
             config,
             handle,
             machine: Arc::new(machine),
+            metrics,
             graph: Graph::default(),
             running: HashMap::new(),
             steps: JoinSet::new(),
@@ -262,9 +266,14 @@ impl QueueRunner {
                 error_msg: None,
                 propagated_from: None,
             };
-            let (machine, logs, db) = (self.machine.clone(), self.logs.clone(), self.db.clone());
+            let context = StepContext {
+                db: self.db.clone(),
+                machine: self.machine.clone(),
+                logs: self.logs.clone(),
+                metrics: self.metrics.clone(),
+            };
             let span = info_span!("step", build = primary.id, drv = %drv);
-            self.steps.spawn(run_step(db, machine, logs, primary.id, step, request, cancelled).instrument(span));
+            self.steps.spawn(run_step(context, primary.id, step, request, cancelled).instrument(span));
         }
     }
 
@@ -304,7 +313,7 @@ impl QueueRunner {
         }
         let ids: Vec<i64> = affected.iter().map(|(id, _)| *id).collect();
         self.being_recorded.extend(ids.iter().copied());
-        let (db, drv) = (self.db.clone(), drv.to_string());
+        let (db, metrics, drv) = (self.db.clone(), self.metrics.clone(), drv.to_string());
         self.recording.spawn(async move {
             let time = now();
             let mut results = Vec::with_capacity(affected.len());
@@ -337,7 +346,7 @@ impl QueueRunner {
                     ..Default::default()
                 });
             }
-            report_finished(&db, &results).await;
+            report_finished(&db, &metrics, &results).await;
             Recorded { ids, success_batch: false }
         });
     }
@@ -362,10 +371,11 @@ impl QueueRunner {
         self.success_batch_running = true;
         self.successes_since = None;
         let builds = std::mem::take(&mut self.successes);
-        let (db, nix, max_output_size) = (self.db.clone(), self.nix.clone(), self.config.queue.max_output_size);
+        let (db, nix, metrics) = (self.db.clone(), self.nix.clone(), self.metrics.clone());
+        let max_output_size = self.config.queue.max_output_size;
         self.recording.spawn(async move {
             let ids = builds.iter().map(|b| b.id).collect();
-            record_successes(&db, &nix, builds, max_output_size).await;
+            record_successes(&db, &nix, &metrics, builds, max_output_size).await;
             Recorded { ids, success_batch: true }
         });
     }
@@ -385,17 +395,25 @@ impl QueueRunner {
     }
 }
 
-/// One step from start to end: recorded as busy, built, recorded as done
-/// (or as cancelled, when the runner asks).
-async fn run_step(
+/// What a step task needs.
+struct StepContext {
     db: Db,
     machine: Arc<LocalMachine>,
     logs: LogStore,
+    metrics: Arc<Metrics>,
+}
+
+/// One step from start to end: recorded as busy, built, recorded as done
+/// (or as cancelled, when the runner asks).
+async fn run_step(
+    context: StepContext,
     build_id: i64,
     step: NewStep,
     request: StepRequest,
     cancelled: oneshot::Receiver<()>,
 ) -> StepDone {
+    let StepContext { db, machine, logs, metrics } = context;
+    let started = std::time::Instant::now();
     let step_nr = match db.create_step(build_id, &step).await {
         Ok(step_nr) => Some(step_nr),
         Err(e) => {
@@ -418,6 +436,7 @@ async fn run_step(
         if let Err(e) = db.finish_step(build_id, step_nr, code, message.as_deref(), &outputs).await {
             warn!("cannot record the end of the step: {e}");
         }
+        metrics.step_finished(machine.name(), status::describe(code), started.elapsed());
     }
     StepDone { drv: request.drv, recorded_in: step_nr.map(|_| build_id), outcome }
 }
@@ -425,7 +444,7 @@ async fn run_step(
 /// Reads what successful builds left (products, metrics, release name,
 /// sizes) and records them, with two calls of Nix and one transaction for
 /// the whole batch.
-async fn record_successes(db: &Db, nix: &Nix, builds: Vec<TrackedBuild>, max_output_size: u64) {
+async fn record_successes(db: &Db, nix: &Nix, metrics: &Metrics, builds: Vec<TrackedBuild>, max_output_size: u64) {
     let time = now();
     let ids: Vec<i64> = builds.iter().map(|b| b.id).collect();
     let mut outputs = match db.outputs_of(&ids).await {
@@ -474,15 +493,16 @@ async fn record_successes(db: &Db, nix: &Nix, builds: Vec<TrackedBuild>, max_out
             }
         })
         .collect();
-    report_finished(db, &results).await;
+    report_finished(db, metrics, &results).await;
 }
 
 /// Writes finished builds and logs each one this call finished.
-async fn report_finished(db: &Db, results: &[FinishedBuild]) {
+async fn report_finished(db: &Db, metrics: &Metrics, results: &[FinishedBuild]) {
     match db.finish_builds(results).await {
         Ok(finished) => {
             for (result, _) in results.iter().zip(finished).filter(|(_, done)| *done) {
                 info!(build = result.id, status = status::describe(result.status), "build finished");
+                metrics.build_finished(status::describe(result.status));
             }
         }
         Err(e) => warn!("cannot record the end of {} builds: {e}", results.len()),

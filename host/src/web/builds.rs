@@ -4,10 +4,9 @@
 use axum::Json;
 use axum::extract::State;
 
-use super::extract::{Path, Query};
+use super::extract::Path;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::auth::require_on;
@@ -184,20 +183,61 @@ pub async fn keep(
     Ok(redirect(&state, &format!("/build/{id}")))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct QueueQuery {
-    #[serde(default)]
-    nr: Option<u64>,
+/// `/build/N/download/NR[/PATH]`: a product's file (or a file inside a
+/// product directory), in a sandbox: the page may run scripts but never
+/// as this server's origin, and nothing outside the product is reachable.
+pub async fn download(State(state): State<AppState>, Path((id, nr)): Path<(i64, i32)>) -> ApiResult<Response> {
+    serve_product(&state, id, nr, "").await
 }
 
-/// The queued builds, most urgent first.
-pub async fn queue(State(state): State<AppState>, Query(query): Query<QueueQuery>) -> ApiResult<Json<Value>> {
-    let ids = state.db.queue_view(query.nr.unwrap_or(100).min(10_000)).await?;
-    Ok(Json(hydra::builds(&state.db.build_views(&ids).await?)))
+pub async fn download_path(
+    State(state): State<AppState>,
+    Path((id, nr, path)): Path<(i64, i32, String)>,
+) -> ApiResult<Response> {
+    serve_product(&state, id, nr, &path).await
 }
 
-/// The number of queued builds, as a plain integer.
-pub async fn nr_queue(State(state): State<AppState>) -> ApiResult<Response> {
-    let count = state.db.queued_count().await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], count.to_string()).into_response())
+async fn serve_product(state: &AppState, id: i64, nr: i32, subpath: &str) -> ApiResult<Response> {
+    let view = find_build(state, id).await?;
+    let product = view
+        .products
+        .iter()
+        .find(|p| p.product_nr == nr)
+        .ok_or_else(|| ApiError::not_found(format!("build {id} has no product {nr}")))?;
+    let root = std::path::Path::new(&product.path);
+    let missing = || ApiError::not_found(format!("{} is no longer in the store", product.path));
+    let root = tokio::fs::canonicalize(root).await.map_err(|_| missing())?;
+    let root_is_dir = tokio::fs::metadata(&root).await.map_err(|_| missing())?.is_dir();
+    if subpath.is_empty() && root_is_dir {
+        if !product.default_path.is_empty() {
+            let target = format!("/build/{id}/download/{nr}/{}", product.default_path.trim_start_matches('/'));
+            return Ok(redirect(state, &target));
+        }
+        return Err(ApiError::not_found(format!("product {nr} is a directory: name a file in it")));
+    }
+    // Lexically first (no `..`), then after resolving links: still inside.
+    let relative = std::path::Path::new(subpath);
+    if relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return Err(ApiError::not_found(format!("{subpath:?} is not a path inside product {nr}")));
+    }
+    let file = tokio::fs::canonicalize(root.join(relative))
+        .await
+        .map_err(|_| ApiError::not_found(format!("product {nr} has no file {subpath:?}")))?;
+    if !file.starts_with(&root) || !tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_file()) {
+        return Err(ApiError::not_found(format!("product {nr} has no file {subpath:?}")));
+    }
+    let handle = tokio::fs::File::open(&file).await.map_err(|_| missing())?;
+    let length = handle.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let mime = mime_guess::from_path(&file).first_or_octet_stream();
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(handle));
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime.essence_str().to_owned()),
+            (header::CONTENT_LENGTH, length.to_string()),
+            (header::CONTENT_SECURITY_POLICY, "sandbox allow-scripts".to_owned()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        ],
+        body,
+    )
+        .into_response())
 }

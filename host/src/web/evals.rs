@@ -43,6 +43,12 @@ pub async fn eval_builds(State(state): State<AppState>, Path(id): Path<i64>) -> 
     Ok(Json(hydra::builds(&state.db.build_views(&ids).await?)))
 }
 
+/// `/eval/N/store-paths`: the output paths of the evaluation's successful builds.
+pub async fn store_paths(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
+    find_eval(&state, id).await?;
+    Ok(Json(json!(state.db.eval_store_paths(id).await?)))
+}
+
 pub async fn eval_job(State(state): State<AppState>, Path((id, job)): Path<(i64, String)>) -> ApiResult<Response> {
     find_eval(&state, id).await?;
     let build = state

@@ -7,14 +7,17 @@ mod builds;
 mod error;
 mod evals;
 mod extract;
+mod jobs;
 mod json;
 mod latest;
+mod overview;
 mod projects;
 mod users;
+mod webhooks;
 
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +35,11 @@ pub use error::{ApiError, ApiResult};
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
+    /// For the binary cache: path infos and NARs of the store.
+    pub nix: crate::nix::Nix,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The machines that build, for `/machines`.
+    pub machines: Arc<Vec<crate::machines::MachineInfo>>,
     pub config: Arc<Config>,
     pub logs: LogStore,
     pub evaluator: EvaluatorHandle,
@@ -61,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/eval/{id}", get(evals::get_eval))
         .route("/eval/{id}/builds", get(evals::eval_builds))
         .route("/eval/{id}/job/{job}", get(evals::eval_job))
+        .route("/eval/{id}/store-paths", get(evals::store_paths))
         .route("/eval/{id}/{action}", post(evals::eval_action).put(evals::eval_action))
         .route("/build/{id}", get(builds::get_build))
         .route("/build/{id}/constituents", get(builds::constituents))
@@ -70,8 +79,12 @@ pub fn router(state: AppState) -> Router {
         .route("/build/{id}/nixlog/{step}", get(builds::step_log))
         .route("/build/{id}/nixlog/{step}/{mode}", get(builds::step_log_mode))
         .route("/build/{id}/keep/{keep}", post(builds::keep).put(builds::keep))
+        .route("/build/{id}/download/{nr}", get(builds::download))
+        .route("/build/{id}/download/{nr}/{*path}", get(builds::download_path))
         .route("/build/{id}/{action}", post(builds::action).put(builds::action))
         .route("/api/push", post(projects::push))
+        .route("/api/push-github", post(webhooks::github))
+        .route("/api/push-gitea", post(webhooks::gitea))
         .route("/login", post(users::login))
         .route("/logout", post(users::logout))
         .route("/current-user", get(users::current_user))
@@ -79,8 +92,20 @@ pub fn router(state: AppState) -> Router {
         .route("/user/{name}", get(users::get_user).put(users::put_user).delete(users::delete_user))
         .route("/user/{name}/tokens", get(users::list_tokens).post(users::create_token))
         .route("/user/{name}/tokens/{id}", axum::routing::delete(users::revoke_token))
-        .route("/api/nrqueue", get(builds::nr_queue))
-        .route("/api/queue", get(builds::queue))
+        .route("/api/nrqueue", get(overview::nr_queue))
+        .route("/api/queue", get(overview::api_queue))
+        .route("/api/latestbuilds", get(overview::latest_builds))
+        .route("/api/jobsets", get(overview::api_jobsets))
+        .route("/queue", get(overview::queue))
+        .route("/status", get(overview::status))
+        .route("/machines", get(overview::machines))
+        .route("/evals", get(overview::evals))
+        .route("/steps", get(overview::steps))
+        .route("/search", get(overview::search))
+        .route("/metrics", get(overview::metrics))
+        .route("/prometheus", get(overview::metrics))
+        .route("/job/{project}/{jobset}/{job}/shield", get(jobs::shield))
+        .route("/job/{project}/{jobset}/{job}/prometheus", get(jobs::prometheus))
         .route("/latest", get(latest::handle))
         .route("/latest/{*rest}", get(latest::handle))
         .route("/latest-finished", get(latest::handle))
@@ -94,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(middleware::from_fn(vary_accept))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
 }
 
@@ -103,6 +129,20 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, format!("this page does not answer {method}"))
+}
+
+/// Counts every answer by route (the pattern, not the path: bounded labels).
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    state.metrics.http_request(&method, &route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// The same URL answers differently depending on Accept.

@@ -1,0 +1,231 @@
+//! Views across the server: the queue, what runs now, the machines,
+//! recent evaluations and steps, search, and the `/api/*` summaries.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::Query;
+use super::{ApiError, ApiResult, AppState, find_project, json as hydra};
+use crate::db::{BuildFilter, BuildView, StepView};
+
+/// Hydra's short build record (`/api/latestbuilds`, `/api/queue`).
+fn short_build(view: &BuildView) -> Value {
+    let b = &view.build;
+    let mut value = json!({
+        "id": b.id,
+        "project": view.project,
+        "jobset": view.jobset,
+        "job": b.job,
+        "system": b.system,
+        "nixname": b.nix_name,
+        "finished": i64::from(b.finished),
+        "timestamp": b.timestamp,
+    });
+    if b.finished {
+        value["buildstatus"] = json!(b.build_status);
+    } else {
+        value["priority"] = json!(b.priority);
+        value["globalpriority"] = json!(b.global_priority);
+    }
+    value
+}
+
+fn step_json(view: &StepView) -> Value {
+    let mut value = hydra::step(&view.step);
+    value["build"] = json!(view.step.build_id);
+    value["project"] = json!(view.project);
+    value["jobset"] = json!(view.jobset);
+    value["job"] = json!(view.job);
+    value
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LatestBuildsQuery {
+    nr: Option<u64>,
+    project: Option<String>,
+    jobset: Option<String>,
+    job: Option<String>,
+    system: Option<String>,
+}
+
+/// `/api/latestbuilds?nr=N[&project=&jobset=&job=&system=]`
+pub async fn latest_builds(
+    State(state): State<AppState>,
+    Query(query): Query<LatestBuildsQuery>,
+) -> ApiResult<Json<Value>> {
+    let nr = query.nr.ok_or_else(|| ApiError::bad_request("parameter ‘nr’ is missing"))?.min(1000);
+    let filter = BuildFilter { project: query.project, jobset: query.jobset, job: query.job, system: query.system };
+    let ids = state.db.latest_builds(&filter, nr).await?;
+    Ok(Json(Value::Array(state.db.build_views(&ids).await?.iter().map(short_build).collect())))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct QueueQuery {
+    nr: Option<u64>,
+}
+
+/// `/api/queue?nr=N`: the queued builds, most urgent first.
+pub async fn api_queue(State(state): State<AppState>, Query(query): Query<QueueQuery>) -> ApiResult<Json<Value>> {
+    let ids = state.db.queue_view(query.nr.unwrap_or(100).min(10_000)).await?;
+    Ok(Json(Value::Array(state.db.build_views(&ids).await?.iter().map(short_build).collect())))
+}
+
+/// `/api/nrqueue`: how many builds are queued, as a plain integer.
+pub async fn nr_queue(State(state): State<AppState>) -> ApiResult<Response> {
+    let count = state.db.queued_count().await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], count.to_string()).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct JobsetsQuery {
+    project: Option<String>,
+}
+
+/// `/api/jobsets?project=P`: each jobset with the counts of its current builds.
+pub async fn api_jobsets(State(state): State<AppState>, Query(query): Query<JobsetsQuery>) -> ApiResult<Json<Value>> {
+    let name = query.project.ok_or_else(|| ApiError::bad_request("parameter ‘project’ is missing"))?;
+    let project = find_project(&state, &name).await?;
+    let jobsets = state.db.jobsets_of(project.id).await?;
+    let mut counts = state.db.jobset_counts(project.id).await?;
+    Ok(Json(Value::Array(
+        jobsets
+            .iter()
+            .map(|j| {
+                let c = counts.remove(&j.id).unwrap_or_default();
+                json!({
+                    "project": project.name,
+                    "name": j.name,
+                    "nrscheduled": c.scheduled,
+                    "nrsucceeded": c.succeeded,
+                    "nrfailed": c.failed,
+                    "nrtotal": c.total,
+                    "checkinterval": j.check_interval,
+                    "haserrormsg": j.error_msg.as_deref().is_some_and(|m| !m.is_empty()),
+                    "fetcherrormsg": j.fetch_error_msg.clone().unwrap_or_default(),
+                    "enabled": j.enabled,
+                    "hidden": j.hidden,
+                })
+            })
+            .collect(),
+    )))
+}
+
+/// `/queue`: the queued builds as full build records.
+pub async fn queue(State(state): State<AppState>, Query(query): Query<QueueQuery>) -> ApiResult<Json<Value>> {
+    let ids = state.db.queue_view(query.nr.unwrap_or(500).min(10_000)).await?;
+    Ok(Json(hydra::builds(&state.db.build_views(&ids).await?)))
+}
+
+/// `/status`: the steps running now.
+pub async fn status(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let steps = state.db.running_steps().await?;
+    Ok(Json(Value::Array(steps.iter().map(step_json).collect())))
+}
+
+/// `/machines`: each machine, what it builds and what runs on it.
+pub async fn machines(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let running = state.db.running_steps().await?;
+    let mut machines = serde_json::Map::new();
+    for machine in state.machines.iter() {
+        let steps: Vec<Value> = running.iter().filter(|s| s.step.machine == machine.name).map(step_json).collect();
+        machines.insert(
+            machine.name.clone(),
+            json!({
+                "systems": machine.systems,
+                "maxconcurrent": machine.max_jobs,
+                "currentjobs": steps.len(),
+                "steps": steps,
+                "enabled": true,
+            }),
+        );
+    }
+    Ok(Json(Value::Object(machines)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    page: Option<u64>,
+}
+
+const EVALS_PER_PAGE: u64 = 20;
+
+/// `/evals`: every project's evaluations, newest first, by page.
+pub async fn evals(State(state): State<AppState>, Query(query): Query<PageQuery>) -> ApiResult<Json<Value>> {
+    let page = query.page.unwrap_or(1).max(1);
+    let (evals, total) = state.db.all_evals((page - 1) * EVALS_PER_PAGE, EVALS_PER_PAGE).await?;
+    let ids: Vec<i64> = evals.iter().map(|(e, _, _)| e.id).collect();
+    let members = state.db.eval_members(&ids).await?;
+    let inputs = state.db.eval_inputs(&ids).await?;
+    let list: Vec<Value> = evals
+        .iter()
+        .map(|(eval, project, jobset)| {
+            let mut value = hydra::eval(
+                eval,
+                members.get(&eval.id).map(Vec::as_slice).unwrap_or_default(),
+                inputs.get(&eval.id).map(Vec::as_slice).unwrap_or_default(),
+                None,
+            );
+            value["project"] = json!(project);
+            value["jobset"] = json!(jobset);
+            value
+        })
+        .collect();
+    let last = total.div_ceil(EVALS_PER_PAGE).max(1);
+    let mut value = json!({ "evals": list, "first": "?page=1", "last": format!("?page={last}"), "total": total });
+    if page < last {
+        value["next"] = json!(format!("?page={}", page + 1));
+    }
+    if page > 1 {
+        value["previous"] = json!(format!("?page={}", page - 1));
+    }
+    Ok(Json(value))
+}
+
+/// `/steps`: the most recently finished build steps.
+pub async fn steps(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let steps = state.db.recent_steps(100).await?;
+    Ok(Json(Value::Array(steps.iter().map(step_json).collect())))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SearchQuery {
+    query: Option<String>,
+}
+
+/// `/search?query=Q`: `{projects, jobsets, builds, buildsdrv}`.
+pub async fn search(State(state): State<AppState>, Query(query): Query<SearchQuery>) -> ApiResult<Json<Value>> {
+    let text = query.query.unwrap_or_default();
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ApiError::bad_request("parameter ‘query’ is missing"));
+    }
+    let found = state.db.search(text, 50).await?;
+    let mut jobset_inputs = Vec::new();
+    for (project, jobset) in &found.jobsets {
+        let project = find_project(&state, project).await?;
+        jobset_inputs.push(hydra::jobset(&project, jobset, &state.db.jobset_inputs(jobset.id).await?));
+    }
+    let mut jobsets_by_project = state.db.jobsets_by_project().await?;
+    Ok(Json(json!({
+        "projects": found
+            .projects
+            .iter()
+            .map(|p| hydra::project(p, &jobsets_by_project.remove(&p.id).unwrap_or_default()))
+            .collect::<Vec<_>>(),
+        "jobsets": jobset_inputs,
+        "builds": hydra::builds(&state.db.build_views(&found.builds).await?),
+        "buildsdrv": hydra::builds(&state.db.build_views(&found.builds_by_drv).await?),
+    })))
+}
+
+/// `/metrics` and `/prometheus`: the server's metrics, Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
+    let queued = state.db.queued_count().await?;
+    let running = state.db.running_step_count().await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(queued, running))
+        .into_response())
+}
