@@ -65,7 +65,22 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         Evaluator::new(db.clone(), nix.clone(), config.clone(), evaluator.clone(), queue.notify(), metrics.clone());
     let eval_task = tokio::spawn(evaluator_task.run());
 
-    let state = AppState { db, nix, machines, metrics, config: config.clone(), logs, evaluator, queue };
+    let cache_key = load_cache_key(&config)?;
+    if let Some(key) = &cache_key {
+        info!("binary cache signed with {} (public key {})", key.name(), key.public_key());
+    }
+    let state = AppState {
+        db,
+        nix,
+        machines,
+        metrics,
+        cache_key,
+        store_index: Arc::default(),
+        config: config.clone(),
+        logs,
+        evaluator,
+        queue,
+    };
     let addr = config.listen_addr().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     info!("Orthrus listening on {} ({})", config.base_url(), listener.local_addr()?);
@@ -78,6 +93,18 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     eval_task.abort();
     info!("stopped");
     Ok(())
+}
+
+fn load_cache_key(config: &Config) -> anyhow::Result<Option<Arc<crate::nix::SigningKey>>> {
+    let file = &config.binary_cache.secret_key_file;
+    if file.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("binary_cache.secret_key_file: cannot read {}", file.display()))?;
+    let key = crate::nix::SigningKey::parse(&text)
+        .map_err(|e| anyhow::anyhow!("binary_cache.secret_key_file: {}: {e}", file.display()))?;
+    Ok(Some(Arc::new(key)))
 }
 
 async fn shutdown_signal() {

@@ -32,6 +32,7 @@ pub struct Config {
     pub evaluator: EvaluatorConfig,
     pub queue: QueueConfig,
     pub webhooks: WebhooksConfig,
+    pub binary_cache: BinaryCacheConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +47,15 @@ pub struct WebConfig {
     pub private: bool,
     /// How long a login lasts, in days.
     pub session_days: u64,
+}
+
+/// The binary cache the server offers of its store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BinaryCacheConfig {
+    /// A secret key file from `nix-store --generate-binary-cache-key`;
+    /// narinfos are signed with it. Empty: unsigned.
+    pub secret_key_file: PathBuf,
 }
 
 /// Secrets shared with forges for push webhooks; empty disables one.
@@ -119,6 +129,7 @@ impl Default for Config {
             evaluator: EvaluatorConfig::default(),
             queue: QueueConfig::default(),
             webhooks: WebhooksConfig::default(),
+            binary_cache: BinaryCacheConfig::default(),
         }
     }
 }

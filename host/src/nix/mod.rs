@@ -5,6 +5,7 @@
 //! used, with flags that mean the same from Debian's Nix 2.8 to current Nix,
 //! so that no experimental feature has to be switched on.
 
+mod binary_cache;
 mod derivation;
 mod expr;
 mod log_format;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
+pub use binary_cache::{HashPartIndex, SigningKey, narinfo};
 pub use derivation::{Derivation, DerivationError, DerivationOutput};
 pub use expr::{NixValue, string_literal};
 pub use log_format::{NixLogEvent, strip_ansi};
@@ -71,10 +73,30 @@ pub struct EvalCall {
     pub timeout: Duration,
 }
 
+/// A NAR being read from `nix-store --dump`; the process lives as long as
+/// the reader (and is killed if the reader is dropped early).
+pub struct NarReader {
+    _child: tokio::process::Child,
+    stdout: tokio::process::ChildStdout,
+}
+
+impl tokio::io::AsyncRead for NarReader {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stdout).poll_read(cx, buf)
+    }
+}
+
 /// What the store knows of a valid path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathInfo {
+    /// As the store database gives it (hex, or `sha256:` and base-32).
+    pub nar_hash: String,
     pub nar_size: u64,
+    pub deriver: Option<StorePath>,
     pub references: Vec<StorePath>,
 }
 
@@ -88,15 +110,15 @@ fn parse_dump_db(text: &str, infos: &mut HashMap<StorePath, PathInfo>) -> Result
         }
         let path = StorePath::parse(path).map_err(|e| e.to_string())?;
         let mut field = |what: &str| lines.next().ok_or_else(|| format!("{path}: no {what}"));
-        field("hash")?;
+        let nar_hash = field("hash")?.trim().to_owned();
         let nar_size = field("size")?.trim().parse().map_err(|_| format!("{path}: bad size"))?;
-        field("deriver")?;
+        let deriver = StorePath::parse(field("deriver")?.trim()).ok();
         let count: usize = field("reference count")?.trim().parse().map_err(|_| format!("{path}: bad count"))?;
         let mut references = Vec::with_capacity(count);
         for _ in 0..count {
             references.push(StorePath::parse(field("reference")?).map_err(|e| e.to_string())?);
         }
-        infos.insert(path, PathInfo { nar_size, references });
+        infos.insert(path, PathInfo { nar_hash, nar_size, deriver, references });
     }
     Ok(())
 }
@@ -298,6 +320,15 @@ impl Nix {
                 .map_err(|detail| NixError::UnexpectedOutput { command: "nix-store --dump-db".into(), detail })?;
         }
         Ok(infos)
+    }
+
+    /// The NAR serialisation of a valid path, as a stream (`nix-store --dump`).
+    pub fn dump_nar(&self, path: &StorePath) -> Result<NarReader, NixError> {
+        let mut cmd = self.command("nix-store");
+        cmd.arg("--dump").arg(path.as_str()).stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut child = cmd.spawn().map_err(|source| NixError::Spawn { program: "nix-store".into(), source })?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        Ok(NarReader { _child: child, stdout })
     }
 
     /// For each group of paths (a build's outputs): the NAR size of the

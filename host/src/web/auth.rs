@@ -7,6 +7,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::{ApiError, ApiResult, AppState};
 use crate::db::Project;
@@ -75,13 +77,27 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 async fn identify(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
     if let Some(authorization) = headers.get(header::AUTHORIZATION) {
         let value = authorization.to_str().unwrap_or("");
-        let token = value.strip_prefix("Bearer ").ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "the Authorization header must be ‘Bearer TOKEN’")
-        })?;
-        let (user, token) =
-            state.db.token_user(&users::digest(token.trim())).await?.ok_or_else(|| {
-                ApiError::new(StatusCode::UNAUTHORIZED, "the API token is unknown, revoked or expired")
-            })?;
+        // Basic is for Nix, whose substituters only do netrc: the user name
+        // and an API token as password.
+        let (claimed_user, token) = if let Some(token) = value.strip_prefix("Bearer ") {
+            (None, token.trim().to_owned())
+        } else if let Some(encoded) = value.strip_prefix("Basic ") {
+            let decoded =
+                BASE64.decode(encoded.trim()).ok().and_then(|d| String::from_utf8(d).ok()).unwrap_or_default();
+            let (user, password) = decoded.split_once(':').unwrap_or(("", ""));
+            (Some(user.to_owned()), password.to_owned())
+        } else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "the Authorization header must be ‘Bearer TOKEN’ (or Basic with an API token as password)",
+            ));
+        };
+        let (user, token) = state
+            .db
+            .token_user(&users::digest(&token))
+            .await?
+            .filter(|(user, _)| claimed_user.as_ref().is_none_or(|name| *name == user.username))
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "the API token is unknown, revoked or expired"))?;
         let scopes = token.scopes.split_whitespace().map(str::to_owned).collect();
         return Ok(Caller { user: Some(user), auth: Auth::Token { id: token.id, scopes } });
     }

@@ -4,12 +4,15 @@
 mod auth;
 mod body;
 mod builds;
+mod cache;
+mod channel;
 mod error;
 mod evals;
 mod extract;
 mod jobs;
 mod json;
 mod latest;
+mod negotiate;
 mod overview;
 mod projects;
 mod users;
@@ -38,6 +41,9 @@ pub struct AppState {
     /// For the binary cache: path infos and NARs of the store.
     pub nix: crate::nix::Nix,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Signs the binary cache's narinfos, when configured.
+    pub cache_key: Option<Arc<crate::nix::SigningKey>>,
+    pub store_index: Arc<crate::nix::HashPartIndex>,
     /// The machines that build, for `/machines`.
     pub machines: Arc<Vec<crate::machines::MachineInfo>>,
     pub config: Arc<Config>,
@@ -102,6 +108,13 @@ pub fn router(state: AppState) -> Router {
         .route("/evals", get(overview::evals))
         .route("/steps", get(overview::steps))
         .route("/search", get(overview::search))
+        .route("/nix-cache-info", get(cache::cache_info))
+        .route("/{file}", get(cache::narinfo_file))
+        .route("/nar/{file}", get(cache::nar_file))
+        .route("/build/{id}/nix/{file}", get(cache::build_narinfo))
+        .route("/build/{id}/nix/nar/{file}", get(cache::build_nar))
+        .route("/jobset/{project}/{jobset}/channel/latest", get(channel::channel))
+        .route("/jobset/{project}/{jobset}/channel/latest/{file}", get(channel::nixexprs))
         .route("/metrics", get(overview::metrics))
         .route("/prometheus", get(overview::metrics))
         .route("/job/{project}/{jobset}/{job}/shield", get(jobs::shield))
@@ -118,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(middleware::from_fn(negotiate::negotiate))
         .layer(middleware::from_fn(vary_accept))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
