@@ -222,11 +222,21 @@ pub struct Options {
     pub queue_config: String,
     /// More lines for the `[evaluator]` table.
     pub evaluator_config: String,
+    /// More lines for the `[web]` table.
+    pub web_config: String,
+    /// More tables at the end of the file.
+    pub extra_tables: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_jobs: 4, queue_config: String::new(), evaluator_config: String::new() }
+        Options {
+            max_jobs: 4,
+            queue_config: String::new(),
+            evaluator_config: String::new(),
+            web_config: String::new(),
+            extra_tables: String::new(),
+        }
     }
 }
 
@@ -265,6 +275,7 @@ database_url = "{database_url}"
 
 [web]
 listen = "127.0.0.1:{port}"
+{web}
 
 [evaluator]
 poll_interval_secs = 1
@@ -275,11 +286,15 @@ allowed_path_roots = ["{root}"]
 [queue]
 max_jobs = {max_jobs}
 {queue}
+
+{extra_tables}
 "#,
             data = dir.path().join("data").display(),
             root = dir.path().display(),
             max_jobs = options.max_jobs,
             evaluator = options.evaluator_config,
+            web = options.web_config,
+            extra_tables = options.extra_tables,
             queue = options.queue_config,
         );
         let config_path = dir.path().join("orthrus.toml");

@@ -9,4 +9,5 @@ mod failures;
 mod inputs;
 mod paper;
 mod restart;
+mod rights;
 mod scheduling;

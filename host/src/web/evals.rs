@@ -9,8 +9,10 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::require_on;
 use super::{ApiError, ApiResult, AppState, find_jobset, json as hydra, redirect};
 use crate::db::{EvalBuildFilter, status};
+use crate::users::{Action, Caller};
 
 /// Evals per page of `/jobset/P/J/evals`.
 const EVALS_PER_PAGE: u64 = 10;
@@ -109,32 +111,57 @@ pub async fn latest_eval(
     Ok(redirect(&state, &format!("/eval/{}", eval.id)))
 }
 
+/// What can be done to an evaluation's builds.
+#[derive(Clone, Copy)]
+enum EvalAction {
+    Cancel,
+    RestartFailed,
+    RestartAborted,
+    Bump,
+}
+
 /// `cancel`, `restart-failed`, `restart-aborted`, `bump`: act on the
 /// eval's builds, then 302 back to the eval.
 pub async fn eval_action(
     State(state): State<AppState>,
+    caller: Caller,
     Path((id, action)): Path<(i64, String)>,
 ) -> ApiResult<Response> {
-    find_eval(&state, id).await?;
-    match action.as_str() {
-        "cancel" => {
+    let eval = find_eval(&state, id).await?;
+    let action = match action.as_str() {
+        "cancel" => EvalAction::Cancel,
+        "restart-failed" => EvalAction::RestartFailed,
+        "restart-aborted" => EvalAction::RestartAborted,
+        "bump" => EvalAction::Bump,
+        other => return Err(ApiError::not_found(format!("evaluations have no action ‘{other}’"))),
+    };
+    let needed = match action {
+        EvalAction::Cancel => Action::CancelBuild,
+        EvalAction::RestartFailed | EvalAction::RestartAborted => Action::RestartBuild,
+        EvalAction::Bump => Action::BumpBuild,
+    };
+    let (project, _) = state
+        .db
+        .jobset_by_id(eval.jobset_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("evaluation {id} does not exist")))?;
+    require_on(&state, &caller, needed, &project).await?;
+    match action {
+        EvalAction::Cancel => {
             let ids = state.db.eval_builds_where(id, EvalBuildFilter::Unfinished).await?;
             state.db.cancel_builds(&ids).await?;
         }
-        "restart-failed" => {
+        EvalAction::RestartFailed => {
             let ids = state.db.eval_builds_where(id, EvalBuildFilter::Unsuccessful).await?;
             state.db.restart_builds(&ids).await?;
         }
-        "restart-aborted" => {
+        EvalAction::RestartAborted => {
             let ids = state.db.eval_builds_where(id, EvalBuildFilter::StatusIn(&status::ABORTED_LIKE)).await?;
             state.db.restart_builds(&ids).await?;
         }
-        "bump" => {
+        EvalAction::Bump => {
             let ids = state.db.eval_builds_where(id, EvalBuildFilter::Unfinished).await?;
             state.db.bump_builds(&ids).await?;
-        }
-        other => {
-            return Err(ApiError::not_found(format!("evaluations have no action ‘{other}’")));
         }
     }
     state.queue.wake();
