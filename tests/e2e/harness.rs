@@ -247,6 +247,8 @@ pub struct Answer {
     pub location: Option<String>,
     pub content_type: String,
     pub set_cookie: Option<String>,
+    pub vary: Option<String>,
+    pub csp: Option<String>,
     pub body: String,
 }
 
@@ -412,14 +414,31 @@ max_jobs = {max_jobs}
         let location = header("location");
         let content_type = header("content-type").unwrap_or_default();
         let set_cookie = header("set-cookie");
-        let body = response.body_mut().read_to_string().unwrap_or_default();
-        Answer { status: response.status().as_u16(), location, content_type, set_cookie, body }
+        let vary = header("vary");
+        let csp = header("content-security-policy");
+        let body = response.body_mut().with_config().limit(256 << 20).read_to_string().unwrap_or_default();
+        Answer { status: response.status().as_u16(), location, content_type, set_cookie, vary, csp, body }
     }
 
     /// A request as `who`: `body` is (content type, text).
     pub fn request(&self, who: &Identity, method: &str, path: &str, body: Option<(&str, &str)>) -> Answer {
+        self.request_with(who, method, path, body, &[("Accept", "application/json")])
+    }
+
+    /// A request with the given headers (and no default Accept).
+    pub fn request_with(
+        &self,
+        who: &Identity,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &str)>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.url) };
-        let mut builder = ureq::http::Request::builder().method(method).uri(&url).header("Accept", "application/json");
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
         match who {
             Identity::Anonymous => {}
             Identity::Token(token) => builder = builder.header("Authorization", format!("Bearer {token}")),

@@ -4,8 +4,11 @@
 
 mod harness;
 
+mod api;
+mod cache;
 mod deploy;
 mod failures;
+mod hooks;
 mod inputs;
 mod paper;
 mod restart;

@@ -220,9 +220,13 @@ async fn serve_product(state: &AppState, id: i64, nr: i32, subpath: &str) -> Api
     if relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
         return Err(ApiError::not_found(format!("{subpath:?} is not a path inside product {nr}")));
     }
-    let file = tokio::fs::canonicalize(root.join(relative))
-        .await
-        .map_err(|_| ApiError::not_found(format!("product {nr} has no file {subpath:?}")))?;
+    let file = if subpath.is_empty() {
+        root.clone()
+    } else {
+        tokio::fs::canonicalize(root.join(relative))
+            .await
+            .map_err(|_| ApiError::not_found(format!("product {nr} has no file {subpath:?}")))?
+    };
     if !file.starts_with(&root) || !tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_file()) {
         return Err(ApiError::not_found(format!("product {nr} has no file {subpath:?}")));
     }
