@@ -150,6 +150,21 @@ impl Db {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        // The common case of the API: one finished build, from memory.
+        if let [id] = ids {
+            if let Some(view) = self.builds.get(*id) {
+                return Ok(vec![view.as_ref().clone()]);
+            }
+        }
+        let epoch = self.builds.epoch();
+        let views = self.load_build_views(ids).await?;
+        if let [view] = views.as_slice() {
+            self.builds.store(view, epoch);
+        }
+        Ok(views)
+    }
+
+    async fn load_build_views(&self, ids: &[i64]) -> DbResult<Vec<BuildView>> {
         let mut builds: HashMap<i64, Build> = HashMap::new();
         for chunk in ids.chunks(super::INSERT_CHUNK) {
             for b in
@@ -265,6 +280,23 @@ impl Db {
     /// with `finished_eval`, only builds of an evaluation none of whose
     /// builds is still unfinished — what a deploy tool can safely take.
     pub async fn latest_build(
+        &self,
+        scope: &BuildScope,
+        system: Option<&str>,
+        finished_eval: bool,
+    ) -> DbResult<Option<i64>> {
+        // Deploy tools poll this: answered from memory until a build changes.
+        let key = format!("latest {scope:?} {system:?} {finished_eval}");
+        if let Some(answer) = self.builds.query(&key) {
+            return Ok(answer);
+        }
+        let epoch = self.builds.epoch();
+        let answer = self.query_latest_build(scope, system, finished_eval).await?;
+        self.builds.store_query(key, answer, epoch);
+        Ok(answer)
+    }
+
+    async fn query_latest_build(
         &self,
         scope: &BuildScope,
         system: Option<&str>,
@@ -555,6 +587,7 @@ impl Db {
         insert_chunked(&txn, product_rows).await?;
         insert_chunked(&txn, metric_rows).await?;
         txn.commit().await?;
+        self.builds.invalidate(ids);
         Ok(finished)
     }
 
@@ -600,6 +633,7 @@ impl Db {
             .exec(&txn)
             .await?;
         txn.commit().await?;
+        self.builds.invalidate(restarted.iter().copied());
         Ok(restarted)
     }
 
@@ -628,6 +662,7 @@ impl Db {
             .exec(&txn)
             .await?;
         txn.commit().await?;
+        self.builds.invalidate(cancelled.iter().copied());
         Ok(cancelled)
     }
 
@@ -639,6 +674,7 @@ impl Db {
             .filter(build::Column::Finished.eq(false))
             .exec(self.write())
             .await?;
+        self.builds.invalidate(ids.iter().copied());
         Ok(result.rows_affected)
     }
 
@@ -648,6 +684,7 @@ impl Db {
             .filter(build::Column::Id.eq(id))
             .exec(self.write())
             .await?;
+        self.builds.invalidate([id]);
         Ok(())
     }
 

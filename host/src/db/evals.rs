@@ -466,6 +466,8 @@ impl Db {
             .await?;
         self.end_check(&txn, new.jobset_id, new.started, outcome::EVALUATED, true).await?;
         txn.commit().await?;
+        // Reused builds now list this evaluation too.
+        self.builds.invalidate(build_of_job.values().filter(|(_, is_new)| !is_new).map(|(id, _)| *id));
         Ok(RecordedEval { eval_id: eval.id, new_builds, has_new_builds })
     }
 

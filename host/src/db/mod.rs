@@ -10,6 +10,7 @@
 //! on PostgreSQL both are the same pool.
 
 mod builds;
+mod cache;
 pub mod entities;
 mod evals;
 mod overview;
@@ -33,6 +34,7 @@ pub use users::*;
 pub struct Db {
     read: DatabaseConnection,
     write: DatabaseConnection,
+    builds: std::sync::Arc<cache::BuildCache>,
 }
 
 /// Current time as Unix seconds, the unit of every time column.
@@ -53,7 +55,7 @@ impl Db {
             }
             let read = Database::connect(sqlite_options(url, 8)).await?;
             let write = Database::connect(sqlite_options(url, 1)).await?;
-            Ok(Db { read, write })
+            Ok(Db { read, write, builds: Default::default() })
         } else {
             let mut options = ConnectOptions::new(url);
             options
@@ -63,7 +65,7 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(60))
                 .sqlx_logging(false);
             let conn = Database::connect(options).await?;
-            Ok(Db { read: conn.clone(), write: conn })
+            Ok(Db { read: conn.clone(), write: conn, builds: Default::default() })
         }
     }
 

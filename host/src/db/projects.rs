@@ -239,25 +239,55 @@ impl Db {
             None => (project_active(settings, <project::ActiveModel as Default>::default()).insert(&txn).await?, true),
         };
         txn.commit().await?;
+        if settings.name != current_name {
+            // Builds show their project's name.
+            self.builds.clear();
+        } else if created {
+            // Cached answers about names (`latest` of it) may have said "none".
+            self.builds.invalidate([]);
+        }
         Ok((saved, created))
     }
 
     /// Deletes a project with its jobsets, evaluations and builds.
     pub async fn delete_project(&self, name: &str) -> DbResult<bool> {
         let result = project::Entity::delete_many().filter(project::Column::Name.eq(name)).exec(self.write()).await?;
+        self.builds.clear();
         Ok(result.rows_affected > 0)
     }
 
     pub async fn jobset(&self, project_name: &str, name: &str) -> DbResult<Option<(Project, Jobset)>> {
-        let Some(project) = self.project(project_name).await? else {
-            return Ok(None);
-        };
-        let jobset = jobset::Entity::find()
-            .filter(jobset::Column::ProjectId.eq(project.id))
+        let found = jobset::Entity::find()
+            .find_also_related(project::Entity)
+            .filter(project::Column::Name.eq(project_name))
             .filter(jobset::Column::Name.eq(name))
             .one(self.read())
             .await?;
-        Ok(jobset.map(|j| (project, j)))
+        Ok(found.and_then(|(jobset, project)| project.map(|p| (p, jobset))))
+    }
+
+    /// The id of a project, by name; from memory while nothing changed.
+    pub async fn project_id(&self, name: &str) -> DbResult<Option<i64>> {
+        let key = format!("project-id {name}");
+        if let Some(answer) = self.builds.query(&key) {
+            return Ok(answer);
+        }
+        let epoch = self.builds.epoch();
+        let id = self.project(name).await?.map(|p| p.id);
+        self.builds.store_query(key, id, epoch);
+        Ok(id)
+    }
+
+    /// The id of a jobset, by names; from memory while nothing changed.
+    pub async fn jobset_id(&self, project: &str, name: &str) -> DbResult<Option<i64>> {
+        let key = format!("jobset-id {project}/{name}");
+        if let Some(answer) = self.builds.query(&key) {
+            return Ok(answer);
+        }
+        let epoch = self.builds.epoch();
+        let id = self.jobset(project, name).await?.map(|(_, j)| j.id);
+        self.builds.store_query(key, id, epoch);
+        Ok(id)
     }
 
     pub async fn jobset_by_id(&self, id: i64) -> DbResult<Option<(Project, Jobset)>> {
@@ -334,11 +364,17 @@ impl Db {
             .await?;
         }
         txn.commit().await?;
+        if settings.name != current_name {
+            self.builds.clear();
+        } else if created {
+            self.builds.invalidate([]);
+        }
         Ok((saved, created))
     }
 
     pub async fn delete_jobset(&self, jobset_id: i64) -> DbResult<()> {
         jobset::Entity::delete_by_id(jobset_id).exec(self.write()).await?;
+        self.builds.clear();
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use axum::extract::{OriginalUri, State};
 use axum::response::Response;
 use percent_encoding::percent_decode_str;
 
-use super::{ApiError, ApiResult, AppState, find_jobset, find_project, redirect};
+use super::{ApiError, ApiResult, AppState, redirect};
 use crate::db::BuildScope;
 
 /// Which of the three redirects, and what follows it.
@@ -40,16 +40,22 @@ pub async fn redirect_latest(state: &AppState, path: &str, query: Option<&str>) 
     let unknown = || ApiError::not_found(format!("no such page: {path}"));
     let (scope, after) = match segments.first().map(String::as_str) {
         Some("project") if segments.len() >= 3 => {
-            let project = find_project(state, &segments[1]).await?;
-            (BuildScope::Project(project.id), &segments[2..])
+            let project = state
+                .db
+                .project_id(&segments[1])
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("project ‘{}’ does not exist", segments[1])))?;
+            (BuildScope::Project(project), &segments[2..])
         }
-        Some("jobset") if segments.len() >= 4 => {
-            let (_, jobset) = find_jobset(state, &segments[1], &segments[2]).await?;
-            (BuildScope::Jobset(jobset.id), &segments[3..])
-        }
-        Some("job") if segments.len() >= 4 => {
-            let (_, jobset) = find_jobset(state, &segments[1], &segments[2]).await?;
-            (BuildScope::Job { jobset_id: jobset.id, job: segments[3].clone() }, &segments[4..])
+        Some("jobset" | "job") if segments.len() >= 4 => {
+            let jobset = state.db.jobset_id(&segments[1], &segments[2]).await?.ok_or_else(|| {
+                ApiError::not_found(format!("jobset ‘{}:{}’ does not exist", segments[1], segments[2]))
+            })?;
+            if segments[0] == "jobset" {
+                (BuildScope::Jobset(jobset), &segments[3..])
+            } else {
+                (BuildScope::Job { jobset_id: jobset, job: segments[3].clone() }, &segments[4..])
+            }
         }
         Some("project" | "jobset" | "job") => return Err(unknown()),
         _ => (BuildScope::All, &segments[..]),
