@@ -13,12 +13,17 @@ use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_pipeline;
 mod m20261122_000002_users;
+mod m20261122_000003_plugin_kv;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261121_000001_pipeline::Migration), Box::new(m20261122_000002_users::Migration)]
+        vec![
+            Box::new(m20261121_000001_pipeline::Migration),
+            Box::new(m20261122_000002_users::Migration),
+            Box::new(m20261122_000003_plugin_kv::Migration),
+        ]
     }
 }

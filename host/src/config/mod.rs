@@ -33,6 +33,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub webhooks: WebhooksConfig,
     pub binary_cache: BinaryCacheConfig,
+    pub plugins: PluginsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +48,42 @@ pub struct WebConfig {
     pub private: bool,
     /// How long a login lasts, in days.
     pub session_days: u64,
+}
+
+/// WebAssembly plugins: where more are loaded from, their limits, and what
+/// each is granted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// A directory of `.wasm` plugins loaded besides the built-in ones.
+    pub dir: PathBuf,
+    /// Memory of one plugin call, in MiB.
+    pub memory_mb: u64,
+    /// Time of one plugin call (a fetch, say), in seconds.
+    pub timeout_secs: u64,
+    /// What each plugin may do, by plugin name. A built-in plugin without
+    /// an entry gets what it asks for; any other gets nothing.
+    pub grants: BTreeMap<String, PluginGrant>,
+}
+
+/// Capabilities granted to one plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginGrant {
+    /// Programs it may run (names looked up on PATH).
+    pub programs: Vec<String>,
+    /// May add directories of its scratch area to the Nix store.
+    pub add_to_store: bool,
+    /// May keep values in its key-value store.
+    pub key_value: bool,
+    /// May write to the server's log.
+    pub log: bool,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig { dir: PathBuf::new(), memory_mb: 256, timeout_secs: 600, grants: BTreeMap::new() }
+    }
 }
 
 /// The binary cache the server offers of its store.
@@ -130,6 +167,7 @@ impl Default for Config {
             queue: QueueConfig::default(),
             webhooks: WebhooksConfig::default(),
             binary_cache: BinaryCacheConfig::default(),
+            plugins: PluginsConfig::default(),
         }
     }
 }
@@ -245,6 +283,17 @@ impl Config {
         if let Some(root) = self.evaluator.allowed_path_roots.iter().find(|r| !r.is_absolute()) {
             return Err(("evaluator.allowed_path_roots", format!("{} is not an absolute path", root.display())));
         }
+        if self.plugins.memory_mb == 0 || self.plugins.memory_mb > 4096 {
+            return Err(("plugins.memory_mb", "must be between 1 and 4096".into()));
+        }
+        if self.plugins.timeout_secs == 0 {
+            return Err(("plugins.timeout_secs", "must be at least 1".into()));
+        }
+        for (name, grant) in &self.plugins.grants {
+            if let Some(program) = grant.programs.iter().find(|p| p.is_empty() || p.contains('/')) {
+                return Err(("plugins.grants", format!("{name}: {program:?} is not a program name (no paths)")));
+            }
+        }
         if self.web.session_days == 0 {
             return Err(("web.session_days", "must be at least 1".into()));
         }
@@ -295,6 +344,16 @@ impl Config {
     /// Scratch space for evaluations; emptied at start.
     pub fn scratch_dir(&self) -> PathBuf {
         self.data_dir.join("scratch")
+    }
+
+    /// Scratch directories of plugins, one per plugin, kept between calls.
+    pub fn plugin_scratch_dir(&self) -> PathBuf {
+        self.data_dir.join("plugins")
+    }
+
+    /// Compiled plugins, so that each is compiled once.
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        self.data_dir.join("plugin-cache")
     }
 
     /// GC roots of build outputs Orthrus keeps alive.

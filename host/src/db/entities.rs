@@ -541,3 +541,23 @@ pub mod api_token {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod plugin_kv {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "plugin_kv")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub plugin: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub value: Vec<u8>,
+        pub updated_time: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

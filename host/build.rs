@@ -1,0 +1,71 @@
+//! Builds the plugins shipped with Orthrus (`plugins/*`) for
+//! `wasm32-wasip2` and puts them where `src/plugins/builtin.rs` embeds
+//! them, so that the `orthrus` binary works with nothing else installed.
+//!
+//! The inner cargo gets its own target directory (the outer one holds the
+//! lock on `target/`), always builds in release mode without debug
+//! information (small, fast components), and none of the outer build's
+//! flags, which are meant for the host.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (package, file name of the embedded component)
+const PLUGINS: [(&str, &str); 2] = [("orthrus-plugin-git", "git.wasm"), ("orthrus-plugin-svn", "svn.wasm")];
+
+fn main() {
+    let host = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = host.parent().expect("host/ is inside the workspace").to_owned();
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    for watched in [
+        "plugins/git/src",
+        "plugins/git/Cargo.toml",
+        "plugins/svn/src",
+        "plugins/svn/Cargo.toml",
+        "plugin-sdk",
+        "wit",
+        "Cargo.lock",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+
+    let target_dir = root.join("target").join("wasm-plugins");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for (package, _) in PLUGINS {
+        command.args(["-p", package]);
+    }
+    for (name, _) in std::env::vars() {
+        // The outer build's flags and profile settings are for the host.
+        if name == "RUSTFLAGS"
+            || name == "CARGO_ENCODED_RUSTFLAGS"
+            || name.starts_with("CARGO_PROFILE_")
+            || name == "CARGO_BUILD_TARGET"
+            || name == "CARGO_TARGET_DIR"
+        {
+            command.env_remove(&name);
+        }
+    }
+    command.env("CARGO_PROFILE_RELEASE_DEBUG", "0").env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    let status = command.status().expect("cannot run cargo to build the plugins");
+    if !status.success() {
+        panic!(
+            "building the plugins for wasm32-wasip2 failed (see above). Is the target installed? \
+             `rustup target add wasm32-wasip2`"
+        );
+    }
+    for (package, file) in PLUGINS {
+        let built =
+            target_dir.join("wasm32-wasip2").join("release").join(format!("{}.wasm", package.replace('-', "_")));
+        copy(&built, &out.join(file));
+    }
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::copy(from, to).unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", from.display(), to.display()));
+}
