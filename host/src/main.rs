@@ -38,6 +38,17 @@ enum Command {
     /// Manage users and their API tokens.
     #[command(subcommand)]
     User(UserCommand),
+    /// Show plugins: what each asks for and what it is granted.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// The loaded plugins (built in, and those of plugins.dir).
+    List,
+    /// Load a component and show what it is, asks for and would be granted.
+    Inspect { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -130,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{config:#?}");
             Ok(())
         }
+        Command::Plugin(command) => plugin_command(&config, command).await,
         Command::User(command) => {
             let url = config.database_url();
             let db = Db::open(&url)
@@ -138,6 +150,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             user_command(&db, command).await
         }
     }
+}
+
+async fn plugin_command(config: &Config, command: PluginCommand) -> anyhow::Result<()> {
+    use orthrus::plugins::{PluginInfo, PluginRuntime};
+    let url = config.database_url();
+    let db =
+        Db::open(&url).await.with_context(|| format!("cannot open the database {}", orthrus::server::redact(&url)))?;
+    let nix = orthrus::nix::Nix::new(&config.nix);
+    let runtime =
+        PluginRuntime::start(&config.plugins, config.plugin_scratch_dir(), config.plugin_cache_dir(), db, nix).await?;
+    let show = |info: &PluginInfo| {
+        let list = |caps: Vec<String>| if caps.is_empty() { "nothing".to_owned() } else { caps.join(", ") };
+        println!("{} {} ({})", info.metadata.name, info.metadata.version, info.source);
+        println!("  {}", info.metadata.description);
+        println!("  handles: {}", info.metadata.handles.join(", "));
+        println!("  asks for: {}", list(info.metadata.capabilities.iter().map(ToString::to_string).collect()));
+        println!("  granted: {}", list(info.grants.capabilities().iter().map(ToString::to_string).collect()));
+        println!("  sha256: {}", info.sha256);
+    };
+    match command {
+        PluginCommand::List => runtime.plugins().iter().for_each(show),
+        PluginCommand::Inspect { file } => show(&runtime.inspect(&file, &config.plugins).await?),
+    }
+    Ok(())
 }
 
 async fn user_command(db: &Db, command: UserCommand) -> anyhow::Result<()> {

@@ -10,10 +10,12 @@ use tracing::info;
 use crate::config::Config;
 use crate::db::Db;
 use crate::eval::{Evaluator, EvaluatorHandle};
+use crate::inputs::InputFetcher;
 use crate::logs::LogStore;
 use crate::machines::LocalMachine;
 use crate::metrics::Metrics;
 use crate::nix::Nix;
+use crate::plugins::PluginRuntime;
 use crate::queue::{QueueHandle, QueueRunner};
 use crate::web::{AppState, router};
 
@@ -49,6 +51,17 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     let logs = LogStore::new(config.logs_dir());
     let queue = QueueHandle::default();
     let evaluator = EvaluatorHandle::default();
+    let plugins = PluginRuntime::start(
+        &config.plugins,
+        config.plugin_scratch_dir(),
+        config.plugin_cache_dir(),
+        db.clone(),
+        nix.clone(),
+    )
+    .await
+    .context("cannot start the plugin runtime")?;
+    let inputs =
+        InputFetcher::new(nix.clone(), db.clone(), config.evaluator.allowed_path_roots.clone(), plugins.clone());
     let metrics = Metrics::new();
     let machines = Arc::new(vec![machine.info(config.queue.max_jobs)]);
     let runner = QueueRunner::new(
@@ -61,8 +74,15 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         metrics.clone(),
     );
     let queue_task = tokio::spawn(runner.run());
-    let evaluator_task =
-        Evaluator::new(db.clone(), nix.clone(), config.clone(), evaluator.clone(), queue.notify(), metrics.clone());
+    let evaluator_task = Evaluator::new(
+        db.clone(),
+        nix.clone(),
+        inputs.clone(),
+        config.clone(),
+        evaluator.clone(),
+        queue.notify(),
+        metrics.clone(),
+    );
     let eval_task = tokio::spawn(evaluator_task.run());
 
     let cache_key = load_cache_key(&config)?;
@@ -70,6 +90,7 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         info!("binary cache signed with {} (public key {})", key.name(), key.public_key());
     }
     let state = AppState {
+        inputs,
         db,
         nix,
         machines,

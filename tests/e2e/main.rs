@@ -11,6 +11,8 @@ mod failures;
 mod hooks;
 mod inputs;
 mod paper;
+mod plugins;
 mod restart;
 mod rights;
 mod scheduling;
+mod vcs;

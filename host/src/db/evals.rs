@@ -563,6 +563,16 @@ impl Db {
             .collect())
     }
 
+    /// The evaluation of the same jobset just before `eval`.
+    pub async fn previous_eval(&self, eval: &JobsetEval) -> DbResult<Option<JobsetEval>> {
+        Ok(jobset_eval::Entity::find()
+            .filter(jobset_eval::Column::JobsetId.eq(eval.jobset_id))
+            .filter(jobset_eval::Column::Id.lt(eval.id))
+            .order_by_desc(jobset_eval::Column::Id)
+            .one(self.read())
+            .await?)
+    }
+
     pub async fn eval(&self, id: i64) -> DbResult<Option<JobsetEval>> {
         Ok(jobset_eval::Entity::find_by_id(id).one(self.read()).await?)
     }

@@ -58,12 +58,12 @@ impl Evaluator {
     pub fn new(
         db: Db,
         nix: Nix,
+        fetcher: InputFetcher,
         config: Arc<Config>,
         handle: EvaluatorHandle,
         queue_wake: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Evaluator {
-        let fetcher = InputFetcher::new(nix.clone(), db.clone(), config.evaluator.allowed_path_roots.clone());
         let use_nix_eval_jobs = config.evaluator.use_nix_eval_jobs && nix.has_program("nix-eval-jobs");
         Evaluator { db, nix, fetcher, config, handle, queue_wake, metrics, use_nix_eval_jobs }
     }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::db::{Db, Jobset, JobsetInput, NewEvalInput, Project, SuccessfulBuild};
 use crate::nix::{Nix, NixValue, StorePath};
+use crate::plugins::{AttrValue, Change, PluginError, PluginRuntime};
 
 /// Input types this server understands, sorted.
 pub const INPUT_TYPES: [&str; 6] = ["boolean", "build", "eval", "nix", "path", "string"];
@@ -162,17 +163,46 @@ fn version_of(name: &str) -> Option<&str> {
         .map(|(i, _)| &name[i + 1..])
 }
 
-/// Fetches inputs for the evaluator.
+/// Fetches inputs for the evaluator: the built-in types here, the others
+/// through the plugin that handles them.
 #[derive(Clone)]
 pub struct InputFetcher {
     nix: Nix,
     db: Db,
     allowed_roots: Vec<PathBuf>,
+    plugins: PluginRuntime,
 }
 
 impl InputFetcher {
-    pub fn new(nix: Nix, db: Db, allowed_roots: Vec<PathBuf>) -> InputFetcher {
-        InputFetcher { nix, db, allowed_roots }
+    pub fn new(nix: Nix, db: Db, allowed_roots: Vec<PathBuf>, plugins: PluginRuntime) -> InputFetcher {
+        InputFetcher { nix, db, allowed_roots, plugins }
+    }
+
+    /// Every input type this server fetches, sorted.
+    pub fn input_types(&self) -> Vec<String> {
+        let mut types: Vec<String> = INPUT_TYPES.iter().map(|t| t.to_string()).collect();
+        types.extend(self.plugins.input_types());
+        types.sort();
+        types.dedup();
+        types
+    }
+
+    /// Checks an input's type and value when a jobset is saved.
+    pub async fn check(&self, kind: &str, value: &str) -> Result<(), String> {
+        if INPUT_TYPES.contains(&kind) {
+            return validate(kind, value, &self.allowed_roots);
+        }
+        match self.plugins.check_value(kind, value).await {
+            Err(PluginError::NoPlugin(_)) => {
+                Err(format!("invalid input type ‘{kind}’; valid types: {}", self.input_types().join(", ")))
+            }
+            other => other.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The changes between two revisions of an input a plugin fetched.
+    pub async fn changes(&self, kind: &str, value: &str, since: &str, until: &str) -> Result<Vec<Change>, String> {
+        self.plugins.changes(kind, value, since, until).await.map_err(|e| e.to_string())
     }
 
     pub async fn fetch(
@@ -248,7 +278,35 @@ impl InputFetcher {
                 (NixValue::Attrs(attrs), None)
             }
             other => {
-                return Err(error(format!("invalid input type ‘{other}’; valid types: {}", INPUT_TYPES.join(", "))));
+                let source = match self.plugins.fetch(other, &input.name, &input.value).await {
+                    Ok(source) => source,
+                    Err(PluginError::NoPlugin(_)) => {
+                        let types = self.input_types().join(", ");
+                        return Err(error(format!("invalid input type ‘{other}’; valid types: {types}")));
+                    }
+                    Err(e) => return Err(error(e.to_string())),
+                };
+                record.uri = Some(source.uri.clone());
+                record.revision = Some(source.revision.clone());
+                record.path = Some(source.store_path.to_string());
+                let mut attrs = vec![
+                    ("outPath".to_owned(), NixValue::StorePath(source.store_path.clone())),
+                    ("inputType".to_owned(), NixValue::String(other.to_owned())),
+                ];
+                for (name, value) in source.attrs {
+                    if matches!(name.as_str(), "outPath" | "inputType") {
+                        continue;
+                    }
+                    attrs.push((
+                        name,
+                        match value {
+                            AttrValue::String(s) => NixValue::String(s),
+                            AttrValue::Int(i) => NixValue::Int(i),
+                            AttrValue::Bool(b) => NixValue::Bool(b),
+                        },
+                    ));
+                }
+                (NixValue::Attrs(attrs), Some(source.store_path))
             }
         };
         Ok(FetchedInput { name: input.name.clone(), value, readable_path, record })

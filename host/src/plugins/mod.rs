@@ -211,6 +211,8 @@ struct Inner {
     plugins: BTreeMap<String, Arc<LoadedPlugin>>,
     /// Input type to plugin name.
     fetchers: BTreeMap<String, String>,
+    /// Why plugins that were found could not be loaded.
+    load_errors: Vec<String>,
     services: Services,
     scratch_root: PathBuf,
     cache_dir: PathBuf,
@@ -281,6 +283,7 @@ impl PluginRuntime {
             linker,
             plugins: BTreeMap::new(),
             fetchers: BTreeMap::new(),
+            load_errors: Vec::new(),
             services,
             scratch_root,
             cache_dir,
@@ -325,7 +328,10 @@ impl PluginRuntime {
                     );
                     inner.plugins.insert(name, plugin);
                 }
-                Err(e) => tracing::error!("{e}"),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    inner.load_errors.push(e.to_string());
+                }
             }
         }
         Ok(PluginRuntime { inner: Arc::new(inner) })
@@ -337,6 +343,11 @@ impl PluginRuntime {
         let bytes = std::fs::read(path)
             .map_err(|e| PluginError::Load { origin: path.display().to_string(), message: e.to_string() })?;
         Ok(self.inner.load(Source::File(path.to_owned()), &bytes, config).await?.info.clone())
+    }
+
+    /// Why plugins could not be loaded (they are left out, the rest works).
+    pub fn load_errors(&self) -> &[String] {
+        &self.inner.load_errors
     }
 
     pub fn plugins(&self) -> Vec<PluginInfo> {
@@ -470,10 +481,13 @@ impl Inner {
             .map_err(|e| load_error(format!("it is not an input fetcher of orthrus:plugin@0.1.0: {e:#}")))?;
         // Metadata is read under no grant at all: a plugin cannot use
         // anything while it introduces itself.
+        // A scratch directory of its own, removed after: the plugin's name
+        // (and so its real scratch directory) is not known yet.
+        let probe_name = format!(".load-{}", &sha256[..16]);
         let probe = LoadedPlugin {
             info: PluginInfo {
                 metadata: Metadata {
-                    name: source.to_string(),
+                    name: probe_name.clone(),
                     version: String::new(),
                     description: String::new(),
                     handles: vec![],
@@ -486,7 +500,9 @@ impl Inner {
             pre: pre.clone(),
             lock: tokio::sync::Mutex::new(()),
         };
-        let raw = self.call(&probe, false, async move |store, instance| instance.call_metadata(store).await).await?;
+        let raw = self.call(&probe, false, async move |store, instance| instance.call_metadata(store).await).await;
+        let _ = std::fs::remove_dir_all(self.scratch_root.join(&probe_name));
+        let raw = raw.map_err(|e| load_error(format!("its metadata() failed: {e}")))?;
         let metadata = Metadata {
             name: raw.name,
             version: raw.version,

@@ -77,8 +77,11 @@ impl TestHost {
         )
         .await
         .expect("a plugin runtime");
-        let info =
-            probe.plugins().into_iter().find(|p| p.source != Source::BuiltIn).expect("the component loads as a plugin");
+        let info = probe
+            .plugins()
+            .into_iter()
+            .find(|p| p.source != Source::BuiltIn)
+            .unwrap_or_else(|| panic!("the component does not load: {:?}", probe.load_errors()));
         let grant = grant.unwrap_or_else(|| {
             let asked = super::Grants::asked(&info.metadata);
             PluginGrant {

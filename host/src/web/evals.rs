@@ -45,6 +45,31 @@ pub async fn eval_builds(State(state): State<AppState>, Path(id): Path<i64>) -> 
     Ok(Json(hydra::builds(&state.db.build_views(&ids).await?)))
 }
 
+/// `/eval/N/changes`: for each input whose revision changed since the
+/// previous evaluation, the changes in between (as the input's plugin
+/// tells them), `{input: {from, to, changes: [...]}}`.
+pub async fn changes(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
+    let eval = find_eval(&state, id).await?;
+    let Some(previous) = state.db.previous_eval(&eval).await? else { return Ok(Json(json!({}))) };
+    let mut inputs = state.db.eval_inputs(&[eval.id, previous.id]).await?;
+    let before = inputs.remove(&previous.id).unwrap_or_default();
+    let mut result = serde_json::Map::new();
+    for input in inputs.remove(&eval.id).unwrap_or_default() {
+        let Some(old) = before.iter().find(|b| b.name == input.name && b.kind == input.kind) else { continue };
+        let (Some(from), Some(to)) = (old.revision.clone(), input.revision.clone()) else { continue };
+        if from == to || crate::inputs::INPUT_TYPES.contains(&input.kind.as_str()) {
+            continue;
+        }
+        let value = input.value.clone().unwrap_or_default();
+        let entry = match state.inputs.changes(&input.kind, &value, &from, &to).await {
+            Ok(changes) => json!({ "from": from, "to": to, "changes": changes }),
+            Err(error) => json!({ "from": from, "to": to, "error": error }),
+        };
+        result.insert(input.name, entry);
+    }
+    Ok(Json(Value::Object(result)))
+}
+
 /// `/eval/N/store-paths`: the output paths of the evaluation's successful builds.
 pub async fn store_paths(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
     find_eval(&state, id).await?;

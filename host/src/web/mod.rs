@@ -38,6 +38,8 @@ pub use error::{ApiError, ApiResult};
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
+    /// Checks input values (built-in types and plugins' ones).
+    pub inputs: crate::inputs::InputFetcher,
     /// For the binary cache: path infos and NARs of the store.
     pub nix: crate::nix::Nix,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -76,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/eval/{id}/builds", get(evals::eval_builds))
         .route("/eval/{id}/job/{job}", get(evals::eval_job))
         .route("/eval/{id}/store-paths", get(evals::store_paths))
+        .route("/eval/{id}/changes", get(evals::changes))
         .route("/eval/{id}/{action}", post(evals::eval_action).put(evals::eval_action))
         .route("/build/{id}", get(builds::get_build))
         .route("/build/{id}/constituents", get(builds::constituents))

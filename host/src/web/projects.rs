@@ -17,7 +17,6 @@ use super::auth::{require, require_on};
 use super::body::{self, flexible_bool, flexible_int, flexible_string};
 use super::{ApiError, ApiResult, AppState, find_jobset, find_project, json as hydra};
 use crate::db::{Declarative, InputSetting, JobsetSettings, ProjectSettings};
-use crate::inputs;
 use crate::users::{Action, Caller};
 
 /// Project, jobset and input names: a letter, then letters, digits, `_` or `-`
@@ -315,7 +314,10 @@ pub async fn put_jobset(
             let value = input.value.unwrap_or_default();
             // Hydra trims values, except of strings where spaces may matter.
             let value = if input.kind == "string" { value } else { value.trim().to_owned() };
-            inputs::validate(&input.kind, &value, &state.config.evaluator.allowed_path_roots)
+            state
+                .inputs
+                .check(&input.kind, &value)
+                .await
                 .map_err(|message| ApiError::bad_request(format!("input ‘{input_name}’: {message}")))?;
             list.push(InputSetting {
                 name: input_name,

@@ -1,0 +1,128 @@
+//! Hostile plugins, built from `tests/plugins` and loaded from the plugin
+//! directory: an endless loop, a memory bomb, a panic, an ungranted
+//! program, attempts to leave the scratch directory. Each fails its own
+//! fetch with a clear error on its jobset; the server keeps serving and
+//! building.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{Backend, MK, Options, Server, nonce, write};
+use crate::on_both_backends;
+
+/// Builds the test plugins once per test run.
+fn hostile_plugin() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = root.join("target").join("test-plugins");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(root.join("tests/plugins/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("cargo");
+        assert!(status.success(), "building the test plugins failed");
+        target.join("wasm32-wasip2/release/orthrus_test_plugin_hostile.wasm")
+    })
+}
+
+fn hostile_plugins(backend: Backend) {
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(hostile_plugin(), plugins.path().join("hostile.wasm")).unwrap();
+    let server = Server::start_with(
+        backend,
+        Options {
+            extra_tables: format!(
+                "[plugins]\ndir = \"{}\"\ntimeout_secs = 3\nmemory_mb = 64\n\n[plugins.grants.hostile]\nprograms = [\"true\"]\nadd_to_store = true\n",
+                plugins.path().display()
+            ),
+            ..Options::default()
+        },
+    );
+    // What it asks for, and what it got.
+    let listing = server.cli_ok(&["plugin", "list"], None);
+    assert!(listing.contains("hostile 0.1.0"), "{listing}");
+    assert!(listing.contains("asks for: run-program(rm), run-program(true), add-to-store, key-value"), "{listing}");
+    assert!(listing.contains("granted: run-program(true), add-to-store\n"), "{listing}");
+    let inspected = server.cli_ok(&["plugin", "inspect", plugins.path().join("hostile.wasm").to_str().unwrap()], None);
+    assert!(inspected.contains("handles: hostile"), "{inspected}");
+
+    // The trap for the link attack: a link out of the plugin's scratch directory.
+    let scratch = server.dir.path().join("data/plugins/hostile");
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::os::unix::fs::symlink("/etc", scratch.join("link")).unwrap();
+
+    let src = server.source_dir("src");
+    write(
+        &src.join("release.nix"),
+        &format!("{{ nonce, ... }}:\nlet {MK}\nin {{ job = mk \"job\" \"echo healthy > $out\"; }}\n"),
+    );
+    let attacks = [
+        ("loop", "did not finish within 3 seconds"),
+        ("bomb", "ran out of memory"),
+        ("trap", "panicked"),
+        ("ungranted", "may not run \"rm\""),
+        ("escape", "cannot read /etc/passwd"),
+        ("escape-dir", "not a path inside the scratch directory"),
+        ("escape-link", "leads outside the scratch directory"),
+        ("kv", "may not use a key-value store"),
+    ];
+    server.put("/project/hostile", &json!({ "displayname": "Hostile" }));
+    for (attack, _) in attacks {
+        let answer = server.put(
+            &format!("/jobset/hostile/{attack}"),
+            &json!({
+                "nixexprinput": "src",
+                "nixexprpath": "release.nix",
+                "checkinterval": 0,
+                "inputs": {
+                    "src": { "type": "path", "value": src.display().to_string() },
+                    "evil": { "type": "hostile", "value": attack },
+                    "nonce": { "type": "string", "value": nonce() },
+                },
+            }),
+        );
+        assert_eq!(answer.status, 201, "{attack}: {}", answer.body);
+    }
+    // A healthy jobset beside them.
+    server.create_jobset(
+        "healthy",
+        "main",
+        &src,
+        "release.nix",
+        json!({ "nonce": { "type": "string", "value": nonce() } }),
+    );
+
+    for (attack, expected) in attacks {
+        let jobset = server.wait_for(&format!("the {attack} attack to fail"), Duration::from_secs(90), || {
+            let jobset = server.get_json(&format!("/jobset/hostile/{attack}"));
+            (jobset["lastcheckoutcome"] == "fetch-failed").then_some(jobset)
+        });
+        let message = jobset["fetcherrormsg"].as_str().unwrap();
+        assert!(message.contains("input ‘evil’") && message.contains(expected), "{attack}: {message}");
+        assert!(!message.contains("root:"), "{attack} read a file it should not: {message}");
+        assert!(server.evals("hostile", attack).is_empty());
+    }
+    let eval = server.wait_for_evals("healthy", "main", 1);
+    let builds = server.wait_for_eval_builds(eval["id"].as_i64().unwrap());
+    assert_eq!(builds["job"]["buildstatus"], 0);
+    assert_eq!(server.get("/").status, 200, "the server still serves");
+    assert!(!std::path::Path::new("/tmp/nothing-was-removed").exists());
+
+    // And it tries again, and fails again, at the next trigger: nothing is stuck.
+    server.push("hostile", "trap", false);
+    server.wait_for("a second failure", Duration::from_secs(60), || {
+        let jobset = server.get_json("/jobset/hostile/trap");
+        (jobset["triggertime"].is_null() && jobset["lastcheckoutcome"] == "fetch-failed").then_some(())
+    });
+}
+
+on_both_backends!(hostile_plugins);
