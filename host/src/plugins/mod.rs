@@ -345,6 +345,20 @@ impl PluginRuntime {
         Ok(self.inner.load(Source::File(path.to_owned()), &bytes, config).await?.info.clone())
     }
 
+    /// The components built into the binary.
+    pub fn builtin_components() -> &'static [&'static [u8]] {
+        &builtin::PLUGINS
+    }
+
+    /// Asks a loaded plugin again what it is: one instantiation and one
+    /// call, the smallest unit of plugin work.
+    pub async fn describe(&self, name: &str) -> Result<Metadata, PluginError> {
+        let plugin = self.inner.plugins.get(name).ok_or_else(|| PluginError::NoPlugin(name.to_owned()))?.clone();
+        let raw =
+            self.inner.call(&plugin, false, async move |store, instance| instance.call_metadata(store).await).await?;
+        Ok(metadata_from_wit(raw))
+    }
+
     /// Why plugins could not be loaded (they are left out, the rest works).
     pub fn load_errors(&self) -> &[String] {
         &self.inner.load_errors
@@ -503,22 +517,7 @@ impl Inner {
         let raw = self.call(&probe, false, async move |store, instance| instance.call_metadata(store).await).await;
         let _ = std::fs::remove_dir_all(self.scratch_root.join(&probe_name));
         let raw = raw.map_err(|e| load_error(format!("its metadata() failed: {e}")))?;
-        let metadata = Metadata {
-            name: raw.name,
-            version: raw.version,
-            description: raw.description,
-            handles: raw.handles,
-            capabilities: raw
-                .capabilities
-                .into_iter()
-                .map(|c| match c {
-                    bindings::orthrus::plugin::types::Capability::RunProgram(p) => Capability::RunProgram(p),
-                    bindings::orthrus::plugin::types::Capability::AddToStore => Capability::AddToStore,
-                    bindings::orthrus::plugin::types::Capability::KeyValue => Capability::KeyValue,
-                    bindings::orthrus::plugin::types::Capability::Log => Capability::Log,
-                })
-                .collect(),
-        };
+        let metadata = metadata_from_wit(raw);
         let valid_name = !metadata.name.is_empty()
             && metadata.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !valid_name {
@@ -581,6 +580,26 @@ impl Inner {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(e)) => Err(crashed(describe_trap(&e, self.timeout, self.memory))),
         }
+    }
+}
+
+fn metadata_from_wit(raw: bindings::orthrus::plugin::types::PluginMetadata) -> Metadata {
+    use bindings::orthrus::plugin::types::Capability as Wit;
+    Metadata {
+        name: raw.name,
+        version: raw.version,
+        description: raw.description,
+        handles: raw.handles,
+        capabilities: raw
+            .capabilities
+            .into_iter()
+            .map(|c| match c {
+                Wit::RunProgram(p) => Capability::RunProgram(p),
+                Wit::AddToStore => Capability::AddToStore,
+                Wit::KeyValue => Capability::KeyValue,
+                Wit::Log => Capability::Log,
+            })
+            .collect(),
     }
 }
 

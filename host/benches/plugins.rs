@@ -1,0 +1,135 @@
+//! What plugins cost: one call (a fresh instance and `metadata()`), the
+//! cold compilation and the cached load of each shipped plugin, and a git
+//! fetch through the plugin beside `git clone` of the same repository.
+//!
+//!     cargo bench -p orthrus --bench plugins
+//!
+//! Prints figures; asserts nothing.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use orthrus::config::{NixConfig, PluginsConfig};
+use orthrus::db::Db;
+use orthrus::nix::Nix;
+use orthrus::plugins::PluginRuntime;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.org")
+        .env("GIT_COMMITTER_NAME", "Bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.org")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&format!("sqlite://{}", dir.path().join("db.sqlite").display())).await.unwrap();
+    let nix = Nix::new(&NixConfig::default());
+    let config = PluginsConfig::default();
+
+    // Cold compilation and cached load, per shipped plugin.
+    println!("plugin   cold compile+load   cached load");
+    let components = PluginRuntime::builtin_components();
+    for (i, bytes) in components.iter().enumerate() {
+        let file = dir.path().join(format!("plugin-{i}.wasm"));
+        std::fs::write(&file, bytes).unwrap();
+        let cache = dir.path().join(format!("cache-{i}"));
+        let runtime = PluginRuntime::start(&config, dir.path().join("scratch"), cache.clone(), db.clone(), nix.clone())
+            .await
+            .unwrap();
+        // Starting compiled the built-in plugins into the cache: empty it.
+        std::fs::remove_dir_all(&cache).unwrap();
+        let started = Instant::now();
+        let info = runtime.inspect(&file, &config).await.unwrap();
+        let cold = started.elapsed();
+        let started = Instant::now();
+        runtime.inspect(&file, &config).await.unwrap();
+        let cached = started.elapsed();
+        println!(
+            "{:8} {:>10.1} ms {:>16.2} ms",
+            info.metadata.name,
+            cold.as_secs_f64() * 1e3,
+            cached.as_secs_f64() * 1e3
+        );
+    }
+
+    // One call: a fresh store, instantiation, `metadata()`.
+    let runtime =
+        PluginRuntime::start(&config, dir.path().join("scratch"), dir.path().join("cache"), db.clone(), nix.clone())
+            .await
+            .unwrap();
+    for _ in 0..200 {
+        runtime.describe("git").await.unwrap();
+    }
+    let mut times = Vec::with_capacity(5000);
+    for _ in 0..5000 {
+        let started = Instant::now();
+        runtime.describe("git").await.unwrap();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    println!(
+        "\none call (instantiate + metadata), 5000 calls: median {:.1} µs, p99 {:.1} µs",
+        percentile(&times, 0.5).as_secs_f64() * 1e6,
+        percentile(&times, 0.99).as_secs_f64() * 1e6
+    );
+
+    // A git fetch through the plugin, beside git clone.
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    for commit in 0..50 {
+        for file in 0..20 {
+            std::fs::write(repo.join(format!("file{file}.txt")), format!("commit {commit} file {file}\n").repeat(200))
+                .unwrap();
+        }
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", &format!("commit {commit}")]);
+    }
+    let url = format!("file://{}", repo.display());
+    let mut direct = Vec::new();
+    for run in 0..5 {
+        let target = dir.path().join(format!("clone-{run}"));
+        let started = Instant::now();
+        let status = Command::new("git").args(["clone", "-q", "--no-local", &url]).arg(&target).status().unwrap();
+        assert!(status.success());
+        direct.push(started.elapsed());
+    }
+    direct.sort();
+    let started = Instant::now();
+    runtime.fetch("git", "src", &url).await.unwrap();
+    let first = started.elapsed();
+    let mut again = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        runtime.fetch("git", "src", &url).await.unwrap();
+        again.push(started.elapsed());
+    }
+    again.sort();
+    let clone = percentile(&direct, 0.5);
+    println!("\ngit repository: 50 commits of 20 files");
+    println!("git clone --no-local, directly:               {:8.1} ms", clone.as_secs_f64() * 1e3);
+    println!(
+        "fetch through the plugin, first (clone, checkout, add to store): {:8.1} ms (ratio {:.2})",
+        first.as_secs_f64() * 1e3,
+        first.as_secs_f64() / clone.as_secs_f64()
+    );
+    println!(
+        "fetch through the plugin, again (fetch, checkout, add to store): {:8.1} ms (ratio {:.2})",
+        percentile(&again, 0.5).as_secs_f64() * 1e3,
+        percentile(&again, 0.5).as_secs_f64() / clone.as_secs_f64()
+    );
+}
