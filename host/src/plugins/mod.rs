@@ -547,7 +547,10 @@ impl Inner {
         let _guard = if exclusive { Some(plugin.lock.lock().await) } else { None };
         let scratch = self.scratch_root.join(&name);
         std::fs::create_dir_all(&scratch).map_err(|e| crashed(format!("has no scratch directory: {e}")))?;
+        // Nothing ambient: no network, no environment, no arguments, no
+        // standard streams; the scratch directory is the whole file system.
         let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         wasi.preopened_dir(&scratch, "/scratch", FsPerms::ReadWrite)
             .map_err(|e| crashed(format!("cannot open its scratch directory: {e}")))?;
         let state = HostState {
