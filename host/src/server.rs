@@ -12,7 +12,7 @@ use crate::db::Db;
 use crate::eval::{Evaluator, EvaluatorHandle};
 use crate::inputs::InputFetcher;
 use crate::logs::LogStore;
-use crate::machines::LocalMachine;
+use crate::machines::Machines;
 use crate::metrics::Metrics;
 use crate::nix::Nix;
 use crate::plugins::PluginRuntime;
@@ -37,8 +37,8 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     let version = nix.version().await.context(
         "Nix is needed to evaluate and build: install it (on Debian: apt install nix-bin) or set nix.bin_dir",
     )?;
-    let machine = LocalMachine::detect(nix.clone()).await.context("cannot ask Nix for this machine's system type")?;
-    info!("{version}, building for {}", machine.systems().join(", "));
+    let machines = Arc::new(Machines::load(nix.clone(), &config).await.map_err(anyhow::Error::msg)?);
+    info!("{version}; {} machines", machines.list().len());
 
     let url = config.database_url();
     let db = Db::open(&url).await.with_context(|| format!("cannot open the database {}", redact(&url)))?;
@@ -63,14 +63,17 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     let inputs =
         InputFetcher::new(nix.clone(), db.clone(), config.evaluator.allowed_path_roots.clone(), plugins.clone());
     let metrics = Metrics::new();
-    let machines = Arc::new(vec![machine.info(config.queue.max_jobs)]);
+    let watch = {
+        let queue = queue.clone();
+        machines.clone().watch(move || queue.wake())
+    };
     let runner = QueueRunner::new(
         db.clone(),
         nix.clone(),
         logs.clone(),
         config.clone(),
         queue.clone(),
-        machine,
+        machines.clone(),
         metrics.clone(),
     );
     let queue_task = tokio::spawn(runner.run());
@@ -112,6 +115,7 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     // the next start.
     queue_task.abort();
     eval_task.abort();
+    watch.abort();
     info!("stopped");
     Ok(())
 }

@@ -31,6 +31,7 @@ pub struct Config {
     pub nix: NixConfig,
     pub evaluator: EvaluatorConfig,
     pub queue: QueueConfig,
+    pub machines: MachinesConfig,
     pub webhooks: WebhooksConfig,
     pub binary_cache: BinaryCacheConfig,
     pub plugins: PluginsConfig,
@@ -83,6 +84,52 @@ pub struct PluginGrant {
 impl Default for PluginsConfig {
     fn default() -> Self {
         PluginsConfig { dir: PathBuf::new(), memory_mb: 256, timeout_secs: 600, grants: BTreeMap::new() }
+    }
+}
+
+/// The machines builds run on, and what happens when one fails.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MachinesConfig {
+    /// Build on the server's own store too (with `queue.max_jobs` slots and
+    /// the systems and features its Nix reports). A `localhost` entry in a
+    /// machines file or in `machine` replaces this default entry.
+    pub local: bool,
+    /// Nix machines files (`/etc/nix/machines` format), re-read when they change.
+    pub files: Vec<PathBuf>,
+    /// Machines given here rather than in a file; same fields, e.g.
+    /// `{ uri = "ssh://nix@builder", systems = ["aarch64-linux"], ssh_key = "/etc/orthrus/id_ed25519", max_jobs = 4, public_host_key = "ssh-ed25519 AAAA…" }`.
+    pub machine: Vec<crate::machines::MachineFields>,
+    /// A step whose system and features no machine has waits this long,
+    /// in seconds, then fails as "unsupported system" (status 9).
+    pub unsupported_timeout_secs: u64,
+    /// Connecting to a machine (SSH handshake and the serve greeting) gives
+    /// up after this many seconds.
+    pub connect_timeout_secs: u64,
+    /// A machine that failed is left alone this long, in seconds, doubled
+    /// for each further failure in a row up to `backoff_max_secs`.
+    pub backoff_secs: u64,
+    pub backoff_max_secs: u64,
+    /// A step that failed for a reason unrelated to the build itself (a
+    /// missing input on the machine, say) is tried this often in all.
+    pub max_tries: u32,
+    /// Seconds before the second try; doubled for each further one.
+    pub retry_delay_secs: u64,
+}
+
+impl Default for MachinesConfig {
+    fn default() -> Self {
+        MachinesConfig {
+            local: true,
+            files: Vec::new(),
+            machine: Vec::new(),
+            unsupported_timeout_secs: 600,
+            connect_timeout_secs: 20,
+            backoff_secs: 30,
+            backoff_max_secs: 3600,
+            max_tries: 3,
+            retry_delay_secs: 5,
+        }
     }
 }
 
@@ -165,6 +212,7 @@ impl Default for Config {
             nix: NixConfig::default(),
             evaluator: EvaluatorConfig::default(),
             queue: QueueConfig::default(),
+            machines: MachinesConfig::default(),
             webhooks: WebhooksConfig::default(),
             binary_cache: BinaryCacheConfig::default(),
             plugins: PluginsConfig::default(),
@@ -300,6 +348,23 @@ impl Config {
         if self.queue.max_jobs == 0 {
             return Err(("queue.max_jobs", "must be at least 1".into()));
         }
+        for (index, fields) in self.machines.machine.iter().enumerate() {
+            if let Err(message) = fields.clone().into_spec(format!("machines.machine[{index}]")) {
+                return Err(("machines.machine", format!("entry {} ({}): {message}", index + 1, fields.uri)));
+            }
+        }
+        if let Some(file) = self.machines.files.iter().find(|f| !f.is_absolute()) {
+            return Err(("machines.files", format!("{} is not an absolute path", file.display())));
+        }
+        if self.machines.max_tries == 0 {
+            return Err(("machines.max_tries", "must be at least 1".into()));
+        }
+        if self.machines.connect_timeout_secs == 0 {
+            return Err(("machines.connect_timeout_secs", "must be at least 1".into()));
+        }
+        if self.machines.backoff_max_secs < self.machines.backoff_secs {
+            return Err(("machines.backoff_max_secs", "must be at least machines.backoff_secs".into()));
+        }
         for key in self.nix.settings.keys() {
             if key.is_empty() || key.contains(char::is_whitespace) {
                 return Err(("nix.settings", format!("{key:?} is not a Nix setting name")));
@@ -404,6 +469,21 @@ mod tests {
         assert!(err.contains("database_url"), "{err}");
         let err = parse("[evaluator]\nallowed_path_roots = [\"relative\"]\n").unwrap_err().to_string();
         assert!(err.contains("allowed_path_roots") && err.contains("absolute"), "{err}");
+    }
+
+    #[test]
+    fn machines_are_checked_with_their_key() {
+        let config = parse(
+            "[[machines.machine]]\nuri = \"ssh://nix@builder:2222\"\nsystems = [\"aarch64-linux\"]\nmax_jobs = 4\n",
+        )
+        .unwrap();
+        assert_eq!(config.machines.machine[0].max_jobs, Some(4));
+        let err = parse("[[machines.machine]]\nuri = \"ssh-ng://builder\"\n").unwrap_err().to_string();
+        assert!(err.contains("machines.machine") && err.contains("ssh-ng"), "{err}");
+        let err = parse("[[machines.machine]]\nuri = \"ssh://b\"\nspeed = 2\n").unwrap_err().to_string();
+        assert!(err.contains("machines.machine[0].speed") && err.contains("unknown field"), "{err}");
+        let err = parse("[machines]\nfiles = [\"machines\"]\n").unwrap_err().to_string();
+        assert!(err.contains("machines.files") && err.contains("absolute"), "{err}");
     }
 
     #[test]

@@ -463,6 +463,41 @@ impl Db {
         Ok(step_nr)
     }
 
+    /// Every jobset's `schedulingshares`.
+    pub async fn jobset_shares(&self) -> DbResult<Vec<(i64, i32)>> {
+        Ok(jobset::Entity::find()
+            .select_only()
+            .column(jobset::Column::Id)
+            .column(jobset::Column::SchedulingShares)
+            .into_tuple()
+            .all(self.read())
+            .await?)
+    }
+
+    /// The steps that ran since `since` (unix time), as (jobset, stop time,
+    /// seconds); failures propagated from other steps are not counted.
+    pub async fn step_history(&self, since: i64) -> DbResult<Vec<(i64, i64, i64)>> {
+        let steps: Vec<(i64, Option<i64>, Option<i64>)> = build_step::Entity::find()
+            .select_only()
+            .column(build::Column::JobsetId)
+            .column(build_step::Column::StartTime)
+            .column(build_step::Column::StopTime)
+            .join(
+                sea_orm::JoinType::InnerJoin,
+                build_step::Entity::belongs_to(build::Entity)
+                    .from(build_step::Column::BuildId)
+                    .to(build::Column::Id)
+                    .into(),
+            )
+            .filter(build_step::Column::StopTime.gte(since))
+            .filter(build_step::Column::PropagatedFrom.is_null())
+            .filter(build_step::Column::Busy.eq(false))
+            .into_tuple()
+            .all(self.read())
+            .await?;
+        Ok(steps.into_iter().filter_map(|(jobset, start, stop)| Some((jobset, stop?, Ord::max(stop? - start?, 0)))).collect())
+    }
+
     /// Ends a running step.
     pub async fn finish_step(
         &self,

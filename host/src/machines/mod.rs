@@ -1,135 +1,396 @@
-//! Machines that build derivations. For now the local Nix store, one
-//! `nix-store --realise` per step; remote machines over SSH come later and
-//! will answer the same [`StepRequest`] with the same [`StepOutcome`].
+//! Machines that build derivations: the server's own store and Nix
+//! machines reached over SSH, all spoken to with Nix's serve protocol
+//! (`nix-store --serve --write`) over connections kept open per build slot.
+//!
+//! [`Machines`] is the registry: what the configuration and the machines
+//! files describe (re-read when a file changes), each machine's health
+//! (failures in a row, back-off) and its idle connections. [`step::build`]
+//! runs one step on one machine. Which step goes where is the queue's
+//! business (`queue::scheduler`).
 
-use std::time::Duration;
+pub mod spec;
+mod ssh;
+mod step;
 
-use tracing::warn;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::db::status;
-use crate::logs::LogStore;
-use crate::nix::{BuildLimits, Nix, NixLogEvent, RealiseOutcome, StorePath};
+use tracing::{info, warn};
 
-/// One derivation to build, whose inputs are all valid.
+use crate::config::{Config, MachinesConfig};
+use crate::nix::{Nix, ServeConnection, StorePath};
+pub use spec::{HostKey, MachineAddress, MachineFields, MachineSpec, parse_machines_file};
+pub use step::{StepOutcome, StepRequest, build};
+
+/// How often machines files are checked for changes.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Idle connections kept per machine beyond its slots are closed.
+const MAX_IDLE_PER_SLOT: usize = 1;
+
+/// One machine: what it is, how it fares, and its idle connections.
+pub struct Machine {
+    pub spec: Arc<MachineSpec>,
+    health: Mutex<Health>,
+    idle: Mutex<Vec<ServeConnection>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Health {
+    /// Steps running on it now.
+    running: BTreeSet<StorePath>,
+    consecutive_failures: u32,
+    disabled_until: Option<Instant>,
+    last_failure: Option<(SystemTime, String)>,
+    steps_done: u64,
+    build_seconds: f64,
+    /// The serve protocol version it speaks, once connected.
+    protocol: Option<String>,
+}
+
+/// A machine as `/machines` shows it.
 #[derive(Debug, Clone)]
-pub struct StepRequest {
-    pub drv: StorePath,
-    pub timeout: Duration,
-    pub max_silent: Duration,
-    pub max_log_size: u64,
+pub struct MachineView {
+    pub spec: Arc<MachineSpec>,
+    pub running: Vec<StorePath>,
+    pub enabled: bool,
+    pub consecutive_failures: u32,
+    /// Seconds until it is tried again after failures.
+    pub disabled_for_secs: Option<u64>,
+    pub last_failure: Option<(i64, String)>,
+    pub steps_done: u64,
+    pub build_seconds: f64,
+    pub protocol: Option<String>,
 }
 
-/// How building one step ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StepOutcome {
-    Built {
-        outputs: Vec<(String, String)>,
-    },
-    Failed(String),
-    TimedOut(String),
-    LogLimitExceeded(u64),
-    /// Something other than the build went wrong (Nix could not be run,
-    /// the log could not be written, …); not cached as a failure.
-    Aborted(String),
-}
-
-impl StepOutcome {
-    /// The step status (Hydra's codes) and the message to record.
-    pub fn status_and_message(&self) -> (i32, Option<String>) {
-        match self {
-            StepOutcome::Built { .. } => (status::SUCCESS, None),
-            StepOutcome::Failed(m) => (status::FAILED, Some(m.clone())),
-            StepOutcome::TimedOut(m) => (status::TIMED_OUT, Some(m.clone())),
-            StepOutcome::LogLimitExceeded(limit) => {
-                (status::LOG_LIMIT_EXCEEDED, Some(format!("the build log exceeded the limit of {limit} bytes")))
-            }
-            StepOutcome::Aborted(m) => (status::ABORTED, Some(m.clone())),
-        }
-    }
-
-    pub fn outputs(&self) -> Vec<(String, String)> {
-        match self {
-            StepOutcome::Built { outputs } => outputs.clone(),
-            _ => Vec::new(),
-        }
-    }
-}
-
-/// What the web shows of a machine.
-#[derive(Debug, Clone)]
-pub struct MachineInfo {
-    pub name: String,
-    pub systems: Vec<String>,
-    pub max_jobs: usize,
-}
-
-/// The machine the server runs on.
-pub struct LocalMachine {
-    nix: Nix,
-    systems: Vec<String>,
-}
-
-impl LocalMachine {
-    /// Asks Nix which system type this machine builds.
-    pub async fn detect(nix: Nix) -> Result<LocalMachine, crate::nix::NixError> {
-        let system = nix.current_system().await?;
-        // `builtin` derivations (builtin:fetchurl) run inside Nix itself.
-        Ok(LocalMachine { nix, systems: vec![system, "builtin".into()] })
+impl Machine {
+    fn new(spec: MachineSpec) -> Machine {
+        Machine { spec: Arc::new(spec), health: Mutex::new(Health::default()), idle: Mutex::new(Vec::new()) }
     }
 
     pub fn name(&self) -> &str {
-        "localhost"
+        &self.spec.name
     }
 
-    pub fn systems(&self) -> &[String] {
-        &self.systems
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn info(&self, max_jobs: usize) -> MachineInfo {
-        MachineInfo { name: self.name().to_owned(), systems: self.systems.clone(), max_jobs }
+    /// Not backing off after a failure.
+    pub fn is_available(&self, now: Instant) -> bool {
+        self.health().disabled_until.is_none_or(|until| until <= now)
     }
 
-    pub fn supports(&self, system: &str) -> bool {
-        self.systems.iter().any(|s| s == system)
+    /// When a machine backing off will be tried again.
+    pub fn disabled_until(&self) -> Option<Instant> {
+        self.health().disabled_until
     }
 
-    /// Builds one step, writing its log as it goes.
-    pub async fn build(&self, request: &StepRequest, logs: &LogStore) -> StepOutcome {
-        let mut log = match logs.create(&request.drv) {
-            Ok(log) => log,
-            Err(e) => return StepOutcome::Aborted(format!("cannot write the build log: {e}")),
-        };
-        let limits = BuildLimits { timeout: request.timeout, max_silent: request.max_silent };
-        let mut log_error = None;
-        let outcome = self
-            .nix
-            .realise(&request.drv, limits, |event| {
-                if let NixLogEvent::BuildLine(line) = event {
-                    if let Err(e) = log.write_line(&line) {
-                        log_error.get_or_insert(e);
+    /// An idle connection, or a new one.
+    async fn connection(&self, nix: &Nix, connect_timeout: Duration) -> Result<ServeConnection, String> {
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match idle {
+                Some(mut connection) => {
+                    if !connection.is_closed() {
+                        return Ok(connection);
                     }
-                    return log.written() <= request.max_log_size;
                 }
-                true
-            })
-            .await;
-        if let Err(e) = log.finish() {
-            warn!(drv = %request.drv, "cannot finish the build log: {e}");
+                None => break,
+            }
         }
-        if let Some(e) = log_error {
-            warn!(drv = %request.drv, "the build log is incomplete: {e}");
+        let connection = match &self.spec.address {
+            MachineAddress::Local => nix.serve_local().await.map_err(|e| e.to_string())?,
+            MachineAddress::Ssh { .. } => ssh::connect(&self.spec, connect_timeout).await?,
+        };
+        self.health().protocol = Some(connection.version());
+        Ok(connection)
+    }
+
+    /// Keeps a connection that finished its work cleanly for the next step.
+    fn keep(&self, mut connection: ServeConnection) {
+        if connection.is_closed() {
+            return;
         }
-        match outcome {
-            Ok(RealiseOutcome::Built) => match self.nix.read_derivation(&request.drv).await {
-                Ok(drv) => StepOutcome::Built {
-                    outputs: drv.output_paths().map(|(name, path)| (name.to_owned(), path.to_string())).collect(),
-                },
-                Err(e) => StepOutcome::Aborted(e.to_string()),
-            },
-            Ok(RealiseOutcome::Failed(message)) => StepOutcome::Failed(message),
-            Ok(RealiseOutcome::TimedOut(message)) => StepOutcome::TimedOut(message),
-            Ok(RealiseOutcome::Stopped) => StepOutcome::LogLimitExceeded(request.max_log_size),
-            Err(e) => StepOutcome::Aborted(e.to_string()),
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.spec.max_jobs * MAX_IDLE_PER_SLOT {
+            idle.push(connection);
         }
     }
+
+    /// Counts a step as running here until the guard is dropped.
+    pub fn start_step(self: &Arc<Self>, drv: &StorePath) -> RunningStep {
+        self.health().running.insert(drv.clone());
+        RunningStep { machine: self.clone(), drv: drv.clone(), started: Instant::now() }
+    }
+
+    /// The machine failed (could not be reached, died mid-step): it is left
+    /// alone for `backoff`, doubled for each failure in a row. Its idle
+    /// connections are closed, since they are likely dead too.
+    pub fn failed(&self, message: &str, config: &MachinesConfig) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut health = self.health();
+        health.consecutive_failures += 1;
+        let doublings = (health.consecutive_failures - 1).min(20);
+        let backoff = config.backoff_secs.saturating_mul(1 << doublings).min(config.backoff_max_secs);
+        health.disabled_until = Some(Instant::now() + Duration::from_secs(backoff));
+        health.last_failure = Some((SystemTime::now(), message.to_owned()));
+        warn!(machine = %self.spec.name, "machine failed ({} in a row), not used for {backoff} s: {message}",
+            health.consecutive_failures);
+    }
+
+    /// The machine did its part (whatever the build's outcome).
+    fn succeeded(&self) {
+        let mut health = self.health();
+        if health.consecutive_failures > 0 {
+            info!(machine = %self.spec.name, "machine works again");
+        }
+        health.consecutive_failures = 0;
+        health.disabled_until = None;
+    }
+
+    pub fn view(&self, now: Instant) -> MachineView {
+        let health = self.health().clone();
+        let unix = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        MachineView {
+            spec: self.spec.clone(),
+            running: health.running.iter().cloned().collect(),
+            enabled: health.disabled_until.is_none_or(|until| until <= now),
+            consecutive_failures: health.consecutive_failures,
+            disabled_for_secs: health
+                .disabled_until
+                .filter(|until| *until > now)
+                .map(|until| until.duration_since(now).as_secs().max(1)),
+            last_failure: health.last_failure.map(|(time, message)| (unix(time), message)),
+            steps_done: health.steps_done,
+            build_seconds: health.build_seconds,
+            protocol: health.protocol,
+        }
+    }
+}
+
+/// A step counted as running on a machine.
+pub struct RunningStep {
+    machine: Arc<Machine>,
+    drv: StorePath,
+    started: Instant,
+}
+
+impl RunningStep {
+    pub fn machine(&self) -> &Arc<Machine> {
+        &self.machine
+    }
+}
+
+impl Drop for RunningStep {
+    fn drop(&mut self) {
+        let mut health = self.machine.health();
+        health.running.remove(&self.drv);
+        health.steps_done += 1;
+        health.build_seconds += self.started.elapsed().as_secs_f64();
+    }
+}
+
+/// Every machine, as configured now.
+pub struct Machines {
+    nix: Nix,
+    config: MachinesConfig,
+    /// The local machine's entry when no `localhost` line replaces it.
+    default_local: Option<MachineSpec>,
+    current: RwLock<Arc<Vec<Arc<Machine>>>>,
+    /// Modification stamps of the machines files as last read.
+    stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
+    /// Connections to the server's own store, to copy closures to and from
+    /// remote machines.
+    store: Mutex<Vec<ServeConnection>>,
+}
+
+impl Machines {
+    /// Reads the machines of the configuration and its files. A bad file at
+    /// start is an error; later, a bad edit keeps the machines as they were.
+    pub async fn load(nix: Nix, config: &Config) -> Result<Machines, String> {
+        let default_local = if config.machines.local {
+            let (systems, features) = match nix.machine_settings().await {
+                Some(settings) => settings,
+                None => (vec![nix.current_system().await.map_err(|e| e.to_string())?], Vec::new()),
+            };
+            Some(local_spec(systems, features, config.queue.max_jobs))
+        } else {
+            None
+        };
+        let machines = Machines {
+            nix,
+            config: config.machines.clone(),
+            default_local,
+            current: RwLock::new(Arc::new(Vec::new())),
+            stamps: Mutex::new(Vec::new()),
+            store: Mutex::new(Vec::new()),
+        };
+        let (specs, stamps) = machines.read_specs()?;
+        machines.install(specs);
+        *machines.stamps.lock().unwrap_or_else(|p| p.into_inner()) = stamps;
+        Ok(machines)
+    }
+
+    pub fn nix(&self) -> &Nix {
+        &self.nix
+    }
+
+    pub fn config(&self) -> &MachinesConfig {
+        &self.config
+    }
+
+    pub fn list(&self) -> Arc<Vec<Arc<Machine>>> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn views(&self) -> Vec<MachineView> {
+        let now = Instant::now();
+        self.list().iter().map(|m| m.view(now)).collect()
+    }
+
+    /// Every machine spec, from the configuration then the files in order;
+    /// a later entry with the same URI replaces an earlier one.
+    fn read_specs(&self) -> Result<(Vec<MachineSpec>, Vec<Option<(SystemTime, u64)>>), String> {
+        let mut specs: Vec<MachineSpec> = self.default_local.iter().cloned().collect();
+        let add = |spec: MachineSpec, specs: &mut Vec<MachineSpec>| {
+            let spec = match (&spec.address, &self.default_local) {
+                // `localhost` without systems builds what this Nix builds.
+                (MachineAddress::Local, Some(local)) if spec.systems.is_empty() => {
+                    MachineSpec { systems: local.systems.clone(), ..spec }
+                }
+                _ => spec,
+            };
+            specs.retain(|s| s.name != spec.name && !(s.is_local() && spec.is_local()));
+            specs.push(spec);
+        };
+        for (index, fields) in self.config.machine.iter().enumerate() {
+            let spec = fields.clone().into_spec(format!("machines.machine[{index}]"))?;
+            add(spec, &mut specs);
+        }
+        let mut stamps = Vec::new();
+        for file in &self.config.files {
+            stamps.push(stamp(file));
+            let text = match std::fs::read_to_string(file) {
+                Ok(text) => text,
+                // A machines file that is not there (yet) lists no machines.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(format!("cannot read machines file {}: {e}", file.display())),
+            };
+            for spec in parse_machines_file(&text, &file.display().to_string())? {
+                add(spec, &mut specs);
+            }
+        }
+        for spec in &specs {
+            if spec.systems.is_empty() {
+                return Err(format!("{}: machine {} lists no systems", spec.origin, spec.name));
+            }
+        }
+        Ok((specs, stamps))
+    }
+
+    /// Makes `specs` the machines, keeping the state of those unchanged.
+    fn install(&self, specs: Vec<MachineSpec>) {
+        let old: HashMap<String, Arc<Machine>> =
+            self.list().iter().map(|m| (m.spec.name.clone(), m.clone())).collect();
+        let machines: Vec<Arc<Machine>> = specs
+            .into_iter()
+            .map(|spec| match old.get(&spec.name) {
+                Some(machine) if *machine.spec == spec => machine.clone(),
+                _ => Arc::new(Machine::new(spec)),
+            })
+            .collect();
+        for machine in machines.iter() {
+            let spec = &machine.spec;
+            info!(machine = %spec.name, systems = %spec.systems.join(","), max_jobs = spec.max_jobs,
+                features = %spec.supported_features.iter().cloned().collect::<Vec<_>>().join(","), "machine");
+        }
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(machines);
+    }
+
+    /// Re-reads the machines files if one changed; true when the machines did.
+    pub fn reload_if_changed(&self) -> bool {
+        let now: Vec<Option<(SystemTime, u64)>> = self.config.files.iter().map(|f| stamp(f)).collect();
+        {
+            let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+            if *stamps == now {
+                return false;
+            }
+            *stamps = now;
+        }
+        match self.read_specs() {
+            Ok((specs, _)) => {
+                info!("machines file changed: {} machines now", specs.len());
+                self.install(specs);
+                true
+            }
+            Err(e) => {
+                warn!("machines file changed but is not valid, keeping the machines as they were: {e}");
+                false
+            }
+        }
+    }
+
+    /// Checks the machines files every few seconds, calling `changed` when
+    /// the machines did.
+    pub fn watch(self: Arc<Self>, changed: impl Fn() + Send + 'static) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            if self.config.files.is_empty() {
+                return;
+            }
+            let mut ticks = tokio::time::interval(FILE_CHECK_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let this = self.clone();
+                if tokio::task::spawn_blocking(move || this.reload_if_changed()).await.unwrap_or(false) {
+                    changed();
+                }
+            }
+        })
+    }
+
+    /// A connection to the server's own store.
+    async fn store_connection(&self) -> Result<ServeConnection, String> {
+        let idle = self.store.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        if let Some(mut connection) = idle {
+            if !connection.is_closed() {
+                return Ok(connection);
+            }
+        }
+        self.nix.serve_local().await.map_err(|e| format!("cannot open the local store: {e}"))
+    }
+
+    fn keep_store_connection(&self, mut connection: ServeConnection) {
+        if !connection.is_closed() {
+            self.store.lock().unwrap_or_else(|p| p.into_inner()).push(connection);
+        }
+    }
+}
+
+/// The server's own store as a machine.
+fn local_spec(systems: Vec<String>, features: Vec<String>, max_jobs: usize) -> MachineSpec {
+    let mut systems = systems;
+    // `builtin` derivations (builtin:fetchurl) run inside Nix itself.
+    if !systems.iter().any(|s| s == "builtin") {
+        systems.push("builtin".into());
+    }
+    MachineSpec {
+        name: "localhost".into(),
+        address: MachineAddress::Local,
+        systems,
+        ssh_key: None,
+        max_jobs,
+        speed_factor: 1.0,
+        supported_features: features.into_iter().collect(),
+        mandatory_features: BTreeSet::new(),
+        host_key: None,
+        origin: "machines.local".into(),
+    }
+}
+
+fn stamp(file: &PathBuf) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(file).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }

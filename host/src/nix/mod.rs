@@ -9,6 +9,7 @@ mod binary_cache;
 mod derivation;
 mod expr;
 mod log_format;
+mod serve;
 mod store_path;
 
 use std::collections::{HashMap, HashSet};
@@ -24,6 +25,10 @@ pub use binary_cache::{HashPartIndex, SigningKey, narinfo};
 pub use derivation::{Derivation, DerivationError, DerivationOutput};
 pub use expr::{NixValue, string_literal};
 pub use log_format::{NixLogEvent, strip_ansi};
+pub use serve::{
+    BasicDerivation, BuildOptions, BuildResult, BuildStatus, Chunk, RemotePathInfo, ServeConnection, ServeError,
+    ServeOutput, sort_by_references,
+};
 pub use store_path::{InvalidStorePath, StorePath, store_dir};
 
 use crate::config::NixConfig;
@@ -222,6 +227,55 @@ impl Nix {
         cmd.arg("--version").stdin(Stdio::null());
         let out = self.run(cmd, "nix-store --version".into()).await?;
         Ok(String::from_utf8_lossy(&out).trim().to_owned())
+    }
+
+    /// Starts a `nix-store --serve --write` on this machine's store: the
+    /// same protocol the queue runner speaks to remote machines.
+    /// `--builders ''` keeps Nix from handing the build on by itself.
+    pub async fn serve_local(&self) -> Result<ServeConnection, NixError> {
+        self.serve_store(None).await
+    }
+
+    /// Like [`Nix::serve_local`], on the store at `store` (a URI or a
+    /// directory, Nix's `--store`).
+    pub async fn serve_store(&self, store: Option<&str>) -> Result<ServeConnection, NixError> {
+        let what = "nix-store --serve --write";
+        let mut cmd = self.command("nix-store");
+        cmd.args(["--serve", "--write", "--builders", ""]);
+        if let Some(store) = store {
+            cmd.args(["--store", store]);
+        }
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+        let mut child = cmd.spawn().map_err(|source| NixError::Spawn { program, source })?;
+        let failed = |message: String| NixError::Failed { command: what.into(), message };
+        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(failed("its standard streams are missing".into()));
+        };
+        let output = serve::ProcessOutput::new(child, stdout, stderr).map_err(|e| failed(e.to_string()))?;
+        ServeConnection::open(Box::new(output), Box::pin(stdin)).await.map_err(|e| failed(e.to_string()))
+    }
+
+    /// What Nix says this machine builds: its systems (native and
+    /// `extra-platforms`) and `system-features`. Needs `nix show-config`;
+    /// `None` when it is not there.
+    pub async fn machine_settings(&self) -> Option<(Vec<String>, Vec<String>)> {
+        let mut cmd = self.command("nix");
+        cmd.args(["--extra-experimental-features", "nix-command", "show-config", "--json"]);
+        let out = self.run(cmd, "nix show-config".into()).await.ok()?;
+        let config: serde_json::Value = serde_json::from_slice(&out).ok()?;
+        let strings = |name: &str| -> Vec<String> {
+            match &config[name]["value"] {
+                serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+                serde_json::Value::String(text) => text.split_whitespace().map(str::to_owned).collect(),
+                _ => Vec::new(),
+            }
+        };
+        let system = config["system"]["value"].as_str()?.to_owned();
+        let mut systems = vec![system];
+        systems.extend(strings("extra-platforms"));
+        Some((systems, strings("system-features")))
     }
 
     /// The system type this machine builds natively (`builtins.currentSystem`).

@@ -7,11 +7,17 @@
 //! building. A step whose outputs are already valid never enters the graph.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
+use super::scheduler::{RunnableStep, StepKind};
 use crate::db::{Db, QueuedBuild, status};
 use crate::nix::{Derivation, Nix, NixError, StorePath};
+
+/// Counting the steps that wait for a step stops here: beyond, the count
+/// no longer changes the order much and would cost too much in huge graphs.
+const MAX_DEPENDENTS_COUNTED: u32 = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepState {
@@ -42,6 +48,7 @@ pub struct Step {
 #[derive(Debug, Clone)]
 pub struct TrackedBuild {
     pub id: i64,
+    pub jobset_id: i64,
     pub top: StorePath,
     pub global_priority: i64,
     pub priority: i32,
@@ -53,16 +60,12 @@ pub struct TrackedBuild {
     pub never_started: bool,
 }
 
-/// Order of runnable steps: bumped builds first, then higher
-/// `meta.schedulingPriority`, then older builds.
-type RunnableKey = (Reverse<i64>, Reverse<i32>, i64, StorePath);
-
 #[derive(Debug, Default)]
 pub struct Graph {
     steps: HashMap<StorePath, Step>,
     builds: HashMap<i64, TrackedBuild>,
-    runnable: BTreeSet<RunnableKey>,
-    runnable_key: HashMap<StorePath, RunnableKey>,
+    /// Steps that became runnable since the runner last asked.
+    ready: Vec<StorePath>,
 }
 
 impl Graph {
@@ -82,21 +85,17 @@ impl Graph {
         self.builds.get(&build_id).is_some_and(|b| b.pending.is_empty())
     }
 
-    pub fn update_priority(&mut self, build_id: i64, global_priority: i64) {
+    /// Sets a build's global priority; true when it changed (and so the
+    /// rank of the steps it needs).
+    pub fn update_priority(&mut self, build_id: i64, global_priority: i64) -> bool {
         let Some(build) = self.builds.get_mut(&build_id) else {
-            return;
+            return false;
         };
         if build.global_priority == global_priority {
-            return;
+            return false;
         }
         build.global_priority = global_priority;
-        // Rare (a user bumped a build): recompute the order of everything runnable.
-        let runnable: Vec<StorePath> = self.runnable_key.keys().cloned().collect();
-        self.runnable.clear();
-        self.runnable_key.clear();
-        for drv in runnable {
-            self.make_runnable(drv);
-        }
+        true
     }
 
     /// Builds served by a step, directly or through the steps waiting for it.
@@ -127,19 +126,59 @@ impl Graph {
     }
 
     fn make_runnable(&mut self, drv: StorePath) {
-        let Some(primary) = self.primary_build(&drv) else {
-            return;
-        };
-        let key = (Reverse(primary.global_priority), Reverse(primary.priority), primary.id, drv.clone());
-        self.runnable.insert(key.clone());
-        self.runnable_key.insert(drv, key);
+        self.ready.push(drv);
     }
 
-    /// Takes the most urgent runnable step out of the runnable set.
-    pub fn next_runnable(&mut self) -> Option<StorePath> {
-        let key = self.runnable.pop_first()?;
-        self.runnable_key.remove(&key.3);
-        Some(key.3)
+    /// The steps that became runnable since the last call.
+    pub fn take_ready(&mut self) -> Vec<StorePath> {
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Everything the scheduler weighs about a runnable step; `None` when
+    /// no build needs it any more.
+    pub fn rank(&self, drv: &StorePath, now: Instant) -> Option<RunnableStep> {
+        let step = self.steps.get(drv)?;
+        let primary = self.primary_build(drv)?;
+        let env = &step.derivation.env;
+        let kind = StepKind {
+            system: step.derivation.system.clone(),
+            required_features: env
+                .get("requiredSystemFeatures")
+                .map(|f| f.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            prefer_local: env.get("preferLocalBuild").is_some_and(|v| v == "1"),
+        };
+        Some(RunnableStep {
+            drv: drv.clone(),
+            kind,
+            global_priority: primary.global_priority,
+            jobset: primary.jobset_id,
+            scheduling_priority: primary.priority,
+            dependents: self.dependents(drv),
+            build_id: primary.id,
+            since: now,
+        })
+    }
+
+    /// How many steps wait for this one, directly or not.
+    fn dependents(&self, drv: &StorePath) -> u32 {
+        let mut seen: HashSet<&StorePath> = HashSet::new();
+        let mut stack: Vec<&StorePath> = self.steps.get(drv).map(|s| s.rdeps.iter().collect()).unwrap_or_default();
+        while let Some(current) = stack.pop() {
+            if seen.len() as u32 >= MAX_DEPENDENTS_COUNTED {
+                break;
+            }
+            if seen.insert(current) {
+                if let Some(step) = self.steps.get(current) {
+                    stack.extend(step.rdeps.iter());
+                }
+            }
+        }
+        seen.len() as u32
+    }
+
+    pub fn derivation(&self, drv: &StorePath) -> Option<Arc<Derivation>> {
+        self.steps.get(drv).map(|s| s.derivation.clone())
     }
 
     pub fn set_state(&mut self, drv: &StorePath, state: StepState) {
@@ -165,9 +204,6 @@ impl Graph {
                     b.pending.remove(drv);
                 }
             }
-        }
-        if let Some(key) = self.runnable_key.remove(drv) {
-            self.runnable.remove(&key);
         }
     }
 
@@ -232,8 +268,8 @@ impl Graph {
         !self.builds_served_by(drv).is_empty()
     }
 
-    /// Drops waiting steps no build needs any more.
-    pub fn prune_unneeded(&mut self) {
+    /// Drops waiting steps no build needs any more; returns them.
+    pub fn prune_unneeded(&mut self) -> Vec<StorePath> {
         let needed = self.needed();
         let unneeded: Vec<StorePath> = self
             .steps
@@ -241,9 +277,10 @@ impl Graph {
             .filter(|(drv, s)| !needed.contains(*drv) && s.state != StepState::Running)
             .map(|(drv, _)| drv.clone())
             .collect();
-        for drv in unneeded {
-            self.remove_step(&drv);
+        for drv in &unneeded {
+            self.remove_step(drv);
         }
+        unneeded
     }
 
     /// Steps that fail without running, with their status and message.
@@ -370,6 +407,7 @@ pub async fn expand(nix: &Nix, db: &Db, graph: &mut Graph, builds: &[QueuedBuild
             build.id,
             TrackedBuild {
                 id: build.id,
+                jobset_id: build.jobset_id,
                 top,
                 global_priority: build.global_priority,
                 priority: build.priority,
@@ -424,6 +462,7 @@ mod tests {
     fn build(id: i64, top: &StorePath, pending: &[&StorePath]) -> TrackedBuild {
         TrackedBuild {
             id,
+            jobset_id: 1,
             top: top.clone(),
             global_priority: 0,
             priority: 100,
@@ -457,18 +496,21 @@ mod tests {
     fn shared_step_runs_for_the_most_urgent_build() {
         let (mut graph, dep, _, _) = shared_dependency();
         assert_eq!(graph.primary_build(&dep).unwrap().id, 1);
-        graph.update_priority(2, 1000);
+        assert!(graph.update_priority(2, 1000));
+        assert!(!graph.update_priority(2, 1000));
         assert_eq!(graph.primary_build(&dep).unwrap().id, 2);
-        assert_eq!(graph.next_runnable(), Some(dep));
-        assert_eq!(graph.next_runnable(), None);
+        assert_eq!(graph.take_ready(), vec![dep.clone()]);
+        let rank = graph.rank(&dep, Instant::now()).unwrap();
+        assert_eq!((rank.global_priority, rank.build_id, rank.dependents), (1000, 2, 2));
+        assert!(graph.take_ready().is_empty());
     }
 
     #[test]
     fn success_unblocks_dependents_and_completes_builds() {
         let (mut graph, dep, a, b) = shared_dependency();
-        graph.next_runnable();
+        graph.take_ready();
         assert!(graph.step_succeeded(&dep).is_empty());
-        let mut runnable = vec![graph.next_runnable().unwrap(), graph.next_runnable().unwrap()];
+        let mut runnable = graph.take_ready();
         runnable.sort();
         let mut expected = vec![a.clone(), b];
         expected.sort();

@@ -1,7 +1,9 @@
 //! The queue runner: turns queued builds into build steps — one per
-//! derivation in a build's closure whose outputs are not valid yet — runs
-//! the runnable ones in parallel on the machines, and records steps and
-//! builds as they finish.
+//! derivation in a build's closure whose outputs are not valid yet — hands
+//! the runnable ones to the machines as the scheduler (`scheduler`, with
+//! the jobsets' `shares`) decides, and records steps and builds as they
+//! finish. A machine that fails gives its step back to the queue; a step
+//! that failed for a passing reason is tried again a few times.
 //!
 //! The database is the truth: this state is rebuilt from the unfinished
 //! builds at every start (so a server killed mid-build resumes where it
@@ -14,10 +16,12 @@
 
 mod graph;
 mod results;
+pub mod scheduler;
+pub mod shares;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
@@ -26,11 +30,13 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::config::Config;
 use crate::db::{Db, FinishedBuild, NewStep, now, status};
 use crate::logs::LogStore;
-use crate::machines::{LocalMachine, StepOutcome, StepRequest};
+use crate::machines::{Machine, Machines, StepOutcome, StepRequest};
 use crate::metrics::Metrics;
 use crate::nix::{Nix, StorePath};
 use graph::{Graph, StepState, TrackedBuild};
 pub use results::{BuildResults, read_build_results};
+use scheduler::{JobsetId, MachineLoad, Runnable};
+use shares::Shares;
 
 /// The queue is re-read at least this often, in case a wake-up was missed.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
@@ -64,17 +70,35 @@ struct StepDone {
     outcome: Option<StepOutcome>,
 }
 
+/// A step running on a machine.
+struct RunningStep {
+    cancel: oneshot::Sender<()>,
+    machine: String,
+    jobset: JobsetId,
+    started: Instant,
+}
+
 pub struct QueueRunner {
     db: Db,
     nix: Nix,
     logs: LogStore,
     config: Arc<Config>,
     handle: QueueHandle,
-    machine: Arc<LocalMachine>,
+    machines: Arc<Machines>,
     metrics: Arc<Metrics>,
     graph: Graph,
+    /// Steps waiting for a machine.
+    runnable: Runnable,
+    /// Build time per jobset over the last day, for fair shares.
+    shares: Shares,
     /// Running steps, with the means to cancel each.
-    running: HashMap<StorePath, oneshot::Sender<()>>,
+    running: HashMap<StorePath, RunningStep>,
+    /// Tries so far of steps that failed for a passing reason.
+    tries: HashMap<StorePath, u32>,
+    /// Steps waiting to be tried again, and when.
+    retries: Vec<(Instant, StorePath)>,
+    /// When the next step waiting for an unsupported system times out.
+    unsupported_deadline: Option<Instant>,
     steps: JoinSet<StepDone>,
     /// Builds whose end is being written to the database: finished for
     /// the graph, still unfinished in the database for a moment.
@@ -101,7 +125,7 @@ impl QueueRunner {
         logs: LogStore,
         config: Arc<Config>,
         handle: QueueHandle,
-        machine: LocalMachine,
+        machines: Arc<Machines>,
         metrics: Arc<Metrics>,
     ) -> Self {
         QueueRunner {
@@ -110,10 +134,15 @@ impl QueueRunner {
             logs,
             config,
             handle,
-            machine: Arc::new(machine),
+            machines,
             metrics,
             graph: Graph::default(),
+            runnable: Runnable::default(),
+            shares: Shares::default(),
             running: HashMap::new(),
+            tries: HashMap::new(),
+            retries: Vec::new(),
+            unsupported_deadline: None,
             steps: JoinSet::new(),
             recording: JoinSet::new(),
             being_recorded: HashSet::new(),
@@ -130,6 +159,7 @@ impl QueueRunner {
             Ok(n) => info!("{n} build steps were interrupted by the last shutdown; they will run again"),
             Err(e) => warn!("cannot mark interrupted steps: {e}"),
         }
+        self.load_shares().await;
         let wake = self.handle.notify();
         let mut stale = true;
         loop {
@@ -144,10 +174,12 @@ impl QueueRunner {
             self.dispatch();
             self.record_successes();
             let batch_due = self.successes_since.map(|since| since + SUCCESS_BATCH_WINDOW);
+            let timer = self.next_timer().map(tokio::time::Instant::from_std);
             tokio::select! {
                 _ = wake.notified() => stale = true,
                 _ = tokio::time::sleep_until(batch_due.unwrap_or_else(tokio::time::Instant::now)),
                     if batch_due.is_some() && !self.success_batch_running => {}
+                _ = tokio::time::sleep_until(timer.unwrap_or_else(tokio::time::Instant::now)), if timer.is_some() => {}
                 _ = tokio::time::sleep(RESYNC_INTERVAL) => stale = true,
                 Some(done) = self.steps.join_next(), if !self.steps.is_empty() => {
                     self.handle_step_result(done);
@@ -198,12 +230,27 @@ impl QueueRunner {
         self.cancel_unneeded_steps();
 
         let mut new = Vec::new();
+        let mut reranked = false;
         for build in queued {
             if self.graph.has_build(build.id) {
-                self.graph.update_priority(build.id, build.global_priority);
+                reranked |= self.graph.update_priority(build.id, build.global_priority);
             } else if !self.being_recorded.contains(&build.id) {
                 new.push(build);
             }
+        }
+        if reranked {
+            // Rare (a user bumped a build): rank everything runnable again.
+            let now = Instant::now();
+            let drvs: Vec<StorePath> = self.runnable.drvs().cloned().collect();
+            for drv in drvs {
+                if let Some(step) = self.graph.rank(&drv, now) {
+                    self.runnable.insert(step);
+                }
+            }
+        }
+        match self.db.jobset_shares().await {
+            Ok(shares) => self.shares.set_shares(shares),
+            Err(e) => warn!("cannot read the jobsets' scheduling shares: {e}"),
         }
         if new.is_empty() {
             return Ok(());
@@ -215,7 +262,7 @@ impl QueueRunner {
             for build in &new {
                 self.graph.remove_build(build.id);
             }
-            self.graph.prune_unneeded();
+            self.prune_unneeded();
             return Ok(());
         }
         // Builds with nothing left to build finish at once.
@@ -231,55 +278,165 @@ impl QueueRunner {
         Ok(())
     }
 
-    /// Starts runnable steps while there are free slots.
+    /// Gives free machine slots to the most urgent runnable steps, and
+    /// fails the steps no machine can build once they waited long enough.
     fn dispatch(&mut self) {
-        while self.running.len() < self.config.queue.max_jobs {
-            let Some(drv) = self.graph.next_runnable() else { break };
-            let system = self.graph.system_of(&drv).unwrap_or_default();
-            if !self.machine.supports(&system) {
-                let message = format!(
-                    "unsupported system type ‘{system}’: no machine builds for it (this one builds {})",
-                    self.machine.systems().join(", ")
-                );
-                self.step_failed(&drv, status::UNSUPPORTED, message, None);
-                continue;
+        let now = Instant::now();
+        for drv in self.graph.take_ready() {
+            if let Some(step) = self.graph.rank(&drv, now) {
+                self.runnable.insert(step);
             }
-            let Some(primary) = self.graph.primary_build(&drv) else {
-                // No build needs it any more.
-                self.graph.remove_step(&drv);
-                continue;
-            };
-            self.graph.set_state(&drv, StepState::Running);
-            let (cancel, cancelled) = oneshot::channel();
-            self.running.insert(drv.clone(), cancel);
-            let request = StepRequest {
-                drv: drv.clone(),
-                timeout: Duration::from_secs(primary.timeout.max(1) as u64),
-                max_silent: Duration::from_secs(primary.max_silent.max(1) as u64),
-                max_log_size: self.config.queue.max_log_size,
-            };
-            let step = NewStep {
-                drv_path: drv.to_string(),
-                system,
-                machine: self.machine.name().to_owned(),
-                status: None,
-                error_msg: None,
-                propagated_from: None,
-            };
-            let context = StepContext {
-                db: self.db.clone(),
-                machine: self.machine.clone(),
-                logs: self.logs.clone(),
-                metrics: self.metrics.clone(),
-            };
-            let span = info_span!("step", build = primary.id, drv = %drv);
-            self.steps.spawn(run_step(context, primary.id, step, request, cancelled).instrument(span));
+        }
+        let due: Vec<StorePath> = {
+            let (due, later): (Vec<_>, Vec<_>) = self.retries.drain(..).partition(|(at, _)| *at <= now);
+            self.retries = later;
+            due.into_iter().map(|(_, drv)| drv).collect()
+        };
+        for drv in due {
+            if let Some(step) = self.graph.rank(&drv, now) {
+                self.runnable.insert(step);
+            }
+        }
+        if self.runnable.is_empty() {
+            self.unsupported_deadline = None;
+            return;
+        }
+
+        let machines = self.machines.list();
+        let mut loads: Vec<MachineLoad> = machines
+            .iter()
+            .map(|m| MachineLoad {
+                spec: m.spec.clone(),
+                running: self.running.values().filter(|r| r.machine == m.spec.name).count(),
+                available: m.is_available(now),
+            })
+            .collect();
+        let mut usage = self.shares.usage(
+            crate::db::now(),
+            self.running.values().map(|r| (r.jobset, r.started.elapsed().as_secs_f64())),
+        );
+        for assignment in self.runnable.pass(&mut loads, &mut usage) {
+            self.start_step(assignment.drv, &machines[assignment.machine]);
+        }
+
+        let timeout = Duration::from_secs(self.config.machines.unsupported_timeout_secs);
+        let (expired, next) = self.runnable.unsupported(&loads, now, timeout);
+        self.unsupported_deadline = next;
+        for drv in expired {
+            let kind = self.runnable.kind_of(&drv).cloned();
+            self.runnable.remove(&drv);
+            let (system, features) = kind
+                .map(|k| (k.system, k.required_features.into_iter().collect::<Vec<_>>().join(", ")))
+                .unwrap_or_default();
+            let builders: Vec<String> = machines
+                .iter()
+                .map(|m| format!("{} ({})", m.spec.name, m.spec.systems.join(", ")))
+                .collect();
+            let message = format!(
+                "unsupported system type ‘{system}’{}: no machine builds it (machines: {}); waited {} s",
+                if features.is_empty() { String::new() } else { format!(" with features {features}") },
+                if builders.is_empty() { "none".to_owned() } else { builders.join("; ") },
+                timeout.as_secs()
+            );
+            self.step_failed(&drv, status::UNSUPPORTED, message, None);
+        }
+    }
+
+    /// Starts one step on one machine.
+    fn start_step(&mut self, drv: StorePath, machine: &Arc<Machine>) {
+        let Some(primary) = self.graph.primary_build(&drv) else {
+            // No build needs it any more.
+            self.graph.remove_step(&drv);
+            return;
+        };
+        let Some(derivation) = self.graph.derivation(&drv) else { return };
+        self.graph.set_state(&drv, StepState::Running);
+        let (cancel, cancelled) = oneshot::channel();
+        self.running.insert(
+            drv.clone(),
+            RunningStep { cancel, machine: machine.spec.name.clone(), jobset: primary.jobset_id, started: Instant::now() },
+        );
+        let request = StepRequest {
+            drv: drv.clone(),
+            timeout: Duration::from_secs(primary.timeout.max(1) as u64),
+            max_silent: Duration::from_secs(primary.max_silent.max(1) as u64),
+            max_log_size: self.config.queue.max_log_size,
+            max_output_size: self.config.queue.max_output_size,
+            derivation: derivation.clone(),
+        };
+        let step = NewStep {
+            drv_path: drv.to_string(),
+            system: derivation.system.clone(),
+            machine: machine.spec.name.clone(),
+            status: None,
+            error_msg: None,
+            propagated_from: None,
+        };
+        let context = StepContext {
+            db: self.db.clone(),
+            machines: self.machines.clone(),
+            machine: machine.clone(),
+            logs: self.logs.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let span = info_span!("step", build = primary.id, drv = %drv, machine = %machine.spec.name);
+        self.steps.spawn(run_step(context, primary.id, step, request, cancelled).instrument(span));
+    }
+
+    /// When the runner must look again without being woken: a retry is
+    /// due, a step for an unsupported system times out, or a machine that
+    /// backs off may be used again while steps wait.
+    fn next_timer(&self) -> Option<Instant> {
+        let retry = self.retries.iter().map(|(at, _)| *at).min();
+        let machine = if self.runnable.is_empty() {
+            None
+        } else {
+            self.machines.list().iter().filter_map(|m| m.disabled_until()).filter(|t| *t > Instant::now()).min()
+        };
+        [retry, self.unsupported_deadline, machine].into_iter().flatten().min()
+    }
+
+    /// Reads the last day's build time per jobset.
+    async fn load_shares(&mut self) {
+        match self.db.step_history(now() - shares::WINDOW_SECS).await {
+            Ok(steps) => {
+                for (jobset, stop, seconds) in steps {
+                    self.shares.record(jobset, stop, seconds as f64);
+                }
+            }
+            Err(e) => warn!("cannot read the last day's build steps for fair shares: {e}"),
         }
     }
 
     fn step_finished(&mut self, done: StepDone) {
-        self.running.remove(&done.drv);
+        let Some(running) = self.running.remove(&done.drv) else { return };
+        self.shares.record(running.jobset, now(), running.started.elapsed().as_secs_f64());
         let Some(outcome) = done.outcome else { return };
+        match &outcome {
+            StepOutcome::MachineFailed(message) => {
+                // Not the step's fault: back to the queue, for another machine.
+                info!(drv = %done.drv, "step goes back to the queue: {message}");
+                self.requeue(&done.drv, Instant::now());
+                return;
+            }
+            StepOutcome::Transient(message) => {
+                let tries = self.tries.entry(done.drv.clone()).or_insert(0);
+                *tries += 1;
+                let max_tries = self.config.machines.max_tries;
+                if *tries < max_tries {
+                    let delay = self.config.machines.retry_delay_secs.saturating_mul(1 << (*tries - 1).min(16));
+                    info!(drv = %done.drv, "try {tries} of {max_tries} failed, again in {delay} s: {message}");
+                    self.requeue(&done.drv, Instant::now() + Duration::from_secs(delay));
+                    return;
+                }
+                let message = format!("{message} (failed {max_tries} tries)");
+                self.tries.remove(&done.drv);
+                self.step_failed(&done.drv, status::ABORTED, message, done.recorded_in);
+                return;
+            }
+            _ => {}
+        }
+        self.tries.remove(&done.drv);
         let (code, message) = outcome.status_and_message();
         if code == status::SUCCESS {
             for build_id in self.graph.step_succeeded(&done.drv) {
@@ -305,6 +462,7 @@ impl QueueRunner {
     /// is gets the step's status, the others "dependency failed" (for a
     /// build failure) or the same status (a timeout stays a timeout).
     fn step_failed(&mut self, drv: &StorePath, code: i32, message: String, recorded_in: Option<i64>) {
+        self.runnable.remove(drv);
         let system = self.graph.system_of(drv).unwrap_or_default();
         let affected = self.graph.step_failed(drv);
         self.cancel_unneeded_steps();
@@ -385,20 +543,42 @@ impl QueueRunner {
     fn cancel_unneeded_steps(&mut self) {
         let unneeded: Vec<StorePath> = self.running.keys().filter(|drv| !self.graph.is_needed(drv)).cloned().collect();
         for drv in unneeded {
-            if let Some(cancel) = self.running.remove(&drv) {
+            if let Some(running) = self.running.remove(&drv) {
                 info!(%drv, "cancelling step: no build needs it any more");
-                let _ = cancel.send(());
+                let _ = running.cancel.send(());
             }
             self.graph.remove_step(&drv);
         }
-        self.graph.prune_unneeded();
+        self.prune_unneeded();
+    }
+
+    /// Drops waiting steps no build needs any more, runnable ones included.
+    fn prune_unneeded(&mut self) {
+        for drv in self.graph.prune_unneeded() {
+            self.runnable.remove(&drv);
+            self.tries.remove(&drv);
+            self.retries.retain(|(_, d)| *d != drv);
+        }
+    }
+
+    /// Puts a step that ran back among the waiting ones, runnable from `at`.
+    fn requeue(&mut self, drv: &StorePath, at: Instant) {
+        if !self.graph.is_needed(drv) {
+            self.graph.remove_step(drv);
+            return;
+        }
+        self.graph.set_state(drv, StepState::Pending);
+        self.retries.push((at, drv.clone()));
     }
 }
+
+
 
 /// What a step task needs.
 struct StepContext {
     db: Db,
-    machine: Arc<LocalMachine>,
+    machines: Arc<Machines>,
+    machine: Arc<Machine>,
     logs: LogStore,
     metrics: Arc<Metrics>,
 }
@@ -412,8 +592,9 @@ async fn run_step(
     request: StepRequest,
     cancelled: oneshot::Receiver<()>,
 ) -> StepDone {
-    let StepContext { db, machine, logs, metrics } = context;
+    let StepContext { db, machines, machine, logs, metrics } = context;
     let started = std::time::Instant::now();
+    let _running = machine.start_step(&request.drv);
     let step_nr = match db.create_step(build_id, &step).await {
         Ok(step_nr) => Some(step_nr),
         Err(e) => {
@@ -422,7 +603,7 @@ async fn run_step(
         }
     };
     let outcome = tokio::select! {
-        outcome = machine.build(&request, &logs) => Some(outcome),
+        outcome = crate::machines::build(&machines, &machine, &request, &logs) => Some(outcome),
         _ = cancelled => None,
     };
     if let Some(step_nr) = step_nr {

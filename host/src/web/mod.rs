@@ -47,7 +47,7 @@ pub struct AppState {
     pub cache_key: Option<Arc<crate::nix::SigningKey>>,
     pub store_index: Arc<crate::nix::HashPartIndex>,
     /// The machines that build, for `/machines`.
-    pub machines: Arc<Vec<crate::machines::MachineInfo>>,
+    pub machines: Arc<crate::machines::Machines>,
     pub config: Arc<Config>,
     pub logs: LogStore,
     pub evaluator: EvaluatorHandle,

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::extract::Query;
 use super::{ApiError, ApiResult, AppState, find_project, json as hydra};
 use crate::db::{BuildFilter, BuildView, StepView};
+use crate::machines::MachineView;
 
 /// Hydra's short build record (`/api/latestbuilds`, `/api/queue`).
 fn short_build(view: &BuildView) -> Value {
@@ -120,28 +121,63 @@ pub async fn queue(State(state): State<AppState>, Query(query): Query<QueueQuery
     Ok(Json(hydra::builds(&state.db.build_views(&ids).await?)))
 }
 
-/// `/status`: the steps running now.
+/// `/status`: the steps running now (Hydra's array of steps), each with
+/// the state of the machine it runs on.
 pub async fn status(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let steps = state.db.running_steps().await?;
-    Ok(Json(Value::Array(steps.iter().map(step_json).collect())))
+    let views = state.machines.views();
+    Ok(Json(Value::Array(
+        steps
+            .iter()
+            .map(|step| {
+                let mut value = step_json(step);
+                if let Some(view) = views.iter().find(|v| v.spec.name == step.step.machine) {
+                    value["machinestatus"] = machine_state(view);
+                }
+                value
+            })
+            .collect(),
+    )))
 }
 
-/// `/machines`: each machine, what it builds and what runs on it.
+/// What changes about a machine as it works.
+fn machine_state(view: &MachineView) -> Value {
+    json!({
+        "enabled": view.enabled,
+        "currentjobs": view.running.len(),
+        "maxconcurrent": view.spec.max_jobs,
+        "load": view.running.len() as f64 / view.spec.speed_factor,
+        "consecutivefailures": view.consecutive_failures,
+        "disabledforsecs": view.disabled_for_secs,
+        "lastfailure": view.last_failure.as_ref().map(|(time, message)| json!({"time": time, "message": message})),
+    })
+}
+
+/// `/machines`: each machine (by its URI), what it builds, what runs on
+/// it, how it fares.
 pub async fn machines(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let running = state.db.running_steps().await?;
     let mut machines = serde_json::Map::new();
-    for machine in state.machines.iter() {
-        let steps: Vec<Value> = running.iter().filter(|s| s.step.machine == machine.name).map(step_json).collect();
-        machines.insert(
-            machine.name.clone(),
-            json!({
-                "systems": machine.systems,
-                "maxconcurrent": machine.max_jobs,
-                "currentjobs": steps.len(),
-                "steps": steps,
-                "enabled": true,
-            }),
-        );
+    for view in state.machines.views() {
+        let spec = &view.spec;
+        let steps: Vec<Value> = running.iter().filter(|s| s.step.machine == spec.name).map(step_json).collect();
+        let mut value = machine_state(&view);
+        let fields = json!({
+            "type": if spec.is_local() { "local" } else { "ssh" },
+            "systems": spec.systems,
+            "supportedfeatures": spec.supported_features,
+            "mandatoryfeatures": spec.mandatory_features,
+            "speedfactor": spec.speed_factor,
+            "steps": steps,
+            "stepsdone": view.steps_done,
+            "buildseconds": view.build_seconds,
+            "protocol": view.protocol,
+            "origin": spec.origin,
+        });
+        if let (Value::Object(value), Value::Object(fields)) = (&mut value, fields) {
+            value.extend(fields);
+        }
+        machines.insert(spec.name.clone(), value);
     }
     Ok(Json(Value::Object(machines)))
 }

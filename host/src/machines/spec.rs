@@ -1,0 +1,350 @@
+//! How operators describe machines: Nix's machines file, read as Nix reads
+//! it, and `[[machines.machine]]` tables in the TOML configuration with the
+//! same fields.
+//!
+//! A machines file has one machine per line (or per `;`-separated entry):
+//!
+//! ```text
+//! # uri                 systems              ssh-key         max-jobs speed features          mandatory public-host-key
+//! ssh://builder@big     x86_64-linux,i686-linux /etc/keys/id 8        2     kvm,big-parallel  -         c3NoLWVkMjU1MTkgQUFBQ...
+//! localhost             x86_64-linux         -               4
+//! ```
+//!
+//! Fields after the URI may be left out or given as `-`; `#` starts a
+//! comment. `localhost` (as in Hydra) is the server's own store, used
+//! without SSH.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use base64::Engine;
+
+/// Where a machine is and how it is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MachineAddress {
+    /// The server's own Nix store, through a `nix-store --serve` subprocess.
+    Local,
+    /// A Nix machine reached over SSH.
+    Ssh {
+        user: String,
+        host: String,
+        port: u16,
+        /// The `nix-store` program on the far side (`?remote-program=`).
+        remote_program: String,
+    },
+}
+
+/// One machine as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineSpec {
+    /// The URI as written; it names the machine in steps and on `/machines`.
+    pub name: String,
+    pub address: MachineAddress,
+    /// Empty for the local machine means: the systems Nix says it builds.
+    pub systems: Vec<String>,
+    pub ssh_key: Option<PathBuf>,
+    pub max_jobs: usize,
+    pub speed_factor: f64,
+    /// Features the machine offers; includes the mandatory ones.
+    pub supported_features: BTreeSet<String>,
+    /// Features a step must ask for to run here at all.
+    pub mandatory_features: BTreeSet<String>,
+    pub host_key: Option<HostKey>,
+    /// `file:line` or the config key, for messages.
+    pub origin: String,
+}
+
+/// An SSH public host key: algorithm and base64 key blob, as in
+/// `known_hosts` or a `.pub` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostKey {
+    pub algorithm: String,
+    pub blob: String,
+}
+
+impl std::fmt::Display for HostKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.algorithm, self.blob)
+    }
+}
+
+impl HostKey {
+    /// Reads the machines file's form (the base64 of a `.pub` line, as
+    /// `base64 -w0 /etc/ssh/ssh_host_ed25519_key.pub` prints) or the
+    /// `.pub` line itself.
+    pub fn parse(text: &str) -> Result<HostKey, String> {
+        let text = text.trim();
+        let line = if text.contains(' ') {
+            text.to_owned()
+        } else {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| format!("public host key is neither a key line nor base64 ({e})"))?;
+            String::from_utf8(bytes).map_err(|_| "public host key: base64 does not decode to a key line".to_owned())?
+        };
+        let mut fields = line.split_whitespace();
+        let (Some(algorithm), Some(blob)) = (fields.next(), fields.next()) else {
+            return Err(format!("public host key {line:?} is not of the form `ssh-ed25519 AAAA…`"));
+        };
+        if base64::engine::general_purpose::STANDARD.decode(blob).is_err() {
+            return Err(format!("public host key: the key part of {line:?} is not base64"));
+        }
+        Ok(HostKey { algorithm: algorithm.to_owned(), blob: blob.to_owned() })
+    }
+}
+
+impl MachineSpec {
+    pub fn is_local(&self) -> bool {
+        self.address == MachineAddress::Local
+    }
+
+    /// Whether this machine may build a step for `system` that asks for
+    /// `required` features: it has the system and every feature, and the
+    /// step asks for each of its mandatory features.
+    pub fn can_build(&self, system: &str, required: &BTreeSet<String>) -> bool {
+        self.systems.iter().any(|s| s == system)
+            && required.iter().all(|f| self.supported_features.contains(f))
+            && self.mandatory_features.iter().all(|f| required.contains(f))
+    }
+}
+
+/// Fields of a machine as the TOML configuration or one line gives them.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MachineFields {
+    pub uri: String,
+    pub systems: Vec<String>,
+    pub ssh_key: String,
+    pub max_jobs: Option<usize>,
+    pub speed_factor: Option<f64>,
+    pub supported_features: Vec<String>,
+    pub mandatory_features: Vec<String>,
+    pub public_host_key: String,
+}
+
+impl MachineFields {
+    /// Checks the fields and makes a machine of them.
+    pub fn into_spec(self, origin: String) -> Result<MachineSpec, String> {
+        let address = parse_uri(&self.uri)?;
+        let max_jobs = self.max_jobs.unwrap_or(1);
+        let speed_factor = self.speed_factor.unwrap_or(1.0);
+        if !(speed_factor.is_finite() && speed_factor > 0.0) {
+            return Err(format!("speed factor {speed_factor} must be a positive number"));
+        }
+        for system in &self.systems {
+            if system.is_empty() || system.contains(char::is_whitespace) {
+                return Err(format!("{system:?} is not a system type"));
+            }
+        }
+        let ssh_key = (!self.ssh_key.is_empty()).then(|| PathBuf::from(&self.ssh_key));
+        if let Some(key) = &ssh_key {
+            if !key.is_absolute() {
+                return Err(format!("ssh key {} must be an absolute path", key.display()));
+            }
+        }
+        let host_key = match self.public_host_key.as_str() {
+            "" => None,
+            text => Some(HostKey::parse(text)?),
+        };
+        if address == MachineAddress::Local && (ssh_key.is_some() || host_key.is_some()) {
+            return Err("localhost is the server's own store: it takes no SSH key or host key".into());
+        }
+        let mandatory_features: BTreeSet<String> = self.mandatory_features.into_iter().collect();
+        let mut supported_features: BTreeSet<String> = self.supported_features.into_iter().collect();
+        supported_features.extend(mandatory_features.iter().cloned());
+        Ok(MachineSpec {
+            name: self.uri,
+            address,
+            systems: self.systems,
+            ssh_key,
+            max_jobs,
+            speed_factor,
+            supported_features,
+            mandatory_features,
+            host_key,
+            origin,
+        })
+    }
+}
+
+/// Reads `ssh://[user@]host[:port][?remote-program=…]`, a bare
+/// `[user@]host`, or `localhost`.
+fn parse_uri(uri: &str) -> Result<MachineAddress, String> {
+    if uri.is_empty() {
+        return Err("a machine needs a uri".into());
+    }
+    if uri == "localhost" || uri == "local" || uri == "ssh://localhost" {
+        return Ok(MachineAddress::Local);
+    }
+    let rest = match uri.split_once("://") {
+        Some(("ssh", rest)) => rest,
+        Some(("ssh-ng", _)) => {
+            return Err(format!(
+                "{uri}: ssh-ng:// (the daemon protocol) is not supported; use ssh:// (nix-store --serve)"
+            ));
+        }
+        Some((scheme, _)) => return Err(format!("{uri}: unsupported scheme {scheme}:// (use ssh:// or localhost)")),
+        None => uri,
+    };
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut remote_program = "nix-store".to_owned();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("remote-program", value)) if !value.is_empty() => {
+                remote_program = percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned()
+            }
+            _ => return Err(format!("{uri}: unsupported parameter {pair:?} (only remote-program=…)")),
+        }
+    }
+    let (user, host_port) = match authority.rsplit_once('@') {
+        Some((user, host)) => (user.to_owned(), host),
+        None => (std::env::var("USER").unwrap_or_else(|_| "root".into()), authority),
+    };
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            let port = port.parse::<u16>().map_err(|_| format!("{uri}: {port:?} is not a port"))?;
+            (host, port)
+        }
+        _ => (host_port, 22),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || user.is_empty() || host.contains('/') {
+        return Err(format!("{uri}: expected ssh://user@host[:port]"));
+    }
+    Ok(MachineAddress::Ssh { user, host: host.to_owned(), port, remote_program })
+}
+
+/// Reads a machines file; `file` only names it in errors. Every line is
+/// checked, and the first bad one is reported with its number.
+pub fn parse_machines_file(text: &str, file: &str) -> Result<Vec<MachineSpec>, String> {
+    let mut machines = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let origin = format!("{file}:{}", index + 1);
+        let line = line.split('#').next().unwrap_or_default();
+        for entry in line.split(';') {
+            let tokens: Vec<&str> = entry.split_whitespace().collect();
+            if tokens.is_empty() {
+                continue;
+            }
+            if tokens.len() > 8 {
+                return Err(format!("{origin}: {} fields, at most 8 are known", tokens.len()));
+            }
+            let field = |i: usize| tokens.get(i).copied().filter(|t| *t != "-").unwrap_or_default();
+            let list = |i: usize| -> Vec<String> {
+                field(i).split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+            };
+            let max_jobs = match field(3) {
+                "" => None,
+                n => Some(n.parse::<usize>().map_err(|_| format!("{origin}: max-jobs {n:?} is not a number"))?),
+            };
+            let speed_factor = match field(4) {
+                "" => None,
+                n => Some(n.parse::<f64>().map_err(|_| format!("{origin}: speed factor {n:?} is not a number"))?),
+            };
+            let fields = MachineFields {
+                uri: tokens[0].to_owned(),
+                systems: list(1),
+                ssh_key: field(2).to_owned(),
+                max_jobs,
+                speed_factor,
+                supported_features: list(5),
+                mandatory_features: list(6),
+                public_host_key: field(7).to_owned(),
+            };
+            machines.push(fields.into_spec(origin.clone()).map_err(|e| format!("{origin}: {e}"))?);
+        }
+    }
+    Ok(machines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY_LINE: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@b";
+
+    fn key_base64() -> String {
+        base64::engine::general_purpose::STANDARD.encode(KEY_LINE)
+    }
+
+    #[test]
+    fn reads_every_field_of_a_line() {
+        let text = format!(
+            "# builders\nssh://nix@big:2222 x86_64-linux,i686-linux /k/id 8 2.5 kvm,big-parallel benchmark {}\n",
+            key_base64()
+        );
+        let machines = parse_machines_file(&text, "machines").unwrap();
+        assert_eq!(machines.len(), 1);
+        let m = &machines[0];
+        assert_eq!(m.name, "ssh://nix@big:2222");
+        assert_eq!(
+            m.address,
+            MachineAddress::Ssh { user: "nix".into(), host: "big".into(), port: 2222, remote_program: "nix-store".into() }
+        );
+        assert_eq!(m.systems, ["x86_64-linux", "i686-linux"]);
+        assert_eq!(m.ssh_key.as_deref(), Some(std::path::Path::new("/k/id")));
+        assert_eq!((m.max_jobs, m.speed_factor), (8, 2.5));
+        assert!(m.supported_features.contains("benchmark"), "mandatory features are supported too");
+        assert_eq!(m.mandatory_features.iter().collect::<Vec<_>>(), ["benchmark"]);
+        assert_eq!(m.host_key.as_ref().unwrap().to_string(), KEY_LINE.rsplit_once(' ').unwrap().0);
+        assert_eq!(m.origin, "machines:2");
+    }
+
+    #[test]
+    fn dashes_short_lines_semicolons_and_localhost() {
+        let text = "localhost x86_64-linux - 4 ; root@b - - - 1 # a comment\n\n   \n";
+        let machines = parse_machines_file(text, "m").unwrap();
+        assert_eq!(machines.len(), 2);
+        assert!(machines[0].is_local());
+        assert_eq!(machines[0].max_jobs, 4);
+        assert!(machines[1].systems.is_empty());
+        assert_eq!(machines[1].max_jobs, 1);
+        assert!(matches!(&machines[1].address, MachineAddress::Ssh { user, port: 22, .. } if user == "root"));
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        let err = parse_machines_file("ok x86_64-linux\nssh://b x86_64-linux - many\n", "/etc/m").unwrap_err();
+        assert!(err.starts_with("/etc/m:2:") && err.contains("max-jobs"), "{err}");
+        let err = parse_machines_file("ssh-ng://b\n", "m").unwrap_err();
+        assert!(err.contains("ssh-ng") && err.contains("m:1"), "{err}");
+        let err = parse_machines_file("b - - 1 0\n", "m").unwrap_err();
+        assert!(err.contains("speed factor"), "{err}");
+        let err = parse_machines_file("b - - 1 1 - - bm90IGEga2V5\n", "m").unwrap_err();
+        assert!(err.contains("public host key"), "{err}");
+        let err = parse_machines_file("b - relative/key\n", "m").unwrap_err();
+        assert!(err.contains("absolute"), "{err}");
+    }
+
+    #[test]
+    fn features_decide_where_a_step_may_run() {
+        let spec = |supported: &[&str], mandatory: &[&str]| MachineFields {
+            uri: "ssh://b".into(),
+            systems: vec!["x86_64-linux".into()],
+            supported_features: supported.iter().map(|s| s.to_string()).collect(),
+            mandatory_features: mandatory.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+        .into_spec("test".into())
+        .unwrap();
+        let features = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let plain = spec(&[], &[]);
+        assert!(plain.can_build("x86_64-linux", &features(&[])));
+        assert!(!plain.can_build("aarch64-linux", &features(&[])));
+        assert!(!plain.can_build("x86_64-linux", &features(&["kvm"])));
+        let kvm = spec(&["kvm"], &[]);
+        assert!(kvm.can_build("x86_64-linux", &features(&["kvm"])));
+        assert!(kvm.can_build("x86_64-linux", &features(&[])));
+        let only_benchmarks = spec(&[], &["benchmark"]);
+        assert!(!only_benchmarks.can_build("x86_64-linux", &features(&[])));
+        assert!(only_benchmarks.can_build("x86_64-linux", &features(&["benchmark"])));
+    }
+
+    #[test]
+    fn host_key_in_either_form() {
+        let from_base64 = HostKey::parse(&key_base64()).unwrap();
+        let from_line = HostKey::parse(KEY_LINE).unwrap();
+        assert_eq!(from_base64, from_line);
+        assert_eq!(from_line.algorithm, "ssh-ed25519");
+    }
+}

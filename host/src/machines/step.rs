@@ -1,0 +1,336 @@
+//! One build step on one machine, through the serve protocol: send what
+//! the machine lacks of the inputs' closure, build, stream the log, check
+//! the outputs and bring them back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tracing::{debug, warn};
+
+use super::{Machine, Machines};
+use crate::db::status;
+use crate::logs::{LogStore, LogWriter};
+use crate::nix::{
+    BasicDerivation, BuildOptions, BuildStatus, Derivation, ServeConnection, ServeError, StorePath, sort_by_references,
+};
+
+/// One derivation to build, whose inputs are all valid in the local store.
+#[derive(Debug, Clone)]
+pub struct StepRequest {
+    pub drv: StorePath,
+    pub derivation: Arc<Derivation>,
+    pub timeout: Duration,
+    pub max_silent: Duration,
+    pub max_log_size: u64,
+    pub max_output_size: u64,
+}
+
+/// How building one step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    Built {
+        outputs: Vec<(String, String)>,
+    },
+    /// The builder failed: deterministic, so cached as a failed path.
+    Failed(String),
+    TimedOut(String),
+    LogLimitExceeded(u64),
+    OutputLimitExceeded(String),
+    /// Went wrong for a reason that may not recur (an input missing on the
+    /// machine, a copy that broke off): tried again a few times.
+    Transient(String),
+    /// The machine could not be reached or died: it backs off, and the step
+    /// goes back to the queue without counting as a try.
+    MachineFailed(String),
+    /// Something on this side went wrong (the log could not be written, a
+    /// derivation could not be read); not cached as a failure.
+    Aborted(String),
+}
+
+impl StepOutcome {
+    /// The step status (Hydra's codes) and the message to record.
+    pub fn status_and_message(&self) -> (i32, Option<String>) {
+        match self {
+            StepOutcome::Built { .. } => (status::SUCCESS, None),
+            StepOutcome::Failed(m) => (status::FAILED, Some(m.clone())),
+            StepOutcome::TimedOut(m) => (status::TIMED_OUT, Some(m.clone())),
+            StepOutcome::LogLimitExceeded(limit) => {
+                (status::LOG_LIMIT_EXCEEDED, Some(format!("the build log exceeded the limit of {limit} bytes")))
+            }
+            StepOutcome::OutputLimitExceeded(m) => (status::OUTPUT_LIMIT_EXCEEDED, Some(m.clone())),
+            StepOutcome::Transient(m) | StepOutcome::MachineFailed(m) | StepOutcome::Aborted(m) => {
+                (status::ABORTED, Some(m.clone()))
+            }
+        }
+    }
+
+    pub fn outputs(&self) -> Vec<(String, String)> {
+        match self {
+            StepOutcome::Built { outputs } => outputs.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Builds one step on `machine`, writing its log as it goes.
+pub async fn build(machines: &Machines, machine: &Machine, request: &StepRequest, logs: &LogStore) -> StepOutcome {
+    let log = match logs.create(&request.drv) {
+        Ok(log) => log,
+        Err(e) => return StepOutcome::Aborted(format!("cannot write the build log: {e}")),
+    };
+    let mut log = LogSink::new(log, request.max_log_size);
+    let timeout = Duration::from_secs(machines.config.connect_timeout_secs);
+    let mut connection = match machine.connection(&machines.nix, timeout).await {
+        Ok(connection) => connection,
+        Err(e) => {
+            let message = format!("cannot connect to {}: {e}", machine.name());
+            log.note(&message);
+            log.finish(&request.drv);
+            return StepOutcome::MachineFailed(message);
+        }
+    };
+    let outcome = run(machines, machine, request, &mut connection, &mut log).await;
+    log.finish(&request.drv);
+    match &outcome {
+        // The machine did its part; the connection is in a known state.
+        StepOutcome::Built { .. }
+        | StepOutcome::Failed(_)
+        | StepOutcome::TimedOut(_)
+        | StepOutcome::OutputLimitExceeded(_)
+        | StepOutcome::Transient(_) => {
+            machine.succeeded();
+            machine.keep(connection);
+        }
+        StepOutcome::MachineFailed(message) => machine.failed(message, &machines.config),
+        StepOutcome::LogLimitExceeded(_) | StepOutcome::Aborted(_) => {}
+    }
+    outcome
+}
+
+async fn run(
+    machines: &Machines,
+    machine: &Machine,
+    request: &StepRequest,
+    connection: &mut ServeConnection,
+    log: &mut LogSink,
+) -> StepOutcome {
+    let nix = &machines.nix;
+    let drv = &request.derivation;
+    let mut input_outputs = Vec::new();
+    for (input, wanted) in &drv.input_drvs {
+        match nix.read_derivation(input).await {
+            Ok(input_drv) => input_outputs
+                .extend(wanted.iter().filter_map(|name| input_drv.outputs.get(name).and_then(|o| o.path.clone()))),
+            Err(e) => return StepOutcome::Aborted(format!("cannot read input derivation: {e}")),
+        }
+    }
+    let basic = BasicDerivation::new(drv, input_outputs);
+
+    let remote = !machine.spec.is_local();
+    if remote {
+        if let Err(outcome) = send_inputs(machines, machine, &basic, connection, log).await {
+            return outcome;
+        }
+    }
+
+    let options =
+        BuildOptions { max_silent: request.max_silent, timeout: request.timeout, max_log_size: request.max_log_size };
+    let over_limit = log.over_limit.clone();
+    let result = {
+        let mut sink = |bytes: &[u8]| log.write(bytes);
+        let building = connection.build_derivation(&request.drv, &basic, options, &mut sink);
+        // The far side enforces the log limit too; this is for one that does not.
+        tokio::select! {
+            result = building => result,
+            _ = over_limit.notified() => return StepOutcome::LogLimitExceeded(request.max_log_size),
+        }
+    };
+    let result = match result {
+        Ok(result) => result,
+        Err(e) => return lost(machine, "building", e),
+    };
+    if log.exceeded.load(Ordering::Relaxed) {
+        return StepOutcome::LogLimitExceeded(request.max_log_size);
+    }
+    let message = || {
+        if result.error_msg.is_empty() { format!("build ended with {:?}", result.status) } else { result.error_msg.clone() }
+    };
+    match result.status {
+        status if status.is_success() => {}
+        BuildStatus::PermanentFailure
+        | BuildStatus::InputRejected
+        | BuildStatus::OutputRejected
+        | BuildStatus::CachedFailure
+        | BuildStatus::NotDeterministic => return StepOutcome::Failed(message()),
+        BuildStatus::TimedOut => return StepOutcome::TimedOut(message()),
+        BuildStatus::LogLimitExceeded => return StepOutcome::LogLimitExceeded(request.max_log_size),
+        _ => return StepOutcome::Transient(message()),
+    }
+
+    let outputs: Vec<(String, StorePath)> =
+        drv.output_paths().map(|(name, path)| (name.to_owned(), path.clone())).collect();
+    if remote {
+        if let Err(outcome) = fetch_outputs(machines, machine, request, &outputs, connection).await {
+            return outcome;
+        }
+    }
+    StepOutcome::Built { outputs: outputs.into_iter().map(|(name, path)| (name, path.to_string())).collect() }
+}
+
+/// Copies what the machine lacks of the closure of the inputs to it.
+async fn send_inputs(
+    machines: &Machines,
+    machine: &Machine,
+    basic: &BasicDerivation,
+    connection: &mut ServeConnection,
+    log: &mut LogSink,
+) -> Result<(), StepOutcome> {
+    let inputs: Vec<StorePath> = basic.input_srcs.iter().cloned().collect();
+    let closure = machines
+        .nix
+        .requisites(&inputs)
+        .await
+        .map_err(|e| StepOutcome::Aborted(format!("cannot read the closure of the inputs: {e}")))?;
+    let present = connection.query_valid_paths(&closure).await.map_err(|e| lost(machine, "querying paths", e))?;
+    let missing: Vec<StorePath> = closure.into_iter().filter(|p| !present.contains(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    log.note(&format!("copying {} paths to {}", missing.len(), machine.name()));
+    let mut store = machines.store_connection().await.map_err(StepOutcome::Aborted)?;
+    let infos = store
+        .query_path_infos(&missing)
+        .await
+        .map_err(|e| StepOutcome::Aborted(format!("cannot read the inputs from the local store: {e}")))?;
+    let bytes: u64 = infos.iter().map(|i| i.nar_size).sum();
+    for info in sort_by_references(infos) {
+        if let Err(e) = store.copy_path(&info, connection).await {
+            return Err(copy_failed(machine, connection, &format!("copying {} to it", info.path), e));
+        }
+    }
+    debug!(machine = %machine.name(), paths = missing.len(), bytes, "inputs copied");
+    machines.keep_store_connection(store);
+    Ok(())
+}
+
+/// Checks the outputs' size on the machine and copies those the local
+/// store lacks back.
+async fn fetch_outputs(
+    machines: &Machines,
+    machine: &Machine,
+    request: &StepRequest,
+    outputs: &[(String, StorePath)],
+    connection: &mut ServeConnection,
+) -> Result<(), StepOutcome> {
+    let paths: Vec<StorePath> = outputs.iter().map(|(_, p)| p.clone()).collect();
+    let infos = connection.query_path_infos(&paths).await.map_err(|e| lost(machine, "reading the outputs", e))?;
+    if infos.len() != paths.len() {
+        return Err(StepOutcome::Transient(format!(
+            "{} reported the build done but has {} of its {} outputs",
+            machine.name(),
+            infos.len(),
+            paths.len()
+        )));
+    }
+    let size: u64 = infos.iter().map(|i| i.nar_size).sum();
+    if size > request.max_output_size {
+        return Err(StepOutcome::OutputLimitExceeded(format!(
+            "the outputs are {size} bytes, more than the limit of {} bytes",
+            request.max_output_size
+        )));
+    }
+    let mut store = machines.store_connection().await.map_err(StepOutcome::Aborted)?;
+    let present = store
+        .query_valid_paths(&paths)
+        .await
+        .map_err(|e| StepOutcome::Aborted(format!("cannot query the local store: {e}")))?;
+    let wanted: Vec<_> = infos.into_iter().filter(|i| !present.contains(&i.path)).collect();
+    for info in sort_by_references(wanted) {
+        if let Err(e) = connection.copy_path(&info, &mut store).await {
+            return Err(copy_failed(machine, connection, &format!("copying {} from it", info.path), e));
+        }
+    }
+    machines.keep_store_connection(store);
+    Ok(())
+}
+
+/// The connection broke: the machine is at fault.
+fn lost(machine: &Machine, doing: &str, error: ServeError) -> StepOutcome {
+    StepOutcome::MachineFailed(format!("lost {} while {doing}: {error}", machine.name()))
+}
+
+/// A copy failed: the machine's fault when its connection is gone, else
+/// (the local store refused, say) worth another try.
+fn copy_failed(machine: &Machine, connection: &mut ServeConnection, doing: &str, error: ServeError) -> StepOutcome {
+    if connection.is_closed() {
+        lost(machine, doing, error)
+    } else {
+        StepOutcome::Transient(format!("{doing} on {} failed: {error}", machine.name()))
+    }
+}
+
+/// Turns the far side's stderr into log lines, up to the log limit.
+struct LogSink {
+    writer: LogWriter,
+    partial: Vec<u8>,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+    over_limit: Arc<Notify>,
+    error: Option<std::io::Error>,
+}
+
+impl LogSink {
+    fn new(writer: LogWriter, limit: u64) -> LogSink {
+        LogSink {
+            writer,
+            partial: Vec::new(),
+            limit,
+            exceeded: Arc::new(AtomicBool::new(false)),
+            over_limit: Arc::new(Notify::new()),
+            error: None,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.partial.extend_from_slice(bytes);
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            self.line(&line[..line.len() - 1]);
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        if self.exceeded.load(Ordering::Relaxed) {
+            return;
+        }
+        let line = String::from_utf8_lossy(line);
+        let line = line.strip_suffix('\r').unwrap_or(&line);
+        if let Err(e) = self.writer.write_line(line) {
+            self.error.get_or_insert(e);
+        }
+        if self.writer.written() > self.limit {
+            self.exceeded.store(true, Ordering::Relaxed);
+            self.over_limit.notify_one();
+        }
+    }
+
+    /// A line of Orthrus's own about the step.
+    fn note(&mut self, message: &str) {
+        self.line(format!("orthrus: {message}").as_bytes());
+    }
+
+    fn finish(mut self, drv: &StorePath) {
+        if !self.partial.is_empty() {
+            let rest = std::mem::take(&mut self.partial);
+            self.line(&rest);
+        }
+        if let Some(e) = self.error {
+            warn!(%drv, "the build log is incomplete: {e}");
+        }
+        if let Err(e) = self.writer.finish() {
+            warn!(%drv, "cannot finish the build log: {e}");
+        }
+    }
+}
