@@ -56,7 +56,7 @@ pub fn nonce() -> String {
 
 /// Makes a child die with the thread that started it, so no server
 /// outlives a test that panicked.
-fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut Command) {
     // SAFETY: prctl is async-signal-safe; this runs in the child before exec.
     unsafe {
         command.pre_exec(|| {

@@ -10,6 +10,7 @@ mod deploy;
 mod failures;
 mod hooks;
 mod inputs;
+mod machines;
 mod paper;
 mod plugins;
 mod restart;

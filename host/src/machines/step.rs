@@ -88,6 +88,7 @@ pub async fn build(machines: &Machines, machine: &Machine, request: &StepRequest
             let message = format!("cannot connect to {}: {e}", machine.name());
             log.note(&message);
             log.finish(&request.drv);
+            machine.failed(&message, &machines.config);
             return StepOutcome::MachineFailed(message);
         }
     };
