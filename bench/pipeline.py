@@ -6,7 +6,11 @@ Times Orthrus evaluating and building N trivial independent derivations
 `nix-store --realise` of N equivalent derivations in one call with the same
 max-jobs, then prints both and their ratio.
 
-    bench/pipeline.py [--jobs 500] [--max-jobs 2] [--binary target/release/orthrus]
+    bench/pipeline.py [--jobs 500] [--max-jobs 2] [--machine local|ssh|both] [--binary target/release/orthrus]
+
+With `--machine ssh` Orthrus builds on an SSH machine only: an sshd
+started on a loopback port with a key pair and host key made for the run,
+speaking Nix's serve protocol over SSH (the same store, so no copies).
 
 Each run uses fresh derivations (a nonce in every one), so nothing is
 found already built. Nix runs with the settings of NIX_CONFIG, defaulting
@@ -45,10 +49,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+TOKEN = {"value": ""}
+
+
 def request(method, url, body=None):
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json", "Accept": "application/json"})
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if TOKEN["value"]:
+        headers["Authorization"] = "Bearer " + TOKEN["value"]
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     with urllib.request.urlopen(req) as response:
         return json.loads(response.read() or b"null")
 
@@ -59,7 +68,55 @@ def write_expression(directory, n):
         f.write(EXPRESSION.replace(" N)", f" {n})"))
 
 
-def bench_orthrus(binary, n, max_jobs, workers, env):
+class Sshd:
+    """An sshd on loopback whose `nix-store --serve` uses this run's Nix settings."""
+
+    def __init__(self, env):
+        self.dir = tempfile.mkdtemp(prefix="orthrus-bench-sshd-")
+        for key in ("host_key", "client_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(self.dir, key)], check=True)
+        shutil.copy(os.path.join(self.dir, "client_key.pub"), os.path.join(self.dir, "authorized_keys"))
+        nix_store = shutil.which("nix-store")
+        options = " ".join(f"--option {line.split('=')[0].strip()} '{line.split('=', 1)[1].strip()}'"
+                           for line in env["NIX_CONFIG"].splitlines() if "=" in line)
+        self.wrapper = os.path.join(self.dir, "remote-nix-store")
+        with open(self.wrapper, "w") as f:
+            f.write(f"#!/bin/sh\nexec {nix_store} {options} \"$@\"\n")
+        os.chmod(self.wrapper, 0o755)
+        self.port = free_port()
+        config = os.path.join(self.dir, "sshd_config")
+        with open(config, "w") as f:
+            f.write(f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.dir}/host_key\n"
+                    f"AuthorizedKeysFile {self.dir}/authorized_keys\nPidFile {self.dir}/sshd.pid\n"
+                    "StrictModes no\nUsePAM no\nPasswordAuthentication no\nPermitRootLogin prohibit-password\n")
+        os.makedirs("/run/sshd", exist_ok=True)
+        sshd = next(p for p in ("/usr/sbin/sshd", "/usr/bin/sshd") if os.path.exists(p))
+        self.process = subprocess.Popen([sshd, "-D", "-f", config], stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port)).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+
+    def machine_table(self, max_jobs):
+        user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+        system = json.loads(subprocess.run(["nix-instantiate", "--eval", "--json", "--expr", "builtins.currentSystem"],
+                                           capture_output=True, text=True, check=True).stdout)
+        with open(os.path.join(self.dir, "host_key.pub")) as f:
+            host_key = f.read().strip()
+        return (f"[machines]\nlocal = false\n[[machines.machine]]\n"
+                f"uri = \"ssh://{user}@127.0.0.1:{self.port}?remote-program={self.wrapper}\"\n"
+                f"systems = [\"{system}\"]\nssh_key = \"{self.dir}/client_key\"\nmax_jobs = {max_jobs}\n"
+                f"public_host_key = \"{host_key}\"\n")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def bench_orthrus(binary, n, max_jobs, workers, env, machines=""):
     work = tempfile.mkdtemp(prefix="orthrus-bench-")
     port = free_port()
     src = os.path.join(work, "src")
@@ -75,7 +132,13 @@ workers = {workers}
 allowed_path_roots = ["{work}"]
 [queue]
 max_jobs = {max_jobs}
+{machines}
 """)
+    subprocess.run([binary, "user", "add", "bench", "--role", "admin", "--password-stdin", "--config", config],
+                   env=env, input="bench-password\n", text=True, check=True, capture_output=True)
+    TOKEN["value"] = subprocess.run([binary, "user", "token", "bench", "--scope", "all", "--name", "bench",
+                                     "--config", config], env=env, check=True, capture_output=True,
+                                    text=True).stdout.strip()
     log = open(os.path.join(work, "server.log"), "w")
     server = subprocess.Popen([binary, "serve", "--config", config], env=env, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
@@ -139,6 +202,8 @@ def main():
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--max-jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4))
+    parser.add_argument("--machine", choices=["local", "ssh", "both"], default="both",
+                        help="build on the local machine, on an SSH machine on loopback, or measure both")
     parser.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "orthrus"))
     args = parser.parse_args()
     if not os.path.exists(args.binary):
@@ -147,16 +212,25 @@ def main():
     env.setdefault("NIX_CONFIG", NIX_CONFIG)
     env["RUST_LOG"] = "warn"
 
-    total, evaluation, building = bench_orthrus(args.binary, args.jobs, args.max_jobs, args.workers, env)
+    runs = []
+    if args.machine in ("local", "both"):
+        runs.append(("local machine", bench_orthrus(args.binary, args.jobs, args.max_jobs, args.workers, env)))
+    if args.machine in ("ssh", "both"):
+        sshd = Sshd(env)
+        try:
+            table = sshd.machine_table(args.max_jobs)
+            runs.append(("SSH machine", bench_orthrus(args.binary, args.jobs, args.max_jobs, args.workers, env, table)))
+        finally:
+            sshd.stop()
     realise, instantiate = bench_nix(args.jobs, args.max_jobs, env)
     print(f"derivations:                     {args.jobs} (max-jobs {args.max_jobs}, evaluator workers {args.workers})")
-    print(f"orthrus, evaluate and build:     {total:8.2f} s")
-    print(f"  of which until eval recorded:  {evaluation:8.2f} s")
-    print(f"  of which building:             {building:8.2f} s  ({building / args.jobs * 1000:.1f} ms per build)")
     print(f"nix-instantiate (not in ratio):  {instantiate:8.2f} s")
     print(f"nix-store --realise, one call:   {realise:8.2f} s  ({realise / args.jobs * 1000:.1f} ms per build)")
-    print(f"ratio orthrus / nix-store:       {total / realise:8.2f}")
-    print(f"ratio with instantiation:        {total / (realise + instantiate):8.2f}")
+    for name, (total, evaluation, building) in runs:
+        print(f"orthrus on the {name + ':':17} {total:8.2f} s  (eval recorded after {evaluation:.2f} s; "
+              f"building {building:.2f} s, {building / args.jobs * 1000:.1f} ms per build)")
+        print(f"  ratio orthrus / nix-store:     {total / realise:8.2f}   (building only: {building / realise:.2f}; "
+              f"with instantiation: {total / (realise + instantiate):.2f})")
 
 
 if __name__ == "__main__":
