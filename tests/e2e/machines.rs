@@ -485,3 +485,65 @@ fn base64_of(text: &str) -> String {
     );
     String::from_utf8(output.unwrap().stdout).unwrap()
 }
+
+#[test]
+fn limits_and_failures_hold_on_the_ssh_machine() {
+    let sshd = Sshd::start();
+    let server = Server::start_with(
+        Backend::Sqlite,
+        Options {
+            queue_config: "max_log_size = 100000\nmax_output_size = 200000".into(),
+            extra_tables: format!("[machines]\nlocal = false\n{}", machine_table(&sshd, "max_jobs = 4")),
+            ..Options::default()
+        },
+    );
+    let src = server.source_dir("src");
+    write(
+        &src.join("release.nix"),
+        &format!(
+            r#"{{ nonce }}:
+let {MK_ANY}
+in {{
+  broken = mk "broken" "echo 'failing remotely'; exit 1";
+  slow = mk "slow" "echo started; sleep 60; echo > $out" // {{ meta.timeout = 2; }};
+  silent = mk "silent" "echo started; sleep 60; echo > $out" // {{ meta.maxSilent = 2; }};
+  chatty = mk "chatty" "seq 1 100000; echo > $out";
+  huge = mk "huge" "head -c 300000 /dev/zero > $out";
+}}
+"#
+        ),
+    );
+    write(&src.join("again.nix"), "{ nonce }: { inherit (import ./release.nix { inherit nonce; }) broken; }\n");
+    let nonce = nonce();
+    server.create_jobset("limits", "main", &src, "release.nix", json!({ "nonce": { "type": "string", "value": nonce } }));
+    let eval = server.wait_for_evals("limits", "main", 1);
+    let builds = builds_of_eval(&server, &eval);
+    let status = |job: &str| builds[job]["buildstatus"].as_i64().unwrap();
+    assert_eq!(
+        [status("broken"), status("slow"), status("silent"), status("chatty"), status("huge")],
+        [1, 7, 7, 10, 11],
+        "{builds:?}"
+    );
+    for (job, build) in &builds {
+        let steps = steps_of(&server, build);
+        assert_eq!(steps.len(), 1, "{job}: {steps:?}");
+        assert_eq!(steps[0]["machine"], sshd.uri(), "{job}");
+    }
+    let log = server.get(&format!("/build/{}/log", builds["broken"]["id"]));
+    assert!(log.body.contains("failing remotely"), "{}", log.body);
+    let chatty = server.get(&format!("/build/{}/log", builds["chatty"]["id"]));
+    assert!(chatty.body.len() < 120_000, "the log stops near the limit: {} bytes", chatty.body.len());
+    let huge_steps = steps_of(&server, &builds["huge"]);
+    assert!(huge_steps[0]["errormsg"].as_str().unwrap().contains("more than the limit"), "{huge_steps:?}");
+
+    // The failure is cached: the same derivation elsewhere fails at once,
+    // without running on the machine again.
+    let calls = sshd.serve_calls();
+    server.create_jobset("limits", "again", &src, "again.nix", json!({ "nonce": { "type": "string", "value": nonce } }));
+    let again = server.wait_for_evals("limits", "again", 1);
+    let builds = builds_of_eval(&server, &again);
+    assert_eq!(builds["broken"]["buildstatus"], 1);
+    assert_eq!(steps_of(&server, &builds["broken"])[0]["status"], 8, "a cached failure");
+    assert_eq!(sshd.serve_calls(), calls, "nothing ran again");
+    assert_eq!(server.get_json("/machines")[sshd.uri()]["consecutivefailures"], 0, "build failures are not the machine's");
+}
