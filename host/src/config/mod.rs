@@ -303,8 +303,8 @@ impl Config {
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
         self.listen_addr().map_err(|m| ("web.listen", m))?;
-        if !self.web.base_url.is_empty()
-            && !(self.web.base_url.starts_with("http://") || self.web.base_url.starts_with("https://"))
+        let base_url = &self.web.base_url;
+        if !(base_url.is_empty() || base_url.starts_with("http://") || base_url.starts_with("https://"))
         {
             return Err(("web.base_url", "must start with http:// or https://".into()));
         }

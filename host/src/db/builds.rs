@@ -570,7 +570,7 @@ impl Db {
                 .col_expr(build::Column::IsCachedBuild, Expr::value(result.is_cached))
                 .col_expr(
                     build::Column::StartTime,
-                    Func::coalesce([Expr::col(build::Column::StartTime), Expr::val(result.start_time).into()]).into(),
+                    Func::coalesce([Expr::col(build::Column::StartTime), Expr::val(result.start_time)]).into(),
                 )
                 .col_expr(build::Column::StopTime, Expr::value(result.stop_time))
                 .col_expr(build::Column::Size, Expr::value(result.size))

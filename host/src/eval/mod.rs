@@ -292,7 +292,7 @@ impl Evaluator {
             dir: work_dir.to_owned(),
             expr_path: expr_path.to_owned(),
             search_path,
-            memory_limit: (evaluator.worker_memory_mb > 0).then(|| evaluator.worker_memory_mb << 20),
+            memory_limit: (evaluator.worker_memory_mb > 0).then_some(evaluator.worker_memory_mb << 20),
             deadline: Instant::now() + Duration::from_secs(evaluator.timeout_secs),
         };
         if self.use_nix_eval_jobs {

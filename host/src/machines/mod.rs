@@ -200,7 +200,7 @@ pub struct Machines {
     default_local: Option<MachineSpec>,
     current: RwLock<Arc<Vec<Arc<Machine>>>>,
     /// Modification stamps of the machines files as last read.
-    stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
+    stamps: Mutex<Vec<FileStamp>>,
     /// Connections to the server's own store, to copy closures to and from
     /// remote machines.
     store: Mutex<Vec<ServeConnection>>,
@@ -252,7 +252,7 @@ impl Machines {
 
     /// Every machine spec, from the configuration then the files in order;
     /// a later entry with the same URI replaces an earlier one.
-    fn read_specs(&self) -> Result<(Vec<MachineSpec>, Vec<Option<(SystemTime, u64)>>), String> {
+    fn read_specs(&self) -> Result<(Vec<MachineSpec>, Vec<FileStamp>), String> {
         let mut specs: Vec<MachineSpec> = self.default_local.iter().cloned().collect();
         let add = |spec: MachineSpec, specs: &mut Vec<MachineSpec>| {
             let spec = match (&spec.address, &self.default_local) {
@@ -311,7 +311,7 @@ impl Machines {
 
     /// Re-reads the machines files if one changed; true when the machines did.
     pub fn reload_if_changed(&self) -> bool {
-        let now: Vec<Option<(SystemTime, u64)>> = self.config.files.iter().map(|f| stamp(f)).collect();
+        let now: Vec<FileStamp> = self.config.files.iter().map(stamp).collect();
         {
             let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
             if *stamps == now {
@@ -390,7 +390,10 @@ fn local_spec(systems: Vec<String>, features: Vec<String>, max_jobs: usize) -> M
     }
 }
 
-fn stamp(file: &PathBuf) -> Option<(SystemTime, u64)> {
+/// When a file was modified and its size; `None` when it is not there.
+type FileStamp = Option<(SystemTime, u64)>;
+
+fn stamp(file: &PathBuf) -> FileStamp {
     let meta = std::fs::metadata(file).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }

@@ -35,12 +35,10 @@ pub async fn connect(spec: &MachineSpec, timeout: Duration) -> Result<ServeConne
         Some(host_key) => ServerCheckMethod::with_public_key(&host_key.blob),
         None => ServerCheckMethod::DefaultKnownHostsFile,
     };
-    let mut config = Config::default();
     // A dead machine or network is noticed within 45 s even mid-build,
     // when the far side is silent anyway.
-    config.keepalive_interval = Some(Duration::from_secs(15));
-    config.keepalive_max = 3;
-    config.nodelay = true;
+    let config =
+        Config { keepalive_interval: Some(Duration::from_secs(15)), keepalive_max: 3, nodelay: true, ..Config::default() };
     let connecting =
         Client::connect_with_config((host.as_str(), *port), user, AuthMethod::with_key_file(&key, None), check, config);
     let client = match tokio::time::timeout(timeout, connecting).await {

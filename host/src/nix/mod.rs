@@ -673,7 +673,7 @@ mod tests {
         assert_eq!(infos.len(), 2);
         let a = StorePath::parse("/nix/store/00000000000000000000000000000000-a").unwrap();
         let b = StorePath::parse("/nix/store/11111111111111111111111111111111-b").unwrap();
-        assert_eq!(closure_size(&[a.clone()], &infos), (10, 15));
+        assert_eq!(closure_size(std::slice::from_ref(&a), &infos), (10, 15));
         assert_eq!(closure_size(&[a, b], &infos), (15, 15));
         assert!(parse_dump_db("/nix/store/00000000000000000000000000000000-a\nabc\n", &mut infos).is_err());
     }

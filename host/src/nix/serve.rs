@@ -666,8 +666,7 @@ impl ServeOutput for ProcessOutput {
         }
         let mut buf = vec![0u8; 64 * 1024];
         if let Some(stderr) = &self.stderr {
-            loop {
-                let Poll::Ready(guard) = stderr.poll_read_ready(cx) else { break };
+            while let Poll::Ready(guard) = stderr.poll_read_ready(cx) {
                 let mut guard = guard?;
                 match guard.try_io(|fd| fd.get_ref().read(&mut buf)) {
                     Ok(Ok(0)) => {
@@ -783,7 +782,7 @@ mod tests {
         let log = String::from_utf8(log).unwrap();
         assert!(log.contains("hello from the builder\n") && log.contains("second line\n"), "{log:?}");
         let out = drv.outputs["out"].path.clone().unwrap();
-        assert!(connection.query_valid_paths(&[out.clone()]).await.unwrap().contains(&out));
+        assert!(connection.query_valid_paths(std::slice::from_ref(&out)).await.unwrap().contains(&out));
 
         // The same connection goes on: a failing builder, then a timeout.
         let failing = instantiate("echo about to fail; exit 3", "");
@@ -813,7 +812,7 @@ mod tests {
         assert!(local.build_derivation(&drv_path, &basic, options(60), &mut |_| {}).await.unwrap().status.is_success());
         let out = drv.outputs["out"].path.clone().unwrap();
 
-        let infos = local.query_path_infos(&[out.clone()]).await.unwrap();
+        let infos = local.query_path_infos(std::slice::from_ref(&out)).await.unwrap();
         assert_eq!(infos.len(), 1);
         assert!(infos[0].nar_hash.starts_with("sha256:") && infos[0].nar_size > 0);
         let dep_out = infos[0].references.iter().find(|r| **r != out).expect("the output references its dependency").clone();
@@ -824,13 +823,13 @@ mod tests {
 
         let other = tempfile::tempdir().unwrap();
         let mut remote = nix.serve_store(Some(other.path().to_str().unwrap())).await.unwrap();
-        assert!(remote.query_valid_paths(&[out.clone()]).await.unwrap().is_empty());
+        assert!(remote.query_valid_paths(std::slice::from_ref(&out)).await.unwrap().is_empty());
         for info in &sorted {
             local.copy_path(info, &mut remote).await.unwrap();
         }
         let valid = remote.query_valid_paths(&[out.clone(), dep_out.clone()]).await.unwrap();
         assert_eq!(valid.len(), 2);
-        let copied = remote.query_path_infos(&[out.clone()]).await.unwrap();
+        let copied = remote.query_path_infos(std::slice::from_ref(&out)).await.unwrap();
         assert_eq!((copied[0].nar_hash.as_str(), copied[0].nar_size), (infos[0].nar_hash.as_str(), infos[0].nar_size));
 
         // A wrong hash is refused by the receiving store, and said so.
