@@ -362,6 +362,18 @@ impl Config {
         if self.machines.connect_timeout_secs == 0 {
             return Err(("machines.connect_timeout_secs", "must be at least 1".into()));
         }
+        const MONTH: u64 = 30 * 24 * 3600;
+        for (key, value) in [
+            ("machines.unsupported_timeout_secs", self.machines.unsupported_timeout_secs),
+            ("machines.connect_timeout_secs", self.machines.connect_timeout_secs),
+            ("machines.backoff_secs", self.machines.backoff_secs),
+            ("machines.backoff_max_secs", self.machines.backoff_max_secs),
+            ("machines.retry_delay_secs", self.machines.retry_delay_secs),
+        ] {
+            if value > MONTH {
+                return Err((key, format!("must be at most {MONTH} (30 days)")));
+            }
+        }
         if self.machines.backoff_max_secs < self.machines.backoff_secs {
             return Err(("machines.backoff_max_secs", "must be at least machines.backoff_secs".into()));
         }

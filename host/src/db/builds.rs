@@ -35,6 +35,7 @@ pub mod status {
     pub const UNSUPPORTED: i32 = 9;
     pub const LOG_LIMIT_EXCEEDED: i32 = 10;
     pub const OUTPUT_LIMIT_EXCEEDED: i32 = 11;
+    pub const NOT_DETERMINISTIC: i32 = 12;
 
     /// Statuses that `restart-aborted` restarts.
     pub const ABORTED_LIKE: [i32; 3] = [ABORTED, CANCELLED, UNSUPPORTED];
@@ -52,6 +53,7 @@ pub mod status {
             UNSUPPORTED => "unsupported system type",
             LOG_LIMIT_EXCEEDED => "log limit exceeded",
             OUTPUT_LIMIT_EXCEEDED => "output limit exceeded",
+            NOT_DETERMINISTIC => "not deterministic",
             _ => "unknown",
         }
     }

@@ -371,11 +371,6 @@ impl Machines {
 
 /// The server's own store as a machine.
 fn local_spec(systems: Vec<String>, features: Vec<String>, max_jobs: usize) -> MachineSpec {
-    let mut systems = systems;
-    // `builtin` derivations (builtin:fetchurl) run inside Nix itself.
-    if !systems.iter().any(|s| s == "builtin") {
-        systems.push("builtin".into());
-    }
     MachineSpec {
         name: "localhost".into(),
         address: MachineAddress::Local,

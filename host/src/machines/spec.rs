@@ -99,10 +99,12 @@ impl MachineSpec {
     }
 
     /// Whether this machine may build a step for `system` that asks for
-    /// `required` features: it has the system and every feature, and the
-    /// step asks for each of its mandatory features.
+    /// `required` features: it has the system (every Nix runs `builtin`
+    /// derivations) and every feature, and the step asks for each of its
+    /// mandatory features. A machine with no slots builds nothing.
     pub fn can_build(&self, system: &str, required: &BTreeSet<String>) -> bool {
-        self.systems.iter().any(|s| s == system)
+        self.max_jobs > 0
+            && (system == "builtin" || self.systems.iter().any(|s| s == system))
             && required.iter().all(|f| self.supported_features.contains(f))
             && self.mandatory_features.iter().all(|f| required.contains(f))
     }

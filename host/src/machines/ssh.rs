@@ -39,8 +39,15 @@ pub async fn connect(spec: &MachineSpec, timeout: Duration) -> Result<ServeConne
     // when the far side is silent anyway.
     let config =
         Config { keepalive_interval: Some(Duration::from_secs(15)), keepalive_max: 3, nodelay: true, ..Config::default() };
-    let connecting =
-        Client::connect_with_config((host.as_str(), *port), user, AuthMethod::with_key_file(&key, None), check, config);
+    // Resolved here, asynchronously: the SSH library would resolve with a
+    // blocking call that no timeout can interrupt.
+    let addresses = tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), *port)))
+        .await
+        .map_err(|_| format!("no address for {host} within {} s", timeout.as_secs()))?
+        .map_err(|e| format!("no address for {host}: {e}"))?
+        .collect();
+    let target = Resolved { addresses, hostname: host.clone() };
+    let connecting = Client::connect_with_config(target, user, AuthMethod::with_key_file(&key, None), check, config);
     let client = match tokio::time::timeout(timeout, connecting).await {
         Err(_) => return Err(format!("no SSH connection to {host}:{port} within {} s", timeout.as_secs())),
         Ok(Err(async_ssh2_tokio::Error::SshError(russh::Error::UnknownKey))) => {
@@ -92,6 +99,22 @@ pub async fn connect(spec: &MachineSpec, timeout: Duration) -> Result<ServeConne
         .await
         .map_err(|_| format!("{command:?} on {host} did not answer the greeting within {} s", timeout.as_secs()))?
         .map_err(|e| format!("{command:?} on {host}: {e}"))
+}
+
+/// Addresses looked up already, with the name the host key is known by.
+struct Resolved {
+    addresses: Vec<std::net::SocketAddr>,
+    hostname: String,
+}
+
+impl async_ssh2_tokio::ToSocketAddrsWithHostname for Resolved {
+    fn to_socket_addrs(&self) -> io::Result<Vec<std::net::SocketAddr>> {
+        Ok(self.addresses.clone())
+    }
+
+    fn hostname(&self) -> String {
+        self.hostname.clone()
+    }
 }
 
 /// The machine's SSH key, or the user's default one.

@@ -10,6 +10,12 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use super::{Machine, Machines};
+
+/// A machine that does not answer a query this long (or a build this long
+/// after its timeout) is taken for dead.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
+/// A log line longer than this is cut into pieces.
+const MAX_LINE: usize = 64 * 1024;
 use crate::db::status;
 use crate::logs::{LogStore, LogWriter};
 use crate::nix::{
@@ -36,6 +42,8 @@ pub enum StepOutcome {
     /// The builder failed: deterministic, so cached as a failed path.
     Failed(String),
     TimedOut(String),
+    /// Built twice with different results (Nix's `--check`).
+    NotDeterministic(String),
     LogLimitExceeded(u64),
     OutputLimitExceeded(String),
     /// Went wrong for a reason that may not recur (an input missing on the
@@ -56,6 +64,7 @@ impl StepOutcome {
             StepOutcome::Built { .. } => (status::SUCCESS, None),
             StepOutcome::Failed(m) => (status::FAILED, Some(m.clone())),
             StepOutcome::TimedOut(m) => (status::TIMED_OUT, Some(m.clone())),
+            StepOutcome::NotDeterministic(m) => (status::NOT_DETERMINISTIC, Some(m.clone())),
             StepOutcome::LogLimitExceeded(limit) => {
                 (status::LOG_LIMIT_EXCEEDED, Some(format!("the build log exceeded the limit of {limit} bytes")))
             }
@@ -99,6 +108,7 @@ pub async fn build(machines: &Machines, machine: &Machine, request: &StepRequest
         StepOutcome::Built { .. }
         | StepOutcome::Failed(_)
         | StepOutcome::TimedOut(_)
+        | StepOutcome::NotDeterministic(_)
         | StepOutcome::OutputLimitExceeded(_)
         | StepOutcome::Transient(_) => {
             machine.succeeded();
@@ -139,9 +149,12 @@ async fn run(
     let options =
         BuildOptions { max_silent: request.max_silent, timeout: request.timeout, max_log_size: request.max_log_size };
     let over_limit = log.over_limit.clone();
+    // The far side enforces the timeouts; this is for a far side that
+    // hangs while its SSH connection stays up.
+    let deadline = request.timeout.saturating_add(ANSWER_TIMEOUT);
     let result = {
         let mut sink = |bytes: &[u8]| log.write(bytes);
-        let building = connection.build_derivation(&request.drv, &basic, options, &mut sink);
+        let building = tokio::time::timeout(deadline, connection.build_derivation(&request.drv, &basic, options, &mut sink));
         // The far side enforces the log limit too; this is for one that does not.
         tokio::select! {
             result = building => result,
@@ -149,8 +162,9 @@ async fn run(
         }
     };
     let result = match result {
-        Ok(result) => result,
-        Err(e) => return lost(machine, "building", e),
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => return lost(machine, "building", e),
+        Err(_) => return silent(machine, "building", deadline),
     };
     if log.exceeded.load(Ordering::Relaxed) {
         return StepOutcome::LogLimitExceeded(request.max_log_size);
@@ -160,11 +174,10 @@ async fn run(
     };
     match result.status {
         status if status.is_success() => {}
-        BuildStatus::PermanentFailure
-        | BuildStatus::InputRejected
-        | BuildStatus::OutputRejected
-        | BuildStatus::CachedFailure
-        | BuildStatus::NotDeterministic => return StepOutcome::Failed(message()),
+        BuildStatus::PermanentFailure | BuildStatus::InputRejected | BuildStatus::OutputRejected => {
+            return StepOutcome::Failed(message());
+        }
+        BuildStatus::NotDeterministic => return StepOutcome::NotDeterministic(message()),
         BuildStatus::TimedOut => return StepOutcome::TimedOut(message()),
         BuildStatus::LogLimitExceeded => return StepOutcome::LogLimitExceeded(request.max_log_size),
         _ => return StepOutcome::Transient(message()),
@@ -194,7 +207,10 @@ async fn send_inputs(
         .requisites(&inputs)
         .await
         .map_err(|e| StepOutcome::Aborted(format!("cannot read the closure of the inputs: {e}")))?;
-    let present = connection.query_valid_paths(&closure).await.map_err(|e| lost(machine, "querying paths", e))?;
+    let present = tokio::time::timeout(ANSWER_TIMEOUT, connection.query_valid_paths(&closure))
+        .await
+        .map_err(|_| silent(machine, "querying paths", ANSWER_TIMEOUT))?
+        .map_err(|e| lost(machine, "querying paths", e))?;
     let missing: Vec<StorePath> = closure.into_iter().filter(|p| !present.contains(p)).collect();
     if missing.is_empty() {
         return Ok(());
@@ -207,8 +223,11 @@ async fn send_inputs(
         .map_err(|e| StepOutcome::Aborted(format!("cannot read the inputs from the local store: {e}")))?;
     let bytes: u64 = infos.iter().map(|i| i.nar_size).sum();
     for info in sort_by_references(infos) {
-        if let Err(e) = store.copy_path(&info, connection).await {
-            return Err(copy_failed(machine, connection, &format!("copying {} to it", info.path), e));
+        let doing = format!("copying {} to it", info.path);
+        match tokio::time::timeout(copy_deadline(info.nar_size), store.copy_path(&info, connection)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(copy_failed(machine, connection, &doing, e)),
+            Err(_) => return Err(silent(machine, &doing, copy_deadline(info.nar_size))),
         }
     }
     debug!(machine = %machine.name(), paths = missing.len(), bytes, "inputs copied");
@@ -226,7 +245,10 @@ async fn fetch_outputs(
     connection: &mut ServeConnection,
 ) -> Result<(), StepOutcome> {
     let paths: Vec<StorePath> = outputs.iter().map(|(_, p)| p.clone()).collect();
-    let infos = connection.query_path_infos(&paths).await.map_err(|e| lost(machine, "reading the outputs", e))?;
+    let infos = tokio::time::timeout(ANSWER_TIMEOUT, connection.query_path_infos(&paths))
+        .await
+        .map_err(|_| silent(machine, "reading the outputs", ANSWER_TIMEOUT))?
+        .map_err(|e| lost(machine, "reading the outputs", e))?;
     if infos.len() != paths.len() {
         return Err(StepOutcome::Transient(format!(
             "{} reported the build done but has {} of its {} outputs",
@@ -249,8 +271,11 @@ async fn fetch_outputs(
         .map_err(|e| StepOutcome::Aborted(format!("cannot query the local store: {e}")))?;
     let wanted: Vec<_> = infos.into_iter().filter(|i| !present.contains(&i.path)).collect();
     for info in sort_by_references(wanted) {
-        if let Err(e) = connection.copy_path(&info, &mut store).await {
-            return Err(copy_failed(machine, connection, &format!("copying {} from it", info.path), e));
+        let doing = format!("copying {} from it", info.path);
+        match tokio::time::timeout(copy_deadline(info.nar_size), connection.copy_path(&info, &mut store)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(copy_failed(machine, connection, &doing, e)),
+            Err(_) => return Err(silent(machine, &doing, copy_deadline(info.nar_size))),
         }
     }
     machines.keep_store_connection(store);
@@ -260,6 +285,18 @@ async fn fetch_outputs(
 /// The connection broke: the machine is at fault.
 fn lost(machine: &Machine, doing: &str, error: ServeError) -> StepOutcome {
     StepOutcome::MachineFailed(format!("lost {} while {doing}: {error}", machine.name()))
+}
+
+/// How long copying a path of `nar_size` bytes may take: at least 1 MiB/s.
+/// A NAR ends where the far side said it would, so a far side that claims
+/// more than it sends is caught here.
+fn copy_deadline(nar_size: u64) -> Duration {
+    ANSWER_TIMEOUT + Duration::from_secs(nar_size >> 20)
+}
+
+/// The machine stopped answering.
+fn silent(machine: &Machine, doing: &str, after: Duration) -> StepOutcome {
+    StepOutcome::MachineFailed(format!("{} gave no answer while {doing} for {} s", machine.name(), after.as_secs()))
 }
 
 /// A copy failed: the machine's fault when its connection is gone, else
@@ -294,11 +331,20 @@ impl LogSink {
         }
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    fn write(&mut self, mut bytes: &[u8]) {
+        // Only the new bytes are searched, and a line without end is cut, so
+        // that neither time nor memory grow with a line's length.
+        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&bytes[..end]);
+            let line = std::mem::take(&mut self.partial);
+            self.line(&line);
+            bytes = &bytes[end + 1..];
+        }
         self.partial.extend_from_slice(bytes);
-        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=end).collect();
-            self.line(&line[..line.len() - 1]);
+        while self.partial.len() >= MAX_LINE {
+            let rest = self.partial.split_off(MAX_LINE);
+            let line = std::mem::replace(&mut self.partial, rest);
+            self.line(&line);
         }
     }
 
@@ -333,5 +379,45 @@ impl LogSink {
         if let Err(e) = self.writer.finish() {
             warn!(%drv, "cannot finish the build log: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_split_across_chunks_and_cut_when_endless() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogStore::new(dir.path().to_owned());
+        let drv = StorePath::parse("/nix/store/00000000000000000000000000000000-log-test.drv").unwrap();
+        let mut sink = LogSink::new(logs.create(&drv).unwrap(), 1 << 30);
+        sink.write(b"fir");
+        sink.write(b"st\nsecond\r\nthi");
+        sink.write(&vec![b'x'; MAX_LINE * 2 + 10]);
+        sink.write(b"\nlast without newline");
+        sink.finish(&drv);
+        let log = String::from_utf8(logs.read(&drv).unwrap().unwrap()).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines[..2], ["first", "second"]);
+        assert_eq!(lines[2].len(), MAX_LINE, "an endless line is cut");
+        assert!(lines[2].starts_with("thixx"));
+        assert_eq!(lines[3].len(), MAX_LINE);
+        assert_eq!(lines[4].len(), 13);
+        assert_eq!(lines[5], "last without newline");
+    }
+
+    #[test]
+    fn the_log_limit_stops_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogStore::new(dir.path().to_owned());
+        let drv = StorePath::parse("/nix/store/00000000000000000000000000000000-limit-test.drv").unwrap();
+        let mut sink = LogSink::new(logs.create(&drv).unwrap(), 100);
+        for _ in 0..100 {
+            sink.write(b"0123456789\n");
+        }
+        assert!(sink.exceeded.load(Ordering::Relaxed));
+        sink.finish(&drv);
+        assert!(logs.read(&drv).unwrap().unwrap().len() <= 111);
     }
 }

@@ -205,6 +205,9 @@ pub struct ServeConnection {
     stderr_tail: VecDeque<u8>,
     /// The protocol minor version both sides use.
     minor: u64,
+    /// An operation failed or was cut off half-way: what comes next on the
+    /// wire is unknown, so the connection must not be used again.
+    poisoned: bool,
 }
 
 /// Where the far side's stderr goes while an operation runs.
@@ -227,6 +230,7 @@ impl ServeConnection {
             pos: 0,
             stderr_tail: VecDeque::new(),
             minor: 0,
+            poisoned: false,
         };
         connection.handshake().await.map_err(|e| e.context("greeting"))?;
         Ok(connection)
@@ -257,15 +261,36 @@ impl ServeConnection {
         format!("2.{}", self.minor)
     }
 
-    /// Known to be dead: no use trying it again.
+    /// Dead, or left in an unknown state by an operation that failed or
+    /// was dropped half-way: not to be used again.
     pub fn is_closed(&mut self) -> bool {
-        self.output.is_closed()
+        self.poisoned || self.output.is_closed()
     }
 
-    /// Which of `paths` are valid on the far side.
+    /// Marks the connection unusable until `operation` completes; an error
+    /// (or the future being dropped) leaves it so.
+    async fn guarded<T>(
+        &mut self,
+        operation: impl AsyncFnOnce(&mut Self) -> Result<T, ServeError>,
+    ) -> Result<T, ServeError> {
+        if self.poisoned {
+            return Err(ServeError::Protocol("the connection was left in an unknown state".into()));
+        }
+        self.poisoned = true;
+        let result = operation(self).await;
+        self.poisoned = result.is_err();
+        result
+    }
+
+    /// Which of `paths` are valid on the far side. They are also held
+    /// against garbage collection there for as long as the connection lasts.
     pub async fn query_valid_paths(&mut self, paths: &[StorePath]) -> Result<HashSet<StorePath>, ServeError> {
+        self.guarded(async |this| this.query_valid_paths_unguarded(paths).await).await
+    }
+
+    async fn query_valid_paths_unguarded(&mut self, paths: &[StorePath]) -> Result<HashSet<StorePath>, ServeError> {
         self.write_u64(QUERY_VALID_PATHS).await?;
-        self.write_u64(0).await?; // lock
+        self.write_u64(1).await?; // lock: a temporary GC root until the build
         self.write_u64(0).await?; // substitute
         self.write_paths(paths).await?;
         self.flush().await?;
@@ -274,12 +299,18 @@ impl ServeConnection {
         Ok(valid.into_iter().collect())
     }
 
-    /// What the far side knows of those of `paths` that are valid there.
+    /// What the far side knows of those of `paths` that are valid there;
+    /// an answer about anything else is refused.
     pub async fn query_path_infos(&mut self, paths: &[StorePath]) -> Result<Vec<RemotePathInfo>, ServeError> {
+        self.guarded(async |this| this.query_path_infos_unguarded(paths).await).await
+    }
+
+    async fn query_path_infos_unguarded(&mut self, paths: &[StorePath]) -> Result<Vec<RemotePathInfo>, ServeError> {
         self.write_u64(QUERY_PATH_INFOS).await?;
         self.write_paths(paths).await?;
         self.flush().await?;
         let sink = &mut ignore_stderr();
+        let mut asked: HashSet<&StorePath> = paths.iter().collect();
         let mut infos = Vec::new();
         loop {
             let path = self.read_string(sink).await?;
@@ -287,6 +318,9 @@ impl ServeConnection {
                 break;
             }
             let path = parse_path(&path)?;
+            if !asked.remove(&path) {
+                return Err(ServeError::Protocol(format!("the far side answered about {path}, which was not asked for")));
+            }
             let deriver = self.read_string(sink).await?;
             let references = self.read_paths(sink).await?;
             let _download_size = self.read_u64(sink).await?;
@@ -304,6 +338,16 @@ impl ServeConnection {
     /// Builds a derivation whose inputs are all valid on the far side,
     /// passing its log to `log` as it comes.
     pub async fn build_derivation(
+        &mut self,
+        drv_path: &StorePath,
+        drv: &BasicDerivation,
+        options: BuildOptions,
+        log: StderrSink<'_>,
+    ) -> Result<BuildResult, ServeError> {
+        self.guarded(async |this| this.build_derivation_unguarded(drv_path, drv, options, log).await).await
+    }
+
+    async fn build_derivation_unguarded(
         &mut self,
         drv_path: &StorePath,
         drv: &BasicDerivation,
@@ -347,7 +391,7 @@ impl ServeConnection {
         self.flush().await?;
 
         let status = BuildStatus::from_code(self.read_u64(log).await?);
-        let error_msg = super::strip_ansi(&self.read_string(log).await?);
+        let error_msg = super::strip_ansi(&String::from_utf8_lossy(&self.read_bytes(log).await?));
         let mut result = BuildResult { status, error_msg, times_built: 0, start_time: 0, stop_time: 0 };
         if self.minor >= 3 {
             result.times_built = self.read_u64(log).await?;
@@ -367,8 +411,19 @@ impl ServeConnection {
         Ok(result)
     }
 
-    /// Streams a NAR from `self` and writes it into `to`'s store.
+    /// Streams a NAR from `self` and writes it into `to`'s store. Either
+    /// connection is unusable afterwards if this fails.
     pub async fn copy_path(&mut self, info: &RemotePathInfo, to: &mut ServeConnection) -> Result<(), ServeError> {
+        if self.poisoned || to.poisoned {
+            return Err(ServeError::Protocol("the connection was left in an unknown state".into()));
+        }
+        (self.poisoned, to.poisoned) = (true, true);
+        let result = self.copy_path_unguarded(info, to).await;
+        (self.poisoned, to.poisoned) = (result.is_err(), result.is_err());
+        result
+    }
+
+    async fn copy_path_unguarded(&mut self, info: &RemotePathInfo, to: &mut ServeConnection) -> Result<(), ServeError> {
         if to.minor < 5 {
             return Err(ServeError::Protocol(format!(
                 "the receiving Nix speaks serve protocol {}; 2.5 or newer is needed to add paths",
@@ -800,6 +855,14 @@ mod tests {
         let (_, basic) = resolve(&nix, &slow).await;
         let result = connection.build_derivation(&slow, &basic, options(1), &mut |_| {}).await.unwrap();
         assert_eq!(result.status, BuildStatus::TimedOut, "{result:?}");
+        assert!(!connection.is_closed());
+
+        // A build cut off half-way leaves the connection unusable.
+        let mut ignore = |_: &[u8]| {};
+        let building = connection.build_derivation(&slow, &basic, options(60), &mut ignore);
+        assert!(tokio::time::timeout(Duration::from_millis(300), building).await.is_err());
+        assert!(connection.is_closed(), "a connection cut off mid-build must not be reused");
+        assert!(connection.query_valid_paths(&[]).await.is_err());
     }
 
     #[tokio::test]

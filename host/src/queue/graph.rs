@@ -139,15 +139,7 @@ impl Graph {
     pub fn rank(&self, drv: &StorePath, now: Instant) -> Option<RunnableStep> {
         let step = self.steps.get(drv)?;
         let primary = self.primary_build(drv)?;
-        let env = &step.derivation.env;
-        let kind = StepKind {
-            system: step.derivation.system.clone(),
-            required_features: env
-                .get("requiredSystemFeatures")
-                .map(|f| f.split_whitespace().map(str::to_owned).collect())
-                .unwrap_or_default(),
-            prefer_local: env.get("preferLocalBuild").is_some_and(|v| v == "1"),
-        };
+        let kind = step_kind(&step.derivation);
         Some(RunnableStep {
             drv: drv.clone(),
             kind,
@@ -175,6 +167,20 @@ impl Graph {
             }
         }
         seen.len() as u32
+    }
+
+    /// The given steps and every step they wait for, directly or not.
+    pub fn with_dependencies(&self, drvs: Vec<StorePath>) -> Vec<StorePath> {
+        let mut seen: HashSet<StorePath> = HashSet::new();
+        let mut stack = drvs;
+        while let Some(drv) = stack.pop() {
+            if let Some(step) = self.steps.get(&drv) {
+                if seen.insert(drv) {
+                    stack.extend(step.deps.iter().cloned());
+                }
+            }
+        }
+        seen.into_iter().collect()
     }
 
     pub fn derivation(&self, drv: &StorePath) -> Option<Arc<Derivation>> {
@@ -298,7 +304,10 @@ impl Graph {
 /// Adds builds to the graph: reads their derivation closures level by
 /// level, stopping at derivations whose outputs are valid (their own inputs
 /// need no building), with one validity query per level for all builds.
-pub async fn expand(nix: &Nix, db: &Db, graph: &mut Graph, builds: &[QueuedBuild]) -> Result<(), NixError> {
+/// Returns the steps of earlier builds that the new ones need too (and so
+/// whose rank may have changed).
+pub async fn expand(nix: &Nix, db: &Db, graph: &mut Graph, builds: &[QueuedBuild]) -> Result<Vec<StorePath>, NixError> {
+    let mut shared: Vec<StorePath> = Vec::new();
     let mut new_steps: Vec<StorePath> = Vec::new();
     let mut checked: HashSet<StorePath> = HashSet::new();
     let mut frontier: Vec<StorePath> = Vec::new();
@@ -319,8 +328,17 @@ pub async fn expand(nix: &Nix, db: &Db, graph: &mut Graph, builds: &[QueuedBuild
     }
 
     while !frontier.is_empty() {
-        let level: Vec<StorePath> =
-            frontier.drain(..).filter(|drv| !graph.steps.contains_key(drv) && checked.insert(drv.clone())).collect();
+        let mut level = Vec::new();
+        for drv in frontier.drain(..) {
+            if !checked.insert(drv.clone()) {
+                continue;
+            }
+            if graph.steps.contains_key(&drv) {
+                shared.push(drv);
+            } else {
+                level.push(drv);
+            }
+        }
         let mut derivations = Vec::with_capacity(level.len());
         for drv in level {
             match nix.read_derivation(&drv).await {
@@ -418,8 +436,7 @@ pub async fn expand(nix: &Nix, db: &Db, graph: &mut Graph, builds: &[QueuedBuild
             },
         );
     }
-    // Whatever waits for nothing can run now (including steps of earlier
-    // builds that new builds made more urgent).
+    // Whatever waits for nothing can run now.
     let ready: Vec<StorePath> = new_steps
         .iter()
         .filter(|drv| graph.steps.get(*drv).is_some_and(|s| s.state == StepState::Pending && s.deps.is_empty()))
@@ -428,7 +445,30 @@ pub async fn expand(nix: &Nix, db: &Db, graph: &mut Graph, builds: &[QueuedBuild
     for drv in ready {
         graph.make_runnable(drv);
     }
-    Ok(())
+    Ok(graph.with_dependencies(shared))
+}
+
+/// Where a derivation may be built: its system, `requiredSystemFeatures`
+/// and `preferLocalBuild`, read from the environment or, for a derivation
+/// with structured attributes, from `__json`.
+fn step_kind(derivation: &Derivation) -> StepKind {
+    let env = &derivation.env;
+    let (required_features, prefer_local) = match env.get("__json").and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok()) {
+        Some(attrs) => (
+            attrs["requiredSystemFeatures"]
+                .as_array()
+                .map(|features| features.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default(),
+            attrs["preferLocalBuild"].as_bool().unwrap_or(false),
+        ),
+        None => (
+            env.get("requiredSystemFeatures")
+                .map(|f| f.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            env.get("preferLocalBuild").is_some_and(|v| v == "1"),
+        ),
+    };
+    StepKind { system: derivation.system.clone(), required_features, prefer_local }
 }
 
 fn new_step(derivation: Arc<Derivation>, state: StepState) -> Step {
@@ -525,6 +565,22 @@ mod tests {
         assert!(!graph.has_build(1) && !graph.has_build(2));
         graph.prune_unneeded();
         assert!(graph.steps.is_empty());
+    }
+
+    #[test]
+    fn features_and_local_preference_come_from_env_or_structured_attrs() {
+        let mut drv = empty_derivation();
+        drv.system = "x86_64-linux".into();
+        drv.env.insert("requiredSystemFeatures".into(), "kvm  big-parallel".into());
+        drv.env.insert("preferLocalBuild".into(), "1".into());
+        let kind = step_kind(&drv);
+        assert_eq!(kind.required_features.iter().collect::<Vec<_>>(), ["big-parallel", "kvm"]);
+        assert!(kind.prefer_local);
+        drv.env.clear();
+        drv.env.insert("__json".into(), r#"{"requiredSystemFeatures":["cuda"],"preferLocalBuild":false}"#.into());
+        let kind = step_kind(&drv);
+        assert_eq!(kind.required_features.iter().collect::<Vec<_>>(), ["cuda"]);
+        assert!(!kind.prefer_local);
     }
 
     #[test]

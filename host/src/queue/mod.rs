@@ -72,6 +72,9 @@ struct StepDone {
 
 /// A step running on a machine.
 struct RunningStep {
+    /// Its task: a result from an earlier run of the same derivation
+    /// (cancelled, then started again) is told apart by it.
+    task: tokio::task::Id,
     cancel: oneshot::Sender<()>,
     machine: String,
     jobset: JobsetId,
@@ -181,10 +184,10 @@ impl QueueRunner {
                     if batch_due.is_some() && !self.success_batch_running => {}
                 _ = tokio::time::sleep_until(timer.unwrap_or_else(tokio::time::Instant::now)), if timer.is_some() => {}
                 _ = tokio::time::sleep(RESYNC_INTERVAL) => stale = true,
-                Some(done) = self.steps.join_next(), if !self.steps.is_empty() => {
+                Some(done) = self.steps.join_next_with_id(), if !self.steps.is_empty() => {
                     self.handle_step_result(done);
                     // Every step that finished meanwhile, before starting others.
-                    while let Some(done) = self.steps.try_join_next() {
+                    while let Some(done) = self.steps.try_join_next_with_id() {
                         self.handle_step_result(done);
                     }
                 }
@@ -210,10 +213,19 @@ impl QueueRunner {
         }
     }
 
-    fn handle_step_result(&mut self, done: Result<StepDone, tokio::task::JoinError>) {
+    fn handle_step_result(&mut self, done: Result<(tokio::task::Id, StepDone), tokio::task::JoinError>) {
         match done {
-            Ok(done) => self.step_finished(done),
-            Err(e) => warn!("a build step task failed: {e}"),
+            Ok((task, done)) => self.step_finished(task, done),
+            Err(e) => {
+                // A bug, not the build's fault: the step is tried again.
+                warn!("a build step task failed: {e}");
+                let Some(drv) = self.running.iter().find(|(_, r)| r.task == e.id()).map(|(drv, _)| drv.clone())
+                else {
+                    return;
+                };
+                let outcome = StepOutcome::Transient(format!("the step's task failed: {e}"));
+                self.step_finished(e.id(), StepDone { drv, recorded_in: None, outcome: Some(outcome) });
+            }
         }
     }
 
@@ -256,14 +268,27 @@ impl QueueRunner {
             return Ok(());
         }
         debug!(builds = new.len(), "adding builds to the queue");
-        if let Err(e) = graph::expand(&self.nix, &self.db, &mut self.graph, &new).await {
-            // Nix itself could not be asked: try again at the next sync.
-            warn!("cannot read the derivations of {} new builds: {e}", new.len());
-            for build in &new {
-                self.graph.remove_build(build.id);
+        let shared = match graph::expand(&self.nix, &self.db, &mut self.graph, &new).await {
+            Ok(shared) => shared,
+            Err(e) => {
+                // Nix itself could not be asked: try again at the next sync.
+                warn!("cannot read the derivations of {} new builds: {e}", new.len());
+                for build in &new {
+                    self.graph.remove_build(build.id);
+                }
+                self.prune_unneeded();
+                return Ok(());
             }
-            self.prune_unneeded();
-            return Ok(());
+        };
+        // Runnable steps the new builds share with earlier ones may be more
+        // urgent now.
+        let now = Instant::now();
+        for drv in shared {
+            if self.runnable.contains(&drv) {
+                if let Some(step) = self.graph.rank(&drv, now) {
+                    self.runnable.insert(step);
+                }
+            }
         }
         // Builds with nothing left to build finish at once.
         for build in &new {
@@ -352,10 +377,6 @@ impl QueueRunner {
         let Some(derivation) = self.graph.derivation(&drv) else { return };
         self.graph.set_state(&drv, StepState::Running);
         let (cancel, cancelled) = oneshot::channel();
-        self.running.insert(
-            drv.clone(),
-            RunningStep { cancel, machine: machine.spec.name.clone(), jobset: primary.jobset_id, started: Instant::now() },
-        );
         let request = StepRequest {
             drv: drv.clone(),
             timeout: Duration::from_secs(primary.timeout.max(1) as u64),
@@ -380,7 +401,15 @@ impl QueueRunner {
             metrics: self.metrics.clone(),
         };
         let span = info_span!("step", build = primary.id, drv = %drv, machine = %machine.spec.name);
-        self.steps.spawn(run_step(context, primary.id, step, request, cancelled).instrument(span));
+        let task = self.steps.spawn(run_step(context, primary.id, step, request, cancelled).instrument(span)).id();
+        let running = RunningStep {
+            task,
+            cancel,
+            machine: machine.spec.name.clone(),
+            jobset: primary.jobset_id,
+            started: Instant::now(),
+        };
+        self.running.insert(drv, running);
     }
 
     /// When the runner must look again without being woken: a retry is
@@ -408,33 +437,38 @@ impl QueueRunner {
         }
     }
 
-    fn step_finished(&mut self, done: StepDone) {
+    fn step_finished(&mut self, task: tokio::task::Id, done: StepDone) {
+        if self.running.get(&done.drv).is_none_or(|running| running.task != task) {
+            // An earlier run of the step, cancelled since.
+            return;
+        }
         let Some(running) = self.running.remove(&done.drv) else { return };
         self.shares.record(running.jobset, now(), running.started.elapsed().as_secs_f64());
         let Some(outcome) = done.outcome else { return };
-        match &outcome {
-            StepOutcome::MachineFailed(message) => {
-                // Not the step's fault: back to the queue, for another machine.
-                info!(drv = %done.drv, "step goes back to the queue: {message}");
-                self.requeue(&done.drv, Instant::now());
+        if let StepOutcome::MachineFailed(message) | StepOutcome::Transient(message) = &outcome {
+            // Not the build's fault: tried again (elsewhere, if the machine
+            // failed), a bounded number of times so that a step that kills
+            // every machine it touches does not go round for ever.
+            let tries = self.tries.entry(done.drv.clone()).or_insert(0);
+            *tries += 1;
+            let max_tries = self.config.machines.max_tries;
+            if *tries < max_tries {
+                let machine_failed = matches!(outcome, StepOutcome::MachineFailed(_));
+                // After a machine failure the first retry goes elsewhere at once.
+                let doublings = (*tries - 1).saturating_sub(u32::from(machine_failed)).min(16);
+                let delay = if machine_failed && *tries == 1 {
+                    0
+                } else {
+                    self.config.machines.retry_delay_secs.saturating_mul(1 << doublings)
+                };
+                info!(drv = %done.drv, "try {tries} of {max_tries} failed, again in {delay} s: {message}");
+                self.requeue(&done.drv, Instant::now() + Duration::from_secs(delay));
                 return;
             }
-            StepOutcome::Transient(message) => {
-                let tries = self.tries.entry(done.drv.clone()).or_insert(0);
-                *tries += 1;
-                let max_tries = self.config.machines.max_tries;
-                if *tries < max_tries {
-                    let delay = self.config.machines.retry_delay_secs.saturating_mul(1 << (*tries - 1).min(16));
-                    info!(drv = %done.drv, "try {tries} of {max_tries} failed, again in {delay} s: {message}");
-                    self.requeue(&done.drv, Instant::now() + Duration::from_secs(delay));
-                    return;
-                }
-                let message = format!("{message} (failed {max_tries} tries)");
-                self.tries.remove(&done.drv);
-                self.step_failed(&done.drv, status::ABORTED, message, done.recorded_in);
-                return;
-            }
-            _ => {}
+            let message = format!("{message} (failed {max_tries} tries)");
+            self.tries.remove(&done.drv);
+            self.step_failed(&done.drv, status::ABORTED, message, done.recorded_in);
+            return;
         }
         self.tries.remove(&done.drv);
         let (code, message) = outcome.status_and_message();
@@ -547,6 +581,7 @@ impl QueueRunner {
                 info!(%drv, "cancelling step: no build needs it any more");
                 let _ = running.cancel.send(());
             }
+            self.tries.remove(&drv);
             self.graph.remove_step(&drv);
         }
         self.prune_unneeded();

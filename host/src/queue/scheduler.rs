@@ -215,7 +215,8 @@ impl Runnable {
                 .filter(|&m| machines[m].spec.can_build(&q.kind.system, &q.kind.required_features))
                 .collect();
             let able = match local {
-                Some(local) if q.kind.prefer_local && able.contains(&local) => vec![local],
+                // Unless it is backing off: then whoever can.
+                Some(local) if q.kind.prefer_local && able.contains(&local) && machines[local].available => vec![local],
                 _ => able,
             };
             candidates.push((index, able));
