@@ -218,13 +218,27 @@ struct Inner {
     cache_dir: PathBuf,
     memory: usize,
     timeout: Duration,
-    ticker: tokio::task::JoinHandle<()>,
+    /// Keeps the epoch ticker thread going; it stops when this is dropped.
+    _ticker: Arc<()>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.ticker.abort();
-    }
+/// Advances the engine's epoch every tick on a thread of its own — not a
+/// task of the async runtime, whose worker threads may all be running
+/// plugins: a deadline that depended on them could never come.
+fn start_ticker(engine: &Engine) -> Arc<()> {
+    let alive = Arc::new(());
+    let weak = Arc::downgrade(&alive);
+    let engine = engine.clone();
+    std::thread::Builder::new()
+        .name("plugin-epoch".into())
+        .spawn(move || {
+            while weak.strong_count() > 0 {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .expect("cannot start the plugin epoch thread");
+    alive
 }
 
 fn engine(memory: usize) -> Result<Engine, PluginError> {
@@ -267,16 +281,7 @@ impl PluginRuntime {
         let memory = (config.memory_mb << 20) as usize;
         let engine = engine(memory)?;
         let linker = linker(&engine)?;
-        let ticker = {
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                let mut interval = tokio::time::interval(EPOCH_TICK);
-                loop {
-                    interval.tick().await;
-                    engine.increment_epoch();
-                }
-            })
-        };
+        let ticker = start_ticker(&engine);
         let services = Services { db, nix, path: std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()) };
         let mut inner = Inner {
             engine,
@@ -289,7 +294,7 @@ impl PluginRuntime {
             cache_dir,
             memory,
             timeout: Duration::from_secs(config.timeout_secs),
-            ticker,
+            _ticker: ticker,
         };
         let mut sources: Vec<(Source, Vec<u8>)> =
             builtin::PLUGINS.iter().map(|bytes| (Source::BuiltIn, bytes.to_vec())).collect();
@@ -569,9 +574,17 @@ impl Inner {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        let ticks = (self.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // At every tick the plugin yields to the runtime (a plugin that
+        // computes does not hold a worker thread), until its time is up.
+        let deadline = std::time::Instant::now() + self.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if std::time::Instant::now() >= deadline {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Yield(1)
+            })
+        });
         let work = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             f(&mut store, &instance).await

@@ -451,16 +451,12 @@ impl QueueRunner {
             // every machine it touches does not go round for ever.
             let tries = self.tries.entry(done.drv.clone()).or_insert(0);
             *tries += 1;
+            let tries = *tries;
             let max_tries = self.config.machines.max_tries;
-            if *tries < max_tries {
-                let machine_failed = matches!(outcome, StepOutcome::MachineFailed(_));
-                // After a machine failure the first retry goes elsewhere at once.
-                let doublings = (*tries - 1).saturating_sub(u32::from(machine_failed)).min(16);
-                let delay = if machine_failed && *tries == 1 {
-                    0
-                } else {
-                    self.config.machines.retry_delay_secs.saturating_mul(1 << doublings)
-                };
+            let machine_failed = matches!(outcome, StepOutcome::MachineFailed(_));
+            if let Some(delay) =
+                retry_delay(tries, max_tries, machine_failed, self.config.machines.retry_delay_secs)
+            {
                 info!(drv = %done.drv, "try {tries} of {max_tries} failed, again in {delay} s: {message}");
                 self.requeue(&done.drv, Instant::now() + Duration::from_secs(delay));
                 return;
@@ -609,6 +605,21 @@ impl QueueRunner {
 
 
 
+/// Seconds before the next try of a step whose try number `tries` failed
+/// for a reason other than the build, or `None` when it has had its
+/// `max_tries`. The delay doubles with each try; after a machine failure
+/// the first retry is at once (on another machine: the failed one rests).
+fn retry_delay(tries: u32, max_tries: u32, machine_failed: bool, base_secs: u64) -> Option<u64> {
+    if tries >= max_tries {
+        return None;
+    }
+    if machine_failed && tries == 1 {
+        return Some(0);
+    }
+    let doublings = (tries - 1).saturating_sub(u32::from(machine_failed)).min(16);
+    Some(base_secs.saturating_mul(1 << doublings))
+}
+
 /// What a step task needs.
 struct StepContext {
     db: Db,
@@ -722,5 +733,25 @@ async fn report_finished(db: &Db, metrics: &Metrics, results: &[FinishedBuild]) 
             }
         }
         Err(e) => warn!("cannot record the end of {} builds: {e}", results.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_delay;
+
+    #[test]
+    fn retries_are_bounded_and_back_off() {
+        // A passing failure: 5 s, then 10 s, then no more (3 tries in all).
+        assert_eq!(retry_delay(1, 3, false, 5), Some(5));
+        assert_eq!(retry_delay(2, 3, false, 5), Some(10));
+        assert_eq!(retry_delay(3, 3, false, 5), None);
+        // A machine failure: at once elsewhere, then backing off.
+        assert_eq!(retry_delay(1, 4, true, 5), Some(0));
+        assert_eq!(retry_delay(2, 4, true, 5), Some(5));
+        assert_eq!(retry_delay(3, 4, true, 5), Some(10));
+        assert_eq!(retry_delay(4, 4, true, 5), None);
+        assert_eq!(retry_delay(1, 1, true, 5), None, "max_tries = 1: no retry");
+        assert_eq!(retry_delay(40, 100, false, u64::MAX), Some(u64::MAX), "no overflow");
     }
 }
