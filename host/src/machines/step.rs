@@ -104,7 +104,8 @@ pub async fn build(machines: &Machines, machine: &Machine, request: &StepRequest
     let outcome = run(machines, machine, request, &mut connection, &mut log).await;
     log.finish(&request.drv);
     match &outcome {
-        // The machine did its part; the connection is in a known state.
+        // The machine did its part. `keep` drops a connection that an
+        // error left in an unknown state.
         StepOutcome::Built { .. }
         | StepOutcome::Failed(_)
         | StepOutcome::TimedOut(_)
