@@ -14,6 +14,7 @@ use sea_orm_migration::prelude::*;
 mod m20261121_000001_pipeline;
 mod m20261122_000002_users;
 mod m20261122_000003_plugin_kv;
+mod m20261122_000004_events;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_pipeline::Migration),
             Box::new(m20261122_000002_users::Migration),
             Box::new(m20261122_000003_plugin_kv::Migration),
+            Box::new(m20261122_000004_events::Migration),
         ]
     }
 }

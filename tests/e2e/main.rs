@@ -7,6 +7,7 @@ mod harness;
 mod api;
 mod cache;
 mod deploy;
+mod events;
 mod failures;
 mod hooks;
 mod inputs;

@@ -14,6 +14,7 @@ use super::entities::{
     failed_path, jobset, jobset_eval_member, project,
 };
 use super::evals::insert_chunked;
+use super::events::{EventKind, NewEvent, write_events};
 use super::{Db, DbResult, now};
 
 pub use super::entities::build::Model as Build;
@@ -452,14 +453,25 @@ impl Db {
         }
         .insert(&txn)
         .await?;
-        if step.status.is_none() {
-            // The build has started when its first step does.
-            build::Entity::update_many()
-                .col_expr(build::Column::StartTime, Expr::value(time))
-                .filter(build::Column::Id.eq(build_id))
-                .filter(build::Column::StartTime.is_null())
-                .exec(&txn)
-                .await?;
+        match step.status {
+            None => {
+                // The build has started when its first step does.
+                let started = build::Entity::update_many()
+                    .col_expr(build::Column::StartTime, Expr::value(time))
+                    .filter(build::Column::Id.eq(build_id))
+                    .filter(build::Column::StartTime.is_null())
+                    .exec(&txn)
+                    .await?;
+                if started.rows_affected > 0 {
+                    let data = serde_json::json!({ "machine": step.machine });
+                    write_events(&txn, vec![NewEvent::build(EventKind::BuildStarted, build_id, data)]).await?;
+                }
+            }
+            Some(status) => {
+                let data = serde_json::json!({ "status": status, "drvpath": step.drv_path, "propagatedfrom": step.propagated_from });
+                let event = NewEvent { step_nr: Some(step_nr), ..NewEvent::build(EventKind::StepFinished, build_id, data) };
+                write_events(&txn, vec![event]).await?;
+            }
         }
         txn.commit().await?;
         Ok(step_nr)
@@ -530,6 +542,9 @@ impl Db {
             })
             .collect();
         insert_chunked(&txn, rows).await?;
+        let data = serde_json::json!({ "status": status });
+        let event = NewEvent { step_nr: Some(step_nr), ..NewEvent::build(EventKind::StepFinished, build_id, data) };
+        write_events(&txn, vec![event]).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -623,6 +638,13 @@ impl Db {
         }
         insert_chunked(&txn, product_rows).await?;
         insert_chunked(&txn, metric_rows).await?;
+        let events = results
+            .iter()
+            .zip(&finished)
+            .filter(|(_, done)| **done)
+            .map(|(r, _)| NewEvent::build(EventKind::BuildFinished, r.id, serde_json::json!({ "status": r.status })))
+            .collect();
+        write_events(&txn, events).await?;
         txn.commit().await?;
         self.builds.invalidate(ids);
         Ok(finished)
@@ -669,6 +691,11 @@ impl Db {
             .filter(build::Column::Id.is_in(restarted.iter().copied()))
             .exec(&txn)
             .await?;
+        let events = restarted
+            .iter()
+            .map(|&id| NewEvent::build(EventKind::BuildQueued, id, serde_json::json!({ "restarted": true })))
+            .collect();
+        write_events(&txn, events).await?;
         txn.commit().await?;
         self.builds.invalidate(restarted.iter().copied());
         Ok(restarted)
@@ -698,6 +725,13 @@ impl Db {
             .filter(build::Column::Id.is_in(cancelled.iter().copied()))
             .exec(&txn)
             .await?;
+        let events = cancelled
+            .iter()
+            .map(|&id| {
+                NewEvent::build(EventKind::BuildFinished, id, serde_json::json!({ "status": super::status::CANCELLED }))
+            })
+            .collect();
+        write_events(&txn, events).await?;
         txn.commit().await?;
         self.builds.invalidate(cancelled.iter().copied());
         Ok(cancelled)

@@ -561,3 +561,26 @@ pub mod plugin_kv {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub kind: String,
+        pub time: i64,
+        pub jobset_id: Option<i64>,
+        pub eval_id: Option<i64>,
+        pub build_id: Option<i64>,
+        pub step_nr: Option<i32>,
+        pub data: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -13,6 +13,7 @@ use super::entities::{
     aggregate_constituent, build, build_output, evaluation_error, jobset, jobset_eval, jobset_eval_input,
     jobset_eval_member, project,
 };
+use super::events::{EventKind, NewEvent, write_events};
 use super::{Db, DbResult, INSERT_CHUNK, Jobset, Project, now};
 
 pub use super::entities::evaluation_error::Model as EvaluationError;
@@ -189,11 +190,14 @@ impl Db {
     /// returns the start time.
     pub async fn begin_evaluation(&self, jobset_id: i64) -> DbResult<i64> {
         let started = now();
+        let txn = self.write().begin().await?;
         jobset::Entity::update_many()
             .col_expr(jobset::Column::StartTime, Expr::value(started))
             .filter(jobset::Column::Id.eq(jobset_id))
-            .exec(self.write())
+            .exec(&txn)
             .await?;
+        write_events(&txn, vec![NewEvent::jobset(EventKind::EvalStarted, jobset_id, serde_json::json!({}))]).await?;
+        txn.commit().await?;
         Ok(started)
     }
 
@@ -251,6 +255,7 @@ impl Db {
             .exec(&txn)
             .await?;
         self.end_check(&txn, jobset_id, started, outcome::UNCHANGED, true).await?;
+        write_events(&txn, vec![NewEvent::jobset(EventKind::EvalCached, jobset_id, serde_json::json!({}))]).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -264,6 +269,8 @@ impl Db {
             .exec(&txn)
             .await?;
         self.end_check(&txn, jobset_id, started, outcome::FETCH_FAILED, false).await?;
+        let data = serde_json::json!({ "reason": "fetch", "message": message });
+        write_events(&txn, vec![NewEvent::jobset(EventKind::EvalFailed, jobset_id, data)]).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -292,6 +299,8 @@ impl Db {
         .insert(&txn)
         .await?;
         self.end_check(&txn, jobset_id, started, outcome::EVAL_FAILED, false).await?;
+        let data = serde_json::json!({ "reason": "evaluation", "message": message });
+        write_events(&txn, vec![NewEvent::jobset(EventKind::EvalFailed, jobset_id, data)]).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -465,6 +474,20 @@ impl Db {
             .exec(&txn)
             .await?;
         self.end_check(&txn, new.jobset_id, new.started, outcome::EVALUATED, true).await?;
+        let mut events = vec![NewEvent {
+            eval_id: Some(eval.id),
+            ..NewEvent::jobset(
+                EventKind::EvalAdded,
+                new.jobset_id,
+                serde_json::json!({ "builds": build_of_job.len(), "newbuilds": new_builds.len(), "errors": new.errors.len() }),
+            )
+        }];
+        events.extend(new_jobs.iter().map(|job| NewEvent {
+            jobset_id: Some(new.jobset_id),
+            eval_id: Some(eval.id),
+            ..NewEvent::build(EventKind::BuildQueued, build_of_job[job.name.as_str()].0, serde_json::json!({ "job": job.name }))
+        }));
+        write_events(&txn, events).await?;
         txn.commit().await?;
         // Reused builds now list this evaluation too.
         self.builds.invalidate(build_of_job.values().filter(|(_, is_new)| !is_new).map(|(id, _)| *id));

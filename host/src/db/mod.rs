@@ -13,6 +13,7 @@ mod builds;
 mod cache;
 pub mod entities;
 mod evals;
+mod events;
 mod overview;
 mod plugin_kv;
 mod projects;
@@ -26,6 +27,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 
 pub use builds::*;
 pub use evals::*;
+pub use events::{Event, EventKind};
 pub use overview::*;
 pub use plugin_kv::{MAX_KEY_LEN, MAX_KEYS, MAX_VALUE_LEN};
 pub use projects::*;

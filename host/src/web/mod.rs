@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/queue", get(overview::api_queue))
         .route("/api/latestbuilds", get(overview::latest_builds))
         .route("/api/jobsets", get(overview::api_jobsets))
+        .route("/api/events", get(overview::events))
         .route("/queue", get(overview::queue))
         .route("/status", get(overview::status))
         .route("/machines", get(overview::machines))

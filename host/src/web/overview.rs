@@ -183,6 +183,37 @@ pub async fn machines(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 }
 
 #[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    after: Option<i64>,
+    limit: Option<u64>,
+    build: Option<i64>,
+}
+
+/// `/api/events?after=ID[&limit=N][&build=B]`: the event outbox, oldest
+/// first — what notifiers are told, in the order it happened.
+pub async fn events(State(state): State<AppState>, Query(query): Query<EventsQuery>) -> ApiResult<Json<Value>> {
+    let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
+    let events = state.db.events_after(query.after.unwrap_or(0), limit, query.build).await?;
+    Ok(Json(Value::Array(
+        events
+            .into_iter()
+            .map(|e| {
+                json!({
+                    "id": e.id,
+                    "kind": e.kind,
+                    "time": e.time,
+                    "jobsetid": e.jobset_id,
+                    "eval": e.eval_id,
+                    "build": e.build_id,
+                    "stepnr": e.step_nr,
+                    "data": e.data,
+                })
+            })
+            .collect(),
+    )))
+}
+
+#[derive(Debug, Deserialize)]
 pub struct PageQuery {
     page: Option<u64>,
 }

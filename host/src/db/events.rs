@@ -1,0 +1,130 @@
+//! The event outbox. Every change a notifier may care about — an
+//! evaluation started, found nothing new, failed or was added; a build was
+//! queued, started or finished; a step finished — is written as an event in
+//! the same transaction as the change itself, so that an event exists if
+//! and only if its change does, whatever crashes when. Event ids increase
+//! with the commit order of a single writer, so reading by id gives the
+//! order in which things happened (per build in particular).
+
+use sea_orm::{ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ActiveValue::Set, ColumnTrait};
+use serde_json::Value;
+
+use super::entities::event;
+use super::{Db, DbResult, now};
+
+/// What an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    EvalStarted,
+    /// The inputs were those of the last evaluation: nothing was evaluated.
+    EvalCached,
+    /// An input could not be fetched, or the expression failed as a whole.
+    EvalFailed,
+    EvalAdded,
+    BuildQueued,
+    BuildStarted,
+    BuildFinished,
+    StepFinished,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::EvalStarted => "eval-started",
+            EventKind::EvalCached => "eval-cached",
+            EventKind::EvalFailed => "eval-failed",
+            EventKind::EvalAdded => "eval-added",
+            EventKind::BuildQueued => "build-queued",
+            EventKind::BuildStarted => "build-started",
+            EventKind::BuildFinished => "build-finished",
+            EventKind::StepFinished => "step-finished",
+        }
+    }
+}
+
+/// An event about to be written.
+#[derive(Debug, Clone)]
+pub(super) struct NewEvent {
+    pub kind: EventKind,
+    pub jobset_id: Option<i64>,
+    pub eval_id: Option<i64>,
+    pub build_id: Option<i64>,
+    pub step_nr: Option<i32>,
+    /// What else there is to say (a status, a message, a job name).
+    pub data: Value,
+}
+
+impl NewEvent {
+    pub fn jobset(kind: EventKind, jobset_id: i64, data: Value) -> NewEvent {
+        NewEvent { kind, jobset_id: Some(jobset_id), eval_id: None, build_id: None, step_nr: None, data }
+    }
+
+    pub fn build(kind: EventKind, build_id: i64, data: Value) -> NewEvent {
+        NewEvent { kind, jobset_id: None, eval_id: None, build_id: Some(build_id), step_nr: None, data }
+    }
+}
+
+/// An event as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: i64,
+    pub kind: String,
+    pub time: i64,
+    pub jobset_id: Option<i64>,
+    pub eval_id: Option<i64>,
+    pub build_id: Option<i64>,
+    pub step_nr: Option<i32>,
+    pub data: Value,
+}
+
+/// Writes events inside the caller's transaction.
+pub(super) async fn write_events(txn: &impl ConnectionTrait, events: Vec<NewEvent>) -> DbResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let time = now();
+    let rows: Vec<event::ActiveModel> = events
+        .into_iter()
+        .map(|e| event::ActiveModel {
+            kind: Set(e.kind.as_str().to_owned()),
+            time: Set(time),
+            jobset_id: Set(e.jobset_id),
+            eval_id: Set(e.eval_id),
+            build_id: Set(e.build_id),
+            step_nr: Set(e.step_nr),
+            data: Set(e.data.to_string()),
+            ..Default::default()
+        })
+        .collect();
+    // In order, in chunks: one statement per chunk keeps the ids in order.
+    for chunk in rows.chunks(super::INSERT_CHUNK) {
+        event::Entity::insert_many(chunk.to_vec()).exec_without_returning(txn).await?;
+    }
+    Ok(())
+}
+
+impl Db {
+    /// Events after `after` (an event id), oldest first, at most `limit`;
+    /// only those of one build when `build` is given.
+    pub async fn events_after(&self, after: i64, limit: u64, build: Option<i64>) -> DbResult<Vec<Event>> {
+        let mut query = event::Entity::find().filter(event::Column::Id.gt(after));
+        if let Some(build) = build {
+            query = query.filter(event::Column::BuildId.eq(build));
+        }
+        let rows = query.order_by_asc(event::Column::Id).limit(limit).all(self.read()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Event {
+                id: row.id,
+                kind: row.kind,
+                time: row.time,
+                jobset_id: row.jobset_id,
+                eval_id: row.eval_id,
+                build_id: row.build_id,
+                step_nr: row.step_nr,
+                data: serde_json::from_str(&row.data).unwrap_or(Value::Null),
+            })
+            .collect())
+    }
+}
