@@ -39,7 +39,11 @@ fn steps() -> Vec<RunnableStep> {
             let features = if random.next(10) == 0 { vec!["big-parallel".to_owned()] } else { Vec::new() };
             RunnableStep {
                 drv: StorePath::parse(&format!("/nix/store/{:032}-step-{i}.drv", i)).unwrap(),
-                kind: StepKind { system: system.into(), required_features: features.into_iter().collect(), prefer_local: false },
+                kind: StepKind {
+                    system: system.into(),
+                    required_features: features.into_iter().collect(),
+                    prefer_local: false,
+                },
                 global_priority: if random.next(1000) == 0 { 10 } else { 0 },
                 jobset: random.next(JOBSETS as u64) as i64,
                 scheduling_priority: 100 + random.next(3) as i32 * 50,
@@ -144,12 +148,21 @@ fn main() {
         }
     }
 
-    println!("runnable steps:                    {STEPS} ({} systems, with and without a feature; {JOBSETS} jobsets)", SYSTEMS.len());
+    println!(
+        "runnable steps:                    {STEPS} ({} systems, with and without a feature; {JOBSETS} jobsets)",
+        SYSTEMS.len()
+    );
     println!("machines:                          {MACHINES} x {SLOTS} slots");
-    println!("insert all steps:                  {:8.1} ms ({:.2} µs per step)", insert.as_secs_f64() * 1e3,
-        insert.as_secs_f64() * 1e6 / STEPS as f64);
-    println!("pass, all {} slots free:          {:8.1} µs median ({assigned} steps given out)",
-        MACHINES * SLOTS, median(free_passes).as_secs_f64() * 1e6);
+    println!(
+        "insert all steps:                  {:8.1} ms ({:.2} µs per step)",
+        insert.as_secs_f64() * 1e3,
+        insert.as_secs_f64() * 1e6 / STEPS as f64
+    );
+    println!(
+        "pass, all {} slots free:          {:8.1} µs median ({assigned} steps given out)",
+        MACHINES * SLOTS,
+        median(free_passes).as_secs_f64() * 1e6
+    );
     println!("pass, one slot free:               {:8.1} µs median", median(one_slot).as_secs_f64() * 1e6);
     println!("pass, every slot taken:            {:8.1} µs median", median(full_passes).as_secs_f64() * 1e6);
 }

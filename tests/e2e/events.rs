@@ -32,9 +32,17 @@ fn events(backend: Backend) {
     let src = server.source_dir("src");
     write(
         &src.join("release.nix"),
-        &format!("{{ nonce }}:\nlet {MK}\nin {{\n  ok = mk \"ok\" \"echo fine > $out\";\n  broken = mk \"broken\" \"exit 1\";\n}}\n"),
+        &format!(
+            "{{ nonce }}:\nlet {MK}\nin {{\n  ok = mk \"ok\" \"echo fine > $out\";\n  broken = mk \"broken\" \"exit 1\";\n}}\n"
+        ),
     );
-    server.create_jobset("events", "main", &src, "release.nix", json!({ "nonce": { "type": "string", "value": nonce() } }));
+    server.create_jobset(
+        "events",
+        "main",
+        &src,
+        "release.nix",
+        json!({ "nonce": { "type": "string", "value": nonce() } }),
+    );
     let eval = server.wait_for_evals("events", "main", 1);
     let builds = server.wait_for_eval_builds(eval["id"].as_i64().unwrap());
     let (ok, broken) = (builds["ok"]["id"].as_i64().unwrap(), builds["broken"]["id"].as_i64().unwrap());
@@ -47,20 +55,27 @@ fn events(backend: Backend) {
     let added = &events[position("eval-added")];
     assert_eq!(added["eval"], eval["id"]);
     assert_eq!(added["data"]["newbuilds"], 2);
-    let queued: Vec<&str> = events
-        .iter()
-        .filter(|e| e["kind"] == "build-queued")
-        .map(|e| e["data"]["job"].as_str().unwrap())
-        .collect();
+    let queued: Vec<&str> =
+        events.iter().filter(|e| e["kind"] == "build-queued").map(|e| e["data"]["job"].as_str().unwrap()).collect();
     assert_eq!(queued, ["broken", "ok"]);
 
     assert_eq!(
         kinds_of_build(&server, ok),
-        kinds(&[("build-queued", None), ("build-started", None), ("step-finished", Some(0)), ("build-finished", Some(0))])
+        kinds(&[
+            ("build-queued", None),
+            ("build-started", None),
+            ("step-finished", Some(0)),
+            ("build-finished", Some(0))
+        ])
     );
     assert_eq!(
         kinds_of_build(&server, broken),
-        kinds(&[("build-queued", None), ("build-started", None), ("step-finished", Some(1)), ("build-finished", Some(1))])
+        kinds(&[
+            ("build-queued", None),
+            ("build-started", None),
+            ("step-finished", Some(1)),
+            ("build-finished", Some(1))
+        ])
     );
 
     // A restart queues the build again: its events go on in order.
@@ -71,7 +86,12 @@ fn events(backend: Backend) {
     let again = kinds_of_build(&server, broken);
     assert_eq!(
         again[4..],
-        kinds(&[("build-queued", None), ("build-started", None), ("step-finished", Some(1)), ("build-finished", Some(1))])
+        kinds(&[
+            ("build-queued", None),
+            ("build-started", None),
+            ("step-finished", Some(1)),
+            ("build-finished", Some(1))
+        ])
     );
 
     // Nothing changed: the next check is an evaluation found cached.

@@ -199,7 +199,8 @@ fn bad_requests(backend: Backend) {
     assert_eq!(answer.status, 400);
     let message = answer.json()["error"].as_str().unwrap().to_owned();
     assert!(
-        message.contains("invalid input type ‘gti’") && message.contains("boolean, build, eval, git, nix, path, string, svn"),
+        message.contains("invalid input type ‘gti’")
+            && message.contains("boolean, build, eval, git, nix, path, string, svn"),
         "{message}"
     );
     let answer =

@@ -36,10 +36,11 @@ impl Sshd {
         keygen(&path.join("host_key"));
         keygen(&path.join("client_key"));
         std::fs::copy(path.join("client_key.pub"), path.join("authorized_keys")).unwrap();
-        let nix_store = String::from_utf8(Command::new("sh").args(["-c", "command -v nix-store"]).output().unwrap().stdout)
-            .unwrap()
-            .trim()
-            .to_owned();
+        let nix_store =
+            String::from_utf8(Command::new("sh").args(["-c", "command -v nix-store"]).output().unwrap().stdout)
+                .unwrap()
+                .trim()
+                .to_owned();
         let wrapper = path.join("remote-nix-store");
         write(
             &wrapper,
@@ -215,7 +216,11 @@ fn builds_run_on_the_ssh_machine() {
     // The SSH machine is faster, so it gets work first; only it has the feature.
     let server = Server::start_with(
         Backend::Sqlite,
-        Options { max_jobs: 1, extra_tables: machine_table(&sshd, "max_jobs = 2\nspeed_factor = 4.0"), ..Options::default() },
+        Options {
+            max_jobs: 1,
+            extra_tables: machine_table(&sshd, "max_jobs = 2\nspeed_factor = 4.0"),
+            ..Options::default()
+        },
     );
     let src = server.source_dir("src");
     write(
@@ -226,7 +231,13 @@ fn builds_run_on_the_ssh_machine() {
              plain = mk \"plain\" \"echo plain > $out\";\n}}\n"
         ),
     );
-    server.create_jobset("remote", "main", &src, "release.nix", json!({ "nonce": { "type": "string", "value": nonce() } }));
+    server.create_jobset(
+        "remote",
+        "main",
+        &src,
+        "release.nix",
+        json!({ "nonce": { "type": "string", "value": nonce() } }),
+    );
     let eval = server.wait_for_evals("remote", "main", 1);
 
     // While the featured build runs, /status shows it on the SSH machine.
@@ -295,7 +306,13 @@ fn machines_file_is_reread_and_unsupported_systems_time_out() {
              later = mkAny \"{REMOTE_SYSTEM}\" [] \"later\" \"echo on the new machine; echo > $out\";\n}}\n"
         ),
     );
-    server.create_jobset("files", "main", &src, "release.nix", json!({ "nonce": { "type": "string", "value": nonce() } }));
+    server.create_jobset(
+        "files",
+        "main",
+        &src,
+        "release.nix",
+        json!({ "nonce": { "type": "string", "value": nonce() } }),
+    );
     let eval = server.wait_for_evals("files", "main", 1);
     std::thread::sleep(Duration::from_secs(2));
     let waiting = server.get_json(&format!("/eval/{}/builds", eval["id"]));
@@ -353,9 +370,17 @@ fn a_machine_that_dies_gives_its_step_back() {
     let src = server.source_dir("src");
     write(
         &src.join("release.nix"),
-        &format!("{{ nonce }}:\nlet {MK_ANY}\nin {{ long = mk \"long\" \"echo starting; sleep 6; echo done > $out\"; }}\n"),
+        &format!(
+            "{{ nonce }}:\nlet {MK_ANY}\nin {{ long = mk \"long\" \"echo starting; sleep 6; echo done > $out\"; }}\n"
+        ),
     );
-    server.create_jobset("dies", "main", &src, "release.nix", json!({ "nonce": { "type": "string", "value": nonce() } }));
+    server.create_jobset(
+        "dies",
+        "main",
+        &src,
+        "release.nix",
+        json!({ "nonce": { "type": "string", "value": nonce() } }),
+    );
     let eval = server.wait_for_evals("dies", "main", 1);
     server.wait_for("the step to run on the SSH machine", Duration::from_secs(60), || {
         let status = server.get_json("/status");
@@ -389,10 +414,20 @@ fn a_wrong_host_key_refuses_the_machine() {
     keygen(&impostor.path().join("key"));
     let wrong_key = std::fs::read_to_string(impostor.path().join("key.pub")).unwrap().trim().to_owned();
     let table = machine_table(&sshd, "speed_factor = 10.0").replace(&sshd.host_key(), &wrong_key);
-    let server = Server::start_with(Backend::Sqlite, Options { max_jobs: 1, extra_tables: table, ..Options::default() });
+    let server =
+        Server::start_with(Backend::Sqlite, Options { max_jobs: 1, extra_tables: table, ..Options::default() });
     let src = server.source_dir("src");
-    write(&src.join("release.nix"), &format!("{{ nonce }}:\nlet {MK_ANY}\nin {{ job = mk \"job\" \"echo > $out\"; }}\n"));
-    server.create_jobset("hostkey", "main", &src, "release.nix", json!({ "nonce": { "type": "string", "value": nonce() } }));
+    write(
+        &src.join("release.nix"),
+        &format!("{{ nonce }}:\nlet {MK_ANY}\nin {{ job = mk \"job\" \"echo > $out\"; }}\n"),
+    );
+    server.create_jobset(
+        "hostkey",
+        "main",
+        &src,
+        "release.nix",
+        json!({ "nonce": { "type": "string", "value": nonce() } }),
+    );
     let eval = server.wait_for_evals("hostkey", "main", 1);
     let builds = builds_of_eval(&server, &eval);
     let job = &builds["job"];
@@ -401,7 +436,10 @@ fn a_wrong_host_key_refuses_the_machine() {
     assert_eq!(steps.last().unwrap()["machine"], "localhost");
     let refused = &steps[0];
     assert_eq!(refused["machine"], sshd.uri());
-    assert!(refused["errormsg"].as_str().unwrap().contains("does not match the configured public host key"), "{refused}");
+    assert!(
+        refused["errormsg"].as_str().unwrap().contains("does not match the configured public host key"),
+        "{refused}"
+    );
 
     let remote = &server.get_json("/machines")[sshd.uri()];
     assert_eq!(remote["enabled"], false);
@@ -476,13 +514,12 @@ fn shares_divide_the_machines_between_jobsets() {
 }
 
 fn base64_of(text: &str) -> String {
-    let output = Command::new("base64").arg("-w0").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(
-        |mut child| {
+    let output =
+        Command::new("base64").arg("-w0").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut child| {
             use std::io::Write;
             child.stdin.take().unwrap().write_all(text.as_bytes())?;
             child.wait_with_output()
-        },
-    );
+        });
     String::from_utf8(output.unwrap().stdout).unwrap()
 }
 
@@ -515,7 +552,13 @@ in {{
     );
     write(&src.join("again.nix"), "{ nonce }: { inherit (import ./release.nix { inherit nonce; }) broken; }\n");
     let nonce = nonce();
-    server.create_jobset("limits", "main", &src, "release.nix", json!({ "nonce": { "type": "string", "value": nonce } }));
+    server.create_jobset(
+        "limits",
+        "main",
+        &src,
+        "release.nix",
+        json!({ "nonce": { "type": "string", "value": nonce } }),
+    );
     let eval = server.wait_for_evals("limits", "main", 1);
     let builds = builds_of_eval(&server, &eval);
     let status = |job: &str| builds[job]["buildstatus"].as_i64().unwrap();
@@ -539,11 +582,21 @@ in {{
     // The failure is cached: the same derivation elsewhere fails at once,
     // without running on the machine again.
     let calls = sshd.serve_calls();
-    server.create_jobset("limits", "again", &src, "again.nix", json!({ "nonce": { "type": "string", "value": nonce } }));
+    server.create_jobset(
+        "limits",
+        "again",
+        &src,
+        "again.nix",
+        json!({ "nonce": { "type": "string", "value": nonce } }),
+    );
     let again = server.wait_for_evals("limits", "again", 1);
     let builds = builds_of_eval(&server, &again);
     assert_eq!(builds["broken"]["buildstatus"], 1);
     assert_eq!(steps_of(&server, &builds["broken"])[0]["status"], 8, "a cached failure");
     assert_eq!(sshd.serve_calls(), calls, "nothing ran again");
-    assert_eq!(server.get_json("/machines")[sshd.uri()]["consecutivefailures"], 0, "build failures are not the machine's");
+    assert_eq!(
+        server.get_json("/machines")[sshd.uri()]["consecutivefailures"],
+        0,
+        "build failures are not the machine's"
+    );
 }

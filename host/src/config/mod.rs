@@ -304,8 +304,7 @@ impl Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         self.listen_addr().map_err(|m| ("web.listen", m))?;
         let base_url = &self.web.base_url;
-        if !(base_url.is_empty() || base_url.starts_with("http://") || base_url.starts_with("https://"))
-        {
+        if !(base_url.is_empty() || base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(("web.base_url", "must start with http:// or https://".into()));
         }
         let url = &self.database_url;

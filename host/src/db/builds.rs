@@ -469,7 +469,8 @@ impl Db {
             }
             Some(status) => {
                 let data = serde_json::json!({ "status": status, "drvpath": step.drv_path, "propagatedfrom": step.propagated_from });
-                let event = NewEvent { step_nr: Some(step_nr), ..NewEvent::build(EventKind::StepFinished, build_id, data) };
+                let event =
+                    NewEvent { step_nr: Some(step_nr), ..NewEvent::build(EventKind::StepFinished, build_id, data) };
                 write_events(&txn, vec![event]).await?;
             }
         }
@@ -509,7 +510,10 @@ impl Db {
             .into_tuple()
             .all(self.read())
             .await?;
-        Ok(steps.into_iter().filter_map(|(jobset, start, stop)| Some((jobset, stop?, Ord::max(stop? - start?, 0)))).collect())
+        Ok(steps
+            .into_iter()
+            .filter_map(|(jobset, start, stop)| Some((jobset, stop?, Ord::max(stop? - start?, 0))))
+            .collect())
     }
 
     /// Ends a running step.

@@ -485,7 +485,11 @@ impl Db {
         events.extend(new_jobs.iter().map(|job| NewEvent {
             jobset_id: Some(new.jobset_id),
             eval_id: Some(eval.id),
-            ..NewEvent::build(EventKind::BuildQueued, build_of_job[job.name.as_str()].0, serde_json::json!({ "job": job.name }))
+            ..NewEvent::build(
+                EventKind::BuildQueued,
+                build_of_job[job.name.as_str()].0,
+                serde_json::json!({ "job": job.name }),
+            )
         }));
         write_events(&txn, events).await?;
         txn.commit().await?;

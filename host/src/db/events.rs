@@ -6,8 +6,8 @@
 //! with the commit order of a single writer, so reading by id gives the
 //! order in which things happened (per build in particular).
 
-use sea_orm::{ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use sea_orm::{ActiveValue::Set, ColumnTrait};
+use sea_orm::{ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::Value;
 
 use super::entities::event;

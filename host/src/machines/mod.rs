@@ -292,8 +292,7 @@ impl Machines {
 
     /// Makes `specs` the machines, keeping the state of those unchanged.
     fn install(&self, specs: Vec<MachineSpec>) {
-        let old: HashMap<String, Arc<Machine>> =
-            self.list().iter().map(|m| (m.spec.name.clone(), m.clone())).collect();
+        let old: HashMap<String, Arc<Machine>> = self.list().iter().map(|m| (m.spec.name.clone(), m.clone())).collect();
         let machines: Vec<Arc<Machine>> = specs
             .into_iter()
             .map(|spec| match old.get(&spec.name) {

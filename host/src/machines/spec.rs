@@ -281,7 +281,12 @@ mod tests {
         assert_eq!(m.name, "ssh://nix@big:2222");
         assert_eq!(
             m.address,
-            MachineAddress::Ssh { user: "nix".into(), host: "big".into(), port: 2222, remote_program: "nix-store".into() }
+            MachineAddress::Ssh {
+                user: "nix".into(),
+                host: "big".into(),
+                port: 2222,
+                remote_program: "nix-store".into()
+            }
         );
         assert_eq!(m.systems, ["x86_64-linux", "i686-linux"]);
         assert_eq!(m.ssh_key.as_deref(), Some(std::path::Path::new("/k/id")));
@@ -320,15 +325,17 @@ mod tests {
 
     #[test]
     fn features_decide_where_a_step_may_run() {
-        let spec = |supported: &[&str], mandatory: &[&str]| MachineFields {
-            uri: "ssh://b".into(),
-            systems: vec!["x86_64-linux".into()],
-            supported_features: supported.iter().map(|s| s.to_string()).collect(),
-            mandatory_features: mandatory.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        }
-        .into_spec("test".into())
-        .unwrap();
+        let spec = |supported: &[&str], mandatory: &[&str]| {
+            MachineFields {
+                uri: "ssh://b".into(),
+                systems: vec!["x86_64-linux".into()],
+                supported_features: supported.iter().map(|s| s.to_string()).collect(),
+                mandatory_features: mandatory.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            }
+            .into_spec("test".into())
+            .unwrap()
+        };
         let features = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
         let plain = spec(&[], &[]);
         assert!(plain.can_build("x86_64-linux", &features(&[])));

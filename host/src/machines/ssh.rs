@@ -37,8 +37,12 @@ pub async fn connect(spec: &MachineSpec, timeout: Duration) -> Result<ServeConne
     };
     // A dead machine or network is noticed within 45 s even mid-build,
     // when the far side is silent anyway.
-    let config =
-        Config { keepalive_interval: Some(Duration::from_secs(15)), keepalive_max: 3, nodelay: true, ..Config::default() };
+    let config = Config {
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 3,
+        nodelay: true,
+        ..Config::default()
+    };
     // Resolved here, asynchronously: the SSH library would resolve with a
     // blocking call that no timeout can interrupt.
     let addresses = tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), *port)))

@@ -155,7 +155,8 @@ async fn run(
     let deadline = request.timeout.saturating_add(ANSWER_TIMEOUT);
     let result = {
         let mut sink = |bytes: &[u8]| log.write(bytes);
-        let building = tokio::time::timeout(deadline, connection.build_derivation(&request.drv, &basic, options, &mut sink));
+        let building =
+            tokio::time::timeout(deadline, connection.build_derivation(&request.drv, &basic, options, &mut sink));
         // The far side enforces the log limit too; this is for one that does not.
         tokio::select! {
             result = building => result,
@@ -171,7 +172,11 @@ async fn run(
         return StepOutcome::LogLimitExceeded(request.max_log_size);
     }
     let message = || {
-        if result.error_msg.is_empty() { format!("build ended with {:?}", result.status) } else { result.error_msg.clone() }
+        if result.error_msg.is_empty() {
+            format!("build ended with {:?}", result.status)
+        } else {
+            result.error_msg.clone()
+        }
     };
     match result.status {
         status if status.is_success() => {}

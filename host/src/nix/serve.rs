@@ -319,7 +319,9 @@ impl ServeConnection {
             }
             let path = parse_path(&path)?;
             if !asked.remove(&path) {
-                return Err(ServeError::Protocol(format!("the far side answered about {path}, which was not asked for")));
+                return Err(ServeError::Protocol(format!(
+                    "the far side answered about {path}, which was not asked for"
+                )));
             }
             let deriver = self.read_string(sink).await?;
             let references = self.read_paths(sink).await?;
@@ -437,10 +439,8 @@ impl ServeConnection {
                 info.path
             )));
         }
-        let registered = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let registered =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         to.write_u64(ADD_TO_STORE_NAR).await?;
         to.write_str(info.path.as_str()).await?;
         to.write_str(&info.deriver).await?;
@@ -784,7 +784,8 @@ mod tests {
 
     /// Instantiates `derivation { … }` with a fresh name, so that it is not built yet.
     fn instantiate(script: &str, extra: &str) -> StorePath {
-        let nonce = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+        let nonce =
+            format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
         let expr = format!(
             r#"let dep = derivation {{ name = "serve-dep-{nonce}"; system = builtins.currentSystem; builder = "/bin/sh"; args = ["-c" "echo dependency > $out"]; }};
                in derivation {{ name = "serve-test-{nonce}"; system = builtins.currentSystem; builder = "/bin/sh"; inherit dep; args = ["-c" {script:?}]; {extra} }}"#
@@ -809,7 +810,11 @@ mod tests {
     }
 
     fn options(timeout: u64) -> BuildOptions {
-        BuildOptions { max_silent: Duration::from_secs(timeout), timeout: Duration::from_secs(timeout), max_log_size: 1 << 20 }
+        BuildOptions {
+            max_silent: Duration::from_secs(timeout),
+            timeout: Duration::from_secs(timeout),
+            max_log_size: 1 << 20,
+        }
     }
 
     /// Builds the dependency of `drv_path` (the far side needs its inputs valid).
@@ -831,8 +836,10 @@ mod tests {
         build_dependency(&nix, &mut connection, &drv_path).await;
         let (drv, basic) = resolve(&nix, &drv_path).await;
         let mut log = Vec::new();
-        let result =
-            connection.build_derivation(&drv_path, &basic, options(60), &mut |b| log.extend_from_slice(b)).await.unwrap();
+        let result = connection
+            .build_derivation(&drv_path, &basic, options(60), &mut |b| log.extend_from_slice(b))
+            .await
+            .unwrap();
         assert_eq!(result.status, BuildStatus::Built, "{result:?}");
         let log = String::from_utf8(log).unwrap();
         assert!(log.contains("hello from the builder\n") && log.contains("second line\n"), "{log:?}");
@@ -844,8 +851,10 @@ mod tests {
         build_dependency(&nix, &mut connection, &failing).await;
         let (_, basic) = resolve(&nix, &failing).await;
         let mut log = Vec::new();
-        let result =
-            connection.build_derivation(&failing, &basic, options(60), &mut |b| log.extend_from_slice(b)).await.unwrap();
+        let result = connection
+            .build_derivation(&failing, &basic, options(60), &mut |b| log.extend_from_slice(b))
+            .await
+            .unwrap();
         assert_eq!(result.status, BuildStatus::PermanentFailure);
         assert!(result.error_msg.contains("exit code 3"), "{}", result.error_msg);
         assert!(String::from_utf8_lossy(&log).contains("about to fail"));
@@ -878,7 +887,8 @@ mod tests {
         let infos = local.query_path_infos(std::slice::from_ref(&out)).await.unwrap();
         assert_eq!(infos.len(), 1);
         assert!(infos[0].nar_hash.starts_with("sha256:") && infos[0].nar_size > 0);
-        let dep_out = infos[0].references.iter().find(|r| **r != out).expect("the output references its dependency").clone();
+        let dep_out =
+            infos[0].references.iter().find(|r| **r != out).expect("the output references its dependency").clone();
         let mut closure = local.query_path_infos(&[dep_out.clone(), out.clone()]).await.unwrap();
         closure.reverse();
         let sorted = sort_by_references(closure);

@@ -219,8 +219,7 @@ impl QueueRunner {
             Err(e) => {
                 // A bug, not the build's fault: the step is tried again.
                 warn!("a build step task failed: {e}");
-                let Some(drv) = self.running.iter().find(|(_, r)| r.task == e.id()).map(|(drv, _)| drv.clone())
-                else {
+                let Some(drv) = self.running.iter().find(|(_, r)| r.task == e.id()).map(|(drv, _)| drv.clone()) else {
                     return;
                 };
                 let outcome = StepOutcome::Transient(format!("the step's task failed: {e}"));
@@ -336,10 +335,9 @@ impl QueueRunner {
                 available: m.is_available(now),
             })
             .collect();
-        let mut usage = self.shares.usage(
-            crate::db::now(),
-            self.running.values().map(|r| (r.jobset, r.started.elapsed().as_secs_f64())),
-        );
+        let mut usage = self
+            .shares
+            .usage(crate::db::now(), self.running.values().map(|r| (r.jobset, r.started.elapsed().as_secs_f64())));
         for assignment in self.runnable.pass(&mut loads, &mut usage) {
             self.start_step(assignment.drv, &machines[assignment.machine]);
         }
@@ -353,10 +351,8 @@ impl QueueRunner {
             let (system, features) = kind
                 .map(|k| (k.system, k.required_features.into_iter().collect::<Vec<_>>().join(", ")))
                 .unwrap_or_default();
-            let builders: Vec<String> = machines
-                .iter()
-                .map(|m| format!("{} ({})", m.spec.name, m.spec.systems.join(", ")))
-                .collect();
+            let builders: Vec<String> =
+                machines.iter().map(|m| format!("{} ({})", m.spec.name, m.spec.systems.join(", "))).collect();
             let message = format!(
                 "unsupported system type ‘{system}’{}: no machine builds it (machines: {}); waited {} s",
                 if features.is_empty() { String::new() } else { format!(" with features {features}") },
@@ -454,9 +450,7 @@ impl QueueRunner {
             let tries = *tries;
             let max_tries = self.config.machines.max_tries;
             let machine_failed = matches!(outcome, StepOutcome::MachineFailed(_));
-            if let Some(delay) =
-                retry_delay(tries, max_tries, machine_failed, self.config.machines.retry_delay_secs)
-            {
+            if let Some(delay) = retry_delay(tries, max_tries, machine_failed, self.config.machines.retry_delay_secs) {
                 info!(drv = %done.drv, "try {tries} of {max_tries} failed, again in {delay} s: {message}");
                 self.requeue(&done.drv, Instant::now() + Duration::from_secs(delay));
                 return;
@@ -602,8 +596,6 @@ impl QueueRunner {
         self.retries.push((at, drv.clone()));
     }
 }
-
-
 
 /// Seconds before the next try of a step whose try number `tries` failed
 /// for a reason other than the build, or `None` when it has had its

@@ -176,10 +176,8 @@ impl Runnable {
         let q = &mut self.queues[queue];
         q.levels.entry(Reverse(step.global_priority)).or_default().entry(step.jobset).or_default().insert(key.clone());
         q.len += 1;
-        self.entries.insert(
-            step.drv,
-            Entry { queue, global_priority: step.global_priority, jobset: step.jobset, key, since },
-        );
+        self.entries
+            .insert(step.drv, Entry { queue, global_priority: step.global_priority, jobset: step.jobset, key, since });
     }
 
     pub fn remove(&mut self, drv: &StorePath) -> bool {
@@ -313,7 +311,14 @@ mod tests {
         }
     }
 
-    fn machine(uri: &str, systems: &[&str], max_jobs: usize, speed: f64, features: &[&str], mandatory: &[&str]) -> MachineLoad {
+    fn machine(
+        uri: &str,
+        systems: &[&str],
+        max_jobs: usize,
+        speed: f64,
+        features: &[&str],
+        mandatory: &[&str],
+    ) -> MachineLoad {
         let spec = MachineFields {
             uri: uri.into(),
             systems: systems.iter().map(|s| s.to_string()).collect(),
@@ -348,9 +353,11 @@ mod tests {
         got.sort();
         assert_eq!(got, [("kvm".to_owned(), 1), ("plain".to_owned(), 0)]);
         assert_eq!(runnable.len(), 2, "arm and benchmark wait");
-        let (expired, next) = runnable.unsupported(&machines, Instant::now() + Duration::from_secs(5), Duration::from_secs(10));
+        let (expired, next) =
+            runnable.unsupported(&machines, Instant::now() + Duration::from_secs(5), Duration::from_secs(10));
         assert!(expired.is_empty() && next.is_some());
-        let (mut expired, _) = runnable.unsupported(&machines, Instant::now() + Duration::from_secs(11), Duration::from_secs(10));
+        let (mut expired, _) =
+            runnable.unsupported(&machines, Instant::now() + Duration::from_secs(11), Duration::from_secs(10));
         expired.sort();
         assert_eq!(expired, [drv("arm"), drv("bench")]);
     }
