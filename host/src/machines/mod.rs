@@ -233,14 +233,6 @@ impl Machines {
         Ok(machines)
     }
 
-    pub fn nix(&self) -> &Nix {
-        &self.nix
-    }
-
-    pub fn config(&self) -> &MachinesConfig {
-        &self.config
-    }
-
     pub fn list(&self) -> Arc<Vec<Arc<Machine>>> {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

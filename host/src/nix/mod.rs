@@ -5,10 +5,10 @@
 //! used, with flags that mean the same from Debian's Nix 2.8 to current Nix,
 //! so that no experimental feature has to be switched on.
 
+mod ansi;
 mod binary_cache;
 mod derivation;
 mod expr;
-mod log_format;
 mod serve;
 mod store_path;
 
@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
+pub use ansi::strip_ansi;
 pub use binary_cache::{HashPartIndex, SigningKey, narinfo};
 pub use derivation::{Derivation, DerivationError, DerivationOutput};
 pub use expr::{NixValue, string_literal};
-pub use log_format::{NixLogEvent, strip_ansi};
 pub use serve::{
     BasicDerivation, BuildOptions, BuildResult, BuildStatus, Chunk, RemotePathInfo, ServeConnection, ServeError,
     ServeOutput, sort_by_references,
@@ -154,25 +154,6 @@ pub struct EvalJobsCall {
     pub max_memory_mb: u64,
     pub gc_roots_dir: PathBuf,
     pub extra_flags: Vec<String>,
-}
-
-/// Limits for building one derivation.
-#[derive(Debug, Clone, Copy)]
-pub struct BuildLimits {
-    pub timeout: Duration,
-    pub max_silent: Duration,
-}
-
-/// How a `nix-store --realise` of one derivation ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RealiseOutcome {
-    Built,
-    /// The builder failed (or Nix refused the derivation); with Nix's message.
-    Failed(String),
-    /// `meta.timeout` or `meta.maxSilent` was hit.
-    TimedOut(String),
-    /// The log sink asked to stop (log limit).
-    Stopped,
 }
 
 impl Nix {
@@ -410,59 +391,6 @@ impl Nix {
         let mut cmd = self.command("nix-store");
         cmd.arg("--realise").arg(path.as_str()).arg("--add-root").arg(link).arg("--indirect");
         self.run(cmd, format!("nix-store --add-root for {path}")).await.map(drop)
-    }
-
-    /// Builds one derivation whose inputs are already valid, handing every
-    /// line of Nix's output to `sink` as it arrives. `sink` returns `false`
-    /// to stop the build (the log limit); dropping the future kills it.
-    pub async fn realise(
-        &self,
-        drv: &StorePath,
-        limits: BuildLimits,
-        mut sink: impl FnMut(NixLogEvent) -> bool,
-    ) -> Result<RealiseOutcome, NixError> {
-        let mut cmd = self.command("nix-store");
-        cmd.args(["--realise", drv.as_str(), "--log-format", "internal-json"])
-            .arg("--timeout")
-            .arg(limits.timeout.as_secs().max(1).to_string())
-            .arg("--max-silent-time")
-            .arg(limits.max_silent.as_secs().max(1).to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|source| NixError::Spawn { program: "nix-store".into(), source })?;
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut errors = Vec::new();
-        let mut stopped = false;
-        while let Some(line) = lines
-            .next_line()
-            .await
-            .map_err(|e| NixError::Failed { command: format!("nix-store --realise {drv}"), message: e.to_string() })?
-        {
-            match NixLogEvent::parse(&line) {
-                NixLogEvent::Message { level: 0, text } => errors.push(text),
-                NixLogEvent::Other => continue,
-                event => {
-                    if !sink(event) {
-                        stopped = true;
-                        let _ = child.start_kill();
-                        break;
-                    }
-                }
-            }
-        }
-        let status = child.wait().await.map_err(|source| NixError::Spawn { program: "nix-store".into(), source })?;
-        if stopped {
-            return Ok(RealiseOutcome::Stopped);
-        }
-        let message = errors.join("\n");
-        Ok(match status.code() {
-            Some(0) => RealiseOutcome::Built,
-            // Nix's exit status is 100 plus flags; flag 1 means "timed out".
-            Some(code) if (100..=115).contains(&code) && code & 1 == 1 => RealiseOutcome::TimedOut(message),
-            _ if message.is_empty() => RealiseOutcome::Failed(format!("nix-store exited with {status}")),
-            _ => RealiseOutcome::Failed(message),
-        })
     }
 
     /// Evaluates `call.file` strictly to JSON in read-write mode (so that the
