@@ -142,21 +142,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin(command) => plugin_command(&config, command).await,
-        Command::User(command) => {
-            let url = config.database_url();
-            let db = Db::open(&url)
-                .await
-                .with_context(|| format!("cannot open the database {}", orthrus::server::redact(&url)))?;
-            user_command(&db, command).await
-        }
+        Command::User(command) => user_command(&orthrus::server::open_db(&config).await?, command).await,
     }
 }
 
 async fn plugin_command(config: &Config, command: PluginCommand) -> anyhow::Result<()> {
     use orthrus::plugins::{PluginInfo, PluginRuntime};
-    let url = config.database_url();
-    let db =
-        Db::open(&url).await.with_context(|| format!("cannot open the database {}", orthrus::server::redact(&url)))?;
+    let db = orthrus::server::open_db(config).await?;
     let nix = orthrus::nix::Nix::new(&config.nix);
     let runtime =
         PluginRuntime::start(&config.plugins, config.plugin_scratch_dir(), config.plugin_cache_dir(), db, nix).await?;
@@ -188,7 +180,11 @@ async fn user_command(db: &Db, command: UserCommand) -> anyhow::Result<()> {
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
                 let password = line.trim_end_matches(['\n', '\r']);
-                anyhow::ensure!(password.len() >= 8, "the password needs at least 8 characters");
+                anyhow::ensure!(
+                    password.len() >= users::MIN_PASSWORD_LEN,
+                    "the password needs at least {} characters",
+                    users::MIN_PASSWORD_LEN
+                );
                 Some(users::hash_password(password))
             } else {
                 None
@@ -219,10 +215,7 @@ async fn user_command(db: &Db, command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Token { username, scopes, name, expires_days } => {
             let user = db.user(&username).await?.with_context(|| format!("there is no user {username}"))?;
             let scopes = users::parse_scopes(scopes.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
-            let secret = users::new_secret("orthrus_");
-            let expires = expires_days.map(|days| orthrus::db::now() + i64::from(days) * 86400);
-            let scopes = scopes.into_iter().collect::<Vec<_>>().join(" ");
-            db.create_token(user.id, &name, &users::digest(&secret), &scopes, expires).await?;
+            let (secret, _) = users::issue_token(db, user.id, &name, &scopes, expires_days).await?;
             println!("{secret}");
             Ok(())
         }

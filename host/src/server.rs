@@ -40,8 +40,7 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     let machines = Arc::new(Machines::load(nix.clone(), &config).await.map_err(anyhow::Error::msg)?);
     info!("{version}; {} machines", machines.list().len());
 
-    let url = config.database_url();
-    let db = Db::open(&url).await.with_context(|| format!("cannot open the database {}", redact(&url)))?;
+    let db = open_db(&config).await?;
     if demo {
         let dir = config.evaluator.allowed_path_roots.last().cloned().unwrap_or_default();
         crate::demo::install(&db, &dir).await.context("cannot create the demo project")?;
@@ -143,6 +142,12 @@ async fn shutdown_signal() {
 }
 
 /// A database URL without its password, for messages.
+/// Opens (and migrates) the configured database.
+pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
+    let url = config.database_url();
+    Db::open(&url).await.with_context(|| format!("cannot open the database {}", redact(&url)))
+}
+
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {

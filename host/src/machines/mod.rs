@@ -49,6 +49,12 @@ struct Health {
     protocol: Option<String>,
 }
 
+impl Health {
+    fn is_available(&self, now: Instant) -> bool {
+        self.disabled_until.is_none_or(|until| until <= now)
+    }
+}
+
 /// A machine as `/machines` shows it.
 #[derive(Debug, Clone)]
 pub struct MachineView {
@@ -79,7 +85,7 @@ impl Machine {
 
     /// Not backing off after a failure.
     pub fn is_available(&self, now: Instant) -> bool {
-        self.health().disabled_until.is_none_or(|until| until <= now)
+        self.health().is_available(now)
     }
 
     /// When a machine backing off will be tried again.
@@ -156,7 +162,7 @@ impl Machine {
         MachineView {
             spec: self.spec.clone(),
             running: health.running.iter().cloned().collect(),
-            enabled: health.disabled_until.is_none_or(|until| until <= now),
+            enabled: health.is_available(now),
             consecutive_failures: health.consecutive_failures,
             disabled_for_secs: health
                 .disabled_until
@@ -175,12 +181,6 @@ pub struct RunningStep {
     machine: Arc<Machine>,
     drv: StorePath,
     started: Instant,
-}
-
-impl RunningStep {
-    pub fn machine(&self) -> &Arc<Machine> {
-        &self.machine
-    }
 }
 
 impl Drop for RunningStep {

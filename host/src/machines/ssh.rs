@@ -70,7 +70,7 @@ pub async fn connect(spec: &MachineSpec, timeout: Duration) -> Result<ServeConne
         Ok(Err(e)) => return Err(format!("SSH to {user}@{host}:{port}: {e}")),
         Ok(Ok(client)) => client,
     };
-    let command = format!("{remote_program} --serve --write");
+    let command = crate::nix::Nix::serve_command(remote_program);
     let opening = async {
         let channel = client.get_channel().await.map_err(|e| format!("opening an SSH channel: {e}"))?;
         channel.exec(true, command.as_str()).await.map_err(|e| format!("running {command:?}: {e}"))?;

@@ -3,7 +3,6 @@
 //! the outputs and bring them back.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -168,7 +167,7 @@ async fn run(
         Ok(Err(e)) => return lost(machine, "building", e),
         Err(_) => return silent(machine, "building", deadline),
     };
-    if log.exceeded.load(Ordering::Relaxed) {
+    if log.exceeded() {
         return StepOutcome::LogLimitExceeded(request.max_log_size);
     }
     let message = || {
@@ -320,21 +319,14 @@ struct LogSink {
     writer: LogWriter,
     partial: Vec<u8>,
     limit: u64,
-    exceeded: Arc<AtomicBool>,
+    /// Woken when the log passes its limit.
     over_limit: Arc<Notify>,
     error: Option<std::io::Error>,
 }
 
 impl LogSink {
     fn new(writer: LogWriter, limit: u64) -> LogSink {
-        LogSink {
-            writer,
-            partial: Vec::new(),
-            limit,
-            exceeded: Arc::new(AtomicBool::new(false)),
-            over_limit: Arc::new(Notify::new()),
-            error: None,
-        }
+        LogSink { writer, partial: Vec::new(), limit, over_limit: Arc::new(Notify::new()), error: None }
     }
 
     fn write(&mut self, mut bytes: &[u8]) {
@@ -354,8 +346,13 @@ impl LogSink {
         }
     }
 
+    /// Past the limit: nothing more is written.
+    fn exceeded(&self) -> bool {
+        self.writer.written() > self.limit
+    }
+
     fn line(&mut self, line: &[u8]) {
-        if self.exceeded.load(Ordering::Relaxed) {
+        if self.exceeded() {
             return;
         }
         let line = String::from_utf8_lossy(line);
@@ -363,8 +360,7 @@ impl LogSink {
         if let Err(e) = self.writer.write_line(line) {
             self.error.get_or_insert(e);
         }
-        if self.writer.written() > self.limit {
-            self.exceeded.store(true, Ordering::Relaxed);
+        if self.exceeded() {
             self.over_limit.notify_one();
         }
     }
@@ -422,7 +418,7 @@ mod tests {
         for _ in 0..100 {
             sink.write(b"0123456789\n");
         }
-        assert!(sink.exceeded.load(Ordering::Relaxed));
+        assert!(sink.exceeded());
         sink.finish(&drv);
         assert!(logs.read(&drv).unwrap().unwrap().len() <= 111);
     }

@@ -12,8 +12,6 @@ use ed25519_dalek::{Signer, SigningKey as Ed25519Key};
 
 use super::{PathInfo, StorePath, store_dir};
 
-const NIX32_CHARS: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
-
 /// Nix's base-32 encoding (least significant bits first, its own alphabet).
 pub fn nix32_encode(bytes: &[u8]) -> String {
     let len = (bytes.len() * 8).div_ceil(5);
@@ -24,7 +22,7 @@ pub fn nix32_encode(bytes: &[u8]) -> String {
             let (i, j) = (bit / 8, bit % 8);
             let low = u16::from(bytes[i]) >> j;
             let high = bytes.get(i + 1).map(|b| u16::from(*b) << (8 - j)).unwrap_or(0);
-            NIX32_CHARS[usize::from((low | high) & 0x1f)] as char
+            super::store_path::BASE32_CHARS[usize::from((low | high) & 0x1f)] as char
         })
         .collect()
 }

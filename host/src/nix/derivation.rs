@@ -113,17 +113,33 @@ impl Derivation {
         self.outputs.iter().filter_map(|(name, o)| o.path.as_ref().map(|p| (name.as_str(), p)))
     }
 
+    /// The attributes of a derivation with `__structuredAttrs`, which keeps
+    /// them in `__json` rather than in the environment.
+    fn structured_attrs(&self) -> Option<serde_json::Value> {
+        self.env.get("__json").and_then(|json| serde_json::from_str(json).ok())
+    }
+
     /// `requiredSystemFeatures`, which a machine must offer to build this.
     pub fn required_features(&self) -> BTreeSet<String> {
-        self.env
-            .get("requiredSystemFeatures")
-            .map(|f| f.split_whitespace().map(str::to_owned).collect())
-            .unwrap_or_default()
+        match self.structured_attrs() {
+            Some(attrs) => attrs["requiredSystemFeatures"]
+                .as_array()
+                .map(|features| features.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default(),
+            None => self
+                .env
+                .get("requiredSystemFeatures")
+                .map(|f| f.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+        }
     }
 
     /// `preferLocalBuild = true`: cheap enough that shipping it elsewhere is waste.
     pub fn prefers_local_build(&self) -> bool {
-        self.env.get("preferLocalBuild").is_some_and(|v| v == "1")
+        match self.structured_attrs() {
+            Some(attrs) => attrs["preferLocalBuild"].as_bool().unwrap_or(false),
+            None => self.env.get("preferLocalBuild").is_some_and(|v| v == "1"),
+        }
     }
 }
 

@@ -217,6 +217,12 @@ impl Nix {
         self.serve_store(None).await
     }
 
+    /// The command line that runs the serve protocol on a machine whose
+    /// `nix-store` is `program` (over SSH, say).
+    pub fn serve_command(program: &str) -> String {
+        format!("{program} --serve --write")
+    }
+
     /// Like [`Nix::serve_local`], on the store at `store` (a URI or a
     /// directory, Nix's `--store`).
     pub async fn serve_store(&self, store: Option<&str>) -> Result<ServeConnection, NixError> {
@@ -317,30 +323,6 @@ impl Nix {
             }
         }
         Ok(result)
-    }
-
-    /// NAR sizes of valid paths, in the order given.
-    pub async fn nar_sizes(&self, paths: &[StorePath]) -> Result<Vec<u64>, NixError> {
-        let mut sizes = Vec::with_capacity(paths.len());
-        for chunk in paths.chunks(PATHS_PER_CALL) {
-            let mut cmd = self.command("nix-store");
-            cmd.args(["--query", "--size"]).args(chunk.iter().map(StorePath::as_str));
-            let what = "nix-store --query --size".to_owned();
-            let out = self.run(cmd, what.clone()).await?;
-            for line in String::from_utf8_lossy(&out).lines().filter(|l| !l.is_empty()) {
-                sizes.push(line.trim().parse().map_err(|_| NixError::UnexpectedOutput {
-                    command: what.clone(),
-                    detail: format!("{line:?} is not a size"),
-                })?);
-            }
-        }
-        if sizes.len() != paths.len() {
-            return Err(NixError::UnexpectedOutput {
-                command: "nix-store --query --size".into(),
-                detail: format!("{} sizes for {} paths", sizes.len(), paths.len()),
-            });
-        }
-        Ok(sizes)
     }
 
     /// NAR size and references of valid paths, from Nix's database
@@ -613,11 +595,10 @@ mod tests {
         let bogus = StorePath::parse("/nix/store/00000000000000000000000000000000-missing").unwrap();
         let invalid = nix.invalid_paths(&[drv.clone(), bogus.clone()]).await.unwrap();
         assert_eq!(invalid, [bogus].into_iter().collect());
-        let sizes = nix.nar_sizes(std::slice::from_ref(&drv)).await.unwrap();
-        assert!(sizes[0] > 0);
         let infos = nix.path_infos(std::slice::from_ref(&drv)).await.unwrap();
-        assert_eq!(infos[&drv].nar_size, sizes[0]);
+        let size = infos[&drv].nar_size;
+        assert!(size > 0);
         let groups = nix.group_sizes(&[vec![drv.clone()]]).await.unwrap();
-        assert_eq!(groups, [(sizes[0], sizes[0])]);
+        assert_eq!(groups, [(size, size)]);
     }
 }

@@ -479,7 +479,7 @@ impl ServeConnection {
     }
 
     /// After a failure: what the far side said on its way out.
-    pub async fn last_words(&mut self) -> String {
+    async fn last_words(&mut self) -> String {
         let sink = &mut ignore_stderr();
         let _ = tokio::time::timeout(LAST_WORDS, async {
             while self.fill(sink).await.is_ok() {

@@ -18,7 +18,7 @@ pub fn store_dir() -> &'static str {
 }
 
 /// Nix's base-32 alphabet (no e, o, u, t).
-const BASE32_CHARS: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
+pub(super) const BASE32_CHARS: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
 const HASH_LEN: usize = 32;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -449,27 +449,13 @@ pub async fn expand(nix: &Nix, db: &Db, graph: &mut Graph, builds: &[QueuedBuild
 }
 
 /// Where a derivation may be built: its system, `requiredSystemFeatures`
-/// and `preferLocalBuild`, read from the environment or, for a derivation
-/// with structured attributes, from `__json`.
+/// and `preferLocalBuild`.
 fn step_kind(derivation: &Derivation) -> StepKind {
-    let env = &derivation.env;
-    let (required_features, prefer_local) =
-        match env.get("__json").and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok()) {
-            Some(attrs) => (
-                attrs["requiredSystemFeatures"]
-                    .as_array()
-                    .map(|features| features.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect())
-                    .unwrap_or_default(),
-                attrs["preferLocalBuild"].as_bool().unwrap_or(false),
-            ),
-            None => (
-                env.get("requiredSystemFeatures")
-                    .map(|f| f.split_whitespace().map(str::to_owned).collect())
-                    .unwrap_or_default(),
-                env.get("preferLocalBuild").is_some_and(|v| v == "1"),
-            ),
-        };
-    StepKind { system: derivation.system.clone(), required_features, prefer_local }
+    StepKind {
+        system: derivation.system.clone(),
+        required_features: derivation.required_features(),
+        prefer_local: derivation.prefers_local_build(),
+    }
 }
 
 fn new_step(derivation: Arc<Derivation>, state: StepState) -> Step {

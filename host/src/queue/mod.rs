@@ -327,11 +327,15 @@ impl QueueRunner {
         }
 
         let machines = self.machines.list();
+        let mut running_on: HashMap<&str, usize> = HashMap::new();
+        for running in self.running.values() {
+            *running_on.entry(running.machine.as_str()).or_default() += 1;
+        }
         let mut loads: Vec<MachineLoad> = machines
             .iter()
             .map(|m| MachineLoad {
                 spec: m.spec.clone(),
-                running: self.running.values().filter(|r| r.machine == m.spec.name).count(),
+                running: running_on.get(m.spec.name.as_str()).copied().unwrap_or(0),
                 available: m.is_available(now),
             })
             .collect();

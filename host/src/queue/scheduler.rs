@@ -87,7 +87,6 @@ type OrderKey = (Reverse<i32>, Reverse<u32>, i64, StorePath);
 struct KindQueue {
     kind: StepKind,
     levels: BTreeMap<Reverse<i64>, HashMap<JobsetId, BTreeSet<OrderKey>>>,
-    len: usize,
 }
 
 /// The first step of a queue, with everything its rank depends on.
@@ -144,10 +143,6 @@ pub struct Assignment {
 }
 
 impl Runnable {
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -167,7 +162,7 @@ impl Runnable {
         let queue = match self.queue_of_kind.get(&step.kind) {
             Some(&queue) => queue,
             None => {
-                self.queues.push(KindQueue { kind: step.kind.clone(), levels: BTreeMap::new(), len: 0 });
+                self.queues.push(KindQueue { kind: step.kind.clone(), levels: BTreeMap::new() });
                 self.queue_of_kind.insert(step.kind, self.queues.len() - 1);
                 self.queues.len() - 1
             }
@@ -175,7 +170,6 @@ impl Runnable {
         let key = (Reverse(step.scheduling_priority), Reverse(step.dependents), step.build_id, step.drv.clone());
         let q = &mut self.queues[queue];
         q.levels.entry(Reverse(step.global_priority)).or_default().entry(step.jobset).or_default().insert(key.clone());
-        q.len += 1;
         self.entries
             .insert(step.drv, Entry { queue, global_priority: step.global_priority, jobset: step.jobset, key, since });
     }
@@ -197,7 +191,6 @@ impl Runnable {
                 q.levels.remove(&level);
             }
         }
-        q.len -= 1;
         true
     }
 
@@ -208,7 +201,7 @@ impl Runnable {
         let local = machines.iter().position(|m| m.spec.is_local());
         // The machines each non-empty queue may use.
         let mut candidates: Vec<(usize, Vec<usize>)> = Vec::new();
-        for (index, q) in self.queues.iter().enumerate().filter(|(_, q)| q.len > 0) {
+        for (index, q) in self.queues.iter().enumerate().filter(|(_, q)| !q.levels.is_empty()) {
             let able: Vec<usize> = (0..machines.len())
                 .filter(|&m| machines[m].spec.can_build(&q.kind.system, &q.kind.required_features))
                 .collect();
@@ -259,7 +252,7 @@ impl Runnable {
     ) -> (Vec<StorePath>, Option<Instant>) {
         let mut expired = Vec::new();
         let mut next: Option<Instant> = None;
-        for q in self.queues.iter().filter(|q| q.len > 0) {
+        for q in self.queues.iter().filter(|q| !q.levels.is_empty()) {
             if machines.iter().any(|m| m.spec.can_build(&q.kind.system, &q.kind.required_features)) {
                 continue;
             }
@@ -352,7 +345,7 @@ mod tests {
         let mut got = names(&assigned);
         got.sort();
         assert_eq!(got, [("kvm".to_owned(), 1), ("plain".to_owned(), 0)]);
-        assert_eq!(runnable.len(), 2, "arm and benchmark wait");
+        assert_eq!(runnable.drvs().count(), 2, "arm and benchmark wait");
         let (expired, next) =
             runnable.unsupported(&machines, Instant::now() + Duration::from_secs(5), Duration::from_secs(10));
         assert!(expired.is_empty() && next.is_some());

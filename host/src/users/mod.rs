@@ -13,7 +13,10 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 
-use crate::db::User;
+use crate::db::{ApiToken, Db, DbResult, User};
+
+/// Passwords shorter than this are refused.
+pub const MIN_PASSWORD_LEN: usize = 8;
 
 /// Roles a user may have, sorted.
 pub const ROLES: [&str; 6] =
@@ -203,6 +206,22 @@ pub fn check_roles(roles: &BTreeSet<String>) -> Result<(), String> {
 }
 
 /// Token scopes from a list; `all` means every scope.
+/// Creates an API token for a user; returns its secret (shown once, only
+/// its digest is kept) and the token as stored.
+pub async fn issue_token(
+    db: &Db,
+    user_id: i64,
+    name: &str,
+    scopes: &BTreeSet<String>,
+    expires_in_days: Option<u32>,
+) -> DbResult<(String, ApiToken)> {
+    let secret = new_secret("orthrus_");
+    let expires = expires_in_days.map(|days| crate::db::now() + i64::from(days) * 86400);
+    let scopes = scopes.iter().cloned().collect::<Vec<_>>().join(" ");
+    let token = db.create_token(user_id, name, &digest(&secret), &scopes, expires).await?;
+    Ok((secret, token))
+}
+
 pub fn parse_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<BTreeSet<String>, String> {
     let mut scopes = BTreeSet::new();
     for name in names {

@@ -151,8 +151,11 @@ pub async fn put_user(
         users::check_roles(roles).map_err(|e| ApiError::bad_request(format!("field ‘userroles’: {e}")))?;
     }
     let password_hash = match request.password {
-        Some(password) if password.len() < 8 => {
-            return Err(ApiError::bad_request("field ‘password’: use at least 8 characters"));
+        Some(password) if password.len() < users::MIN_PASSWORD_LEN => {
+            return Err(ApiError::bad_request(format!(
+                "field ‘password’: use at least {} characters",
+                users::MIN_PASSWORD_LEN
+            )));
         }
         Some(password) => {
             Some(tokio::task::spawn_blocking(move || users::hash_password(&password)).await.map_err(|e| {
@@ -215,10 +218,8 @@ pub async fn create_token(
         }
     }
     let user = find_user(&state, &name).await?;
-    let secret = users::new_secret("orthrus_");
-    let expires = request.expires_in_days.map(|days| now() + i64::from(days) * 86400);
-    let scopes_text = scopes.into_iter().collect::<Vec<_>>().join(" ");
-    let token = state.db.create_token(user.id, &request.name, &users::digest(&secret), &scopes_text, expires).await?;
+    let (secret, token) =
+        users::issue_token(&state.db, user.id, &request.name, &scopes, request.expires_in_days).await?;
     let mut value = token_json(&token);
     value["token"] = json!(secret);
     Ok((StatusCode::CREATED, Json(value)).into_response())
