@@ -177,17 +177,7 @@ impl Db {
             }
         }
         let jobset_ids: HashSet<i64> = builds.values().map(|b| b.jobset_id).collect();
-        let jobsets: Vec<(i64, String, String)> = jobset::Entity::find()
-            .select_only()
-            .column(jobset::Column::Id)
-            .column_as(project::Column::Name, "project_name")
-            .column(jobset::Column::Name)
-            .inner_join(project::Entity)
-            .filter(jobset::Column::Id.is_in(jobset_ids))
-            .into_tuple()
-            .all(self.read())
-            .await?;
-        let names: HashMap<i64, (String, String)> = jobsets.into_iter().map(|(id, p, j)| (id, (p, j))).collect();
+        let names = self.jobset_names(jobset_ids).await?;
         let mut outputs = self.outputs_of(ids).await?;
         let mut products: HashMap<i64, Vec<BuildProduct>> = HashMap::new();
         let mut metrics: HashMap<i64, Vec<BuildMetric>> = HashMap::new();

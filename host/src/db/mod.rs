@@ -27,9 +27,8 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 
 pub use builds::*;
 pub use evals::*;
-pub use events::{Event, EventKind};
+pub use events::Event;
 pub use overview::*;
-pub use plugin_kv::{MAX_KEY_LEN, MAX_KEYS, MAX_VALUE_LEN};
 pub use projects::*;
 pub use users::*;
 

@@ -190,17 +190,7 @@ impl Db {
             .all(self.read())
             .await?;
         let jobset_ids: Vec<i64> = evals.iter().map(|e| e.jobset_id).collect();
-        let names: Vec<(i64, String, String)> = jobset::Entity::find()
-            .select_only()
-            .column(jobset::Column::Id)
-            .column_as(project::Column::Name, "project_name")
-            .column(jobset::Column::Name)
-            .inner_join(project::Entity)
-            .filter(jobset::Column::Id.is_in(jobset_ids))
-            .into_tuple()
-            .all(self.read())
-            .await?;
-        let names: HashMap<i64, (String, String)> = names.into_iter().map(|(id, p, j)| (id, (p, j))).collect();
+        let names = self.jobset_names(jobset_ids).await?;
         let evals = evals
             .into_iter()
             .map(|e| {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    TransactionTrait,
+    QuerySelect, TransactionTrait,
 };
 
 use super::entities::{jobset, jobset_input, project};
@@ -204,6 +204,24 @@ impl Db {
     }
 
     /// Jobsets of every project, by project id, sorted by name.
+    /// (project name, jobset name) of each of the given jobsets.
+    pub(super) async fn jobset_names(
+        &self,
+        ids: impl IntoIterator<Item = i64>,
+    ) -> DbResult<HashMap<i64, (String, String)>> {
+        let rows: Vec<(i64, String, String)> = jobset::Entity::find()
+            .select_only()
+            .column(jobset::Column::Id)
+            .column_as(project::Column::Name, "project_name")
+            .column(jobset::Column::Name)
+            .inner_join(project::Entity)
+            .filter(jobset::Column::Id.is_in(ids))
+            .into_tuple()
+            .all(self.read())
+            .await?;
+        Ok(rows.into_iter().map(|(id, p, j)| (id, (p, j))).collect())
+    }
+
     pub async fn jobsets_by_project(&self) -> DbResult<HashMap<i64, Vec<Jobset>>> {
         let mut map: HashMap<i64, Vec<Jobset>> = HashMap::new();
         for jobset in jobset::Entity::find().order_by_asc(jobset::Column::Name).all(self.read()).await? {

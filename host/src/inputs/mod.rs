@@ -37,7 +37,7 @@ pub struct FetchedInput {
 
 /// Checks an input's type and value when a jobset is saved, so that a user
 /// learns of a mistake at once rather than at the next evaluation.
-pub fn validate(kind: &str, value: &str, allowed_roots: &[PathBuf]) -> Result<(), String> {
+fn validate(kind: &str, value: &str, allowed_roots: &[PathBuf]) -> Result<(), String> {
     match kind {
         "string" | "nix" => Ok(()),
         "boolean" => match value.trim() {
@@ -187,15 +187,17 @@ impl InputFetcher {
         types
     }
 
+    fn unknown_type(&self, kind: &str) -> String {
+        format!("invalid input type ‘{kind}’; valid types: {}", self.input_types().join(", "))
+    }
+
     /// Checks an input's type and value when a jobset is saved.
     pub async fn check(&self, kind: &str, value: &str) -> Result<(), String> {
         if INPUT_TYPES.contains(&kind) {
             return validate(kind, value, &self.allowed_roots);
         }
         match self.plugins.check_value(kind, value).await {
-            Err(PluginError::NoPlugin(_)) => {
-                Err(format!("invalid input type ‘{kind}’; valid types: {}", self.input_types().join(", ")))
-            }
+            Err(PluginError::NoPlugin(_)) => Err(self.unknown_type(kind)),
             other => other.map_err(|e| e.to_string()),
         }
     }
@@ -280,10 +282,7 @@ impl InputFetcher {
             other => {
                 let source = match self.plugins.fetch(other, &input.name, &input.value).await {
                     Ok(source) => source,
-                    Err(PluginError::NoPlugin(_)) => {
-                        let types = self.input_types().join(", ");
-                        return Err(error(format!("invalid input type ‘{other}’; valid types: {types}")));
-                    }
+                    Err(PluginError::NoPlugin(_)) => return Err(error(self.unknown_type(other))),
                     Err(e) => return Err(error(e.to_string())),
                 };
                 record.uri = Some(source.uri.clone());

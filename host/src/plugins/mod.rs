@@ -592,7 +592,7 @@ impl Inner {
         // The outer limit also covers time spent in host calls (programs).
         let outer = self.timeout + Duration::from_secs(5);
         match tokio::time::timeout(outer, work).await {
-            Err(_) => Err(crashed(format!("did not finish within {} seconds", self.timeout.as_secs()))),
+            Err(_) => Err(crashed(timed_out(self.timeout))),
             Ok(Ok(result)) => Ok(result),
             Ok(Err(e)) => Err(crashed(describe_trap(&e, self.timeout, self.memory))),
         }
@@ -620,9 +620,13 @@ fn metadata_from_wit(raw: bindings::orthrus::plugin::types::PluginMetadata) -> M
 }
 
 /// A trap in words an operator understands.
+fn timed_out(timeout: Duration) -> String {
+    format!("did not finish within {} seconds", timeout.as_secs())
+}
+
 fn describe_trap(error: &wasmtime::Error, timeout: Duration, memory: usize) -> String {
     match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => format!("did not finish within {} seconds", timeout.as_secs()),
+        Some(wasmtime::Trap::Interrupt) => timed_out(timeout),
         Some(wasmtime::Trap::UnreachableCodeReached) => format!("crashed (it panicked or aborted): {error:#}"),
         _ => {
             let text = format!("{error:#}");

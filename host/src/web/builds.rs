@@ -19,7 +19,7 @@ use crate::users::{Action, Caller};
 /// Lines of `/log/tail`.
 const TAIL_LINES: usize = 50;
 
-async fn find_build(state: &AppState, id: i64) -> ApiResult<BuildView> {
+pub(super) async fn find_build(state: &AppState, id: i64) -> ApiResult<BuildView> {
     state.db.build_views(&[id]).await?.pop().ok_or_else(|| ApiError::not_found(format!("build {id} does not exist")))
 }
 

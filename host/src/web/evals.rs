@@ -89,7 +89,7 @@ pub async fn eval_job(State(state): State<AppState>, Path((id, job)): Path<(i64,
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {
     #[serde(default)]
-    page: Option<u64>,
+    pub(super) page: Option<u64>,
 }
 
 /// `{evals: [...], first, last, next?, previous?}`, newest first.

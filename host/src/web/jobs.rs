@@ -18,7 +18,7 @@ async fn last_finished(state: &AppState, project: &str, jobset: &str, job: &str)
         .last_finished_build(jobset_row.id, job)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("job ‘{project}:{jobset}:{job}’ has no finished build")))?;
-    state.db.build_views(&[id]).await?.pop().ok_or_else(|| ApiError::not_found(format!("build {id} does not exist")))
+    super::builds::find_build(state, id).await
 }
 
 /// `/job/P/J/JOB/shield`: the shields.io endpoint format.

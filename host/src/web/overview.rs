@@ -213,15 +213,13 @@ pub async fn events(State(state): State<AppState>, Query(query): Query<EventsQue
     )))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct PageQuery {
-    page: Option<u64>,
-}
-
 const EVALS_PER_PAGE: u64 = 20;
 
 /// `/evals`: every project's evaluations, newest first, by page.
-pub async fn evals(State(state): State<AppState>, Query(query): Query<PageQuery>) -> ApiResult<Json<Value>> {
+pub async fn evals(
+    State(state): State<AppState>,
+    Query(query): Query<super::evals::PageQuery>,
+) -> ApiResult<Json<Value>> {
     let page = query.page.unwrap_or(1).max(1);
     let (evals, total) = state.db.all_evals((page - 1) * EVALS_PER_PAGE, EVALS_PER_PAGE).await?;
     let ids: Vec<i64> = evals.iter().map(|(e, _, _)| e.id).collect();
