@@ -43,7 +43,7 @@ pub struct StepView {
 #[derive(Debug, Clone, Default)]
 pub struct SearchResults {
     pub projects: Vec<Project>,
-    pub jobsets: Vec<(String, Jobset)>,
+    pub jobsets: Vec<(Project, Jobset)>,
     pub builds: Vec<i64>,
     pub builds_by_drv: Vec<i64>,
 }
@@ -260,7 +260,7 @@ impl Db {
             .limit(limit)
             .all(self.read())
             .await?;
-        let jobsets = jobsets.into_iter().filter_map(|(j, p)| p.map(|p| (p.name, j))).collect();
+        let jobsets = jobsets.into_iter().filter_map(|(j, p)| p.map(|p| (p, j))).collect();
         let by_output: Vec<i64> = build_output::Entity::find()
             .select_only()
             .column(build_output::Column::BuildId)

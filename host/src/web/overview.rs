@@ -271,8 +271,7 @@ pub async fn search(State(state): State<AppState>, Query(query): Query<SearchQue
     let found = state.db.search(text, 50).await?;
     let mut jobset_inputs = Vec::new();
     for (project, jobset) in &found.jobsets {
-        let project = find_project(&state, project).await?;
-        jobset_inputs.push(hydra::jobset(&project, jobset, &state.db.jobset_inputs(jobset.id).await?));
+        jobset_inputs.push(hydra::jobset(project, jobset, &state.db.jobset_inputs(jobset.id).await?));
     }
     let mut jobsets_by_project = state.db.jobsets_by_project().await?;
     Ok(Json(json!({
