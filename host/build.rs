@@ -10,35 +10,51 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// (package, file name of the embedded component)
-const PLUGINS: [(&str, &str); 2] = [("orthrus-plugin-git", "git.wasm"), ("orthrus-plugin-svn", "svn.wasm")];
+/// The embedded plugins, in groups of one kind: each group is built by one
+/// cargo invocation, so that the SDK is compiled with that kind's feature
+/// only (cargo unifies the features of packages built together, and a
+/// component must not describe another kind's exports).
+const PLUGINS: [&[&str]; 4] = [
+    &["git", "svn"],
+    &["email", "webhook", "github-status", "gitea-status"],
+    &["render-file", "render-doc", "render-report", "render-nix-build", "render-channel"],
+    &["official-release"],
+];
 
 fn main() {
     let host = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = host.parent().expect("host/ is inside the workspace").to_owned();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for watched in [
-        "plugins/git/src",
-        "plugins/git/Cargo.toml",
-        "plugins/svn/src",
-        "plugins/svn/Cargo.toml",
-        "plugin-sdk",
-        "wit",
-        "Cargo.lock",
-    ] {
+    for watched in ["plugins", "plugin-sdk", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
-
     let target_dir = root.join("target").join("wasm-plugins");
+    let mut embedded =
+        String::from("/// The components, each loaded like a plugin from a file.\npub const PLUGINS: &[&[u8]] = &[\n");
+    for group in PLUGINS {
+        build_group(&root, &target_dir, group);
+        for plugin in group {
+            let package = format!("orthrus_plugin_{}", plugin.replace('-', "_"));
+            let built = target_dir.join("wasm32-wasip2").join("release").join(format!("{package}.wasm"));
+            let file = out.join(format!("{plugin}.wasm"));
+            copy(&built, &file);
+            embedded.push_str(&format!("    include_bytes!({:?}),\n", file.display().to_string()));
+        }
+    }
+    embedded.push_str("];\n");
+    std::fs::write(out.join("builtin_plugins.rs"), embedded).expect("cannot write the list of embedded plugins");
+}
+
+fn build_group(root: &Path, target_dir: &Path, group: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
         .arg(root.join("Cargo.toml"))
         .arg("--target-dir")
-        .arg(&target_dir);
-    for (package, _) in PLUGINS {
-        command.args(["-p", package]);
+        .arg(target_dir);
+    for plugin in group {
+        command.args(["-p", &format!("orthrus-plugin-{plugin}")]);
     }
     for (name, _) in std::env::vars() {
         // The outer build's flags and profile settings are for the host.
@@ -58,11 +74,6 @@ fn main() {
             "building the plugins for wasm32-wasip2 failed (see above). Is the target installed? \
              `rustup target add wasm32-wasip2`"
         );
-    }
-    for (package, file) in PLUGINS {
-        let built =
-            target_dir.join("wasm32-wasip2").join("release").join(format!("{}.wasm", package.replace('-', "_")));
-        copy(&built, &out.join(file));
     }
 }
 

@@ -11,6 +11,7 @@ pub mod logs;
 pub mod machines;
 pub mod metrics;
 pub mod nix;
+pub mod notify;
 pub mod plugins;
 pub mod queue;
 pub mod server;

@@ -154,9 +154,11 @@ async fn plugin_command(config: &Config, command: PluginCommand) -> anyhow::Resu
         PluginRuntime::start(&config.plugins, config.plugin_scratch_dir(), config.plugin_cache_dir(), db, nix).await?;
     let show = |info: &PluginInfo| {
         let list = |caps: Vec<String>| if caps.is_empty() { "nothing".to_owned() } else { caps.join(", ") };
-        println!("{} {} ({})", info.metadata.name, info.metadata.version, info.source);
+        println!("{} {} ({}, {})", info.metadata.name, info.metadata.version, info.kind, info.source);
         println!("  {}", info.metadata.description);
-        println!("  handles: {}", info.metadata.handles.join(", "));
+        if !info.metadata.handles.is_empty() {
+            println!("  handles: {}", info.metadata.handles.join(", "));
+        }
         println!("  asks for: {}", list(info.metadata.capabilities.iter().map(ToString::to_string).collect()));
         println!("  granted: {}", list(info.grants.capabilities().iter().map(ToString::to_string).collect()));
         println!("  sha256: {}", info.sha256);

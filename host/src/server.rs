@@ -50,8 +50,9 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     let logs = LogStore::new(config.logs_dir());
     let queue = QueueHandle::default();
     let evaluator = EvaluatorHandle::default();
-    let plugins = PluginRuntime::start(
+    let plugins = PluginRuntime::start_with_mail(
         &config.plugins,
+        &config.mail,
         config.plugin_scratch_dir(),
         config.plugin_cache_dir(),
         db.clone(),
@@ -59,6 +60,8 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     )
     .await
     .context("cannot start the plugin runtime")?;
+    crate::notify::check(&config, &plugins).map_err(anyhow::Error::msg)?;
+    let notifier_tasks = crate::notify::start(&config, &db, &plugins, &logs);
     let inputs =
         InputFetcher::new(nix.clone(), db.clone(), config.evaluator.allowed_path_roots.clone(), plugins.clone());
     let metrics = Metrics::new();
@@ -103,6 +106,9 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         logs,
         evaluator,
         queue,
+        plugins,
+        rendered: Arc::default(),
+        releases: Arc::default(),
     };
     let addr = config.listen_addr().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -115,6 +121,9 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     queue_task.abort();
     eval_task.abort();
     watch.abort();
+    for task in notifier_tasks {
+        task.abort();
+    }
     info!("stopped");
     Ok(())
 }

@@ -15,6 +15,7 @@ mod m20261121_000001_pipeline;
 mod m20261122_000002_users;
 mod m20261122_000003_plugin_kv;
 mod m20261122_000004_events;
+mod m20261122_000005_notifications;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_users::Migration),
             Box::new(m20261122_000003_plugin_kv::Migration),
             Box::new(m20261122_000004_events::Migration),
+            Box::new(m20261122_000005_notifications::Migration),
         ]
     }
 }

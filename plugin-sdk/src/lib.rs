@@ -8,11 +8,21 @@
 //! declares in its [`Metadata`] and the server's operator grants (or not).
 //!
 //! This crate hides the generated WIT bindings: implement one trait, call
-//! one macro, build for `wasm32-wasip2`.
+//! one macro, build for `wasm32-wasip2`. There is one trait per kind of
+//! plugin, each behind a cargo feature of the same name (a plugin is one
+//! kind, and its component exports only that kind's functions):
+//!
+//! | feature | trait | macro | what it does |
+//! |---|---|---|---|
+//! | `fetcher` | [`InputFetcher`] | `export_fetcher!` | fetches jobset inputs |
+//! | `notifier` | `Notifier` | `export_notifier!` | reports events (mail, webhooks, statuses) |
+//! | `renderer` | `Renderer` | `export_renderer!` | shows build products |
+//! | `release-set` | `ReleaseSet` | `export_release_set!` | computes release sets |
 //!
 //! # An input fetcher
 //!
 //! ```no_run
+//! # #[cfg(feature = "fetcher")] mod example {
 //! use orthrus_plugin_sdk::{Capability, Fetched, InputFetcher, Metadata, attr, export_fetcher, host};
 //!
 //! struct Tarball;
@@ -47,6 +57,7 @@
 //! }
 //!
 //! export_fetcher!(Tarball);
+//! # }
 //! ```
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2` (a crate
@@ -59,16 +70,108 @@
 // resolve here as well as in the plugins.
 extern crate self as orthrus_plugin_sdk;
 
+#[cfg(feature = "fetcher")]
+mod fetcher;
+#[cfg(feature = "notifier")]
+mod notifier;
+#[cfg(feature = "release-set")]
+mod release_set;
+#[cfg(feature = "renderer")]
+mod renderer;
+
+#[cfg(feature = "fetcher")]
+pub use fetcher::*;
+#[cfg(feature = "notifier")]
+pub use notifier::*;
+#[cfg(feature = "release-set")]
+pub use release_set::*;
+#[cfg(feature = "renderer")]
+pub use renderer::*;
+
 #[doc(hidden)]
 pub mod bindings {
-    wit_bindgen::generate!({
-        path: "../wit/since_v0.1.0",
-        world: "input-fetcher",
-        pub_export_macro: true,
-        export_macro_name: "__export_input_fetcher",
-        default_bindings_module: "::orthrus_plugin_sdk::bindings",
-        runtime_path: "::orthrus_plugin_sdk::__private::wit_bindgen::rt",
-    });
+    /// What the host offers; a component imports only what it uses.
+    pub mod host {
+        wit_bindgen::generate!({
+            path: "../wit/since_v0.1.0",
+            world: "host-api",
+            default_bindings_module: "::orthrus_plugin_sdk::bindings::host",
+            runtime_path: "::orthrus_plugin_sdk::__private::wit_bindgen::rt",
+        });
+    }
+
+    // Each world's exports, sharing the host's imports (and so its types).
+
+    #[cfg(feature = "fetcher")]
+    pub mod fetcher {
+        wit_bindgen::generate!({
+            path: "../wit/since_v0.1.0",
+            world: "input-fetcher",
+            with: {
+                "orthrus:plugin/types@0.1.0": crate::bindings::host::orthrus::plugin::types,
+                "orthrus:plugin/log@0.1.0": crate::bindings::host::orthrus::plugin::log,
+                "orthrus:plugin/process@0.1.0": crate::bindings::host::orthrus::plugin::process,
+                "orthrus:plugin/nix-store@0.1.0": crate::bindings::host::orthrus::plugin::nix_store,
+                "orthrus:plugin/key-value@0.1.0": crate::bindings::host::orthrus::plugin::key_value,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_input_fetcher",
+            default_bindings_module: "::orthrus_plugin_sdk::bindings::fetcher",
+            runtime_path: "::orthrus_plugin_sdk::__private::wit_bindgen::rt",
+        });
+    }
+
+    #[cfg(feature = "notifier")]
+    pub mod notifier {
+        wit_bindgen::generate!({
+            path: "../wit/since_v0.1.0",
+            world: "notifier",
+            with: {
+                "orthrus:plugin/types@0.1.0": crate::bindings::host::orthrus::plugin::types,
+                "orthrus:plugin/log@0.1.0": crate::bindings::host::orthrus::plugin::log,
+                "orthrus:plugin/key-value@0.1.0": crate::bindings::host::orthrus::plugin::key_value,
+                "orthrus:plugin/http@0.1.0": crate::bindings::host::orthrus::plugin::http,
+                "orthrus:plugin/mail@0.1.0": crate::bindings::host::orthrus::plugin::mail,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_notifier",
+            default_bindings_module: "::orthrus_plugin_sdk::bindings::notifier",
+            runtime_path: "::orthrus_plugin_sdk::__private::wit_bindgen::rt",
+        });
+    }
+
+    #[cfg(feature = "renderer")]
+    pub mod renderer {
+        wit_bindgen::generate!({
+            path: "../wit/since_v0.1.0",
+            world: "renderer",
+            with: {
+                "orthrus:plugin/types@0.1.0": crate::bindings::host::orthrus::plugin::types,
+                "orthrus:plugin/log@0.1.0": crate::bindings::host::orthrus::plugin::log,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_renderer",
+            default_bindings_module: "::orthrus_plugin_sdk::bindings::renderer",
+            runtime_path: "::orthrus_plugin_sdk::__private::wit_bindgen::rt",
+        });
+    }
+
+    #[cfg(feature = "release-set")]
+    pub mod release_set {
+        wit_bindgen::generate!({
+            path: "../wit/since_v0.1.0",
+            world: "release-set",
+            with: {
+                "orthrus:plugin/types@0.1.0": crate::bindings::host::orthrus::plugin::types,
+                "orthrus:plugin/log@0.1.0": crate::bindings::host::orthrus::plugin::log,
+                "orthrus:plugin/builds@0.1.0": crate::bindings::host::orthrus::plugin::builds,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_release_set",
+            default_bindings_module: "::orthrus_plugin_sdk::bindings::release_set",
+            runtime_path: "::orthrus_plugin_sdk::__private::wit_bindgen::rt",
+        });
+    }
 }
 
 #[doc(hidden)]
@@ -76,60 +179,50 @@ pub mod __private {
     pub use wit_bindgen;
 }
 
-/// A fetched input, and the attributes the Nix expression receives.
-pub use bindings::exports::orthrus::plugin::fetcher::{Attr, AttrValue, Change, Fetched};
 /// One capability a plugin asks for; the operator grants it or not.
-pub use bindings::orthrus::plugin::types::Capability;
+pub use bindings::host::orthrus::plugin::types::Capability;
 /// What a plugin is, what it handles and which capabilities it asks for.
-pub use bindings::orthrus::plugin::types::PluginMetadata as Metadata;
+pub use bindings::host::orthrus::plugin::types::PluginMetadata as Metadata;
+/// One setting of a notifier or a release set, from the configuration.
+pub use bindings::host::orthrus::plugin::types::Setting;
 
-/// A plugin that fetches jobset inputs of the types it [handles](Metadata::handles).
-pub trait InputFetcher {
-    /// What the plugin is and asks for; called once when it is loaded.
-    fn metadata() -> Metadata;
+/// The settings the operator gave a notifier or a release set.
+#[derive(Debug, Clone, Default)]
+pub struct Settings(Vec<Setting>);
 
-    /// Checks an input value when a user saves a jobset. The default
-    /// accepts everything; an error should say what is wrong.
-    fn check_value(_value: &str) -> Result<(), String> {
-        Ok(())
+impl Settings {
+    /// Settings from name–value pairs (for tests of a plugin's logic).
+    pub fn new<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Settings {
+        Settings(pairs.into_iter().map(|(name, value)| Setting { name: name.into(), value: value.into() }).collect())
     }
 
-    /// Fetches the input named `input` whose value is `value`: puts the
-    /// sources in the Nix store ([`host::add_to_store`]) and says which
-    /// revision they are.
-    fn fetch(input: &str, value: &str) -> Result<Fetched, String>;
-
-    /// The changes after revision `since` up to `until`, newest first, for
-    /// telling who changed what. The default knows of none.
-    fn changes(_value: &str, _since: &str, _until: &str) -> Result<Vec<Change>, String> {
-        Ok(Vec::new())
-    }
-}
-
-/// Attributes for [`Fetched::attrs`].
-pub mod attr {
-    use super::{Attr, AttrValue};
-
-    /// A string attribute.
-    pub fn string(name: &str, value: &str) -> Attr {
-        Attr { name: name.to_owned(), value: AttrValue::Str(value.to_owned()) }
+    #[doc(hidden)]
+    pub fn from_wit(settings: Vec<Setting>) -> Settings {
+        Settings(settings)
     }
 
-    /// An integer attribute.
-    pub fn int(name: &str, value: i64) -> Attr {
-        Attr { name: name.to_owned(), value: AttrValue::Int(value) }
+    /// The value of a setting, if it is set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|s| s.name == name).map(|s| s.value.as_str())
     }
 
-    /// A boolean attribute.
-    pub fn boolean(name: &str, value: bool) -> Attr {
-        Attr { name: name.to_owned(), value: AttrValue::Boolean(value) }
+    /// The value of a setting that must be set; the error names it.
+    pub fn required(&self, name: &str) -> Result<&str, String> {
+        self.get(name).filter(|v| !v.is_empty()).ok_or_else(|| format!("the setting ‘{name}’ is missing"))
+    }
+
+    /// A setting given as words separated by commas or spaces.
+    pub fn list(&self, name: &str) -> Vec<&str> {
+        self.get(name)
+            .map(|v| v.split(|c: char| c == ',' || c.is_whitespace()).filter(|w| !w.is_empty()).collect())
+            .unwrap_or_default()
     }
 }
 
 /// What plugins ask of the server. Each function needs its capability to
 /// be granted; without it, it returns an error saying so.
 pub mod host {
-    use super::bindings::orthrus::plugin::{key_value, log as wit_log, nix_store, process};
+    use super::bindings::host::orthrus::plugin::{key_value, log as wit_log, mail as wit_mail, nix_store, process};
 
     /// What a program did.
     pub use process::Output;
@@ -157,6 +250,43 @@ pub mod host {
     /// Nix store; returns the store path.
     pub fn add_to_store(path: &str) -> Result<String, String> {
         nix_store::add(path)
+    }
+
+    /// Sends a plain-text mail through the server's relay (capability `mail`).
+    pub fn send_mail(to: &[String], subject: &str, body: &str) -> Result<(), String> {
+        wit_mail::send(&wit_mail::Message { to: to.to_vec(), subject: subject.to_owned(), body: body.to_owned() })
+    }
+
+    /// Outgoing HTTP (capability `http(HOST)` for each host).
+    pub mod http {
+        pub use crate::bindings::host::orthrus::plugin::http::{Header, Request, Response, send};
+
+        /// A request with a JSON body, `Content-Type` set.
+        pub fn json_request(method: &str, url: &str, body: &str, headers: &[(&str, &str)]) -> Request {
+            let mut all = vec![Header { name: "Content-Type".into(), value: "application/json".into() }];
+            all.extend(headers.iter().map(|(name, value)| Header { name: (*name).into(), value: (*value).into() }));
+            Request { method: method.into(), url: url.into(), headers: all, body: body.as_bytes().to_vec() }
+        }
+
+        /// Sends the request; an answer outside 200–299 is an error that
+        /// quotes the status and the start of the body.
+        pub fn send_ok(request: &Request) -> Result<Response, String> {
+            let response = send(request)?;
+            if (200..300).contains(&response.status) {
+                Ok(response)
+            } else {
+                let body = String::from_utf8_lossy(&response.body);
+                let body: String = body.chars().take(300).collect();
+                Err(format!("{} {} answered {}: {}", request.method, request.url, response.status, body.trim()))
+            }
+        }
+    }
+
+    /// Read-only queries on the project's builds (capability `read-builds`).
+    pub mod builds {
+        pub use crate::bindings::host::orthrus::plugin::builds::{
+            BuildSummary, EvalInput, EvalSummary, Output, eval, eval_builds, job_builds, jobsets,
+        };
     }
 
     /// The plugin's key-value store.
@@ -205,46 +335,4 @@ pub mod host {
             let _ = write(Level::Error, message);
         }
     }
-}
-
-/// Exports a type implementing [`InputFetcher`] as the plugin's fetcher.
-#[macro_export]
-macro_rules! export_fetcher {
-    ($fetcher:ty) => {
-        // Only a WebAssembly build exports anything: on the host the crate
-        // builds (and its unit tests run) without the component's symbols.
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            struct __OrthrusPlugin;
-
-            impl $crate::bindings::Guest for __OrthrusPlugin {
-                fn metadata() -> $crate::Metadata {
-                    <$fetcher as $crate::InputFetcher>::metadata()
-                }
-            }
-
-            impl $crate::bindings::exports::orthrus::plugin::fetcher::Guest for __OrthrusPlugin {
-                fn check_value(value: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
-                    <$fetcher as $crate::InputFetcher>::check_value(&value)
-                }
-
-                fn fetch(
-                    input: ::std::string::String,
-                    value: ::std::string::String,
-                ) -> ::std::result::Result<$crate::Fetched, ::std::string::String> {
-                    <$fetcher as $crate::InputFetcher>::fetch(&input, &value)
-                }
-
-                fn changes(
-                    value: ::std::string::String,
-                    since: ::std::string::String,
-                    until: ::std::string::String,
-                ) -> ::std::result::Result<::std::vec::Vec<$crate::Change>, ::std::string::String> {
-                    <$fetcher as $crate::InputFetcher>::changes(&value, &since, &until)
-                }
-            }
-
-            $crate::bindings::__export_input_fetcher!(__OrthrusPlugin);
-        };
-    };
 }

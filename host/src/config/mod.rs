@@ -35,7 +35,101 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub binary_cache: BinaryCacheConfig,
     pub plugins: PluginsConfig,
+    pub mail: MailConfig,
+    /// Notifier plugins and the events each is told about.
+    pub notifiers: Vec<NotifierConfig>,
 }
+
+/// The SMTP relay plugins with the `mail` capability send through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// Host name or address of the relay; empty means mail is off.
+    pub relay: String,
+    pub port: u16,
+    /// `none` (plain, for a relay on loopback), `starttls` or `tls`.
+    pub security: MailSecurity,
+    /// The sender of every mail, `Name <address>` or an address.
+    pub from: String,
+    /// For relays that want a login; the password is read from a file.
+    pub username: String,
+    pub password_file: PathBuf,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailSecurity {
+    None,
+    Starttls,
+    Tls,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            relay: String::new(),
+            port: 25,
+            security: MailSecurity::None,
+            from: "Orthrus <orthrus@localhost>".into(),
+            username: String::new(),
+            password_file: PathBuf::new(),
+            timeout_secs: 30,
+        }
+    }
+}
+
+/// One notifier: a notifier plugin with its settings and the events it
+/// is told about.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierConfig {
+    /// Names its delivery state (`/api/notifiers`); defaults to the plugin's name.
+    #[serde(default)]
+    pub name: String,
+    pub plugin: String,
+    /// Event kinds (`build-finished`, …); empty means all.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Only events of these projects; empty means all.
+    #[serde(default)]
+    pub projects: Vec<String>,
+    /// Passed to the plugin with each event.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// A failed delivery is tried again after this many seconds, doubled
+    /// for each further failure up to `retry_max_delay_secs`; never given up.
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay_secs: u64,
+    #[serde(default = "default_retry_max_delay")]
+    pub retry_max_delay_secs: u64,
+}
+
+fn default_retry_delay() -> u64 {
+    10
+}
+
+fn default_retry_max_delay() -> u64 {
+    3600
+}
+
+impl NotifierConfig {
+    pub fn name(&self) -> &str {
+        if self.name.is_empty() { &self.plugin } else { &self.name }
+    }
+}
+
+/// Event kinds a notifier may ask for.
+pub const EVENT_KINDS: [&str; 8] = [
+    "eval-started",
+    "eval-cached",
+    "eval-failed",
+    "eval-added",
+    "build-queued",
+    "build-started",
+    "build-finished",
+    "step-finished",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -63,8 +157,16 @@ pub struct PluginsConfig {
     /// Time of one plugin call (a fetch, say), in seconds.
     pub timeout_secs: u64,
     /// What each plugin may do, by plugin name. A built-in plugin without
-    /// an entry gets what it asks for; any other gets nothing.
+    /// an entry gets what it asks for, except HTTP hosts, which only the
+    /// operator names; any other plugin gets nothing.
     pub grants: BTreeMap<String, PluginGrant>,
+    /// Instructions a renderer or release-set call may execute, in millions
+    /// (its fuel): a plugin that loops stops here, deterministically.
+    pub fuel_millions: u64,
+    /// Time of one renderer call, in milliseconds.
+    pub render_timeout_ms: u64,
+    /// Time of one release-set call, in milliseconds (it may query a lot).
+    pub release_set_timeout_ms: u64,
 }
 
 /// Capabilities granted to one plugin.
@@ -79,11 +181,26 @@ pub struct PluginGrant {
     pub key_value: bool,
     /// May write to the server's log.
     pub log: bool,
+    /// Hosts it may send HTTP requests to: `name` (the scheme's default
+    /// port) or `name:port`.
+    pub http: Vec<String>,
+    /// May send mail through the relay of `[mail]`.
+    pub mail: bool,
+    /// May read builds, evaluations and inputs (release sets).
+    pub read_builds: bool,
 }
 
 impl Default for PluginsConfig {
     fn default() -> Self {
-        PluginsConfig { dir: PathBuf::new(), memory_mb: 256, timeout_secs: 600, grants: BTreeMap::new() }
+        PluginsConfig {
+            dir: PathBuf::new(),
+            memory_mb: 256,
+            timeout_secs: 600,
+            grants: BTreeMap::new(),
+            fuel_millions: 200,
+            render_timeout_ms: 500,
+            release_set_timeout_ms: 5000,
+        }
     }
 }
 
@@ -216,6 +333,8 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             binary_cache: BinaryCacheConfig::default(),
             plugins: PluginsConfig::default(),
+            mail: MailConfig::default(),
+            notifiers: Vec::new(),
         }
     }
 }
@@ -339,6 +458,38 @@ impl Config {
         for (name, grant) in &self.plugins.grants {
             if let Some(program) = grant.programs.iter().find(|p| p.is_empty() || p.contains('/')) {
                 return Err(("plugins.grants", format!("{name}: {program:?} is not a program name (no paths)")));
+            }
+        }
+        for (name, grant) in &self.plugins.grants {
+            if let Some(host) = grant.http.iter().find(|h| crate::plugins::HostGrant::parse(h).is_err()) {
+                return Err(("plugins.grants", format!("{name}: {host:?} is not a host (`name` or `name:port`)")));
+            }
+        }
+        if self.plugins.fuel_millions == 0
+            || self.plugins.render_timeout_ms == 0
+            || self.plugins.release_set_timeout_ms == 0
+        {
+            return Err((
+                "plugins",
+                "fuel_millions, render_timeout_ms and release_set_timeout_ms must be at least 1".into(),
+            ));
+        }
+        if !self.mail.relay.is_empty() && self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err((
+                "mail.from",
+                format!("{:?} is not a mail address (`Name <address>` or `address`)", self.mail.from),
+            ));
+        }
+        let mut notifier_names = std::collections::BTreeSet::new();
+        for notifier in &self.notifiers {
+            if !notifier_names.insert(notifier.name()) {
+                return Err(("notifiers", format!("two notifiers are named {:?}: give one a `name`", notifier.name())));
+            }
+            if let Some(kind) = notifier.events.iter().find(|k| !EVENT_KINDS.contains(&k.as_str())) {
+                return Err((
+                    "notifiers",
+                    format!("{}: unknown event {kind:?} (known: {})", notifier.name(), EVENT_KINDS.join(", ")),
+                ));
             }
         }
         if self.web.session_days == 0 {

@@ -464,7 +464,7 @@ impl Db {
                 write_events(&txn, vec![event]).await?;
             }
         }
-        txn.commit().await?;
+        self.commit_events(txn).await?;
         Ok(step_nr)
     }
 
@@ -539,7 +539,7 @@ impl Db {
         let data = serde_json::json!({ "status": status });
         let event = NewEvent { step_nr: Some(step_nr), ..NewEvent::build(EventKind::StepFinished, build_id, data) };
         write_events(&txn, vec![event]).await?;
-        txn.commit().await?;
+        self.commit_events(txn).await?;
         Ok(())
     }
 
@@ -639,7 +639,7 @@ impl Db {
             .map(|(r, _)| NewEvent::build(EventKind::BuildFinished, r.id, serde_json::json!({ "status": r.status })))
             .collect();
         write_events(&txn, events).await?;
-        txn.commit().await?;
+        self.commit_events(txn).await?;
         self.builds.invalidate(ids);
         Ok(finished)
     }
@@ -690,7 +690,7 @@ impl Db {
             .map(|&id| NewEvent::build(EventKind::BuildQueued, id, serde_json::json!({ "restarted": true })))
             .collect();
         write_events(&txn, events).await?;
-        txn.commit().await?;
+        self.commit_events(txn).await?;
         self.builds.invalidate(restarted.iter().copied());
         Ok(restarted)
     }
@@ -726,7 +726,7 @@ impl Db {
             })
             .collect();
         write_events(&txn, events).await?;
-        txn.commit().await?;
+        self.commit_events(txn).await?;
         self.builds.invalidate(cancelled.iter().copied());
         Ok(cancelled)
     }

@@ -20,6 +20,8 @@ pub mod project {
         pub declarative_file: Option<String>,
         pub declarative_type: Option<String>,
         pub declarative_value: Option<String>,
+        /// JSON: release-set name to its definition (see `db/releases.rs`).
+        pub release_sets: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -577,6 +579,48 @@ pub mod event {
         pub build_id: Option<i64>,
         pub step_nr: Option<i32>,
         pub data: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod notifier_cursor {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "notifier_cursors")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub notifier: String,
+        pub cursor: i64,
+        pub delivered: i64,
+        pub last_delivery: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod notifier_pending {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "notifier_pending")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub notifier: String,
+        pub event_id: i64,
+        pub ordering_key: String,
+        pub attempts: i32,
+        pub next_attempt: i64,
+        pub first_failure: i64,
+        pub last_error: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

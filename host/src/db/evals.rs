@@ -197,7 +197,7 @@ impl Db {
             .exec(&txn)
             .await?;
         write_events(&txn, vec![NewEvent::jobset(EventKind::EvalStarted, jobset_id, serde_json::json!({}))]).await?;
-        txn.commit().await?;
+        self.commit_events(txn).await?;
         Ok(started)
     }
 
@@ -256,7 +256,7 @@ impl Db {
             .await?;
         self.end_check(&txn, jobset_id, started, outcome::UNCHANGED, true).await?;
         write_events(&txn, vec![NewEvent::jobset(EventKind::EvalCached, jobset_id, serde_json::json!({}))]).await?;
-        txn.commit().await?;
+        self.commit_events(txn).await?;
         Ok(())
     }
 
@@ -271,7 +271,7 @@ impl Db {
         self.end_check(&txn, jobset_id, started, outcome::FETCH_FAILED, false).await?;
         let data = serde_json::json!({ "reason": "fetch", "message": message });
         write_events(&txn, vec![NewEvent::jobset(EventKind::EvalFailed, jobset_id, data)]).await?;
-        txn.commit().await?;
+        self.commit_events(txn).await?;
         Ok(())
     }
 
@@ -301,7 +301,7 @@ impl Db {
         self.end_check(&txn, jobset_id, started, outcome::EVAL_FAILED, false).await?;
         let data = serde_json::json!({ "reason": "evaluation", "message": message });
         write_events(&txn, vec![NewEvent::jobset(EventKind::EvalFailed, jobset_id, data)]).await?;
-        txn.commit().await?;
+        self.commit_events(txn).await?;
         Ok(())
     }
 
@@ -492,7 +492,7 @@ impl Db {
             )
         }));
         write_events(&txn, events).await?;
-        txn.commit().await?;
+        self.commit_events(txn).await?;
         // Reused builds now list this evaluation too.
         self.builds.invalidate(build_of_job.values().filter(|(_, is_new)| !is_new).map(|(id, _)| *id));
         Ok(RecordedEval { eval_id: eval.id, new_builds, has_new_builds })

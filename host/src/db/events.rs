@@ -105,6 +105,27 @@ pub(super) async fn write_events(txn: &impl ConnectionTrait, events: Vec<NewEven
 }
 
 impl Db {
+    /// Commits a transaction that wrote events, and wakes whoever waits
+    /// for new ones.
+    pub(super) async fn commit_events(&self, txn: sea_orm::DatabaseTransaction) -> DbResult<()> {
+        txn.commit().await?;
+        self.events_written.send_modify(|commits| *commits += 1);
+        Ok(())
+    }
+
+    /// A receiver that sees a change after each commit that wrote events:
+    /// mark it seen (`borrow_and_update`) before reading events, and wait
+    /// for `changed()` when there were none. A wake-up only makes delivery
+    /// faster; readers still poll now and then.
+    pub fn subscribe_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events_written.subscribe()
+    }
+
+    /// The id of the newest event (0 when there are none).
+    pub async fn latest_event_id(&self) -> DbResult<i64> {
+        let newest = event::Entity::find().order_by_desc(event::Column::Id).one(self.read()).await?;
+        Ok(newest.map(|e| e.id).unwrap_or(0))
+    }
     /// Events after `after` (an event id), oldest first, at most `limit`;
     /// only those of one build when `build` is given.
     pub async fn events_after(&self, after: i64, limit: u64, build: Option<i64>) -> DbResult<Vec<Event>> {

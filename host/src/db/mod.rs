@@ -14,9 +14,11 @@ mod cache;
 pub mod entities;
 mod evals;
 mod events;
+mod notifications;
 mod overview;
 mod plugin_kv;
 mod projects;
+mod releases;
 mod users;
 
 use std::time::Duration;
@@ -28,8 +30,10 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 pub use builds::*;
 pub use evals::*;
 pub use events::Event;
+pub use notifications::*;
 pub use overview::*;
 pub use projects::*;
+pub use releases::*;
 pub use users::*;
 
 /// Handle on the database; cheap to clone.
@@ -38,6 +42,8 @@ pub struct Db {
     read: DatabaseConnection,
     write: DatabaseConnection,
     builds: std::sync::Arc<cache::BuildCache>,
+    /// Signalled after each commit that wrote events (see `events.rs`).
+    events_written: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Current time as Unix seconds, the unit of every time column.
@@ -58,7 +64,12 @@ impl Db {
             }
             let read = Database::connect(sqlite_options(url, 8)).await?;
             let write = Database::connect(sqlite_options(url, 1)).await?;
-            Ok(Db { read, write, builds: Default::default() })
+            Ok(Db {
+                read,
+                write,
+                builds: Default::default(),
+                events_written: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+            })
         } else {
             let mut options = ConnectOptions::new(url);
             options
@@ -68,7 +79,12 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(60))
                 .sqlx_logging(false);
             let conn = Database::connect(options).await?;
-            Ok(Db { read: conn.clone(), write: conn, builds: Default::default() })
+            Ok(Db {
+                read: conn.clone(),
+                write: conn,
+                builds: Default::default(),
+                events_written: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+            })
         }
     }
 

@@ -27,6 +27,8 @@ pub struct ProjectSettings {
     pub hidden: bool,
     pub enable_dynamic_run_command: bool,
     pub declarative: Option<Declarative>,
+    /// Named views over finished builds, computed by release-set plugins.
+    pub release_sets: super::ReleaseSets,
 }
 
 /// A declarative project's spec file: `file` inside an input of `kind` and `value`.
@@ -78,6 +80,7 @@ impl ProjectSettings {
             hidden: false,
             enable_dynamic_run_command: false,
             declarative: None,
+            release_sets: Default::default(),
         }
     }
 }
@@ -126,6 +129,7 @@ impl Project {
             hidden: self.hidden,
             enable_dynamic_run_command: self.enable_dynamic_run_command,
             declarative: self.declarative(),
+            release_sets: self.release_sets(),
         }
     }
 }
@@ -173,6 +177,9 @@ fn project_active(settings: &ProjectSettings, mut model: project::ActiveModel) -
     model.declarative_file = Set(declarative.as_ref().map(|d| d.file.clone()));
     model.declarative_type = Set(declarative.as_ref().map(|d| d.kind.clone()));
     model.declarative_value = Set(declarative.map(|d| d.value));
+    model.release_sets =
+        Set((!settings.release_sets.is_empty())
+            .then(|| serde_json::to_string(&settings.release_sets).unwrap_or_default()));
     model
 }
 

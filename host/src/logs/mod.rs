@@ -49,6 +49,20 @@ impl LogStore {
         read_log_file(&self.path_for(drv))
     }
 
+    /// The derivation whose log is "the build's log": the build's own, or
+    /// else that of its last failed step (a dependency that failed), or of
+    /// its last step.
+    pub fn build_log(&self, build_drv: &str, steps: &[crate::db::BuildStep]) -> Option<StorePath> {
+        if let Ok(drv) = StorePath::parse(build_drv) {
+            if self.exists(&drv) {
+                return Some(drv);
+            }
+        }
+        let step =
+            steps.iter().rev().find(|s| s.status.is_some_and(|c| c != crate::db::status::SUCCESS)).or(steps.last())?;
+        StorePath::parse(&step.drv_path).ok()
+    }
+
     /// The last `lines` lines of the log.
     pub fn tail(&self, drv: &StorePath, lines: usize) -> std::io::Result<Option<Vec<u8>>> {
         Ok(self.read(drv)?.map(|log| tail_lines(&log, lines).to_vec()))

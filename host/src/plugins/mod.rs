@@ -9,9 +9,12 @@
 //! sees only its own scratch directory; everything else it asks the host
 //! for, and gets only what the operator granted (`host.rs`).
 
+pub mod api;
 mod bindings;
 mod builtin;
+mod convert;
 mod host;
+mod outbound;
 pub mod testing;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,12 +28,18 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::config::{PluginGrant, PluginsConfig};
+use crate::config::{MailConfig, PluginGrant, PluginsConfig};
 use crate::db::Db;
 use crate::nix::{Nix, StorePath};
-use bindings::InputFetcherPre;
-use bindings::exports::orthrus::plugin::fetcher;
+use api::{BuildRef, NotifyEvent, ProductToRender, Release, Rendered};
+use bindings::fetcher::InputFetcherPre;
+use bindings::fetcher::exports::orthrus::plugin::fetcher;
+use bindings::notifier::NotifierPre;
+use bindings::release_set::ReleaseSetPre;
+use bindings::renderer::RendererPre;
 use host::HostState;
+pub use outbound::HostGrant;
+use outbound::{HttpClient, Mailer};
 
 /// How often the epoch advances; a call's deadline is counted in these.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -42,6 +51,9 @@ pub enum Capability {
     AddToStore,
     KeyValue,
     Log,
+    Http(String),
+    Mail,
+    ReadBuilds,
 }
 
 impl std::fmt::Display for Capability {
@@ -51,6 +63,9 @@ impl std::fmt::Display for Capability {
             Capability::AddToStore => f.write_str("add-to-store"),
             Capability::KeyValue => f.write_str("key-value"),
             Capability::Log => f.write_str("log"),
+            Capability::Http(host) => write!(f, "http({host})"),
+            Capability::Mail => f.write_str("mail"),
+            Capability::ReadBuilds => f.write_str("read-builds"),
         }
     }
 }
@@ -65,6 +80,27 @@ pub struct Metadata {
     pub capabilities: Vec<Capability>,
 }
 
+/// Which of the plugin worlds a plugin is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    InputFetcher,
+    Notifier,
+    Renderer,
+    ReleaseSet,
+}
+
+impl std::fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PluginKind::InputFetcher => "input fetcher",
+            PluginKind::Notifier => "notifier",
+            PluginKind::Renderer => "renderer",
+            PluginKind::ReleaseSet => "release set",
+        })
+    }
+}
+
 /// What a plugin may do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
@@ -72,10 +108,15 @@ pub struct Grants {
     pub add_to_store: bool,
     pub key_value: bool,
     pub log: bool,
+    pub http: BTreeSet<HostGrant>,
+    pub mail: bool,
+    pub read_builds: bool,
 }
 
 impl Grants {
-    /// Exactly what the plugin asks for (built-in plugins, by default).
+    /// What a built-in plugin gets by default: what it asks for, except
+    /// HTTP hosts, which only the operator names (a webhook's receiver is
+    /// the operator's choice, not the plugin's).
     fn asked(metadata: &Metadata) -> Grants {
         let mut grants = Grants::default();
         for capability in &metadata.capabilities {
@@ -86,6 +127,9 @@ impl Grants {
                 Capability::AddToStore => grants.add_to_store = true,
                 Capability::KeyValue => grants.key_value = true,
                 Capability::Log => grants.log = true,
+                Capability::Http(_) => {}
+                Capability::Mail => grants.mail = true,
+                Capability::ReadBuilds => grants.read_builds = true,
             }
         }
         grants
@@ -97,6 +141,23 @@ impl Grants {
             add_to_store: grant.add_to_store,
             key_value: grant.key_value,
             log: grant.log,
+            // Checked when the configuration was read.
+            http: grant.http.iter().filter_map(|h| HostGrant::parse(h).ok()).collect(),
+            mail: grant.mail,
+            read_builds: grant.read_builds,
+        }
+    }
+
+    /// The same, as the configuration writes it.
+    pub fn to_config(&self) -> PluginGrant {
+        PluginGrant {
+            programs: self.programs.iter().cloned().collect(),
+            add_to_store: self.add_to_store,
+            key_value: self.key_value,
+            log: self.log,
+            http: self.http.iter().map(ToString::to_string).collect(),
+            mail: self.mail,
+            read_builds: self.read_builds,
         }
     }
 
@@ -111,6 +172,13 @@ impl Grants {
         }
         if self.log {
             list.push(Capability::Log);
+        }
+        list.extend(self.http.iter().map(|h| Capability::Http(h.to_string())));
+        if self.mail {
+            list.push(Capability::Mail);
+        }
+        if self.read_builds {
+            list.push(Capability::ReadBuilds);
         }
         list
     }
@@ -135,6 +203,7 @@ impl std::fmt::Display for Source {
 /// A loaded plugin, as `orthrus plugin list` shows it.
 #[derive(Debug, Clone)]
 pub struct PluginInfo {
+    pub kind: PluginKind,
     pub metadata: Metadata,
     pub grants: Grants,
     pub source: Source,
@@ -178,6 +247,8 @@ pub enum PluginError {
     Crashed { plugin: String, what: String },
     #[error("no plugin handles inputs of type ‘{0}’")]
     NoPlugin(String),
+    #[error("no {kind} plugin is named ‘{name}’")]
+    NoSuchPlugin { kind: PluginKind, name: String },
     #[error("cannot load plugin {origin}: {message}")]
     Load { origin: String, message: String },
 }
@@ -189,11 +260,74 @@ pub(crate) struct Services {
     nix: Nix,
     /// PATH for programs plugins run.
     path: String,
+    http: HttpClient,
+    mailer: Mailer,
+}
+
+/// A plugin ready to instantiate, as the world it exports.
+#[derive(Clone)]
+enum WorldPre {
+    InputFetcher(InputFetcherPre<HostState>),
+    Notifier(NotifierPre<HostState>),
+    Renderer(RendererPre<HostState>),
+    ReleaseSet(ReleaseSetPre<HostState>),
+}
+
+impl WorldPre {
+    fn new(pre: wasmtime::component::InstancePre<HostState>) -> Result<WorldPre, String> {
+        let mut errors = Vec::new();
+        match InputFetcherPre::new(pre.clone()) {
+            Ok(p) => return Ok(WorldPre::InputFetcher(p)),
+            Err(e) => errors.push(format!("input-fetcher: {e:#}")),
+        }
+        match NotifierPre::new(pre.clone()) {
+            Ok(p) => return Ok(WorldPre::Notifier(p)),
+            Err(e) => errors.push(format!("notifier: {e:#}")),
+        }
+        match RendererPre::new(pre.clone()) {
+            Ok(p) => return Ok(WorldPre::Renderer(p)),
+            Err(e) => errors.push(format!("renderer: {e:#}")),
+        }
+        match ReleaseSetPre::new(pre) {
+            Ok(p) => return Ok(WorldPre::ReleaseSet(p)),
+            Err(e) => errors.push(format!("release-set: {e:#}")),
+        }
+        Err(format!("it exports none of the worlds of orthrus:plugin@0.1.0 ({})", errors.join("; ")))
+    }
+
+    fn kind(&self) -> PluginKind {
+        match self {
+            WorldPre::InputFetcher(_) => PluginKind::InputFetcher,
+            WorldPre::Notifier(_) => PluginKind::Notifier,
+            WorldPre::Renderer(_) => PluginKind::Renderer,
+            WorldPre::ReleaseSet(_) => PluginKind::ReleaseSet,
+        }
+    }
+
+    async fn metadata(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<bindings::host_api::orthrus::plugin::types::PluginMetadata> {
+        match self {
+            WorldPre::InputFetcher(pre) => pre.instantiate_async(&mut *store).await?.call_metadata(store).await,
+            WorldPre::Notifier(pre) => pre.instantiate_async(&mut *store).await?.call_metadata(store).await,
+            WorldPre::Renderer(pre) => pre.instantiate_async(&mut *store).await?.call_metadata(store).await,
+            WorldPre::ReleaseSet(pre) => pre.instantiate_async(&mut *store).await?.call_metadata(store).await,
+        }
+    }
+}
+
+/// How long a call may run, and how many instructions it may execute.
+#[derive(Debug, Clone, Copy)]
+struct CallLimits {
+    timeout: Duration,
+    /// `None`: as many as fit in the time.
+    fuel: Option<u64>,
 }
 
 struct LoadedPlugin {
     info: PluginInfo,
-    pre: InputFetcherPre<HostState>,
+    pre: WorldPre,
     /// Calls of one plugin run one at a time: its scratch directory (a
     /// cache of clones, say) is not built for concurrent use.
     lock: tokio::sync::Mutex<()>,
@@ -211,13 +345,19 @@ struct Inner {
     plugins: BTreeMap<String, Arc<LoadedPlugin>>,
     /// Input type to plugin name.
     fetchers: BTreeMap<String, String>,
+    /// Build product type to plugin name.
+    renderers: BTreeMap<String, String>,
     /// Why plugins that were found could not be loaded.
     load_errors: Vec<String>,
     services: Services,
     scratch_root: PathBuf,
     cache_dir: PathBuf,
     memory: usize,
-    timeout: Duration,
+    /// Input fetchers and notifiers: they wait on the network.
+    io_limits: CallLimits,
+    /// Renderers run while a page is served: a strict budget.
+    render_limits: CallLimits,
+    release_set_limits: CallLimits,
     /// Keeps the epoch ticker thread going; it stops when this is dropped.
     _ticker: Arc<()>,
 }
@@ -255,6 +395,8 @@ fn engine(memory: usize) -> Result<Engine, PluginError> {
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
+        // Renderers and release sets get a deterministic budget.
+        .consume_fuel(true)
         .concurrency_support(false)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     Engine::new(&config).map_err(|e| PluginError::Load { origin: "engine".into(), message: e.to_string() })
@@ -264,7 +406,8 @@ fn linker(engine: &Engine) -> Result<Linker<HostState>, PluginError> {
     let mut linker = Linker::new(engine);
     let load = |e: wasmtime::Error| PluginError::Load { origin: "linker".into(), message: e.to_string() };
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(load)?;
-    bindings::InputFetcher::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state).map_err(load)?;
+    bindings::host_api::HostApi::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+        .map_err(load)?;
     Ok(linker)
 }
 
@@ -278,22 +421,45 @@ impl PluginRuntime {
         db: Db,
         nix: Nix,
     ) -> Result<PluginRuntime, PluginError> {
+        PluginRuntime::start_with_mail(config, &MailConfig::default(), scratch_root, cache_dir, db, nix).await
+    }
+
+    /// [`start`](Self::start), with the SMTP relay plugins send mail through.
+    pub async fn start_with_mail(
+        config: &PluginsConfig,
+        mail: &MailConfig,
+        scratch_root: PathBuf,
+        cache_dir: PathBuf,
+        db: Db,
+        nix: Nix,
+    ) -> Result<PluginRuntime, PluginError> {
         let memory = (config.memory_mb << 20) as usize;
         let engine = engine(memory)?;
         let linker = linker(&engine)?;
         let ticker = start_ticker(&engine);
-        let services = Services { db, nix, path: std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()) };
+        let mailer = Mailer::new(mail).map_err(|message| PluginError::Load { origin: "[mail]".into(), message })?;
+        let services = Services {
+            db,
+            nix,
+            path: std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+            http: HttpClient::new(),
+            mailer,
+        };
+        let fuel = Some(config.fuel_millions.saturating_mul(1_000_000));
         let mut inner = Inner {
             engine,
             linker,
             plugins: BTreeMap::new(),
             fetchers: BTreeMap::new(),
+            renderers: BTreeMap::new(),
             load_errors: Vec::new(),
             services,
             scratch_root,
             cache_dir,
             memory,
-            timeout: Duration::from_secs(config.timeout_secs),
+            io_limits: CallLimits { timeout: Duration::from_secs(config.timeout_secs), fuel: None },
+            render_limits: CallLimits { timeout: Duration::from_millis(config.render_timeout_ms), fuel },
+            release_set_limits: CallLimits { timeout: Duration::from_millis(config.release_set_timeout_ms), fuel },
             _ticker: ticker,
         };
         let mut sources: Vec<(Source, Vec<u8>)> =
@@ -317,15 +483,26 @@ impl PluginRuntime {
             match inner.load(source.clone(), &bytes, config).await {
                 Ok(plugin) => {
                     let name = plugin.info.metadata.name.clone();
-                    for kind in &plugin.info.metadata.handles {
-                        if let Some(other) = inner.fetchers.insert(kind.clone(), name.clone()) {
-                            tracing::warn!(
-                                "inputs of type ‘{kind}’ are now fetched by plugin ‘{name}’ instead of ‘{other}’"
-                            );
+                    let (handlers, what) = match plugin.info.kind {
+                        PluginKind::InputFetcher => (Some(&mut inner.fetchers), "inputs of type"),
+                        PluginKind::Renderer => (Some(&mut inner.renderers), "build products of type"),
+                        PluginKind::Notifier | PluginKind::ReleaseSet => (None, ""),
+                    };
+                    if let Some(handlers) = handlers {
+                        for kind in &plugin.info.metadata.handles {
+                            if let Some(other) = handlers.insert(kind.clone(), name.clone()) {
+                                tracing::warn!(
+                                    "{what} ‘{kind}’ are now handled by plugin ‘{name}’ instead of ‘{other}’"
+                                );
+                            }
                         }
+                    }
+                    if let Some(old) = inner.plugins.get(&name) {
+                        tracing::warn!("plugin ‘{name}’ from {source} replaces the one from {}", old.info.source);
                     }
                     tracing::info!(
                         plugin = %name,
+                        kind = %plugin.info.kind,
                         version = %plugin.info.metadata.version,
                         source = %source,
                         granted = ?plugin.info.grants.capabilities().iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -359,8 +536,10 @@ impl PluginRuntime {
     /// call, the smallest unit of plugin work.
     pub async fn describe(&self, name: &str) -> Result<Metadata, PluginError> {
         let plugin = self.inner.plugins.get(name).ok_or_else(|| PluginError::NoPlugin(name.to_owned()))?.clone();
-        let raw =
-            self.inner.call(&plugin, false, async move |store, instance| instance.call_metadata(store).await).await?;
+        let raw = self
+            .inner
+            .call(&plugin, false, self.inner.io_limits, None, async move |store, pre| pre.metadata(store).await)
+            .await?;
         Ok(metadata_from_wit(raw))
     }
 
@@ -383,12 +562,97 @@ impl PluginRuntime {
         Ok(self.inner.plugins[name].clone())
     }
 
+    /// The loaded plugin `name`, if it is of `kind`.
+    fn plugin_of_kind(&self, name: &str, kind: PluginKind) -> Result<Arc<LoadedPlugin>, PluginError> {
+        self.inner
+            .plugins
+            .get(name)
+            .filter(|p| p.info.kind == kind)
+            .cloned()
+            .ok_or_else(|| PluginError::NoSuchPlugin { kind, name: name.to_owned() })
+    }
+
+    /// Whether a plugin of `kind` is loaded under `name`.
+    pub fn has_plugin(&self, name: &str, kind: PluginKind) -> bool {
+        self.plugin_of_kind(name, kind).is_ok()
+    }
+
+    /// The renderer of a build product type, if a plugin handles it.
+    pub fn renderer_for(&self, product_type: &str) -> Option<String> {
+        self.inner.renderers.get(product_type).cloned()
+    }
+
+    /// Tells notifier `plugin` about an event.
+    pub async fn notify(
+        &self,
+        plugin: &str,
+        settings: &BTreeMap<String, String>,
+        event: &NotifyEvent,
+    ) -> Result<(), PluginError> {
+        let plugin = self.plugin_of_kind(plugin, PluginKind::Notifier)?;
+        let settings = wit_settings(settings);
+        let event = convert::notify_event(event);
+        self.inner
+            .call(&plugin, false, self.inner.io_limits, None, async move |store, pre| {
+                let WorldPre::Notifier(pre) = pre else { unreachable!("checked by plugin_of_kind") };
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.orthrus_plugin_notify().call_notify(store, &settings, &event).await
+            })
+            .await?
+            .map_err(PluginError::Failed)
+    }
+
+    /// Renders a build product with the renderer of its type. The result is
+    /// what the plugin returned: the caller sanitises it.
+    pub async fn render(
+        &self,
+        renderer: &str,
+        product: &ProductToRender,
+        build: &BuildRef,
+    ) -> Result<Rendered, PluginError> {
+        let plugin = self.plugin_of_kind(renderer, PluginKind::Renderer)?;
+        let (product, build) = (convert::product(product), convert::build_ref(build));
+        let rendered = self
+            .inner
+            .call(&plugin, false, self.inner.render_limits, None, async move |store, pre| {
+                let WorldPre::Renderer(pre) = pre else { unreachable!("checked by plugin_of_kind") };
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.orthrus_plugin_render().call_render(store, &product, &build).await
+            })
+            .await?
+            .map_err(PluginError::Failed)?;
+        Ok(convert::rendered(rendered))
+    }
+
+    /// The releases of a release set of project `project_id`, newest first.
+    /// The plugin's queries see only that project.
+    pub async fn releases(
+        &self,
+        plugin: &str,
+        project_id: i64,
+        settings: &BTreeMap<String, String>,
+        limit: u32,
+    ) -> Result<Vec<Release>, PluginError> {
+        let plugin = self.plugin_of_kind(plugin, PluginKind::ReleaseSet)?;
+        let settings = wit_settings(settings);
+        let releases = self
+            .inner
+            .call(&plugin, false, self.inner.release_set_limits, Some(project_id), async move |store, pre| {
+                let WorldPre::ReleaseSet(pre) = pre else { unreachable!("checked by plugin_of_kind") };
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.orthrus_plugin_releases().call_releases(store, &settings, limit).await
+            })
+            .await?
+            .map_err(PluginError::Failed)?;
+        Ok(releases.into_iter().map(convert::release).collect())
+    }
+
     pub async fn check_value(&self, input_type: &str, value: &str) -> Result<(), PluginError> {
         let plugin = self.fetcher(input_type)?;
         let value = value.to_owned();
         self.inner
-            .call(&plugin, false, async move |store, instance| {
-                instance.orthrus_plugin_fetcher().call_check_value(store, &value).await
+            .call(&plugin, false, self.inner.io_limits, None, async move |store, pre| {
+                fetcher_instance(pre, store).await?.orthrus_plugin_fetcher().call_check_value(store, &value).await
             })
             .await?
             .map_err(PluginError::Failed)
@@ -400,8 +664,8 @@ impl PluginRuntime {
         let (name, value) = (input_name.to_owned(), value.to_owned());
         let fetched = self
             .inner
-            .call(&plugin, true, async move |store, instance| {
-                instance.orthrus_plugin_fetcher().call_fetch(store, &name, &value).await
+            .call(&plugin, true, self.inner.io_limits, None, async move |store, pre| {
+                fetcher_instance(pre, store).await?.orthrus_plugin_fetcher().call_fetch(store, &name, &value).await
             })
             .await?
             .map_err(PluginError::Failed)?;
@@ -441,8 +705,12 @@ impl PluginRuntime {
         let (value, since, until) = (value.to_owned(), since.to_owned(), until.to_owned());
         let changes = self
             .inner
-            .call(&plugin, true, async move |store, instance| {
-                instance.orthrus_plugin_fetcher().call_changes(store, &value, &since, &until).await
+            .call(&plugin, true, self.inner.io_limits, None, async move |store, pre| {
+                fetcher_instance(pre, store)
+                    .await?
+                    .orthrus_plugin_fetcher()
+                    .call_changes(store, &value, &since, &until)
+                    .await
             })
             .await?
             .map_err(PluginError::Failed)?;
@@ -496,8 +764,7 @@ impl Inner {
         let sha256 = hex::encode(Sha256::digest(bytes));
         let component = self.component(bytes, &sha256).map_err(load_error)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| load_error(format!("{e:#}")))?;
-        let pre = InputFetcherPre::new(pre)
-            .map_err(|e| load_error(format!("it is not an input fetcher of orthrus:plugin@0.1.0: {e:#}")))?;
+        let pre = WorldPre::new(pre).map_err(load_error)?;
         // Metadata is read under no grant at all: a plugin cannot use
         // anything while it introduces itself.
         // A scratch directory of its own, removed after: the plugin's name
@@ -505,6 +772,7 @@ impl Inner {
         let probe_name = format!(".load-{}", &sha256[..16]);
         let probe = LoadedPlugin {
             info: PluginInfo {
+                kind: pre.kind(),
                 metadata: Metadata {
                     name: probe_name.clone(),
                     version: String::new(),
@@ -519,7 +787,8 @@ impl Inner {
             pre: pre.clone(),
             lock: tokio::sync::Mutex::new(()),
         };
-        let raw = self.call(&probe, false, async move |store, instance| instance.call_metadata(store).await).await;
+        let raw =
+            self.call(&probe, false, self.io_limits, None, async move |store, pre| pre.metadata(store).await).await;
         let _ = std::fs::remove_dir_all(self.scratch_root.join(&probe_name));
         let raw = raw.map_err(|e| load_error(format!("its metadata() failed: {e}")))?;
         let metadata = metadata_from_wit(raw);
@@ -534,7 +803,7 @@ impl Inner {
             None => Grants::default(),
         };
         Ok(Arc::new(LoadedPlugin {
-            info: PluginInfo { metadata, grants, source, sha256 },
+            info: PluginInfo { kind: pre.kind(), metadata, grants, source, sha256 },
             pre,
             lock: tokio::sync::Mutex::new(()),
         }))
@@ -543,9 +812,16 @@ impl Inner {
     /// One call in a fresh store: the scratch directory as the only file
     /// system, the memory cap, the deadline. `exclusive` calls of a plugin
     /// wait for each other.
-    async fn call<R, F>(&self, plugin: &LoadedPlugin, exclusive: bool, f: F) -> Result<R, PluginError>
+    async fn call<R, F>(
+        &self,
+        plugin: &LoadedPlugin,
+        exclusive: bool,
+        limits: CallLimits,
+        project_scope: Option<i64>,
+        f: F,
+    ) -> Result<R, PluginError>
     where
-        F: AsyncFnOnce(&mut Store<HostState>, &bindings::InputFetcher) -> wasmtime::Result<R>,
+        F: AsyncFnOnce(&mut Store<HostState>, &WorldPre) -> wasmtime::Result<R>,
     {
         let name = plugin.info.metadata.name.clone();
         let crashed = |what: String| PluginError::Crashed { plugin: name.clone(), what };
@@ -571,12 +847,15 @@ impl Inner {
             grants: plugin.info.grants.clone(),
             scratch,
             services: self.services.clone(),
+            project_scope,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         // At every tick the plugin yields to the runtime (a plugin that
         // computes does not hold a worker thread), until its time is up.
-        let deadline = std::time::Instant::now() + self.timeout;
+        store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| crashed(e.to_string()))?;
+        let timeout = limits.timeout;
+        let deadline = std::time::Instant::now() + timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if std::time::Instant::now() >= deadline {
@@ -585,22 +864,39 @@ impl Inner {
                 wasmtime::UpdateDeadline::Yield(1)
             })
         });
-        let work = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
-            f(&mut store, &instance).await
-        };
-        // The outer limit also covers time spent in host calls (programs).
-        let outer = self.timeout + Duration::from_secs(5);
+        let work = f(&mut store, &plugin.pre);
+        // The outer limit also covers time spent in host calls (programs,
+        // requests), which the epoch does not interrupt.
+        let outer = timeout + timeout.min(Duration::from_secs(5));
         match tokio::time::timeout(outer, work).await {
-            Err(_) => Err(crashed(timed_out(self.timeout))),
+            Err(_) => Err(crashed(timed_out(timeout))),
             Ok(Ok(result)) => Ok(result),
-            Ok(Err(e)) => Err(crashed(describe_trap(&e, self.timeout, self.memory))),
+            Ok(Err(e)) => Err(crashed(describe_trap(&e, limits, self.memory))),
         }
     }
 }
 
-fn metadata_from_wit(raw: bindings::orthrus::plugin::types::PluginMetadata) -> Metadata {
-    use bindings::orthrus::plugin::types::Capability as Wit;
+/// The fetcher instance of an input-fetcher plugin.
+async fn fetcher_instance(
+    pre: &WorldPre,
+    store: &mut Store<HostState>,
+) -> wasmtime::Result<bindings::fetcher::InputFetcher> {
+    let WorldPre::InputFetcher(pre) = pre else { unreachable!("fetchers are input-fetcher plugins") };
+    pre.instantiate_async(store).await
+}
+
+fn wit_settings(settings: &BTreeMap<String, String>) -> Vec<bindings::host_api::orthrus::plugin::types::Setting> {
+    settings
+        .iter()
+        .map(|(name, value)| bindings::host_api::orthrus::plugin::types::Setting {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
+fn metadata_from_wit(raw: bindings::host_api::orthrus::plugin::types::PluginMetadata) -> Metadata {
+    use bindings::host_api::orthrus::plugin::types::Capability as Wit;
     Metadata {
         name: raw.name,
         version: raw.version,
@@ -614,6 +910,9 @@ fn metadata_from_wit(raw: bindings::orthrus::plugin::types::PluginMetadata) -> M
                 Wit::AddToStore => Capability::AddToStore,
                 Wit::KeyValue => Capability::KeyValue,
                 Wit::Log => Capability::Log,
+                Wit::Http(host) => Capability::Http(host),
+                Wit::Mail => Capability::Mail,
+                Wit::ReadBuilds => Capability::ReadBuilds,
             })
             .collect(),
     }
@@ -621,12 +920,20 @@ fn metadata_from_wit(raw: bindings::orthrus::plugin::types::PluginMetadata) -> M
 
 /// A trap in words an operator understands.
 fn timed_out(timeout: Duration) -> String {
-    format!("did not finish within {} seconds", timeout.as_secs())
+    if timeout < Duration::from_secs(10) {
+        format!("did not finish within {} ms", timeout.as_millis())
+    } else {
+        format!("did not finish within {} seconds", timeout.as_secs())
+    }
 }
 
-fn describe_trap(error: &wasmtime::Error, timeout: Duration, memory: usize) -> String {
+fn describe_trap(error: &wasmtime::Error, limits: CallLimits, memory: usize) -> String {
     match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => timed_out(timeout),
+        Some(wasmtime::Trap::Interrupt) => timed_out(limits.timeout),
+        Some(wasmtime::Trap::OutOfFuel) => format!(
+            "ran out of fuel: it may execute {} million instructions (plugins.fuel_millions)",
+            limits.fuel.unwrap_or(0) / 1_000_000
+        ),
         Some(wasmtime::Trap::UnreachableCodeReached) => format!("crashed (it panicked or aborted): {error:#}"),
         _ => {
             let text = format!("{error:#}");

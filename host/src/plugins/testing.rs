@@ -82,15 +82,7 @@ impl TestHost {
             .into_iter()
             .find(|p| p.source != Source::BuiltIn)
             .unwrap_or_else(|| panic!("the component does not load: {:?}", probe.load_errors()));
-        let grant = grant.unwrap_or_else(|| {
-            let asked = super::Grants::asked(&info.metadata);
-            PluginGrant {
-                programs: asked.programs.into_iter().collect(),
-                add_to_store: asked.add_to_store,
-                key_value: asked.key_value,
-                log: asked.log,
-            }
-        });
+        let grant = grant.unwrap_or_else(|| super::Grants::asked(&info.metadata).to_config());
         config.grants.insert(info.metadata.name.clone(), grant);
         let runtime = PluginRuntime::start(&config, dir.path().join("scratch"), dir.path().join("cache"), db, nix)
             .await

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::auth::require_on;
 use super::{ApiError, ApiResult, AppState, json as hydra, redirect};
-use crate::db::{BuildStep, BuildView, status};
+use crate::db::{BuildStep, BuildView};
 use crate::logs::tail_lines;
 use crate::nix::StorePath;
 use crate::users::{Action, Caller};
@@ -23,8 +23,16 @@ pub(super) async fn find_build(state: &AppState, id: i64) -> ApiResult<BuildView
     state.db.build_views(&[id]).await?.pop().ok_or_else(|| ApiError::not_found(format!("build {id} does not exist")))
 }
 
+/// `/build/N`: Hydra's JSON, each product with its rendered view.
 pub async fn get_build(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
-    Ok(Json(hydra::build(&find_build(&state, id).await?)))
+    let view = find_build(&state, id).await?;
+    let mut value = hydra::build(&view);
+    for (nr, rendered) in super::rendered::render_products(&state, &view).await {
+        if let Some(product) = value["buildproducts"].get_mut(nr.to_string()) {
+            product["rendered"] = rendered.as_ref().clone();
+        }
+    }
+    Ok(Json(value))
 }
 
 pub async fn constituents(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
@@ -78,12 +86,10 @@ async fn build_log_drv(state: &AppState, id: i64) -> ApiResult<String> {
         return Ok(view.build.drv_path);
     }
     let steps = state.db.build_steps(id).await?;
-    steps
-        .iter()
-        .rev()
-        .find(|s| s.status.is_some_and(|c| c != status::SUCCESS))
-        .or(steps.last())
-        .map(|s| s.drv_path.clone())
+    state
+        .logs
+        .build_log(&view.build.drv_path, &steps)
+        .map(|drv| drv.to_string())
         .ok_or_else(|| ApiError::not_found(format!("build {id} has no log")))
 }
 

@@ -29,6 +29,10 @@ pub fn project(project: &Project, jobsets: &[Jobset]) -> Value {
         value["declarative"] =
             json!({ "file": declarative.file, "type": declarative.kind, "value": declarative.value });
     }
+    let release_sets = project.release_sets();
+    if !release_sets.is_empty() {
+        value["releasesets"] = json!(release_sets);
+    }
     value
 }
 

@@ -15,6 +15,10 @@ mod latest;
 mod negotiate;
 mod overview;
 mod projects;
+mod releases;
+mod rendered;
+pub use releases::ReleaseCache;
+pub use rendered::RenderCache;
 mod users;
 mod webhooks;
 
@@ -52,6 +56,10 @@ pub struct AppState {
     pub logs: LogStore,
     pub evaluator: EvaluatorHandle,
     pub queue: QueueHandle,
+    /// Renderers and release sets run here.
+    pub plugins: crate::plugins::PluginRuntime,
+    pub rendered: Arc<rendered::RenderCache>,
+    pub releases: Arc<releases::ReleaseCache>,
 }
 
 impl AppState {
@@ -106,6 +114,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/latestbuilds", get(overview::latest_builds))
         .route("/api/jobsets", get(overview::api_jobsets))
         .route("/api/events", get(overview::events))
+        .route("/api/notifiers", get(overview::notifiers))
+        .route("/project/{project}/releasesets", get(releases::list))
+        .route("/project/{project}/releaseset/{name}", get(releases::get_set))
+        .route("/project/{project}/releaseset/{name}/latest", get(releases::latest))
+        .route("/project/{project}/releaseset/{name}/latest/{label}", get(releases::latest_member))
+        .route("/project/{project}/releaseset/{name}/release/{release}", get(releases::get_release))
         .route("/queue", get(overview::queue))
         .route("/status", get(overview::status))
         .route("/machines", get(overview::machines))

@@ -213,6 +213,16 @@ pub async fn events(State(state): State<AppState>, Query(query): Query<EventsQue
     )))
 }
 
+/// `/api/notifiers`: each notifier's delivery state — how far it has read
+/// the outbox, what it delivered, and what waits for a retry with the last
+/// error. Admins only: errors can quote receivers' addresses.
+pub async fn notifiers(State(state): State<AppState>, caller: crate::users::Caller) -> ApiResult<Json<Value>> {
+    if !caller.is_admin() {
+        return Err(super::ApiError::forbidden("only an admin may see the notifiers' delivery state"));
+    }
+    Ok(Json(json!(crate::notify::status(&state.config, &state.db).await?)))
+}
+
 const EVALS_PER_PAGE: u64 = 20;
 
 /// `/evals`: every project's evaluations, newest first, by page.

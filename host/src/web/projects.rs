@@ -91,6 +91,9 @@ struct ProjectRequest {
     /// Users with the owner's rights on the project (an Orthrus addition).
     #[serde(default)]
     members: Option<Vec<String>>,
+    /// Release sets by name (an Orthrus addition).
+    #[serde(default)]
+    releasesets: Option<crate::db::ReleaseSets>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +167,11 @@ pub async fn put_project(
             kind: declarative.kind,
             value: declarative.value,
         });
+    }
+    if let Some(release_sets) = request.releasesets {
+        super::releases::check_definitions(&release_sets, &state.plugins)
+            .map_err(|e| ApiError::bad_request(format!("field ‘releasesets’: {e}")))?;
+        settings.release_sets = release_sets;
     }
     let (project, created) = state.db.save_project(&name, &settings).await?;
     if let Some(members) = request.members {

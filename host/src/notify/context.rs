@@ -1,0 +1,164 @@
+//! What a notifier is told with an event: the build, its jobset and
+//! project, the inputs of its evaluation, the previous build of its job,
+//! the tail of its log — read once per event, with the jobsets and
+//! evaluation inputs a batch shares read once per batch.
+
+use std::collections::HashMap;
+
+use crate::db::{Db, DbResult, Event};
+use crate::logs::LogStore;
+use crate::plugins::api::{InputRevision, NotifyBuild, NotifyEvent, NotifyJobset};
+
+/// Lines of the log a finished build's event carries.
+const LOG_TAIL_LINES: usize = 50;
+
+pub struct ContextReader {
+    db: Db,
+    logs: LogStore,
+    base_url: String,
+    jobsets: HashMap<i64, NotifyJobset>,
+    inputs: HashMap<i64, Vec<InputRevision>>,
+}
+
+impl ContextReader {
+    pub fn new(db: Db, logs: LogStore, base_url: String) -> ContextReader {
+        ContextReader { db, logs, base_url, jobsets: HashMap::new(), inputs: HashMap::new() }
+    }
+
+    /// Forgets what it read for the last batch (jobsets may be edited).
+    pub fn new_batch(&mut self) {
+        self.jobsets.clear();
+        if self.inputs.len() > 1000 {
+            self.inputs.clear();
+        }
+    }
+
+    /// The event with its context; `None` when what it is about was
+    /// deleted since (a build of a deleted jobset, say).
+    pub async fn read(&mut self, event: &Event) -> DbResult<Option<NotifyEvent>> {
+        let mut jobset_id = event.jobset_id;
+        let mut eval_id = event.eval_id;
+        let mut build = None;
+        if let Some(build_id) = event.build_id {
+            let Some(view) = self.db.build_views(&[build_id]).await?.pop() else { return Ok(None) };
+            let b = &view.build;
+            jobset_id = Some(b.jobset_id);
+            eval_id = eval_id.or(view.evals.first().copied());
+            let finished = event.kind == "build-finished";
+            let previous = self.db.previous_finished_build(b.jobset_id, &b.job, b.id).await?;
+            let steps =
+                if finished || event.kind == "step-finished" { self.db.build_steps(b.id).await? } else { Vec::new() };
+            let machine = match event.data.get("machine").and_then(|m| m.as_str()) {
+                Some(machine) => machine.to_owned(),
+                None => {
+                    steps.iter().rev().find(|s| !s.machine.is_empty()).map(|s| s.machine.clone()).unwrap_or_default()
+                }
+            };
+            let log_tail = if finished { self.log_tail(&b.drv_path, &steps) } else { Vec::new() };
+            let url = format!("{}/build/{}", self.base_url, b.id);
+            build = Some(NotifyBuild {
+                id: b.id,
+                job: b.job.clone(),
+                nix_name: b.nix_name.clone(),
+                system: b.system.clone(),
+                drv_path: b.drv_path.clone(),
+                status: if b.finished { b.build_status } else { None },
+                previous_id: previous.map(|(id, _)| id),
+                previous_status: previous.and_then(|(_, status)| status),
+                queued: b.timestamp,
+                started: b.start_time.unwrap_or(0),
+                stopped: b.stop_time.unwrap_or(0),
+                machine,
+                maintainers: split_addresses(b.maintainers.as_deref().unwrap_or("")),
+                outputs: view.outputs.clone(),
+                release_name: b.release_name.clone(),
+                log_tail,
+                log_url: format!("{url}/log"),
+                url,
+            });
+        }
+        let Some(jobset_id) = jobset_id else { return Ok(None) };
+        let Some(jobset) = self.jobset(jobset_id).await? else { return Ok(None) };
+        let inputs = match eval_id {
+            Some(eval) => self.eval_inputs(eval).await?,
+            None => Vec::new(),
+        };
+        Ok(Some(NotifyEvent {
+            id: event.id,
+            kind: event.kind.clone(),
+            time: event.time,
+            jobset,
+            eval_id,
+            inputs,
+            build,
+            step_nr: event.step_nr,
+            data: event.data.clone(),
+        }))
+    }
+
+    async fn jobset(&mut self, id: i64) -> DbResult<Option<NotifyJobset>> {
+        if let Some(jobset) = self.jobsets.get(&id) {
+            return Ok(Some(jobset.clone()));
+        }
+        let Some((project, jobset)) = self.db.jobset_by_id(id).await? else { return Ok(None) };
+        let info = NotifyJobset {
+            url: format!("{}/jobset/{}/{}", self.base_url, project.name, jobset.name),
+            project: project.name,
+            name: jobset.name,
+            email_enabled: jobset.enable_email,
+            email_override: split_addresses(&jobset.email_override),
+        };
+        self.jobsets.insert(id, info.clone());
+        Ok(Some(info))
+    }
+
+    async fn eval_inputs(&mut self, eval: i64) -> DbResult<Vec<InputRevision>> {
+        if let Some(inputs) = self.inputs.get(&eval) {
+            return Ok(inputs.clone());
+        }
+        let rows = self.db.eval_inputs(&[eval]).await?.remove(&eval).unwrap_or_default();
+        let inputs: Vec<InputRevision> = rows
+            .into_iter()
+            .map(|i| InputRevision {
+                name: i.name,
+                kind: i.kind,
+                value: i.value.unwrap_or_default(),
+                uri: i.uri.unwrap_or_default(),
+                revision: i.revision.unwrap_or_default(),
+            })
+            .collect();
+        self.inputs.insert(eval, inputs.clone());
+        Ok(inputs)
+    }
+
+    fn log_tail(&self, build_drv: &str, steps: &[crate::db::BuildStep]) -> Vec<String> {
+        let Some(drv) = self.logs.build_log(build_drv, steps) else { return Vec::new() };
+        match self.logs.tail(&drv, LOG_TAIL_LINES) {
+            Ok(Some(tail)) => String::from_utf8_lossy(&tail).lines().map(crate::nix::strip_ansi).collect(),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::warn!("cannot read the log of {drv} for a notification: {e}");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Addresses in a list written by people: `a@x, b@y` or `a@x b@y`.
+fn split_addresses(text: &str) -> Vec<String> {
+    text.split(|c: char| c == ',' || c.is_whitespace()).filter(|a| a.contains('@')).map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addresses_are_split_on_commas_and_spaces() {
+        assert_eq!(
+            super::split_addresses("alice@example.org, bob@example.org"),
+            ["alice@example.org", "bob@example.org"]
+        );
+        assert_eq!(super::split_addresses(" a@x  b@y,c@z "), ["a@x", "b@y", "c@z"]);
+        assert!(super::split_addresses("").is_empty());
+        assert!(super::split_addresses("nobody").is_empty(), "a name without an address is not a recipient");
+    }
+}

@@ -1,0 +1,132 @@
+//! Build products as their renderer plugins show them. A renderer runs
+//! under a strict budget (fuel and a deadline); what it returns is
+//! sanitised here (no scripts, styles, event handlers or `javascript:`
+//! links) and bounded in size, and the result — an error included — is
+//! kept, so that a slow or hostile renderer costs one call per product,
+//! not one per page view.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::db::BuildView;
+use crate::plugins::api::{BuildRef, ProductToRender, Rendered};
+
+/// HTML a renderer may return for one product.
+const MAX_HTML: usize = 64 * 1024;
+
+/// Rendered products by (build, product number, the build's stop time: a
+/// restarted build gets new products).
+pub struct RenderCache {
+    cache: quick_cache::sync::Cache<(i64, i32, i64), Arc<Value>>,
+}
+
+impl Default for RenderCache {
+    fn default() -> Self {
+        RenderCache { cache: quick_cache::sync::Cache::new(10_000) }
+    }
+}
+
+/// The rendered view of each product of a finished build that a renderer
+/// handles: `(product number, {renderer, html | link | error})`.
+pub async fn render_products(state: &AppState, view: &BuildView) -> Vec<(i32, Arc<Value>)> {
+    let b = &view.build;
+    let mut rendered = Vec::new();
+    for product in &view.products {
+        let Some(renderer) = state.plugins.renderer_for(&product.kind) else { continue };
+        let key = (b.id, product.product_nr, b.stop_time.unwrap_or(0));
+        if let Some(value) = state.rendered.cache.get(&key) {
+            rendered.push((product.product_nr, value));
+            continue;
+        }
+        let build_url = state.url(&format!("/build/{}", b.id));
+        let to_render = ProductToRender {
+            nr: u32::try_from(product.product_nr).unwrap_or(0),
+            kind: product.kind.clone(),
+            subtype: product.subtype.clone(),
+            name: product.name.clone(),
+            path: product.path.clone(),
+            default_path: product.default_path.clone(),
+            size: product.file_size.and_then(|s| u64::try_from(s).ok()),
+            sha256: product.sha256_hash.clone(),
+        };
+        let build = BuildRef {
+            id: b.id,
+            project: view.project.clone(),
+            jobset: view.jobset.clone(),
+            job: b.job.clone(),
+            nix_name: b.nix_name.clone(),
+            release_name: b.release_name.clone(),
+            download_url: format!("{build_url}/download/{}", product.product_nr),
+            url: build_url,
+        };
+        let value = match state.plugins.render(&renderer, &to_render, &build).await {
+            Ok(result) => match sanitise(result) {
+                Ok(fragment) => fragment,
+                Err(error) => json!({ "error": format!("renderer ‘{renderer}’ {error}") }),
+            },
+            Err(error) => json!({ "error": error.to_string() }),
+        };
+        let mut value = value;
+        value["renderer"] = json!(renderer);
+        if let Some(error) = value.get("error") {
+            tracing::warn!(build = b.id, product = product.product_nr, "rendering a product failed: {error}");
+        }
+        let value = Arc::new(value);
+        state.rendered.cache.insert(key, value.clone());
+        rendered.push((product.product_nr, value));
+    }
+    rendered
+}
+
+/// Safe HTML from what a renderer returned.
+fn sanitise(rendered: Rendered) -> Result<Value, String> {
+    match rendered {
+        Rendered::Html(html) => {
+            if html.len() > MAX_HTML {
+                return Err(format!("returned {} bytes of HTML; at most {MAX_HTML} are shown", html.len()));
+            }
+            Ok(json!({ "html": ammonia::clean(&html) }))
+        }
+        Rendered::Link { href, text } => {
+            let safe = href.starts_with("https://") || href.starts_with("http://") || href.starts_with('/');
+            if !safe || href.starts_with("//") {
+                return Err(format!("returned a link to {href:?}: only http(s) URLs and paths on this server"));
+            }
+            if href.len() + text.len() > MAX_HTML {
+                return Err("returned a link too long to show".into());
+            }
+            let html = format!("<a href=\"{}\">{}</a>", ammonia::clean_text(&href), ammonia::clean_text(&text));
+            Ok(json!({ "link": { "href": href, "text": text }, "html": html }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_and_handlers_are_removed() {
+        let value = sanitise(Rendered::Html(
+            "<p onclick=\"steal()\">hi<script>alert(1)</script><a href=\"javascript:x()\">x</a><style>*{}</style></p>"
+                .into(),
+        ))
+        .unwrap();
+        let html = value["html"].as_str().unwrap();
+        assert!(html.contains("<p>hi"), "{html}");
+        for bad in ["script", "onclick", "javascript:", "style"] {
+            assert!(!html.contains(bad), "{bad} in {html}");
+        }
+    }
+
+    #[test]
+    fn links_are_escaped_and_checked() {
+        let value = sanitise(Rendered::Link { href: "/build/1/download/1".into(), text: "<b>x</b>".into() }).unwrap();
+        assert_eq!(value["html"], "<a href=\"&#47;build&#47;1&#47;download&#47;1\">&lt;b&gt;x&lt;&#47;b&gt;</a>");
+        assert!(sanitise(Rendered::Link { href: "javascript:alert(1)".into(), text: "x".into() }).is_err());
+        assert!(sanitise(Rendered::Link { href: "//evil.example/x".into(), text: "x".into() }).is_err());
+        assert!(sanitise(Rendered::Html("x".repeat(MAX_HTML + 1))).is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! Build-product renderers (feature `renderer`).
+
+/// A product, its build, and what a renderer returns.
+pub use crate::bindings::renderer::exports::orthrus::plugin::render::{BuildRef, Link, Product, Rendered};
+
+/// A plugin that shows build products of the types it
+/// [handles](crate::Metadata::handles) on the build's page.
+///
+/// It runs under a strict budget of instructions and time, and its HTML is
+/// sanitised by the host: scripts, styles and event handlers are removed.
+pub trait Renderer {
+    /// What the plugin is and asks for; called once when it is loaded.
+    fn metadata() -> crate::Metadata;
+
+    /// An HTML fragment or a link for one product.
+    fn render(product: &Product, build: &BuildRef) -> Result<Rendered, String>;
+}
+
+/// Helpers for writing HTML fragments.
+pub mod html {
+    /// Escapes text for HTML element content and attribute values.
+    pub fn escape(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' => out.push_str("&quot;"),
+                '\'' => out.push_str("&#39;"),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// A size in bytes for people: `1.5 MiB`.
+    pub fn size(bytes: u64) -> String {
+        const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+        let mut value = bytes as f64;
+        let mut unit = 0;
+        while value >= 1024.0 && unit < UNITS.len() - 1 {
+            value /= 1024.0;
+            unit += 1;
+        }
+        if unit == 0 { format!("{bytes} bytes") } else { format!("{value:.1} {}", UNITS[unit]) }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn escapes_and_sizes() {
+            assert_eq!(super::escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+            assert_eq!(super::size(512), "512 bytes");
+            assert_eq!(super::size(1536), "1.5 KiB");
+            assert_eq!(super::size(3 << 30), "3.0 GiB");
+        }
+    }
+}
+
+/// Exports a type implementing [`Renderer`] as the plugin's renderer.
+#[macro_export]
+macro_rules! export_renderer {
+    ($renderer:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __OrthrusPlugin;
+
+            impl $crate::bindings::renderer::Guest for __OrthrusPlugin {
+                fn metadata() -> $crate::Metadata {
+                    <$renderer as $crate::Renderer>::metadata()
+                }
+            }
+
+            impl $crate::bindings::renderer::exports::orthrus::plugin::render::Guest for __OrthrusPlugin {
+                fn render(
+                    product: $crate::Product,
+                    build: $crate::BuildRef,
+                ) -> ::std::result::Result<$crate::Rendered, ::std::string::String> {
+                    <$renderer as $crate::Renderer>::render(&product, &build)
+                }
+            }
+
+            $crate::bindings::renderer::__export_renderer!(__OrthrusPlugin);
+        };
+    };
+}

@@ -1,0 +1,27 @@
+//! Commit statuses on Gitea: pending while a build is queued and
+//! running, then success or failure, on each git revision the build was
+//! evaluated from. See `orthrus-commit-status` for the settings.
+
+use orthrus_commit_status::Forge;
+use orthrus_plugin_sdk::{Capability, Event, Metadata, Notifier, Settings, export_notifier};
+
+struct GiteaStatus;
+
+impl Notifier for GiteaStatus {
+    fn metadata() -> Metadata {
+        Metadata {
+            name: "gitea-status".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Sets commit statuses on Gitea for the revisions builds were evaluated from".into(),
+            handles: vec![],
+            // The API's host is the operator's to grant.
+            capabilities: vec![Capability::Http("*".into())],
+        }
+    }
+
+    fn notify(settings: &Settings, event: &Event) -> Result<(), String> {
+        orthrus_commit_status::notify(Forge::Gitea, settings, event)
+    }
+}
+
+export_notifier!(GiteaStatus);

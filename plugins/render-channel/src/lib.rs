@@ -1,0 +1,39 @@
+//! Renders `channel` products: how to subscribe to the jobset's channel,
+//! which this server publishes at `/jobset/P/J/channel/latest`.
+
+use orthrus_plugin_sdk::html::escape;
+use orthrus_plugin_sdk::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
+
+pub fn fragment(product: &Product, build: &BuildRef) -> String {
+    let root = build.url.rsplit_once("/build/").map(|(root, _)| root).unwrap_or(&build.url);
+    let channel = format!("{root}/jobset/{}/{}/channel/latest", build.project, build.jobset);
+    let name = if product.name.is_empty() { build.jobset.clone() } else { product.name.clone() };
+    format!(
+        "<div class=\"product product-channel\"><p>Subscribe to the channel <a href=\"{}\">{}</a>:</p>\
+         <pre><code>nix-channel --add {} {}\nnix-channel --update</code></pre></div>",
+        escape(&channel),
+        escape(&name),
+        escape(&channel),
+        escape(&name)
+    )
+}
+
+struct Channel;
+
+impl Renderer for Channel {
+    fn metadata() -> Metadata {
+        Metadata {
+            name: "channel".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Shows a channel product: how to subscribe to the jobset's channel".into(),
+            handles: vec!["channel".into()],
+            capabilities: vec![],
+        }
+    }
+
+    fn render(product: &Product, build: &BuildRef) -> Result<Rendered, String> {
+        Ok(Rendered::Html(fragment(product, build)))
+    }
+}
+
+export_renderer!(Channel);

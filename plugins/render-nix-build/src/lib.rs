@@ -1,0 +1,41 @@
+//! Renders `nix-build` products: a store path the build made, and how to
+//! get it from this server's binary cache with Nix.
+
+use orthrus_plugin_sdk::html::escape;
+use orthrus_plugin_sdk::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
+
+/// The server's root, from the build's URL (`…/build/N`).
+fn server_root(build: &BuildRef) -> &str {
+    build.url.rsplit_once("/build/").map(|(root, _)| root).unwrap_or(&build.url)
+}
+
+pub fn fragment(product: &Product, build: &BuildRef) -> String {
+    let root = server_root(build);
+    format!(
+        "<div class=\"product product-nix-build\"><p>{} is in this server's binary cache:</p>\
+         <pre><code>nix-store --realise {} --option extra-substituters {}</code></pre></div>",
+        escape(if product.name.is_empty() { &build.nix_name } else { &product.name }),
+        escape(&product.path),
+        escape(root)
+    )
+}
+
+struct NixBuild;
+
+impl Renderer for NixBuild {
+    fn metadata() -> Metadata {
+        Metadata {
+            name: "nix-build".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Shows a nix-build product: how to get it from the binary cache".into(),
+            handles: vec!["nix-build".into()],
+            capabilities: vec![],
+        }
+    }
+
+    fn render(product: &Product, build: &BuildRef) -> Result<Rendered, String> {
+        Ok(Rendered::Html(fragment(product, build)))
+    }
+}
+
+export_renderer!(NixBuild);

@@ -1,0 +1,35 @@
+//! Renders `report` products: a link that opens the report
+//! in the browser, at its default page (`report SUBTYPE PATH DEFAULT`).
+
+use orthrus_plugin_sdk::{BuildRef, Link, Metadata, Product, Rendered, Renderer, export_renderer};
+
+/// Where the product is browsed: its default page inside it, if it has one.
+pub fn link(product: &Product, build: &BuildRef) -> Link {
+    let href = if product.default_path.is_empty() {
+        build.download_url.clone()
+    } else {
+        format!("{}/{}", build.download_url, product.default_path.trim_start_matches('/'))
+    };
+    let what = if product.subtype.is_empty() { product.name.clone() } else { product.subtype.clone() };
+    Link { href, text: format!("Report: {what}") }
+}
+
+struct Report;
+
+impl Renderer for Report {
+    fn metadata() -> Metadata {
+        Metadata {
+            name: "report".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Shows a report product (coverage, …): a link to browse it".into(),
+            handles: vec!["report".into()],
+            capabilities: vec![],
+        }
+    }
+
+    fn render(product: &Product, build: &BuildRef) -> Result<Rendered, String> {
+        Ok(Rendered::Link(link(product, build)))
+    }
+}
+
+export_renderer!(Report);
