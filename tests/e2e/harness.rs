@@ -66,6 +66,31 @@ pub fn die_with_parent(command: &mut Command) {
     }
 }
 
+/// Builds a plugin of `tests/plugins` (once per test run) and returns its
+/// component. Each is built on its own: built together, cargo would give
+/// the SDK the features of all of them.
+pub fn test_plugin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = root.join("target").join("test-plugins");
+    let component = target.join(format!("wasm32-wasip2/release/orthrus_test_plugin_{}.wasm", name.replace('-', "_")));
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(root.join(format!("tests/plugins/{name}/Cargo.toml")))
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("cargo");
+        assert!(status.success(), "building the test plugin {name} failed");
+        built.push(name.to_owned());
+    }
+    component
+}
+
 // ---------------------------------------------------------------- PostgreSQL
 
 struct Postgres {

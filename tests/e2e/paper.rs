@@ -130,6 +130,7 @@ fn paper(backend: Backend) {
     let builds = server.wait_for_eval_builds(eval["id"].as_i64().unwrap());
     assert_eq!(builds["tarball"]["id"], tarball["id"], "the tarball did not change, so it is not rebuilt");
     let hello = builds["build"]["buildoutputs"]["out"]["path"].as_str().unwrap().to_owned();
+    let second_build = builds["build"]["id"].as_i64().unwrap();
     let contents = std::fs::read_to_string(format!("{hello}/bin/hello")).unwrap();
     assert!(contents.starts_with("hello sources 1.0pre-"), "{contents}");
 
@@ -154,6 +155,105 @@ fn paper(backend: Backend) {
     // A release deploy: the file product of the latest tarball.
     let latest = server.get_following("/job/hello/trunk/tarball/latest").json();
     assert_eq!(latest["releasename"], "hello-1.0");
+    let official = builds;
+    // The next evaluation's `build` takes the official tarball as its input.
+    server.push("hello", "trunk", false);
+    let eval = server.wait_for_evals("hello", "trunk", 4);
+    assert_eq!(eval["jobsetevalinputs"]["tarball"]["dependency"], official["tarball"]["id"], "{eval}");
+    let official_build = server.wait_for_eval_builds(eval["id"].as_i64().unwrap())["build"].clone();
+    let binary = official_build["buildoutputs"]["out"]["path"].as_str().unwrap();
+    assert_eq!(std::fs::read_to_string(format!("{binary}/bin/hello")).unwrap(), "hello sources 1.0\n");
+
+    // Products as their renderer plugins show them, sanitised.
+    let tarball_page = server.get_json(&format!("/build/{}", official["tarball"]["id"]));
+    let file = product_by_type(&tarball_page, "file");
+    let html = file["rendered"]["html"].as_str().unwrap_or_else(|| panic!("{file}"));
+    assert_eq!(file["rendered"]["renderer"], "file");
+    assert!(html.contains("hello-1.0.tar.gz") && html.contains("SHA-256"), "{html}");
+    assert!(html.contains(file["sha256hash"].as_str().unwrap()), "{html}");
+    assert!(html.contains(&format!("/build/{}/download/", official["tarball"]["id"])), "{html}");
+    let build_page = server.get_json(&format!("/build/{}", official_build["id"]));
+    let doc = product_by_type(&build_page, "doc");
+    assert_eq!(doc["rendered"]["renderer"], "doc");
+    let href = doc["rendered"]["link"]["href"].as_str().unwrap();
+    assert!(href.ends_with("/manual.html"), "{doc}");
+    assert_eq!(doc["rendered"]["link"]["text"], "Documentation: manual");
+    let manual = server.get(href.strip_prefix(&server.url).unwrap());
+    assert_eq!(manual.status, 200);
+    assert!(manual.body.contains("The hello manual"));
+
+    // Release sets, as the paper defines them: stable and unstable.
+    let answer = server.put(
+        "/project/hello",
+        &json!({ "releasesets": {
+            "stable": { "plugin": "official-release", "description": "Official releases", "settings": { "value": "true" } },
+            "unstable": { "plugin": "official-release", "settings": { "value": "false" } },
+        }}),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let sets = server.get_json("/project/hello/releasesets");
+    let names: Vec<&str> = sets.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["stable", "unstable"]);
+    assert_eq!(server.get_json("/project/hello")["releasesets"]["stable"]["plugin"], "official-release");
+
+    let stable = server.get_json("/project/hello/releaseset/stable");
+    let releases = stable["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 1, "{stable}");
+    assert_eq!(releases[0]["name"], "hello-1.0");
+    assert_eq!(releases[0]["succeeded"], true);
+    let members: Vec<(i64, &str)> =
+        releases[0]["builds"].as_array().unwrap().iter().map(|b| (b["id"].as_i64().unwrap(), b["label"].as_str().unwrap())).collect();
+    assert_eq!(
+        members,
+        [(official["tarball"]["id"].as_i64().unwrap(), "tarball"), (official_build["id"].as_i64().unwrap(), "build")]
+    );
+
+    let unstable = server.get_json("/project/hello/releaseset/unstable");
+    let releases = unstable["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 1, "{unstable}");
+    assert_eq!(releases[0]["name"], release_name);
+    let builds_of = |release: &Value| -> Vec<i64> {
+        release["builds"].as_array().unwrap().iter().map(|b| b["id"].as_i64().unwrap()).collect()
+    };
+    // The tarball of the first evaluation, and the newest build that took it
+    // (the second evaluation's, which received it as its input).
+    assert_eq!(builds_of(&releases[0])[0], tarball["id"].as_i64().unwrap());
+    assert_eq!(builds_of(&releases[0]).len(), 2);
+    assert_eq!(builds_of(&releases[0])[1], second_build, "{unstable}");
+    assert!(second_build >= build["id"].as_i64().unwrap());
+
+    // One release with its builds, and `latest` for deploy tools.
+    let release = server.get_json("/project/hello/releaseset/stable/release/hello-1.0");
+    assert_eq!(release["builds"][0]["releasename"], "hello-1.0");
+    assert_eq!(release["builds"][1]["label"], "build");
+    let latest = server.get("/project/hello/releaseset/stable/latest");
+    assert_eq!(latest.status, 302);
+    assert!(latest.location.as_deref().unwrap().ends_with("/project/hello/releaseset/stable/release/hello-1.0"));
+    let latest_build = server.get_following("/project/hello/releaseset/stable/latest/build").json();
+    assert_eq!(latest_build["id"], official_build["id"]);
+    assert_eq!(server.get("/project/hello/releaseset/nightly").status, 404);
+
+    // A definition naming no release-set plugin is refused, and changes nothing.
+    let answer = server.put(
+        "/project/hello",
+        &json!({ "releasesets": { "broken": { "plugin": "git", "settings": {} } } }),
+    );
+    assert_eq!(answer.status, 400);
+    assert!(answer.body.contains("release set ‘broken’: there is no release-set plugin ‘git’"), "{}", answer.body);
+    assert_eq!(server.get_json("/project/hello/releasesets").as_array().unwrap().len(), 2);
+    // A set whose plugin fails says so; the other sets and pages stay up.
+    let answer = server.put(
+        "/project/hello",
+        &json!({ "releasesets": {
+            "stable": { "plugin": "official-release", "settings": { "value": "true" } },
+            "odd": { "plugin": "official-release", "settings": { "value": "maybe" } },
+        }}),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let odd = server.get("/project/hello/releaseset/odd");
+    assert_eq!(odd.status, 502);
+    assert!(odd.body.contains("release set ‘odd’ (plugin ‘official-release’)") && odd.body.contains("maybe"), "{}", odd.body);
+    assert_eq!(server.get("/project/hello/releaseset/stable").status, 200);
 }
 
 on_both_backends!(paper);

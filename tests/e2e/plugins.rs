@@ -4,39 +4,16 @@
 //! fetch with a clear error on its jobset; the server keeps serving and
 //! building.
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Backend, MK, Options, Server, nonce, write};
+use crate::harness::{Backend, MK, Options, Server, nonce, test_plugin, write};
 use crate::on_both_backends;
-
-/// Builds the test plugins once per test run.
-fn hostile_plugin() -> &'static PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let target = root.join("target").join("test-plugins");
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-            .arg(root.join("tests/plugins/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("cargo");
-        assert!(status.success(), "building the test plugins failed");
-        target.join("wasm32-wasip2/release/orthrus_test_plugin_hostile.wasm")
-    })
-}
 
 fn hostile_plugins(backend: Backend) {
     let plugins = tempfile::tempdir().unwrap();
-    std::fs::copy(hostile_plugin(), plugins.path().join("hostile.wasm")).unwrap();
+    std::fs::copy(test_plugin("hostile"), plugins.path().join("hostile.wasm")).unwrap();
     let server = Server::start_with(
         backend,
         Options {

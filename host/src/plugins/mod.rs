@@ -974,8 +974,30 @@ mod tests {
     async fn builtin_git_fetches_a_repository() {
         let dir = tempfile::tempdir().unwrap();
         let runtime = runtime(dir.path()).await;
-        let names: Vec<String> = runtime.plugins().iter().map(|p| p.metadata.name.clone()).collect();
-        assert_eq!(names, ["git", "svn"]);
+        let names: Vec<(String, PluginKind)> =
+            runtime.plugins().iter().map(|p| (p.metadata.name.clone(), p.kind)).collect();
+        for (name, kind) in [
+            ("git", PluginKind::InputFetcher),
+            ("svn", PluginKind::InputFetcher),
+            ("email", PluginKind::Notifier),
+            ("webhook", PluginKind::Notifier),
+            ("github-status", PluginKind::Notifier),
+            ("gitea-status", PluginKind::Notifier),
+            ("file", PluginKind::Renderer),
+            ("doc", PluginKind::Renderer),
+            ("report", PluginKind::Renderer),
+            ("nix-build", PluginKind::Renderer),
+            ("channel", PluginKind::Renderer),
+            ("official-release", PluginKind::ReleaseSet),
+        ] {
+            assert!(names.contains(&(name.to_owned(), kind)), "{name} is a built-in {kind}: {names:?}");
+        }
+        assert_eq!(names.len(), 12);
+        assert_eq!(runtime.renderer_for("doc").as_deref(), Some("doc"));
+        assert!(runtime.has_plugin("webhook", PluginKind::Notifier));
+        assert!(!runtime.has_plugin("webhook", PluginKind::Renderer));
+        let webhook = runtime.plugins().into_iter().find(|p| p.metadata.name == "webhook").unwrap();
+        assert!(webhook.grants.http.is_empty(), "HTTP hosts are only ever granted by the operator");
         assert_eq!(runtime.input_types(), ["git", "svn"]);
         let git_plugin = runtime.plugins().into_iter().find(|p| p.metadata.name == "git").unwrap();
         assert!(git_plugin.grants.programs.contains("git"));

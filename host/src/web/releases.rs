@@ -91,9 +91,23 @@ async fn releases(
     Ok(computed)
 }
 
+/// What a release name cannot hold as one path segment.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
 /// A release name as one path segment.
 fn segment(name: &str) -> String {
-    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(name, SEGMENT).to_string()
 }
 
 fn failed(name: &str, definition: &ReleaseSetDefinition, error: &str) -> ApiError {
