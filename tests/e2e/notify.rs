@@ -171,7 +171,8 @@ in {{
     // Webhook: every event signed, in order for each build, each once.
     let hooks = server.wait_for("both builds' webhooks", Duration::from_secs(60), || {
         let list = http.received("/hooks");
-        let finished = list.iter().filter(|r| r.headers.get("x-orthrus-event").map(String::as_str) == Some("build-finished"));
+        let finished =
+            list.iter().filter(|r| r.headers.get("x-orthrus-event").map(String::as_str) == Some("build-finished"));
         (finished.count() == 2).then_some(list)
     });
     let mut per_build: BTreeMap<i64, Vec<String>> = BTreeMap::new();
@@ -185,16 +186,16 @@ in {{
         assert_eq!(request.headers["x-orthrus-delivery"], event["id"].to_string());
         assert!(ids.insert(event["id"].as_i64().unwrap()), "event {} delivered twice", event["id"]);
         assert_eq!(event["jobset"]["project"], "notify");
-        per_build.entry(event["build"]["id"].as_i64().unwrap()).or_default().push(event["kind"].as_str().unwrap().into());
+        per_build
+            .entry(event["build"]["id"].as_i64().unwrap())
+            .or_default()
+            .push(event["kind"].as_str().unwrap().into());
     }
     for build in [ok, broken] {
         assert_eq!(per_build[&build], ["build-queued", "build-started", "build-finished"], "build {build}");
     }
-    let finished_broken = hooks
-        .iter()
-        .map(body)
-        .find(|e| e["kind"] == "build-finished" && e["build"]["id"] == broken)
-        .unwrap();
+    let finished_broken =
+        hooks.iter().map(body).find(|e| e["kind"] == "build-finished" && e["build"]["id"] == broken).unwrap();
     assert_eq!(finished_broken["build"]["status"], 1);
     assert_eq!(finished_broken["build"]["maintainers"], json!(["bob@example.org"]));
     let tail = finished_broken["build"]["log_tail"].as_array().unwrap();

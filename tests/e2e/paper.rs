@@ -201,8 +201,12 @@ fn paper(backend: Backend) {
     assert_eq!(releases.len(), 1, "{stable}");
     assert_eq!(releases[0]["name"], "hello-1.0");
     assert_eq!(releases[0]["succeeded"], true);
-    let members: Vec<(i64, &str)> =
-        releases[0]["builds"].as_array().unwrap().iter().map(|b| (b["id"].as_i64().unwrap(), b["label"].as_str().unwrap())).collect();
+    let members: Vec<(i64, &str)> = releases[0]["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["id"].as_i64().unwrap(), b["label"].as_str().unwrap()))
+        .collect();
     assert_eq!(
         members,
         [(official["tarball"]["id"].as_i64().unwrap(), "tarball"), (official_build["id"].as_i64().unwrap(), "build")]
@@ -234,10 +238,8 @@ fn paper(backend: Backend) {
     assert_eq!(server.get("/project/hello/releaseset/nightly").status, 404);
 
     // A definition naming no release-set plugin is refused, and changes nothing.
-    let answer = server.put(
-        "/project/hello",
-        &json!({ "releasesets": { "broken": { "plugin": "git", "settings": {} } } }),
-    );
+    let answer =
+        server.put("/project/hello", &json!({ "releasesets": { "broken": { "plugin": "git", "settings": {} } } }));
     assert_eq!(answer.status, 400);
     assert!(answer.body.contains("release set ‘broken’: there is no release-set plugin ‘git’"), "{}", answer.body);
     assert_eq!(server.get_json("/project/hello/releasesets").as_array().unwrap().len(), 2);
@@ -252,7 +254,11 @@ fn paper(backend: Backend) {
     assert_eq!(answer.status, 200, "{}", answer.body);
     let odd = server.get("/project/hello/releaseset/odd");
     assert_eq!(odd.status, 502);
-    assert!(odd.body.contains("release set ‘odd’ (plugin ‘official-release’)") && odd.body.contains("maybe"), "{}", odd.body);
+    assert!(
+        odd.body.contains("release set ‘odd’ (plugin ‘official-release’)") && odd.body.contains("maybe"),
+        "{}",
+        odd.body
+    );
     assert_eq!(server.get("/project/hello/releaseset/stable").status, 200);
 }
 

@@ -103,7 +103,8 @@ fn serve(stream: std::net::TcpStream, state: &Mutex<State>) -> std::io::Result<(
         reader.read_exact(&mut body)?;
         let status = {
             let mut state = state.lock().unwrap();
-            let refused = state.refuse.iter_mut().find(|(prefix, left)| path.starts_with(prefix.as_str()) && **left > 0);
+            let refused =
+                state.refuse.iter_mut().find(|(prefix, left)| path.starts_with(prefix.as_str()) && **left > 0);
             let status = match refused {
                 Some((_, left)) => {
                     *left -= 1;

@@ -38,7 +38,13 @@ in {{
 "#
         ),
     );
-    server.create_jobset("evil", "main", &src, "release.nix", json!({ "nonce": { "type": "string", "value": nonce() } }));
+    server.create_jobset(
+        "evil",
+        "main",
+        &src,
+        "release.nix",
+        json!({ "nonce": { "type": "string", "value": nonce() } }),
+    );
     let eval = server.wait_for_evals("evil", "main", 1);
     let builds = server.wait_for_eval_builds(eval["id"].as_i64().unwrap());
     let id = builds["report"]["id"].as_i64().unwrap();
@@ -52,7 +58,10 @@ in {{
     };
     let endless = by_subtype("loop");
     let error = endless["error"].as_str().unwrap_or_else(|| panic!("{endless}"));
-    assert!(error.contains("hostile-renderer") && (error.contains("fuel") || error.contains("did not finish")), "{error}");
+    assert!(
+        error.contains("hostile-renderer") && (error.contains("fuel") || error.contains("did not finish")),
+        "{error}"
+    );
     let huge = by_subtype("huge");
     assert!(huge["error"].as_str().unwrap().contains("bytes of HTML"), "{huge}");
     let script = by_subtype("script")["html"].as_str().unwrap().to_owned();

@@ -649,6 +649,27 @@ mod tests {
     }
 
     #[test]
+    fn notifiers_mail_and_http_grants_are_checked() {
+        let config = parse(
+            "[mail]\nrelay = \"127.0.0.1\"\nport = 2525\n\n[plugins.grants.webhook]\nhttp = [\"hooks.example.org\", \"127.0.0.1:9000\"]\n\n\
+             [[notifiers]]\nplugin = \"webhook\"\nevents = [\"build-finished\"]\nsettings = { url = \"http://127.0.0.1:9000/\" }\n",
+        )
+        .unwrap();
+        assert_eq!(config.notifiers[0].name(), "webhook");
+        assert_eq!(config.notifiers[0].retry_delay_secs, 10);
+        assert_eq!(config.mail.port, 2525);
+        let err = parse("[[notifiers]]\nplugin = \"webhook\"\nevents = [\"build-done\"]\n").unwrap_err().to_string();
+        assert!(err.contains("notifiers") && err.contains("unknown event \"build-done\""), "{err}");
+        let err =
+            parse("[[notifiers]]\nplugin = \"email\"\n[[notifiers]]\nplugin = \"email\"\n").unwrap_err().to_string();
+        assert!(err.contains("two notifiers are named \"email\""), "{err}");
+        let err = parse("[plugins.grants.webhook]\nhttp = [\"http://x/\"]\n").unwrap_err().to_string();
+        assert!(err.contains("webhook") && err.contains("is not a host"), "{err}");
+        let err = parse("[mail]\nrelay = \"x\"\nfrom = \"not an address\"\n").unwrap_err().to_string();
+        assert!(err.contains("mail.from"), "{err}");
+    }
+
+    #[test]
     fn syntax_error_is_located() {
         let err = parse("[web\nlisten = 1").unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");

@@ -920,10 +920,10 @@ fn metadata_from_wit(raw: bindings::host_api::orthrus::plugin::types::PluginMeta
 
 /// A trap in words an operator understands.
 fn timed_out(timeout: Duration) -> String {
-    if timeout < Duration::from_secs(10) {
-        format!("did not finish within {} ms", timeout.as_millis())
-    } else {
+    if timeout.subsec_millis() == 0 {
         format!("did not finish within {} seconds", timeout.as_secs())
+    } else {
+        format!("did not finish within {} ms", timeout.as_millis())
     }
 }
 

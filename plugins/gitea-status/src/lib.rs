@@ -2,6 +2,10 @@
 //! running, then success or failure, on each git revision the build was
 //! evaluated from. See `orthrus-commit-status` for the settings.
 
+// On the host only the pure parts are used (by the tests): the exports are
+// built for WebAssembly alone.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 use orthrus_commit_status::Forge;
 use orthrus_plugin_sdk::{Capability, Event, Metadata, Notifier, Settings, export_notifier};
 

@@ -2,6 +2,10 @@
 //! a download link with the file's kind, size and SHA-256, as Hydra's
 //! build page lists them.
 
+// On the host only the pure parts are used (by the tests): the exports are
+// built for WebAssembly alone.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 use orthrus_plugin_sdk::html::{escape, size};
 use orthrus_plugin_sdk::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
 
@@ -44,3 +48,36 @@ impl Renderer for File {
 }
 
 export_renderer!(File);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped_and_sizes_shown() {
+        let product = Product {
+            nr: 1,
+            type_: "file".into(),
+            subtype: "source-dist".into(),
+            name: "<b>x</b>.tar.gz".into(),
+            path: "/nix/store/x".into(),
+            default_path: String::new(),
+            size: Some(2048),
+            sha256: Some("ab".repeat(32)),
+        };
+        let build = BuildRef {
+            id: 1,
+            project: "p".into(),
+            jobset: "j".into(),
+            job: "tarball".into(),
+            nix_name: "x".into(),
+            release_name: None,
+            url: "http://ci/build/1".into(),
+            download_url: "http://ci/build/1/download/1".into(),
+        };
+        let html = fragment(&product, &build);
+        assert!(html.contains("&lt;b&gt;x&lt;/b&gt;.tar.gz"), "{html}");
+        assert!(html.contains("2.0 KiB") && html.contains("source-dist") && html.contains(&"ab".repeat(32)), "{html}");
+        assert!(html.contains("href=\"http://ci/build/1/download/1\""), "{html}");
+    }
+}

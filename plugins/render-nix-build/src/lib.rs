@@ -1,6 +1,10 @@
 //! Renders `nix-build` products: a store path the build made, and how to
 //! get it from this server's binary cache with Nix.
 
+// On the host only the pure parts are used (by the tests): the exports are
+// built for WebAssembly alone.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 use orthrus_plugin_sdk::html::escape;
 use orthrus_plugin_sdk::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
 

@@ -1,6 +1,10 @@
 //! Renders `report` products: a link that opens the report
 //! in the browser, at its default page (`report SUBTYPE PATH DEFAULT`).
 
+// On the host only the pure parts are used (by the tests): the exports are
+// built for WebAssembly alone.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 use orthrus_plugin_sdk::{BuildRef, Link, Metadata, Product, Rendered, Renderer, export_renderer};
 
 /// Where the product is browsed: its default page inside it, if it has one.
