@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::db::{Db, DbResult, Event};
+use crate::db::{BuildView, Db, DbResult, Event};
 use crate::logs::LogStore;
 use crate::plugins::api::{InputRevision, NotifyBuild, NotifyEvent, NotifyJobset};
 
@@ -18,19 +18,28 @@ pub struct ContextReader {
     base_url: String,
     jobsets: HashMap<i64, NotifyJobset>,
     inputs: HashMap<i64, Vec<InputRevision>>,
+    /// The builds of the current batch's events, read in one go.
+    builds: HashMap<i64, BuildView>,
 }
 
 impl ContextReader {
     pub fn new(db: Db, logs: LogStore, base_url: String) -> ContextReader {
-        ContextReader { db, logs, base_url, jobsets: HashMap::new(), inputs: HashMap::new() }
+        ContextReader { db, logs, base_url, jobsets: HashMap::new(), inputs: HashMap::new(), builds: HashMap::new() }
     }
 
-    /// Forgets what it read for the last batch (jobsets may be edited).
-    pub fn new_batch(&mut self) {
+    /// Forgets what it read for the last batch (jobsets may be edited,
+    /// builds move on), and reads the builds of the next one in a fixed
+    /// number of queries.
+    pub async fn new_batch(&mut self, events: &[Event]) -> DbResult<()> {
         self.jobsets.clear();
         if self.inputs.len() > 1000 {
             self.inputs.clear();
         }
+        let mut ids: Vec<i64> = events.iter().filter_map(|e| e.build_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        self.builds = self.db.build_views(&ids).await?.into_iter().map(|v| (v.build.id, v)).collect();
+        Ok(())
     }
 
     /// The event with its context; `None` when what it is about was
@@ -40,12 +49,20 @@ impl ContextReader {
         let mut eval_id = event.eval_id;
         let mut build = None;
         if let Some(build_id) = event.build_id {
-            let Some(view) = self.db.build_views(&[build_id]).await?.pop() else { return Ok(None) };
+            let view = match self.builds.get(&build_id) {
+                Some(view) => view.clone(),
+                None => match self.db.build_views(&[build_id]).await?.pop() {
+                    Some(view) => view,
+                    None => return Ok(None),
+                },
+            };
             let b = &view.build;
             jobset_id = Some(b.jobset_id);
             eval_id = eval_id.or(view.evals.first().copied());
             let finished = event.kind == "build-finished";
-            let previous = self.db.previous_finished_build(b.jobset_id, &b.job, b.id).await?;
+            // What the status changed from matters once the build is done.
+            let previous =
+                if finished { self.db.previous_finished_build(b.jobset_id, &b.job, b.id).await? } else { None };
             let steps =
                 if finished || event.kind == "step-finished" { self.db.build_steps(b.id).await? } else { Vec::new() };
             let machine = match event.data.get("machine").and_then(|m| m.as_str()) {
