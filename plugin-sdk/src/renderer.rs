@@ -34,6 +34,18 @@ pub mod html {
         out
     }
 
+    /// A link that opens a browsable product (`doc`, `report`, …) at its
+    /// default page, titled `TITLE: SUBTYPE` (or the product's name).
+    pub fn browse_link(product: &super::Product, build: &super::BuildRef, title: &str) -> super::Link {
+        let href = if product.default_path.is_empty() {
+            build.download_url.clone()
+        } else {
+            format!("{}/{}", build.download_url, product.default_path.trim_start_matches('/'))
+        };
+        let what = if product.subtype.is_empty() { &product.name } else { &product.subtype };
+        super::Link { href, text: format!("{title}: {what}") }
+    }
+
     /// A size in bytes for people: `1.5 MiB`.
     pub fn size(bytes: u64) -> String {
         const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];

@@ -15,6 +15,7 @@ use sha2::Sha256;
 use crate::harness::{Backend, Identity, MK, Options, Server, nonce, write};
 use crate::on_both_backends;
 use crate::receiver::{HttpReceiver, Received, SmtpReceiver};
+use crate::vcs::{commit, run};
 
 const SECRET: &str = "hook-secret";
 
@@ -83,20 +84,6 @@ plugin = "email"
     )
 }
 
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let output = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Ann")
-        .env("GIT_AUTHOR_EMAIL", "ann@example.org")
-        .env("GIT_COMMITTER_NAME", "Ann")
-        .env("GIT_COMMITTER_EMAIL", "ann@example.org")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 fn notifier(server: &Server, name: &str) -> Value {
     let all = server.get_json("/api/notifiers");
     all.as_array().unwrap().iter().find(|n| n["name"] == name).cloned().unwrap_or_else(|| panic!("{all}"))
@@ -125,11 +112,8 @@ fn notifiers(backend: Backend) {
     // A git repository whose commit the statuses are set on.
     let repo = scratch.path().join("owner/repo");
     std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    write(&repo.join("README"), "hello\n");
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-q", "-m", "first"]);
-    let commit = git(&repo, &["rev-parse", "HEAD"]);
+    run(&repo, "git", &["init", "-q", "-b", "main"]);
+    let commit = commit(&repo, "README", "hello\n", "first");
 
     let src = server.source_dir("src");
     write(

@@ -46,7 +46,7 @@ fn wait_for_port(port: u16) {
 }
 
 #[track_caller]
-fn run(dir: &Path, program: &str, args: &[&str]) -> String {
+pub fn run(dir: &Path, program: &str, args: &[&str]) -> String {
     let output = Command::new(program)
         .args(args)
         .current_dir(dir)
@@ -60,7 +60,7 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-fn commit(repo: &Path, file: &str, text: &str, message: &str) -> String {
+pub fn commit(repo: &Path, file: &str, text: &str, message: &str) -> String {
     write(&repo.join(file), text);
     run(repo, "git", &["add", "-A"]);
     run(repo, "git", &["commit", "-q", "-m", message]);

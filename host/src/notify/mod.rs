@@ -220,7 +220,7 @@ impl Delivery {
     /// Hands one event to the plugin if the notifier wants it. `Ok(false)`:
     /// not wanted (another kind or project, or what it was about is gone).
     fn wants_kind(&self, event: &Event) -> bool {
-        self.notifier.events.is_empty() || self.notifier.events.iter().any(|k| *k == event.kind)
+        self.notifier.events.is_empty() || self.notifier.events.contains(&event.kind)
     }
 
     async fn deliver(&mut self, event: &Event) -> Result<bool, Failure> {

@@ -529,7 +529,7 @@ impl PluginRuntime {
 
     /// The components built into the binary.
     pub fn builtin_components() -> &'static [&'static [u8]] {
-        &builtin::PLUGINS
+        builtin::PLUGINS
     }
 
     /// Asks a loaded plugin again what it is: one instantiation and one

@@ -28,11 +28,17 @@ use crate::plugins::{PluginKind, PluginRuntime};
 const MAX_RELEASES: u32 = 1000;
 const DEFAULT_RELEASES: u32 = 100;
 
-/// Computed release sets, kept until the next event (anything that can
-/// change a release writes one).
+/// A release set's releases, or why its plugin could not compute them.
+type Computed = Arc<Result<Vec<Release>, String>>;
+/// Project id, set name with its definition, and how many releases.
+type CacheKey = (i64, String, u32);
+
+/// Computed release sets by (project, name and definition, limit), each
+/// with the newest event id when it was computed: kept until the next
+/// event (anything that can change a release writes one).
 #[derive(Default)]
 pub struct ReleaseCache {
-    cache: std::sync::Mutex<std::collections::HashMap<(i64, String, u32), (i64, Arc<Result<Vec<Release>, String>>)>>,
+    cache: std::sync::Mutex<std::collections::HashMap<CacheKey, (i64, Computed)>>,
 }
 
 /// Checks release-set definitions from a project's settings; the error
@@ -66,7 +72,7 @@ async fn releases(
     name: &str,
     definition: &ReleaseSetDefinition,
     limit: u32,
-) -> ApiResult<Arc<Result<Vec<Release>, String>>> {
+) -> ApiResult<Computed> {
     let latest_event = state.db.latest_event_id().await?;
     let key = (project.id, format!("{name}\0{}", serde_json::to_string(definition).unwrap_or_default()), limit);
     if let Some((event, cached)) = state.releases.cache.lock().expect("not poisoned").get(&key) {

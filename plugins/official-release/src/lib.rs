@@ -111,7 +111,7 @@ pub fn releases(source: &impl Source, settings: &Settings, limit: u32) -> Result
             found.push((tarball.id, Release { name, timestamp, members: list }));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
     // Names are unique in a set: an older release of the same name gets its build's id.
     let mut seen = std::collections::BTreeSet::new();
     let mut releases = Vec::new();
@@ -167,7 +167,7 @@ mod tests {
         }
         fn job_builds(&self, _: &str, job: &str, limit: u32) -> Result<Vec<BuildSummary>, String> {
             let mut list: Vec<_> = self.builds.iter().filter(|b| b.job == job).cloned().collect();
-            list.sort_by(|a, b| b.id.cmp(&a.id));
+            list.sort_by_key(|b| std::cmp::Reverse(b.id));
             list.truncate(limit as usize);
             Ok(list)
         }

@@ -1,23 +1,12 @@
-//! Renders `report` products: a link that opens the report
-//! in the browser, at its default page (`report SUBTYPE PATH DEFAULT`).
+//! Renders `report` products: a link that opens the report in the
+//! browser at its default page (`report SUBTYPE PATH DEFAULT`).
 
-// On the host only the pure parts are used (by the tests): the exports are
-// built for WebAssembly alone.
-#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+use orthrus_plugin_sdk::html::browse_link;
+use orthrus_plugin_sdk::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
 
-use orthrus_plugin_sdk::{BuildRef, Link, Metadata, Product, Rendered, Renderer, export_renderer};
-
-/// Where the product is browsed: its default page inside it, if it has one.
-pub fn link(product: &Product, build: &BuildRef) -> Link {
-    let href = if product.default_path.is_empty() {
-        build.download_url.clone()
-    } else {
-        format!("{}/{}", build.download_url, product.default_path.trim_start_matches('/'))
-    };
-    let what = if product.subtype.is_empty() { product.name.clone() } else { product.subtype.clone() };
-    Link { href, text: format!("Report: {what}") }
-}
-
+// On the host only the metadata is compiled: the exports are built for
+// WebAssembly alone.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct Report;
 
 impl Renderer for Report {
@@ -32,7 +21,7 @@ impl Renderer for Report {
     }
 
     fn render(product: &Product, build: &BuildRef) -> Result<Rendered, String> {
-        Ok(Rendered::Link(link(product, build)))
+        Ok(Rendered::Link(browse_link(product, build, "Report")))
     }
 }
 
