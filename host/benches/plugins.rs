@@ -41,7 +41,7 @@ async fn main() {
     let config = PluginsConfig::default();
 
     // Cold compilation and cached load, per shipped plugin.
-    println!("plugin   cold compile+load   cached load");
+    println!("plugin            cold compile+load   cached load");
     let components = PluginRuntime::builtin_components();
     for (i, bytes) in components.iter().enumerate() {
         let file = dir.path().join(format!("plugin-{i}.wasm"));
@@ -59,7 +59,7 @@ async fn main() {
         runtime.inspect(&file, &config).await.unwrap();
         let cached = started.elapsed();
         println!(
-            "{:8} {:>10.1} ms {:>16.2} ms",
+            "{:17} {:>10.1} ms {:>16.2} ms",
             info.metadata.name,
             cold.as_secs_f64() * 1e3,
             cached.as_secs_f64() * 1e3
