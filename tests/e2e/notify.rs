@@ -266,7 +266,7 @@ in {{
     assert_eq!(outsider["delivered"], 0);
 
     // The delivery state is for admins.
-    assert_eq!(server.request(&Identity::Anonymous, "GET", "/api/notifiers", None).status, 403);
+    assert_eq!(server.request(&Identity::Anonymous, "GET", "/api/notifiers", None).status, 401);
 }
 
 on_both_backends!(notifiers);

@@ -83,6 +83,15 @@ pub(super) async fn write_events(txn: &impl ConnectionTrait, events: Vec<NewEven
     if events.is_empty() {
         return Ok(());
     }
+    // Readers take ids as the order of commits. SQLite has one writer, so
+    // they are; on PostgreSQL an id is drawn at insert time, and a
+    // transaction that drew lower ids could commit after one that drew
+    // higher ids — and a reader past the higher ones would never see the
+    // lower. This lock, held until commit, makes event-writing
+    // transactions draw and commit in turn.
+    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7305566471862351190)").await?;
+    }
     let time = now();
     let rows: Vec<event::ActiveModel> = events
         .into_iter()

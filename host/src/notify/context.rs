@@ -79,7 +79,13 @@ impl ContextReader {
                 nix_name: b.nix_name.clone(),
                 system: b.system.clone(),
                 drv_path: b.drv_path.clone(),
-                status: if b.finished { b.build_status } else { None },
+                // As the event says, not as the build is now (it may have
+                // been restarted since).
+                status: if finished {
+                    event.data.get("status").and_then(|s| s.as_i64()).map(|s| s as i32).or(b.build_status)
+                } else {
+                    None
+                },
                 previous_id: previous.map(|(id, _)| id),
                 previous_status: previous.and_then(|(_, status)| status),
                 queued: b.timestamp,

@@ -253,6 +253,24 @@ pub enum PluginError {
     Load { origin: String, message: String },
 }
 
+impl PluginError {
+    /// Whether the same call may well succeed later: it ran out of time
+    /// (the machine may have been busy) or could not start. Running out of
+    /// fuel, panicking or answering an error happen again every time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PluginError::Crashed { what, .. } => what.starts_with(TIMED_OUT) || what.starts_with(NOT_STARTED),
+            PluginError::Load { .. } => true,
+            PluginError::Failed(_) | PluginError::NoPlugin(_) | PluginError::NoSuchPlugin { .. } => false,
+        }
+    }
+}
+
+/// How a timed-out call's message starts (see [`PluginError::is_transient`]).
+const TIMED_OUT: &str = "did not finish within";
+/// How the message of a call that could not start begins.
+const NOT_STARTED: &str = "could not start";
+
 /// What host functions use, shared by every call.
 #[derive(Clone)]
 pub(crate) struct Services {
@@ -765,6 +783,7 @@ impl Inner {
         let component = self.component(bytes, &sha256).map_err(load_error)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| load_error(format!("{e:#}")))?;
         let pre = WorldPre::new(pre).map_err(load_error)?;
+        check_imports(&component, &self.engine, pre.kind()).map_err(load_error)?;
         // Metadata is read under no grant at all: a plugin cannot use
         // anything while it introduces itself.
         // A scratch directory of its own, removed after: the plugin's name
@@ -876,6 +895,27 @@ impl Inner {
     }
 }
 
+/// The host interfaces each world may import (and WASI, which the sandbox
+/// shapes). The linker offers them all; a component of one kind that
+/// imports another kind's interface is refused at load, whatever it is
+/// granted.
+fn check_imports(component: &Component, engine: &Engine, kind: PluginKind) -> Result<(), String> {
+    let allowed: &[&str] = match kind {
+        PluginKind::InputFetcher => &["types", "log", "process", "nix-store", "key-value"],
+        PluginKind::Notifier => &["types", "log", "key-value", "http", "mail"],
+        PluginKind::Renderer => &["types", "log"],
+        PluginKind::ReleaseSet => &["types", "log", "builds"],
+    };
+    for (name, _) in component.component_type().imports(engine) {
+        let Some(interface) = name.strip_prefix("orthrus:plugin/") else { continue };
+        let interface = interface.split('@').next().unwrap_or(interface);
+        if !allowed.contains(&interface) {
+            return Err(format!("a {kind} may not import {name} (its world imports {})", allowed.join(", ")));
+        }
+    }
+    Ok(())
+}
+
 /// The fetcher instance of an input-fetcher plugin.
 async fn fetcher_instance(
     pre: &WorldPre,
@@ -921,9 +961,9 @@ fn metadata_from_wit(raw: bindings::host_api::orthrus::plugin::types::PluginMeta
 /// A trap in words an operator understands.
 fn timed_out(timeout: Duration) -> String {
     if timeout.subsec_millis() == 0 {
-        format!("did not finish within {} seconds", timeout.as_secs())
+        format!("{TIMED_OUT} {} seconds", timeout.as_secs())
     } else {
-        format!("did not finish within {} ms", timeout.as_millis())
+        format!("{TIMED_OUT} {} ms", timeout.as_millis())
     }
 }
 
@@ -937,6 +977,10 @@ fn describe_trap(error: &wasmtime::Error, limits: CallLimits, memory: usize) -> 
         Some(wasmtime::Trap::UnreachableCodeReached) => format!("crashed (it panicked or aborted): {error:#}"),
         _ => {
             let text = format!("{error:#}");
+            if text.contains("concurrent") && text.contains("limit") {
+                // Every instance slot is taken: nothing wrong with the plugin.
+                return format!("{NOT_STARTED}: too many plugin calls at once ({text})");
+            }
             if text.contains("memory") && (text.contains("grow") || text.contains("limit") || text.contains("resource"))
             {
                 format!("ran out of memory (the limit is {} MiB): {text}", memory >> 20)

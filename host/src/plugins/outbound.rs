@@ -213,9 +213,20 @@ impl Mailer {
             return Err("a mail needs at least one recipient".into());
         }
         let mut message = Message::builder().from(from.clone()).subject(subject);
+        let mut recipients = 0;
         for address in to {
-            let mailbox: Mailbox = address.parse().map_err(|e| format!("{address:?} is not a mail address: {e}"))?;
-            message = message.to(mailbox);
+            // One bad address (from a Nix expression, say) must not keep
+            // the others from their mail, nor fail the delivery forever.
+            match address.parse::<Mailbox>() {
+                Ok(mailbox) => {
+                    message = message.to(mailbox);
+                    recipients += 1;
+                }
+                Err(e) => tracing::warn!("not mailing {address:?}: it is not a mail address ({e})"),
+            }
+        }
+        if recipients == 0 {
+            return Err(format!("none of {to:?} is a mail address"));
         }
         let message = message
             .header(lettre::message::header::ContentType::TEXT_PLAIN)

@@ -217,9 +217,7 @@ pub async fn events(State(state): State<AppState>, Query(query): Query<EventsQue
 /// the outbox, what it delivered, and what waits for a retry with the last
 /// error. Admins only: errors can quote receivers' addresses.
 pub async fn notifiers(State(state): State<AppState>, caller: crate::users::Caller) -> ApiResult<Json<Value>> {
-    if !caller.is_admin() {
-        return Err(super::ApiError::forbidden("only an admin may see the notifiers' delivery state"));
-    }
+    super::auth::require(&caller, crate::users::Action::ManageUsers)?;
     Ok(Json(json!(crate::notify::status(&state.config, &state.db).await?)))
 }
 

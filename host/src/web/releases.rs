@@ -20,13 +20,20 @@ use serde_json::{Value, json};
 
 use super::extract::{Path, Query};
 use super::{ApiError, ApiResult, AppState, find_project, json as hydra, redirect};
-use crate::db::{Project, ReleaseSetDefinition, ReleaseSets};
+use std::collections::HashMap;
+
+use crate::db::{BuildView, Project, ReleaseSetDefinition, ReleaseSets};
 use crate::plugins::api::Release;
 use crate::plugins::{PluginKind, PluginRuntime};
 
-/// Releases computed per request at most; `?limit=` asks for fewer.
+/// Releases computed per request at most; `?limit=` asks for fewer. A set
+/// is computed for one of these two limits only, so that the cache holds
+/// at most two entries per set.
 const MAX_RELEASES: u32 = 1000;
 const DEFAULT_RELEASES: u32 = 100;
+/// Release-set plugins computing at once: more requests wait, so that
+/// page views cannot take the plugin slots evaluations and notifiers need.
+const CONCURRENT_COMPUTATIONS: usize = 2;
 
 /// A release set's releases, or why its plugin could not compute them.
 type Computed = Arc<Result<Vec<Release>, String>>;
@@ -36,9 +43,20 @@ type CacheKey = (i64, String, u32);
 /// Computed release sets by (project, name and definition, limit), each
 /// with the newest event id when it was computed: kept until the next
 /// event (anything that can change a release writes one).
-#[derive(Default)]
 pub struct ReleaseCache {
     cache: std::sync::Mutex<std::collections::HashMap<CacheKey, (i64, Computed)>>,
+    computing: tokio::sync::Semaphore,
+}
+
+impl Default for ReleaseCache {
+    fn default() -> Self {
+        ReleaseCache { cache: Default::default(), computing: tokio::sync::Semaphore::new(CONCURRENT_COMPUTATIONS) }
+    }
+}
+
+/// The limit a set is computed for, to serve a request for `wanted` releases.
+fn computed_limit(wanted: u32) -> u32 {
+    if wanted <= DEFAULT_RELEASES { DEFAULT_RELEASES } else { MAX_RELEASES }
 }
 
 /// Checks release-set definitions from a project's settings; the error
@@ -73,12 +91,20 @@ async fn releases(
     definition: &ReleaseSetDefinition,
     limit: u32,
 ) -> ApiResult<Computed> {
-    let latest_event = state.db.latest_event_id().await?;
+    let limit = computed_limit(limit);
     let key = (project.id, format!("{name}\0{}", serde_json::to_string(definition).unwrap_or_default()), limit);
-    if let Some((event, cached)) = state.releases.cache.lock().expect("not poisoned").get(&key) {
-        if *event == latest_event {
-            return Ok(cached.clone());
-        }
+    let cached = |latest_event: i64| {
+        let cache = state.releases.cache.lock().expect("not poisoned");
+        cache.get(&key).filter(|(event, _)| *event == latest_event).map(|(_, computed)| computed.clone())
+    };
+    let latest_event = state.db.latest_event_id().await?;
+    if let Some(computed) = cached(latest_event) {
+        return Ok(computed);
+    }
+    let _turn = state.releases.computing.acquire().await.expect("the semaphore is never closed");
+    // Computed meanwhile by the request this one waited for?
+    if let Some(computed) = cached(latest_event) {
+        return Ok(computed);
     }
     let computed = state
         .plugins
@@ -170,9 +196,9 @@ pub async fn get_set(
     let project = find_project(&state, &project).await?;
     let limit = query.limit.unwrap_or(DEFAULT_RELEASES).clamp(1, MAX_RELEASES);
     let (definition, list) = computed(&state, &project, &name, limit).await?;
-    let ids: Vec<i64> = list.iter().flat_map(|r| r.members.iter().map(|(id, _)| *id)).collect();
-    let views = state.db.build_views(&ids).await?;
-    let summary = |id: i64, label: &str| match views.iter().find(|v| v.build.id == id) {
+    let list: Vec<Release> = list.into_iter().take(limit as usize).collect();
+    let views = member_views(&state, &list).await?;
+    let summary = |id: i64, label: &str| match views.get(&id) {
         Some(view) => json!({
             "id": id,
             "label": label,
@@ -201,11 +227,20 @@ pub async fn get_set(
     Ok(Json(value))
 }
 
-fn all_succeeded(release: &Release, views: &[crate::db::BuildView]) -> bool {
+/// The builds of the releases, by id.
+async fn member_views(state: &AppState, releases: &[Release]) -> ApiResult<HashMap<i64, BuildView>> {
+    let mut ids: Vec<i64> = releases.iter().flat_map(|r| r.members.iter().map(|(id, _)| *id)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(state.db.build_views(&ids).await?.into_iter().map(|v| (v.build.id, v)).collect())
+}
+
+fn all_succeeded(release: &Release, views: &HashMap<i64, BuildView>) -> bool {
     !release.members.is_empty()
-        && release.members.iter().all(|(id, _)| {
-            views.iter().any(|v| v.build.id == *id && v.build.finished && v.build.build_status == Some(0))
-        })
+        && release
+            .members
+            .iter()
+            .all(|(id, _)| views.get(id).is_some_and(|v| v.build.finished && v.build.build_status == Some(0)))
 }
 
 /// `/project/P/releaseset/S/release/R`
@@ -221,13 +256,12 @@ pub async fn get_release(
             project.name
         ))
     })?;
-    let ids: Vec<i64> = release.members.iter().map(|(id, _)| *id).collect();
-    let views = state.db.build_views(&ids).await?;
+    let views = member_views(&state, std::slice::from_ref(release)).await?;
     let builds: Vec<Value> = release
         .members
         .iter()
         .filter_map(|(id, label)| {
-            let view = views.iter().find(|v| v.build.id == *id)?;
+            let view = views.get(id)?;
             let mut build = hydra::build(view);
             build["label"] = json!(label);
             Some(build)
@@ -261,8 +295,7 @@ pub async fn latest_member(
 async fn latest_of(state: &AppState, project: &str, name: &str, label: Option<&str>) -> ApiResult<Response> {
     let project = find_project(state, project).await?;
     let (_, list) = computed(state, &project, name, DEFAULT_RELEASES).await?;
-    let ids: Vec<i64> = list.iter().flat_map(|r| r.members.iter().map(|(id, _)| *id)).collect();
-    let views = state.db.build_views(&ids).await?;
+    let views = member_views(state, &list).await?;
     let release = list.iter().find(|r| all_succeeded(r, &views)).ok_or_else(|| {
         ApiError::not_found(format!("release set ‘{name}’ has no release whose builds all succeeded"))
     })?;

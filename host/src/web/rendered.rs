@@ -16,10 +16,12 @@ use crate::plugins::api::{BuildRef, ProductToRender, Rendered};
 /// HTML a renderer may return for one product.
 const MAX_HTML: usize = 64 * 1024;
 
-/// Rendered products by (build, product number, the build's stop time: a
-/// restarted build gets new products).
+/// Rendered products by build, product number, and what identifies the
+/// product of this run (a restarted build gets new products).
+type RenderKey = (i64, i32, i64, String);
+
 pub struct RenderCache {
-    cache: quick_cache::sync::Cache<(i64, i32, i64), Arc<Value>>,
+    cache: quick_cache::sync::Cache<RenderKey, Arc<Value>>,
 }
 
 impl Default for RenderCache {
@@ -35,7 +37,8 @@ pub async fn render_products(state: &AppState, view: &BuildView) -> Vec<(i32, Ar
     let mut rendered = Vec::new();
     for product in &view.products {
         let Some(renderer) = state.plugins.renderer_for(&product.kind) else { continue };
-        let key = (b.id, product.product_nr, b.stop_time.unwrap_or(0));
+        let identity = format!("{}\0{}", product.path, product.sha256_hash.as_deref().unwrap_or(""));
+        let key = (b.id, product.product_nr, b.stop_time.unwrap_or(0), identity);
         if let Some(value) = state.rendered.cache.get(&key) {
             rendered.push((product.product_nr, value));
             continue;
@@ -61,12 +64,18 @@ pub async fn render_products(state: &AppState, view: &BuildView) -> Vec<(i32, Ar
             download_url: format!("{build_url}/download/{}", product.product_nr),
             url: build_url,
         };
+        // What the plugin does with this product is kept, failures
+        // included; a deadline missed on a busy machine is not.
+        let mut lasting = true;
         let value = match state.plugins.render(&renderer, &to_render, &build).await {
             Ok(result) => match sanitise(result) {
                 Ok(fragment) => fragment,
                 Err(error) => json!({ "error": format!("renderer ‘{renderer}’ {error}") }),
             },
-            Err(error) => json!({ "error": error.to_string() }),
+            Err(error) => {
+                lasting = !error.is_transient();
+                json!({ "error": error.to_string() })
+            }
         };
         let mut value = value;
         value["renderer"] = json!(renderer);
@@ -74,7 +83,9 @@ pub async fn render_products(state: &AppState, view: &BuildView) -> Vec<(i32, Ar
             tracing::warn!(build = b.id, product = product.product_nr, "rendering a product failed: {error}");
         }
         let value = Arc::new(value);
-        state.rendered.cache.insert(key, value.clone());
+        if lasting {
+            state.rendered.cache.insert(key, value.clone());
+        }
         rendered.push((product.product_nr, value));
     }
     rendered

@@ -101,7 +101,7 @@ pub fn releases(source: &impl Source, settings: &Settings, limit: u32) -> Result
             let name = match &tarball.release_name {
                 Some(name) if !name.is_empty() => name.clone(),
                 _ => match origin.inputs.iter().find(|i| !i.revision.is_empty()) {
-                    Some(i) => format!("{job}-{}", &i.revision[..i.revision.len().min(12)]),
+                    Some(i) => format!("{job}-{}", i.revision.chars().take(12).collect::<String>()),
                     None => format!("{job}-{}", tarball.id),
                 },
             };
