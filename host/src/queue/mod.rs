@@ -40,10 +40,6 @@ use shares::Shares;
 
 /// The queue is re-read at least this often, in case a wake-up was missed.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
-/// Successful builds are recorded in batches gathered over this long (or
-/// of this many): each batch costs two calls of Nix, whatever its size.
-const SUCCESS_BATCH_WINDOW: Duration = Duration::from_millis(250);
-const SUCCESS_BATCH_MAX: usize = 500;
 
 /// Shared handle to wake the queue runner after the queue changed.
 #[derive(Clone, Default)]
@@ -107,11 +103,12 @@ pub struct QueueRunner {
     /// the graph, still unfinished in the database for a moment.
     recording: JoinSet<Recorded>,
     being_recorded: HashSet<i64>,
-    /// Successful builds waiting to be recorded together, in one batch
-    /// while the previous batch is being written.
+    /// Successful builds waiting to be recorded together. Like a group
+    /// commit: a success is recorded at once when no batch is being
+    /// written, and those that finish meanwhile form the next batch (each
+    /// batch costs two calls of Nix, whatever its size). Under load batches
+    /// grow by themselves; alone, a build is recorded without waiting.
     successes: Vec<TrackedBuild>,
-    /// When the oldest of `successes` finished.
-    successes_since: Option<tokio::time::Instant>,
     success_batch_running: bool,
 }
 
@@ -150,7 +147,6 @@ impl QueueRunner {
             recording: JoinSet::new(),
             being_recorded: HashSet::new(),
             successes: Vec::new(),
-            successes_since: None,
             success_batch_running: false,
         }
     }
@@ -176,12 +172,9 @@ impl QueueRunner {
             }
             self.dispatch();
             self.record_successes();
-            let batch_due = self.successes_since.map(|since| since + SUCCESS_BATCH_WINDOW);
             let timer = self.next_timer().map(tokio::time::Instant::from_std);
             tokio::select! {
                 _ = wake.notified() => stale = true,
-                _ = tokio::time::sleep_until(batch_due.unwrap_or_else(tokio::time::Instant::now)),
-                    if batch_due.is_some() && !self.success_batch_running => {}
                 _ = tokio::time::sleep_until(timer.unwrap_or_else(tokio::time::Instant::now)), if timer.is_some() => {}
                 _ = tokio::time::sleep(RESYNC_INTERVAL) => stale = true,
                 Some(done) = self.steps.join_next_with_id(), if !self.steps.is_empty() => {
@@ -543,19 +536,15 @@ impl QueueRunner {
         let Some(build) = self.graph.remove_build(build_id) else { return };
         self.being_recorded.insert(build_id);
         self.successes.push(build);
-        self.successes_since.get_or_insert_with(tokio::time::Instant::now);
     }
 
-    /// Records the successful builds gathered so far, once the batch is due
-    /// and the previous one is written (the next batch forms meanwhile).
+    /// Records the successful builds gathered so far, unless the previous
+    /// batch is still being written (the next batch forms meanwhile).
     fn record_successes(&mut self) {
-        let Some(since) = self.successes_since else { return };
-        let due = since.elapsed() >= SUCCESS_BATCH_WINDOW || self.successes.len() >= SUCCESS_BATCH_MAX;
-        if self.success_batch_running || !due {
+        if self.successes.is_empty() || self.success_batch_running {
             return;
         }
         self.success_batch_running = true;
-        self.successes_since = None;
         let builds = std::mem::take(&mut self.successes);
         let (db, nix, metrics) = (self.db.clone(), self.nix.clone(), self.metrics.clone());
         let max_output_size = self.config.queue.max_output_size;
