@@ -33,6 +33,8 @@ in {{
     for kind in loop huge script link panic; do echo $kind > $out/$kind; echo "evil $kind $out/$kind" >> $out/nix-support/hydra-build-products; done
     echo hello > $out/hello.txt
     echo "file binary-dist $out/hello.txt" >> $out/nix-support/hydra-build-products
+    echo "nix-build none $out" >> $out/nix-support/hydra-build-products
+    echo "channel hello $out" >> $out/nix-support/hydra-build-products
   '';
 }}
 "#
@@ -51,7 +53,7 @@ in {{
 
     let page = server.get_json(&format!("/build/{id}"));
     let products = page["buildproducts"].as_object().unwrap();
-    assert_eq!(products.len(), 6, "{page}");
+    assert_eq!(products.len(), 8, "{page}");
     let by_subtype = |subtype: &str| -> Value {
         products.values().find(|p| p["subtype"] == subtype).unwrap_or_else(|| panic!("no {subtype}: {page}"))["rendered"]
             .clone()
@@ -71,8 +73,19 @@ in {{
     }
     assert!(by_subtype("link")["error"].as_str().unwrap().contains("javascript:"), "{page}");
     assert!(by_subtype("panic")["error"].as_str().unwrap().contains("panicked"), "{page}");
-    // The plain file is rendered by the built-in renderer as usual.
+    // The other products are rendered by the built-in renderers as usual.
     assert!(by_subtype("binary-dist")["html"].as_str().unwrap().contains("hello.txt"));
+    let out = builds["report"]["buildoutputs"]["out"]["path"].as_str().unwrap();
+    let nix_build = by_subtype("none")["html"].as_str().unwrap().to_owned();
+    assert!(
+        nix_build.contains(&format!("nix-store --realise {out} --option extra-substituters {}", server.url)),
+        "{nix_build}"
+    );
+    let channel = by_subtype("hello")["html"].as_str().unwrap().to_owned();
+    assert!(
+        channel.contains(&format!("nix-channel --add {}/jobset/evil/main/channel/latest", server.url)),
+        "{channel}"
+    );
     // Rendered once: the page answers the same again, and the server lives.
     assert_eq!(server.get_json(&format!("/build/{id}")), page);
     assert_eq!(server.get("/").status, 200);
