@@ -3,7 +3,8 @@
 //! sanitised here (no scripts, styles, event handlers or `javascript:`
 //! links) and bounded in size, and the result — an error included — is
 //! kept, so that a slow or hostile renderer costs one call per product,
-//! not one per page view.
+//! not one per page view. Only a missed deadline (the machine may have
+//! been busy) is tried again at the next view.
 
 use std::sync::Arc;
 
