@@ -20,17 +20,15 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
-NIX_CONFIG = "build-users-group =\nsandbox = false\nsubstituters =\n"
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+from orthrus_bench import BINARY, ROOT, Server, nix_env
+
 
 EXPRESSION = """{ nonce }:
 let
@@ -46,84 +44,15 @@ in builtins.listToAttrs (builtins.genList (i: { name = "job${toString i}"; value
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, binary, work, env, extra=""):
-        self.binary, self.work, self.env = binary, work, env
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.config = os.path.join(work, "orthrus.toml")
-        self.token = ""
-        self.process = None
-        self.configure(extra)
-
-    def configure(self, extra):
-        """Rewrites the configuration; takes effect at the next start."""
-        work = self.work
-        with open(self.config, "w") as f:
-            f.write(f"""data_dir = "{work}/data"
-[web]
-listen = "127.0.0.1:{self.port}"
-[evaluator]
-poll_interval_secs = 1
-allowed_path_roots = ["{work}"]
-[queue]
-max_jobs = 2
-{extra}
-""")
-
-    def cli(self, *args, stdin=None):
-        return subprocess.run([self.binary, *args, "--config", self.config], env=self.env, input=stdin,
-                              text=True, check=True, capture_output=True).stdout
-
-    def start(self):
-        if not self.token:
-            self.cli("user", "add", "bench", "--role", "admin", "--password-stdin", stdin="bench-password\n")
-            self.token = self.cli("user", "token", "bench", "--scope", "all", "--name", "bench").strip()
-        log = open(os.path.join(self.work, "server.log"), "a")
-        self.process = subprocess.Popen([self.binary, "serve", "--config", self.config], env=self.env,
-                                        stdout=log, stderr=log)
-        for _ in range(600):
-            try:
-                self.request("GET", "/")
-                return
-            except OSError:
-                time.sleep(0.02)
-        sys.exit("the server did not start: see " + os.path.join(self.work, "server.log"))
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait()
-
-    def request(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json", "Accept": "application/json",
-                   "Authorization": "Bearer " + self.token}
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
-        with urllib.request.urlopen(req) as response:
-            return json.loads(response.read() or b"null")
-
-    def build_jobs(self, n):
-        src = os.path.join(self.work, "src")
-        os.makedirs(src, exist_ok=True)
-        with open(os.path.join(src, "release.nix"), "w") as f:
-            f.write(EXPRESSION.replace(" N)", f" {n})"))
-        self.request("PUT", "/project/bench", {"displayname": "bench"})
-        self.request("PUT", "/jobset/bench/main", {
-            "nixexprinput": "src", "nixexprpath": "release.nix", "checkinterval": 0,
-            "inputs": {"src": {"type": "path", "value": src},
-                       "nonce": {"type": "string", "value": f"notify-{time.time_ns()}"}},
-        })
-        while True:
-            evals = self.request("GET", "/jobset/bench/main/evals")["evals"]
-            if evals and int(urllib.request.urlopen(self.base + "/api/nrqueue").read()) == 0:
-                return
-            time.sleep(0.1)
+def build_jobs(server, n):
+    """Evaluates and builds `n` jobs whose builders write the time; waits until done."""
+    src = os.path.join(server.work, "src")
+    os.makedirs(src, exist_ok=True)
+    with open(os.path.join(src, "release.nix"), "w") as f:
+        f.write(EXPRESSION.replace(" N)", f" {n})"))
+    server.create_jobset(src, f"notify-{time.time_ns()}")
+    while not (server.request("GET", "/jobset/bench/main/evals")["evals"] and server.queued() == 0):
+        time.sleep(0.1)
 
 
 def build_noop_plugin(env):
@@ -147,7 +76,7 @@ def throughput(binary, env, jobs):
         server.stop()
         server.configure(plugin_dir)  # events pile up while no notifier runs
         server.start()
-        server.build_jobs(jobs)
+        build_jobs(server, jobs)
         server.stop()
         server.configure(with_notifier)
         server.start()
@@ -203,7 +132,7 @@ settings = {{ url = "http://127.0.0.1:{port}/hook", secret = "bench" }}
 """
         server = Server(binary, work, env, config)
         server.start()
-        server.build_jobs(jobs)
+        build_jobs(server, jobs)
         deadline = time.monotonic() + 60
         while len(Receiver.arrivals) < jobs and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -218,13 +147,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events-jobs", type=int, default=1000)
     parser.add_argument("--latency-jobs", type=int, default=20)
-    parser.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "orthrus"))
+    parser.add_argument("--binary", default=BINARY)
     args = parser.parse_args()
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} does not exist: run `cargo build --release` first")
-    env = dict(os.environ)
-    env.setdefault("NIX_CONFIG", NIX_CONFIG)
-    env["RUST_LOG"] = "warn"
+    env = nix_env()
 
     total, delivered, seconds = throughput(args.binary, env, args.events_jobs)
     print(f"backlog: {total} events from {args.events_jobs} builds, to a notifier that does nothing")

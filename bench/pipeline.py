@@ -26,9 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-NIX_CONFIG = "build-users-group =\nsandbox = false\nsubstituters =\n"
+from orthrus_bench import BINARY, Server, free_port, nix_env
 
 EXPRESSION = """{ nonce }:
 let
@@ -41,25 +40,6 @@ let
   };
 in builtins.listToAttrs (builtins.genList (i: { name = "job${toString i}"; value = mk i; }) N)
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-TOKEN = {"value": ""}
-
-
-def request(method, url, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    if TOKEN["value"]:
-        headers["Authorization"] = "Bearer " + TOKEN["value"]
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    with urllib.request.urlopen(req) as response:
-        return json.loads(response.read() or b"null")
 
 
 def write_expression(directory, n):
@@ -118,65 +98,32 @@ class Sshd:
 
 def bench_orthrus(binary, n, max_jobs, workers, env, machines=""):
     work = tempfile.mkdtemp(prefix="orthrus-bench-")
-    port = free_port()
     src = os.path.join(work, "src")
     write_expression(src, n)
-    config = os.path.join(work, "orthrus.toml")
-    with open(config, "w") as f:
-        f.write(f"""data_dir = "{work}/data"
-[web]
-listen = "127.0.0.1:{port}"
-[evaluator]
-poll_interval_secs = 1
-workers = {workers}
-allowed_path_roots = ["{work}"]
-[queue]
-max_jobs = {max_jobs}
-{machines}
-""")
-    subprocess.run([binary, "user", "add", "bench", "--role", "admin", "--password-stdin", "--config", config],
-                   env=env, input="bench-password\n", text=True, check=True, capture_output=True)
-    TOKEN["value"] = subprocess.run([binary, "user", "token", "bench", "--scope", "all", "--name", "bench",
-                                     "--config", config], env=env, check=True, capture_output=True,
-                                    text=True).stdout.strip()
-    log = open(os.path.join(work, "server.log"), "w")
-    server = subprocess.Popen([binary, "serve", "--config", config], env=env, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
+    server = Server(binary, work, env, machines, max_jobs=max_jobs, workers=workers)
+    server.start()
     try:
-        for _ in range(600):
-            try:
-                request("GET", base + "/")
-                break
-            except OSError:
-                time.sleep(0.05)
-        request("PUT", base + "/project/bench", {"displayname": "bench"})
         nonce = f"orthrus-{time.time_ns()}"
         start = time.monotonic()
-        request("PUT", base + "/jobset/bench/main", {
-            "nixexprinput": "src", "nixexprpath": "release.nix", "checkinterval": 0,
-            "inputs": {"src": {"type": "path", "value": src}, "nonce": {"type": "string", "value": nonce}},
-        })
+        server.create_jobset(src, nonce)
         evaluated = None
         while True:
-            evals = request("GET", base + "/jobset/bench/main/evals")["evals"]
+            evals = server.request("GET", "/jobset/bench/main/evals")["evals"]
             if evals and evaluated is None:
                 evaluated = time.monotonic()
                 if len(evals[0]["builds"]) != n:
                     sys.exit(f"expected {n} builds, got {len(evals[0]['builds'])}")
-            if evals:
-                queued = int(urllib.request.urlopen(base + "/api/nrqueue").read())
-                if queued == 0:
-                    break
+            if evals and server.queued() == 0:
+                break
             time.sleep(0.02)
         done = time.monotonic()
-        builds = request("GET", base + f"/eval/{evals[0]['id']}/builds")
+        builds = server.request("GET", f"/eval/{evals[0]['id']}/builds")
         failed = [b["job"] for b in builds if b["buildstatus"] != 0]
         if failed:
             sys.exit(f"builds failed: {failed[:5]}")
         return done - start, evaluated - start, done - evaluated
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -204,13 +151,11 @@ def main():
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4))
     parser.add_argument("--machine", choices=["local", "ssh", "both"], default="both",
                         help="build on the local machine, on an SSH machine on loopback, or measure both")
-    parser.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "orthrus"))
+    parser.add_argument("--binary", default=BINARY)
     args = parser.parse_args()
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} does not exist: run `cargo build --release` first")
-    env = dict(os.environ)
-    env.setdefault("NIX_CONFIG", NIX_CONFIG)
-    env["RUST_LOG"] = "warn"
+    env = nix_env()
 
     runs = []
     if args.machine in ("local", "both"):

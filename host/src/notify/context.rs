@@ -27,14 +27,19 @@ impl ContextReader {
         ContextReader { db, logs, base_url, jobsets: HashMap::new(), inputs: HashMap::new(), builds: HashMap::new() }
     }
 
-    /// Forgets what it read for the last batch (jobsets may be edited,
-    /// builds move on), and reads the builds of the next one in a fixed
-    /// number of queries.
-    pub async fn new_batch(&mut self, events: &[Event]) -> DbResult<()> {
+    /// Forgets what it read for the last round: jobsets may be edited,
+    /// builds move on.
+    pub fn forget(&mut self) {
         self.jobsets.clear();
+        self.builds.clear();
         if self.inputs.len() > 1000 {
             self.inputs.clear();
         }
+    }
+
+    /// Reads the builds of a batch's events in a fixed number of queries
+    /// (events of other builds are read one by one).
+    pub async fn read_builds(&mut self, events: &[Event]) -> DbResult<()> {
         let mut ids: Vec<i64> = events.iter().filter_map(|e| e.build_id).collect();
         ids.sort_unstable();
         ids.dedup();

@@ -116,13 +116,13 @@ impl Delivery {
     /// how soon there is more to do: zero to go on at once, the time until
     /// the next retry, or `None` for nothing planned.
     async fn round(&mut self) -> DbResult<Option<Duration>> {
-        self.context.new_batch(&[]).await?;
+        self.context.forget();
         let (blocked, retry_in, retried) = self.retry_due().await?;
         let mut blocked = blocked;
         let cursor = self.db.notifier_cursor(&self.name).await?.cursor;
         let events = self.db.events_after(cursor, BATCH, None).await?;
         let wanted: Vec<Event> = events.iter().filter(|e| self.wants_kind(e)).cloned().collect();
-        self.context.new_batch(&wanted).await?;
+        self.context.read_builds(&wanted).await?;
         let Some(last) = events.last().map(|e| e.id) else {
             return Ok(if retried { Some(Duration::ZERO) } else { retry_in });
         };

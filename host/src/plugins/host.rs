@@ -180,18 +180,7 @@ impl http::Host for HostState {
             headers: request.headers.into_iter().map(|h| (h.name, h.value)).collect(),
             body: request.body,
         };
-        let response = self.services.http.send(&granted, request).await.map_err(|e| {
-            if e.ends_with("is not granted") {
-                format!(
-                    "{} (plugin ‘{}’ may send to: {})",
-                    e,
-                    self.plugin,
-                    granted.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-                )
-            } else {
-                e
-            }
-        })?;
+        let response = self.services.http.send(&granted, request).await?;
         tracing::debug!(plugin = %self.plugin, %url, status = response.status, "HTTP request for a plugin");
         Ok(http::Response {
             status: response.status,

@@ -244,7 +244,13 @@ pub enum PluginError {
     Failed(String),
     /// The plugin trapped, ran out of time or memory.
     #[error("plugin ‘{plugin}’ {what}")]
-    Crashed { plugin: String, what: String },
+    Crashed {
+        plugin: String,
+        what: String,
+        /// The same call may well succeed later: it ran out of time (the
+        /// machine may have been busy) or could not start.
+        transient: bool,
+    },
     #[error("no plugin handles inputs of type ‘{0}’")]
     NoPlugin(String),
     #[error("no {kind} plugin is named ‘{name}’")]
@@ -259,17 +265,12 @@ impl PluginError {
     /// fuel, panicking or answering an error happen again every time.
     pub fn is_transient(&self) -> bool {
         match self {
-            PluginError::Crashed { what, .. } => what.starts_with(TIMED_OUT) || what.starts_with(NOT_STARTED),
+            PluginError::Crashed { transient, .. } => *transient,
             PluginError::Load { .. } => true,
             PluginError::Failed(_) | PluginError::NoPlugin(_) | PluginError::NoSuchPlugin { .. } => false,
         }
     }
 }
-
-/// How a timed-out call's message starts (see [`PluginError::is_transient`]).
-const TIMED_OUT: &str = "did not finish within";
-/// How the message of a call that could not start begins.
-const NOT_STARTED: &str = "could not start";
 
 /// What host functions use, shared by every call.
 #[derive(Clone)]
@@ -691,6 +692,7 @@ impl PluginRuntime {
         let store_path = StorePath::parse(&fetched.store_path).map_err(|e| PluginError::Crashed {
             plugin: plugin_name.clone(),
             what: format!("returned a source that is not in the Nix store: {e}"),
+            transient: false,
         })?;
         Ok(FetchedSource {
             store_path,
@@ -843,7 +845,8 @@ impl Inner {
         F: AsyncFnOnce(&mut Store<HostState>, &WorldPre) -> wasmtime::Result<R>,
     {
         let name = plugin.info.metadata.name.clone();
-        let crashed = |what: String| PluginError::Crashed { plugin: name.clone(), what };
+        let failed = |what: String, transient: bool| PluginError::Crashed { plugin: name.clone(), what, transient };
+        let crashed = |what: String| failed(what, false);
         let _guard = if exclusive { Some(plugin.lock.lock().await) } else { None };
         let scratch = self.scratch_root.join(&name);
         std::fs::create_dir_all(&scratch).map_err(|e| crashed(format!("has no scratch directory: {e}")))?;
@@ -888,9 +891,12 @@ impl Inner {
         // requests), which the epoch does not interrupt.
         let outer = timeout + timeout.min(Duration::from_secs(5));
         match tokio::time::timeout(outer, work).await {
-            Err(_) => Err(crashed(timed_out(timeout))),
+            Err(_) => Err(failed(timed_out(timeout), true)),
             Ok(Ok(result)) => Ok(result),
-            Ok(Err(e)) => Err(crashed(describe_trap(&e, limits, self.memory))),
+            Ok(Err(e)) => {
+                let (what, transient) = describe_trap(&e, limits, self.memory);
+                Err(failed(what, transient))
+            }
         }
     }
 }
@@ -961,31 +967,35 @@ fn metadata_from_wit(raw: bindings::host_api::orthrus::plugin::types::PluginMeta
 /// A trap in words an operator understands.
 fn timed_out(timeout: Duration) -> String {
     if timeout.subsec_millis() == 0 {
-        format!("{TIMED_OUT} {} seconds", timeout.as_secs())
+        format!("did not finish within {} seconds", timeout.as_secs())
     } else {
-        format!("{TIMED_OUT} {} ms", timeout.as_millis())
+        format!("did not finish within {} ms", timeout.as_millis())
     }
 }
 
-fn describe_trap(error: &wasmtime::Error, limits: CallLimits, memory: usize) -> String {
+/// The trap in words, and whether the call may succeed later.
+fn describe_trap(error: &wasmtime::Error, limits: CallLimits, memory: usize) -> (String, bool) {
     match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => timed_out(limits.timeout),
-        Some(wasmtime::Trap::OutOfFuel) => format!(
-            "ran out of fuel: it may execute {} million instructions (plugins.fuel_millions)",
-            limits.fuel.unwrap_or(0) / 1_000_000
+        Some(wasmtime::Trap::Interrupt) => (timed_out(limits.timeout), true),
+        Some(wasmtime::Trap::OutOfFuel) => (
+            format!(
+                "ran out of fuel: it may execute {} million instructions (plugins.fuel_millions)",
+                limits.fuel.unwrap_or(0) / 1_000_000
+            ),
+            false,
         ),
-        Some(wasmtime::Trap::UnreachableCodeReached) => format!("crashed (it panicked or aborted): {error:#}"),
+        Some(wasmtime::Trap::UnreachableCodeReached) => (format!("crashed (it panicked or aborted): {error:#}"), false),
         _ => {
             let text = format!("{error:#}");
             if text.contains("concurrent") && text.contains("limit") {
                 // Every instance slot is taken: nothing wrong with the plugin.
-                return format!("{NOT_STARTED}: too many plugin calls at once ({text})");
-            }
-            if text.contains("memory") && (text.contains("grow") || text.contains("limit") || text.contains("resource"))
+                (format!("could not start: too many plugin calls at once ({text})"), true)
+            } else if text.contains("memory")
+                && (text.contains("grow") || text.contains("limit") || text.contains("resource"))
             {
-                format!("ran out of memory (the limit is {} MiB): {text}", memory >> 20)
+                (format!("ran out of memory (the limit is {} MiB): {text}", memory >> 20), false)
             } else {
-                format!("crashed: {text}")
+                (format!("crashed: {text}"), false)
             }
         }
     }

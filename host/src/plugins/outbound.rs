@@ -108,7 +108,8 @@ impl HttpClient {
                 (Some(host), None) => host.to_owned(),
                 (None, _) => request.url.clone(),
             };
-            return Err(format!("host {authority} is not granted"));
+            let list: Vec<String> = granted.iter().map(ToString::to_string).collect();
+            return Err(format!("host {authority} is not granted (granted: {})", list.join(", ")));
         }
         let method = match request.method.to_ascii_uppercase().as_str() {
             "GET" => reqwest::Method::GET,

@@ -21,7 +21,7 @@ use crate::users::{Action, Caller};
 
 /// Project, jobset and input names: a letter, then letters, digits, `_` or `-`
 /// (Hydra's rule, so that names are safe in URLs and Nix).
-fn check_name(what: &str, name: &str) -> ApiResult<()> {
+pub(super) fn check_name(what: &str, name: &str) -> ApiResult<()> {
     let mut chars = name.chars();
     let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');

@@ -44,13 +44,16 @@ type CacheKey = (i64, String, u32);
 /// with the newest event id when it was computed: kept until the next
 /// event (anything that can change a release writes one).
 pub struct ReleaseCache {
-    cache: std::sync::Mutex<std::collections::HashMap<CacheKey, (i64, Computed)>>,
+    cache: quick_cache::sync::Cache<CacheKey, (i64, Computed)>,
     computing: tokio::sync::Semaphore,
 }
 
 impl Default for ReleaseCache {
     fn default() -> Self {
-        ReleaseCache { cache: Default::default(), computing: tokio::sync::Semaphore::new(CONCURRENT_COMPUTATIONS) }
+        ReleaseCache {
+            cache: quick_cache::sync::Cache::new(1000),
+            computing: tokio::sync::Semaphore::new(CONCURRENT_COMPUTATIONS),
+        }
     }
 }
 
@@ -63,12 +66,7 @@ fn computed_limit(wanted: u32) -> u32 {
 /// names the set and what is wrong with it.
 pub fn check_definitions(sets: &ReleaseSets, plugins: &PluginRuntime) -> Result<(), String> {
     for (name, definition) in sets {
-        let mut chars = name.chars();
-        let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !valid {
-            return Err(format!("{name:?} is not a release-set name: a letter, then letters, digits, ‘_’ and ‘-’"));
-        }
+        super::projects::check_name("release set", name).map_err(|e| e.message)?;
         if !plugins.has_plugin(&definition.plugin, PluginKind::ReleaseSet) {
             return Err(format!("release set ‘{name}’: there is no release-set plugin ‘{}’", definition.plugin));
         }
@@ -94,8 +92,7 @@ async fn releases(
     let limit = computed_limit(limit);
     let key = (project.id, format!("{name}\0{}", serde_json::to_string(definition).unwrap_or_default()), limit);
     let cached = |latest_event: i64| {
-        let cache = state.releases.cache.lock().expect("not poisoned");
-        cache.get(&key).filter(|(event, _)| *event == latest_event).map(|(_, computed)| computed.clone())
+        state.releases.cache.get(&key).filter(|(event, _)| *event == latest_event).map(|(_, computed)| computed)
     };
     let latest_event = state.db.latest_event_id().await?;
     if let Some(computed) = cached(latest_event) {
@@ -115,11 +112,7 @@ async fn releases(
         tracing::warn!(project = %project.name, release_set = %name, "release set failed: {error}");
     }
     let computed = Arc::new(computed);
-    let mut cache = state.releases.cache.lock().expect("not poisoned");
-    if cache.len() > 1000 {
-        cache.clear();
-    }
-    cache.insert(key, (latest_event, computed.clone()));
+    state.releases.cache.insert(key, (latest_event, computed.clone()));
     Ok(computed)
 }
 
