@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod nix;
 pub mod notify;
 pub mod plugins;
+pub mod projects;
 pub mod queue;
 pub mod server;
 pub mod users;

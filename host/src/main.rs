@@ -41,6 +41,18 @@ enum Command {
     /// Show plugins: what each asks for and what it is granted.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Manage projects kept in files.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    /// Make the projects of a file (TOML, or JSON) as it describes them:
+    /// creates what is missing, changes what differs, disables the jobsets
+    /// it no longer lists. Prints each change; a second run prints none.
+    /// An invalid file is refused as a whole.
+    Apply { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -142,6 +154,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin(command) => plugin_command(&config, command).await,
+        Command::Project(ProjectCommand::Apply { file }) => {
+            let db = orthrus::server::open_db(&config).await?;
+            let nix = orthrus::nix::Nix::new(&config.nix);
+            let plugins = orthrus::plugins::PluginRuntime::start(
+                &config.plugins,
+                config.plugin_scratch_dir(),
+                config.plugin_cache_dir(),
+                db.clone(),
+                nix.clone(),
+            )
+            .await?;
+            let inputs =
+                orthrus::inputs::InputFetcher::new(nix, db.clone(), config.evaluator.allowed_path_roots.clone(), plugins);
+            let report = orthrus::projects::file::apply_file(&db, &inputs, &file).await?;
+            if report.is_empty() {
+                println!("nothing to change: {} is applied", file.display());
+            }
+            for line in report {
+                println!("{line}");
+            }
+            Ok(())
+        }
         Command::User(command) => user_command(&orthrus::server::open_db(&config).await?, command).await,
     }
 }

@@ -89,6 +89,10 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         metrics.clone(),
     );
     let eval_task = tokio::spawn(evaluator_task.run());
+    let spec_task = tokio::spawn(
+        crate::projects::declarative::SpecApplier { db: db.clone(), inputs: inputs.clone(), evaluator: evaluator.clone() }
+            .run(),
+    );
 
     let cache_key = load_cache_key(&config)?;
     if let Some(key) = &cache_key {
@@ -120,6 +124,7 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     // the next start.
     queue_task.abort();
     eval_task.abort();
+    spec_task.abort();
     watch.abort();
     for task in notifier_tasks {
         task.abort();

@@ -16,6 +16,7 @@ mod m20261122_000002_users;
 mod m20261122_000003_plugin_kv;
 mod m20261122_000004_events;
 mod m20261122_000005_notifications;
+mod m20261122_000006_declarative;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_plugin_kv::Migration),
             Box::new(m20261122_000004_events::Migration),
             Box::new(m20261122_000005_notifications::Migration),
+            Box::new(m20261122_000006_declarative::Migration),
         ]
     }
 }

@@ -206,7 +206,7 @@ fn bad_requests(backend: Backend) {
     let answer =
         server.put("/jobset/p/j", &jobset(json!({ "src": src_input, "b": { "type": "boolean", "value": "perhaps" } })));
     assert_eq!(answer.status, 400);
-    assert!(answer.json()["error"].as_str().unwrap().contains("input ‘b’"));
+    assert!(answer.json()["error"].as_str().unwrap().contains("field ‘inputs.b’"));
     let answer = server.put("/jobset/p/j", &jobset(json!({ "src": { "type": "path", "value": "/etc" } })));
     assert_eq!(answer.status, 400);
     assert!(answer.json()["error"].as_str().unwrap().contains("allowed_path_roots"), "{}", answer.body);

@@ -190,7 +190,7 @@ fn git_inputs(backend: Backend) {
         &json!({ "nixexprinput": "src", "nixexprpath": "release.nix", "inputs": { "src": { "type": "git", "value": "--upload-pack=touch /tmp/x" } } }),
     );
     assert_eq!(answer.status, 400);
-    assert!(answer.json()["error"].as_str().unwrap().contains("input ‘src’"), "{}", answer.body);
+    assert!(answer.json()["error"].as_str().unwrap().contains("field ‘inputs.src’"), "{}", answer.body);
     // An unreachable repository is a fetch error on the jobset, nothing else.
     put_jobset("gone", "git://127.0.0.1:1/nothing", 0);
     let jobset = server.wait_for("the fetch error", Duration::from_secs(60), || {

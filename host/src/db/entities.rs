@@ -22,6 +22,11 @@ pub mod project {
         pub declarative_value: Option<String>,
         /// JSON: release-set name to its definition (see `db/releases.rs`).
         pub release_sets: Option<String>,
+        /// Why the declarative spec was last refused (`None`: it applied).
+        pub declarative_error: Option<String>,
+        pub declarative_checked_time: Option<i64>,
+        /// The last build of the `.jobsets` generator job that was dealt with.
+        pub declarative_build: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,7 @@
 //! on PostgreSQL both are the same pool.
 
 mod builds;
+mod declarative;
 mod cache;
 pub mod entities;
 mod evals;
@@ -28,6 +29,7 @@ use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 
 pub use builds::*;
+pub use declarative::*;
 pub use evals::*;
 pub use events::Event;
 pub use notifications::*;

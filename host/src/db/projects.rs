@@ -1,11 +1,11 @@
 //! Projects, jobsets and jobset inputs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use super::entities::{jobset, jobset_input, project};
@@ -201,6 +201,67 @@ fn jobset_active(settings: &JobsetSettings, mut model: jobset::ActiveModel) -> j
     model
 }
 
+/// Inserts a jobset or updates `existing`, replacing its inputs. A jobset
+/// that is new or switched on is evaluated right away, as in Hydra.
+pub(super) async fn write_jobset(
+    txn: &DatabaseTransaction,
+    project_id: i64,
+    existing: Option<Jobset>,
+    settings: &JobsetSettings,
+) -> DbResult<Jobset> {
+    let saved = match existing {
+        Some(model) => {
+            let old_enabled = model.enabled;
+            let mut active = jobset_active(settings, model.into_active_model());
+            if old_enabled == 0 && settings.enabled != 0 {
+                active.trigger_time = Set(Some(now()));
+            }
+            active.update(txn).await?
+        }
+        None => {
+            let mut active = jobset_active(settings, <jobset::ActiveModel as Default>::default());
+            active.project_id = Set(project_id);
+            active.error_msg = Set(None);
+            active.error_time = Set(None);
+            active.last_checked_time = Set(None);
+            active.last_check_outcome = Set(None);
+            active.trigger_time = Set((settings.enabled != 0).then(now));
+            active.force_eval = Set(false);
+            active.fetch_error_msg = Set(None);
+            active.start_time = Set(None);
+            active.insert(txn).await?
+        }
+    };
+    jobset_input::Entity::delete_many().filter(jobset_input::Column::JobsetId.eq(saved.id)).exec(txn).await?;
+    if !settings.inputs.is_empty() {
+        jobset_input::Entity::insert_many(settings.inputs.iter().map(|input| jobset_input::ActiveModel {
+            jobset_id: Set(saved.id),
+            name: Set(input.name.clone()),
+            kind: Set(input.kind.clone()),
+            value: Set(input.value.clone()),
+            email_responsible: Set(input.email_responsible),
+            ..Default::default()
+        }))
+        .exec(txn)
+        .await?;
+    }
+    Ok(saved)
+}
+
+/// What applying a set of jobsets did, by jobset name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobsetChanges {
+    pub created: Vec<String>,
+    pub changed: Vec<String>,
+    pub disabled: Vec<String>,
+}
+
+impl JobsetChanges {
+    pub fn is_empty(&self) -> bool {
+        self.created.is_empty() && self.changed.is_empty() && self.disabled.is_empty()
+    }
+}
+
 impl Db {
     pub async fn projects(&self) -> DbResult<Vec<Project>> {
         Ok(project::Entity::find().order_by_asc(project::Column::Name).all(self.read()).await?)
@@ -351,43 +412,8 @@ impl Db {
                 project.name, settings.name
             )));
         }
-        let (saved, created) = match existing {
-            Some(model) => {
-                let old_enabled = model.enabled;
-                let mut active = jobset_active(settings, model.into_active_model());
-                // A jobset switched on is evaluated right away, as in Hydra.
-                if old_enabled == 0 && settings.enabled != 0 {
-                    active.trigger_time = Set(Some(now()));
-                }
-                (active.update(&txn).await?, false)
-            }
-            None => {
-                let mut active = jobset_active(settings, <jobset::ActiveModel as Default>::default());
-                active.project_id = Set(project.id);
-                active.error_msg = Set(None);
-                active.error_time = Set(None);
-                active.last_checked_time = Set(None);
-                active.last_check_outcome = Set(None);
-                active.trigger_time = Set((settings.enabled != 0).then(now));
-                active.force_eval = Set(false);
-                active.fetch_error_msg = Set(None);
-                active.start_time = Set(None);
-                (active.insert(&txn).await?, true)
-            }
-        };
-        jobset_input::Entity::delete_many().filter(jobset_input::Column::JobsetId.eq(saved.id)).exec(&txn).await?;
-        if !settings.inputs.is_empty() {
-            jobset_input::Entity::insert_many(settings.inputs.iter().map(|input| jobset_input::ActiveModel {
-                jobset_id: Set(saved.id),
-                name: Set(input.name.clone()),
-                kind: Set(input.kind.clone()),
-                value: Set(input.value.clone()),
-                email_responsible: Set(input.email_responsible),
-                ..Default::default()
-            }))
-            .exec(&txn)
-            .await?;
-        }
+        let created = existing.is_none();
+        let saved = write_jobset(&txn, project.id, existing, settings).await?;
         txn.commit().await?;
         if settings.name != current_name {
             self.builds.clear();
@@ -395,6 +421,72 @@ impl Db {
             self.builds.invalidate([]);
         }
         Ok((saved, created))
+    }
+
+    /// Makes `project`'s jobsets those of `desired`, in one transaction:
+    /// missing ones are created, different ones updated, and those not
+    /// listed (except `keep`) disabled and hidden, so that their
+    /// evaluations and builds stay. Jobsets already as desired are not
+    /// written, so applying the same spec twice changes nothing.
+    pub async fn apply_jobsets(
+        &self,
+        project: &Project,
+        desired: &BTreeMap<String, JobsetSettings>,
+        keep: &[&str],
+    ) -> DbResult<JobsetChanges> {
+        let txn = self.write().begin().await?;
+        let existing = jobset::Entity::find().filter(jobset::Column::ProjectId.eq(project.id)).all(&txn).await?;
+        let ids: Vec<i64> = existing.iter().map(|j| j.id).collect();
+        let mut inputs: HashMap<i64, Vec<JobsetInput>> = HashMap::new();
+        for input in jobset_input::Entity::find()
+            .filter(jobset_input::Column::JobsetId.is_in(ids))
+            .order_by_asc(jobset_input::Column::Name)
+            .all(&txn)
+            .await?
+        {
+            inputs.entry(input.jobset_id).or_default().push(input);
+        }
+        let mut existing: HashMap<String, Jobset> = existing.into_iter().map(|j| (j.name.clone(), j)).collect();
+        let mut changes = JobsetChanges::default();
+        for (name, settings) in desired {
+            match existing.remove(name) {
+                None => {
+                    write_jobset(&txn, project.id, None, settings).await?;
+                    changes.created.push(name.clone());
+                }
+                Some(current) => {
+                    if current.settings(inputs.get(&current.id).map_or(&[], Vec::as_slice)) == *settings {
+                        continue;
+                    }
+                    let saved = write_jobset(&txn, project.id, Some(current), settings).await?;
+                    // A changed spec is evaluated at once, not at the next interval.
+                    if saved.enabled != super::enabled::DISABLED && saved.trigger_time.is_none() {
+                        jobset::Entity::update_many()
+                            .col_expr(jobset::Column::TriggerTime, Expr::value(now()))
+                            .filter(jobset::Column::Id.eq(saved.id))
+                            .exec(&txn)
+                            .await?;
+                    }
+                    changes.changed.push(name.clone());
+                }
+            }
+        }
+        for (name, current) in existing {
+            if keep.contains(&name.as_str()) || (current.enabled == super::enabled::DISABLED && current.hidden) {
+                continue;
+            }
+            let mut active = current.into_active_model();
+            active.enabled = Set(super::enabled::DISABLED);
+            active.hidden = Set(true);
+            active.update(&txn).await?;
+            changes.disabled.push(name);
+        }
+        txn.commit().await?;
+        changes.disabled.sort();
+        if !changes.is_empty() {
+            self.builds.invalidate([]);
+        }
+        Ok(changes)
     }
 
     pub async fn delete_jobset(&self, jobset_id: i64) -> DbResult<()> {
@@ -418,6 +510,17 @@ impl Db {
                 found.push((project.name, jobset.name));
             }
         }
+        // A declarative project's spec lives in an input of the project.
+        let declarative = project::Entity::find()
+            .filter(
+                project::Column::DeclarativeValue
+                    .eq(repo)
+                    .or(project::Column::DeclarativeValue.starts_with(format!("{repo} "))),
+            )
+            .filter(project::Column::DeclarativeFile.ne(""))
+            .all(self.read())
+            .await?;
+        found.extend(declarative.into_iter().map(|p| (p.name, super::SPEC_JOBSET.to_owned())));
         found.sort();
         found.dedup();
         Ok(found)

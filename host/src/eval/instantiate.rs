@@ -32,12 +32,34 @@ const MAX_SLICE: usize = 250;
 pub struct Workspace {
     /// Holds `wrapper.nix`, `inputs.nix`, `deps.nix` and the item lists.
     pub dir: PathBuf,
-    /// The jobset's expression file, inside an input's store path.
-    pub expr_path: PathBuf,
+    /// What holds the jobs.
+    pub jobs: JobsSource,
     /// `-I` entries: the workspace itself and the readable inputs.
     pub search_path: Vec<(String, PathBuf)>,
     pub memory_limit: Option<u64>,
     pub deadline: Instant,
+}
+
+/// Where a jobset's jobs come from.
+#[derive(Debug, Clone)]
+pub enum JobsSource {
+    /// A legacy jobset's expression file, inside an input's store path.
+    File(PathBuf),
+    /// A flake, by its locked reference: its `hydraJobs`, else its `checks`.
+    Flake(String),
+}
+
+impl JobsSource {
+    /// The arguments `wrapper.nix` takes for this source, as
+    /// (`--arg`s, `--argstr`s, whether flakes must be enabled).
+    pub fn wrapper_arguments(&self) -> (Vec<(String, String)>, Vec<(String, String)>, bool) {
+        match self {
+            JobsSource::File(path) => {
+                (vec![("exprPath".into(), format!("/. + {}", string_literal(&path.to_string_lossy())))], vec![], false)
+            }
+            JobsSource::Flake(url) => (vec![], vec![("flakeUrl".into(), url.clone())], true),
+        }
+    }
 }
 
 /// What the evaluation found: jobs by name and per-job errors.
@@ -177,13 +199,16 @@ async fn run_slice(
     let items_file = workspace.dir.join(format!("items-{n}.json"));
     let json = serde_json::to_vec(&items).expect("attribute paths serialise");
     tokio::fs::write(&items_file, json).await.map_err(|e| format!("cannot write {}: {e}", items_file.display()))?;
+    let (args, mut string_args, flakes) = workspace.jobs.wrapper_arguments();
+    string_args.push(("itemsFile".into(), items_file.to_string_lossy().into_owned()));
     let call = EvalCall {
         file: workspace.dir.join("wrapper.nix"),
-        args: vec![("exprPath".into(), format!("/. + {}", string_literal(&workspace.expr_path.to_string_lossy())))],
-        string_args: vec![("itemsFile".into(), items_file.to_string_lossy().into_owned())],
+        args,
+        string_args,
         search_path: workspace.search_path.clone(),
         memory_limit: workspace.memory_limit,
         timeout: remaining,
+        flakes,
     };
     let outcome = nix.evaluate_json(&call).await;
     let _ = tokio::fs::remove_file(&items_file).await;

@@ -2,6 +2,7 @@
 //! evaluates their expression with Nix and records the evaluation with its
 //! builds, then wakes the queue runner.
 
+mod declarative;
 mod instantiate;
 mod jobs;
 mod nix_eval_jobs;
@@ -16,10 +17,12 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::Config;
-use crate::db::{Db, DueJobset, NewEval, NewEvalInput, now, outcome};
+use crate::db::{Db, DueJobset, Jobset, NewEval, NewEvalInput, Project, SPEC_JOBSET, now, outcome};
 use crate::inputs::{FetchedInput, InputFetcher, build_argument};
 use crate::metrics::Metrics;
 use crate::nix::{Nix, NixValue, StorePath};
+use crate::projects::spec::FLAKE;
+use instantiate::JobsSource;
 pub use jobs::{JobDefaults, JobInfo};
 
 const WRAPPER_NIX: &str = include_str!("wrapper.nix");
@@ -134,15 +137,33 @@ impl Evaluator {
     /// Fetches, evaluates and records; returns how the check ended
     /// (an `outcome::*`), or the error that failed the whole evaluation.
     async fn check(&self, due: &DueJobset, started: i64) -> Result<&'static str, String> {
-        let jobset = &due.jobset;
-        if jobset.kind != 0 {
-            return Err("flake jobsets (type 1) are not supported by this server yet".into());
+        if due.jobset.name == SPEC_JOBSET {
+            if let Some(declarative) = due.project.declarative() {
+                return self.check_spec(due, started, &declarative).await;
+            }
         }
+        if due.jobset.kind == FLAKE {
+            return self.check_flake(due, started).await;
+        }
+        self.check_legacy(&due.project, &due.jobset, started, Vec::new(), None).await
+    }
+
+    /// A legacy jobset: its inputs (and `extra` ones the caller fetched)
+    /// passed to the expression file of one of them. With `only_job`, the
+    /// expression must have that one job and no other.
+    async fn check_legacy(
+        &self,
+        project: &Project,
+        jobset: &Jobset,
+        started: i64,
+        extra: Vec<FetchedInput>,
+        only_job: Option<&str>,
+    ) -> Result<&'static str, String> {
         let fetch_start = Instant::now();
         let inputs = self.db.jobset_inputs(jobset.id).await.map_err(|e| e.to_string())?;
-        let mut fetched = Vec::with_capacity(inputs.len());
+        let mut fetched = Vec::with_capacity(inputs.len() + extra.len());
         for input in &inputs {
-            match self.fetcher.fetch(&due.project, jobset, input).await {
+            match self.fetcher.fetch(project, jobset, input).await {
                 Ok(input) => fetched.push(input),
                 Err(e) => {
                     info!("{e}");
@@ -151,6 +172,7 @@ impl Evaluator {
                 }
             }
         }
+        fetched.extend(extra);
         let checkout_time = fetch_start.elapsed().as_secs() as i64;
 
         let expr_input = fetched.iter().find(|i| i.name == jobset.nixexpr_input).ok_or_else(|| {
@@ -179,12 +201,12 @@ impl Evaluator {
         // Jobs that took other jobs' builds as arguments last time: a new
         // build of those is a change of input, as in the paper.
         let previous = self.db.last_eval(jobset.id).await.map_err(|e| e.to_string())?;
-        let configured: BTreeSet<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+        let configured: BTreeSet<String> = fetched.iter().map(|i| i.name.clone()).collect();
         let mut dep_records = Vec::new();
         if let Some(previous) = &previous {
             let previous_inputs = self.db.eval_inputs(&[previous.id]).await.map_err(|e| e.to_string())?;
             for input in previous_inputs.get(&previous.id).into_iter().flatten() {
-                if input.kind == "build" && !configured.contains(input.name.as_str()) {
+                if input.kind == "build" && !configured.contains(&input.name) {
                     dep_records.push(input.name.clone());
                 }
             }
@@ -205,19 +227,15 @@ impl Evaluator {
         }
 
         let eval_start = Instant::now();
-        let work_dir = self.config.scratch_dir().join(format!("eval-{}-{}", jobset.id, started));
-        let result = self.evaluate_in(&work_dir, jobset.id, &expr_path, &fetched, &inputs_nix).await;
-        let _ = tokio::fs::remove_dir_all(&work_dir).await;
-        let raw = result?;
+        let source = JobsSource::File(expr_path);
+        let raw = self.evaluate_in(jobset.id, started, source, &fetched, &inputs_nix).await?;
         let eval_time = eval_start.elapsed().as_secs() as i64;
-
-        let defaults = JobDefaults {
-            timeout: self.config.queue.default_timeout_secs as i64,
-            max_silent: self.config.queue.default_max_silent_secs as i64,
-        };
-        let resolved = jobs::resolve(raw.jobs, raw.errors, defaults);
+        let resolved = self.resolve(raw);
+        if let Some(job) = only_job {
+            check_only_job(&resolved, job)?;
+        }
         let mut eval_inputs: Vec<NewEvalInput> = fetched.iter().map(|i| i.record.clone()).collect();
-        for name in resolved.used_deps.iter().filter(|n| !configured.contains(n.as_str())) {
+        for name in resolved.used_deps.iter().filter(|n| !configured.contains(*n)) {
             let latest = self.db.latest_successful_build(jobset.id, name).await.map_err(|e| e.to_string())?;
             eval_inputs.push(NewEvalInput {
                 name: name.clone(),
@@ -233,7 +251,7 @@ impl Evaluator {
         let mut final_hash = Sha256::new();
         final_hash.update(format!("{}\0{}\0", jobset.nixexpr_input, jobset.nixexpr_path));
         final_hash.update(&inputs_nix);
-        for record in eval_inputs.iter().filter(|i| i.kind == "build" && !configured.contains(i.name.as_str())) {
+        for record in eval_inputs.iter().filter(|i| i.kind == "build" && !configured.contains(&i.name)) {
             final_hash.update(format!("\0dep {}={}", record.name, record.dependency.unwrap_or(0)));
         }
         let new_eval = NewEval {
@@ -247,6 +265,64 @@ impl Evaluator {
             jobs: resolved.jobs,
             errors: resolved.errors,
         };
+        self.record(new_eval).await
+    }
+
+    /// A flake jobset: the reference is locked first, and the locked
+    /// reference is what is evaluated, hashed and recorded on the eval, so
+    /// that an unchanged flake is not evaluated again.
+    async fn check_flake(&self, due: &DueJobset, started: i64) -> Result<&'static str, String> {
+        let jobset = &due.jobset;
+        let reference = jobset.flake.as_deref().filter(|f| !f.is_empty()).ok_or("a flake jobset needs a flake")?;
+        // Checked again: the allowed roots may have changed since it was saved.
+        self.fetcher.check_flake(reference).map_err(|e| format!("flake {reference}: {e}"))?;
+        let fetch_start = Instant::now();
+        let timeout = Duration::from_secs(self.config.evaluator.timeout_secs);
+        let locked = match self.nix.lock_flake(reference, timeout).await {
+            Ok(locked) => locked,
+            Err(e) => {
+                let message = format!("cannot fetch the flake {reference}: {e}");
+                info!("{message}");
+                self.db.record_fetch_error(jobset.id, started, &message).await.map_err(|e| e.to_string())?;
+                return Ok(outcome::FETCH_FAILED);
+            }
+        };
+        let checkout_time = fetch_start.elapsed().as_secs() as i64;
+        let hash = hex::encode(Sha256::digest(format!("flake\0{}", locked.url)));
+        let previous = self.db.last_eval(jobset.id).await.map_err(|e| e.to_string())?;
+        if !jobset.force_eval && previous.as_ref().is_some_and(|p| p.hash == hash) {
+            info!(flake = %locked.url, "flake unchanged since evaluation {}", previous.map(|p| p.id).unwrap_or(0));
+            self.db.record_eval_unchanged(jobset.id, started).await.map_err(|e| e.to_string())?;
+            return Ok(outcome::UNCHANGED);
+        }
+        let eval_start = Instant::now();
+        let source = JobsSource::Flake(locked.url.clone());
+        let raw = self.evaluate_in(jobset.id, started, source, &[], &render_inputs(&[])).await?;
+        let resolved = self.resolve(raw);
+        let new_eval = NewEval {
+            jobset_id: jobset.id,
+            started,
+            hash,
+            flake: Some(locked.url),
+            checkout_time,
+            eval_time: eval_start.elapsed().as_secs() as i64,
+            inputs: Vec::new(),
+            jobs: resolved.jobs,
+            errors: resolved.errors,
+        };
+        self.record(new_eval).await
+    }
+
+    fn resolve(&self, raw: instantiate::RawJobs) -> jobs::ResolvedJobs {
+        let defaults = JobDefaults {
+            timeout: self.config.queue.default_timeout_secs as i64,
+            max_silent: self.config.queue.default_max_silent_secs as i64,
+        };
+        jobs::resolve(raw.jobs, raw.errors, defaults)
+    }
+
+    /// Records an evaluation with its builds and wakes the queue runner.
+    async fn record(&self, new_eval: NewEval) -> Result<&'static str, String> {
         let recorded = self.db.record_eval(&new_eval).await.map_err(|e| e.to_string())?;
         info!(
             eval = recorded.eval_id,
@@ -261,12 +337,27 @@ impl Evaluator {
         Ok(outcome::EVALUATED)
     }
 
-    /// Writes the evaluation's files and runs the backend.
+    /// Writes the evaluation's files in a scratch directory of its own,
+    /// runs the backend, and removes the directory.
     async fn evaluate_in(
+        &self,
+        jobset_id: i64,
+        started: i64,
+        source: JobsSource,
+        fetched: &[FetchedInput],
+        inputs_nix: &str,
+    ) -> Result<instantiate::RawJobs, String> {
+        let work_dir = self.config.scratch_dir().join(format!("eval-{jobset_id}-{started}"));
+        let result = self.evaluate_with_files(&work_dir, jobset_id, source, fetched, inputs_nix).await;
+        let _ = tokio::fs::remove_dir_all(&work_dir).await;
+        result
+    }
+
+    async fn evaluate_with_files(
         &self,
         work_dir: &Path,
         jobset_id: i64,
-        expr_path: &Path,
+        source: JobsSource,
         fetched: &[FetchedInput],
         inputs_nix: &str,
     ) -> Result<instantiate::RawJobs, String> {
@@ -290,12 +381,12 @@ impl Evaluator {
         let evaluator = &self.config.evaluator;
         let workspace = instantiate::Workspace {
             dir: work_dir.to_owned(),
-            expr_path: expr_path.to_owned(),
+            jobs: source,
             search_path,
             memory_limit: (evaluator.worker_memory_mb > 0).then_some(evaluator.worker_memory_mb << 20),
             deadline: Instant::now() + Duration::from_secs(evaluator.timeout_secs),
         };
-        if self.use_nix_eval_jobs {
+        if self.use_nix_eval_jobs && matches!(workspace.jobs, JobsSource::File(_)) {
             match nix_eval_jobs::evaluate(&self.nix, &workspace, evaluator.workers, evaluator.worker_memory_mb).await {
                 Ok(raw) => return Ok(raw),
                 Err(e) => {
@@ -305,6 +396,23 @@ impl Evaluator {
         }
         instantiate::evaluate(&self.nix, workspace, evaluator.workers).await
     }
+}
+
+/// The generator of a declarative project must make its one job and
+/// nothing else (Hydra's rule), or its output could not be told apart.
+fn check_only_job(resolved: &jobs::ResolvedJobs, job: &str) -> Result<(), String> {
+    let names: Vec<&str> = resolved.jobs.iter().map(|j| j.name.as_str()).collect();
+    if names == [job] {
+        return Ok(());
+    }
+    let mut message = format!(
+        "this jobset must have exactly one job, named ‘{job}’, whose output is the spec; it has {}",
+        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+    );
+    if let Some((name, error)) = resolved.errors.first() {
+        message.push_str(&format!(" (‘{name}’ failed to evaluate: {error})"));
+    }
+    Err(message)
 }
 
 /// `inputs.nix`: the fetched inputs as one attribute set.

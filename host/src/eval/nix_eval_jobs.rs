@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-use super::instantiate::{RawJobs, Workspace};
+use super::instantiate::{JobsSource, RawJobs, Workspace};
 use super::jobs::{ConstituentRef, JobInfo};
 use crate::nix::{EvalCall, EvalJobsCall, Nix, string_literal};
 
@@ -150,6 +150,10 @@ fn parse_line(text: &str) -> Result<Parsed, String> {
 /// Runs nix-eval-jobs over the workspace. `Err` means it could not do the
 /// job at all, and the caller should use the other backend.
 pub async fn evaluate(nix: &Nix, workspace: &Workspace, workers: usize, memory_mb: u64) -> Result<RawJobs, String> {
+    let JobsSource::File(expr_path) = &workspace.jobs else {
+        // Flakes are evaluated by the workers of `instantiate.rs`.
+        return Err("nix-eval-jobs is used for legacy jobsets only".into());
+    };
     let jobs_file = workspace.dir.join("jobs.nix");
     tokio::fs::write(&jobs_file, JOBS_NIX).await.map_err(|e| e.to_string())?;
     let gc_roots = workspace.dir.join("gcroots");
@@ -159,7 +163,7 @@ pub async fn evaluate(nix: &Nix, workspace: &Workspace, workers: usize, memory_m
             file: jobs_file,
             args: vec![(
                 "exprPath".to_owned(),
-                format!("/. + {}", string_literal(&workspace.expr_path.to_string_lossy())),
+                format!("/. + {}", string_literal(&expr_path.to_string_lossy())),
             )],
             search_path: workspace.search_path.clone(),
             ..Default::default()

@@ -8,7 +8,10 @@
 #   { kind = "attrs"; names; }   a nested attribute set, whose names are jobs too
 #   { kind = "skip"; }           null, which Hydra ignores as well
 #   { kind = "unsupported"; type; }
-{ exprPath, itemsFile }:
+#
+# The jobs are those of the file `exprPath` (a legacy jobset), or of the flake
+# `flakeUrl`, a locked reference: its `hydraJobs`, else its `checks`, as in Hydra.
+{ exprPath ? null, flakeUrl ? null, itemsFile }:
 
 let
   inherit (builtins)
@@ -21,7 +24,12 @@ let
   # Hydra's auto-calling: a function gets the arguments it names.
   callWith = f: args: f (intersectAttrs (functionArgs f) args);
 
-  top = import exprPath;
+  flakeJobs =
+    let flake = builtins.getFlake flakeUrl;
+    in flake.hydraJobs or flake.checks
+      or (throw "the flake ${flakeUrl} has neither ‘hydraJobs’ nor ‘checks’ among its outputs");
+
+  top = if flakeUrl != null then flakeJobs else import exprPath;
   root = if isFunction top then callWith top inputs else top;
 
   lookup = path: foldl' (value: name: value.${name}) root path;

@@ -108,6 +108,27 @@ impl EvalRef {
     }
 }
 
+fn check_flake_reference(reference: &str, allowed_roots: &[PathBuf]) -> Result<(), String> {
+    if reference.is_empty() || reference.contains(char::is_whitespace) {
+        return Err(format!("{reference:?} is not a flake reference"));
+    }
+    let local_path = ["path:", "file:", "tarball+file:", "file+file:"]
+        .iter()
+        .find_map(|scheme| reference.strip_prefix(scheme))
+        .or_else(|| reference.starts_with('/').then_some(reference));
+    match local_path {
+        Some(rest) => {
+            let path = rest.split(['?', '#']).next().unwrap_or_default();
+            let path = path.strip_prefix("//").unwrap_or(path);
+            allowed_path(path, allowed_roots).map(drop)
+        }
+        None if reference.starts_with('.') => {
+            Err(format!("{reference:?} is relative; name the flake by an absolute path or a URL"))
+        }
+        None => Ok(()),
+    }
+}
+
 /// The canonical form of a `path` input's value, if it lies under an allowed root.
 fn allowed_path(value: &str, allowed_roots: &[PathBuf]) -> Result<PathBuf, String> {
     let path = Path::new(value.trim());
@@ -200,6 +221,15 @@ impl InputFetcher {
             Err(PluginError::NoPlugin(_)) => Err(self.unknown_type(kind)),
             other => other.map_err(|e| e.to_string()),
         }
+    }
+
+    /// Checks a flake jobset's reference. References to this machine's files
+    /// other than git repositories (`path:`, `/…`, `file:`, `tarball+file:`)
+    /// must lie under `evaluator.allowed_path_roots`, like `path` inputs:
+    /// otherwise any project owner could copy any file of the server into
+    /// the store it serves. Everything else is for Nix to fetch.
+    pub fn check_flake(&self, reference: &str) -> Result<(), String> {
+        check_flake_reference(reference, &self.allowed_roots)
     }
 
     /// The changes between two revisions of an input a plugin fetched.
@@ -394,6 +424,23 @@ mod tests {
         assert!(validate("path", link.to_str().unwrap(), &roots).unwrap_err().contains("not under"));
         let dotdot = format!("{}/src/../../", root.path().display());
         assert!(validate("path", &dotdot, &roots).is_err());
+    }
+
+    #[test]
+    fn local_flakes_stay_under_allowed_roots() {
+        let root = tempfile::tempdir().unwrap();
+        let roots = vec![root.path().to_owned()];
+        let inside = root.path().display();
+        assert!(check_flake_reference(&format!("path:{inside}?narHash=x"), &roots).is_ok());
+        assert!(check_flake_reference(&format!("{inside}"), &roots).is_ok());
+        assert!(check_flake_reference("path:/etc", &roots).unwrap_err().contains("not under"));
+        assert!(check_flake_reference("tarball+file:///etc/shadow", &roots).unwrap_err().contains("not under"));
+        assert!(check_flake_reference("/etc", &[]).unwrap_err().contains("not allowed"));
+        assert!(check_flake_reference("./here", &roots).unwrap_err().contains("relative"));
+        assert!(check_flake_reference("a b", &roots).is_err());
+        // Repositories and remote flakes are Nix's to fetch.
+        assert!(check_flake_reference("git+file:///srv/repo?ref=main", &[]).is_ok());
+        assert!(check_flake_reference("github:NixOS/patchelf", &[]).is_ok());
     }
 
     #[test]

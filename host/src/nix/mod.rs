@@ -76,6 +76,40 @@ pub struct EvalCall {
     /// Address-space cap of the evaluator process.
     pub memory_limit: Option<u64>,
     pub timeout: Duration,
+    /// Turns on the `flakes` experimental feature (for `builtins.getFlake`).
+    pub flakes: bool,
+}
+
+/// What `nix flake metadata` says of a flake reference: the reference
+/// locked to one revision (or NAR hash), which evaluates the same forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedFlake {
+    pub url: String,
+    pub revision: Option<String>,
+    pub last_modified: Option<i64>,
+}
+
+/// Both Nix 2.8 and today's Nix have flakes behind this experimental flag.
+const FLAKE_FEATURES: [&str; 2] = ["--extra-experimental-features", "nix-command flakes"];
+
+impl LockedFlake {
+    /// Reads `nix flake metadata --json`: newer Nix calls the locked
+    /// reference `lockedUrl`, older Nix (2.8 among them) `url`.
+    fn from_metadata(json: &[u8]) -> Result<LockedFlake, String> {
+        let value: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| format!("cannot read nix flake metadata's output: {e}"))?;
+        let url = value
+            .get("lockedUrl")
+            .or_else(|| value.get("url"))
+            .and_then(serde_json::Value::as_str)
+            .ok_or("nix flake metadata gave no locked URL")?
+            .to_owned();
+        Ok(LockedFlake {
+            url,
+            revision: value.get("revision").and_then(serde_json::Value::as_str).map(str::to_owned),
+            last_modified: value.get("lastModified").and_then(serde_json::Value::as_i64),
+        })
+    }
 }
 
 /// A NAR being read from `nix-store --dump`; the process lives as long as
@@ -413,6 +447,25 @@ impl Nix {
         }
     }
 
+    /// Locks a flake reference: fetches it and returns the reference pinned
+    /// to what was fetched. The flake's lock file is never written back.
+    pub async fn lock_flake(&self, reference: &str, timeout: Duration) -> Result<LockedFlake, NixError> {
+        let mut cmd = self.command("nix");
+        cmd.args(FLAKE_FEATURES).args(["flake", "metadata", "--json", "--no-write-lock-file", "--"]).arg(reference);
+        cmd.env_remove("NIX_PATH");
+        let what = format!("locking the flake {reference}");
+        let out = match tokio::time::timeout(timeout, self.run(cmd, what.clone())).await {
+            Ok(out) => out?,
+            Err(_) => {
+                return Err(NixError::Failed {
+                    command: what,
+                    message: format!("timed out after {} seconds", timeout.as_secs()),
+                });
+            }
+        };
+        LockedFlake::from_metadata(&out).map_err(|message| NixError::Failed { command: what, message })
+    }
+
     /// Starts `nix-eval-jobs` on `call.file`; the caller reads its JSON lines
     /// from stdout (stderr is piped too).
     pub fn spawn_eval_jobs(&self, call: &EvalJobsCall) -> Result<tokio::process::Child, NixError> {
@@ -430,6 +483,9 @@ impl Nix {
 
     /// Restricted-mode options, search path, arguments and file of an evaluation.
     fn add_eval_arguments(&self, cmd: &mut Command, call: &EvalCall) {
+        if call.flakes {
+            cmd.args(FLAKE_FEATURES);
+        }
         if self.restrict_eval {
             cmd.args(["--option", "restrict-eval", "true"]);
         }

@@ -8,7 +8,6 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
 
 use super::error::ApiError;
 
@@ -40,60 +39,13 @@ fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiErr
     })
 }
 
-/// A boolean as Hydra clients send it: `true`, `1`, `"1"`, `"true"`, `"on"`;
-/// `false`, `0`, `"0"`, `"false"`, `"off"`, `""`, `null`.
-pub fn flexible_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    let value = Option::<serde_json::Value>::deserialize(d)?;
-    Ok(match value {
-        None | Some(serde_json::Value::Null) => Some(false),
-        Some(serde_json::Value::Bool(b)) => Some(b),
-        Some(serde_json::Value::Number(n)) => Some(n.as_f64() != Some(0.0)),
-        Some(serde_json::Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "on" | "yes" => Some(true),
-            "0" | "false" | "off" | "no" | "" => Some(false),
-            other => {
-                return Err(serde::de::Error::custom(format!("{other:?} is not a boolean")));
-            }
-        },
-        Some(other) => {
-            return Err(serde::de::Error::custom(format!("{other} is not a boolean")));
-        }
-    })
-}
-
-/// An integer, given as a number or a numeric string (`true` counts as 1).
-pub fn flexible_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    let value = Option::<serde_json::Value>::deserialize(d)?;
-    Ok(match value {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Bool(b)) => Some(i64::from(b)),
-        Some(serde_json::Value::Number(n)) => {
-            Some(n.as_i64().ok_or_else(|| serde::de::Error::custom(format!("{n} is not an integer")))?)
-        }
-        Some(serde_json::Value::String(s)) => {
-            Some(s.trim().parse().map_err(|_| serde::de::Error::custom(format!("{s:?} is not an integer")))?)
-        }
-        Some(other) => {
-            return Err(serde::de::Error::custom(format!("{other} is not an integer")));
-        }
-    })
-}
-
-/// A string, also accepting numbers and booleans (a boolean input's value).
-pub fn flexible_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let value = Option::<serde_json::Value>::deserialize(d)?;
-    Ok(match value {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) => Some(s),
-        Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
-        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-        Some(other) => return Err(serde::de::Error::custom(format!("{other} is not a string"))),
-    })
-}
+pub use crate::projects::spec::flexible_bool;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::projects::spec::flexible_int;
+    use serde::Deserialize;
 
     #[derive(Deserialize, Debug)]
     struct Sample {

@@ -26,8 +26,17 @@ pub fn project(project: &Project, jobsets: &[Jobset]) -> Value {
         "jobsets": jobsets.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
     });
     if let Some(declarative) = project.declarative() {
-        value["declarative"] =
-            json!({ "file": declarative.file, "type": declarative.kind, "value": declarative.value });
+        // Orthrus adds what became of the spec: the error that kept it from
+        // applying ("" when it applied), when it was read, and the build of
+        // the generator job dealt with last.
+        value["declarative"] = json!({
+            "file": declarative.file,
+            "type": declarative.kind,
+            "value": declarative.value,
+            "error": project.declarative_error.clone().unwrap_or_default(),
+            "checkedtime": project.declarative_checked_time,
+            "build": project.declarative_build,
+        });
     }
     let release_sets = project.release_sets();
     if !release_sets.is_empty() {

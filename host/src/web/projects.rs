@@ -1,8 +1,6 @@
 //! Projects and jobsets: read, create or update (PUT), delete; and
 //! `/api/push`, which asks for evaluations.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -14,24 +12,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{require, require_on};
-use super::body::{self, flexible_bool, flexible_int, flexible_string};
+use super::body::{self, flexible_bool};
 use super::{ApiError, ApiResult, AppState, find_jobset, find_project, json as hydra};
-use crate::db::{Declarative, InputSetting, JobsetSettings, ProjectSettings};
+use crate::db::{Declarative, JobsetSettings, ProjectSettings};
+use crate::projects::JobsetSpec;
 use crate::users::{Action, Caller};
 
-/// Project, jobset and input names: a letter, then letters, digits, `_` or `-`
-/// (Hydra's rule, so that names are safe in URLs and Nix).
+/// Project, jobset and input names must follow Hydra's rule.
 pub(super) fn check_name(what: &str, name: &str) -> ApiResult<()> {
-    let mut chars = name.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "invalid {what} name {name:?}: it must start with a letter and contain only letters, digits, ‘_’ and ‘-’"
-        )))
-    }
+    crate::projects::check_name(what, name).map_err(ApiError::bad_request)
 }
 
 /// `201 Created` with Hydra's body, or `200` with a redirect hint.
@@ -162,18 +151,29 @@ pub async fn put_project(
     settings.enable_dynamic_run_command =
         request.enable_dynamic_run_command.unwrap_or(settings.enable_dynamic_run_command);
     if let Some(declarative) = request.declarative {
-        settings.declarative = (!declarative.file.is_empty()).then_some(Declarative {
+        let declarative = (!declarative.file.is_empty()).then_some(Declarative {
             file: declarative.file,
             kind: declarative.kind,
             value: declarative.value,
         });
+        if let Some(declarative) = &declarative {
+            crate::projects::check_declarative(declarative, &state.inputs)
+                .await
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
+        settings.declarative = declarative;
     }
     if let Some(release_sets) = request.releasesets {
         super::releases::check_definitions(&release_sets, &state.plugins)
             .map_err(|e| ApiError::bad_request(format!("field ‘releasesets’: {e}")))?;
         settings.release_sets = release_sets;
     }
+    let was_declarative = existing.as_ref().and_then(|p| p.declarative());
     let (project, created) = state.db.save_project(&name, &settings).await?;
+    if project.declarative() != was_declarative {
+        state.db.configure_spec_jobset(&project).await?;
+        state.evaluator.wake();
+    }
     if let Some(members) = request.members {
         state.db.set_project_members(project.id, &members).await.map_err(|e| match e {
             crate::db::DbError::Conflict(message) => ApiError::bad_request(format!("field ‘members’: {message}")),
@@ -204,60 +204,6 @@ pub async fn get_jobset(
     Ok(Json(hydra::jobset(&project, &jobset, &inputs)))
 }
 
-#[derive(Debug, Deserialize)]
-struct JobsetRequest {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    nixexprinput: Option<String>,
-    #[serde(default)]
-    nixexprpath: Option<String>,
-    #[serde(default, deserialize_with = "flexible_int")]
-    enabled: Option<i64>,
-    #[serde(default, deserialize_with = "flexible_bool")]
-    enableemail: Option<bool>,
-    #[serde(default, deserialize_with = "flexible_bool")]
-    visible: Option<bool>,
-    #[serde(default, deserialize_with = "flexible_bool")]
-    hidden: Option<bool>,
-    #[serde(default)]
-    emailoverride: Option<String>,
-    #[serde(default, deserialize_with = "flexible_int")]
-    keepnr: Option<i64>,
-    #[serde(default, deserialize_with = "flexible_int")]
-    checkinterval: Option<i64>,
-    #[serde(default, deserialize_with = "flexible_int")]
-    schedulingshares: Option<i64>,
-    #[serde(default, rename = "type", deserialize_with = "flexible_int")]
-    kind: Option<i64>,
-    #[serde(default)]
-    flake: Option<String>,
-    #[serde(default, deserialize_with = "flexible_bool")]
-    enable_dynamic_run_command: Option<bool>,
-    #[serde(default)]
-    inputs: Option<BTreeMap<String, InputRequest>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct InputRequest {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default, deserialize_with = "flexible_string")]
-    value: Option<String>,
-    #[serde(default, deserialize_with = "flexible_bool")]
-    emailresponsible: Option<bool>,
-}
-
-fn int_field(field: &str, value: i64, min: i64, max: i64) -> ApiResult<i32> {
-    if (min..=max).contains(&value) {
-        Ok(value as i32)
-    } else {
-        Err(ApiError::bad_request(format!("field ‘{field}’: {value} is not between {min} and {max}")))
-    }
-}
-
 /// Creates a jobset or updates it; given `inputs` replace the old ones.
 pub async fn put_jobset(
     State(state): State<AppState>,
@@ -268,98 +214,22 @@ pub async fn put_jobset(
 ) -> ApiResult<Response> {
     let project = find_project(&state, &project_name).await?;
     require_on(&state, &caller, Action::EditJobset, &project).await?;
-    let request: JobsetRequest = body::parse(&headers, &body)?;
     if project.declarative().is_some() {
         return Err(ApiError::forbidden(format!(
             "project ‘{project_name}’ is declarative: its jobsets are defined by its spec file, not edited by hand"
         )));
     }
+    let request: JobsetSpec = body::parse(&headers, &body)?;
     let existing = state.db.jobset(&project_name, &name).await?.map(|(_, j)| j);
-    let mut settings = match &existing {
+    let base = match &existing {
         Some(jobset) => jobset.settings(&state.db.jobset_inputs(jobset.id).await?),
         None => {
             check_name("jobset", &name)?;
             JobsetSettings::new(&name)
         }
     };
-    if let Some(new_name) = request.name.filter(|n| !n.is_empty()) {
-        check_name("jobset", &new_name)?;
-        settings.name = new_name;
-    }
-    settings.description = request.description.unwrap_or(settings.description);
-    settings.nixexpr_input = request.nixexprinput.unwrap_or(settings.nixexpr_input);
-    settings.nixexpr_path = request.nixexprpath.unwrap_or(settings.nixexpr_path);
-    if let Some(value) = request.enabled {
-        settings.enabled = int_field("enabled", value, 0, 3)?;
-    }
-    settings.enable_email = request.enableemail.unwrap_or(settings.enable_email);
-    if let Some(visible) = request.visible {
-        settings.hidden = !visible;
-    }
-    settings.hidden = request.hidden.unwrap_or(settings.hidden);
-    settings.email_override = request.emailoverride.unwrap_or(settings.email_override);
-    if let Some(value) = request.keepnr {
-        settings.keep_nr = int_field("keepnr", value, 0, i64::from(i32::MAX))?;
-    }
-    if let Some(value) = request.checkinterval {
-        settings.check_interval = int_field("checkinterval", value, 0, i64::from(i32::MAX))?;
-    }
-    if let Some(value) = request.schedulingshares {
-        settings.scheduling_shares = int_field("schedulingshares", value, 1, i64::from(i32::MAX))?;
-    }
-    if let Some(value) = request.kind {
-        settings.kind = int_field("type", value, 0, 1)?;
-    }
-    if let Some(flake) = request.flake {
-        settings.flake = (!flake.is_empty()).then_some(flake);
-    }
-    settings.enable_dynamic_run_command =
-        request.enable_dynamic_run_command.unwrap_or(settings.enable_dynamic_run_command);
-    if let Some(inputs) = request.inputs {
-        let mut list = Vec::with_capacity(inputs.len());
-        for (input_name, input) in inputs {
-            check_name("input", &input_name)?;
-            let value = input.value.unwrap_or_default();
-            // Hydra trims values, except of strings where spaces may matter.
-            let value = if input.kind == "string" { value } else { value.trim().to_owned() };
-            state
-                .inputs
-                .check(&input.kind, &value)
-                .await
-                .map_err(|message| ApiError::bad_request(format!("input ‘{input_name}’: {message}")))?;
-            list.push(InputSetting {
-                name: input_name,
-                kind: input.kind,
-                value,
-                email_responsible: input.emailresponsible.unwrap_or(false),
-            });
-        }
-        settings.inputs = list;
-    }
-
-    if settings.kind == 1 {
-        return Err(ApiError::bad_request("field ‘type’: flake jobsets (type 1) are not supported by this server yet"));
-    }
-    if settings.nixexpr_input.is_empty() {
-        return Err(ApiError::bad_request(
-            "field ‘nixexprinput’: a legacy jobset needs the name of the input holding its expression",
-        ));
-    }
-    if settings.nixexpr_path.is_empty()
-        || settings.nixexpr_path.starts_with('/')
-        || settings.nixexpr_path.split('/').any(|c| c == "..")
-    {
-        return Err(ApiError::bad_request(format!(
-            "field ‘nixexprpath’: {:?} must be a relative path inside the input (like release.nix)",
-            settings.nixexpr_path
-        )));
-    }
-    if !settings.inputs.iter().any(|i| i.name == settings.nixexpr_input) {
-        return Err(ApiError::bad_request(format!(
-            "field ‘nixexprinput’: ‘{}’ is not one of the jobset's inputs",
-            settings.nixexpr_input
-        )));
-    }
+    let settings = request.apply_to(base).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    crate::projects::check_values(&settings, &state.inputs).await.map_err(|e| ApiError::bad_request(e.to_string()))?;
 
     let (jobset, created) = state.db.save_jobset(&project, &name, &settings).await?;
     state.evaluator.wake();

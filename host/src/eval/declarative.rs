@@ -1,0 +1,134 @@
+//! The check of a declarative project's `.jobsets` jobset: fetch the
+//! spec's input, read the spec, then apply it (a static spec) or evaluate
+//! the generator it describes (see `projects::declarative`).
+
+use std::path::Path;
+
+use tracing::info;
+
+use super::{Evaluator, is_contained_relative_path};
+use crate::db::{Declarative, DueJobset, GENERATOR_JOB, JobsetInput, SPEC_JOBSET, enabled, outcome};
+use crate::inputs::FetchedInput;
+use crate::nix::NixValue;
+use crate::projects::declarative::{SpecFile, apply_spec, parse_spec};
+use crate::projects::{JobsetSpec, check_values};
+
+/// The name under which the spec's input is passed to a generator (Hydra's).
+const SPEC_INPUT: &str = "declInput";
+/// The name under which a generator receives its project's name.
+const PROJECT_NAME_INPUT: &str = "projectName";
+
+impl Evaluator {
+    pub(super) async fn check_spec(
+        &self,
+        due: &DueJobset,
+        started: i64,
+        declarative: &Declarative,
+    ) -> Result<&'static str, String> {
+        let (project, jobset) = (&due.project, &due.jobset);
+        let spec_input = JobsetInput {
+            id: 0,
+            jobset_id: jobset.id,
+            name: SPEC_INPUT.into(),
+            kind: declarative.kind.clone(),
+            value: declarative.value.clone(),
+            email_responsible: false,
+        };
+        let fetched = match self.fetcher.fetch(project, jobset, &spec_input).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                let message = format!("cannot fetch the spec: {e}");
+                info!("{message}");
+                self.db.record_spec_outcome(project.id, Some(&message), None).await.map_err(|e| e.to_string())?;
+                self.db.record_fetch_error(jobset.id, started, &message).await.map_err(|e| e.to_string())?;
+                return Ok(outcome::FETCH_FAILED);
+            }
+        };
+        let read = self.read_spec(&fetched, declarative).await;
+        let spec = match read {
+            Ok(spec) => spec,
+            Err(message) => return self.spec_refused(due, started, &message).await,
+        };
+        match spec {
+            SpecFile::Jobsets(specs) => match apply_spec(&self.db, &self.fetcher, project, specs, None).await {
+                Ok(changes) => {
+                    if !changes.is_empty() {
+                        self.handle.wake();
+                    }
+                    self.db.record_eval_unchanged(jobset.id, started).await.map_err(|e| e.to_string())?;
+                    Ok(outcome::UNCHANGED)
+                }
+                Err(message) => {
+                    self.db.record_eval_failure(jobset.id, started, &message).await.map_err(|e| e.to_string())?;
+                    Ok(outcome::EVAL_FAILED)
+                }
+            },
+            SpecFile::Generator(spec) => {
+                let generator = match self.configure_generator(due, *spec).await {
+                    Ok(generator) => generator,
+                    Err(message) => return self.spec_refused(due, started, &message).await,
+                };
+                let project_name = FetchedInput {
+                    name: PROJECT_NAME_INPUT.into(),
+                    value: NixValue::String(project.name.clone()),
+                    readable_path: None,
+                    record: crate::db::NewEvalInput {
+                        name: PROJECT_NAME_INPUT.into(),
+                        kind: "string".into(),
+                        value: Some(project.name.clone()),
+                        ..Default::default()
+                    },
+                };
+                let extra = vec![FetchedInput { name: SPEC_INPUT.into(), ..fetched }, project_name];
+                let checked = self.check_legacy(project, &generator, started, extra, Some(GENERATOR_JOB)).await;
+                if let Err(message) = &checked {
+                    let message = format!("the generator of the spec failed: {message}");
+                    self.db.record_spec_outcome(project.id, Some(&message), None).await.map_err(|e| e.to_string())?;
+                }
+                checked
+            }
+        }
+    }
+
+    /// The spec file's text, parsed.
+    async fn read_spec(&self, fetched: &FetchedInput, declarative: &Declarative) -> Result<SpecFile, String> {
+        let root = fetched.readable_path.as_ref().ok_or_else(|| {
+            format!("the spec's input (type {}) is not a source tree; use a git, svn or path input", declarative.kind)
+        })?;
+        if !is_contained_relative_path(&declarative.file) {
+            return Err(format!("the spec file {:?} must be a relative path inside its input", declarative.file));
+        }
+        let path = Path::new(root.as_str()).join(&declarative.file);
+        let text = tokio::fs::read_to_string(&path)
+            .await
+            .map_err(|e| format!("cannot read the spec file ‘{}’ of {}: {e}", declarative.file, declarative.value))?;
+        parse_spec(&text, &declarative.file).map_err(|e| format!("{}: {e}", declarative.file))
+    }
+
+    /// Gives `.jobsets` the settings of a generator spec (checked first), and
+    /// returns it as saved. It stays on and keeps its name whatever the spec
+    /// says, or the spec could never be read again.
+    async fn configure_generator(&self, due: &DueJobset, spec: JobsetSpec) -> Result<crate::db::Jobset, String> {
+        let inputs = self.db.jobset_inputs(due.jobset.id).await.map_err(|e| e.to_string())?;
+        let mut settings = JobsetSpec { name: None, ..spec }
+            .apply_with_inputs(crate::db::JobsetSettings::new(SPEC_JOBSET), &[SPEC_INPUT, PROJECT_NAME_INPUT])
+            .map_err(|e| format!("{e} (in the settings of {SPEC_JOBSET})"))?;
+        check_values(&settings, &self.fetcher).await.map_err(|e| format!("{e} (in the settings of {SPEC_JOBSET})"))?;
+        settings.enabled = enabled::ENABLED;
+        if due.jobset.settings(&inputs) == settings {
+            return Ok(due.jobset.clone());
+        }
+        let (saved, _) = self.db.save_jobset(&due.project, SPEC_JOBSET, &settings).await.map_err(|e| e.to_string())?;
+        Ok(saved)
+    }
+
+    /// A spec that cannot be read or is wrong: recorded on the project and
+    /// as the evaluation error of `.jobsets`; the jobsets stay as they are.
+    async fn spec_refused(&self, due: &DueJobset, started: i64, message: &str) -> Result<&'static str, String> {
+        let message = format!("the spec was not applied: {message}");
+        info!("{message}");
+        self.db.record_spec_outcome(due.project.id, Some(&message), None).await.map_err(|e| e.to_string())?;
+        self.db.record_eval_failure(due.jobset.id, started, &message).await.map_err(|e| e.to_string())?;
+        Ok(outcome::EVAL_FAILED)
+    }
+}

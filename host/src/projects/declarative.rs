@@ -1,0 +1,222 @@
+//! Declarative projects, as Hydra has them: a project names a spec file in
+//! an input (`declarative: {file, type, value}`), and its jobsets follow
+//! that file.
+//!
+//! The project's `.jobsets` jobset reads the spec at each of its checks
+//! (`eval::Evaluator`). A spec is either
+//! - *static*: an object whose values are all objects, one jobset each,
+//!   applied at once; or
+//! - a *generator*: the settings of `.jobsets` itself, which is then
+//!   evaluated with two more inputs, `declInput` (the spec's input) and
+//!   `projectName`, and must have one job, `jobsets`, whose output is a
+//!   static spec. [`SpecApplier`] applies it when that build succeeds.
+//!
+//! Specs are JSON, or TOML when the file name ends in `.toml`. A spec with
+//! an unknown key or a bad value changes nothing: the error, naming the
+//! key, is recorded on the project and the last good jobsets stay.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::spec::{FieldError, JobsetSpec, from_value_strict};
+use super::{describe_errors, resolve_jobsets};
+use crate::db::{Db, GeneratorBuild, JobsetChanges, Project, SPEC_JOBSET, status};
+use crate::eval::EvaluatorHandle;
+use crate::inputs::InputFetcher;
+
+/// What a spec file says.
+#[derive(Debug, Clone)]
+pub enum SpecFile {
+    /// The project's jobsets, by name.
+    Jobsets(BTreeMap<String, JobsetSpec>),
+    /// The settings of `.jobsets`, whose `jobsets` job makes the spec.
+    Generator(Box<JobsetSpec>),
+}
+
+/// Whether a text is TOML rather than JSON: by the file's extension.
+fn is_toml(file_name: &str) -> bool {
+    file_name.ends_with(".toml")
+}
+
+fn parse_text(text: &str, toml: bool) -> Result<Value, String> {
+    let value: Value = if toml {
+        toml::from_str(text).map_err(|e| format!("not valid TOML: {e}"))?
+    } else {
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?
+    };
+    if !value.is_object() {
+        return Err("the spec must be an object (of jobsets, or of the settings of .jobsets)".into());
+    }
+    Ok(value)
+}
+
+fn jobsets_of(value: Value) -> Result<BTreeMap<String, JobsetSpec>, String> {
+    let Value::Object(map) = value else { unreachable!("checked by parse_text") };
+    let mut errors = Vec::new();
+    let mut specs = BTreeMap::new();
+    for (name, spec) in map {
+        match from_value_strict::<JobsetSpec>(spec) {
+            Ok(spec) => {
+                specs.insert(name, spec);
+            }
+            Err(e) => errors.push(e.inside(&name)),
+        }
+    }
+    if errors.is_empty() { Ok(specs) } else { Err(describe_errors(&errors)) }
+}
+
+/// Reads a project's spec file.
+pub fn parse_spec(text: &str, file_name: &str) -> Result<SpecFile, String> {
+    let value = parse_text(text, is_toml(file_name))?;
+    // Hydra's rule: a spec whose values are all objects lists jobsets.
+    if value.as_object().is_some_and(|map| map.values().all(Value::is_object)) {
+        return jobsets_of(value).map(SpecFile::Jobsets);
+    }
+    from_value_strict::<JobsetSpec>(value)
+        .map(|spec| SpecFile::Generator(Box::new(spec)))
+        .map_err(|e| format!("{e} (in the settings of {SPEC_JOBSET})"))
+}
+
+/// Reads the output of a generator job: jobsets in JSON (as Hydra has
+/// them), or in TOML.
+pub fn parse_generated(text: &str) -> Result<BTreeMap<String, JobsetSpec>, String> {
+    let value = parse_text(text, !text.trim_start().starts_with('{'))?;
+    if let Some((key, _)) = value.as_object().and_then(|map| map.iter().find(|(_, v)| !v.is_object())) {
+        return Err(FieldError::new(key.clone(), "a generated spec lists jobsets: each value must be an object")
+            .to_string());
+    }
+    jobsets_of(value)
+}
+
+/// Checks a spec's jobsets and, if all are good, makes them the project's
+/// (keeping `.jobsets`); records the outcome on the project either way.
+/// `build` is the generator build the spec came from, if any.
+pub async fn apply_spec(
+    db: &Db,
+    inputs: &InputFetcher,
+    project: &Project,
+    specs: BTreeMap<String, JobsetSpec>,
+    build: Option<i64>,
+) -> Result<JobsetChanges, String> {
+    let applied = match resolve_jobsets(specs, inputs).await {
+        Ok(desired) => db.apply_jobsets(project, &desired, &[SPEC_JOBSET]).await.map_err(|e| e.to_string()),
+        Err(errors) => Err(describe_errors(&errors)),
+    };
+    let error = applied.as_ref().err().map(|e| format!("the spec was not applied: {e}"));
+    db.record_spec_outcome(project.id, error.as_deref(), build).await.map_err(|e| e.to_string())?;
+    match &applied {
+        Ok(changes) if !changes.is_empty() => info!(
+            project = %project.name,
+            created = ?changes.created,
+            changed = ?changes.changed,
+            disabled = ?changes.disabled,
+            "declarative spec applied"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(project = %project.name, "declarative spec refused: {e}"),
+    }
+    applied
+}
+
+/// Applies the specs that generator jobs build, as their builds finish.
+pub struct SpecApplier {
+    pub db: Db,
+    pub inputs: InputFetcher,
+    pub evaluator: EvaluatorHandle,
+}
+
+impl SpecApplier {
+    /// Runs until the task is dropped: woken by every batch of events (a
+    /// build finishing is one), and every few seconds in any case.
+    pub async fn run(self) {
+        let mut events = self.db.subscribe_events();
+        loop {
+            match self.db.pending_generator_builds().await {
+                Ok(pending) => {
+                    for build in pending {
+                        self.apply(build).await;
+                    }
+                }
+                Err(e) => warn!("cannot look for generated declarative specs: {e}"),
+            }
+            tokio::select! {
+                _ = events.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            // Builds finish in bursts: look once per burst, not per event.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn apply(&self, generated: GeneratorBuild) {
+        let GeneratorBuild { project, build_id, status: code, output } = generated;
+        let specs = if code != status::SUCCESS {
+            Err(format!("build {build_id} of the generator job failed ({})", status::describe(code)))
+        } else {
+            match output {
+                None => Err(format!("build {build_id} of the generator job has no output")),
+                Some(path) => match tokio::fs::read_to_string(&path).await {
+                    Ok(text) => parse_generated(&text).map_err(|e| format!("the output of build {build_id}: {e}")),
+                    Err(e) => Err(format!("cannot read the output of build {build_id} ({path}): {e}")),
+                },
+            }
+        };
+        let outcome = match specs {
+            Ok(specs) => apply_spec(&self.db, &self.inputs, &project, specs, Some(build_id)).await.map(drop),
+            Err(message) => {
+                let message = format!("the spec was not applied: {message}");
+                warn!(project = %project.name, "{message}");
+                self.db.record_spec_outcome(project.id, Some(&message), Some(build_id)).await.map_err(|e| e.to_string())
+            }
+        };
+        match outcome {
+            Ok(()) => self.evaluator.wake(),
+            Err(e) => warn!(project = %project.name, "declarative spec of build {build_id}: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_and_generator_specs_are_told_apart() {
+        let text = r#"{ "main": { "nixexprinput": "src", "nixexprpath": "release.nix",
+            "inputs": { "src": { "type": "git", "value": "file:///srv/x" } } }, "empty": {} }"#;
+        let SpecFile::Jobsets(jobsets) = parse_spec(text, "spec.json").unwrap() else { panic!("static") };
+        assert_eq!(jobsets.keys().collect::<Vec<_>>(), ["empty", "main"]);
+
+        let text = r#"{ "enabled": 1, "nixexprinput": "src", "nixexprpath": "jobsets.nix",
+            "inputs": { "src": { "type": "git", "value": "file:///srv/x" } } }"#;
+        let SpecFile::Generator(spec) = parse_spec(text, "spec.json").unwrap() else { panic!("generator") };
+        assert_eq!(spec.nixexprpath.as_deref(), Some("jobsets.nix"));
+    }
+
+    #[test]
+    fn toml_specs_read_like_json_ones() {
+        let text = "[main]\nnixexprinput = \"src\"\nnixexprpath = \"release.nix\"\ncheckinterval = 60\n\
+                    [main.inputs.src]\ntype = \"git\"\nvalue = \"file:///srv/x main\"\n";
+        let SpecFile::Jobsets(jobsets) = parse_spec(text, "ci/spec.toml").unwrap() else { panic!("static") };
+        assert_eq!(jobsets["main"].checkinterval, Some(60));
+        assert_eq!(parse_generated(text).unwrap()["main"].nixexprinput.as_deref(), Some("src"));
+    }
+
+    #[test]
+    fn errors_name_the_jobset_and_key() {
+        let err = parse_spec(r#"{ "main": { "nixexprpaht": "x" }, "b": { "keepnr": "many" } }"#, "s.json")
+            .unwrap_err();
+        assert!(err.contains("field ‘main.nixexprpaht’: unknown key"), "{err}");
+        assert!(err.contains("field ‘b.keepnr’") && err.contains("not an integer"), "{err}");
+        assert!(parse_spec("{ not json", "s.json").unwrap_err().starts_with("not valid JSON"));
+        assert!(parse_spec("[1]", "s.json").unwrap_err().contains("must be an object"));
+        assert!(parse_spec("main = [", "s.toml").unwrap_err().starts_with("not valid TOML"));
+        let err = parse_spec(r#"{ "nixexprinput": "src", "colour": "red" }"#, "s.json").unwrap_err();
+        assert!(err.contains("field ‘colour’: unknown key") && err.contains(".jobsets"), "{err}");
+        let err = parse_generated(r#"{ "main": {}, "oops": 3 }"#).unwrap_err();
+        assert!(err.contains("‘oops’"), "{err}");
+    }
+}
