@@ -6,6 +6,7 @@ mod harness;
 
 mod api;
 mod cache;
+mod declarative;
 mod deploy;
 mod events;
 mod failures;

@@ -62,7 +62,7 @@ fn jobsets_of(value: Value) -> Result<BTreeMap<String, JobsetSpec>, String> {
             Ok(spec) => {
                 specs.insert(name, spec);
             }
-            Err(e) => errors.push(e.inside(&name)),
+            Err(faults) => errors.extend(faults.into_iter().map(|e| e.inside(&name))),
         }
     }
     if errors.is_empty() { Ok(specs) } else { Err(describe_errors(&errors)) }
@@ -77,7 +77,7 @@ pub fn parse_spec(text: &str, file_name: &str) -> Result<SpecFile, String> {
     }
     from_value_strict::<JobsetSpec>(value)
         .map(|spec| SpecFile::Generator(Box::new(spec)))
-        .map_err(|e| format!("{e} (in the settings of {SPEC_JOBSET})"))
+        .map_err(|errors| format!("{} (in the settings of {SPEC_JOBSET})", describe_errors(&errors)))
 }
 
 /// Reads the output of a generator job: jobsets in JSON (as Hydra has

@@ -122,7 +122,7 @@ async fn plan(db: &Db, inputs: &InputFetcher, text: &str, toml: bool) -> Result<
     } else {
         serde_json::from_str(text).map_err(|e| vec![FieldError::new("(file)", format!("not valid JSON: {e}"))])?
     };
-    let file: ProjectsFile = from_value_strict(value).map_err(|e| vec![e])?;
+    let file: ProjectsFile = from_value_strict(value)?;
     let mut errors = Vec::new();
     let mut planned = Vec::new();
     for (name, spec) in file.projects {

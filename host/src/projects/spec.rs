@@ -265,8 +265,8 @@ pub fn flexible_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>
 
 /// Deserializes `value` strictly: a key the type does not know is an
 /// error (a misspelt key in a spec must not be silently ignored), and every
-/// error names the key at fault.
-pub fn from_value_strict<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, FieldError> {
+/// error names the key at fault. All unknown keys are reported at once.
+pub fn from_value_strict<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, Vec<FieldError>> {
     let mut unknown = Vec::new();
     let parsed: T =
         serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut |path: serde_ignored::Path| {
@@ -274,11 +274,12 @@ pub fn from_value_strict<T: serde::de::DeserializeOwned>(value: serde_json::Valu
         }))
         .map_err(|e| {
             let field = e.path().to_string();
-            FieldError::new(field, e.into_inner().to_string())
+            vec![FieldError::new(field, e.into_inner().to_string())]
         })?;
-    match unknown.into_iter().next() {
-        Some(key) => Err(FieldError::new(key, "unknown key")),
-        None => Ok(parsed),
+    if unknown.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(unknown.into_iter().map(|key| FieldError::new(key, "unknown key")).collect())
     }
 }
 
@@ -304,7 +305,7 @@ mod tests {
     use serde_json::json;
 
     fn legacy(spec: serde_json::Value) -> Result<JobsetSettings, FieldError> {
-        from_value_strict::<JobsetSpec>(spec)?.apply_to(JobsetSettings::new("main"))
+        from_value_strict::<JobsetSpec>(spec).map_err(|e| e[0].clone())?.apply_to(JobsetSettings::new("main"))
     }
 
     #[test]
