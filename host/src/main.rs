@@ -165,8 +165,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 nix.clone(),
             )
             .await?;
-            let inputs =
-                orthrus::inputs::InputFetcher::new(nix, db.clone(), config.evaluator.allowed_path_roots.clone(), plugins);
+            let inputs = orthrus::inputs::InputFetcher::new(
+                nix,
+                db.clone(),
+                config.evaluator.allowed_path_roots.clone(),
+                plugins,
+            );
             let report = orthrus::projects::file::apply_file(&db, &inputs, &file).await?;
             if report.is_empty() {
                 println!("nothing to change: {} is applied", file.display());

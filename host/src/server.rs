@@ -90,8 +90,12 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     );
     let eval_task = tokio::spawn(evaluator_task.run());
     let spec_task = tokio::spawn(
-        crate::projects::declarative::SpecApplier { db: db.clone(), inputs: inputs.clone(), evaluator: evaluator.clone() }
-            .run(),
+        crate::projects::declarative::SpecApplier {
+            db: db.clone(),
+            inputs: inputs.clone(),
+            evaluator: evaluator.clone(),
+        }
+        .run(),
     );
 
     let cache_key = load_cache_key(&config)?;

@@ -11,7 +11,11 @@ pub struct Migration;
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // One column per statement: SQLite alters a table one column at a time.
-        for column in [text_null("declarative_error"), big_integer_null("declarative_checked_time"), big_integer_null("declarative_build")] {
+        for column in [
+            text_null("declarative_error"),
+            big_integer_null("declarative_checked_time"),
+            big_integer_null("declarative_build"),
+        ] {
             let mut column = column;
             manager.alter_table(Table::alter().table("projects").add_column(&mut column).to_owned()).await?;
         }

@@ -229,7 +229,12 @@ fn flake(root: &Path, name: &str, outputs: &str) -> PathBuf {
     let repo = root.join(name);
     std::fs::create_dir_all(&repo).unwrap();
     run(&repo, "git", &["init", "-q", "-b", "main"]);
-    commit(&repo, "flake.nix", &format!("{{\n  description = \"{name}\";\n  outputs = {{ self }}: {outputs};\n}}\n"), "flake");
+    commit(
+        &repo,
+        "flake.nix",
+        &format!("{{\n  description = \"{name}\";\n  outputs = {{ self }}: {outputs};\n}}\n"),
+        "flake",
+    );
     repo
 }
 
@@ -359,7 +364,13 @@ fn project_files(backend: Backend) {
     assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n", "one derivation, built once");
 
     // Changing a jobset and dropping another.
-    write(&file, &format!("[projects.files]\ndisplayname = \"Kept in files\"\n\n[projects.files.jobsets.a]\n{}", jobset("changed")));
+    write(
+        &file,
+        &format!(
+            "[projects.files]\ndisplayname = \"Kept in files\"\n\n[projects.files.jobsets.a]\n{}",
+            jobset("changed")
+        ),
+    );
     assert_eq!(stdout(&apply()), "changed jobset files:a\ndisabled jobset files:b\n");
     assert_eq!(stdout(&apply()), format!("nothing to change: {} is applied\n", file.display()));
     assert_eq!(server.get_json("/jobset/files/a")["description"], "changed");

@@ -10,8 +10,8 @@
 //! on PostgreSQL both are the same pool.
 
 mod builds;
-mod declarative;
 mod cache;
+mod declarative;
 pub mod entities;
 mod evals;
 mod events;

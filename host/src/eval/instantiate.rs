@@ -50,14 +50,17 @@ pub enum JobsSource {
 }
 
 impl JobsSource {
-    /// The arguments `wrapper.nix` takes for this source, as
-    /// (`--arg`s, `--argstr`s, whether flakes must be enabled).
-    pub fn wrapper_arguments(&self) -> (Vec<(String, String)>, Vec<(String, String)>, bool) {
+    /// Gives `wrapper.nix` its argument for this source (and turns flakes
+    /// on for a flake).
+    fn pass_to(&self, call: &mut EvalCall) {
         match self {
             JobsSource::File(path) => {
-                (vec![("exprPath".into(), format!("/. + {}", string_literal(&path.to_string_lossy())))], vec![], false)
+                call.args.push(("exprPath".into(), format!("/. + {}", string_literal(&path.to_string_lossy()))));
             }
-            JobsSource::Flake(url) => (vec![], vec![("flakeUrl".into(), url.clone())], true),
+            JobsSource::Flake(url) => {
+                call.string_args.push(("flakeUrl".into(), url.clone()));
+                call.flakes = true;
+            }
         }
     }
 }
@@ -199,17 +202,16 @@ async fn run_slice(
     let items_file = workspace.dir.join(format!("items-{n}.json"));
     let json = serde_json::to_vec(&items).expect("attribute paths serialise");
     tokio::fs::write(&items_file, json).await.map_err(|e| format!("cannot write {}: {e}", items_file.display()))?;
-    let (args, mut string_args, flakes) = workspace.jobs.wrapper_arguments();
-    string_args.push(("itemsFile".into(), items_file.to_string_lossy().into_owned()));
-    let call = EvalCall {
+    let mut call = EvalCall {
         file: workspace.dir.join("wrapper.nix"),
-        args,
-        string_args,
+        args: Vec::new(),
+        string_args: vec![("itemsFile".into(), items_file.to_string_lossy().into_owned())],
         search_path: workspace.search_path.clone(),
         memory_limit: workspace.memory_limit,
         timeout: remaining,
-        flakes,
+        flakes: false,
     };
+    workspace.jobs.pass_to(&mut call);
     let outcome = nix.evaluate_json(&call).await;
     let _ = tokio::fs::remove_file(&items_file).await;
     let stdout = outcome.map_err(|e| match e {

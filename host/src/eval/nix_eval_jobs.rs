@@ -161,10 +161,7 @@ pub async fn evaluate(nix: &Nix, workspace: &Workspace, workers: usize, memory_m
     let call = EvalJobsCall {
         eval: EvalCall {
             file: jobs_file,
-            args: vec![(
-                "exprPath".to_owned(),
-                format!("/. + {}", string_literal(&expr_path.to_string_lossy())),
-            )],
+            args: vec![("exprPath".to_owned(), format!("/. + {}", string_literal(&expr_path.to_string_lossy())))],
             search_path: workspace.search_path.clone(),
             ..Default::default()
         },

@@ -93,8 +93,9 @@ pub struct LockedFlake {
 const FLAKE_FEATURES: [&str; 2] = ["--extra-experimental-features", "nix-command flakes"];
 
 impl LockedFlake {
-    /// Reads `nix flake metadata --json`: newer Nix calls the locked
-    /// reference `lockedUrl`, older Nix (2.8 among them) `url`.
+    /// Reads `nix flake metadata --json`: `url` is the locked reference (what
+    /// Hydra reads); `lockedUrl`, which some Nix versions add, is preferred
+    /// when present, as it is never the original.
     fn from_metadata(json: &[u8]) -> Result<LockedFlake, String> {
         let value: serde_json::Value =
             serde_json::from_slice(json).map_err(|e| format!("cannot read nix flake metadata's output: {e}"))?;
@@ -448,10 +449,14 @@ impl Nix {
     }
 
     /// Locks a flake reference: fetches it and returns the reference pinned
-    /// to what was fetched. The flake's lock file is never written back.
+    /// to what was fetched. `--refresh` fetches a branch again even within
+    /// Nix's cache period, so that a push is seen at once; the flake's lock
+    /// file is never written back.
     pub async fn lock_flake(&self, reference: &str, timeout: Duration) -> Result<LockedFlake, NixError> {
         let mut cmd = self.command("nix");
-        cmd.args(FLAKE_FEATURES).args(["flake", "metadata", "--json", "--no-write-lock-file", "--"]).arg(reference);
+        cmd.args(FLAKE_FEATURES)
+            .args(["flake", "metadata", "--json", "--refresh", "--no-write-lock-file", "--"])
+            .arg(reference);
         cmd.env_remove("NIX_PATH");
         let what = format!("locking the flake {reference}");
         let out = match tokio::time::timeout(timeout, self.run(cmd, what.clone())).await {
@@ -581,6 +586,25 @@ fn parse_single_path(out: &[u8], what: &str) -> Result<StorePath, NixError> {
 mod tests {
     //! These run the real Nix of the machine.
     use super::*;
+
+    #[test]
+    fn locked_flakes_from_old_and_new_metadata() {
+        // Nix 2.8 gives the locked reference as `url`; `lockedUrl`, when a
+        // Nix gives it, wins.
+        let old = br#"{"url":"git+file:///r?ref=main&rev=abc","revision":"abc","lastModified":5}"#;
+        let locked = LockedFlake::from_metadata(old).unwrap();
+        assert_eq!(
+            locked,
+            LockedFlake {
+                url: "git+file:///r?ref=main&rev=abc".into(),
+                revision: Some("abc".into()),
+                last_modified: Some(5)
+            }
+        );
+        let new = br#"{"lockedUrl":"git+file:///r?rev=abc","url":"git+file:///r","revision":"abc"}"#;
+        assert_eq!(LockedFlake::from_metadata(new).unwrap().url, "git+file:///r?rev=abc");
+        assert!(LockedFlake::from_metadata(b"{}").unwrap_err().contains("no locked URL"));
+    }
 
     fn nix() -> Nix {
         Nix::new(&crate::config::NixConfig::default())

@@ -85,8 +85,9 @@ pub fn parse_spec(text: &str, file_name: &str) -> Result<SpecFile, String> {
 pub fn parse_generated(text: &str) -> Result<BTreeMap<String, JobsetSpec>, String> {
     let value = parse_text(text, !text.trim_start().starts_with('{'))?;
     if let Some((key, _)) = value.as_object().and_then(|map| map.iter().find(|(_, v)| !v.is_object())) {
-        return Err(FieldError::new(key.clone(), "a generated spec lists jobsets: each value must be an object")
-            .to_string());
+        return Err(
+            FieldError::new(key.clone(), "a generated spec lists jobsets: each value must be an object").to_string()
+        );
     }
     jobsets_of(value)
 }
@@ -207,8 +208,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_jobset_and_key() {
-        let err = parse_spec(r#"{ "main": { "nixexprpaht": "x" }, "b": { "keepnr": "many" } }"#, "s.json")
-            .unwrap_err();
+        let err = parse_spec(r#"{ "main": { "nixexprpaht": "x" }, "b": { "keepnr": "many" } }"#, "s.json").unwrap_err();
         assert!(err.contains("field ‘main.nixexprpaht’: unknown key"), "{err}");
         assert!(err.contains("field ‘b.keepnr’") && err.contains("not an integer"), "{err}");
         assert!(parse_spec("{ not json", "s.json").unwrap_err().starts_with("not valid JSON"));

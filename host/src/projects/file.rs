@@ -85,10 +85,9 @@ pub type Report = Vec<String>;
 /// when any part of it is wrong; the error lists every fault.
 pub async fn apply_file(db: &Db, inputs: &InputFetcher, path: &Path) -> anyhow::Result<Report> {
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let planned =
-        plan(db, inputs, &text, path.extension().is_some_and(|e| e == "toml")).await.map_err(|errors| {
-            anyhow::anyhow!("{} is not applied, nothing was changed:\n{}", path.display(), describe_errors(&errors))
-        })?;
+    let planned = plan(db, inputs, &text, path.extension().is_some_and(|e| e == "toml")).await.map_err(|errors| {
+        anyhow::anyhow!("{} is not applied, nothing was changed:\n{}", path.display(), describe_errors(&errors))
+    })?;
     let mut report = Report::new();
     for PlannedProject { settings, jobsets } in planned {
         let existing = db.project(&settings.name).await?;

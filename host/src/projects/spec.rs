@@ -184,7 +184,10 @@ impl JobsetSpec {
 fn check_expression(settings: &JobsetSettings, given: &[&str]) -> Result<(), FieldError> {
     if settings.kind == FLAKE {
         if settings.flake.is_none() {
-            return Err(FieldError::new("flake", "a flake jobset (type 1) needs a flake reference, like git+https://…"));
+            return Err(FieldError::new(
+                "flake",
+                "a flake jobset (type 1) needs a flake reference, like git+https://…",
+            ));
         }
         return Ok(());
     }
