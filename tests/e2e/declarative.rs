@@ -130,6 +130,15 @@ fn static_specs(backend: Backend) {
     assert_eq!(server.get_json("/jobset/decl/main")["description"], "changed");
     assert!(server.get_json("/jobset/decl/.jobsets")["errormsg"].as_str().unwrap().contains("nixexprpaht"));
 
+    // A spec committed as a link to a file of the server is not read.
+    std::os::unix::fs::symlink("/etc/passwd", spec_repo.join("linked.json")).unwrap();
+    run(&spec_repo, "git", &["add", "linked.json"]);
+    run(&spec_repo, "git", &["commit", "-q", "-m", "a link out"]);
+    declarative_project(&server, "linked", &spec_repo, "linked.json");
+    let error = wait_for_spec_error(&server, "linked");
+    assert!(error.contains("leads out of its input") && !error.contains("root:"), "{error}");
+    assert_eq!(jobset_names(&server, "linked"), [".jobsets"]);
+
     // The same in TOML; a bad value names its key.
     let toml = format!(
         "[main]\nnixexprinput = \"src\"\nnixexprpath = \"release.nix\"\ncheckinterval = 0\n\
@@ -157,6 +166,8 @@ fn generated_specs(backend: Backend) {
     let code = repository(&root, "code", &nonce());
     let spec_repo = repository(&root, "spec", &nonce());
     let marker = nonce();
+    // The generator fails until this file exists.
+    let allow = root.join("allow");
     let make_generator = |extra_job: &str| {
         format!(
             r#"{{ declInput, projectName, nonce ? "{nonce}" }}:
@@ -173,12 +184,13 @@ in {{
   {extra_job}
   jobsets = derivation {{
     name = "spec.json"; inherit nonce jobsets; system = builtins.currentSystem;
-    builder = "/bin/sh"; args = [ "-c" "printf '%s' \"$jobsets\" > $out" ];
+    builder = "/bin/sh"; args = [ "-c" "test -e {allow} || exit 1; printf '%s' \"$jobsets\" > $out" ];
   }};
 }}
 "#,
             nonce = marker,
             code = file_url(&code),
+            allow = allow.display(),
         )
     };
     commit(&spec_repo, "jobsets.nix", &make_generator(""), "generator");
@@ -190,6 +202,14 @@ in {{
     });
     let head = commit(&spec_repo, "spec.json", &dot_jobsets.to_string(), "spec");
     declarative_project(&server, "gen", &spec_repo, "spec.json");
+
+    // A failed generator build is reported; restarted, it is applied.
+    let error = wait_for_spec_error(&server, "gen");
+    assert!(error.contains("of the generator job failed"), "{error}");
+    assert_eq!(jobset_names(&server, "gen"), [".jobsets"]);
+    let failed = server.get_json("/project/gen")["declarative"]["build"].as_i64().unwrap();
+    std::fs::write(&allow, "").unwrap();
+    assert_eq!(server.post(&format!("/build/{failed}/restart")).status, 302, "Hydra redirects to the build");
 
     let main = server.wait_for("the generated jobset", WAIT, || {
         let answer = server.get("/jobset/gen/gen-main");
@@ -300,6 +320,25 @@ fn flake_jobsets(backend: Backend) {
     let answer = server.put("/jobset/flakes/etc", &json!({ "type": 1, "flake": "path:/etc" }));
     assert_eq!(answer.status, 400);
     assert!(answer.json()["error"].as_str().unwrap().contains("field ‘flake’"), "{}", answer.body);
+    // So is a flake whose own input is such a file.
+    let secret = tempfile::tempdir().unwrap();
+    std::fs::write(secret.path().join("key"), "secret").unwrap();
+    let sneaky = flake(&root, "sneaky", &format!("{{ hydraJobs.hello = {}; }}", drv(&system, "sneaky", &marker)));
+    let text = std::fs::read_to_string(sneaky.join("flake.nix")).unwrap().replace(
+        "outputs =",
+        &format!("inputs.secret = {{ url = \"path:{}\"; flake = false; }};\n  outputs =", secret.path().display()),
+    );
+    commit(&sneaky, "flake.nix", &text.replace("{ self }", "{ self, secret }"), "an input outside the roots");
+    server.put(
+        "/jobset/flakes/sneaky",
+        &json!({ "type": 1, "flake": format!("git+{}", file_url(&sneaky)), "checkinterval": 0 }),
+    );
+    let error = server.wait_for("the sneaky flake's error", WAIT, || {
+        let error = server.get_json("/jobset/flakes/sneaky")["fetcherrormsg"].as_str().unwrap().to_owned();
+        (!error.is_empty()).then_some(error)
+    });
+    assert!(error.contains("an input of the flake") && error.contains("not under"), "{error}");
+    assert!(server.evals("flakes", "sneaky").is_empty());
     // A flake with neither output fails its evaluation with a clear error.
     let empty = flake(&root, "empty", "{ packages = { }; }");
     server.put(

@@ -25,8 +25,13 @@ pub mod project {
         /// Why the declarative spec was last refused (`None`: it applied).
         pub declarative_error: Option<String>,
         pub declarative_checked_time: Option<i64>,
-        /// The last build of the `.jobsets` generator job that was dealt with.
+        /// `static` or `generator`: what the spec read last was.
+        pub declarative_source: Option<String>,
+        /// The last build of the `.jobsets` generator job that was dealt
+        /// with, and how it had finished (`STATUS@STOPTIME`): a restarted
+        /// build keeps its id.
         pub declarative_build: Option<i64>,
+        pub declarative_build_finish: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,12 +6,13 @@ use std::path::Path;
 
 use tracing::info;
 
-use super::{Evaluator, is_contained_relative_path};
-use crate::db::{Declarative, DueJobset, GENERATOR_JOB, JobsetInput, SPEC_JOBSET, enabled, outcome};
+use super::Evaluator;
+use crate::db::{Declarative, DueJobset, GENERATOR_JOB, JobsetInput, SPEC_JOBSET, SpecSource, enabled, outcome};
 use crate::inputs::FetchedInput;
 use crate::nix::NixValue;
 use crate::projects::declarative::{SpecFile, apply_spec, parse_spec};
-use crate::projects::{JobsetSpec, check_values};
+use crate::projects::spec::{FLAKE, FieldError};
+use crate::projects::{JobsetSpec, check_values, is_relative_inside, read_contained};
 
 /// The name under which the spec's input is passed to a generator (Hydra's).
 const SPEC_INPUT: &str = "declInput";
@@ -50,19 +51,23 @@ impl Evaluator {
             Err(message) => return self.spec_refused(due, started, &message).await,
         };
         match spec {
-            SpecFile::Jobsets(specs) => match apply_spec(&self.db, &self.fetcher, project, specs, None).await {
-                Ok(changes) => {
-                    if !changes.is_empty() {
-                        self.handle.wake();
+            SpecFile::Jobsets(specs) => {
+                self.db.record_spec_source(project.id, SpecSource::Static, false).await.map_err(|e| e.to_string())?;
+                match apply_spec(&self.db, &self.fetcher, project, specs, None).await {
+                    Ok(changes) => {
+                        if !changes.is_empty() {
+                            self.handle.wake();
+                        }
+                        self.db.clear_eval_error(jobset.id).await.map_err(|e| e.to_string())?;
+                        self.db.record_eval_unchanged(jobset.id, started).await.map_err(|e| e.to_string())?;
+                        Ok(outcome::UNCHANGED)
                     }
-                    self.db.record_eval_unchanged(jobset.id, started).await.map_err(|e| e.to_string())?;
-                    Ok(outcome::UNCHANGED)
+                    Err(message) => {
+                        self.db.record_eval_failure(jobset.id, started, &message).await.map_err(|e| e.to_string())?;
+                        Ok(outcome::EVAL_FAILED)
+                    }
                 }
-                Err(message) => {
-                    self.db.record_eval_failure(jobset.id, started, &message).await.map_err(|e| e.to_string())?;
-                    Ok(outcome::EVAL_FAILED)
-                }
-            },
+            }
             SpecFile::Generator(spec) => {
                 let generator = match self.configure_generator(due, *spec).await {
                     Ok(generator) => generator,
@@ -81,9 +86,29 @@ impl Evaluator {
                 };
                 let extra = vec![FetchedInput { name: SPEC_INPUT.into(), ..fetched }, project_name];
                 let checked = self.check_legacy(project, &generator, started, extra, Some(GENERATOR_JOB)).await;
-                if let Err(message) = &checked {
-                    let message = format!("the generator of the spec failed: {message}");
-                    self.db.record_spec_outcome(project.id, Some(&message), None).await.map_err(|e| e.to_string())?;
+                let failure = match &checked {
+                    Err(message) => Some(format!("the generator of the spec failed: {message}")),
+                    Ok(outcome::FETCH_FAILED) => {
+                        Some(format!("an input of the generator could not be fetched (see the {SPEC_JOBSET} jobset)"))
+                    }
+                    Ok(_) => None,
+                };
+                match failure {
+                    Some(message) => self
+                        .db
+                        .record_spec_outcome(project.id, Some(&message), None)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                    // The newest `jobsets` build is applied again if the spec
+                    // was something else, or wrong, in between.
+                    None => {
+                        let reapply = project.declarative_source.as_deref() != Some(SpecSource::Generator.as_str())
+                            || project.declarative_error.is_some();
+                        self.db
+                            .record_spec_source(project.id, SpecSource::Generator, reapply)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
                 }
                 checked
             }
@@ -95,13 +120,13 @@ impl Evaluator {
         let root = fetched.readable_path.as_ref().ok_or_else(|| {
             format!("the spec's input (type {}) is not a source tree; use a git, svn or path input", declarative.kind)
         })?;
-        if !is_contained_relative_path(&declarative.file) {
+        if !is_relative_inside(&declarative.file) {
             return Err(format!("the spec file {:?} must be a relative path inside its input", declarative.file));
         }
-        let path = Path::new(root.as_str()).join(&declarative.file);
-        let text = tokio::fs::read_to_string(&path)
+        let root = Path::new(root.as_str());
+        let text = read_contained(root, &root.join(&declarative.file))
             .await
-            .map_err(|e| format!("cannot read the spec file ‘{}’ of {}: {e}", declarative.file, declarative.value))?;
+            .map_err(|e| format!("the spec file ‘{}’ of {}: {e}", declarative.file, declarative.value))?;
         parse_spec(&text, &declarative.file).map_err(|e| format!("{}: {e}", declarative.file))
     }
 
@@ -110,10 +135,20 @@ impl Evaluator {
     /// says, or the spec could never be read again.
     async fn configure_generator(&self, due: &DueJobset, spec: JobsetSpec) -> Result<crate::db::Jobset, String> {
         let inputs = self.db.jobset_inputs(due.jobset.id).await.map_err(|e| e.to_string())?;
+        let in_settings = |e: FieldError| format!("{e} (in the settings of {SPEC_JOBSET})");
+        if spec.kind == Some(i64::from(FLAKE)) {
+            return Err(in_settings(FieldError::new("type", "the generator of a spec is a legacy jobset (type 0)")));
+        }
         let mut settings = JobsetSpec { name: None, ..spec }
             .apply_with_inputs(crate::db::JobsetSettings::new(SPEC_JOBSET), &[SPEC_INPUT, PROJECT_NAME_INPUT])
-            .map_err(|e| format!("{e} (in the settings of {SPEC_JOBSET})"))?;
-        check_values(&settings, &self.fetcher).await.map_err(|e| format!("{e} (in the settings of {SPEC_JOBSET})"))?;
+            .map_err(in_settings)?;
+        if let Some(input) = settings.inputs.iter().find(|i| [SPEC_INPUT, PROJECT_NAME_INPUT].contains(&&*i.name)) {
+            return Err(in_settings(FieldError::new(
+                format!("inputs.{}", input.name),
+                "this input is given by the server; the spec cannot set it",
+            )));
+        }
+        check_values(&settings, None, &self.fetcher).await.map_err(in_settings)?;
         settings.enabled = enabled::ENABLED;
         if due.jobset.settings(&inputs) == settings {
             return Ok(due.jobset.clone());

@@ -8,7 +8,7 @@ mod jobs;
 mod nix_eval_jobs;
 
 use std::collections::BTreeSet;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use crate::db::{Db, DueJobset, Jobset, NewEval, NewEvalInput, Project, SPEC_JOBS
 use crate::inputs::{FetchedInput, InputFetcher, build_argument};
 use crate::metrics::Metrics;
 use crate::nix::{Nix, NixValue, StorePath};
+use crate::projects::is_relative_inside;
 use crate::projects::spec::FLAKE;
 use instantiate::JobsSource;
 pub use jobs::{JobDefaults, JobInfo};
@@ -49,12 +50,6 @@ pub struct Evaluator {
     queue_wake: Arc<Notify>,
     metrics: Arc<Metrics>,
     use_nix_eval_jobs: bool,
-}
-
-/// Whether a relative path stays inside the directory it is relative to.
-fn is_contained_relative_path(path: &str) -> bool {
-    let path = Path::new(path);
-    !path.as_os_str().is_empty() && path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 impl Evaluator {
@@ -184,7 +179,7 @@ impl Evaluator {
                 jobset.nixexpr_input
             )
         })?;
-        if !is_contained_relative_path(&jobset.nixexpr_path) {
+        if !is_relative_inside(&jobset.nixexpr_path) {
             return Err(format!(
                 "the Nix expression path {:?} must be a relative path inside the input",
                 jobset.nixexpr_path
@@ -287,6 +282,12 @@ impl Evaluator {
                 return Ok(outcome::FETCH_FAILED);
             }
         };
+        // Its inputs may name this machine's files too: the same rule holds.
+        if let Some(error) = locked.inputs.iter().find_map(|input| self.fetcher.check_flake(input).err()) {
+            let message = format!("an input of the flake {reference} is refused: {error}");
+            self.db.record_fetch_error(jobset.id, started, &message).await.map_err(|e| e.to_string())?;
+            return Ok(outcome::FETCH_FAILED);
+        }
         let checkout_time = fetch_start.elapsed().as_secs() as i64;
         let hash = hex::encode(Sha256::digest(format!("flake\0{}", locked.url)));
         let previous = self.db.last_eval(jobset.id).await.map_err(|e| e.to_string())?;
@@ -420,18 +421,4 @@ fn render_inputs(inputs: &[FetchedInput]) -> String {
     let mut sorted: Vec<&FetchedInput> = inputs.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     NixValue::Attrs(sorted.into_iter().map(|i| (i.name.clone(), i.value.clone())).collect()).render()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expression_paths_stay_inside_their_input() {
-        assert!(is_contained_relative_path("release.nix"));
-        assert!(is_contained_relative_path("ci/./jobs.nix"));
-        assert!(!is_contained_relative_path("../etc/passwd"));
-        assert!(!is_contained_relative_path("/etc/passwd"));
-        assert!(!is_contained_relative_path(""));
-    }
 }

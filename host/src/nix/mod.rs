@@ -85,8 +85,9 @@ pub struct EvalCall {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockedFlake {
     pub url: String,
-    pub revision: Option<String>,
-    pub last_modified: Option<i64>,
+    /// The flake's own inputs as locked, as flake references (`path:/…`,
+    /// `git+file:///…`, …), for the caller to check where they come from.
+    pub inputs: Vec<String>,
 }
 
 /// Both Nix 2.8 and today's Nix have flakes behind this experimental flag.
@@ -105,11 +106,20 @@ impl LockedFlake {
             .and_then(serde_json::Value::as_str)
             .ok_or("nix flake metadata gave no locked URL")?
             .to_owned();
-        Ok(LockedFlake {
-            url,
-            revision: value.get("revision").and_then(serde_json::Value::as_str).map(str::to_owned),
-            last_modified: value.get("lastModified").and_then(serde_json::Value::as_i64),
-        })
+        let nodes = value.pointer("/locks/nodes").and_then(serde_json::Value::as_object);
+        let inputs = nodes.into_iter().flatten().filter_map(|(_, node)| node.get("locked")).filter_map(reference_of);
+        Ok(LockedFlake { url, inputs: inputs.collect() })
+    }
+}
+
+/// A locked input of a lock file as a flake reference, for the kinds that
+/// can name this machine's files; other kinds (forges) give `None`.
+fn reference_of(locked: &serde_json::Value) -> Option<String> {
+    let field = |name: &str| locked.get(name).and_then(serde_json::Value::as_str);
+    match field("type")? {
+        "path" => Some(format!("path:{}", field("path")?)),
+        kind @ ("git" | "hg" | "tarball" | "file") => Some(format!("{kind}+{}", field("url")?)),
+        _ => None,
     }
 }
 
@@ -591,16 +601,15 @@ mod tests {
     fn locked_flakes_from_old_and_new_metadata() {
         // Nix 2.8 gives the locked reference as `url`; `lockedUrl`, when a
         // Nix gives it, wins.
-        let old = br#"{"url":"git+file:///r?ref=main&rev=abc","revision":"abc","lastModified":5}"#;
+        let old = br#"{"url":"git+file:///r?ref=main&rev=abc","revision":"abc","locks":{"nodes":{"root":{},
+            "a":{"locked":{"type":"path","path":"/etc/ssh","narHash":"x"}},
+            "b":{"locked":{"type":"tarball","url":"file:///srv/t.tar"}},
+            "c":{"locked":{"type":"github","owner":"o","repo":"r","rev":"abc"}}}}}"#;
         let locked = LockedFlake::from_metadata(old).unwrap();
-        assert_eq!(
-            locked,
-            LockedFlake {
-                url: "git+file:///r?ref=main&rev=abc".into(),
-                revision: Some("abc".into()),
-                last_modified: Some(5)
-            }
-        );
+        assert_eq!(locked.url, "git+file:///r?ref=main&rev=abc");
+        let mut inputs = locked.inputs;
+        inputs.sort();
+        assert_eq!(inputs, ["path:/etc/ssh", "tarball+file:///srv/t.tar"]);
         let new = br#"{"lockedUrl":"git+file:///r?rev=abc","url":"git+file:///r","revision":"abc"}"#;
         assert_eq!(LockedFlake::from_metadata(new).unwrap().url, "git+file:///r?rev=abc");
         assert!(LockedFlake::from_metadata(b"{}").unwrap_err().contains("no locked URL"));

@@ -22,8 +22,8 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::spec::{FieldError, JobsetSpec, from_value_strict};
-use super::{describe_errors, resolve_jobsets};
-use crate::db::{Db, GeneratorBuild, JobsetChanges, Project, SPEC_JOBSET, status};
+use super::{describe_errors, parse_document, read_contained, resolve_jobsets};
+use crate::db::{Db, GeneratorBuild, JobsetChanges, Project, SPEC_JOBSET, SpecSource, status};
 use crate::eval::EvaluatorHandle;
 use crate::inputs::InputFetcher;
 
@@ -42,11 +42,7 @@ fn is_toml(file_name: &str) -> bool {
 }
 
 fn parse_text(text: &str, toml: bool) -> Result<Value, String> {
-    let value: Value = if toml {
-        toml::from_str(text).map_err(|e| format!("not valid TOML: {e}"))?
-    } else {
-        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?
-    };
+    let value = parse_document(text, toml)?;
     if !value.is_object() {
         return Err("the spec must be an object (of jobsets, or of the settings of .jobsets)".into());
     }
@@ -100,26 +96,31 @@ pub async fn apply_spec(
     inputs: &InputFetcher,
     project: &Project,
     specs: BTreeMap<String, JobsetSpec>,
-    build: Option<i64>,
+    build: Option<(i64, &str)>,
 ) -> Result<JobsetChanges, String> {
-    let applied = match resolve_jobsets(specs, inputs).await {
-        Ok(desired) => db.apply_jobsets(project, &desired, &[SPEC_JOBSET]).await.map_err(|e| e.to_string()),
-        Err(errors) => Err(describe_errors(&errors)),
+    let desired = match resolve_jobsets(specs, inputs).await {
+        Ok(desired) => desired,
+        Err(errors) => {
+            let message = format!("the spec was not applied: {}", describe_errors(&errors));
+            warn!(project = %project.name, "{message}");
+            db.record_spec_outcome(project.id, Some(&message), build).await.map_err(|e| e.to_string())?;
+            return Err(message);
+        }
     };
-    let error = applied.as_ref().err().map(|e| format!("the spec was not applied: {e}"));
-    db.record_spec_outcome(project.id, error.as_deref(), build).await.map_err(|e| e.to_string())?;
-    match &applied {
-        Ok(changes) if !changes.is_empty() => info!(
+    // A database error is not the spec's fault: nothing is recorded, and the
+    // spec is applied at the next attempt.
+    let changes = db.apply_jobsets(project, &desired, &[SPEC_JOBSET]).await.map_err(|e| e.to_string())?;
+    db.record_spec_outcome(project.id, None, build).await.map_err(|e| e.to_string())?;
+    if !changes.is_empty() {
+        info!(
             project = %project.name,
             created = ?changes.created,
             changed = ?changes.changed,
             disabled = ?changes.disabled,
             "declarative spec applied"
-        ),
-        Ok(_) => {}
-        Err(e) => warn!(project = %project.name, "declarative spec refused: {e}"),
+        );
     }
-    applied
+    Ok(changes)
 }
 
 /// Applies the specs that generator jobs build, as their builds finish.
@@ -133,6 +134,14 @@ impl SpecApplier {
     /// Runs until the task is dropped: woken by every batch of events (a
     /// build finishing is one), and every few seconds in any case.
     pub async fn run(self) {
+        match self.db.configure_declarative_projects().await {
+            Ok(configured) if !configured.is_empty() => {
+                info!(projects = ?configured, "declarative projects given their .jobsets jobset");
+                self.evaluator.wake();
+            }
+            Ok(_) => {}
+            Err(e) => warn!("cannot configure declarative projects: {e}"),
+        }
         let mut events = self.db.subscribe_events();
         loop {
             match self.db.pending_generator_builds().await {
@@ -152,25 +161,41 @@ impl SpecApplier {
         }
     }
 
+    /// Applies one generator build's output, or records why it cannot be.
+    /// A database error leaves the build pending, to be tried again.
     async fn apply(&self, generated: GeneratorBuild) {
-        let GeneratorBuild { project, build_id, status: code, output } = generated;
+        let GeneratorBuild { project, build_id, finish, status: code, output } = generated;
+        // The project may have changed since the build was found.
+        match self.db.project(&project.name).await {
+            Ok(Some(current))
+                if current.id == project.id
+                    && current.declarative().is_some()
+                    && current.declarative_source.as_deref() == Some(SpecSource::Generator.as_str()) => {}
+            Ok(_) => return,
+            Err(e) => return warn!(project = %project.name, "cannot read the project: {e}"),
+        }
+        let build = Some((build_id, finish.as_str()));
         let specs = if code != status::SUCCESS {
             Err(format!("build {build_id} of the generator job failed ({})", status::describe(code)))
         } else {
             match output {
                 None => Err(format!("build {build_id} of the generator job has no output")),
-                Some(path) => match tokio::fs::read_to_string(&path).await {
-                    Ok(text) => parse_generated(&text).map_err(|e| format!("the output of build {build_id}: {e}")),
-                    Err(e) => Err(format!("cannot read the output of build {build_id} ({path}): {e}")),
-                },
+                // The output is a file of the store, not a link out of it.
+                Some(path) => {
+                    let path = std::path::Path::new(&path);
+                    match read_contained(path.parent().unwrap_or(path), path).await {
+                        Ok(text) => parse_generated(&text).map_err(|e| format!("the output of build {build_id}: {e}")),
+                        Err(e) => Err(format!("the output of build {build_id}: {e}")),
+                    }
+                }
             }
         };
         let outcome = match specs {
-            Ok(specs) => apply_spec(&self.db, &self.inputs, &project, specs, Some(build_id)).await.map(drop),
+            Ok(specs) => apply_spec(&self.db, &self.inputs, &project, specs, build).await.map(drop),
             Err(message) => {
                 let message = format!("the spec was not applied: {message}");
                 warn!(project = %project.name, "{message}");
-                self.db.record_spec_outcome(project.id, Some(&message), Some(build_id)).await.map_err(|e| e.to_string())
+                self.db.record_spec_outcome(project.id, Some(&message), build).await.map_err(|e| e.to_string())
             }
         };
         match outcome {

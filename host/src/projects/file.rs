@@ -21,7 +21,10 @@
 //! are kept), and a project's jobsets not listed under it are disabled and
 //! hidden (their evaluations and builds stay). A project without a
 //! `jobsets` table keeps the jobsets it has; projects not in the file are
-//! not touched. The whole file is checked before anything is written.
+//! not touched. The whole file is checked before anything is written; the
+//! writes are then made project by project, so a database failure midway
+//! leaves the projects before it applied, and running the command again
+//! completes the rest.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,7 +32,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::spec::{FieldError, JobsetSpec, flexible_bool, from_value_strict};
-use super::{check_declarative, check_name, describe_errors, resolve_jobsets};
+use super::{check_declarative, check_name, describe_errors, parse_document, resolve_jobsets};
 use crate::db::{Db, Declarative, JobsetSettings, ProjectSettings};
 use crate::inputs::InputFetcher;
 
@@ -116,11 +119,7 @@ pub async fn apply_file(db: &Db, inputs: &InputFetcher, path: &Path) -> anyhow::
 
 /// The file's projects as they should be, or every fault found.
 async fn plan(db: &Db, inputs: &InputFetcher, text: &str, toml: bool) -> Result<Vec<PlannedProject>, Vec<FieldError>> {
-    let value: serde_json::Value = if toml {
-        toml::from_str(text).map_err(|e| vec![FieldError::new("(file)", format!("not valid TOML: {e}"))])?
-    } else {
-        serde_json::from_str(text).map_err(|e| vec![FieldError::new("(file)", format!("not valid JSON: {e}"))])?
-    };
+    let value = parse_document(text, toml).map_err(|e| vec![FieldError::new("(file)", e)])?;
     let file: ProjectsFile = from_value_strict(value)?;
     let mut errors = Vec::new();
     let mut planned = Vec::new();

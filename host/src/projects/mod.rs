@@ -12,6 +12,9 @@ pub mod file;
 pub mod spec;
 
 use std::collections::BTreeMap;
+use std::path::{Component, Path};
+
+use tokio::io::AsyncReadExt;
 
 pub use spec::{FieldError, JobsetSpec, check_name};
 
@@ -20,26 +23,79 @@ use crate::inputs::InputFetcher;
 
 /// Checks what only the server knows: that each input's type exists and
 /// its value suits it, and that a flake reference may be fetched here.
-pub async fn check_values(settings: &JobsetSettings, inputs: &InputFetcher) -> Result<(), FieldError> {
-    for input in &settings.inputs {
+/// Only what differs from `previous` (the saved settings) is checked, so
+/// that a jobset whose input type was since removed can still be edited
+/// (switched off, say).
+pub async fn check_values(
+    settings: &JobsetSettings,
+    previous: Option<&JobsetSettings>,
+    inputs: &InputFetcher,
+) -> Result<(), FieldError> {
+    let unchanged = |input: &crate::db::InputSetting| {
+        previous.is_some_and(|p| p.inputs.iter().any(|old| old.kind == input.kind && old.value == input.value))
+    };
+    for input in settings.inputs.iter().filter(|i| !unchanged(i)) {
         inputs
             .check(&input.kind, &input.value)
             .await
             .map_err(|message| FieldError::new(format!("inputs.{}", input.name), message))?;
     }
-    if let (spec::FLAKE, Some(flake)) = (settings.kind, &settings.flake) {
+    let flake_unchanged = previous.is_some_and(|p| p.kind == settings.kind && p.flake == settings.flake);
+    if let (spec::FLAKE, Some(flake), false) = (settings.kind, &settings.flake, flake_unchanged) {
         inputs.check_flake(flake).map_err(|message| FieldError::new("flake", message))?;
     }
     Ok(())
 }
 
+/// Whether a relative path stays inside the directory it is relative to
+/// (by its components: links are for [`read_contained`] to check).
+pub fn is_relative_inside(path: &str) -> bool {
+    let path = Path::new(path);
+    !path.as_os_str().is_empty() && path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+/// A spec is a few kilobytes; more is a mistake or an attack.
+const MAX_SPEC_BYTES: u64 = 1 << 20;
+
+/// Reads a spec file at `path`, which must be a regular file inside `root`
+/// once links are followed: a spec committed as a link to `/etc/shadow`, or
+/// a generator whose output is one, must not show the server's files in
+/// its error messages. At most [`MAX_SPEC_BYTES`].
+pub async fn read_contained(root: &Path, path: &Path) -> Result<String, String> {
+    let root = tokio::fs::canonicalize(root).await.map_err(|e| format!("cannot read {}: {e}", root.display()))?;
+    let real = tokio::fs::canonicalize(path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !real.starts_with(&root) {
+        return Err(format!("{} is a link that leads out of its input", path.display()));
+    }
+    let file = tokio::fs::File::open(&real).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let metadata = file.metadata().await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !metadata.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if metadata.len() > MAX_SPEC_BYTES {
+        return Err(format!("{} is larger than {} bytes", path.display(), MAX_SPEC_BYTES));
+    }
+    let mut text = String::new();
+    file.take(MAX_SPEC_BYTES)
+        .read_to_string(&mut text)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text)
+}
+
+/// Parses a spec or projects file, JSON or TOML, into one JSON value.
+pub fn parse_document(text: &str, toml: bool) -> Result<serde_json::Value, String> {
+    if toml {
+        toml::from_str(text).map_err(|e| format!("not valid TOML: {e}"))
+    } else {
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))
+    }
+}
+
 /// Checks where a declarative project's spec is: a relative path inside
 /// an input of a type this server fetches.
 pub async fn check_declarative(declarative: &Declarative, inputs: &InputFetcher) -> Result<(), FieldError> {
-    let file = std::path::Path::new(&declarative.file);
-    let inside = !declarative.file.is_empty()
-        && file.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
-    if !inside {
+    if !is_relative_inside(&declarative.file) {
         return Err(FieldError::new(
             "declarative.file",
             format!("{:?} must be a relative path inside the input (like spec.json)", declarative.file),
@@ -69,7 +125,7 @@ pub async fn resolve_jobsets(
             continue;
         }
         let checked = match spec.apply_to(JobsetSettings::new(&name)) {
-            Ok(settings) => check_values(&settings, inputs).await.map(|()| settings),
+            Ok(settings) => check_values(&settings, None, inputs).await.map(|()| settings),
             Err(e) => Err(e),
         };
         match checked {
@@ -85,4 +141,37 @@ pub async fn resolve_jobsets(
 /// Errors as one message, one per line.
 pub fn describe_errors(errors: &[FieldError]) -> String {
     errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_stay_inside() {
+        assert!(is_relative_inside("release.nix"));
+        assert!(is_relative_inside("ci/./jobs.nix"));
+        assert!(!is_relative_inside("../etc/passwd"));
+        assert!(!is_relative_inside("ci/../../x"));
+        assert!(!is_relative_inside("/etc/passwd"));
+        assert!(!is_relative_inside(""));
+    }
+
+    #[tokio::test]
+    async fn spec_files_are_read_only_inside_their_input() {
+        let input = tempfile::tempdir().unwrap();
+        let root = input.path();
+        std::fs::write(root.join("spec.json"), "{}").unwrap();
+        assert_eq!(read_contained(root, &root.join("spec.json")).await.unwrap(), "{}");
+        // A link inside the input is followed; one leading out is refused.
+        std::os::unix::fs::symlink("spec.json", root.join("alias.json")).unwrap();
+        assert_eq!(read_contained(root, &root.join("alias.json")).await.unwrap(), "{}");
+        std::os::unix::fs::symlink("/etc/passwd", root.join("evil.json")).unwrap();
+        let err = read_contained(root, &root.join("evil.json")).await.unwrap_err();
+        assert!(err.contains("leads out of its input"), "{err}");
+        std::fs::create_dir(root.join("dir")).unwrap();
+        assert!(read_contained(root, &root.join("dir")).await.unwrap_err().contains("not a regular file"));
+        std::fs::write(root.join("big.json"), vec![b' '; (MAX_SPEC_BYTES + 1) as usize]).unwrap();
+        assert!(read_contained(root, &root.join("big.json")).await.unwrap_err().contains("larger than"));
+    }
 }

@@ -100,8 +100,7 @@ pub struct InputSpec {
     pub emailresponsible: Option<bool>,
 }
 
-/// Jobset types (Hydra's `type` field).
-pub const LEGACY: i32 = 0;
+/// The jobset type (Hydra's `type` field) of flakes; legacy jobsets are 0.
 pub const FLAKE: i32 = 1;
 
 fn int_field(field: &str, value: i64, min: i64, max: i64) -> Result<i32, FieldError> {
@@ -115,7 +114,7 @@ fn int_field(field: &str, value: i64, min: i64, max: i64) -> Result<i32, FieldEr
 impl JobsetSpec {
     /// `base` changed as this spec says, checked as a whole (names, ranges,
     /// the expression of a legacy jobset, the reference of a flake). The
-    /// input values are checked by [`super::check_inputs`], which needs the
+    /// input values are checked by [`super::check_values`], which needs the
     /// input types the server knows.
     pub fn apply_to(self, base: JobsetSettings) -> Result<JobsetSettings, FieldError> {
         self.apply_with_inputs(base, &[])
@@ -197,10 +196,7 @@ fn check_expression(settings: &JobsetSettings, given: &[&str]) -> Result<(), Fie
             "a legacy jobset needs the name of the input holding its expression",
         ));
     }
-    if settings.nixexpr_path.is_empty()
-        || settings.nixexpr_path.starts_with('/')
-        || settings.nixexpr_path.split('/').any(|c| c == "..")
-    {
+    if !super::is_relative_inside(&settings.nixexpr_path) {
         return Err(FieldError::new(
             "nixexprpath",
             format!("{:?} must be a relative path inside the input (like release.nix)", settings.nixexpr_path),

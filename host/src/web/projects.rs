@@ -221,15 +221,18 @@ pub async fn put_jobset(
     }
     let request: JobsetSpec = body::parse(&headers, &body)?;
     let existing = state.db.jobset(&project_name, &name).await?.map(|(_, j)| j);
-    let base = match &existing {
-        Some(jobset) => jobset.settings(&state.db.jobset_inputs(jobset.id).await?),
+    let previous = match &existing {
+        Some(jobset) => Some(jobset.settings(&state.db.jobset_inputs(jobset.id).await?)),
         None => {
             check_name("jobset", &name)?;
-            JobsetSettings::new(&name)
+            None
         }
     };
+    let base = previous.clone().unwrap_or_else(|| JobsetSettings::new(&name));
     let settings = request.apply_to(base).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    crate::projects::check_values(&settings, &state.inputs).await.map_err(|e| ApiError::bad_request(e.to_string()))?;
+    crate::projects::check_values(&settings, previous.as_ref(), &state.inputs)
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
 
     let (jobset, created) = state.db.save_jobset(&project, &name, &settings).await?;
     state.evaluator.wake();
