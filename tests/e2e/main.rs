@@ -21,4 +21,5 @@ mod renderers;
 mod restart;
 mod rights;
 mod scheduling;
+mod ui;
 mod vcs;

@@ -21,6 +21,7 @@ mod plugin_kv;
 mod projects;
 mod releases;
 mod users;
+mod views;
 
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ pub use overview::*;
 pub use projects::*;
 pub use releases::*;
 pub use users::*;
+pub use views::*;
 
 /// Handle on the database; cheap to clone.
 #[derive(Clone, Debug)]

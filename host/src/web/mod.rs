@@ -17,6 +17,7 @@ mod overview;
 mod projects;
 mod releases;
 mod rendered;
+mod ui;
 pub use releases::ReleaseCache;
 pub use rendered::RenderCache;
 mod users;
@@ -148,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         .route("/job/{project}/{jobset}/{job}/{*rest}", get(latest::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(ui::page_router(state.clone()), ui::serve_pages))
         .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(middleware::from_fn(negotiate::negotiate))
         .layer(middleware::from_fn(vary_accept))

@@ -1,0 +1,162 @@
+//! Queries of the web pages over many builds: a jobset's job-by-evaluation
+//! matrix, an evaluation's builds by status, and the comparison of two
+//! evaluations. Each is a fixed number of queries, paged where a page
+//! shows rows, so that a jobset of 20,000 jobs costs what one of 20 does.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::entities::{build, jobset_eval_member};
+use super::{Db, DbResult, status};
+
+/// A build as a matrix cell or list row shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildCell {
+    pub id: i64,
+    pub job: String,
+    pub finished: bool,
+    /// `None` while queued or running.
+    pub status: Option<i32>,
+}
+
+impl BuildCell {
+    pub fn succeeded(&self) -> bool {
+        self.finished && self.status == Some(status::SUCCESS)
+    }
+}
+
+/// A page of the job-by-evaluation matrix of a jobset.
+#[derive(Debug, Clone, Default)]
+pub struct JobMatrix {
+    /// The jobs of this page, sorted by name.
+    pub jobs: Vec<String>,
+    /// How many jobs the newest evaluation has.
+    pub total_jobs: u64,
+    /// (evaluation, job) to its build.
+    pub cells: HashMap<(i64, String), BuildCell>,
+}
+
+/// Which builds of an evaluation a page lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    All,
+    Queued,
+    Succeeded,
+    Failed,
+}
+
+/// What changed from one evaluation to the next, by job name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EvalComparison {
+    pub new_jobs: Vec<BuildCell>,
+    pub removed_jobs: Vec<BuildCell>,
+    pub newly_failing: Vec<BuildCell>,
+    pub newly_succeeding: Vec<BuildCell>,
+    /// Jobs whose status did not change.
+    pub unchanged: u64,
+}
+
+fn cell((id, job, finished, status): (i64, String, bool, Option<i32>)) -> BuildCell {
+    BuildCell { id, job, finished, status }
+}
+
+impl Db {
+    /// Builds of an evaluation as cells, with a filter, paged by job name.
+    fn eval_cells_query(eval_id: i64) -> sea_orm::Select<build::Entity> {
+        build::Entity::find()
+            .select_only()
+            .columns([build::Column::Id, build::Column::Job, build::Column::Finished, build::Column::BuildStatus])
+            .inner_join(jobset_eval_member::Entity)
+            .filter(jobset_eval_member::Column::EvalId.eq(eval_id))
+    }
+
+    /// A page of an evaluation's builds (by job name) with a status filter,
+    /// and how many builds pass the filter.
+    pub async fn eval_cells(
+        &self,
+        eval_id: i64,
+        filter: StatusFilter,
+        offset: u64,
+        limit: u64,
+    ) -> DbResult<(Vec<BuildCell>, u64)> {
+        let query = Self::eval_cells_query(eval_id);
+        let query = match filter {
+            StatusFilter::All => query,
+            StatusFilter::Queued => query.filter(build::Column::Finished.eq(false)),
+            StatusFilter::Succeeded => {
+                query.filter(build::Column::Finished.eq(true)).filter(build::Column::BuildStatus.eq(status::SUCCESS))
+            }
+            StatusFilter::Failed => {
+                query.filter(build::Column::Finished.eq(true)).filter(build::Column::BuildStatus.ne(status::SUCCESS))
+            }
+        };
+        let total = query.clone().count(self.read()).await?;
+        let rows: Vec<(i64, String, bool, Option<i32>)> =
+            query.order_by_asc(build::Column::Job).offset(offset).limit(limit).into_tuple().all(self.read()).await?;
+        Ok((rows.into_iter().map(cell).collect(), total))
+    }
+
+    /// Every build of an evaluation as a cell (for comparisons: a few
+    /// dozen bytes per job).
+    async fn all_eval_cells(&self, eval_id: i64) -> DbResult<BTreeMap<String, BuildCell>> {
+        let rows: Vec<(i64, String, bool, Option<i32>)> =
+            Self::eval_cells_query(eval_id).into_tuple().all(self.read()).await?;
+        Ok(rows.into_iter().map(cell).map(|c| (c.job.clone(), c)).collect())
+    }
+
+    /// The jobs of `evals[0]` (the newest), `limit` from `offset` by name,
+    /// with their builds in each of `evals`: three queries.
+    pub async fn job_matrix(&self, evals: &[i64], offset: u64, limit: u64) -> DbResult<JobMatrix> {
+        let Some(&newest) = evals.first() else {
+            return Ok(JobMatrix::default());
+        };
+        let (page, total_jobs) = self.eval_cells(newest, StatusFilter::All, offset, limit).await?;
+        let jobs: Vec<String> = page.into_iter().map(|c| c.job).collect();
+        let rows: Vec<(i64, i64, String, bool, Option<i32>)> = build::Entity::find()
+            .select_only()
+            .column(jobset_eval_member::Column::EvalId)
+            .columns([build::Column::Id, build::Column::Job, build::Column::Finished, build::Column::BuildStatus])
+            .inner_join(jobset_eval_member::Entity)
+            .filter(jobset_eval_member::Column::EvalId.is_in(evals.iter().copied()))
+            .filter(build::Column::Job.is_in(jobs.iter().cloned()))
+            .into_tuple()
+            .all(self.read())
+            .await?;
+        let cells = rows
+            .into_iter()
+            .map(|(eval, id, job, finished, status)| ((eval, job.clone()), cell((id, job, finished, status))))
+            .collect();
+        Ok(JobMatrix { jobs, total_jobs, cells })
+    }
+
+    /// The newest `limit` builds of a job, newest first: one query.
+    pub async fn job_history(&self, jobset_id: i64, job: &str, limit: u64) -> DbResult<Vec<super::Build>> {
+        Ok(build::Entity::find()
+            .filter(build::Column::JobsetId.eq(jobset_id))
+            .filter(build::Column::Job.eq(job))
+            .order_by_desc(build::Column::Id)
+            .limit(limit)
+            .all(self.read())
+            .await?)
+    }
+
+    /// How evaluation `eval_id` differs from `previous_id`: two queries.
+    pub async fn compare_evals(&self, eval_id: i64, previous_id: i64) -> DbResult<EvalComparison> {
+        let now = self.all_eval_cells(eval_id).await?;
+        let mut before = self.all_eval_cells(previous_id).await?;
+        let mut comparison = EvalComparison::default();
+        for (job, build) in now {
+            match before.remove(&job) {
+                None => comparison.new_jobs.push(build),
+                Some(old) if !build.finished || !old.finished || old.succeeded() == build.succeeded() => {
+                    comparison.unchanged += 1
+                }
+                Some(old) if old.succeeded() => comparison.newly_failing.push(build),
+                Some(_) => comparison.newly_succeeding.push(build),
+            }
+        }
+        comparison.removed_jobs = before.into_values().collect();
+        Ok(comparison)
+    }
+}

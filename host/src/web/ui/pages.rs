@@ -1,0 +1,458 @@
+//! The pages: overview, project, jobset, evaluation, build, job, login.
+
+use axum::extract::State;
+use axum::response::Response;
+use maud::{Markup, PreEscaped, html};
+use serde::Deserialize;
+
+use super::{cell_badge, duration, layout, pager, render, size, status_badge, time};
+use crate::db::{BuildCell, EvalComparison, StatusFilter};
+use crate::users::Caller;
+use crate::web::extract::{Path, Query};
+use crate::web::{ApiError, AppState, find_jobset, find_project};
+
+/// Rows per page of a list; columns (evaluations) of the jobset's matrix.
+const PAGE: u64 = 100;
+const MATRIX_EVALS: u64 = 10;
+/// Jobs listed per kind of change in a comparison.
+const CHANGES_SHOWN: usize = 50;
+/// Builds in a job's history and plots.
+const HISTORY: u64 = 100;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Paging {
+    #[serde(default)]
+    offset: u64,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+fn crumb(label: impl Into<String>, href: impl Into<String>) -> (String, String) {
+    (label.into(), href.into())
+}
+
+pub async fn overview(State(state): State<AppState>, caller: Caller) -> Response {
+    let page = async {
+        let projects = state.db.projects().await?;
+        let jobsets = state.db.jobsets_by_project().await?;
+        Ok::<_, ApiError>(html! {
+            @if projects.is_empty() {
+                p.muted { "No projects yet." }
+            } @else {
+                div.scroll { table {
+                    thead { tr { th { "Project" } th { "Description" } th { "Jobsets" } } }
+                    tbody {
+                        @for project in projects.iter().filter(|p| !p.hidden || caller.user.is_some()) {
+                            tr {
+                                td { a href=(format!("/project/{}", project.name)) { (project.display_name) }
+                                     @if !project.enabled { " " span.muted { "(disabled)" } } }
+                                td { (project.description) }
+                                td { (jobsets.get(&project.id).map_or(0, Vec::len)) }
+                            }
+                        }
+                    }
+                } }
+            }
+        })
+    }
+    .await;
+    render(&caller, page.map(|body| layout(&caller, "Projects", &[], body)))
+}
+
+pub async fn project(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Response {
+    let page = async {
+        let project = find_project(&state, &name).await?;
+        let jobsets = state.db.jobsets_of(project.id).await?;
+        let counts = state.db.jobset_counts(project.id).await?;
+        let body = html! {
+            @if !project.description.is_empty() { p { (project.description) } }
+            dl {
+                dt { "Owner" } dd { (project.owner) }
+                @if !project.homepage.is_empty() { dt { "Homepage" } dd { a href=(project.homepage) { (project.homepage) } } }
+                @if let Some(declarative) = project.declarative() {
+                    dt { "Declarative spec" }
+                    dd { code { (declarative.file) } " in " (declarative.kind) " " code { (declarative.value) } }
+                    dt { "Spec read" } dd { (time(project.declarative_checked_time)) }
+                }
+            }
+            @if let Some(error) = &project.declarative_error {
+                h2 { "The spec was not applied" }
+                pre.error { (error) }
+            }
+            h2 { "Jobsets" }
+            div.scroll { table {
+                thead { tr { th { "Jobset" } th { "Description" } th { "Last checked" } th { "Succeeded" } th { "Failed" } th { "Queued" } } }
+                tbody {
+                    @for jobset in jobsets.iter().filter(|j| !j.hidden || caller.user.is_some()) {
+                        @let count = counts.get(&jobset.id).cloned().unwrap_or_default();
+                        tr {
+                            td { a href=(format!("/jobset/{}/{}", project.name, jobset.name)) { (jobset.name) }
+                                 @if jobset.enabled == 0 { " " span.muted { "(disabled)" } } }
+                            td { (jobset.description) }
+                            td { (time(jobset.last_checked_time)) }
+                            td.ok { (count.succeeded) } td.fail { (count.failed) } td.queued { (count.scheduled) }
+                        }
+                    }
+                }
+            } }
+        };
+        Ok::<_, ApiError>(layout(&caller, &project.display_name, &[crumb(&project.name, format!("/project/{}", project.name))], body))
+    }
+    .await;
+    render(&caller, page)
+}
+
+pub async fn jobset(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project_name, jobset_name)): Path<(String, String)>,
+    Query(paging): Query<Paging>,
+) -> Response {
+    let page = async {
+        let (project, jobset) = find_jobset(&state, &project_name, &jobset_name).await?;
+        let inputs = state.db.jobset_inputs(jobset.id).await?;
+        let (evals, total_evals) = state.db.jobset_evals(jobset.id, 0, MATRIX_EVALS).await?;
+        let eval_ids: Vec<i64> = evals.iter().map(|e| e.id).collect();
+        let matrix = state.db.job_matrix(&eval_ids, paging.offset, PAGE).await?;
+        let errors = match evals.first() {
+            Some(latest) if latest.nr_errors > 0 => state.db.eval_errors(latest.id).await?,
+            _ => Vec::new(),
+        };
+        let base = format!("/jobset/{}/{}", project.name, jobset.name);
+        let body = html! {
+            @if !jobset.description.is_empty() { p { (jobset.description) } }
+            dl {
+                @if jobset.kind == crate::projects::spec::FLAKE {
+                    dt { "Flake" } dd { code { (jobset.flake.clone().unwrap_or_default()) } }
+                } @else {
+                    dt { "Expression" } dd { code { (jobset.nixexpr_path) } " in input " code { (jobset.nixexpr_input) } }
+                }
+                dt { "Last checked" } dd { (time(jobset.last_checked_time)) " " span.muted { (jobset.last_check_outcome.clone().unwrap_or_default()) } }
+                dt { "Checked" } dd {
+                    @if jobset.check_interval == 0 { "on push only" } @else { "every " (duration(i64::from(jobset.check_interval))) }
+                }
+                dt { "Evaluations" } dd { a href=(format!("{base}/evals")) { (total_evals) } }
+            }
+            @if let Some(error) = jobset.fetch_error_msg.as_ref().filter(|e| !e.is_empty()) {
+                h2 { "Fetching an input failed" } pre.error { (error) }
+            }
+            @if let Some(error) = jobset.error_msg.as_ref().filter(|e| !e.is_empty()) {
+                h2 { "The last evaluation failed" } pre.error { (error) }
+            }
+            @if !errors.is_empty() {
+                h2 { "Jobs that failed to evaluate in the last evaluation" }
+                @for error in &errors {
+                    details { summary { code { (error.job.clone().unwrap_or_default()) } } pre.error { (error.message) } }
+                }
+            }
+            @if !inputs.is_empty() {
+                h2 { "Inputs" }
+                div.scroll { table {
+                    thead { tr { th { "Name" } th { "Type" } th { "Value" } } }
+                    tbody { @for input in &inputs { tr { td { (input.name) } td { (input.kind) } td { code { (input.value) } } } } }
+                } }
+            }
+            h2 { "Jobs" }
+            @if evals.is_empty() {
+                p.muted { "Not evaluated yet." }
+            } @else {
+                div.scroll { table.matrix {
+                    thead { tr {
+                        th { "Job" }
+                        @for eval in &evals { th { a href=(format!("/eval/{}", eval.id)) { (eval.id) } } }
+                    } }
+                    tbody { @for job in &matrix.jobs { tr {
+                        td { a href=(format!("/job/{}/{}/{job}", project.name, jobset.name)) { (job) } }
+                        @for eval in &evals {
+                            td { @if let Some(cell) = matrix.cells.get(&(eval.id, job.clone())) { (cell_badge(cell)) } }
+                        }
+                    } } }
+                } }
+                (pager(&base, paging.offset, PAGE, matrix.total_jobs))
+            }
+        };
+        let crumbs = [crumb(&project.name, format!("/project/{}", project.name)), crumb(&jobset.name, base.clone())];
+        Ok::<_, ApiError>(layout(&caller, &format!("{}:{}", project.name, jobset.name), &crumbs, body))
+    }
+    .await;
+    render(&caller, page)
+}
+
+fn filter_of(status: Option<&str>) -> StatusFilter {
+    match status {
+        Some("queued") => StatusFilter::Queued,
+        Some("succeeded") => StatusFilter::Succeeded,
+        Some("failed") => StatusFilter::Failed,
+        _ => StatusFilter::All,
+    }
+}
+
+fn build_list(cells: &[BuildCell]) -> Markup {
+    html! {
+        div.scroll { table {
+            thead { tr { th { "Build" } th { "Job" } th { "Status" } } }
+            tbody { @for cell in cells { tr {
+                td { a href=(format!("/build/{}", cell.id)) { (cell.id) } }
+                td { (cell.job) }
+                td { (status_badge(cell.finished, cell.status)) }
+            } } }
+        } }
+    }
+}
+
+fn changes(comparison: &EvalComparison) -> Markup {
+    let section = |title: &str, cells: &[BuildCell]| {
+        html! {
+            @if !cells.is_empty() {
+                h3 { (title) " (" (cells.len()) ")" }
+                (build_list(&cells[..cells.len().min(CHANGES_SHOWN)]))
+                @if cells.len() > CHANGES_SHOWN { p.muted { "and " (cells.len() - CHANGES_SHOWN) " more" } }
+            }
+        }
+    };
+    html! {
+        (section("Newly failing", &comparison.newly_failing))
+        (section("Newly succeeding", &comparison.newly_succeeding))
+        (section("New jobs", &comparison.new_jobs))
+        (section("Removed jobs", &comparison.removed_jobs))
+        p.muted { (comparison.unchanged) " jobs unchanged." }
+    }
+}
+
+pub async fn eval(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Query(paging): Query<Paging>,
+) -> Response {
+    let page = async {
+        let eval = state.db.eval(id).await?.ok_or_else(|| ApiError::not_found(format!("evaluation {id} does not exist")))?;
+        let (project, jobset) = state
+            .db
+            .jobset_by_id(eval.jobset_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("the jobset of evaluation {id} is gone")))?;
+        let inputs = state.db.eval_inputs(&[id]).await?.remove(&id).unwrap_or_default();
+        let status = paging.status.as_deref();
+        let (cells, total) = state.db.eval_cells(id, filter_of(status), paging.offset, PAGE).await?;
+        let previous = state.db.previous_eval(&eval).await?;
+        let comparison = match &previous {
+            Some(previous) => Some(state.db.compare_evals(id, previous.id).await?),
+            None => None,
+        };
+        let base = match status {
+            Some(status) => format!("/eval/{id}?status={status}"),
+            None => format!("/eval/{id}"),
+        };
+        let body = html! {
+            dl {
+                dt { "Jobset" } dd { a href=(format!("/jobset/{}/{}", project.name, jobset.name)) { (project.name) ":" (jobset.name) } }
+                dt { "Evaluated" } dd { (time(Some(eval.timestamp))) }
+                dt { "Fetching, evaluating" } dd { (duration(eval.checkout_time)) ", " (duration(eval.eval_time)) }
+                @if let Some(flake) = &eval.flake { dt { "Flake" } dd { code { (flake) } } }
+                dt { "Builds" } dd { (eval.nr_builds) @if eval.nr_errors > 0 { ", " span.fail { (eval.nr_errors) " jobs failed to evaluate" } } }
+            }
+            @if !inputs.is_empty() {
+                h2 { "Inputs" }
+                div.scroll { table {
+                    thead { tr { th { "Name" } th { "Type" } th { "Value" } th { "Revision" } } }
+                    tbody { @for input in &inputs { tr {
+                        td { (input.name) } td { (input.kind) }
+                        td { code { (input.uri.clone().or_else(|| input.value.clone()).unwrap_or_default()) } }
+                        td { code { (input.revision.clone().unwrap_or_default()) } }
+                    } } }
+                } }
+            }
+            @if let (Some(previous), Some(comparison)) = (&previous, &comparison) {
+                h2 { "Compared with evaluation " a href=(format!("/eval/{}", previous.id)) { (previous.id) } }
+                (changes(comparison))
+            }
+            h2 { "Builds" }
+            p.filters {
+                @for (label, value) in [("all", None), ("failed", Some("failed")), ("succeeded", Some("succeeded")), ("queued", Some("queued"))] {
+                    @let href = value.map_or(format!("/eval/{id}"), |v| format!("/eval/{id}?status={v}"));
+                    a class=@if status == value { "current" } href=(href) { (label) }
+                }
+            }
+            (build_list(&cells))
+            (pager(&base, paging.offset, PAGE, total))
+        };
+        let crumbs = [
+            crumb(&project.name, format!("/project/{}", project.name)),
+            crumb(&jobset.name, format!("/jobset/{}/{}", project.name, jobset.name)),
+            crumb(format!("evaluation {id}"), format!("/eval/{id}")),
+        ];
+        Ok::<_, ApiError>(layout(&caller, &format!("Evaluation {id}"), &crumbs, body))
+    }
+    .await;
+    render(&caller, page)
+}
+
+pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path<i64>) -> Response {
+    let page = async {
+        let view = state
+            .db
+            .build_views(&[id])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::not_found(format!("build {id} does not exist")))?;
+        let b = &view.build;
+        let steps = state.db.build_steps(id).await?;
+        let constituents = if b.is_aggregate {
+            state.db.build_views(&state.db.constituents_of(id).await?).await?
+        } else {
+            Vec::new()
+        };
+        let rendered = super::super::rendered::render_products(&state, &view).await;
+        let machine = steps.iter().rev().find(|s| !s.machine.is_empty()).map(|s| s.machine.clone());
+        let body = html! {
+            p { (status_badge(b.finished, b.build_status))
+                @if b.is_cached_build == Some(true) { " " span.muted { "(cached: its outputs were already in the store)" } } }
+            dl {
+                dt { "Job" } dd { a href=(format!("/job/{}/{}/{}", view.project, view.jobset, b.job)) { (view.project) ":" (view.jobset) ":" (b.job) } }
+                dt { "Name" } dd { (b.nix_name) }
+                dt { "System" } dd { (b.system) }
+                dt { "Queued" } dd { (time(Some(b.timestamp))) }
+                dt { "Started" } dd { (time(b.start_time)) }
+                dt { "Finished" } dd { (time(b.stop_time)) }
+                @if let (Some(start), Some(stop)) = (b.start_time, b.stop_time) { dt { "Duration" } dd { (duration(stop - start)) } }
+                @if let Some(machine) = &machine { dt { "Machine" } dd { (machine) } }
+                @if let Some(size_) = b.closure_size { dt { "Closure size" } dd { (size(size_)) } }
+                dt { "Derivation" } dd { code { (b.drv_path) } }
+                dt { "Evaluations" } dd { @for eval in &view.evals { a href=(format!("/eval/{eval}")) { (eval) } " " } }
+            }
+            h2 { "Outputs" }
+            div.scroll { table { tbody { @for (name, path) in &view.outputs { tr { td { (name) } td { code { (path) } } } } } } }
+            @if !view.products.is_empty() {
+                h2 { "Products" }
+                @for product in &view.products {
+                    @let shown = rendered.iter().find(|(nr, _)| *nr == product.product_nr).map(|(_, v)| v.clone());
+                    div.product {
+                        h3 { (product.name) " " span.muted { (product.kind) " " (product.subtype) } }
+                        @match shown.as_ref().and_then(|v| v.get("html")).and_then(|h| h.as_str()) {
+                            // Sanitised by `rendered.rs` (no scripts, styles or event handlers).
+                            Some(fragment) => { (PreEscaped(fragment)) }
+                            None => {
+                                @if let Some(error) = shown.as_ref().and_then(|v| v.get("error")).and_then(|e| e.as_str()) { p.error { (error) } }
+                                a href=(format!("/build/{id}/download/{}", product.product_nr)) { "Download" }
+                            }
+                        }
+                    }
+                }
+            }
+            @if !constituents.is_empty() {
+                h2 { "Constituents" }
+                (build_list(&constituents.iter().map(|c| BuildCell { id: c.build.id, job: c.build.job.clone(), finished: c.build.finished, status: c.build.build_status }).collect::<Vec<_>>()))
+            }
+            h2 { "Steps" }
+            @if steps.is_empty() { p.muted { "Nothing was built for this build." } } @else {
+                div.scroll { table {
+                    thead { tr { th { "#" } th { "Derivation" } th { "Machine" } th { "Duration" } th { "Status" } th { "Log" } } }
+                    tbody { @for step in &steps { tr {
+                        td { (step.step_nr) }
+                        td { code { (step.drv_path) } }
+                        td { (step.machine) }
+                        td { @if let (Some(start), Some(stop)) = (step.start_time, step.stop_time) { (duration(stop - start)) } }
+                        td { @if step.busy { span.badge.queued { "running" } } @else { (status_badge(true, step.status)) } }
+                        td { a href=(format!("/build/{id}/nixlog/{}/tail", step.step_nr)) { "tail" } " "
+                             a href=(format!("/build/{id}/nixlog/{}", step.step_nr)) { "whole" } }
+                    } } }
+                } }
+            }
+            p { a href=(format!("/build/{id}/log")) { "The build's log" } }
+        };
+        let crumbs = [
+            crumb(&view.project, format!("/project/{}", view.project)),
+            crumb(&view.jobset, format!("/jobset/{}/{}", view.project, view.jobset)),
+            crumb(&b.job, format!("/job/{}/{}/{}", view.project, view.jobset, b.job)),
+        ];
+        Ok::<_, ApiError>(layout(&caller, &format!("Build {id}"), &crumbs, body))
+    }
+    .await;
+    render(&caller, page)
+}
+
+/// A line plot of `points` (oldest first) as inline SVG: no script, no
+/// request more.
+fn plot(title: &str, points: &[(i64, f64)], unit: impl Fn(f64) -> String) -> Markup {
+    const W: f64 = 600.0;
+    const H: f64 = 160.0;
+    const PAD: f64 = 40.0;
+    let max = points.iter().map(|(_, v)| *v).fold(0.0_f64, f64::max).max(1.0);
+    let n = points.len().max(2) as f64 - 1.0;
+    let coords: Vec<String> = points
+        .iter()
+        .enumerate()
+        .map(|(i, (_, v))| {
+            format!("{:.1},{:.1}", PAD + (W - 2.0 * PAD) * i as f64 / n, H - PAD / 2.0 - (H - PAD) * v / max)
+        })
+        .collect();
+    html! {
+        figure {
+            figcaption { (title) }
+            svg.plot viewBox=(format!("0 0 {W} {H}")) role="img" aria-label=(title) xmlns="http://www.w3.org/2000/svg" {
+                line.axis x1=(PAD) y1=(H - PAD / 2.0) x2=(W - PAD) y2=(H - PAD / 2.0) {}
+                line.axis x1=(PAD) y1=(PAD / 2.0) x2=(PAD) y2=(H - PAD / 2.0) {}
+                text x="2" y=(PAD / 2.0 + 4.0) { (unit(max)) }
+                text x="2" y=(H - PAD / 2.0) { "0" }
+                polyline.line points=(coords.join(" ")) {}
+            }
+        }
+    }
+}
+
+pub async fn job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project_name, jobset_name, job)): Path<(String, String, String)>,
+) -> Response {
+    let page = async {
+        let (project, jobset) = find_jobset(&state, &project_name, &jobset_name).await?;
+        let history = state.db.job_history(jobset.id, &job, HISTORY).await?;
+        if history.is_empty() {
+            return Err(ApiError::not_found(format!("job ‘{project_name}:{jobset_name}:{job}’ has no builds")));
+        }
+        let finished: Vec<_> = history.iter().rev().filter(|b| b.finished && b.build_status == Some(0)).collect();
+        let durations: Vec<(i64, f64)> = finished
+            .iter()
+            .filter(|b| b.is_cached_build != Some(true))
+            .filter_map(|b| Some((b.id, (b.stop_time? - b.start_time?) as f64)))
+            .collect();
+        let sizes: Vec<(i64, f64)> = finished.iter().filter_map(|b| Some((b.id, b.closure_size? as f64))).collect();
+        let body = html! {
+            @if durations.len() >= 2 { (plot("Build duration (successful builds that ran)", &durations, |v| duration(v as i64))) }
+            @if sizes.len() >= 2 { (plot("Closure size", &sizes, |v| size(v as i64))) }
+            h2 { "Builds" }
+            div.scroll { table {
+                thead { tr { th { "Build" } th { "Finished" } th { "Duration" } th { "Closure" } th { "Status" } } }
+                tbody { @for b in &history { tr {
+                    td { a href=(format!("/build/{}", b.id)) { (b.id) } }
+                    td { (time(b.stop_time)) }
+                    td { @if let (Some(start), Some(stop)) = (b.start_time, b.stop_time) { (duration(stop - start)) } }
+                    td { @if let Some(s) = b.closure_size { (size(s)) } }
+                    td { (status_badge(b.finished, b.build_status)) }
+                } } }
+            } }
+        };
+        let crumbs = [
+            crumb(&project.name, format!("/project/{}", project.name)),
+            crumb(&jobset.name, format!("/jobset/{}/{}", project.name, jobset.name)),
+            crumb(&job, format!("/job/{}/{}/{job}", project.name, jobset.name)),
+        ];
+        Ok(layout(&caller, &format!("{}:{}:{job}", project.name, jobset.name), &crumbs, body))
+    }
+    .await;
+    render(&caller, page)
+}
+
+pub async fn login(caller: Caller) -> Response {
+    let body = html! {
+        form.stacked method="post" action="/login" {
+            label { "User name" input type="text" name="username" autocomplete="username" required; }
+            label { "Password" input type="password" name="password" autocomplete="current-password" required; }
+            button type="submit" { "Log in" }
+        }
+    };
+    render(&caller, Ok(layout(&caller, "Log in", &[], body)))
+}

@@ -1,0 +1,187 @@
+//! The web UI in a real browser: Debian's chromium, headless, driven over
+//! WebDriver (chromedriver) against the real binary. A person logs in
+//! through the form, walks from the projects to a jobset's job matrix, an
+//! evaluation (filtered, compared with the previous one), a build with its
+//! rendered product and a job's plots. Screenshots of the pages are saved
+//! in `target/ui-screenshots/` as test artefacts.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::harness::{Backend, MK, Server, nonce, write};
+
+/// chromedriver on a free port, killed with the test.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver runs (Debian: apt install chromium chromium-driver; .ci/run installs them)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Driver { child, url: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,1000"] }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a chromium session")
+}
+
+fn screenshots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.unwrap();
+    std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text(client: &Client, css: &str) -> String {
+    client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css}: {e}")).text().await.unwrap()
+}
+
+/// The jobset: `hello` succeeds with a file product, `broken` fails; the
+/// `nonce` input makes new derivations when it changes.
+fn release_nix() -> String {
+    format!(
+        r#"{{ nonce }}:
+let {MK}
+in {{
+  hello = mk "hello" ''
+    mkdir -p $out/nix-support $out/bin
+    echo "hello ${{nonce}}" > $out/bin/hello
+    echo "file binary-dist $out/bin/hello" > $out/nix-support/hydra-build-products
+  '';
+  broken = mk "broken" "echo this build fails; exit 1";
+}}
+"#
+    )
+}
+
+#[test]
+fn pages_in_a_browser() {
+    let server = Server::start(Backend::Sqlite);
+    let source = server.source_dir("src");
+    write(&source.join("release.nix"), &release_nix());
+    server.create_jobset(
+        "web",
+        "main",
+        &source,
+        "release.nix",
+        json!({ "nonce": { "type": "string", "value": nonce() } }),
+    );
+    let first = server.wait_for_evals("web", "main", 1);
+    server.wait_for_eval_builds(first["id"].as_i64().unwrap());
+    // A second evaluation with new derivations: something to compare and plot.
+    let jobset = server.get_json("/jobset/web/main");
+    let mut inputs = jobset["inputs"].clone();
+    inputs["nonce"]["value"] = json!(nonce());
+    let answer = server.put("/jobset/web/main", &json!({ "inputs": inputs }));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    server.push("web", "main", true);
+    let second = server.wait_for_evals("web", "main", 2);
+    let builds = server.wait_for_eval_builds(second["id"].as_i64().unwrap());
+    let (second_id, hello) = (second["id"].as_i64().unwrap(), builds["hello"]["id"].as_i64().unwrap());
+
+    let driver = Driver::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = browser(&driver).await;
+        let url = |path: &str| format!("{}{path}", server.url);
+
+        // Logging in through the form lands on the projects, logged in.
+        client.goto(&url("/login")).await.unwrap();
+        screenshot(&client, "login").await;
+        client.find(Locator::Css("input[name=username]")).await.unwrap().send_keys("admin").await.unwrap();
+        client.find(Locator::Css("input[name=password]")).await.unwrap().send_keys("admin-password").await.unwrap();
+        client.find(Locator::Css("form.stacked button")).await.unwrap().click().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while client.current_url().await.unwrap().path() != "/" {
+            assert!(Instant::now() < deadline, "the login did not lead to the projects");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(text(&client, "h1").await, "Projects");
+        assert_eq!(text(&client, "nav .user span").await, "admin");
+        screenshot(&client, "projects").await;
+
+        // Project, then jobset: the matrix shows both evaluations' builds.
+        client.find(Locator::LinkText("web")).await.unwrap().click().await.unwrap();
+        assert_eq!(text(&client, "h1").await, "web");
+        client.find(Locator::LinkText("main")).await.unwrap().click().await.unwrap();
+        assert_eq!(text(&client, "h1").await, "web:main");
+        let matrix = text(&client, "table.matrix").await;
+        assert!(matrix.contains("broken") && matrix.contains("hello"), "{matrix}");
+        assert_eq!(client.find_all(Locator::Css("table.matrix .badge.ok")).await.unwrap().len(), 2, "{matrix}");
+        assert_eq!(client.find_all(Locator::Css("table.matrix .badge.fail")).await.unwrap().len(), 2, "{matrix}");
+        screenshot(&client, "jobset").await;
+
+        // The evaluation, filtered to its failures, and compared.
+        client.goto(&url(&format!("/eval/{second_id}?status=failed"))).await.unwrap();
+        let listed = text(&client, "main").await;
+        assert!(listed.contains("Compared with evaluation"), "{listed}");
+        let rows = client.find_all(Locator::Css("main > div.scroll:last-of-type tbody tr")).await.unwrap();
+        assert_eq!(rows.len(), 1, "only the failed build is listed");
+        assert!(rows[0].text().await.unwrap().contains("broken"));
+        screenshot(&client, "eval").await;
+
+        // The build: its product shown by the `file` renderer, whose link downloads it.
+        client.goto(&url(&format!("/build/{hello}"))).await.unwrap();
+        assert!(text(&client, "main").await.contains("succeeded"));
+        let product = text(&client, ".product").await;
+        assert!(product.contains("hello") && product.contains("binary-dist"), "{product}");
+        let download = client.find(Locator::Css(".product a")).await.unwrap().attr("href").await.unwrap().unwrap();
+        let downloaded = server.get(&download.replace(&server.url, ""));
+        assert_eq!(downloaded.status, 200);
+        assert!(downloaded.body.starts_with("hello "), "{}", downloaded.body);
+        screenshot(&client, "build").await;
+
+        // The job: its history, and a plot of its closure size.
+        client.find(Locator::Css(".crumbs li:last-child a")).await.unwrap().click().await.unwrap();
+        assert_eq!(text(&client, "h1").await, "web:main:hello");
+        assert_eq!(client.find_all(Locator::Css("main > div.scroll tbody tr")).await.unwrap().len(), 2);
+        let plots = client.find_all(Locator::Css("svg.plot polyline")).await.unwrap();
+        assert!(!plots.is_empty(), "a plot of the job's builds");
+        screenshot(&client, "job").await;
+
+        // A page that is not there says so, in the frame.
+        client.goto(&url("/build/999999")).await.unwrap();
+        assert!(text(&client, "main").await.contains("build 999999 does not exist"));
+        client.close().await.unwrap();
+    });
+
+    // Programs still get JSON on the same URLs.
+    assert_eq!(server.get_json(&format!("/build/{hello}"))["job"], "hello");
+}
