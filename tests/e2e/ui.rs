@@ -176,6 +176,51 @@ fn pages_in_a_browser() {
         assert!(!plots.is_empty(), "a plot of the job's builds");
         screenshot(&client, "job").await;
 
+        // A running build's log grows on its page as it is written.
+        write(
+            &source.join("slow.nix"),
+            &format!(
+                "{{ nonce }}:\nlet {MK}\nin {{ slow = mk \"slow\" ''\n  for i in $(seq 1 40); do echo \"line $i\"; sleep 0.25; done\n  echo done > $out\n''; }}\n"
+            ),
+        );
+        server.create_jobset("web", "slow", &source, "slow.nix", json!({ "nonce": { "type": "string", "value": nonce() } }));
+        let eval = server.wait_for_evals("web", "slow", 1);
+        let slow = server.get_json(&format!("/eval/{}", eval["id"]))["builds"][0].as_i64().unwrap();
+        server.wait_for("the slow build to start", Duration::from_secs(60), || {
+            let steps = server.get_json(&format!("/build/{slow}/steps"));
+            steps.as_array().unwrap().iter().any(|s| s["busy"] == 1 || s["busy"] == true).then_some(())
+        });
+        client.goto(&url(&format!("/build/{slow}"))).await.unwrap();
+        let log_text = || async { client.find(Locator::Css("pre.log")).await.unwrap().text().await.unwrap() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let early = loop {
+            let text = log_text().await;
+            if text.contains("line 3\n") || text.ends_with("line 3") {
+                break text;
+            }
+            assert!(Instant::now() < deadline, "the log did not appear live: {text:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        screenshot(&client, "live-log").await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = log_text().await;
+            if text.contains("line 40") {
+                assert!(text.lines().count() > early.lines().count(), "the log grew: {text:?}");
+                let numbers: Vec<&str> = text.lines().filter(|l| l.starts_with("line ")).collect();
+                let expected: Vec<String> = (1..=40).map(|i| format!("line {i}")).collect();
+                assert_eq!(numbers, expected, "every line once, in order");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the log stopped growing: {text:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client.find(Locator::Css("pre.log[data-state=finished]")).await.is_err() {
+            assert!(Instant::now() < deadline, "the live log did not end with its step");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
         // A page that is not there says so, in the frame.
         client.goto(&url("/build/999999")).await.unwrap();
         assert!(text(&client, "main").await.contains("build 999999 does not exist"));

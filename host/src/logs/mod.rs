@@ -3,13 +3,45 @@
 //!
 //! Layout: `logs/<first two chars of the drv name>/<rest>.zst`, as Nix lays
 //! out its own `/nix/var/log/nix/drvs`, so no directory grows too large.
+//!
+//! While a step runs, its lines are also sent to whoever follows the log
+//! live ([`LogStore::follow`]), each with its offset in the log, so that a
+//! reader who read the file first can tell which lines it already has.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::broadcast;
+
 use crate::nix::StorePath;
+
+/// Lines a live reader may fall behind by before it is told it missed some.
+const LIVE_BACKLOG: usize = 4096;
+
+/// A line of a log being written, as sent to live readers.
+#[derive(Debug, Clone)]
+pub struct LiveLine {
+    /// Bytes of the log before this line.
+    pub offset: u64,
+    pub text: Arc<str>,
+}
+
+/// The live side of a log being written.
+#[derive(Debug, Clone)]
+struct LiveChannel {
+    sender: broadcast::Sender<LiveLine>,
+    /// Set by a new reader: the writer flushes before its next line, so
+    /// that the file holds every line before the first one the reader gets.
+    flush_wanted: Arc<AtomicBool>,
+}
+
+/// The logs being written now, by derivation, for live readers.
+type LiveLogs = Arc<Mutex<HashMap<String, LiveChannel>>>;
 
 /// A written log is made readable at least this often while lines arrive.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -18,11 +50,24 @@ const COMPRESSION_LEVEL: i32 = 3;
 #[derive(Debug, Clone)]
 pub struct LogStore {
     dir: PathBuf,
+    live: LiveLogs,
 }
 
 impl LogStore {
     pub fn new(dir: PathBuf) -> LogStore {
-        LogStore { dir }
+        LogStore { dir, live: LiveLogs::default() }
+    }
+
+    /// Follows the log of a derivation being built now: its next lines,
+    /// then the end of the channel when the step ends. `None` when no step
+    /// writes it. Every line before the first one received is in the file
+    /// by the time it is received.
+    pub fn follow(&self, drv: &StorePath) -> Option<broadcast::Receiver<LiveLine>> {
+        let logs = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let channel = logs.get(drv.base_name())?;
+        let receiver = channel.sender.subscribe();
+        channel.flush_wanted.store(true, Ordering::Release);
+        Some(receiver)
     }
 
     fn path_for(&self, drv: &StorePath) -> PathBuf {
@@ -36,7 +81,17 @@ impl LogStore {
         std::fs::create_dir_all(path.parent().expect("log path has a parent"))?;
         let file = File::create(&path)?;
         let encoder = zstd::stream::Encoder::new(BufWriter::new(file), COMPRESSION_LEVEL)?;
-        Ok(LogWriter { encoder: Some(encoder), written: 0, last_flush: Instant::now(), dirty: false })
+        let (sender, _) = broadcast::channel(LIVE_BACKLOG);
+        let channel = LiveChannel { sender, flush_wanted: Arc::default() };
+        let key = drv.base_name().to_owned();
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), channel.clone());
+        Ok(LogWriter {
+            encoder: Some(encoder),
+            written: 0,
+            last_flush: Instant::now(),
+            dirty: false,
+            live: Some(LiveSender { logs: self.live.clone(), key, channel }),
+        })
     }
 
     pub fn exists(&self, drv: &StorePath) -> bool {
@@ -111,10 +166,35 @@ pub struct LogWriter {
     written: u64,
     last_flush: Instant,
     dirty: bool,
+    live: Option<LiveSender>,
+}
+
+/// The live channel of a log being written; it leaves the registry when the
+/// writer goes, which ends the channel for its readers.
+struct LiveSender {
+    logs: LiveLogs,
+    key: String,
+    channel: LiveChannel,
+}
+
+impl Drop for LiveSender {
+    fn drop(&mut self) {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        // A restarted step may have registered its own writer since.
+        if logs.get(&self.key).is_some_and(|c| c.sender.same_channel(&self.channel.sender)) {
+            logs.remove(&self.key);
+        }
+    }
 }
 
 impl LogWriter {
     pub fn write_line(&mut self, line: &str) -> std::io::Result<()> {
+        if self.live.as_ref().is_some_and(|l| l.channel.flush_wanted.swap(false, Ordering::AcqRel)) {
+            self.flush()?;
+        }
+        if let Some(live) = self.live.as_ref().filter(|l| l.channel.sender.receiver_count() > 0) {
+            let _ = live.channel.sender.send(LiveLine { offset: self.written, text: line.into() });
+        }
         let encoder = self.encoder.as_mut().expect("log writer used after finish");
         encoder.write_all(line.as_bytes())?;
         encoder.write_all(b"\n")?;
@@ -142,11 +222,12 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Ends the compressed frame and closes the file.
+    /// Ends the compressed frame and closes the file, then the live channel.
     pub fn finish(mut self) -> std::io::Result<()> {
         if let Some(encoder) = self.encoder.take() {
             encoder.finish()?.flush()?;
         }
+        self.live.take();
         Ok(())
     }
 }
@@ -154,6 +235,24 @@ impl LogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_readers_get_new_lines_with_offsets_then_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::new(dir.path().to_owned());
+        assert!(store.follow(&drv()).is_none(), "nothing is written yet");
+        let mut writer = store.create(&drv()).unwrap();
+        writer.write_line("before").unwrap();
+        let mut lines = store.follow(&drv()).unwrap();
+        writer.write_line("after").unwrap();
+        // The reader's first line finds every earlier line in the file.
+        let line = lines.try_recv().unwrap();
+        assert_eq!((line.offset, &*line.text), (7, "after"));
+        assert_eq!(store.read(&drv()).unwrap().unwrap(), b"before\n");
+        writer.finish().unwrap();
+        assert!(matches!(lines.try_recv(), Err(broadcast::error::TryRecvError::Closed)));
+        assert!(store.follow(&drv()).is_none(), "the step is over");
+    }
 
     fn drv() -> StorePath {
         StorePath::parse("/nix/store/i3m7y37jdyi708p9xfrkxr9wn91bv2gf-ok.drv").unwrap()

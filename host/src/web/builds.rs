@@ -7,6 +7,7 @@ use axum::extract::State;
 use super::extract::Path;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::auth::require_on;
@@ -121,9 +122,98 @@ pub async fn step_log_mode(
     State(state): State<AppState>,
     Path((id, step_nr, mode)): Path<(i64, i32, String)>,
 ) -> ApiResult<Response> {
-    let mode = LogMode::parse(&mode)?;
     let step = find_step(&state, id, step_nr).await?;
-    log_response(&state, &step.drv_path, mode)
+    if mode == "live" {
+        return live_log(&state, &step.drv_path).await;
+    }
+    log_response(&state, &step.drv_path, LogMode::parse(&mode)?)
+}
+
+/// Lines of a log sent first to a live reader: its tail, not all of it
+/// (the whole log is a link away).
+const LIVE_TAIL_LINES: usize = 1000;
+
+/// Where a live log's stream is.
+enum LiveState {
+    Start(Option<tokio::sync::broadcast::Receiver<crate::logs::LiveLine>>, Vec<u8>),
+    Following { lines: tokio::sync::broadcast::Receiver<crate::logs::LiveLine>, have: u64 },
+    Ending,
+    Done,
+}
+
+/// A reader that fell further behind than this is told so, not sent it all.
+const MAX_CATCH_UP: u64 = 1 << 20;
+
+/// `GET /build/N/nixlog/STEP/live`: the step's log as server-sent events
+/// (each with data: browsers drop events without) —
+/// `tail` (its last lines so far), then `line` for each line written (or
+/// several, when lines are caught up from the file: those written before
+/// the reader came, or while it fell behind), and `end` when the step is
+/// over.
+async fn live_log(state: &AppState, drv: &str) -> ApiResult<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+
+    let drv = StorePath::parse(drv).map_err(|e| ApiError::not_found(e.to_string()))?;
+    // Following first, then reading: no line falls between the two.
+    let lines = state.logs.follow(&drv);
+    let read = {
+        let (logs, drv) = (state.logs.clone(), drv.clone());
+        move || logs.read(&drv).map(Option::unwrap_or_default)
+    };
+    let internal = |e: String| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e);
+    let log = tokio::task::spawn_blocking(read.clone())
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| internal(format!("cannot read the log: {e}")))?;
+    let stream = futures_util::stream::unfold(LiveState::Start(lines, log), move |state| {
+        let read = read.clone();
+        async move {
+            match state {
+                LiveState::Start(lines, log) => {
+                    let tail = String::from_utf8_lossy(tail_lines(&log, LIVE_TAIL_LINES)).trim_end().to_owned();
+                    let next = match lines {
+                        Some(lines) => LiveState::Following { lines, have: log.len() as u64 },
+                        None => LiveState::Ending,
+                    };
+                    Some((Event::default().event("tail").data(tail), next))
+                }
+                LiveState::Following { mut lines, have } => loop {
+                    match lines.recv().await {
+                        Ok(line) if line.offset < have => continue,
+                        Ok(line) => {
+                            let mut text = String::new();
+                            if line.offset - have > MAX_CATCH_UP {
+                                text.push_str(&format!(
+                                    "… {} bytes not shown here: see the whole log …\n",
+                                    line.offset - have
+                                ));
+                            } else if line.offset > have {
+                                // Lines written before this reader came, or
+                                // while it lagged: they are in the file.
+                                let log = tokio::task::spawn_blocking(read).await.ok()?.ok()?;
+                                let end = (line.offset as usize).min(log.len());
+                                text.push_str(&String::from_utf8_lossy(&log[(have as usize).min(end)..end]));
+                            }
+                            text.push_str(&line.text);
+                            let have = line.offset + line.text.len() as u64 + 1;
+                            let event = Event::default().event("line").data(text.trim_end_matches('\n'));
+                            break Some((event, LiveState::Following { lines, have }));
+                        }
+                        // The lines missed are caught up from the file with the next one.
+                        Err(RecvError::Lagged(_)) => continue,
+                        Err(RecvError::Closed) => {
+                            break Some((Event::default().event("end").data("the step is over"), LiveState::Done));
+                        }
+                    }
+                },
+                LiveState::Ending => Some((Event::default().event("end").data("the step is over"), LiveState::Done)),
+                LiveState::Done => None,
+            }
+        }
+    })
+    .map(Ok::<_, std::convert::Infallible>);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
 /// `restart`, `cancel`, `bump`: act, then 302 to the build.

@@ -227,6 +227,7 @@ form.stacked { display:grid; gap:.6rem; max-width:22rem; } form.stacked label { 
 input, button, select { font:inherit; padding:.3rem .5rem; color:var(--fg); background:var(--bg); border:1px solid var(--line); border-radius:.3rem; }
 button { cursor:pointer; }
 .matrix td, .matrix th { text-align:center; } .matrix td:first-child, .matrix th:first-child { text-align:left; }
+pre.log { max-height:30rem; overflow-y:auto; }
 svg.plot { width:100%; max-width:48rem; height:auto; } svg.plot text { fill:var(--muted); font-size:11px; }
 svg.plot .line { fill:none; stroke:var(--link); stroke-width:2; } svg.plot .axis { stroke:var(--line); }
 "#;

@@ -27,6 +27,11 @@ pub struct Paging {
     status: Option<String>,
 }
 
+fn is_web_link(url: &str) -> bool {
+    let lower = url.trim_start().to_ascii_lowercase();
+    lower.starts_with("https://") || lower.starts_with("http://")
+}
+
 fn crumb(label: impl Into<String>, href: impl Into<String>) -> (String, String) {
     (label.into(), href.into())
 }
@@ -68,7 +73,12 @@ pub async fn project(State(state): State<AppState>, caller: Caller, Path(name): 
             @if !project.description.is_empty() { p { (project.description) } }
             dl {
                 dt { "Owner" } dd { (project.owner) }
-                @if !project.homepage.is_empty() { dt { "Homepage" } dd { a href=(project.homepage) { (project.homepage) } } }
+                @if !project.homepage.is_empty() {
+                    dt { "Homepage" }
+                    // Only web links are links: a `javascript:` homepage must not run.
+                    dd { @if is_web_link(&project.homepage) { a href=(project.homepage) rel="nofollow noopener" { (project.homepage) } }
+                         @else { (project.homepage) } }
+                }
                 @if let Some(declarative) = project.declarative() {
                     dt { "Declarative spec" }
                     dd { code { (declarative.file) } " in " (declarative.kind) " " code { (declarative.value) } }
@@ -307,7 +317,8 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
         let rendered = super::super::rendered::render_products(&state, &view).await;
         let machine = steps.iter().rev().find(|s| !s.machine.is_empty()).map(|s| s.machine.clone());
         let body = html! {
-            p { (status_badge(b.finished, b.build_status))
+            p { @if !b.finished && steps.iter().any(|s| s.busy) { span.badge.queued { "running" } }
+                @else { (status_badge(b.finished, b.build_status)) }
                 @if b.is_cached_build == Some(true) { " " span.muted { "(cached: its outputs were already in the store)" } } }
             dl {
                 dt { "Job" } dd { a href=(format!("/job/{}/{}/{}", view.project, view.jobset, b.job)) { (view.project) ":" (view.jobset) ":" (b.job) } }
@@ -360,6 +371,12 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
                     } } }
                 } }
             }
+            @for step in steps.iter().filter(|s| s.busy) {
+                h2 { "Step " (step.step_nr) " is running" }
+                p.muted { "Its log, as it is written. " a href=(format!("/build/{id}/nixlog/{}", step.step_nr)) { "The whole log" } }
+                pre.log data-live=(format!("/build/{id}/nixlog/{}/live", step.step_nr)) {}
+            }
+            @if steps.iter().any(|s| s.busy) { script { (PreEscaped(LIVE_LOG_SCRIPT)) } }
             p { a href=(format!("/build/{id}/log")) { "The build's log" } }
         };
         let crumbs = [
@@ -372,6 +389,24 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
     .await;
     render(&caller, page)
 }
+
+/// Follows running steps' logs: the tail first, then each line as it is
+/// written. At most `MAX` lines stay on the page, so that a log of many
+/// megabytes does not freeze the browser; the whole log is a link away.
+const LIVE_LOG_SCRIPT: &str = r#"
+for (const pre of document.querySelectorAll("pre[data-live]")) {
+  const MAX = 5000;
+  const source = new EventSource(pre.dataset.live);
+  const add = (text) => {
+    for (const line of text.split("\n")) pre.append(line + "\n");
+    while (pre.childNodes.length > MAX) pre.firstChild.remove();
+    pre.scrollTop = pre.scrollHeight;
+  };
+  source.addEventListener("tail", (e) => { pre.textContent = ""; if (e.data) add(e.data); });
+  source.addEventListener("line", (e) => add(e.data));
+  source.addEventListener("end", () => { source.close(); pre.dataset.state = "finished"; });
+}
+"#;
 
 /// A line plot of `points` (oldest first) as inline SVG: no script, no
 /// request more.
