@@ -115,6 +115,7 @@ fn pages_in_a_browser() {
     let second = server.wait_for_evals("web", "main", 2);
     let builds = server.wait_for_eval_builds(second["id"].as_i64().unwrap());
     let (second_id, hello) = (second["id"].as_i64().unwrap(), builds["hello"]["id"].as_i64().unwrap());
+    let broken = builds["broken"]["id"].as_i64().unwrap();
 
     let driver = Driver::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -176,6 +177,23 @@ fn pages_in_a_browser() {
         assert!(!plots.is_empty(), "a plot of the job's builds");
         screenshot(&client, "job").await;
 
+        // Restarting a failed build from its page runs it again.
+        client.goto(&url(&format!("/build/{broken}"))).await.unwrap();
+        assert!(client.find(Locator::Css("form.action[action$='/cancel']")).await.is_err(), "finished: no Cancel");
+        client.find(Locator::Css("form.action[action$='/restart'] button")).await.unwrap().click().await.unwrap();
+        server.wait_for("the restarted build to run again", Duration::from_secs(60), || {
+            let steps = server.get_json(&format!("/build/{broken}/steps"));
+            (steps.as_array().unwrap().len() == 2 && server.get_json(&format!("/build/{broken}"))["finished"] == 1)
+                .then_some(())
+        });
+        assert_eq!(client.current_url().await.unwrap().path(), format!("/build/{broken}"));
+
+        // "Evaluate now" evaluates the jobset again, unchanged as it is.
+        client.goto(&url("/jobset/web/main")).await.unwrap();
+        client.find(Locator::Css("form.action[action$='/evaluate'] button")).await.unwrap().click().await.unwrap();
+        server.wait_for_evals("web", "main", 3);
+        assert_eq!(client.current_url().await.unwrap().path(), "/jobset/web/main");
+
         // A running build's log grows on its page as it is written.
         write(
             &source.join("slow.nix"),
@@ -226,6 +244,19 @@ fn pages_in_a_browser() {
         assert!(text(&client, "main").await.contains("build 999999 does not exist"));
         client.close().await.unwrap();
     });
+
+    // Anonymous readers see the pages, not the buttons; the actions refuse them.
+    let page = server.request_with(
+        &crate::harness::Identity::Anonymous,
+        "GET",
+        &format!("/build/{broken}"),
+        None,
+        &[("Accept", "text/html")],
+    );
+    assert!(page.content_type.starts_with("text/html"), "{}", page.content_type);
+    assert!(page.body.contains("Build ") && !page.body.contains("/restart"), "{}", page.body);
+    let refused = server.request(&crate::harness::Identity::Anonymous, "POST", "/jobset/web/main/evaluate", None);
+    assert_eq!(refused.status, 401, "{}", refused.body);
 
     // Programs still get JSON on the same URLs.
     assert_eq!(server.get_json(&format!("/build/{hello}"))["job"], "hello");

@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
             get(projects::get_jobset).put(projects::put_jobset).delete(projects::delete_jobset),
         )
         .route("/jobset/{project}/{jobset}/evals", get(evals::jobset_evals))
+        .route("/jobset/{project}/{jobset}/evaluate", post(projects::evaluate))
         .route("/jobset/{project}/{jobset}/latest-eval", get(evals::latest_eval))
         .route("/eval/{id}", get(evals::get_eval))
         .route("/eval/{id}/builds", get(evals::eval_builds))

@@ -257,6 +257,26 @@ pub async fn delete_jobset(
     Ok(Json(json!({ "redirect": state.url(&format!("/project/{}", project.name)) })))
 }
 
+/// `POST /jobset/P/J/evaluate`: the "Evaluate now" button of the jobset's
+/// page; evaluates even unchanged inputs, then 302 back to the page.
+pub async fn evaluate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project, jobset)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (project, jobset) = find_jobset(&state, &project, &jobset).await?;
+    require_on(&state, &caller, Action::TriggerEval, &project).await?;
+    let triggered = state.db.trigger_jobsets(&[(project.name.clone(), jobset.name.clone())], true).await?;
+    if triggered.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "jobset ‘{}:{}’ is disabled (or its project is): switch it on to evaluate it",
+            project.name, jobset.name
+        )));
+    }
+    state.evaluator.wake();
+    Ok(super::redirect(&state, &format!("/jobset/{}/{}", project.name, jobset.name)))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct PushQuery {
     #[serde(default)]

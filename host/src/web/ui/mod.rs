@@ -222,6 +222,7 @@ pre, code { background:var(--code); font-family:ui-monospace, monospace; font-si
 pre { padding:.6rem; overflow-x:auto; white-space:pre-wrap; word-break:break-all; }
 dl { display:grid; grid-template-columns:max-content 1fr; gap:.2rem 1rem; } dt { color:var(--muted); } dd { margin:0; }
 .pager { margin:.5rem 0; gap:1rem; }
+.actions { display:flex; flex-wrap:wrap; gap:.5rem; margin:.5rem 0; } .actions form { margin:0; }
 .filters a { margin-right:.8rem; } .filters a.current { font-weight:700; }
 form.stacked { display:grid; gap:.6rem; max-width:22rem; } form.stacked label { display:grid; gap:.2rem; }
 input, button, select { font:inherit; padding:.3rem .5rem; color:var(--fg); background:var(--bg); border:1px solid var(--line); border-radius:.3rem; }

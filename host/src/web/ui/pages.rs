@@ -7,7 +7,8 @@ use serde::Deserialize;
 
 use super::{cell_badge, duration, layout, pager, render, size, status_badge, time};
 use crate::db::{BuildCell, EvalComparison, StatusFilter};
-use crate::users::Caller;
+use crate::users::{Action, Caller};
+use crate::web::auth::require_on;
 use crate::web::extract::{Path, Query};
 use crate::web::{ApiError, AppState, find_jobset, find_project};
 
@@ -25,6 +26,18 @@ pub struct Paging {
     offset: u64,
     #[serde(default)]
     status: Option<String>,
+}
+
+/// Whether the caller may do `action` on the project (to show its button;
+/// the action's route checks again).
+async fn may(state: &AppState, caller: &Caller, action: Action, project: &crate::db::Project) -> bool {
+    caller.user.is_some() && require_on(state, caller, action, project).await.is_ok()
+}
+
+/// A button that posts to `action`. Forms of this server's pages carry its
+/// Origin, which is what lets a session's POST through (`auth.rs`).
+fn action_button(action: &str, label: &str) -> Markup {
+    html! { form.action method="post" action=(action) { button type="submit" { (label) } } }
 }
 
 fn is_web_link(url: &str) -> bool {
@@ -129,7 +142,9 @@ pub async fn jobset(
             _ => Vec::new(),
         };
         let base = format!("/jobset/{}/{}", project.name, jobset.name);
+        let evaluate = may(&state, &caller, Action::TriggerEval, &project).await;
         let body = html! {
+            @if evaluate { div.actions { (action_button(&format!("{base}/evaluate"), "Evaluate now")) } }
             @if !jobset.description.is_empty() { p { (jobset.description) } }
             dl {
                 @if jobset.kind == crate::projects::spec::FLAKE {
@@ -315,11 +330,24 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
             Vec::new()
         };
         let rendered = super::super::rendered::render_products(&state, &view).await;
+        let project = find_project(&state, &view.project).await?;
+        let may = |action| may(&state, &caller, action, &project);
+        let (restart, cancel, bump, keep) =
+            (may(Action::RestartBuild).await, may(Action::CancelBuild).await, may(Action::BumpBuild).await, may(Action::KeepBuild).await);
         let machine = steps.iter().rev().find(|s| !s.machine.is_empty()).map(|s| s.machine.clone());
         let body = html! {
             p { @if !b.finished && steps.iter().any(|s| s.busy) { span.badge.queued { "running" } }
                 @else { (status_badge(b.finished, b.build_status)) }
                 @if b.is_cached_build == Some(true) { " " span.muted { "(cached: its outputs were already in the store)" } } }
+            div.actions {
+                @if restart && b.finished { (action_button(&format!("/build/{id}/restart"), "Restart")) }
+                @if cancel && !b.finished { (action_button(&format!("/build/{id}/cancel"), "Cancel")) }
+                @if bump && !b.finished { (action_button(&format!("/build/{id}/bump"), "Build first")) }
+                @if keep && b.finished {
+                    @if b.keep { (action_button(&format!("/build/{id}/keep/0"), "Stop keeping")) }
+                    @else { (action_button(&format!("/build/{id}/keep/1"), "Keep")) }
+                }
+            }
             dl {
                 dt { "Job" } dd { a href=(format!("/job/{}/{}/{}", view.project, view.jobset, b.job)) { (view.project) ":" (view.jobset) ":" (b.job) } }
                 dt { "Name" } dd { (b.nix_name) }
