@@ -55,6 +55,45 @@ pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// Counting the queries a piece of work issues (a web page, say): every
+/// query of the task inside [`counting`] adds to its count and time.
+pub mod query_count {
+    use std::cell::Cell;
+    use std::future::Future;
+    use std::time::Duration;
+
+    /// Queries issued, and the time they took.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct QueryCount {
+        pub queries: u32,
+        pub time: Duration,
+    }
+
+    tokio::task_local! {
+        static COUNT: Cell<QueryCount>;
+    }
+
+    /// Runs `work`, counting the queries it issues.
+    pub async fn counting<F: Future>(work: F) -> (F::Output, QueryCount) {
+        COUNT
+            .scope(Cell::new(QueryCount::default()), async move {
+                let output = work.await;
+                (output, COUNT.with(Cell::get))
+            })
+            .await
+    }
+
+    /// The connections' callback: runs in the task that issued the query.
+    pub(super) fn count(info: &sea_orm::metric::Info<'_>) {
+        let _ = COUNT.try_with(|count| {
+            let mut c = count.get();
+            c.queries += 1;
+            c.time += info.elapsed;
+            count.set(c);
+        });
+    }
+}
+
 impl Db {
     /// Connects (creating the SQLite file if needed) without migrating.
     pub async fn connect(url: &str) -> Result<Db, DbErr> {
@@ -66,8 +105,10 @@ impl Db {
                         .map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", parent.display())))?;
                 }
             }
-            let read = Database::connect(sqlite_options(url, 8)).await?;
-            let write = Database::connect(sqlite_options(url, 1)).await?;
+            let mut read = Database::connect(sqlite_options(url, 8)).await?;
+            let mut write = Database::connect(sqlite_options(url, 1)).await?;
+            read.set_metric_callback(query_count::count);
+            write.set_metric_callback(query_count::count);
             Ok(Db {
                 read,
                 write,
@@ -82,7 +123,8 @@ impl Db {
                 .connect_timeout(Duration::from_secs(10))
                 .acquire_timeout(Duration::from_secs(60))
                 .sqlx_logging(false);
-            let conn = Database::connect(options).await?;
+            let mut conn = Database::connect(options).await?;
+            conn.set_metric_callback(query_count::count);
             Ok(Db {
                 read: conn.clone(),
                 write: conn,
