@@ -69,6 +69,22 @@ async fn screenshot(client: &Client, name: &str) {
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
 
+/// Waits (after a click that loads a page) until `css` holds `expected`.
+async fn wait_for_text(client: &Client, css: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = match client.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if found.contains(expected) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{css} never held {expected:?}: {found:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn text(client: &Client, css: &str) -> String {
     client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css}: {e}")).text().await.unwrap()
 }
@@ -134,15 +150,52 @@ fn pages_in_a_browser() {
             assert!(Instant::now() < deadline, "the login did not lead to the projects");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(text(&client, "h1").await, "Projects");
+        wait_for_text(&client, "h1", "Projects").await;
         assert_eq!(text(&client, "nav .user span").await, "admin");
         screenshot(&client, "projects").await;
 
+        // A project and a jobset made through the forms; a mistake is shown
+        // next to its field, with what was typed kept.
+        let fill = |name: &'static str, value: String| {
+            let client = client.clone();
+            async move {
+                let input = client.find(Locator::Css(&format!("[name='{name}']"))).await.unwrap();
+                input.clear().await.unwrap();
+                input.send_keys(&value).await.unwrap();
+            }
+        };
+        client.find(Locator::LinkText("New project")).await.unwrap().click().await.unwrap();
+        fill("name", "forms".into()).await;
+        fill("displayname", "Made in the browser".into()).await;
+        client.find(Locator::Css("form.stacked button")).await.unwrap().click().await.unwrap();
+        wait_for_text(&client, "h1", "Made in the browser").await;
+        client.find(Locator::LinkText("New jobset")).await.unwrap().click().await.unwrap();
+        fill("name", "main".into()).await;
+        fill("nixexprinput", "src".into()).await;
+        fill("nixexprpath", "../release.nix".into()).await;
+        fill("input-0-name", "src".into()).await;
+        fill("input-0-type", "path".into()).await;
+        fill("input-0-value", source.display().to_string()).await;
+        fill("input-1-name", "nonce".into()).await;
+        fill("input-1-type", "string".into()).await;
+        fill("input-1-value", nonce()).await;
+        client.find(Locator::Css("form.stacked button")).await.unwrap().click().await.unwrap();
+        wait_for_text(&client, "label:has([name='nixexprpath']) .error", "must be a relative path inside the input").await;
+        let kept = client.find(Locator::Css("[name='input-0-value']")).await.unwrap().prop("value").await.unwrap();
+        assert_eq!(kept.as_deref(), Some(source.to_str().unwrap()), "what was typed is kept");
+        screenshot(&client, "jobset-form-error").await;
+        fill("nixexprpath", "release.nix".into()).await;
+        client.find(Locator::Css("form.stacked button")).await.unwrap().click().await.unwrap();
+        wait_for_text(&client, "h1", "forms:main").await;
+        let eval = server.wait_for_evals("forms", "main", 1);
+        assert_eq!(server.wait_for_eval_builds(eval["id"].as_i64().unwrap()).len(), 2);
+        client.goto(&url("/")).await.unwrap();
+
         // Project, then jobset: the matrix shows both evaluations' builds.
         client.find(Locator::LinkText("web")).await.unwrap().click().await.unwrap();
-        assert_eq!(text(&client, "h1").await, "web");
+        wait_for_text(&client, "h1", "web").await;
         client.find(Locator::LinkText("main")).await.unwrap().click().await.unwrap();
-        assert_eq!(text(&client, "h1").await, "web:main");
+        wait_for_text(&client, "h1", "web:main").await;
         let matrix = text(&client, "table.matrix").await;
         assert!(matrix.contains("broken") && matrix.contains("hello"), "{matrix}");
         assert_eq!(client.find_all(Locator::Css("table.matrix .badge.ok")).await.unwrap().len(), 2, "{matrix}");
@@ -171,7 +224,7 @@ fn pages_in_a_browser() {
 
         // The job: its history, and a plot of its closure size.
         client.find(Locator::Css(".crumbs li:last-child a")).await.unwrap().click().await.unwrap();
-        assert_eq!(text(&client, "h1").await, "web:main:hello");
+        wait_for_text(&client, "h1", "web:main:hello").await;
         assert_eq!(client.find_all(Locator::Css("main > div.scroll tbody tr")).await.unwrap().len(), 2);
         let plots = client.find_all(Locator::Css("svg.plot polyline")).await.unwrap();
         assert!(!plots.is_empty(), "a plot of the job's builds");

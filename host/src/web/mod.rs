@@ -148,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobset/{project}/{jobset}/{*rest}", get(latest::handle))
         .route("/job/{project}/{jobset}/{job}", get(latest::handle))
         .route("/job/{project}/{jobset}/{job}/{*rest}", get(latest::handle))
+        .merge(ui::form_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(ui::page_router(state.clone()), ui::serve_pages))

@@ -8,6 +8,7 @@
 //! script is needed to read them. Each page issues a fixed, small number
 //! of database queries, whatever the size of the jobset.
 
+mod forms;
 mod pages;
 
 use axum::Router;
@@ -34,8 +35,21 @@ pub fn page_router(state: AppState) -> Router {
         .route("/build/{id}", get(pages::build))
         .route("/job/{project}/{jobset}/{job}", get(pages::job))
         .route("/login", get(pages::login))
+        .route("/new-project", get(forms::new_project_page))
+        .route("/project/{project}/edit", get(forms::edit_project_page))
+        .route("/project/{project}/new-jobset", get(forms::new_jobset_page))
+        .route("/jobset/{project}/{jobset}/edit", get(forms::edit_jobset_page))
         .fallback(no_page)
         .with_state(state)
+}
+
+/// The forms' POST routes, for the main router (pages only answer GET).
+pub fn form_routes() -> Router<AppState> {
+    Router::new()
+        .route("/new-project", axum::routing::post(forms::create_project))
+        .route("/project/{project}/edit", axum::routing::post(forms::edit_project))
+        .route("/project/{project}/new-jobset", axum::routing::post(forms::create_jobset))
+        .route("/jobset/{project}/{jobset}/edit", axum::routing::post(forms::edit_jobset))
 }
 
 /// Marks "no page here": the JSON route answers instead.
@@ -224,7 +238,11 @@ dl { display:grid; grid-template-columns:max-content 1fr; gap:.2rem 1rem; } dt {
 .pager { margin:.5rem 0; gap:1rem; }
 .actions { display:flex; flex-wrap:wrap; gap:.5rem; margin:.5rem 0; } .actions form { margin:0; }
 .filters a { margin-right:.8rem; } .filters a.current { font-weight:700; }
-form.stacked { display:grid; gap:.6rem; max-width:22rem; } form.stacked label { display:grid; gap:.2rem; }
+form.stacked { display:grid; gap:.6rem; max-width:36rem; } form.stacked label { display:grid; gap:.2rem; }
+form.stacked input[type=checkbox] { justify-self:start; }
+form.stacked fieldset { display:grid; gap:.6rem; border:1px solid var(--line); border-radius:.3rem; }
+.input-row { display:grid; grid-template-columns:1fr 1fr 2fr; gap:.3rem; }
+@media (max-width: 40rem) { .input-row { grid-template-columns:1fr; } }
 input, button, select { font:inherit; padding:.3rem .5rem; color:var(--fg); background:var(--bg); border:1px solid var(--line); border-radius:.3rem; }
 button { cursor:pointer; }
 .matrix td, .matrix th { text-align:center; } .matrix td:first-child, .matrix th:first-child { text-align:left; }

@@ -53,7 +53,9 @@ pub async fn overview(State(state): State<AppState>, caller: Caller) -> Response
     let page = async {
         let projects = state.db.projects().await?;
         let jobsets = state.db.jobsets_by_project().await?;
+        let create = caller.check(Action::CreateProject, None).is_ok() && caller.user.is_some();
         Ok::<_, ApiError>(html! {
+            @if create { div.actions { a href="/new-project" { "New project" } } }
             @if projects.is_empty() {
                 p.muted { "No projects yet." }
             } @else {
@@ -82,7 +84,13 @@ pub async fn project(State(state): State<AppState>, caller: Caller, Path(name): 
         let project = find_project(&state, &name).await?;
         let jobsets = state.db.jobsets_of(project.id).await?;
         let counts = state.db.jobset_counts(project.id).await?;
+        let edit = may(&state, &caller, Action::EditProject, &project).await;
+        let add_jobset = project.declarative().is_none() && may(&state, &caller, Action::EditJobset, &project).await;
         let body = html! {
+            div.actions {
+                @if edit { a href=(format!("/project/{}/edit", project.name)) { "Edit" } }
+                @if add_jobset { a href=(format!("/project/{}/new-jobset", project.name)) { "New jobset" } }
+            }
             @if !project.description.is_empty() { p { (project.description) } }
             dl {
                 dt { "Owner" } dd { (project.owner) }
@@ -143,8 +151,12 @@ pub async fn jobset(
         };
         let base = format!("/jobset/{}/{}", project.name, jobset.name);
         let evaluate = may(&state, &caller, Action::TriggerEval, &project).await;
+        let edit = project.declarative().is_none() && may(&state, &caller, Action::EditJobset, &project).await;
         let body = html! {
-            @if evaluate { div.actions { (action_button(&format!("{base}/evaluate"), "Evaluate now")) } }
+            div.actions {
+                @if evaluate { (action_button(&format!("{base}/evaluate"), "Evaluate now")) }
+                @if edit { a href=(format!("{base}/edit")) { "Edit" } }
+            }
             @if !jobset.description.is_empty() { p { (jobset.description) } }
             dl {
                 @if jobset.kind == crate::projects::spec::FLAKE {
