@@ -202,10 +202,12 @@ fn pages_in_a_browser() {
         assert_eq!(client.find_all(Locator::Css("table.matrix .badge.fail")).await.unwrap().len(), 2, "{matrix}");
         screenshot(&client, "jobset").await;
 
-        // The evaluation, filtered to its failures, and compared.
-        client.goto(&url(&format!("/eval/{second_id}?status=failed"))).await.unwrap();
+        // The evaluation, compared with the previous one, then filtered to its failures.
+        client.goto(&url(&format!("/eval/{second_id}"))).await.unwrap();
         let listed = text(&client, "main").await;
-        assert!(listed.contains("Compared with evaluation"), "{listed}");
+        assert!(listed.contains("Compared with evaluation") && listed.contains("2 jobs unchanged"), "{listed}");
+        client.find(Locator::Css(".filters a[href$='status=failed']")).await.unwrap().click().await.unwrap();
+        wait_for_text(&client, ".filters a.current", "failed").await;
         let rows = client.find_all(Locator::Css("main > div.scroll:last-of-type tbody tr")).await.unwrap();
         assert_eq!(rows.len(), 1, "only the failed build is listed");
         assert!(rows[0].text().await.unwrap().contains("broken"));
@@ -251,7 +253,7 @@ fn pages_in_a_browser() {
         write(
             &source.join("slow.nix"),
             &format!(
-                "{{ nonce }}:\nlet {MK}\nin {{ slow = mk \"slow\" ''\n  for i in $(seq 1 40); do echo \"line $i\"; sleep 0.25; done\n  echo done > $out\n''; }}\n"
+                "{{ nonce }}:\nlet {MK}\nin {{ slow = mk \"slow\" ''\n  for i in $(seq 1 40); do echo \"line $i\"; [ $i = 20 ] && echo; sleep 0.25; done\n  echo done > $out\n''; }}\n"
             ),
         );
         server.create_jobset("web", "slow", &source, "slow.nix", json!({ "nonce": { "type": "string", "value": nonce() } }));
@@ -281,6 +283,7 @@ fn pages_in_a_browser() {
                 let numbers: Vec<&str> = text.lines().filter(|l| l.starts_with("line ")).collect();
                 let expected: Vec<String> = (1..=40).map(|i| format!("line {i}")).collect();
                 assert_eq!(numbers, expected, "every line once, in order");
+                assert!(text.contains("line 20\n\nline 21"), "an empty line is a line too: {text:?}");
                 break;
             }
             assert!(Instant::now() < deadline, "the log stopped growing: {text:?}");

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,8 +19,12 @@ use tokio::sync::broadcast;
 
 use crate::nix::StorePath;
 
-/// Lines a live reader may fall behind by before it is told it missed some.
-const LIVE_BACKLOG: usize = 4096;
+/// A written log is made readable at least this often while lines arrive.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+const COMPRESSION_LEVEL: i32 = 3;
+
+/// Lines a live reader may fall behind by; it catches up from the file.
+const LIVE_BACKLOG: usize = 256;
 
 /// A line of a log being written, as sent to live readers.
 #[derive(Debug, Clone)]
@@ -31,21 +34,25 @@ pub struct LiveLine {
     pub text: Arc<str>,
 }
 
-/// The live side of a log being written.
-#[derive(Debug, Clone)]
-struct LiveChannel {
-    sender: broadcast::Sender<LiveLine>,
-    /// Set by a new reader: the writer flushes before its next line, so
-    /// that the file holds every line before the first one the reader gets.
-    flush_wanted: Arc<AtomicBool>,
+/// The live side of a log being written. Readers and the writer take its
+/// lock in turn, so a reader's subscription and its flush request land
+/// between two lines: every line before the first one it receives is in
+/// the file by then.
+#[derive(Debug, Default)]
+struct LiveState {
+    /// Made by the first reader: a log nobody follows costs nothing.
+    sender: Option<broadcast::Sender<LiveLine>>,
+    flush_wanted: bool,
 }
+
+type LiveChannel = Arc<Mutex<LiveState>>;
 
 /// The logs being written now, by derivation, for live readers.
 type LiveLogs = Arc<Mutex<HashMap<String, LiveChannel>>>;
 
-/// A written log is made readable at least this often while lines arrive.
-const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-const COMPRESSION_LEVEL: i32 = 3;
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 #[derive(Debug, Clone)]
 pub struct LogStore {
@@ -63,10 +70,10 @@ impl LogStore {
     /// writes it. Every line before the first one received is in the file
     /// by the time it is received.
     pub fn follow(&self, drv: &StorePath) -> Option<broadcast::Receiver<LiveLine>> {
-        let logs = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        let channel = logs.get(drv.base_name())?;
-        let receiver = channel.sender.subscribe();
-        channel.flush_wanted.store(true, Ordering::Release);
+        let channel = lock(&self.live).get(drv.base_name())?.clone();
+        let mut state = lock(&channel);
+        let receiver = state.sender.get_or_insert_with(|| broadcast::channel(LIVE_BACKLOG).0).subscribe();
+        state.flush_wanted = true;
         Some(receiver)
     }
 
@@ -81,10 +88,9 @@ impl LogStore {
         std::fs::create_dir_all(path.parent().expect("log path has a parent"))?;
         let file = File::create(&path)?;
         let encoder = zstd::stream::Encoder::new(BufWriter::new(file), COMPRESSION_LEVEL)?;
-        let (sender, _) = broadcast::channel(LIVE_BACKLOG);
-        let channel = LiveChannel { sender, flush_wanted: Arc::default() };
+        let channel = LiveChannel::default();
         let key = drv.base_name().to_owned();
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), channel.clone());
+        lock(&self.live).insert(key.clone(), channel.clone());
         Ok(LogWriter {
             encoder: Some(encoder),
             written: 0,
@@ -179,21 +185,31 @@ struct LiveSender {
 
 impl Drop for LiveSender {
     fn drop(&mut self) {
-        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut logs = lock(&self.logs);
         // A restarted step may have registered its own writer since.
-        if logs.get(&self.key).is_some_and(|c| c.sender.same_channel(&self.channel.sender)) {
+        if logs.get(&self.key).is_some_and(|c| Arc::ptr_eq(c, &self.channel)) {
             logs.remove(&self.key);
         }
+        // Dropping the only sender ends the channel for its readers.
+        lock(&self.channel).sender = None;
     }
 }
 
 impl LogWriter {
     pub fn write_line(&mut self, line: &str) -> std::io::Result<()> {
-        if self.live.as_ref().is_some_and(|l| l.channel.flush_wanted.swap(false, Ordering::AcqRel)) {
-            self.flush()?;
-        }
-        if let Some(live) = self.live.as_ref().filter(|l| l.channel.sender.receiver_count() > 0) {
-            let _ = live.channel.sender.send(LiveLine { offset: self.written, text: line.into() });
+        if let Some(live) = &self.live {
+            let mut state = lock(&live.channel);
+            if state.flush_wanted {
+                state.flush_wanted = false;
+                if let Some(encoder) = self.encoder.as_mut().filter(|_| self.dirty) {
+                    encoder.flush()?;
+                    encoder.get_mut().flush()?;
+                    self.dirty = false;
+                }
+            }
+            if let Some(sender) = state.sender.as_ref().filter(|s| s.receiver_count() > 0) {
+                let _ = sender.send(LiveLine { offset: self.written, text: line.into() });
+            }
         }
         let encoder = self.encoder.as_mut().expect("log writer used after finish");
         encoder.write_all(line.as_bytes())?;

@@ -124,7 +124,7 @@ pub async fn step_log_mode(
 ) -> ApiResult<Response> {
     let step = find_step(&state, id, step_nr).await?;
     if mode == "live" {
-        return live_log(&state, &step.drv_path).await;
+        return live_log(&state, &step.drv_path, step.busy).await;
     }
     log_response(&state, &step.drv_path, LogMode::parse(&mode)?)
 }
@@ -141,17 +141,25 @@ enum LiveState {
     Done,
 }
 
+/// A server-sent event whose data is `text` as a JSON string.
+fn json_event(kind: &str, text: &str) -> axum::response::sse::Event {
+    let data = serde_json::Value::String(text.to_owned()).to_string();
+    axum::response::sse::Event::default().event(kind).data(data)
+}
+
 /// A reader that fell further behind than this is told so, not sent it all.
 const MAX_CATCH_UP: u64 = 1 << 20;
 
-/// `GET /build/N/nixlog/STEP/live`: the step's log as server-sent events
-/// (each with data: browsers drop events without) —
+/// `GET /build/N/nixlog/STEP/live`: the step's log as server-sent events,
+/// each a JSON string (so that an empty line is still an event) —
 /// `tail` (its last lines so far), then `line` for each line written (or
 /// several, when lines are caught up from the file: those written before
 /// the reader came, or while it fell behind), and `end` when the step is
-/// over.
-async fn live_log(state: &AppState, drv: &str) -> ApiResult<Response> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
+/// over. A step marked running whose log is not being written yet (it is
+/// about to start, or to be retried) gets its tail and no `end`: the
+/// browser comes back a few seconds later.
+async fn live_log(state: &AppState, drv: &str, busy: bool) -> ApiResult<Response> {
+    use axum::response::sse::{KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
 
     let drv = StorePath::parse(drv).map_err(|e| ApiError::not_found(e.to_string()))?;
@@ -171,12 +179,14 @@ async fn live_log(state: &AppState, drv: &str) -> ApiResult<Response> {
         async move {
             match state {
                 LiveState::Start(lines, log) => {
-                    let tail = String::from_utf8_lossy(tail_lines(&log, LIVE_TAIL_LINES)).trim_end().to_owned();
+                    let tail = String::from_utf8_lossy(tail_lines(&log, LIVE_TAIL_LINES)).into_owned();
+                    let tail = tail.strip_suffix('\n').unwrap_or(&tail);
                     let next = match lines {
                         Some(lines) => LiveState::Following { lines, have: log.len() as u64 },
+                        None if busy => LiveState::Done,
                         None => LiveState::Ending,
                     };
-                    Some((Event::default().event("tail").data(tail), next))
+                    Some((json_event("tail", tail), next))
                 }
                 LiveState::Following { mut lines, have } => loop {
                     match lines.recv().await {
@@ -194,20 +204,23 @@ async fn live_log(state: &AppState, drv: &str) -> ApiResult<Response> {
                                 let log = tokio::task::spawn_blocking(read).await.ok()?.ok()?;
                                 let end = (line.offset as usize).min(log.len());
                                 text.push_str(&String::from_utf8_lossy(&log[(have as usize).min(end)..end]));
+                                if log.len() < line.offset as usize {
+                                    // Lines the writer had not flushed when this reader fell behind.
+                                    text.push_str("… some lines are not shown here: see the whole log …\n");
+                                }
                             }
                             text.push_str(&line.text);
                             let have = line.offset + line.text.len() as u64 + 1;
-                            let event = Event::default().event("line").data(text.trim_end_matches('\n'));
-                            break Some((event, LiveState::Following { lines, have }));
+                            break Some((json_event("line", &text), LiveState::Following { lines, have }));
                         }
                         // The lines missed are caught up from the file with the next one.
                         Err(RecvError::Lagged(_)) => continue,
                         Err(RecvError::Closed) => {
-                            break Some((Event::default().event("end").data("the step is over"), LiveState::Done));
+                            break Some((json_event("end", "the step is over"), LiveState::Done));
                         }
                     }
                 },
-                LiveState::Ending => Some((Event::default().event("end").data("the step is over"), LiveState::Done)),
+                LiveState::Ending => Some((json_event("end", "the step is over"), LiveState::Done)),
                 LiveState::Done => None,
             }
         }

@@ -99,7 +99,8 @@ pub async fn jobset_evals(
     Query(query): Query<PageQuery>,
 ) -> ApiResult<Json<Value>> {
     let (_, jobset_row) = find_jobset(&state, &project, &jobset).await?;
-    let page = query.page.unwrap_or(1).max(1);
+    // Bounded: the database takes offsets as signed 64-bit numbers.
+    let page = query.page.unwrap_or(1).clamp(1, 1 << 40);
     let (evals, total) = state.db.jobset_evals(jobset_row.id, (page - 1) * EVALS_PER_PAGE, EVALS_PER_PAGE).await?;
     let ids: Vec<i64> = evals.iter().map(|e| e.id).collect();
     let members = state.db.eval_members(&ids).await?;

@@ -14,7 +14,8 @@ use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
 use super::{layout, render};
-use crate::users::Caller;
+use crate::users::{Action, Caller};
+use crate::web::auth::{require, require_on};
 use crate::web::extract::Path;
 use crate::web::{ApiError, AppState, find_jobset, find_project, projects};
 
@@ -128,6 +129,9 @@ fn project_json(fields: &Fields) -> Value {
 }
 
 pub async fn new_project_page(caller: Caller) -> Response {
+    if let Err(e) = require(&caller, Action::CreateProject) {
+        return render(&caller, Err(e));
+    }
     let fields = Fields::from([("enabled".into(), "on".into()), ("visible".into(), "on".into())]);
     let body = project_form("/new-project", &fields, &(None, String::new()), true);
     render(&caller, Ok(layout(&caller, "New project", &[], body)))
@@ -170,6 +174,7 @@ fn form_error(
 pub async fn edit_project_page(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Response {
     let page = async {
         let project = find_project(&state, &name).await?;
+        require_on(&state, &caller, Action::EditProject, &project).await?;
         let mut fields = Fields::new();
         fields.insert("displayname".into(), project.display_name.clone());
         fields.insert("description".into(), project.description.clone());
@@ -279,6 +284,9 @@ fn jobset_form(action: &str, fields: &Fields, error: &(Option<String>, String), 
                             value=(fields.get(&format!("input-{i}-type")).map(String::as_str).unwrap_or(""));
                         input type="text" name=(format!("input-{i}-value")) placeholder="value" aria-label="input value"
                             value=(fields.get(&format!("input-{i}-value")).map(String::as_str).unwrap_or(""));
+                        label.inline title="Mail the authors of its changes when a build fails" {
+                            (checkbox(&format!("input-{i}-emailresponsible"), fields)) "mail authors"
+                        }
                         @if !row_name.is_empty() && error.0.as_deref().is_some_and(|f| f == format!("inputs.{row_name}") || f.starts_with(&format!("inputs.{row_name}."))) {
                             span.error role="alert" { (error.1) }
                         }
@@ -301,7 +309,11 @@ fn jobset_json(fields: &Fields) -> Value {
         }
         inputs.insert(
             name.trim().to_owned(),
-            json!({ "type": get(&format!("input-{i}-type")).trim(), "value": get(&format!("input-{i}-value")) }),
+            json!({
+                "type": get(&format!("input-{i}-type")).trim(),
+                "value": get(&format!("input-{i}-value")),
+                "emailresponsible": fields.contains_key(&format!("input-{i}-emailresponsible")),
+            }),
         );
     }
     json!({
@@ -323,7 +335,8 @@ fn jobset_json(fields: &Fields) -> Value {
 
 pub async fn new_jobset_page(State(state): State<AppState>, caller: Caller, Path(project): Path<String>) -> Response {
     let page = async {
-        find_project(&state, &project).await?;
+        let found = find_project(&state, &project).await?;
+        require_on(&state, &caller, Action::EditJobset, &found).await?;
         let defaults = crate::db::JobsetSettings::new("");
         let fields = Fields::from([
             ("enabled".into(), "1".into()),
@@ -376,7 +389,8 @@ pub async fn edit_jobset_page(
     Path((project, name)): Path<(String, String)>,
 ) -> Response {
     let page = async {
-        let (_, jobset) = find_jobset(&state, &project, &name).await?;
+        let (found, jobset) = find_jobset(&state, &project, &name).await?;
+        require_on(&state, &caller, Action::EditJobset, &found).await?;
         let inputs = state.db.jobset_inputs(jobset.id).await?;
         let mut fields = Fields::new();
         fields.insert("description".into(), jobset.description.clone());
@@ -399,6 +413,9 @@ pub async fn edit_jobset_page(
             fields.insert(format!("input-{i}-name"), input.name.clone());
             fields.insert(format!("input-{i}-type"), input.kind.clone());
             fields.insert(format!("input-{i}-value"), input.value.clone());
+            if input.email_responsible {
+                fields.insert(format!("input-{i}-emailresponsible"), "on".into());
+            }
         }
         let form = jobset_form(&format!("/jobset/{project}/{name}/edit"), &fields, &(None, String::new()), false);
         Ok(layout(&caller, &format!("Edit {project}:{name}"), &[], form))

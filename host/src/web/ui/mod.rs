@@ -202,8 +202,8 @@ pub fn pager(base: &str, offset: u64, limit: u64, total: u64) -> Markup {
             @if offset > 0 {
                 a href=(format!("{base}{join}offset={}", offset.saturating_sub(limit))) { "← previous" }
             }
-            span.muted { (offset.min(total) + u64::from(total > 0)) "–" ((offset + limit).min(total)) " of " (total) }
-            @if offset + limit < total {
+            span.muted { (offset.min(total) + u64::from(total > 0)) "–" (offset.saturating_add(limit).min(total)) " of " (total) }
+            @if offset.saturating_add(limit) < total {
                 a href=(format!("{base}{join}offset={}", offset + limit)) { "next →" }
             }
         }
@@ -241,7 +241,8 @@ dl { display:grid; grid-template-columns:max-content 1fr; gap:.2rem 1rem; } dt {
 form.stacked { display:grid; gap:.6rem; max-width:36rem; } form.stacked label { display:grid; gap:.2rem; }
 form.stacked input[type=checkbox] { justify-self:start; }
 form.stacked fieldset { display:grid; gap:.6rem; border:1px solid var(--line); border-radius:.3rem; }
-.input-row { display:grid; grid-template-columns:1fr 1fr 2fr; gap:.3rem; }
+.input-row { display:grid; grid-template-columns:1fr 1fr 2fr auto; gap:.3rem; align-items:center; }
+form.stacked label.inline { display:flex; gap:.3rem; align-items:center; white-space:nowrap; }
 @media (max-width: 40rem) { .input-row { grid-template-columns:1fr; } }
 input, button, select { font:inherit; padding:.3rem .5rem; color:var(--fg); background:var(--bg); border:1px solid var(--line); border-radius:.3rem; }
 button { cursor:pointer; }

@@ -28,6 +28,17 @@ pub struct Paging {
     status: Option<String>,
 }
 
+impl Paging {
+    /// The offset asked for, bounded (the database takes signed numbers;
+    /// no page is that far anyway).
+    fn offset(&self) -> u64 {
+        self.offset.min(1 << 40)
+    }
+}
+
+/// Evaluation errors, constituents and evaluations of a build shown at most.
+const SHOWN: usize = 50;
+
 /// Whether the caller may do `action` on the project (to show its button;
 /// the action's route checks again).
 async fn may(state: &AppState, caller: &Caller, action: Action, project: &crate::db::Project) -> bool {
@@ -144,7 +155,7 @@ pub async fn jobset(
         let inputs = state.db.jobset_inputs(jobset.id).await?;
         let (evals, total_evals) = state.db.jobset_evals(jobset.id, 0, MATRIX_EVALS).await?;
         let eval_ids: Vec<i64> = evals.iter().map(|e| e.id).collect();
-        let matrix = state.db.job_matrix(&eval_ids, paging.offset, PAGE).await?;
+        let matrix = state.db.job_matrix(&eval_ids, paging.offset(), PAGE).await?;
         let errors = match evals.first() {
             Some(latest) if latest.nr_errors > 0 => state.db.eval_errors(latest.id).await?,
             _ => Vec::new(),
@@ -178,9 +189,10 @@ pub async fn jobset(
             }
             @if !errors.is_empty() {
                 h2 { "Jobs that failed to evaluate in the last evaluation" }
-                @for error in &errors {
+                @for error in errors.iter().take(SHOWN) {
                     details { summary { code { (error.job.clone().unwrap_or_default()) } } pre.error { (error.message) } }
                 }
+                @if errors.len() > SHOWN { p.muted { "and " (errors.len() - SHOWN) " more: see " a href=(format!("/eval/{}", evals[0].id)) { "the evaluation" } } }
             }
             @if !inputs.is_empty() {
                 h2 { "Inputs" }
@@ -205,7 +217,7 @@ pub async fn jobset(
                         }
                     } } }
                 } }
-                (pager(&base, paging.offset, PAGE, matrix.total_jobs))
+                (pager(&base, paging.offset(), PAGE, matrix.total_jobs))
             }
         };
         let crumbs = [crumb(&project.name, format!("/project/{}", project.name)), crumb(&jobset.name, base.clone())];
@@ -271,11 +283,14 @@ pub async fn eval(
             .ok_or_else(|| ApiError::not_found(format!("the jobset of evaluation {id} is gone")))?;
         let inputs = state.db.eval_inputs(&[id]).await?.remove(&id).unwrap_or_default();
         let status = paging.status.as_deref();
-        let (cells, total) = state.db.eval_cells(id, filter_of(status), paging.offset, PAGE).await?;
+        let (cells, total) = state.db.eval_cells(id, filter_of(status), paging.offset(), PAGE).await?;
         let previous = state.db.previous_eval(&eval).await?;
+        // The comparison reads both evaluations' jobs: on the first page only.
         let comparison = match &previous {
-            Some(previous) => Some(state.db.compare_evals(id, previous.id).await?),
-            None => None,
+            Some(previous) if paging.offset() == 0 && status.is_none() => {
+                Some(state.db.compare_evals(id, previous.id).await?)
+            }
+            _ => None,
         };
         let base = match status {
             Some(status) => format!("/eval/{id}?status={status}"),
@@ -312,7 +327,7 @@ pub async fn eval(
                 }
             }
             (build_list(&cells))
-            (pager(&base, paging.offset, PAGE, total))
+            (pager(&base, paging.offset(), PAGE, total))
         };
         let crumbs = [
             crumb(&project.name, format!("/project/{}", project.name)),
@@ -336,10 +351,11 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
             .ok_or_else(|| ApiError::not_found(format!("build {id} does not exist")))?;
         let b = &view.build;
         let steps = state.db.build_steps(id).await?;
-        let constituents = if b.is_aggregate {
-            state.db.build_views(&state.db.constituents_of(id).await?).await?
+        let (constituents, all_constituents) = if b.is_aggregate {
+            let ids = state.db.constituents_of(id).await?;
+            (state.db.build_views(&ids[..ids.len().min(SHOWN)]).await?, ids.len())
         } else {
-            Vec::new()
+            (Vec::new(), 0)
         };
         let rendered = super::super::rendered::render_products(&state, &view).await;
         let project = find_project(&state, &view.project).await?;
@@ -371,7 +387,10 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
                 @if let Some(machine) = &machine { dt { "Machine" } dd { (machine) } }
                 @if let Some(size_) = b.closure_size { dt { "Closure size" } dd { (size(size_)) } }
                 dt { "Derivation" } dd { code { (b.drv_path) } }
-                dt { "Evaluations" } dd { @for eval in &view.evals { a href=(format!("/eval/{eval}")) { (eval) } " " } }
+                dt { "Evaluations" } dd {
+                    @for eval in view.evals.iter().take(SHOWN) { a href=(format!("/eval/{eval}")) { (eval) } " " }
+                    @if view.evals.len() > SHOWN { "and " (view.evals.len() - SHOWN) " more" }
+                }
             }
             h2 { "Outputs" }
             div.scroll { table { tbody { @for (name, path) in &view.outputs { tr { td { (name) } td { code { (path) } } } } } } }
@@ -395,6 +414,7 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
             @if !constituents.is_empty() {
                 h2 { "Constituents" }
                 (build_list(&constituents.iter().map(|c| BuildCell { id: c.build.id, job: c.build.job.clone(), finished: c.build.finished, status: c.build.build_status }).collect::<Vec<_>>()))
+                @if all_constituents > SHOWN { p.muted { "and " (all_constituents - SHOWN) " more: see " a href=(format!("/build/{id}/constituents")) { "all of them" } } }
             }
             h2 { "Steps" }
             @if steps.is_empty() { p.muted { "Nothing was built for this build." } } @else {
@@ -442,8 +462,8 @@ for (const pre of document.querySelectorAll("pre[data-live]")) {
     while (pre.childNodes.length > MAX) pre.firstChild.remove();
     pre.scrollTop = pre.scrollHeight;
   };
-  source.addEventListener("tail", (e) => { pre.textContent = ""; if (e.data) add(e.data); });
-  source.addEventListener("line", (e) => add(e.data));
+  source.addEventListener("tail", (e) => { pre.textContent = ""; const t = JSON.parse(e.data); if (t) add(t); });
+  source.addEventListener("line", (e) => add(JSON.parse(e.data)));
   source.addEventListener("end", () => { source.close(); pre.dataset.state = "finished"; });
 }
 "#;
