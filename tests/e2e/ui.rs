@@ -317,3 +317,62 @@ fn pages_in_a_browser() {
     // Programs still get JSON on the same URLs.
     assert_eq!(server.get_json(&format!("/build/{hello}"))["job"], "hello");
 }
+
+/// A private server: every page answers 403 with a way to log in to an
+/// anonymous browser (programs still get their 401), and 200 once logged
+/// in; a wrong password sends the form back with the refusal.
+#[test]
+fn private_server_pages() {
+    use crate::harness::{Identity, Options};
+    let server =
+        Server::start_with(Backend::Sqlite, Options { web_config: "private = true".into(), ..Default::default() });
+    let source = server.source_dir("src");
+    write(&source.join("release.nix"), &release_nix());
+    server.create_jobset(
+        "web",
+        "main",
+        &source,
+        "release.nix",
+        json!({ "nonce": { "type": "string", "value": nonce() } }),
+    );
+    let eval = server.wait_for_evals("web", "main", 1);
+    let builds = server.wait_for_eval_builds(eval["id"].as_i64().unwrap());
+    let (eval, hello) = (eval["id"].as_i64().unwrap(), builds["hello"]["id"].as_i64().unwrap());
+    let pages = [
+        "/".to_owned(),
+        "/project/web".into(),
+        "/jobset/web/main".into(),
+        format!("/eval/{eval}"),
+        format!("/build/{hello}"),
+        "/job/web/main/hello".into(),
+        "/queue".into(),
+        "/machines".into(),
+        "/new-project".into(),
+        "/project/web/edit".into(),
+        "/jobset/web/main/edit".into(),
+    ];
+    let html = [("Accept", "text/html")];
+    let cookie = server.login("admin", "admin-password");
+    let session = Identity::Session { cookie, origin: None };
+    for page in &pages {
+        let anonymous = server.request_with(&Identity::Anonymous, "GET", page, None, &html);
+        assert_eq!(anonymous.status, 403, "{page}: {}", anonymous.body);
+        assert!(anonymous.body.contains("name=\"password\""), "{page}: a way to log in");
+        let logged_in = server.request_with(&session, "GET", page, None, &html);
+        assert_eq!(logged_in.status, 200, "{page}: {}", logged_in.body);
+        assert!(logged_in.content_type.starts_with("text/html"), "{page}");
+    }
+    assert_eq!(server.request(&Identity::Anonymous, "GET", "/jobset/web/main", None).status, 401, "JSON clients");
+    assert_eq!(server.request_with(&Identity::Anonymous, "GET", "/login", None, &html).status, 200);
+    let refused = server.request_with(
+        &Identity::Anonymous,
+        "POST",
+        "/login",
+        Some(("application/x-www-form-urlencoded", "username=admin&password=wrong")),
+        &html,
+    );
+    assert_eq!(refused.status, 303);
+    assert!(refused.location.unwrap_or_default().ends_with("/login?failed=1"));
+    let form = server.request_with(&Identity::Anonymous, "GET", "/login?failed=1", None, &html);
+    assert!(form.body.contains("Wrong user name or password."), "{}", form.body);
+}

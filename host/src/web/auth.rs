@@ -118,6 +118,12 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     };
     let path = request.uri().path();
     if state.config.web.private && caller.user.is_none() && !is_public(path) {
+        // A browser gets a page to log in from; programs, the 401 they expect.
+        if request.method() == Method::GET
+            && !super::negotiate::wants_json(request.headers(), request.uri().query(), path)
+        {
+            return super::ui::private_server_page();
+        }
         return ApiError::new(StatusCode::UNAUTHORIZED, "this server is private: log in or send an API token")
             .into_response();
     }

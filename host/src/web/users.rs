@@ -48,7 +48,24 @@ struct LoginRequest {
 /// `POST /login`: 302 with a `hydra_session` cookie and the user's JSON,
 /// or 403 for a wrong name or password.
 pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
-    let request: LoginRequest = body::parse(&headers, &body)?;
+    let from_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    match check_login(&state, &headers, &body).await {
+        // The login form shows the refusal itself.
+        Err(e) if from_form && e.status == StatusCode::FORBIDDEN => {
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            let location = state.url("/login?failed=1");
+            response.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).expect("URL is ASCII"));
+            Ok(response)
+        }
+        other => other,
+    }
+}
+
+async fn check_login(state: &AppState, headers: &HeaderMap, body: &Bytes) -> ApiResult<Response> {
+    let request: LoginRequest = body::parse(headers, body)?;
     let refused = || ApiError::forbidden("wrong user name or password");
     let (user, hash) = state.db.user_with_password(&request.username).await?.ok_or_else(refused)?;
     let hash = hash.ok_or_else(refused)?;

@@ -35,6 +35,8 @@ pub fn page_router(state: AppState) -> Router {
         .route("/build/{id}", get(pages::build))
         .route("/job/{project}/{jobset}/{job}", get(pages::job))
         .route("/login", get(pages::login))
+        .route("/queue", get(pages::queue))
+        .route("/machines", get(pages::machines))
         .route("/new-project", get(forms::new_project_page))
         .route("/project/{project}/edit", get(forms::edit_project_page))
         .route("/project/{project}/new-jobset", get(forms::new_jobset_page))
@@ -84,6 +86,16 @@ pub async fn serve_pages(State(pages): State<Router>, request: Request, next: Ne
         Err(never) => match never {},
     };
     if response.extensions().get::<NoPage>().is_some() { next.run(request).await } else { response }
+}
+
+/// What an anonymous browser gets on a private server: 403, and the way in.
+pub fn private_server_page() -> Response {
+    let caller = Caller::anonymous();
+    let body = html! {
+        p { "This server is private: log in to see it." }
+        (pages::login_form())
+    };
+    (StatusCode::FORBIDDEN, layout(&caller, "Log in", &[], body)).into_response()
 }
 
 /// A page in the common frame: header with navigation and who is logged

@@ -541,13 +541,88 @@ pub async fn job(
     render(&caller, page)
 }
 
-pub async fn login(caller: Caller) -> Response {
+/// Builds in the queue's order, this many at most.
+const QUEUE_SHOWN: u64 = 500;
+
+pub async fn queue(State(state): State<AppState>, caller: Caller) -> Response {
+    let page = async {
+        let total = state.db.queued_count().await?;
+        let views = state.db.build_views(&state.db.queue_view(QUEUE_SHOWN).await?).await?;
+        let running = state.db.running_steps().await?;
+        let body = html! {
+            p { (total) " builds queued" @if total > QUEUE_SHOWN { " (the first " (QUEUE_SHOWN) " in the order they are built)" } "; " (running.len()) " steps running." }
+            @if !running.is_empty() {
+                h2 { "Running" }
+                div.scroll { table {
+                    thead { tr { th { "Build" } th { "Job" } th { "Step" } th { "Machine" } th { "Since" } } }
+                    tbody { @for s in &running { tr {
+                        td { a href=(format!("/build/{}", s.step.build_id)) { (s.step.build_id) } }
+                        td { (s.project) ":" (s.jobset) ":" (s.job) }
+                        td { code { (s.step.drv_path) } }
+                        td { (s.step.machine) }
+                        td { (time(s.step.start_time)) }
+                    } } }
+                } }
+            }
+            h2 { "Queued" }
+            div.scroll { table {
+                thead { tr { th { "Build" } th { "Job" } th { "System" } th { "Queued" } } }
+                tbody { @for v in &views { tr {
+                    td { a href=(format!("/build/{}", v.build.id)) { (v.build.id) } }
+                    td { (v.project) ":" (v.jobset) ":" (v.build.job) }
+                    td { (v.build.system) }
+                    td { (time(Some(v.build.timestamp))) }
+                } } }
+            } }
+        };
+        Ok::<_, ApiError>(layout(&caller, "Queue", &[], body))
+    }
+    .await;
+    render(&caller, page)
+}
+
+pub async fn machines(State(state): State<AppState>, caller: Caller) -> Response {
     let body = html! {
+        div.scroll { table {
+            thead { tr { th { "Machine" } th { "Systems" } th { "Features" } th { "Jobs" } th { "Steps done" } th { "State" } } }
+            tbody { @for m in state.machines.views() { tr {
+                td { (m.spec.name) }
+                td { (m.spec.systems.join(", ")) }
+                td { (m.spec.supported_features.iter().map(String::as_str).collect::<Vec<_>>().join(", ")) }
+                td { (m.running.len()) " / " (m.spec.max_jobs) }
+                td { (m.steps_done) }
+                td {
+                    @if !m.enabled { span.badge.fail { "disabled" } }
+                    @else if let Some(secs) = m.disabled_for_secs { span.badge.queued { "failing, retried in " (duration(secs as i64)) } }
+                    @else { span.badge.ok { "up" } }
+                    @if let Some((_, message)) = &m.last_failure { pre.error { (message) } }
+                }
+            } } }
+        } }
+    };
+    render(&caller, Ok(layout(&caller, "Machines", &[], body)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LoginQuery {
+    #[serde(default)]
+    failed: Option<String>,
+}
+
+pub async fn login(caller: Caller, Query(query): Query<LoginQuery>) -> Response {
+    let body = html! {
+        @if query.failed.is_some() { p.error role="alert" { "Wrong user name or password." } }
+        (login_form())
+    };
+    render(&caller, Ok(layout(&caller, "Log in", &[], body)))
+}
+
+pub fn login_form() -> Markup {
+    html! {
         form.stacked method="post" action="/login" {
             label { "User name" input type="text" name="username" autocomplete="username" required; }
             label { "Password" input type="password" name="password" autocomplete="current-password" required; }
             button type="submit" { "Log in" }
         }
-    };
-    render(&caller, Ok(layout(&caller, "Log in", &[], body)))
+    }
 }
