@@ -326,7 +326,12 @@ max_jobs = {max_jobs}
         );
         let config_path = dir.path().join("orthrus.toml");
         std::fs::write(&config_path, config).unwrap();
+        // A fresh connection per request: a pooled one the server has just
+        // closed fails the next request with "peer disconnected" (seen once
+        // under a loaded CI), which says nothing about the server.
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
             .max_redirects(0)
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
