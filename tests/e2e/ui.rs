@@ -107,9 +107,9 @@ in {{
     )
 }
 
-#[test]
-fn pages_in_a_browser() {
-    let server = Server::start(Backend::Sqlite);
+/// Jobset `web:main` of [`release_nix`], evaluated once and built; returns
+/// the directory of its source.
+fn built_jobset(server: &Server) -> PathBuf {
     let source = server.source_dir("src");
     write(&source.join("release.nix"), &release_nix());
     server.create_jobset(
@@ -119,8 +119,15 @@ fn pages_in_a_browser() {
         "release.nix",
         json!({ "nonce": { "type": "string", "value": nonce() } }),
     );
-    let first = server.wait_for_evals("web", "main", 1);
-    server.wait_for_eval_builds(first["id"].as_i64().unwrap());
+    let eval = server.wait_for_evals("web", "main", 1);
+    server.wait_for_eval_builds(eval["id"].as_i64().unwrap());
+    source
+}
+
+#[test]
+fn pages_in_a_browser() {
+    let server = Server::start(Backend::Sqlite);
+    let source = built_jobset(&server);
     // A second evaluation with new derivations: something to compare and plot.
     let jobset = server.get_json("/jobset/web/main");
     let mut inputs = jobset["inputs"].clone();
@@ -326,18 +333,9 @@ fn private_server_pages() {
     use crate::harness::{Identity, Options};
     let server =
         Server::start_with(Backend::Sqlite, Options { web_config: "private = true".into(), ..Default::default() });
-    let source = server.source_dir("src");
-    write(&source.join("release.nix"), &release_nix());
-    server.create_jobset(
-        "web",
-        "main",
-        &source,
-        "release.nix",
-        json!({ "nonce": { "type": "string", "value": nonce() } }),
-    );
-    let eval = server.wait_for_evals("web", "main", 1);
-    let builds = server.wait_for_eval_builds(eval["id"].as_i64().unwrap());
-    let (eval, hello) = (eval["id"].as_i64().unwrap(), builds["hello"]["id"].as_i64().unwrap());
+    built_jobset(&server);
+    let eval = server.wait_for_evals("web", "main", 1)["id"].as_i64().unwrap();
+    let hello = server.wait_for_eval_builds(eval)["hello"]["id"].as_i64().unwrap();
     let pages = [
         "/".to_owned(),
         "/project/web".into(),

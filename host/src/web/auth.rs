@@ -174,6 +174,29 @@ pub async fn require_on(state: &AppState, caller: &Caller, action: Action, proje
     Ok(caller.check(action, Some(ProjectOwners { owner: &project.owner, members: &members }))?)
 }
 
+/// Which of `actions` the caller may do on a project, reading its members
+/// at most once (for a page showing one button per action; each action's
+/// route checks again).
+pub async fn permitted<const N: usize>(
+    state: &AppState,
+    caller: &Caller,
+    project: &Project,
+    actions: [Action; N],
+) -> ApiResult<[bool; N]> {
+    if caller.user.is_none() {
+        return Ok([false; N]);
+    }
+    let check = |action, members: &[String]| {
+        caller.check(action, Some(ProjectOwners { owner: &project.owner, members })).is_ok()
+    };
+    let without_members = actions.map(|action| check(action, &[]));
+    if without_members.iter().all(|&allowed| allowed) {
+        return Ok(without_members);
+    }
+    let members = state.db.project_members(project.id).await?;
+    Ok(actions.map(|action| check(action, &members)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,16 +35,14 @@ pub fn parse<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T
 fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        ApiError::bad_request(format!("field ‘{path}’: {}", e.into_inner()))
+        ApiError::invalid_field(path, e.into_inner())
     })
 }
-
-pub use crate::projects::spec::flexible_bool;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::projects::spec::flexible_int;
+    use crate::projects::spec::{flexible_bool, flexible_int};
     use serde::Deserialize;
 
     #[derive(Deserialize, Debug)]

@@ -133,8 +133,8 @@ pub async fn step_log_mode(
 /// (the whole log is a link away).
 const LIVE_TAIL_LINES: usize = 1000;
 
-/// Where a live log's stream is.
-enum LiveState {
+/// Where a live log's stream of events is.
+enum LiveStream {
     Start(Option<tokio::sync::broadcast::Receiver<crate::logs::LiveLine>>, Vec<u8>),
     Following { lines: tokio::sync::broadcast::Receiver<crate::logs::LiveLine>, have: u64 },
     Ending,
@@ -174,21 +174,21 @@ async fn live_log(state: &AppState, drv: &str, busy: bool) -> ApiResult<Response
         .await
         .map_err(|e| internal(e.to_string()))?
         .map_err(|e| internal(format!("cannot read the log: {e}")))?;
-    let stream = futures_util::stream::unfold(LiveState::Start(lines, log), move |state| {
+    let stream = futures_util::stream::unfold(LiveStream::Start(lines, log), move |state| {
         let read = read.clone();
         async move {
             match state {
-                LiveState::Start(lines, log) => {
+                LiveStream::Start(lines, log) => {
                     let tail = String::from_utf8_lossy(tail_lines(&log, LIVE_TAIL_LINES)).into_owned();
                     let tail = tail.strip_suffix('\n').unwrap_or(&tail);
                     let next = match lines {
-                        Some(lines) => LiveState::Following { lines, have: log.len() as u64 },
-                        None if busy => LiveState::Done,
-                        None => LiveState::Ending,
+                        Some(lines) => LiveStream::Following { lines, have: log.len() as u64 },
+                        None if busy => LiveStream::Done,
+                        None => LiveStream::Ending,
                     };
                     Some((json_event("tail", tail), next))
                 }
-                LiveState::Following { mut lines, have } => loop {
+                LiveStream::Following { mut lines, have } => loop {
                     match lines.recv().await {
                         Ok(line) if line.offset < have => continue,
                         Ok(line) => {
@@ -211,17 +211,17 @@ async fn live_log(state: &AppState, drv: &str, busy: bool) -> ApiResult<Response
                             }
                             text.push_str(&line.text);
                             let have = line.offset + line.text.len() as u64 + 1;
-                            break Some((json_event("line", &text), LiveState::Following { lines, have }));
+                            break Some((json_event("line", &text), LiveStream::Following { lines, have }));
                         }
                         // The lines missed are caught up from the file with the next one.
                         Err(RecvError::Lagged(_)) => continue,
                         Err(RecvError::Closed) => {
-                            break Some((json_event("end", "the step is over"), LiveState::Done));
+                            break Some((json_event("end", "the step is over"), LiveStream::Done));
                         }
                     }
                 },
-                LiveState::Ending => Some((json_event("end", "the step is over"), LiveState::Done)),
-                LiveState::Done => None,
+                LiveStream::Ending => Some((json_event("end", "the step is over"), LiveStream::Done)),
+                LiveStream::Done => None,
             }
         }
     })

@@ -5,18 +5,28 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::db::DbError;
+use crate::projects::FieldError;
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// The request field at fault, when one is: forms show the reason next
+    /// to it.
+    pub field: Option<FieldError>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError { status, message: message.into(), field: None }
+    }
+
+    /// A 400 naming the field at fault: `field ‘NAME’: REASON`.
+    pub fn invalid_field(field: impl Into<String>, reason: impl std::fmt::Display) -> ApiError {
+        let field = FieldError::new(field, reason.to_string());
+        ApiError { status: StatusCode::BAD_REQUEST, message: field.to_string(), field: Some(field) }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -29,6 +39,12 @@ impl ApiError {
 
     pub fn forbidden(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, message)
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> ApiError {
+        ApiError::invalid_field(e.field, e.message)
     }
 }
 

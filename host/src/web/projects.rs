@@ -12,10 +12,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{require, require_on};
-use super::body::{self, flexible_bool};
+use super::body;
 use super::{ApiError, ApiResult, AppState, find_jobset, find_project, json as hydra};
 use crate::db::{Declarative, JobsetSettings, ProjectSettings};
 use crate::projects::JobsetSpec;
+use crate::projects::spec::flexible_bool;
 use crate::users::{Action, Caller};
 
 /// Project, jobset and input names must follow Hydra's rule.
@@ -127,7 +128,7 @@ pub async fn put_project(
     }
     if let Some(display_name) = request.displayname {
         if display_name.trim().is_empty() {
-            return Err(ApiError::bad_request("field ‘displayname’: must not be empty"));
+            return Err(ApiError::invalid_field("displayname", "must not be empty"));
         }
         settings.display_name = display_name;
     }
@@ -139,7 +140,7 @@ pub async fn put_project(
             return Err(ApiError::forbidden("only an admin may change a project's owner"));
         }
         if state.db.user(&owner).await?.is_none() {
-            return Err(ApiError::bad_request(format!("field ‘owner’: there is no user ‘{owner}’")));
+            return Err(ApiError::invalid_field("owner", format!("there is no user ‘{owner}’")));
         }
         settings.owner = owner;
     }
@@ -157,15 +158,13 @@ pub async fn put_project(
             value: declarative.value,
         });
         if let Some(declarative) = &declarative {
-            crate::projects::check_declarative(declarative, &state.inputs)
-                .await
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            crate::projects::check_declarative(declarative, &state.inputs).await?;
         }
         settings.declarative = declarative;
     }
     if let Some(release_sets) = request.releasesets {
         super::releases::check_definitions(&release_sets, &state.plugins)
-            .map_err(|e| ApiError::bad_request(format!("field ‘releasesets’: {e}")))?;
+            .map_err(|e| ApiError::invalid_field("releasesets", e))?;
         settings.release_sets = release_sets;
     }
     let was_declarative = existing.as_ref().and_then(|p| p.declarative());
@@ -176,7 +175,7 @@ pub async fn put_project(
     }
     if let Some(members) = request.members {
         state.db.set_project_members(project.id, &members).await.map_err(|e| match e {
-            crate::db::DbError::Conflict(message) => ApiError::bad_request(format!("field ‘members’: {message}")),
+            crate::db::DbError::Conflict(message) => ApiError::invalid_field("members", message),
             other => other.into(),
         })?;
     }
@@ -229,10 +228,8 @@ pub async fn put_jobset(
         }
     };
     let base = previous.clone().unwrap_or_else(|| JobsetSettings::new(&name));
-    let settings = request.apply_to(base).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    crate::projects::check_values(&settings, previous.as_ref(), &state.inputs)
-        .await
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let settings = request.apply_to(base)?;
+    crate::projects::check_values(&settings, previous.as_ref(), &state.inputs).await?;
 
     let (jobset, created) = state.db.save_jobset(&project, &name, &settings).await?;
     state.evaluator.wake();

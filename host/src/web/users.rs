@@ -165,14 +165,14 @@ pub async fn put_user(
     }
     users::check_username(&name).map_err(ApiError::bad_request)?;
     if let Some(roles) = &request.userroles {
-        users::check_roles(roles).map_err(|e| ApiError::bad_request(format!("field ‘userroles’: {e}")))?;
+        users::check_roles(roles).map_err(|e| ApiError::invalid_field("userroles", e))?;
     }
     let password_hash = match request.password {
         Some(password) if password.len() < users::MIN_PASSWORD_LEN => {
-            return Err(ApiError::bad_request(format!(
-                "field ‘password’: use at least {} characters",
-                users::MIN_PASSWORD_LEN
-            )));
+            return Err(ApiError::invalid_field(
+                "password",
+                format!("use at least {} characters", users::MIN_PASSWORD_LEN),
+            ));
         }
         Some(password) => {
             Some(tokio::task::spawn_blocking(move || users::hash_password(&password)).await.map_err(|e| {
@@ -225,7 +225,7 @@ pub async fn create_token(
     require_self_or_admin(&caller, &name)?;
     let request: TokenRequest = body::parse(&headers, &body)?;
     let scopes = users::parse_scopes(request.scopes.iter().map(String::as_str))
-        .map_err(|e| ApiError::bad_request(format!("field ‘scopes’: {e}")))?;
+        .map_err(|e| ApiError::invalid_field("scopes", e))?;
     // A token cannot mint a token stronger than itself.
     if let Auth::Token { scopes: own, .. } = &caller.auth {
         if let Some(extra) = scopes.iter().find(|s| !own.contains(*s)) {

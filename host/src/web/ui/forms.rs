@@ -1,7 +1,7 @@
 //! Creating and editing projects and jobsets from the pages. A form's POST
 //! is turned into the JSON of `PUT /project/P` or `PUT /jobset/P/J` and
 //! handled by the same code, so the rules and messages are the API's; an
-//! error naming a field (`field ‘nixexprpath’: …`) is shown next to it,
+//! error naming a field (`ApiError::field`) is shown next to it,
 //! with what the user typed kept.
 
 use std::collections::BTreeMap;
@@ -33,10 +33,9 @@ fn parse_form(body: &Bytes) -> Result<Fields, ApiError> {
 
 /// The field an API error names, if any, and its message.
 fn field_of(error: &ApiError) -> (Option<String>, String) {
-    let message = error.message.clone();
-    match message.strip_prefix("field ‘").and_then(|rest| rest.split_once("’: ")) {
-        Some((field, reason)) => (Some(field.to_owned()), reason.to_owned()),
-        None => (None, message),
+    match &error.field {
+        Some(field) => (Some(field.field.clone()), field.message.clone()),
+        None => (None, error.message.clone()),
     }
 }
 
@@ -144,7 +143,7 @@ pub async fn create_project(State(state): State<AppState>, caller: Caller, body:
     };
     let name = fields.get("name").cloned().unwrap_or_default();
     let answer = if state.db.project(&name).await.ok().flatten().is_some() {
-        Err(ApiError::bad_request(format!("field ‘name’: a project named ‘{name}’ already exists")))
+        Err(ApiError::invalid_field("name", format!("a project named ‘{name}’ already exists")))
     } else {
         let body = Bytes::from(project_json(&fields).to_string());
         projects::put_project(State(state.clone()), caller.clone(), Path(name.clone()), json_headers(), body).await
@@ -365,7 +364,7 @@ pub async fn create_jobset(
     let name = fields.get("name").cloned().unwrap_or_default();
     let answer = match state.db.jobset(&project, &name).await {
         Ok(Some(_)) => {
-            Err(ApiError::bad_request(format!("field ‘name’: project ‘{project}’ already has a jobset ‘{name}’")))
+            Err(ApiError::invalid_field("name", format!("project ‘{project}’ already has a jobset ‘{name}’")))
         }
         Ok(None) => {
             let body = Bytes::from(jobset_json(&fields).to_string());

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::{cell_badge, duration, layout, pager, render, size, status_badge, time};
 use crate::db::{BuildCell, EvalComparison, StatusFilter};
 use crate::users::{Action, Caller};
-use crate::web::auth::require_on;
+use crate::web::auth::permitted;
 use crate::web::extract::{Path, Query};
 use crate::web::{ApiError, AppState, find_jobset, find_project};
 
@@ -38,12 +38,6 @@ impl Paging {
 
 /// Evaluation errors, constituents and evaluations of a build shown at most.
 const SHOWN: usize = 50;
-
-/// Whether the caller may do `action` on the project (to show its button;
-/// the action's route checks again).
-async fn may(state: &AppState, caller: &Caller, action: Action, project: &crate::db::Project) -> bool {
-    caller.user.is_some() && require_on(state, caller, action, project).await.is_ok()
-}
 
 /// A button that posts to `action`. Forms of this server's pages carry its
 /// Origin, which is what lets a session's POST through (`auth.rs`).
@@ -95,8 +89,8 @@ pub async fn project(State(state): State<AppState>, caller: Caller, Path(name): 
         let project = find_project(&state, &name).await?;
         let jobsets = state.db.jobsets_of(project.id).await?;
         let counts = state.db.jobset_counts(project.id).await?;
-        let edit = may(&state, &caller, Action::EditProject, &project).await;
-        let add_jobset = project.declarative().is_none() && may(&state, &caller, Action::EditJobset, &project).await;
+        let [edit, edit_jobsets] = permitted(&state, &caller, &project, [Action::EditProject, Action::EditJobset]).await?;
+        let add_jobset = project.declarative().is_none() && edit_jobsets;
         let body = html! {
             div.actions {
                 @if edit { a href=(format!("/project/{}/edit", project.name)) { "Edit" } }
@@ -161,8 +155,9 @@ pub async fn jobset(
             _ => Vec::new(),
         };
         let base = format!("/jobset/{}/{}", project.name, jobset.name);
-        let evaluate = may(&state, &caller, Action::TriggerEval, &project).await;
-        let edit = project.declarative().is_none() && may(&state, &caller, Action::EditJobset, &project).await;
+        let [evaluate, edit_jobsets] =
+            permitted(&state, &caller, &project, [Action::TriggerEval, Action::EditJobset]).await?;
+        let edit = project.declarative().is_none() && edit_jobsets;
         let body = html! {
             div.actions {
                 @if evaluate { (action_button(&format!("{base}/evaluate"), "Evaluate now")) }
@@ -359,9 +354,13 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
         };
         let rendered = super::super::rendered::render_products(&state, &view).await;
         let project = find_project(&state, &view.project).await?;
-        let may = |action| may(&state, &caller, action, &project);
-        let (restart, cancel, bump, keep) =
-            (may(Action::RestartBuild).await, may(Action::CancelBuild).await, may(Action::BumpBuild).await, may(Action::KeepBuild).await);
+        let [restart, cancel, bump, keep] = permitted(
+            &state,
+            &caller,
+            &project,
+            [Action::RestartBuild, Action::CancelBuild, Action::BumpBuild, Action::KeepBuild],
+        )
+        .await?;
         let machine = steps.iter().rev().find(|s| !s.machine.is_empty()).map(|s| s.machine.clone());
         let body = html! {
             p { @if !b.finished && steps.iter().any(|s| s.busy) { span.badge.queued { "running" } }
