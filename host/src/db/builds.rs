@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Query, SelectStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
 };
 
 use super::entities::{
@@ -416,7 +415,7 @@ impl Db {
     /// Records a step for a build, numbered after its previous steps.
     pub async fn create_step(&self, build_id: i64, step: &NewStep) -> DbResult<i32> {
         let time = now();
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         let last: Option<i32> = build_step::Entity::find()
             .select_only()
             .column_as(build_step::Column::StepNr.max(), "max")
@@ -515,7 +514,7 @@ impl Db {
         error_msg: Option<&str>,
         outputs: &[(String, String)],
     ) -> DbResult<()> {
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         build_step::Entity::update_many()
             .col_expr(build_step::Column::Busy, Expr::value(false))
             .col_expr(build_step::Column::Status, Expr::value(status))
@@ -550,7 +549,7 @@ impl Db {
         if results.is_empty() {
             return Ok(Vec::new());
         }
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         let mut finished = Vec::with_capacity(results.len());
         let mut metric_rows = Vec::new();
         let mut product_rows = Vec::new();
@@ -647,7 +646,7 @@ impl Db {
     /// Queues finished builds again and forgets the cached failures of their
     /// derivations, so they really are rebuilt. Returns those restarted.
     pub async fn restart_builds(&self, ids: &[i64]) -> DbResult<Vec<i64>> {
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         let builds: Vec<(i64, String)> = build::Entity::find()
             .select_only()
             .columns([build::Column::Id, build::Column::DrvPath])
@@ -698,7 +697,7 @@ impl Db {
     /// Finishes unfinished builds as cancelled. Returns those cancelled.
     pub async fn cancel_builds(&self, ids: &[i64]) -> DbResult<Vec<i64>> {
         let time = now();
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         let cancelled: Vec<i64> = build::Entity::find()
             .select_only()
             .column(build::Column::Id)

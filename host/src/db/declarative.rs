@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect,
-    TransactionTrait,
 };
 
 use super::entities::{build, jobset, jobset_eval, jobset_eval_member, project};
@@ -56,7 +55,7 @@ impl Db {
     /// declarative has it switched off. Its other jobsets are left alone:
     /// the spec says what becomes of them.
     pub async fn configure_spec_jobset(&self, project: &Project) -> DbResult<()> {
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         let existing = jobset::Entity::find()
             .filter(jobset::Column::ProjectId.eq(project.id))
             .filter(jobset::Column::Name.eq(SPEC_JOBSET))

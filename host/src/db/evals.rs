@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect,
 };
 
 use super::entities::{
@@ -190,7 +190,7 @@ impl Db {
     /// returns the start time.
     pub async fn begin_evaluation(&self, jobset_id: i64) -> DbResult<i64> {
         let started = now();
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         jobset::Entity::update_many()
             .col_expr(jobset::Column::StartTime, Expr::value(started))
             .filter(jobset::Column::Id.eq(jobset_id))
@@ -248,7 +248,7 @@ impl Db {
     /// The inputs hash equals the last evaluation's: nothing to record but
     /// the check itself.
     pub async fn record_eval_unchanged(&self, jobset_id: i64, started: i64) -> DbResult<()> {
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         jobset::Entity::update_many()
             .col_expr(jobset::Column::FetchErrorMsg, Expr::value(Option::<String>::None))
             .filter(jobset::Column::Id.eq(jobset_id))
@@ -262,7 +262,7 @@ impl Db {
 
     /// An input could not be fetched; nothing was evaluated.
     pub async fn record_fetch_error(&self, jobset_id: i64, started: i64, message: &str) -> DbResult<()> {
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         jobset::Entity::update_many()
             .col_expr(jobset::Column::FetchErrorMsg, Expr::value(message))
             .filter(jobset::Column::Id.eq(jobset_id))
@@ -279,7 +279,7 @@ impl Db {
     /// `throw`, …): no jobs, the error is kept on the jobset.
     pub async fn record_eval_failure(&self, jobset_id: i64, started: i64, message: &str) -> DbResult<()> {
         let time = now();
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         let text = format_eval_errors(&[(String::new(), message.to_owned())]);
         jobset::Entity::update_many()
             .col_expr(jobset::Column::ErrorMsg, Expr::value(text))
@@ -311,7 +311,7 @@ impl Db {
     /// one transaction (a crash leaves either all of it or none).
     pub async fn record_eval(&self, new: &NewEval) -> DbResult<RecordedEval> {
         let time = now();
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
 
         let previous = jobset_eval::Entity::find()
             .filter(jobset_eval::Column::JobsetId.eq(new.jobset_id))

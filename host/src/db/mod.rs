@@ -166,6 +166,21 @@ impl Db {
     pub(crate) fn write(&self) -> &DatabaseConnection {
         &self.write
     }
+
+    /// Starts a transaction that will write. On SQLite it takes the write
+    /// lock at `BEGIN` (`BEGIN IMMEDIATE`): a deferred transaction that read
+    /// first fails at once with "database is locked" when another process
+    /// (such as `orthrus project apply` beside the server) wrote in between,
+    /// whereas waiting for the lock at `BEGIN` honours the busy timeout.
+    pub(crate) async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+        self.write
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
+    }
 }
 
 fn sqlite_file(url: &str) -> Option<&str> {
@@ -206,3 +221,35 @@ pub enum DbError {
 }
 
 pub type DbResult<T> = Result<T, DbError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::{ConnectionTrait, Statement};
+
+    /// Two processes on one SQLite file (the server and `orthrus project
+    /// apply`): a transaction that reads, then writes after the other
+    /// process wrote, must wait for the lock instead of failing with
+    /// "database is locked".
+    #[tokio::test]
+    async fn write_transactions_wait_for_other_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+        let first = Db::connect(&url).await.unwrap();
+        let second = Db::connect(&url).await.unwrap();
+        let sql = |s: &str| Statement::from_string(DbBackend::Sqlite, s.to_owned());
+        first.write().execute_raw(sql("CREATE TABLE t (n INTEGER)")).await.unwrap();
+
+        let txn = first.begin_write().await.unwrap();
+        txn.query_all_raw(sql("SELECT n FROM t")).await.unwrap();
+        let other = tokio::spawn(async move {
+            second.write().execute_raw(sql("INSERT INTO t VALUES (2)")).await.map(|_| ())
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        txn.execute_raw(sql("INSERT INTO t VALUES (1)")).await.expect("the transaction keeps its lock");
+        txn.commit().await.unwrap();
+        other.await.unwrap().expect("the other process waited for the lock");
+        let rows = first.read().query_all_raw(sql("SELECT n FROM t ORDER BY n")).await.unwrap();
+        assert_eq!(rows.len(), 2);
+    }
+}

@@ -2,7 +2,7 @@
 //! outbox, and the events it has yet to deliver after a failure.
 
 use sea_orm::sea_query::{ExprTrait, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{build, notifier_cursor, notifier_pending};
 use super::{Db, DbResult, now};
@@ -66,7 +66,7 @@ impl Db {
         parked: &[NewPending],
     ) -> DbResult<()> {
         let time = now();
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         for pending in parked {
             park(&txn, notifier, pending, time).await?;
         }
@@ -97,7 +97,7 @@ impl Db {
     /// not to be wanted any more.
     pub async fn delivered_pending(&self, notifier: &str, event_id: i64, sent: bool) -> DbResult<()> {
         let time = now();
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         notifier_pending::Entity::delete_many()
             .filter(notifier_pending::Column::Notifier.eq(notifier))
             .filter(notifier_pending::Column::EventId.eq(event_id))

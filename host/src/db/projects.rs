@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect,
 };
 
 use super::entities::{jobset, jobset_input, project};
@@ -309,7 +309,7 @@ impl Db {
     /// Creates the project `current_name` or updates it (renaming it when
     /// `settings.name` differs). Returns the project and whether it is new.
     pub async fn save_project(&self, current_name: &str, settings: &ProjectSettings) -> DbResult<(Project, bool)> {
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         let existing = project::Entity::find().filter(project::Column::Name.eq(current_name)).one(&txn).await?;
         if settings.name != current_name
             && project::Entity::find()
@@ -399,7 +399,7 @@ impl Db {
         current_name: &str,
         settings: &JobsetSettings,
     ) -> DbResult<(Jobset, bool)> {
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         let find = |name: String| {
             jobset::Entity::find()
                 .filter(jobset::Column::ProjectId.eq(project.id))
@@ -434,7 +434,7 @@ impl Db {
         desired: &BTreeMap<String, JobsetSettings>,
         keep: &[&str],
     ) -> DbResult<JobsetChanges> {
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         let existing = jobset::Entity::find().filter(jobset::Column::ProjectId.eq(project.id)).all(&txn).await?;
         let ids: Vec<i64> = existing.iter().map(|j| j.id).collect();
         let mut inputs: HashMap<i64, Vec<JobsetInput>> = HashMap::new();

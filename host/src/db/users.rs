@@ -6,8 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::entities::{api_token, project_member, session, user, user_role};
@@ -79,7 +78,7 @@ impl Db {
 
     /// Creates the user or changes it. Returns the user and whether it is new.
     pub async fn save_user(&self, username: &str, changes: &UserChanges) -> DbResult<(User, bool)> {
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         let existing = user::Entity::find().filter(user::Column::Username.eq(username)).one(&txn).await?;
         let created = existing.is_none();
         let mut model = match existing {
@@ -145,7 +144,7 @@ impl Db {
 
     /// Replaces a project's members; every name must be a user.
     pub async fn set_project_members(&self, project_id: i64, usernames: &[String]) -> DbResult<()> {
-        let txn = self.write().begin().await?;
+        let txn = self.begin_write().await?;
         let ids: Vec<(i64, String)> = user::Entity::find()
             .select_only()
             .columns([user::Column::Id, user::Column::Username])
