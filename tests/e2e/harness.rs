@@ -497,6 +497,15 @@ max_jobs = {max_jobs}
         self.request(&self.admin(), "GET", path, None)
     }
 
+    /// GET of a page as a browser asks for it, by the admin; it must be a
+    /// page, and 200.
+    pub fn get_page(&self, path: &str) -> String {
+        let answer = self.request_with(&self.admin(), "GET", path, None, &[("Accept", "text/html")]);
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        assert!(answer.content_type.starts_with("text/html"), "{path}: {}", answer.content_type);
+        answer.body
+    }
+
     /// GET that must succeed with JSON.
     pub fn get_json(&self, path: &str) -> Value {
         let answer = self.get(path);

@@ -267,6 +267,16 @@ in {{
 
     // The delivery state is for admins.
     assert_eq!(server.request(&Identity::Anonymous, "GET", "/api/notifiers", None).status, 401);
+
+    // The admin's page shows the same: the failing notifier with its error,
+    // and the outbox's newest events.
+    let page = server.get_page("/admin/notifications");
+    let outsider = page.split("<h3>").find(|section| section.starts_with("outsider")).expect("a section for outsider");
+    assert!(outsider.contains("failing") && outsider.contains("is not granted"), "{outsider}");
+    assert!(page.contains("build-finished") && page.contains(&format!("/build/{broken}")), "{page}");
+    let anonymous =
+        server.request_with(&Identity::Anonymous, "GET", "/admin/notifications", None, &[("Accept", "text/html")]);
+    assert_eq!(anonymous.status, 401);
 }
 
 on_both_backends!(notifiers);

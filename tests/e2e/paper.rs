@@ -212,6 +212,16 @@ fn paper(backend: Backend) {
         [(official["tarball"]["id"].as_i64().unwrap(), "tarball"), (official_build["id"].as_i64().unwrap(), "build")]
     );
 
+    // The same as pages: the set's releases, and a release with its builds.
+    let page = server.get_page("/project/hello");
+    assert!(page.contains("href=\"/project/hello/releaseset/stable\"") && page.contains("Official releases"), "{page}");
+    let page = server.get_page("/project/hello/releaseset/stable");
+    assert!(page.contains("href=\"/project/hello/releaseset/stable/release/hello-1.0\""), "{page}");
+    assert!(page.contains("complete"), "{page}");
+    let page = server.get_page("/project/hello/releaseset/stable/release/hello-1.0");
+    for (id, label) in &members {
+        assert!(page.contains(&format!("<td>{label}</td><td><a href=\"/build/{id}\">")), "{label}: {page}");
+    }
     let unstable = server.get_json("/project/hello/releaseset/unstable");
     let releases = unstable["releases"].as_array().unwrap();
     assert_eq!(releases.len(), 1, "{unstable}");

@@ -29,6 +29,21 @@ fn hostile_plugins(backend: Backend) {
     assert!(listing.contains("hostile 0.1.0"), "{listing}");
     assert!(listing.contains("asks for: run-program(rm), run-program(true), add-to-store, key-value"), "{listing}");
     assert!(listing.contains("granted: run-program(true), add-to-store\n"), "{listing}");
+    // The same on the admin's page: what was asked for and not granted is struck out.
+    let page = server.get_page("/admin/plugins");
+    let row = page.split("<tr>").find(|row| row.contains("<strong>hostile</strong>")).expect("a row for hostile");
+    for denied in ["run-program(rm)", "key-value"] {
+        assert!(row.contains(&format!("<code class=\"denied\">{denied}</code>")), "{denied}: {row}");
+    }
+    assert!(row.contains("<code class=\"cap\">run-program(true)</code>"), "{row}");
+    let anonymous = server.request_with(
+        &crate::harness::Identity::Anonymous,
+        "GET",
+        "/admin/plugins",
+        None,
+        &[("Accept", "text/html")],
+    );
+    assert_eq!(anonymous.status, 401, "admins only");
     let inspected = server.cli_ok(&["plugin", "inspect", plugins.path().join("hostile.wasm").to_str().unwrap()], None);
     assert!(inspected.contains("handles: hostile"), "{inspected}");
 

@@ -89,6 +89,9 @@ async fn text(client: &Client, css: &str) -> String {
     client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css}: {e}")).text().await.unwrap()
 }
 
+/// Lines of the `chatty` job's log: about 640 KiB, three pages.
+const CHATTY_LINES: usize = 12_000;
+
 /// The jobset: `hello` succeeds with a file product, `broken` fails; the
 /// `nonce` input makes new derivations when it changes.
 fn release_nix() -> String {
@@ -158,7 +161,7 @@ fn pages_in_a_browser() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         wait_for_text(&client, "h1", "Projects").await;
-        assert_eq!(text(&client, "nav .user span").await, "admin");
+        assert_eq!(text(&client, "nav .user a[href='/user/admin']").await, "admin");
         screenshot(&client, "projects").await;
 
         // A project and a jobset made through the forms; a mistake is shown
@@ -256,20 +259,51 @@ fn pages_in_a_browser() {
         server.wait_for_evals("web", "main", 3);
         assert_eq!(client.current_url().await.unwrap().path(), "/jobset/web/main");
 
-        // A running build's log grows on its page as it is written.
+        // The jobset's evaluations, and everyone's.
+        client.find(Locator::Css("dd a[href$='/evals']")).await.unwrap().click().await.unwrap();
+        wait_for_text(&client, "h1", "Evaluations of web:main").await;
+        assert_eq!(client.find_all(Locator::Css("main tbody tr")).await.unwrap().len(), 3);
+        client.find(Locator::LinkText("Evaluations")).await.unwrap().click().await.unwrap();
+        wait_for_text(&client, "h1", "Evaluations").await;
+        let listed = text(&client, "main tbody").await;
+        assert!(listed.contains("web:main") && listed.contains("forms:main"), "{listed}");
+        screenshot(&client, "evals").await;
+
+        // Search from the header: the jobs and jobsets by that name.
+        // (U+E007 is WebDriver's Enter key.)
+        client.find(Locator::Css("form.search input")).await.unwrap().send_keys("hello\u{E007}").await.unwrap();
+        wait_for_text(&client, "h1", "Search: hello").await;
+        let found = text(&client, "main").await;
+        assert!(found.contains("web:main:hello") && found.contains("forms:main:hello"), "{found}");
+        screenshot(&client, "search").await;
+
+        // A running build's log grows on its page as it is written. Beside
+        // it, `chatty` writes a log of three pages onto a dependency.
         write(
             &source.join("slow.nix"),
             &format!(
-                "{{ nonce }}:\nlet {MK}\nin {{ slow = mk \"slow\" ''\n  for i in $(seq 1 40); do echo \"line $i\"; [ $i = 20 ] && echo; sleep 0.25; done\n  echo done > $out\n''; }}\n"
+                "{{ nonce }}:\nlet {MK}\nin rec {{\n\
+                 slow = mk \"slow\" ''\n  for i in $(seq 1 40); do echo \"line $i\"; [ $i = 20 ] && echo; sleep 0.25; done\n  echo done > $out\n'';\n\
+                 base = mk \"base\" \"echo base > $out\";\n\
+                 chatty = mk \"chatty\" ''\n  cat ${{base}} > /dev/null\n  for i in $(seq 1 {CHATTY_LINES}); do echo \"chatty line $i of a long log, padded to fill a page\"; done\n  echo done > $out\n'';\n}}\n"
             ),
         );
         server.create_jobset("web", "slow", &source, "slow.nix", json!({ "nonce": { "type": "string", "value": nonce() } }));
         let eval = server.wait_for_evals("web", "slow", 1);
-        let slow = server.get_json(&format!("/eval/{}", eval["id"]))["builds"][0].as_i64().unwrap();
+        let job_build = |job: &str| {
+            let builds = server.get_json(&format!("/eval/{}/builds", eval["id"]));
+            builds.as_array().unwrap().iter().find(|b| b["job"] == job).unwrap()["id"].as_i64().unwrap()
+        };
+        let (slow, chatty) = (job_build("slow"), job_build("chatty"));
         server.wait_for("the slow build to start", Duration::from_secs(60), || {
             let steps = server.get_json(&format!("/build/{slow}/steps"));
             steps.as_array().unwrap().iter().any(|s| s["busy"] == 1 || s["busy"] == true).then_some(())
         });
+        // What builds now, by machine.
+        client.find(Locator::LinkText("Status")).await.unwrap().click().await.unwrap();
+        wait_for_text(&client, "h1", "Status").await;
+        assert!(text(&client, "main").await.contains("web:slow:slow"), "the running step is listed");
+        screenshot(&client, "status").await;
         client.goto(&url(&format!("/build/{slow}"))).await.unwrap();
         let log_text = || async { client.find(Locator::Css("pre.log")).await.unwrap().text().await.unwrap() };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -302,6 +336,78 @@ fn pages_in_a_browser() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
 
+        // A long log, a page at a time: its end first, then from its start
+        // page after page, every line once.
+        server.wait_for("chatty to finish", Duration::from_secs(60), || {
+            (server.get_json(&format!("/build/{chatty}"))["finished"] == 1).then_some(())
+        });
+        let chatty_lines = |text: String| -> Vec<String> {
+            text.lines().filter(|l| l.starts_with("chatty line ")).map(str::to_owned).collect()
+        };
+        client.goto(&url(&format!("/build/{chatty}/log"))).await.unwrap();
+        let tail = chatty_lines(text(&client, "pre.whole-log").await);
+        assert!(tail.last().unwrap().starts_with(&format!("chatty line {CHATTY_LINES} ")), "the end first");
+        assert!(!tail.iter().any(|l| l.starts_with("chatty line 1 ")), "not the whole log");
+        screenshot(&client, "log-viewer").await;
+        client.find(Locator::LinkText("« start")).await.unwrap().click().await.unwrap();
+        let mut pages = 0;
+        let mut seen = Vec::new();
+        loop {
+            pages += 1;
+            seen.extend(chatty_lines(text(&client, "pre.whole-log").await));
+            match client.find(Locator::LinkText("later →")).await {
+                Ok(later) => later.click().await.unwrap(),
+                Err(_) => break,
+            }
+        }
+        let expected: Vec<String> =
+            (1..=CHATTY_LINES).map(|i| format!("chatty line {i} of a long log, padded to fill a page")).collect();
+        assert_eq!(seen, expected, "every line once, in order");
+        assert_eq!(pages, 3, "about 640 KiB in pages of 256 KiB");
+
+        // Its dependency, a job of its own, linked to its build.
+        client.goto(&url(&format!("/build/{chatty}"))).await.unwrap();
+        let dependencies = text(&client, "table.deps tbody").await;
+        assert!(dependencies.contains("base.drv") && dependencies.contains("succeeded"), "{dependencies}");
+        let base = job_build("base");
+        client.find(Locator::Css(&format!("table.deps a[href='/build/{base}']"))).await.unwrap();
+
+        // Users and tokens: an account made through the form (a short
+        // password refused next to its field), a token shown once, working
+        // until it is revoked.
+        client.find(Locator::LinkText("Admin")).await.unwrap().click().await.unwrap();
+        client.find(Locator::LinkText("Users")).await.unwrap().click().await.unwrap();
+        wait_for_text(&client, "h1", "Users").await;
+        fill("username", "alice".into()).await;
+        fill("fullname", "Alice Liddell".into()).await;
+        fill("password", "short".into()).await;
+        client.find(Locator::Css("form[action='/new-user'] button")).await.unwrap().click().await.unwrap();
+        wait_for_text(&client, "label:has([name='password']) .error", "at least 8 characters").await;
+        let kept = client.find(Locator::Css("[name='username']")).await.unwrap().prop("value").await.unwrap();
+        assert_eq!(kept.as_deref(), Some("alice"));
+        fill("password", "alice-password".into()).await;
+        client.find(Locator::Css("[name='role.eval-jobset']")).await.unwrap().click().await.unwrap();
+        client.find(Locator::Css("form[action='/new-user'] button")).await.unwrap().click().await.unwrap();
+        wait_for_text(&client, "h1", "User alice").await;
+        assert!(text(&client, "dl").await.contains("eval-jobset"));
+        fill("name", "deploy".into()).await;
+        client.find(Locator::Css("[name='scope.read']")).await.unwrap().click().await.unwrap();
+        client.find(Locator::Css("form[action$='/new-token'] button")).await.unwrap().click().await.unwrap();
+        wait_for_text(&client, ".notice", "copy it now").await;
+        let secret = text(&client, "pre.secret").await.trim().to_owned();
+        let as_alice = crate::harness::Identity::Token(secret.clone());
+        let me = server.request(&as_alice, "GET", "/current-user", None);
+        assert!(me.body.contains("\"alice\""), "the token works: {}", me.body);
+        screenshot(&client, "user").await;
+        client.goto(&url("/user/alice")).await.unwrap();
+        assert!(!text(&client, "main").await.contains(&secret), "the secret is shown once");
+        client.find(Locator::Css("form.action[action$='/revoke'] button")).await.unwrap().click().await.unwrap();
+        wait_for_text(&client, "main table", "revoked").await;
+        assert_eq!(server.request(&as_alice, "GET", "/current-user", None).status, 401, "revoked");
+        client.goto(&url("/admin/plugins")).await.unwrap();
+        assert!(text(&client, "main").await.contains("run-program(git)"), "the git plugin and what it runs");
+        screenshot(&client, "plugins").await;
+
         // A page that is not there says so, in the frame.
         client.goto(&url("/build/999999")).await.unwrap();
         assert!(text(&client, "main").await.contains("build 999999 does not exist"));
@@ -325,7 +431,7 @@ fn pages_in_a_browser() {
     assert_eq!(server.get_json(&format!("/build/{hello}"))["job"], "hello");
 }
 
-/// A private server: every page answers 403 with a way to log in to an
+/// A private server: every page (24 of them) answers 403 with a way to log in to an
 /// anonymous browser (programs still get their 401), and 200 once logged
 /// in; a wrong password sends the form back with the refusal.
 #[test]
@@ -336,6 +442,11 @@ fn private_server_pages() {
     built_jobset(&server);
     let eval = server.wait_for_evals("web", "main", 1)["id"].as_i64().unwrap();
     let hello = server.wait_for_eval_builds(eval)["hello"]["id"].as_i64().unwrap();
+    let answer = server.put(
+        "/project/web",
+        &json!({ "releasesets": { "stable": { "plugin": "official-release", "settings": { "value": "true" } } } }),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
     let pages = [
         "/".to_owned(),
         "/project/web".into(),
@@ -348,6 +459,18 @@ fn private_server_pages() {
         "/new-project".into(),
         "/project/web/edit".into(),
         "/jobset/web/main/edit".into(),
+        "/status".into(),
+        "/evals".into(),
+        "/jobset/web/main/evals".into(),
+        "/search?query=hello".into(),
+        format!("/build/{hello}/log"),
+        format!("/build/{hello}/nixlog/1"),
+        "/project/web/releaseset/stable".into(),
+        "/admin".into(),
+        "/admin/plugins".into(),
+        "/admin/notifications".into(),
+        "/users".into(),
+        "/user/admin".into(),
     ];
     let html = [("Accept", "text/html")];
     let cookie = server.login("admin", "admin-password");

@@ -242,9 +242,8 @@ mod tests {
 
         let txn = first.begin_write().await.unwrap();
         txn.query_all_raw(sql("SELECT n FROM t")).await.unwrap();
-        let other = tokio::spawn(async move {
-            second.write().execute_raw(sql("INSERT INTO t VALUES (2)")).await.map(|_| ())
-        });
+        let other =
+            tokio::spawn(async move { second.write().execute_raw(sql("INSERT INTO t VALUES (2)")).await.map(|_| ()) });
         tokio::time::sleep(Duration::from_millis(200)).await;
         txn.execute_raw(sql("INSERT INTO t VALUES (1)")).await.expect("the transaction keeps its lock");
         txn.commit().await.unwrap();

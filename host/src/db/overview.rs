@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr, Query};
 use sea_orm::{
     ColumnTrait, EntityTrait, JoinType, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, RelationTrait,
 };
@@ -21,9 +21,10 @@ pub struct BuildFilter {
     pub system: Option<String>,
 }
 
-/// Counts of a jobset's current builds (those of its latest evaluation).
+/// Counts of an evaluation's builds by state (a jobset's are those of its
+/// latest evaluation).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobsetCounts {
+pub struct BuildCounts {
     pub scheduled: u64,
     pub succeeded: u64,
     pub failed: u64,
@@ -54,6 +55,12 @@ fn contains_pattern(text: &str) -> String {
     format!("%{escaped}%")
 }
 
+/// `column LIKE pattern ESCAPE '\'`: SQLite has no escape character unless
+/// told, so without it `hello_world` would not find `hello_world`.
+fn like(column: Expr, pattern: &str) -> Expr {
+    column.like(LikeExpr::new(pattern).escape('\\'))
+}
+
 impl Db {
     /// The newest finished builds matching a filter.
     pub async fn latest_builds(&self, filter: &BuildFilter, limit: u64) -> DbResult<Vec<i64>> {
@@ -79,7 +86,7 @@ impl Db {
     }
 
     /// Counts of the current builds of each of a project's jobsets.
-    pub async fn jobset_counts(&self, project_id: i64) -> DbResult<HashMap<i64, JobsetCounts>> {
+    pub async fn jobset_counts(&self, project_id: i64) -> DbResult<HashMap<i64, BuildCounts>> {
         let latest: Vec<(i64, Option<i64>)> = jobset_eval::Entity::find()
             .select_only()
             .column(jobset_eval::Column::JobsetId)
@@ -99,6 +106,12 @@ impl Db {
             .await?;
         let eval_to_jobset: HashMap<i64, i64> =
             latest.into_iter().filter_map(|(jobset, eval)| eval.map(|e| (e, jobset))).collect();
+        let by_eval = self.eval_counts(&eval_to_jobset.keys().copied().collect::<Vec<_>>()).await?;
+        Ok(by_eval.into_iter().map(|(eval, counts)| (eval_to_jobset[&eval], counts)).collect())
+    }
+
+    /// Counts of the builds of each of `eval_ids`: one query.
+    pub async fn eval_counts(&self, eval_ids: &[i64]) -> DbResult<HashMap<i64, BuildCounts>> {
         let rows: Vec<(i64, bool, Option<i32>, i64)> = jobset_eval_member::Entity::find()
             .select_only()
             .column(jobset_eval_member::Column::EvalId)
@@ -106,16 +119,16 @@ impl Db {
             .column(build::Column::BuildStatus)
             .column_as(build::Column::Id.count(), "n")
             .inner_join(build::Entity)
-            .filter(jobset_eval_member::Column::EvalId.is_in(eval_to_jobset.keys().copied()))
+            .filter(jobset_eval_member::Column::EvalId.is_in(eval_ids.iter().copied()))
             .group_by(jobset_eval_member::Column::EvalId)
             .group_by(build::Column::Finished)
             .group_by(build::Column::BuildStatus)
             .into_tuple()
             .all(self.read())
             .await?;
-        let mut counts: HashMap<i64, JobsetCounts> = HashMap::new();
+        let mut counts: HashMap<i64, BuildCounts> = HashMap::new();
         for (eval, finished, status, n) in rows {
-            let entry = counts.entry(eval_to_jobset[&eval]).or_default();
+            let entry = counts.entry(eval).or_default();
             let n = n as u64;
             entry.total += n;
             match (finished, status) {
@@ -238,10 +251,9 @@ impl Db {
         let pattern = contains_pattern(query);
         let projects = project::Entity::find()
             .filter(
-                Expr::col(project::Column::Name)
-                    .like(pattern.as_str())
-                    .or(Expr::col(project::Column::DisplayName).like(pattern.as_str()))
-                    .or(Expr::col(project::Column::Description).like(pattern.as_str())),
+                like(Expr::col(project::Column::Name), &pattern)
+                    .or(like(Expr::col(project::Column::DisplayName), &pattern))
+                    .or(like(Expr::col(project::Column::Description), &pattern)),
             )
             .order_by_asc(project::Column::Name)
             .limit(limit)
@@ -250,47 +262,38 @@ impl Db {
         let jobsets: Vec<(Jobset, Option<Project>)> = jobset::Entity::find()
             .find_also_related(project::Entity)
             .filter(
-                Expr::col((jobset::Entity, jobset::Column::Name)).like(pattern.as_str()).or(Expr::col((
-                    jobset::Entity,
-                    jobset::Column::Description,
-                ))
-                .like(pattern.as_str())),
+                like(Expr::col((jobset::Entity, jobset::Column::Name)), &pattern)
+                    .or(like(Expr::col((jobset::Entity, jobset::Column::Description)), &pattern)),
             )
             .order_by_asc(jobset::Column::Name)
             .limit(limit)
             .all(self.read())
             .await?;
         let jobsets = jobsets.into_iter().filter_map(|(j, p)| p.map(|p| (p, j))).collect();
-        let by_output: Vec<i64> = build_output::Entity::find()
+        // One query for the builds: by job name, by output path, or by
+        // derivation (told apart afterwards by their derivation).
+        let found: Vec<(i64, String)> = build::Entity::find()
             .select_only()
-            .column(build_output::Column::BuildId)
-            .filter(build_output::Column::Path.eq(query))
-            .limit(limit)
-            .into_tuple()
-            .all(self.read())
-            .await?;
-        let by_job: Vec<i64> = build::Entity::find()
-            .select_only()
-            .column(build::Column::Id)
-            .filter(Expr::col(build::Column::Job).like(pattern.as_str()))
+            .columns([build::Column::Id, build::Column::DrvPath])
+            .filter(
+                like(Expr::col(build::Column::Job), &pattern).or(Expr::col(build::Column::DrvPath).eq(query)).or(
+                    Expr::col(build::Column::Id).in_subquery(
+                        Query::select()
+                            .column(build_output::Column::BuildId)
+                            .from(build_output::Entity)
+                            .and_where(Expr::col(build_output::Column::Path).eq(query))
+                            .to_owned(),
+                    ),
+                ),
+            )
             .order_by_desc(build::Column::Id)
-            .limit(limit)
+            .limit(2 * limit)
             .into_tuple()
             .all(self.read())
             .await?;
-        let builds_by_drv: Vec<i64> = build::Entity::find()
-            .select_only()
-            .column(build::Column::Id)
-            .filter(build::Column::DrvPath.eq(query))
-            .order_by_desc(build::Column::Id)
-            .limit(limit)
-            .into_tuple()
-            .all(self.read())
-            .await?;
-        let mut builds = by_output;
-        builds.extend(by_job.into_iter().filter(|id| !builds_by_drv.contains(id)));
-        builds.dedup();
-        builds.truncate(limit as usize);
+        let (by_drv, builds): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, drv)| drv == query);
+        let builds_by_drv = by_drv.into_iter().map(|(id, _)| id).take(limit as usize).collect();
+        let builds = builds.into_iter().map(|(id, _)| id).take(limit as usize).collect();
         Ok(SearchResults { projects, jobsets, builds, builds_by_drv })
     }
 }

@@ -377,11 +377,8 @@ impl Db {
     }
 
     pub async fn jobset_by_id(&self, id: i64) -> DbResult<Option<(Project, Jobset)>> {
-        let Some(jobset) = jobset::Entity::find_by_id(id).one(self.read()).await? else {
-            return Ok(None);
-        };
-        let project = project::Entity::find_by_id(jobset.project_id).one(self.read()).await?;
-        Ok(project.map(|p| (p, jobset)))
+        let found = jobset::Entity::find_by_id(id).find_also_related(project::Entity).one(self.read()).await?;
+        Ok(found.and_then(|(jobset, project)| project.map(|p| (p, jobset))))
     }
 
     pub async fn jobset_inputs(&self, jobset_id: i64) -> DbResult<Vec<JobsetInput>> {

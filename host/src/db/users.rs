@@ -6,7 +6,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, JoinType, QueryFilter, QueryOrder,
+    QuerySelect, RelationDef,
 };
 
 use super::entities::{api_token, project_member, session, user, user_role};
@@ -31,6 +32,19 @@ pub struct UserChanges {
     pub email: Option<String>,
     pub password_hash: Option<String>,
     pub roles: Option<BTreeSet<String>>,
+}
+
+/// A user's row with one of their roles, as `Db::user_and_roles` reads it.
+type UserRoleRow = (i64, String, String, String, Option<String>);
+
+/// The user of rows of one user's roles.
+fn fold_roles(rows: Vec<UserRoleRow>) -> Option<User> {
+    let mut user: Option<User> = None;
+    for (id, username, full_name, email, role) in rows {
+        let user = user.get_or_insert_with(|| User { id, username, full_name, email, roles: BTreeSet::new() });
+        user.roles.extend(role);
+    }
+    user
 }
 
 impl Db {
@@ -63,8 +77,20 @@ impl Db {
     }
 
     async fn user_by_id(&self, id: i64) -> DbResult<Option<User>> {
-        let rows = user::Entity::find_by_id(id).all(self.read()).await?;
-        Ok(self.with_roles(rows).await?.pop())
+        let rows = Self::user_and_roles().filter(user::Column::Id.eq(id)).into_tuple().all(self.read()).await?;
+        Ok(fold_roles(rows))
+    }
+
+    /// A user's columns with one of their roles a row (no role: one row
+    /// with none): the user and roles in one query, for every request.
+    fn user_and_roles() -> sea_orm::Select<user::Entity> {
+        let roles: RelationDef =
+            user_role::Entity::belongs_to(user::Entity).from(user_role::Column::UserId).to(user::Column::Id).into();
+        user::Entity::find()
+            .select_only()
+            .columns([user::Column::Id, user::Column::Username, user::Column::FullName, user::Column::Email])
+            .column(user_role::Column::Role)
+            .join(JoinType::LeftJoin, roles.rev())
     }
 
     /// The user and their password hash, for logging in.
@@ -185,14 +211,16 @@ impl Db {
 
     /// The user of a live session.
     pub async fn session_user(&self, digest: &str) -> DbResult<Option<User>> {
-        let session = session::Entity::find_by_id(digest.to_owned())
+        let sessions: RelationDef =
+            session::Entity::belongs_to(user::Entity).from(session::Column::UserId).to(user::Column::Id).into();
+        let rows = Self::user_and_roles()
+            .join(JoinType::InnerJoin, sessions.rev())
+            .filter(session::Column::Digest.eq(digest))
             .filter(session::Column::ExpiresTime.gt(now()))
-            .one(self.read())
+            .into_tuple()
+            .all(self.read())
             .await?;
-        match session {
-            Some(session) => self.user_by_id(session.user_id).await,
-            None => Ok(None),
-        }
+        Ok(fold_roles(rows))
     }
 
     pub async fn delete_session(&self, digest: &str) -> DbResult<()> {

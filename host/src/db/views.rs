@@ -5,9 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, EntityTrait, JoinType, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, RelationTrait,
+};
 
-use super::entities::{build, jobset_eval_member};
+use super::entities::{build, jobset, jobset_eval_member, project};
 use super::{Db, DbResult, status};
 
 /// A build as a matrix cell or list row shows it.
@@ -37,6 +40,24 @@ pub struct JobMatrix {
     pub cells: HashMap<(i64, String), BuildCell>,
 }
 
+/// A build as a list across jobsets shows it (search, queue, releases).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRow {
+    pub id: i64,
+    pub project: String,
+    pub jobset: String,
+    pub job: String,
+    pub nix_name: String,
+    pub system: String,
+    pub finished: bool,
+    pub status: Option<i32>,
+    /// When it was queued.
+    pub timestamp: i64,
+    pub stop_time: Option<i64>,
+}
+
+type BuildRowTuple = (i64, String, String, String, String, String, bool, Option<i32>, i64, Option<i64>);
+
 /// Which builds of an evaluation a page lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusFilter {
@@ -62,6 +83,33 @@ fn cell((id, job, finished, status): (i64, String, bool, Option<i32>)) -> BuildC
 }
 
 impl Db {
+    /// Builds as rows with their project and jobset names, in the order of
+    /// `ids` (missing ones left out): one query per 500 builds.
+    pub async fn build_rows(&self, ids: &[i64]) -> DbResult<Vec<BuildRow>> {
+        let mut found = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(super::INSERT_CHUNK) {
+            let rows: Vec<BuildRowTuple> = build::Entity::find()
+                .select_only()
+                .column(build::Column::Id)
+                .column_as(project::Column::Name, "project_name")
+                .column_as(jobset::Column::Name, "jobset_name")
+                .columns([build::Column::Job, build::Column::NixName, build::Column::System, build::Column::Finished])
+                .columns([build::Column::BuildStatus, build::Column::Timestamp, build::Column::StopTime])
+                .join(JoinType::InnerJoin, build::Relation::Jobset.def())
+                .join(JoinType::InnerJoin, jobset::Relation::Project.def())
+                .filter(build::Column::Id.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            for (id, project, jobset, job, nix_name, system, finished, status, timestamp, stop_time) in rows {
+                let row =
+                    BuildRow { id, project, jobset, job, nix_name, system, finished, status, timestamp, stop_time };
+                found.insert(id, row);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
     /// Builds of an evaluation as cells, with a filter, paged by job name.
     fn eval_cells_query(eval_id: i64) -> sea_orm::Select<build::Entity> {
         build::Entity::find()
@@ -69,6 +117,27 @@ impl Db {
             .columns([build::Column::Id, build::Column::Job, build::Column::Finished, build::Column::BuildStatus])
             .inner_join(jobset_eval_member::Entity)
             .filter(jobset_eval_member::Column::EvalId.eq(eval_id))
+    }
+
+    /// The newest build of each of `drv_paths` that has one (a build's
+    /// dependencies that are jobs too): one query per 500 derivations.
+    pub async fn builds_of_derivations(&self, drv_paths: &[String]) -> DbResult<HashMap<String, BuildCell>> {
+        let mut found = HashMap::new();
+        for chunk in drv_paths.chunks(super::INSERT_CHUNK) {
+            let rows: Vec<(i64, String, bool, Option<i32>, String)> = build::Entity::find()
+                .select_only()
+                .columns([build::Column::Id, build::Column::Job, build::Column::Finished, build::Column::BuildStatus])
+                .column(build::Column::DrvPath)
+                .filter(build::Column::DrvPath.is_in(chunk.iter().cloned()))
+                .order_by_desc(build::Column::Id)
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            for (id, job, finished, status, drv) in rows {
+                found.entry(drv).or_insert_with(|| cell((id, job, finished, status)));
+            }
+        }
+        Ok(found)
     }
 
     /// A page of an evaluation's builds (by job name) with a status filter,
@@ -91,18 +160,48 @@ impl Db {
                 query.filter(build::Column::Finished.eq(true)).filter(build::Column::BuildStatus.ne(status::SUCCESS))
             }
         };
-        let total = query.clone().count(self.read()).await?;
-        let rows: Vec<(i64, String, bool, Option<i32>)> =
-            query.order_by_asc(build::Column::Job).offset(offset).limit(limit).into_tuple().all(self.read()).await?;
-        Ok((rows.into_iter().map(cell).collect(), total))
+        // The total comes with the page (a window over the filtered rows);
+        // only a page past the end, which has no rows, counts apart.
+        let rows: Vec<(i64, String, bool, Option<i32>, i64)> = query
+            .clone()
+            .column_as(Expr::cust("COUNT(*) OVER ()"), "total")
+            .order_by_asc(build::Column::Job)
+            .offset(offset)
+            .limit(limit)
+            .into_tuple()
+            .all(self.read())
+            .await?;
+        let total = match rows.first() {
+            Some(row) => row.4 as u64,
+            None if offset == 0 => 0,
+            None => query.count(self.read()).await?,
+        };
+        let cells = rows.into_iter().map(|(id, job, finished, status, _)| cell((id, job, finished, status))).collect();
+        Ok((cells, total))
     }
 
-    /// Every build of an evaluation as a cell (for comparisons: a few
-    /// dozen bytes per job).
-    async fn all_eval_cells(&self, eval_id: i64) -> DbResult<BTreeMap<String, BuildCell>> {
-        let rows: Vec<(i64, String, bool, Option<i32>)> =
-            Self::eval_cells_query(eval_id).into_tuple().all(self.read()).await?;
-        Ok(rows.into_iter().map(cell).map(|c| (c.job.clone(), c)).collect())
+    /// Every build of two evaluations as cells by job, in one query (for
+    /// comparisons: a few dozen bytes per job).
+    async fn both_eval_cells(
+        &self,
+        eval_id: i64,
+        other_id: i64,
+    ) -> DbResult<(BTreeMap<String, BuildCell>, BTreeMap<String, BuildCell>)> {
+        let rows: Vec<(i64, i64, String, bool, Option<i32>)> = build::Entity::find()
+            .select_only()
+            .column(jobset_eval_member::Column::EvalId)
+            .columns([build::Column::Id, build::Column::Job, build::Column::Finished, build::Column::BuildStatus])
+            .inner_join(jobset_eval_member::Entity)
+            .filter(jobset_eval_member::Column::EvalId.is_in([eval_id, other_id]))
+            .into_tuple()
+            .all(self.read())
+            .await?;
+        let (mut this, mut other) = (BTreeMap::new(), BTreeMap::new());
+        for (eval, id, job, finished, status) in rows {
+            let side = if eval == eval_id { &mut this } else { &mut other };
+            side.insert(job.clone(), cell((id, job, finished, status)));
+        }
+        Ok((this, other))
     }
 
     /// The jobs of `evals[0]` (the newest), `limit` from `offset` by name,
@@ -143,8 +242,7 @@ impl Db {
 
     /// How evaluation `eval_id` differs from `previous_id`: two queries.
     pub async fn compare_evals(&self, eval_id: i64, previous_id: i64) -> DbResult<EvalComparison> {
-        let now = self.all_eval_cells(eval_id).await?;
-        let mut before = self.all_eval_cells(previous_id).await?;
+        let (now, mut before) = self.both_eval_cells(eval_id, previous_id).await?;
         let mut comparison = EvalComparison::default();
         for (job, build) in now {
             match before.remove(&job) {

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
+mod page;
+pub use page::{LogPage, Window};
+
 use crate::nix::StorePath;
 
 /// A written log is made readable at least this often while lines arrive.
@@ -122,6 +125,13 @@ impl LogStore {
         let step =
             steps.iter().rev().find(|s| s.status.is_some_and(|c| c != crate::db::status::SUCCESS)).or(steps.last())?;
         StorePath::parse(&step.drv_path).ok()
+    }
+
+    /// A page of the log, `length` bytes of it in whole lines (see
+    /// `page.rs`), or `None` if this derivation has no log. Blocking: it
+    /// decompresses the whole file.
+    pub fn page(&self, drv: &StorePath, window: Window, length: u64) -> std::io::Result<Option<LogPage>> {
+        page::read_page(&self.path_for(drv), window, length)
     }
 
     /// The last `lines` lines of the log.

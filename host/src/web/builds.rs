@@ -80,7 +80,7 @@ fn log_response(state: &AppState, drv: &str, mode: LogMode) -> ApiResult<Respons
 
 /// The log a build's page shows: its own derivation's, or else that of the
 /// step that made it fail.
-async fn build_log_drv(state: &AppState, id: i64) -> ApiResult<String> {
+pub(super) async fn build_log_drv(state: &AppState, id: i64) -> ApiResult<String> {
     let view = find_build(state, id).await?;
     let drv = StorePath::parse(&view.build.drv_path).map_err(|e| ApiError::not_found(e.to_string()))?;
     if state.logs.exists(&drv) {
@@ -105,7 +105,7 @@ pub async fn log_mode(State(state): State<AppState>, Path((id, mode)): Path<(i64
     log_response(&state, &drv, mode)
 }
 
-async fn find_step(state: &AppState, id: i64, step_nr: i32) -> ApiResult<BuildStep> {
+pub(super) async fn find_step(state: &AppState, id: i64, step_nr: i32) -> ApiResult<BuildStep> {
     state
         .db
         .build_step(id, step_nr)

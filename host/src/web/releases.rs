@@ -30,7 +30,7 @@ use crate::plugins::{PluginKind, PluginRuntime};
 /// is computed for one of these two limits only, so that the cache holds
 /// at most two entries per set.
 const MAX_RELEASES: u32 = 1000;
-const DEFAULT_RELEASES: u32 = 100;
+pub(super) const DEFAULT_RELEASES: u32 = 100;
 /// Release-set plugins computing at once: more requests wait, so that
 /// page views cannot take the plugin slots evaluations and notifiers need.
 const CONCURRENT_COMPUTATIONS: usize = 2;
@@ -131,7 +131,7 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'}');
 
 /// A release name as one path segment.
-fn segment(name: &str) -> String {
+pub(super) fn segment(name: &str) -> String {
     percent_encoding::utf8_percent_encode(name, SEGMENT).to_string()
 }
 
@@ -142,7 +142,7 @@ fn failed(name: &str, definition: &ReleaseSetDefinition, error: &str) -> ApiErro
     )
 }
 
-async fn computed(
+pub(super) async fn computed(
     state: &AppState,
     project: &Project,
     name: &str,

@@ -23,30 +23,30 @@ use crate::web::{ApiError, AppState, find_jobset, find_project, projects};
 const SPARE_INPUTS: usize = 2;
 
 /// What the user typed, by field name, as the form sent it.
-type Fields = BTreeMap<String, String>;
+pub(super) type Fields = BTreeMap<String, String>;
 
-fn parse_form(body: &Bytes) -> Result<Fields, ApiError> {
+pub(super) fn parse_form(body: &Bytes) -> Result<Fields, ApiError> {
     serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
         .map(|pairs| pairs.into_iter().collect())
         .map_err(|e| ApiError::bad_request(format!("malformed form: {e}")))
 }
 
 /// The field an API error names, if any, and its message.
-fn field_of(error: &ApiError) -> (Option<String>, String) {
+pub(super) fn field_of(error: &ApiError) -> (Option<String>, String) {
     match &error.field {
         Some(field) => (Some(field.field.clone()), field.message.clone()),
         None => (None, error.message.clone()),
     }
 }
 
-fn json_headers() -> HeaderMap {
+pub(super) fn json_headers() -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers
 }
 
 /// A 303 to a page of this server, after a form was applied.
-fn see_other(state: &AppState, path: &str) -> Response {
+pub(super) fn see_other(state: &AppState, path: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(location) = HeaderValue::from_str(&state.url(path)) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -55,7 +55,7 @@ fn see_other(state: &AppState, path: &str) -> Response {
 }
 
 /// One labelled field with the error that concerns it, if any.
-fn field(label: &str, name: &str, input: Markup, error: &(Option<String>, String)) -> Markup {
+pub(super) fn field(label: &str, name: &str, input: Markup, error: &(Option<String>, String)) -> Markup {
     html! {
         label {
             (label) (input)
@@ -64,11 +64,11 @@ fn field(label: &str, name: &str, input: Markup, error: &(Option<String>, String
     }
 }
 
-fn text(name: &str, fields: &Fields) -> Markup {
+pub(super) fn text(name: &str, fields: &Fields) -> Markup {
     html! { input type="text" name=(name) value=(fields.get(name).map(String::as_str).unwrap_or("")); }
 }
 
-fn checkbox(name: &str, fields: &Fields) -> Markup {
+pub(super) fn checkbox(name: &str, fields: &Fields) -> Markup {
     let checked = fields.get(name).is_some_and(|v| matches!(v.as_str(), "on" | "1" | "true"));
     html! { input type="checkbox" name=(name) checked[checked]; }
 }
@@ -156,7 +156,7 @@ pub async fn create_project(State(state): State<AppState>, caller: Caller, body:
 
 /// The form again, with the error shown where it belongs, and the status
 /// of the error (a 4xx, so that scripts and tests see it failed).
-fn form_error(
+pub(super) fn form_error(
     caller: &Caller,
     title: &str,
     error: ApiError,

@@ -8,8 +8,12 @@
 //! script is needed to read them. Each page issues a fixed, small number
 //! of database queries, whatever the size of the jobset.
 
+mod admin;
 mod forms;
+mod lists;
+mod logs;
 mod pages;
+mod releases;
 
 use axum::Router;
 use axum::body::Body;
@@ -37,6 +41,19 @@ pub fn page_router(state: AppState) -> Router {
         .route("/login", get(pages::login))
         .route("/queue", get(pages::queue))
         .route("/machines", get(pages::machines))
+        .route("/status", get(lists::status))
+        .route("/evals", get(lists::all_evals))
+        .route("/jobset/{project}/{jobset}/evals", get(lists::jobset_evals))
+        .route("/search", get(lists::search))
+        .route("/project/{project}/releaseset/{name}", get(releases::release_set))
+        .route("/project/{project}/releaseset/{name}/release/{release}", get(releases::release))
+        .route("/build/{id}/log", get(logs::build_log))
+        .route("/build/{id}/nixlog/{step}", get(logs::step_log))
+        .route("/admin", get(admin::admin))
+        .route("/admin/plugins", get(admin::plugins))
+        .route("/admin/notifications", get(admin::notifications))
+        .route("/users", get(admin::users_list))
+        .route("/user/{name}", get(admin::user_page))
         .route("/new-project", get(forms::new_project_page))
         .route("/project/{project}/edit", get(forms::edit_project_page))
         .route("/project/{project}/new-jobset", get(forms::new_jobset_page))
@@ -52,6 +69,10 @@ pub fn form_routes() -> Router<AppState> {
         .route("/project/{project}/edit", axum::routing::post(forms::edit_project))
         .route("/project/{project}/new-jobset", axum::routing::post(forms::create_jobset))
         .route("/jobset/{project}/{jobset}/edit", axum::routing::post(forms::edit_jobset))
+        .route("/new-user", axum::routing::post(admin::create_user))
+        .route("/user/{name}/new-token", axum::routing::post(admin::create_token))
+        .route("/user/{name}/tokens/{id}/revoke", axum::routing::post(admin::revoke_token))
+        .route("/user/{name}/delete", axum::routing::post(admin::delete_user))
 }
 
 /// Marks "no page here": the JSON route answers instead.
@@ -116,6 +137,7 @@ pub fn layout(caller: &Caller, title: &str, crumbs: &[(String, String)], body: M
                     nav {
                         a.brand href="/" { "Orthrus" }
                         a href="/queue" { "Queue" }
+                        a href="/status" { "Status" }
                         a href="/machines" { "Machines" }
                         a href="/evals" { "Evaluations" }
                         form.search action="/search" method="get" {
@@ -123,7 +145,8 @@ pub fn layout(caller: &Caller, title: &str, crumbs: &[(String, String)], body: M
                         }
                         span.user {
                             @if let Some(user) = &caller.user {
-                                span { (user.username) }
+                                @if caller.check(crate::users::Action::ManageUsers, None).is_ok() { a href="/admin" { "Admin" } }
+                                a href=(format!("/user/{}", user.username)) { (user.username) }
                                 form method="post" action="/logout" { button type="submit" { "Log out" } }
                             } @else {
                                 a href="/login" { "Log in" }
@@ -260,6 +283,10 @@ input, button, select { font:inherit; padding:.3rem .5rem; color:var(--fg); back
 button { cursor:pointer; }
 .matrix td, .matrix th { text-align:center; } .matrix td:first-child, .matrix th:first-child { text-align:left; }
 pre.log { max-height:30rem; overflow-y:auto; }
+code.denied { text-decoration:line-through; color:var(--fail); }
+.notice { border:1px solid var(--ok); border-radius:.3rem; padding:.2rem .8rem; margin:.5rem 0; }
+pre.secret { user-select:all; }
+pre.whole-log { white-space:pre-wrap; word-break:break-word; }
 svg.plot { width:100%; max-width:48rem; height:auto; } svg.plot text { fill:var(--muted); font-size:11px; }
 svg.plot .line { fill:none; stroke:var(--link); stroke-width:2; } svg.plot .axis { stroke:var(--line); }
 "#;

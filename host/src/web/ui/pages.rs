@@ -41,7 +41,7 @@ const SHOWN: usize = 50;
 
 /// A button that posts to `action`. Forms of this server's pages carry its
 /// Origin, which is what lets a session's POST through (`auth.rs`).
-fn action_button(action: &str, label: &str) -> Markup {
+pub(super) fn action_button(action: &str, label: &str) -> Markup {
     html! { form.action method="post" action=(action) { button type="submit" { (label) } } }
 }
 
@@ -50,7 +50,7 @@ fn is_web_link(url: &str) -> bool {
     lower.starts_with("https://") || lower.starts_with("http://")
 }
 
-fn crumb(label: impl Into<String>, href: impl Into<String>) -> (String, String) {
+pub(super) fn crumb(label: impl Into<String>, href: impl Into<String>) -> (String, String) {
     (label.into(), href.into())
 }
 
@@ -114,6 +114,14 @@ pub async fn project(State(state): State<AppState>, caller: Caller, Path(name): 
             @if let Some(error) = &project.declarative_error {
                 h2 { "The spec was not applied" }
                 pre.error { (error) }
+            }
+            @let release_sets = project.release_sets();
+            @if !release_sets.is_empty() {
+                h2 { "Release sets" }
+                ul { @for (name, definition) in &release_sets {
+                    li { a href=(format!("/project/{}/releaseset/{name}", project.name)) { (name) }
+                         @if !definition.description.is_empty() { " " span.muted { (definition.description) } } }
+                } }
             }
             h2 { "Jobsets" }
             div.scroll { table {
@@ -362,6 +370,26 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
         )
         .await?;
         let machine = steps.iter().rev().find(|s| !s.machine.is_empty()).map(|s| s.machine.clone());
+        // Its dependencies, from its derivation (gone if it was collected).
+        let derivation = match crate::nix::StorePath::parse(&b.drv_path) {
+            Ok(path) => state.nix.read_derivation(&path).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        // Dependencies that are builds of this server, to link to.
+        let dependency_builds = match &derivation {
+            Ok(derivation) => {
+                let paths: Vec<String> =
+                    derivation.input_drvs.keys().take(DEPENDENCIES_SHOWN).map(|p| p.to_string()).collect();
+                state.db.builds_of_derivations(&paths).await?
+            }
+            Err(_) => Default::default(),
+        };
+        // A failed build shows the end of its log at once.
+        let failed_log_tail = if b.finished && b.build_status != Some(crate::db::status::SUCCESS) {
+            failed_log_tail(&state, &b.drv_path, &steps).await
+        } else {
+            None
+        };
         let body = html! {
             p { @if !b.finished && steps.iter().any(|s| s.busy) { span.badge.queued { "running" } }
                 @else { (status_badge(b.finished, b.build_status)) }
@@ -393,6 +421,11 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
             }
             h2 { "Outputs" }
             div.scroll { table { tbody { @for (name, path) in &view.outputs { tr { td { (name) } td { code { (path) } } } } } } }
+            @if let Some(tail) = &failed_log_tail {
+                h2 { "The end of its log" }
+                pre.log { (tail) }
+                p { a href=(format!("/build/{id}/log")) { "The whole log" } }
+            }
             @if !view.products.is_empty() {
                 h2 { "Products" }
                 @for product in &view.products {
@@ -425,10 +458,41 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
                         td { (step.machine) }
                         td { @if let (Some(start), Some(stop)) = (step.start_time, step.stop_time) { (duration(stop - start)) } }
                         td { @if step.busy { span.badge.queued { "running" } } @else { (status_badge(true, step.status)) } }
-                        td { a href=(format!("/build/{id}/nixlog/{}/tail", step.step_nr)) { "tail" } " "
-                             a href=(format!("/build/{id}/nixlog/{}", step.step_nr)) { "whole" } }
+                        td { a href=(format!("/build/{id}/nixlog/{}", step.step_nr)) { "log" } " "
+                             a href=(format!("/build/{id}/nixlog/{}/raw", step.step_nr)) { "raw" } }
                     } } }
                 } }
+            }
+            h2 { "Dependencies" }
+            @match &derivation {
+                Err(error) => { p.muted { "Its derivation cannot be read: " (error) } }
+                Ok(derivation) if derivation.input_drvs.is_empty() => { p.muted { "No derivation inputs." } }
+                Ok(derivation) => {
+                    p.muted { (derivation.input_drvs.len()) " derivations and " (derivation.input_srcs.len()) " sources go into it." }
+                    div.scroll { table.deps {
+                        thead { tr { th { "Derivation" } th { "Outputs used" } th { "Built by" } } }
+                        tbody { @for (input, outputs) in derivation.input_drvs.iter().take(DEPENDENCIES_SHOWN) {
+                            @let step = steps.iter().rev().find(|s| s.drv_path == input.as_str());
+                            tr {
+                                td { code title=(input) { (input.name()) } }
+                                td { (outputs.iter().map(String::as_str).collect::<Vec<_>>().join(", ")) }
+                                td { @match step {
+                                    Some(step) => {
+                                        a href=(format!("/build/{id}/nixlog/{}", step.step_nr)) { "step " (step.step_nr) } " "
+                                        @if step.busy { span.badge.queued { "running" } } @else { (status_badge(true, step.status)) }
+                                    }
+                                    None => {
+                                        @match dependency_builds.get(input.as_str()) {
+                                            Some(cell) => { "build " (cell_badge(cell)) " " a href=(format!("/build/{}", cell.id)) { (cell.id) } }
+                                            None => { span.muted { "—" } }
+                                        }
+                                    }
+                                } }
+                            }
+                        } }
+                    } }
+                    @if derivation.input_drvs.len() > DEPENDENCIES_SHOWN { p.muted { "and " (derivation.input_drvs.len() - DEPENDENCIES_SHOWN) " more" } }
+                }
             }
             @for step in steps.iter().filter(|s| s.busy) {
                 h2 { "Step " (step.step_nr) " is running" }
@@ -447,6 +511,24 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
     }
     .await;
     render(&caller, page)
+}
+
+/// Dependencies listed on a build's page.
+const DEPENDENCIES_SHOWN: usize = 200;
+/// Lines of a failed build's log shown on its page.
+const FAILED_TAIL_LINES: usize = 30;
+
+/// The last lines of a failed build's log, if it has one.
+async fn failed_log_tail(state: &AppState, build_drv: &str, steps: &[crate::db::BuildStep]) -> Option<String> {
+    let drv = state.logs.build_log(build_drv, steps)?;
+    let logs = state.logs.clone();
+    // Its last bytes only, however long the log.
+    let page = tokio::task::spawn_blocking(move || logs.page(&drv, crate::logs::Window::Tail, 16 << 10))
+        .await
+        .ok()?
+        .ok()??;
+    let tail = crate::logs::tail_lines(&page.text, FAILED_TAIL_LINES);
+    Some(crate::nix::strip_ansi(&String::from_utf8_lossy(tail)))
 }
 
 /// Follows running steps' logs: the tail first, then each line as it is
@@ -546,7 +628,7 @@ const QUEUE_SHOWN: u64 = 500;
 pub async fn queue(State(state): State<AppState>, caller: Caller) -> Response {
     let page = async {
         let total = state.db.queued_count().await?;
-        let views = state.db.build_views(&state.db.queue_view(QUEUE_SHOWN).await?).await?;
+        let rows = state.db.build_rows(&state.db.queue_view(QUEUE_SHOWN).await?).await?;
         let running = state.db.running_steps().await?;
         let body = html! {
             p { (total) " builds queued" @if total > QUEUE_SHOWN { " (the first " (QUEUE_SHOWN) " in the order they are built)" } "; " (running.len()) " steps running." }
@@ -566,11 +648,11 @@ pub async fn queue(State(state): State<AppState>, caller: Caller) -> Response {
             h2 { "Queued" }
             div.scroll { table {
                 thead { tr { th { "Build" } th { "Job" } th { "System" } th { "Queued" } } }
-                tbody { @for v in &views { tr {
-                    td { a href=(format!("/build/{}", v.build.id)) { (v.build.id) } }
-                    td { (v.project) ":" (v.jobset) ":" (v.build.job) }
-                    td { (v.build.system) }
-                    td { (time(Some(v.build.timestamp))) }
+                tbody { @for b in &rows { tr {
+                    td { a href=(format!("/build/{}", b.id)) { (b.id) } }
+                    td { (b.project) ":" (b.jobset) ":" (b.job) }
+                    td { (b.system) }
+                    td { (time(Some(b.timestamp))) }
                 } } }
             } }
         };
