@@ -274,12 +274,21 @@ pub struct Answer {
     pub set_cookie: Option<String>,
     pub vary: Option<String>,
     pub csp: Option<String>,
+    /// `Server-Timing`: the database queries the answer took.
+    pub server_timing: Option<String>,
     pub body: String,
 }
 
 impl Answer {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// How many database queries the answer took, from `Server-Timing`.
+    pub fn queries(&self) -> Option<u32> {
+        let timing = self.server_timing.as_deref()?;
+        let count = timing.split("desc=\"").nth(1)?.split(' ').next()?;
+        count.parse().ok()
     }
 }
 
@@ -446,8 +455,18 @@ max_jobs = {max_jobs}
         let set_cookie = header("set-cookie");
         let vary = header("vary");
         let csp = header("content-security-policy");
+        let server_timing = header("server-timing");
         let body = response.body_mut().with_config().limit(256 << 20).read_to_string().unwrap_or_default();
-        Answer { status: response.status().as_u16(), location, content_type, set_cookie, vary, csp, body }
+        Answer {
+            status: response.status().as_u16(),
+            location,
+            content_type,
+            set_cookie,
+            vary,
+            csp,
+            server_timing,
+            body,
+        }
     }
 
     /// A request as `who`: `body` is (content type, text).

@@ -431,6 +431,9 @@ fn pages_in_a_browser() {
     assert_eq!(server.get_json(&format!("/build/{hello}"))["job"], "hello");
 }
 
+/// Database queries a page may take, the login check included.
+const MAX_QUERIES: u32 = 8;
+
 /// A private server: every page (24 of them) answers 403 with a way to log in to an
 /// anonymous browser (programs still get their 401), and 200 once logged
 /// in; a wrong password sends the form back with the refusal.
@@ -479,9 +482,13 @@ fn private_server_pages() {
         let anonymous = server.request_with(&Identity::Anonymous, "GET", page, None, &html);
         assert_eq!(anonymous.status, 403, "{page}: {}", anonymous.body);
         assert!(anonymous.body.contains("name=\"password\""), "{page}: a way to log in");
+        assert_eq!(anonymous.server_timing, None, "{page}: anonymous readers are not told the server's costs");
         let logged_in = server.request_with(&session, "GET", page, None, &html);
         assert_eq!(logged_in.status, 200, "{page}: {}", logged_in.body);
         assert!(logged_in.content_type.starts_with("text/html"), "{page}");
+        // A handful of queries a page, whatever the data (no query per row).
+        let queries = logged_in.queries().unwrap_or_else(|| panic!("{page}: no Server-Timing"));
+        assert!(queries <= MAX_QUERIES, "{page}: {queries} database queries");
     }
     assert_eq!(server.request(&Identity::Anonymous, "GET", "/jobset/web/main", None).status, 401, "JSON clients");
     assert_eq!(server.request_with(&Identity::Anonymous, "GET", "/login", None, &html).status, 200);

@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Query, SelectStatement};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, JoinType, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, RelationTrait,
 };
 
 use super::entities::{
@@ -167,16 +168,31 @@ impl Db {
     }
 
     async fn load_build_views(&self, ids: &[i64]) -> DbResult<Vec<BuildView>> {
+        /// A build with the names of its project and jobset.
+        #[derive(sea_orm::FromQueryResult)]
+        struct Named {
+            #[sea_orm(nested)]
+            build: Build,
+            project_name: String,
+            jobset_name: String,
+        }
         let mut builds: HashMap<i64, Build> = HashMap::new();
+        let mut names: HashMap<i64, (String, String)> = HashMap::new();
         for chunk in ids.chunks(super::INSERT_CHUNK) {
-            for b in
-                build::Entity::find().filter(build::Column::Id.is_in(chunk.iter().copied())).all(self.read()).await?
-            {
-                builds.insert(b.id, b);
+            let rows = build::Entity::find()
+                .column_as(project::Column::Name, "project_name")
+                .column_as(jobset::Column::Name, "jobset_name")
+                .join(JoinType::InnerJoin, build::Relation::Jobset.def())
+                .join(JoinType::InnerJoin, jobset::Relation::Project.def())
+                .filter(build::Column::Id.is_in(chunk.iter().copied()))
+                .into_model::<Named>()
+                .all(self.read())
+                .await?;
+            for Named { build, project_name, jobset_name } in rows {
+                names.insert(build.id, (project_name, jobset_name));
+                builds.insert(build.id, build);
             }
         }
-        let jobset_ids: HashSet<i64> = builds.values().map(|b| b.jobset_id).collect();
-        let names = self.jobset_names(jobset_ids).await?;
         let mut outputs = self.outputs_of(ids).await?;
         let mut products: HashMap<i64, Vec<BuildProduct>> = HashMap::new();
         let mut metrics: HashMap<i64, Vec<BuildMetric>> = HashMap::new();
@@ -214,7 +230,7 @@ impl Db {
             .iter()
             .filter_map(|id| {
                 let build = builds.remove(id)?;
-                let (project, jobset) = names.get(&build.jobset_id).cloned().unwrap_or_default();
+                let (project, jobset) = names.remove(id).unwrap_or_default();
                 Some(BuildView {
                     project,
                     jobset,

@@ -134,11 +134,19 @@ pub mod jobset_eval {
     pub enum Relation {
         #[sea_orm(has_many = "super::jobset_eval_member::Entity")]
         Members,
+        #[sea_orm(belongs_to = "super::jobset::Entity", from = "Column::JobsetId", to = "super::jobset::Column::Id")]
+        Jobset,
     }
 
     impl Related<super::jobset_eval_member::Entity> for Entity {
         fn to() -> RelationDef {
             Relation::Members.def()
+        }
+    }
+
+    impl Related<super::jobset::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Jobset.def()
         }
     }
 

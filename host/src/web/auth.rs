@@ -138,8 +138,13 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         )
         .into_response();
     }
+    let logged_in = caller.user.is_some();
     request.extensions_mut().insert(caller);
-    next.run(request).await
+    let mut response = next.run(request).await;
+    if logged_in {
+        response.extensions_mut().insert(super::ShowTiming);
+    }
+    response
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

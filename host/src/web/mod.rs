@@ -167,9 +167,15 @@ async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, format!("this page does not answer {method}"))
 }
 
+/// Marks an answer to a logged-in user, who is told its database cost
+/// (`Server-Timing`); anonymous readers are not told how the server works.
+#[derive(Clone, Copy)]
+struct ShowTiming;
+
 /// Counts every answer by route (the pattern, not the path: bounded
-/// labels), and tells the client how many database queries it took and how
-/// long they ran (`Server-Timing`, shown by browsers' developer tools).
+/// labels), and tells a logged-in client how many database queries it took
+/// and how long they ran (`Server-Timing`, shown by browsers' developer
+/// tools).
 async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let method = request.method().to_string();
@@ -180,8 +186,10 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
         .unwrap_or_else(|| "unmatched".to_owned());
     let (mut response, count) = crate::db::query_count::counting(next.run(request)).await;
     let timing = format!("db;dur={:.1};desc=\"{} queries\"", count.time.as_secs_f64() * 1000.0, count.queries);
-    if let Ok(value) = HeaderValue::from_str(&timing) {
-        response.headers_mut().insert("server-timing", value);
+    if response.extensions().get::<ShowTiming>().is_some() {
+        if let Ok(value) = HeaderValue::from_str(&timing) {
+            response.headers_mut().insert("server-timing", value);
+        }
     }
     state.metrics.http_request(&method, &route, response.status().as_u16(), started.elapsed());
     response

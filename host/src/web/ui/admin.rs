@@ -160,7 +160,7 @@ pub async fn user_page(State(state): State<AppState>, caller: Caller, Path(name)
         self_or_admin(&caller, &name)?;
         let user =
             state.db.user(&name).await?.ok_or_else(|| ApiError::not_found(format!("user ‘{name}’ does not exist")))?;
-        Ok(account_page(&state, &caller, &user, None, &Fields::new(), &(None, String::new())).await?)
+        account_page(&state, &caller, &user, None, &Fields::new(), &(None, String::new())).await
     }
     .await;
     render(&caller, page)

@@ -278,12 +278,11 @@ pub async fn eval(
     Query(paging): Query<Paging>,
 ) -> Response {
     let page = async {
-        let eval = state.db.eval(id).await?.ok_or_else(|| ApiError::not_found(format!("evaluation {id} does not exist")))?;
-        let (project, jobset) = state
+        let (eval, project, jobset) = state
             .db
-            .jobset_by_id(eval.jobset_id)
+            .eval_with_jobset(id)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("the jobset of evaluation {id} is gone")))?;
+            .ok_or_else(|| ApiError::not_found(format!("evaluation {id} does not exist")))?;
         let inputs = state.db.eval_inputs(&[id]).await?.remove(&id).unwrap_or_default();
         let status = paging.status.as_deref();
         let (cells, total) = state.db.eval_cells(id, filter_of(status), paging.offset(), PAGE).await?;
@@ -361,14 +360,15 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
             (Vec::new(), 0)
         };
         let rendered = super::super::rendered::render_products(&state, &view).await;
-        let project = find_project(&state, &view.project).await?;
-        let [restart, cancel, bump, keep] = permitted(
-            &state,
-            &caller,
-            &project,
-            [Action::RestartBuild, Action::CancelBuild, Action::BumpBuild, Action::KeepBuild],
-        )
-        .await?;
+        // Anonymous readers have no buttons: no need to read the project.
+        let [restart, cancel, bump, keep] = match caller.user {
+            None => [false; 4],
+            Some(_) => {
+                let project = find_project(&state, &view.project).await?;
+                let actions = [Action::RestartBuild, Action::CancelBuild, Action::BumpBuild, Action::KeepBuild];
+                permitted(&state, &caller, &project, actions).await?
+            }
+        };
         let machine = steps.iter().rev().find(|s| !s.machine.is_empty()).map(|s| s.machine.clone());
         // Its dependencies, from its derivation (gone if it was collected).
         let derivation = match crate::nix::StorePath::parse(&b.drv_path) {
@@ -377,12 +377,12 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
         };
         // Dependencies that are builds of this server, to link to.
         let dependency_builds = match &derivation {
-            Ok(derivation) => {
+            Ok(derivation) if !derivation.input_drvs.is_empty() => {
                 let paths: Vec<String> =
                     derivation.input_drvs.keys().take(DEPENDENCIES_SHOWN).map(|p| p.to_string()).collect();
                 state.db.builds_of_derivations(&paths).await?
             }
-            Err(_) => Default::default(),
+            _ => Default::default(),
         };
         // A failed build shows the end of its log at once.
         let failed_log_tail = if b.finished && b.build_status != Some(crate::db::status::SUCCESS) {
