@@ -477,7 +477,7 @@ fn private_server_pages() {
     ];
     let html = [("Accept", "text/html")];
     let cookie = server.login("admin", "admin-password");
-    let session = Identity::Session { cookie, origin: None };
+    let session = Identity::Session { cookie: cookie.clone(), origin: None };
     for page in &pages {
         let anonymous = server.request_with(&Identity::Anonymous, "GET", page, None, &html);
         assert_eq!(anonymous.status, 403, "{page}: {}", anonymous.body);
@@ -491,6 +491,21 @@ fn private_server_pages() {
         assert!(queries <= MAX_QUERIES, "{page}: {queries} database queries");
     }
     assert_eq!(server.request(&Identity::Anonymous, "GET", "/jobset/web/main", None).status, 401, "JSON clients");
+
+    // The forms refuse a post from another site riding on the session.
+    let forged = Identity::Session { cookie, origin: Some("http://evil.example".into()) };
+    for (path, form) in [
+        ("/new-user", "username=mallory&password=mallory-password&role.admin=on"),
+        ("/user/admin/new-token", "name=stolen&scope.admin=on"),
+        ("/jobset/web/main/evaluate", ""),
+    ] {
+        let answer =
+            server.request_with(&forged, "POST", path, Some(("application/x-www-form-urlencoded", form)), &html);
+        assert_eq!(answer.status, 403, "{path}: {}", answer.body);
+    }
+    assert_eq!(server.get("/user/mallory").status, 404);
+    let tokens = server.get_json("/user/admin/tokens");
+    assert!(!tokens.to_string().contains("stolen"), "{tokens}");
     assert_eq!(server.request_with(&Identity::Anonymous, "GET", "/login", None, &html).status, 200);
     let refused = server.request_with(
         &Identity::Anonymous,

@@ -93,6 +93,17 @@ impl Db {
             .await?)
     }
 
+    /// Every notifier's pending deliveries, oldest event first: one query.
+    pub async fn all_pending_deliveries(&self) -> DbResult<std::collections::HashMap<String, Vec<PendingDelivery>>> {
+        let mut by_notifier: std::collections::HashMap<String, Vec<PendingDelivery>> = Default::default();
+        for pending in
+            notifier_pending::Entity::find().order_by_asc(notifier_pending::Column::EventId).all(self.read()).await?
+        {
+            by_notifier.entry(pending.notifier.clone()).or_default().push(pending);
+        }
+        Ok(by_notifier)
+    }
+
     /// A pending event was dealt with at last: delivered (`sent`), or found
     /// not to be wanted any more.
     pub async fn delivered_pending(&self, notifier: &str, event_id: i64, sent: bool) -> DbResult<()> {

@@ -295,10 +295,11 @@ pub struct PendingStatus {
 pub async fn status(config: &Config, db: &Db) -> DbResult<Vec<NotifierStatus>> {
     let cursors: BTreeMap<String, _> = db.notifier_cursors().await?.into_iter().collect();
     let latest = db.latest_event_id().await?;
+    let mut all_pending = db.all_pending_deliveries().await?;
     let mut list = Vec::new();
     for notifier in &config.notifiers {
         let name = notifier.name().to_owned();
-        let pending = db.pending_deliveries(&name).await?;
+        let pending = all_pending.remove(&name).unwrap_or_default();
         let worst = pending.iter().map(|p| p.attempts).max().unwrap_or(0);
         let cursor = cursors.get(&name);
         list.push(NotifierStatus {

@@ -111,14 +111,14 @@ pub async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiRes
 }
 
 /// Users see and change their own account; admins every account.
-fn require_self_or_admin(caller: &Caller, username: &str) -> ApiResult<()> {
+pub(super) fn require_self_or_admin(caller: &Caller, username: &str) -> ApiResult<()> {
     match &caller.user {
         Some(user) if user.username == username => Ok(()),
         _ => require(caller, Action::ManageUsers),
     }
 }
 
-async fn find_user(state: &AppState, username: &str) -> ApiResult<User> {
+pub(super) async fn find_user(state: &AppState, username: &str) -> ApiResult<User> {
     state.db.user(username).await?.ok_or_else(|| ApiError::not_found(format!("user ‘{username}’ does not exist")))
 }
 

@@ -20,6 +20,8 @@ use crate::web::auth::require;
 use crate::web::extract::Path;
 use crate::web::{ApiError, AppState, users};
 
+/// Deliveries waiting for a retry listed per notifier.
+const PENDING_SHOWN: usize = 50;
 /// Events of the outbox listed on the notifications page.
 const EVENTS_SHOWN: i64 = 50;
 
@@ -130,14 +132,6 @@ pub async fn create_user(State(state): State<AppState>, caller: Caller, body: By
     }
 }
 
-/// Whether the caller may see and change `name`'s account.
-fn self_or_admin(caller: &Caller, name: &str) -> Result<(), ApiError> {
-    match &caller.user {
-        Some(user) if user.username == name => Ok(()),
-        _ => require(caller, Action::ManageUsers),
-    }
-}
-
 fn token_form(name: &str, fields: &Fields, error: &(Option<String>, String)) -> Markup {
     html! {
         form.stacked method="post" action=(format!("/user/{name}/new-token")) {
@@ -157,9 +151,8 @@ fn token_form(name: &str, fields: &Fields, error: &(Option<String>, String)) -> 
 /// `/user/NAME` (the user or an admin): the account and its API tokens.
 pub async fn user_page(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Response {
     let page = async {
-        self_or_admin(&caller, &name)?;
-        let user =
-            state.db.user(&name).await?.ok_or_else(|| ApiError::not_found(format!("user ‘{name}’ does not exist")))?;
+        users::require_self_or_admin(&caller, &name)?;
+        let user = users::find_user(&state, &name).await?;
         account_page(&state, &caller, &user, None, &Fields::new(), &(None, String::new())).await
     }
     .await;
@@ -213,8 +206,7 @@ async fn account_page(
             (action_button(&format!("/user/{name}/delete"), "Delete this user"))
         }
     };
-    let crumbs = if is_admin { admin_crumbs("users", "/users").to_vec() } else { Vec::new() };
-    let mut crumbs = crumbs;
+    let mut crumbs = if is_admin { admin_crumbs("users", "/users").to_vec() } else { Vec::new() };
     crumbs.push(crumb(name, format!("/user/{name}")));
     Ok(layout(caller, &format!("User {name}"), &crumbs, body))
 }
@@ -247,8 +239,7 @@ pub async fn create_token(
         }
     };
     let result = async {
-        let user =
-            state.db.user(&name).await?.ok_or_else(|| ApiError::not_found(format!("user ‘{name}’ does not exist")))?;
+        let user = users::find_user(&state, &name).await?;
         match answer {
             Ok(response) => {
                 let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
@@ -362,11 +353,12 @@ pub async fn notifications(State(state): State<AppState>, caller: Caller) -> Res
                 @if !n.pending.is_empty() {
                     div.scroll { table {
                         thead { tr { th { "Event" } th { "Attempts" } th { "Failing since" } th { "Next attempt" } th { "Last error" } } }
-                        tbody { @for p in &n.pending { tr {
+                        tbody { @for p in n.pending.iter().take(PENDING_SHOWN) { tr {
                             td { (p.event) } td { (p.attempts) } td { (time(Some(p.first_failure))) } td { (time(Some(p.next_attempt))) }
                             td { pre.error { (p.last_error.clone().unwrap_or_default()) } }
                         } } }
                     } }
+                    @if n.pending.len() > PENDING_SHOWN { p.muted { "and " (n.pending.len() - PENDING_SHOWN) " more waiting" } }
                 }
             }
             h2 { "Newest events" }
