@@ -288,6 +288,22 @@ fn api_shapes(backend: Backend) {
     assert_eq!(by_content_type.json()["id"], id);
     assert!(server.request_with(&Identity::Anonymous, "GET", "/api/nrqueue", None, &[]).content_type.contains("json"));
 
+    // The pages over this database: the matrix, the evaluation and its
+    // filter, the evaluation lists, and search (where `_` is a character,
+    // not a wildcard, and a store path finds its build).
+    let page = server.get_page("/jobset/shapes/main");
+    assert!(page.contains("/job/shapes/main/pkg") && page.contains("/job/shapes/main/other"), "{page}");
+    let page = server.get_page(&format!("/eval/{eval_id}?status=succeeded"));
+    assert!(page.contains(&format!("/build/{id}")) && page.contains("1–2 of 2"), "{page}");
+    assert!(server.get_page(&format!("/eval/{eval_id}?status=failed")).contains("0–0 of 0"));
+    for evals in ["/jobset/shapes/main/evals", "/evals"] {
+        assert!(server.get_page(evals).contains(&format!("href=\"/eval/{eval_id}\"")), "{evals}");
+    }
+    assert!(server.get_page("/search?query=kg").contains(&format!("href=\"/build/{id}\"")));
+    assert!(server.get_page("/search?query=p_g").contains("Nothing matches"));
+    let out = pkg["buildoutputs"]["out"]["path"].as_str().unwrap();
+    assert!(server.get_page(&format!("/search?query={out}")).contains(&format!("href=\"/build/{id}\"")));
+
     // Nothing that does not exist answers anything but a JSON 404.
     for path in [
         "/project/nope",

@@ -426,6 +426,23 @@ fn pages_in_a_browser() {
     assert!(page.body.contains("Build ") && !page.body.contains("/restart"), "{}", page.body);
     let refused = server.request(&crate::harness::Identity::Anonymous, "POST", "/jobset/web/main/evaluate", None);
     assert_eq!(refused.status, 401, "{}", refused.body);
+    // Forms refused to anonymous callers show nothing of what they would
+    // have shown (the users, an account).
+    for (path, form) in [("/new-user", "username=admin"), ("/user/alice/new-token", "expires_in_days=0")] {
+        let refused = server.request_with(
+            &crate::harness::Identity::Anonymous,
+            "POST",
+            path,
+            Some(("application/x-www-form-urlencoded", form)),
+            &[("Accept", "text/html")],
+        );
+        assert_eq!(refused.status, 401, "{path}: {}", refused.body);
+        assert!(
+            !refused.body.contains("Alice Liddell") && !refused.body.contains("/user/admin"),
+            "{path}: {}",
+            refused.body
+        );
+    }
 
     // Programs still get JSON on the same URLs.
     assert_eq!(server.get_json(&format!("/build/{hello}"))["job"], "hello");

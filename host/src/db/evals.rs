@@ -616,31 +616,11 @@ impl Db {
 
     /// A page of a jobset's evaluations, newest first, and their total number.
     pub async fn jobset_evals(&self, jobset_id: i64, offset: u64, limit: u64) -> DbResult<(Vec<JobsetEval>, u64)> {
-        /// An evaluation with the number of the jobset's evaluations.
-        #[derive(sea_orm::FromQueryResult)]
-        struct Counted {
-            #[sea_orm(nested)]
-            eval: JobsetEval,
-            total: i64,
-        }
+        // Counted apart: a window over the jobset's rows would read them all.
         let query = jobset_eval::Entity::find().filter(jobset_eval::Column::JobsetId.eq(jobset_id));
-        // The total comes with the page, as a window over the jobset's rows;
-        // only a page past the end, which has no rows, counts apart.
-        let rows = query
-            .clone()
-            .column_as(Expr::cust("COUNT(*) OVER ()"), "total")
-            .order_by_desc(jobset_eval::Column::Id)
-            .offset(offset)
-            .limit(limit)
-            .into_model::<Counted>()
-            .all(self.read())
-            .await?;
-        let total = match rows.first() {
-            Some(row) => row.total as u64,
-            None if offset == 0 => 0,
-            None => query.count(self.read()).await?,
-        };
-        Ok((rows.into_iter().map(|row| row.eval).collect(), total))
+        let total = query.clone().count(self.read()).await?;
+        let evals = query.order_by_desc(jobset_eval::Column::Id).offset(offset).limit(limit).all(self.read()).await?;
+        Ok((evals, total))
     }
 
     /// Build ids of each of the given evaluations.

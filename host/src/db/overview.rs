@@ -194,14 +194,24 @@ impl Db {
 
     /// A page of all evaluations, newest first, with (project, jobset)
     /// names, and their total number.
-    pub async fn all_evals(&self, offset: u64, limit: u64) -> DbResult<(Vec<(JobsetEval, String, String)>, u64)> {
-        let total = jobset_eval::Entity::find().count(self.read()).await?;
-        let evals = jobset_eval::Entity::find()
-            .order_by_desc(jobset_eval::Column::Id)
-            .offset(offset)
-            .limit(limit)
-            .all(self.read())
-            .await?;
+    /// `listed_only` leaves out hidden projects' and jobsets' evaluations
+    /// (for anonymous readers: hidden means not listed).
+    pub async fn all_evals(
+        &self,
+        offset: u64,
+        limit: u64,
+        listed_only: bool,
+    ) -> DbResult<(Vec<(JobsetEval, String, String)>, u64)> {
+        let mut query = jobset_eval::Entity::find();
+        if listed_only {
+            query = query
+                .join(JoinType::InnerJoin, jobset_eval::Relation::Jobset.def())
+                .join(JoinType::InnerJoin, jobset::Relation::Project.def())
+                .filter(jobset::Column::Hidden.eq(false))
+                .filter(project::Column::Hidden.eq(false));
+        }
+        let total = query.clone().count(self.read()).await?;
+        let evals = query.order_by_desc(jobset_eval::Column::Id).offset(offset).limit(limit).all(self.read()).await?;
         let jobset_ids: Vec<i64> = evals.iter().map(|e| e.jobset_id).collect();
         let names = self.jobset_names(jobset_ids).await?;
         let evals = evals

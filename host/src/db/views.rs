@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, EntityTrait, JoinType, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, RelationTrait,
 };
@@ -54,9 +53,11 @@ pub struct BuildRow {
     /// When it was queued.
     pub timestamp: i64,
     pub stop_time: Option<i64>,
+    /// Its project or jobset is hidden (not listed to anonymous readers).
+    pub hidden: bool,
 }
 
-type BuildRowTuple = (i64, String, String, String, String, String, bool, Option<i32>, i64, Option<i64>);
+type BuildRowTuple = (i64, String, String, String, String, String, bool, Option<i32>, i64, Option<i64>, bool, bool);
 
 /// Which builds of an evaluation a page lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,15 +96,43 @@ impl Db {
                 .column_as(jobset::Column::Name, "jobset_name")
                 .columns([build::Column::Job, build::Column::NixName, build::Column::System, build::Column::Finished])
                 .columns([build::Column::BuildStatus, build::Column::Timestamp, build::Column::StopTime])
+                .column_as(project::Column::Hidden, "project_hidden")
+                .column_as(jobset::Column::Hidden, "jobset_hidden")
                 .join(JoinType::InnerJoin, build::Relation::Jobset.def())
                 .join(JoinType::InnerJoin, jobset::Relation::Project.def())
                 .filter(build::Column::Id.is_in(chunk.iter().copied()))
                 .into_tuple()
                 .all(self.read())
                 .await?;
-            for (id, project, jobset, job, nix_name, system, finished, status, timestamp, stop_time) in rows {
-                let row =
-                    BuildRow { id, project, jobset, job, nix_name, system, finished, status, timestamp, stop_time };
+            for (
+                id,
+                project,
+                jobset,
+                job,
+                nix_name,
+                system,
+                finished,
+                status,
+                timestamp,
+                stop_time,
+                p_hidden,
+                j_hidden,
+            ) in rows
+            {
+                let hidden = p_hidden || j_hidden;
+                let row = BuildRow {
+                    id,
+                    project,
+                    jobset,
+                    job,
+                    nix_name,
+                    system,
+                    finished,
+                    status,
+                    timestamp,
+                    stop_time,
+                    hidden,
+                };
                 found.insert(id, row);
             }
         }
@@ -160,23 +189,13 @@ impl Db {
                 query.filter(build::Column::Finished.eq(true)).filter(build::Column::BuildStatus.ne(status::SUCCESS))
             }
         };
-        // The total comes with the page (a window over the filtered rows);
-        // only a page past the end, which has no rows, counts apart.
-        let rows: Vec<(i64, String, bool, Option<i32>, i64)> = query
-            .clone()
-            .column_as(Expr::cust("COUNT(*) OVER ()"), "total")
-            .order_by_asc(build::Column::Job)
-            .offset(offset)
-            .limit(limit)
-            .into_tuple()
-            .all(self.read())
-            .await?;
-        let total = match rows.first() {
-            Some(row) => row.4 as u64,
-            None if offset == 0 => 0,
-            None => query.count(self.read()).await?,
-        };
-        let cells = rows.into_iter().map(|(id, job, finished, status, _)| cell((id, job, finished, status))).collect();
+        // Counted apart: a window (`COUNT(*) OVER ()`) would make SQLite
+        // read every row of the evaluation before the page (measured: the
+        // jobset page of 20,000 jobs went from 22 to 38 ms).
+        let total = query.clone().count(self.read()).await?;
+        let rows: Vec<(i64, String, bool, Option<i32>)> =
+            query.order_by_asc(build::Column::Job).offset(offset).limit(limit).into_tuple().all(self.read()).await?;
+        let cells = rows.into_iter().map(cell).collect();
         Ok((cells, total))
     }
 

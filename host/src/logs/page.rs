@@ -90,6 +90,11 @@ pub(super) fn read_page(path: &Path, window: Window, length: u64) -> std::io::Re
         position += n as u64;
     }
     let total = position;
+    // Asked for lines before a point past the end (the log is shorter than
+    // when the link was made: a step that ran again): its end, whole.
+    if matches!(window, Window::To(to) if to > total) {
+        return read_page(path, Window::Tail, length);
+    }
     let (from, to) = match window {
         Window::From(from) => (from.min(total), from.saturating_add(length).min(total)),
         Window::To(to) => (to.min(total).saturating_sub(length), to.min(total)),
@@ -197,5 +202,7 @@ mod tests {
         assert_eq!(read_page(&dir.path().join("none.zst"), Window::Tail, 10).unwrap(), None);
         let past = read_page(&path, Window::From(100), 10).unwrap().unwrap();
         assert!(past.text.is_empty() && past.from == 8);
+        let shorter = read_page(&path, Window::To(100), 6).unwrap().unwrap();
+        assert_eq!((shorter.from, shorter.to, shorter.text.as_slice()), (2, 8, b"two\n".as_slice()), "its end");
     }
 }

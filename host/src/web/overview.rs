@@ -229,7 +229,7 @@ pub async fn evals(
     Query(query): Query<super::evals::PageQuery>,
 ) -> ApiResult<Json<Value>> {
     let page = query.page.unwrap_or(1).max(1);
-    let (evals, total) = state.db.all_evals((page - 1) * EVALS_PER_PAGE, EVALS_PER_PAGE).await?;
+    let (evals, total) = state.db.all_evals((page - 1) * EVALS_PER_PAGE, EVALS_PER_PAGE, false).await?;
     let ids: Vec<i64> = evals.iter().map(|(e, _, _)| e.id).collect();
     let members = state.db.eval_members(&ids).await?;
     let inputs = state.db.eval_inputs(&ids).await?;

@@ -29,7 +29,7 @@ use crate::plugins::{PluginKind, PluginRuntime};
 /// Releases computed per request at most; `?limit=` asks for fewer. A set
 /// is computed for one of these two limits only, so that the cache holds
 /// at most two entries per set.
-const MAX_RELEASES: u32 = 1000;
+pub(super) const MAX_RELEASES: u32 = 1000;
 pub(super) const DEFAULT_RELEASES: u32 = 100;
 /// Release-set plugins computing at once: more requests wait, so that
 /// page views cannot take the plugin slots evaluations and notifiers need.

@@ -95,6 +95,10 @@ pub async fn users_list(State(state): State<AppState>, caller: Caller) -> Respon
 
 /// `POST /new-user`: the form of `/users`, through `PUT /user/NAME`.
 pub async fn create_user(State(state): State<AppState>, caller: Caller, body: Bytes) -> Response {
+    // First: the answer to a refused form lists the users.
+    if let Err(e) = require(&caller, Action::ManageUsers) {
+        return render(&caller, Err(e));
+    }
     let fields = match parse_form(&body) {
         Ok(fields) => fields,
         Err(e) => return render(&caller, Err(e)),
@@ -219,6 +223,10 @@ pub async fn create_token(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
+    // First: the answer to a refused form shows the account.
+    if let Err(e) = users::require_self_or_admin(&caller, &name) {
+        return render(&caller, Err(e));
+    }
     let fields = match parse_form(&body) {
         Ok(fields) => fields,
         Err(e) => return render(&caller, Err(e)),

@@ -82,7 +82,8 @@ fn eval_table(
 pub async fn all_evals(State(state): State<AppState>, caller: Caller, Query(query): Query<PageNumber>) -> Response {
     let page = async {
         let number = query.get();
-        let (evals, total) = state.db.all_evals((number - 1) * EVALS_PER_PAGE, EVALS_PER_PAGE).await?;
+        let listed_only = caller.user.is_none();
+        let (evals, total) = state.db.all_evals((number - 1) * EVALS_PER_PAGE, EVALS_PER_PAGE, listed_only).await?;
         let ids: Vec<i64> = evals.iter().map(|(e, _, _)| e.id).collect();
         let counts = state.db.eval_counts(&ids).await?;
         let evals: Vec<_> = evals.into_iter().map(|(e, p, j)| (e, Some((p, j)))).collect();
@@ -208,9 +209,9 @@ pub async fn search(State(state): State<AppState>, caller: Caller, Query(query):
         let found = state.db.search(&text, FOUND_SHOWN).await?;
         let ids: Vec<i64> = found.builds.iter().chain(&found.builds_by_drv).copied().collect();
         let rows = state.db.build_rows(&ids).await?;
-        let (by_drv, builds): (Vec<BuildRow>, Vec<BuildRow>) =
-            rows.into_iter().partition(|row| found.builds_by_drv.contains(&row.id));
         let visible = |hidden: bool| !hidden || caller.user.is_some();
+        let (by_drv, builds): (Vec<BuildRow>, Vec<BuildRow>) =
+            rows.into_iter().filter(|row| visible(row.hidden)).partition(|row| found.builds_by_drv.contains(&row.id));
         let projects: Vec<_> = found.projects.iter().filter(|p| visible(p.hidden)).collect();
         let jobsets: Vec<_> = found.jobsets.iter().filter(|(p, j)| visible(p.hidden) && visible(j.hidden)).collect();
         let nothing = projects.is_empty() && jobsets.is_empty() && builds.is_empty() && by_drv.is_empty();

@@ -14,7 +14,7 @@ use crate::db::BuildRow;
 use crate::plugins::api::Release;
 use crate::users::Caller;
 use crate::web::extract::Path;
-use crate::web::releases::{DEFAULT_RELEASES, computed, segment};
+use crate::web::releases::{DEFAULT_RELEASES, MAX_RELEASES, computed, segment};
 use crate::web::{ApiError, AppState, find_project};
 
 /// The builds of `releases`, by id: one query.
@@ -85,7 +85,8 @@ pub async fn release(
 ) -> Response {
     let page = async {
         let project = find_project(&state, &project_name).await?;
-        let (_, releases) = computed(&state, &project, &name, DEFAULT_RELEASES).await?;
+        // As many as the JSON route looks through.
+        let (_, releases) = computed(&state, &project, &name, MAX_RELEASES).await?;
         let release = releases.into_iter().find(|r| r.name == release_name).ok_or_else(|| {
             ApiError::not_found(format!("release set ‘{name}’ of project ‘{project_name}’ has no release ‘{release_name}’"))
         })?;
