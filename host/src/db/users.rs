@@ -260,15 +260,50 @@ impl Db {
     /// The user and token behind a token digest, if the token is live;
     /// notes its use.
     pub async fn token_user(&self, digest: &str) -> DbResult<Option<(User, ApiToken)>> {
+        /// A token with its user and one of the user's roles a row.
+        #[derive(sea_orm::FromQueryResult)]
+        struct TokenRow {
+            #[sea_orm(nested)]
+            token: ApiToken,
+            user_name: String,
+            user_full_name: String,
+            user_email: String,
+            role: Option<String>,
+        }
         let time = now();
-        let Some(token) = api_token::Entity::find()
+        // The token, its user and their roles in one query: every API call
+        // with a token makes it.
+        let users: RelationDef =
+            api_token::Entity::belongs_to(user::Entity).from(api_token::Column::UserId).to(user::Column::Id).into();
+        let roles: RelationDef =
+            user_role::Entity::belongs_to(user::Entity).from(user_role::Column::UserId).to(user::Column::Id).into();
+        let rows = api_token::Entity::find()
+            .column_as(user::Column::Username, "user_name")
+            .column_as(user::Column::FullName, "user_full_name")
+            .column_as(user::Column::Email, "user_email")
+            .column(user_role::Column::Role)
+            .join(JoinType::InnerJoin, users)
+            .join(JoinType::LeftJoin, roles.rev())
             .filter(api_token::Column::Digest.eq(digest))
             .filter(api_token::Column::Revoked.eq(false))
-            .one(self.read())
-            .await?
-        else {
-            return Ok(None);
-        };
+            .into_model::<TokenRow>()
+            .all(self.read())
+            .await?;
+        let mut found: Option<(User, ApiToken)> = None;
+        for row in rows {
+            let (user, _) = found.get_or_insert_with(|| {
+                let user = User {
+                    id: row.token.user_id,
+                    username: row.user_name,
+                    full_name: row.user_full_name,
+                    email: row.user_email,
+                    roles: BTreeSet::new(),
+                };
+                (user, row.token)
+            });
+            user.roles.extend(row.role);
+        }
+        let Some((user, token)) = found else { return Ok(None) };
         if token.expires_time.is_some_and(|t| t <= time) {
             return Ok(None);
         }
@@ -280,7 +315,7 @@ impl Db {
                 .exec(self.write())
                 .await?;
         }
-        Ok(self.user_by_id(token.user_id).await?.map(|u| (u, token)))
+        Ok(Some((user, token)))
     }
 
     pub async fn tokens_of(&self, user_id: i64) -> DbResult<Vec<ApiToken>> {
