@@ -426,6 +426,12 @@ fn pages_in_a_browser() {
     assert!(page.body.contains("Build ") && !page.body.contains("/restart"), "{}", page.body);
     let refused = server.request(&crate::harness::Identity::Anonymous, "POST", "/jobset/web/main/evaluate", None);
     assert_eq!(refused.status, 401, "{}", refused.body);
+    // An admin page asks an anonymous reader to log in, on the spot.
+    let admin =
+        server.request_with(&crate::harness::Identity::Anonymous, "GET", "/admin", None, &[("Accept", "text/html")]);
+    assert_eq!(admin.status, 401);
+    assert!(admin.body.contains("name=\"password\""), "{}", admin.body);
+
     // Forms refused to anonymous callers show nothing of what they would
     // have shown (the users, an account).
     for (path, form) in [("/new-user", "username=admin"), ("/user/alice/new-token", "expires_in_days=0")] {

@@ -170,7 +170,16 @@ pub fn layout(caller: &Caller, title: &str, crumbs: &[(String, String)], body: M
 
 /// An error as a page, with its status.
 pub fn error_page(caller: &Caller, error: &ApiError) -> Response {
-    let page = layout(caller, "Not here", &[], html! { p.error { (error.message) } });
+    // Refused for want of a login: the way in, right there.
+    let log_in = error.status == StatusCode::UNAUTHORIZED && caller.user.is_none();
+    let title = match error.status {
+        StatusCode::UNAUTHORIZED => "Log in",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::NOT_FOUND => "Not here",
+        status if status.is_client_error() => "Not done",
+        _ => "Something went wrong",
+    };
+    let page = layout(caller, title, &[], html! { p.error { (error.message) } @if log_in { (pages::login_form()) } });
     (error.status, page).into_response()
 }
 
