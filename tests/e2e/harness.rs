@@ -117,15 +117,24 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// PostgreSQL refuses to run as root: as root, run it as `postgres`.
+/// PostgreSQL refuses to run as root: as root, run it as `postgres`. The
+/// program runs as the child itself (its user and group set before exec,
+/// not through `runuser`, whose own child would outlive the parent-death
+/// signal and keep a server running after the tests).
 fn as_postgres_user(program: &Path) -> Command {
+    let mut command = Command::new(program);
     if is_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
+        // SAFETY: getpwnam is given a NUL-terminated name; its answer is
+        // read at once, before any other call could reuse its buffer.
+        let (uid, gid) = unsafe {
+            let entry = libc::getpwnam(c"postgres".as_ptr());
+            assert!(!entry.is_null(), "there is no postgres user (Debian: apt install postgresql)");
+            ((*entry).pw_uid, (*entry).pw_gid)
+        };
+        use std::os::unix::process::CommandExt;
+        command.uid(uid).gid(gid);
     }
+    command
 }
 
 /// One PostgreSQL server for the whole test process, on a private data
