@@ -40,7 +40,8 @@ pub struct JobMatrix {
 }
 
 /// A build as a list across jobsets shows it (search, queue, releases).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Read by column name: the query aliases its columns to these fields.
+#[derive(Debug, Clone, PartialEq, Eq, sea_orm::FromQueryResult)]
 pub struct BuildRow {
     pub id: i64,
     pub project: String,
@@ -53,11 +54,16 @@ pub struct BuildRow {
     /// When it was queued.
     pub timestamp: i64,
     pub stop_time: Option<i64>,
-    /// Its project or jobset is hidden (not listed to anonymous readers).
-    pub hidden: bool,
+    pub project_hidden: bool,
+    pub jobset_hidden: bool,
 }
 
-type BuildRowTuple = (i64, String, String, String, String, String, bool, Option<i32>, i64, Option<i64>, bool, bool);
+impl BuildRow {
+    /// Its project or jobset is hidden (not listed to anonymous readers).
+    pub fn hidden(&self) -> bool {
+        self.project_hidden || self.jobset_hidden
+    }
+}
 
 /// Which builds of an evaluation a page lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,52 +95,22 @@ impl Db {
     pub async fn build_rows(&self, ids: &[i64]) -> DbResult<Vec<BuildRow>> {
         let mut found = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(super::INSERT_CHUNK) {
-            let rows: Vec<BuildRowTuple> = build::Entity::find()
+            let rows = build::Entity::find()
                 .select_only()
-                .column(build::Column::Id)
-                .column_as(project::Column::Name, "project_name")
-                .column_as(jobset::Column::Name, "jobset_name")
-                .columns([build::Column::Job, build::Column::NixName, build::Column::System, build::Column::Finished])
-                .columns([build::Column::BuildStatus, build::Column::Timestamp, build::Column::StopTime])
+                .columns([build::Column::Id, build::Column::Job, build::Column::NixName, build::Column::System])
+                .columns([build::Column::Finished, build::Column::Timestamp, build::Column::StopTime])
+                .column_as(build::Column::BuildStatus, "status")
+                .column_as(project::Column::Name, "project")
+                .column_as(jobset::Column::Name, "jobset")
                 .column_as(project::Column::Hidden, "project_hidden")
                 .column_as(jobset::Column::Hidden, "jobset_hidden")
                 .join(JoinType::InnerJoin, build::Relation::Jobset.def())
                 .join(JoinType::InnerJoin, jobset::Relation::Project.def())
                 .filter(build::Column::Id.is_in(chunk.iter().copied()))
-                .into_tuple()
+                .into_model::<BuildRow>()
                 .all(self.read())
                 .await?;
-            for (
-                id,
-                project,
-                jobset,
-                job,
-                nix_name,
-                system,
-                finished,
-                status,
-                timestamp,
-                stop_time,
-                p_hidden,
-                j_hidden,
-            ) in rows
-            {
-                let hidden = p_hidden || j_hidden;
-                let row = BuildRow {
-                    id,
-                    project,
-                    jobset,
-                    job,
-                    nix_name,
-                    system,
-                    finished,
-                    status,
-                    timestamp,
-                    stop_time,
-                    hidden,
-                };
-                found.insert(id, row);
-            }
+            found.extend(rows.into_iter().map(|row| (row.id, row)));
         }
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }

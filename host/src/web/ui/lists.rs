@@ -211,7 +211,7 @@ pub async fn search(State(state): State<AppState>, caller: Caller, Query(query):
         let rows = state.db.build_rows(&ids).await?;
         let visible = |hidden: bool| !hidden || caller.user.is_some();
         let (by_drv, builds): (Vec<BuildRow>, Vec<BuildRow>) =
-            rows.into_iter().filter(|row| visible(row.hidden)).partition(|row| found.builds_by_drv.contains(&row.id));
+            rows.into_iter().filter(|row| visible(row.hidden())).partition(|row| found.builds_by_drv.contains(&row.id));
         let projects: Vec<_> = found.projects.iter().filter(|p| visible(p.hidden)).collect();
         let jobsets: Vec<_> = found.jobsets.iter().filter(|(p, j)| visible(p.hidden) && visible(j.hidden)).collect();
         let nothing = projects.is_empty() && jobsets.is_empty() && builds.is_empty() && by_drv.is_empty();
