@@ -72,8 +72,9 @@ impl Db {
     }
 
     pub async fn user(&self, username: &str) -> DbResult<Option<User>> {
-        let rows = user::Entity::find().filter(user::Column::Username.eq(username)).all(self.read()).await?;
-        Ok(self.with_roles(rows).await?.pop())
+        let rows =
+            Self::user_and_roles().filter(user::Column::Username.eq(username)).into_tuple().all(self.read()).await?;
+        Ok(fold_roles(rows))
     }
 
     async fn user_by_id(&self, id: i64) -> DbResult<Option<User>> {
@@ -289,21 +290,9 @@ impl Db {
             .into_model::<TokenRow>()
             .all(self.read())
             .await?;
-        let mut found: Option<(User, ApiToken)> = None;
-        for row in rows {
-            let (user, _) = found.get_or_insert_with(|| {
-                let user = User {
-                    id: row.token.user_id,
-                    username: row.user_name,
-                    full_name: row.user_full_name,
-                    email: row.user_email,
-                    roles: BTreeSet::new(),
-                };
-                (user, row.token)
-            });
-            user.roles.extend(row.role);
-        }
-        let Some((user, token)) = found else { return Ok(None) };
+        let Some(token) = rows.first().map(|row| row.token.clone()) else { return Ok(None) };
+        let rows = rows.into_iter().map(|r| (r.token.user_id, r.user_name, r.user_full_name, r.user_email, r.role));
+        let Some(user) = fold_roles(rows.collect()) else { return Ok(None) };
         if token.expires_time.is_some_and(|t| t <= time) {
             return Ok(None);
         }

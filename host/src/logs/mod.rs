@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -136,29 +136,23 @@ impl LogStore {
 
     /// The last `lines` lines of the log.
     pub fn tail(&self, drv: &StorePath, lines: usize) -> std::io::Result<Option<Vec<u8>>> {
-        Ok(self.read(drv)?.map(|log| tail_lines(&log, lines).to_vec()))
+        // Read from a window at the end, widened until it holds the lines:
+        // a log of many megabytes is not kept whole to show its end.
+        let mut window: u64 = 64 << 10;
+        loop {
+            let Some(page) = self.page(drv, Window::Tail, window)? else { return Ok(None) };
+            let tail = tail_lines(&page.text, lines);
+            if tail.len() < page.text.len() || page.from == 0 {
+                return Ok(Some(tail.to_vec()));
+            }
+            window *= 4;
+        }
     }
 }
 
 fn read_log_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut decoder = zstd::stream::Decoder::new(file)?;
     let mut log = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match decoder.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => log.extend_from_slice(&buf[..n]),
-            // A log being written ends in an unfinished frame: what was
-            // flushed so far is all there is to read.
-            Err(_) => break,
-        }
-    }
-    Ok(Some(log))
+    Ok(page::decode_each(path, |chunk| log.extend_from_slice(chunk))?.map(|_| log))
 }
 
 /// The suffix of `log` holding its last `lines` lines.
@@ -299,6 +293,23 @@ mod tests {
         assert_eq!(store.read(&drv()).unwrap().unwrap(), b"first\nsecond\nthird\n");
         assert_eq!(store.tail(&drv(), 2).unwrap().unwrap(), b"second\nthird\n");
         assert!(dir.path().join("i3").join("m7y37jdyi708p9xfrkxr9wn91bv2gf-ok.drv.zst").is_file());
+    }
+
+    #[test]
+    fn tail_reads_back_as_far_as_its_lines_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::new(dir.path().to_owned());
+        let mut writer = store.create(&drv()).unwrap();
+        // Lines longer than the first window at the end of the log.
+        let long = |c: &str| c.repeat(100 << 10);
+        for line in ["first", &long("a"), &long("b"), "last"] {
+            writer.write_line(line).unwrap();
+        }
+        writer.finish().unwrap();
+        let tail = store.tail(&drv(), 3).unwrap().unwrap();
+        assert_eq!(tail, format!("{}\n{}\nlast\n", long("a"), long("b")).into_bytes());
+        let all = store.tail(&drv(), 10).unwrap().unwrap();
+        assert_eq!(all, store.read(&drv()).unwrap().unwrap(), "fewer lines than asked: the whole log");
     }
 
     #[test]

@@ -37,14 +37,33 @@ pub struct LogPage {
 const LINE_SLACK: u64 = 64 << 10;
 
 /// Reads a page of the log file at `path` (`None`: there is no log).
-pub(super) fn read_page(path: &Path, window: Window, length: u64) -> std::io::Result<Option<LogPage>> {
+/// Decompresses the log file at `path` as a stream, handing each chunk to
+/// `each`; returns the log's length, or `None` if there is no such file.
+/// A log being written ends in an unfinished frame: what was flushed so far
+/// is the log.
+pub(super) fn decode_each(path: &Path, mut each: impl FnMut(&[u8])) -> std::io::Result<Option<u64>> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let length = length.max(1);
     let mut decoder = zstd::stream::Decoder::new(file)?;
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut total = 0;
+    loop {
+        match decoder.read(&mut buffer) {
+            Ok(0) | Err(_) => return Ok(Some(total)),
+            Ok(n) => {
+                each(&buffer[..n]);
+                total += n as u64;
+            }
+        }
+    }
+}
+
+/// Reads a page of the log file at `path` (`None`: there is no log).
+pub(super) fn read_page(path: &Path, window: Window, length: u64) -> std::io::Result<Option<LogPage>> {
+    let length = length.max(1);
     // What is kept: the byte before the window (is a line starting at its
     // beginning?) up to the slack after it; for the tail, the last bytes.
     let keep = match window {
@@ -55,19 +74,10 @@ pub(super) fn read_page(path: &Path, window: Window, length: u64) -> std::io::Re
     let mut kept: Vec<u8> = Vec::new();
     let mut kept_start: u64 = 0;
     let mut position: u64 = 0;
-    let mut buffer = vec![0u8; 64 << 10];
-    loop {
-        let n = match decoder.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            // A log being written ends in an unfinished frame: what was
-            // flushed so far is the log.
-            Err(_) => break,
-        };
-        let chunk = &buffer[..n];
+    let decoded = decode_each(path, |chunk| {
         match keep {
             Some((start, end)) => {
-                let (chunk_start, chunk_end) = (position, position + n as u64);
+                let (chunk_start, chunk_end) = (position, position + chunk.len() as u64);
                 let (lo, hi) = (start.max(chunk_start), end.min(chunk_end));
                 if lo < hi {
                     if kept.is_empty() {
@@ -87,9 +97,9 @@ pub(super) fn read_page(path: &Path, window: Window, length: u64) -> std::io::Re
                 }
             }
         }
-        position += n as u64;
-    }
-    let total = position;
+        position += chunk.len() as u64;
+    })?;
+    let Some(total) = decoded else { return Ok(None) };
     // Asked for lines before a point past the end (the log is shorter than
     // when the link was made: a step that ran again): its end, whole.
     if matches!(window, Window::To(to) if to > total) {

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::auth::require_on;
 use super::{ApiError, ApiResult, AppState, json as hydra, redirect};
 use crate::db::{BuildStep, BuildView};
-use crate::logs::tail_lines;
+use crate::logs::{LogPage, Window, tail_lines};
 use crate::nix::StorePath;
 use crate::users::{Action, Caller};
 
@@ -66,15 +66,13 @@ impl LogMode {
 
 fn log_response(state: &AppState, drv: &str, mode: LogMode) -> ApiResult<Response> {
     let drv = StorePath::parse(drv).map_err(|e| ApiError::not_found(e.to_string()))?;
-    let log = state
-        .logs
-        .read(&drv)
+    let log = match mode {
+        LogMode::Whole => state.logs.read(&drv),
+        LogMode::Tail => state.logs.tail(&drv, TAIL_LINES),
+    };
+    let body = log
         .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the log: {e}")))?
         .ok_or_else(|| ApiError::not_found(format!("there is no log of {drv}")))?;
-    let body = match mode {
-        LogMode::Whole => log,
-        LogMode::Tail => tail_lines(&log, TAIL_LINES).to_vec(),
-    };
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 
@@ -135,7 +133,7 @@ const LIVE_TAIL_LINES: usize = 1000;
 
 /// Where a live log's stream of events is.
 enum LiveStream {
-    Start(Option<tokio::sync::broadcast::Receiver<crate::logs::LiveLine>>, Vec<u8>),
+    Start(Option<tokio::sync::broadcast::Receiver<crate::logs::LiveLine>>, LogPage),
     Following { lines: tokio::sync::broadcast::Receiver<crate::logs::LiveLine>, have: u64 },
     Ending,
     Done,
@@ -165,24 +163,28 @@ async fn live_log(state: &AppState, drv: &str, busy: bool) -> ApiResult<Response
     let drv = StorePath::parse(drv).map_err(|e| ApiError::not_found(e.to_string()))?;
     // Following first, then reading: no line falls between the two.
     let lines = state.logs.follow(&drv);
+    // Parts of the log file, as pages (whole lines, and how long the log is).
     let read = {
         let (logs, drv) = (state.logs.clone(), drv.clone());
-        move || logs.read(&drv).map(Option::unwrap_or_default)
+        move |window: Window, length: u64| {
+            logs.page(&drv, window, length)
+                .map(|page| page.unwrap_or(LogPage { from: 0, to: 0, text: Vec::new(), total: 0 }))
+        }
     };
-    let internal = |e: String| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e);
-    let log = tokio::task::spawn_blocking(read.clone())
+    let start = read.clone();
+    let page = tokio::task::spawn_blocking(move || start(Window::Tail, MAX_CATCH_UP))
         .await
-        .map_err(|e| internal(e.to_string()))?
-        .map_err(|e| internal(format!("cannot read the log: {e}")))?;
-    let stream = futures_util::stream::unfold(LiveStream::Start(lines, log), move |state| {
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(format!("cannot read the log: {e}")))?;
+    let stream = futures_util::stream::unfold(LiveStream::Start(lines, page), move |state| {
         let read = read.clone();
         async move {
             match state {
-                LiveStream::Start(lines, log) => {
-                    let tail = String::from_utf8_lossy(tail_lines(&log, LIVE_TAIL_LINES)).into_owned();
+                LiveStream::Start(lines, page) => {
+                    let tail = String::from_utf8_lossy(tail_lines(&page.text, LIVE_TAIL_LINES)).into_owned();
                     let tail = tail.strip_suffix('\n').unwrap_or(&tail);
                     let next = match lines {
-                        Some(lines) => LiveStream::Following { lines, have: log.len() as u64 },
+                        Some(lines) => LiveStream::Following { lines, have: page.total },
                         None if busy => LiveStream::Done,
                         None => LiveStream::Ending,
                     };
@@ -201,10 +203,13 @@ async fn live_log(state: &AppState, drv: &str, busy: bool) -> ApiResult<Response
                             } else if line.offset > have {
                                 // Lines written before this reader came, or
                                 // while it lagged: they are in the file.
-                                let log = tokio::task::spawn_blocking(read).await.ok()?.ok()?;
-                                let end = (line.offset as usize).min(log.len());
-                                text.push_str(&String::from_utf8_lossy(&log[(have as usize).min(end)..end]));
-                                if log.len() < line.offset as usize {
+                                let missed = line.offset - have;
+                                let page = tokio::task::spawn_blocking(move || read(Window::From(have), missed))
+                                    .await
+                                    .ok()?
+                                    .ok()?;
+                                text.push_str(&String::from_utf8_lossy(&page.text));
+                                if page.total < line.offset {
                                     // Lines the writer had not flushed when this reader fell behind.
                                     text.push_str("… some lines are not shown here: see the whole log …\n");
                                 }

@@ -21,8 +21,16 @@ async fn find_eval(state: &AppState, id: i64) -> ApiResult<crate::db::JobsetEval
     state.db.eval(id).await?.ok_or_else(|| ApiError::not_found(format!("evaluation {id} does not exist")))
 }
 
+/// An evaluation with its project and jobset, or a 404.
+async fn find_eval_with_jobset(
+    state: &AppState,
+    id: i64,
+) -> ApiResult<(crate::db::JobsetEval, crate::db::Project, crate::db::Jobset)> {
+    state.db.eval_with_jobset(id).await?.ok_or_else(|| ApiError::not_found(format!("evaluation {id} does not exist")))
+}
+
 pub async fn get_eval(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
-    let eval = find_eval(&state, id).await?;
+    let (eval, project, jobset) = find_eval_with_jobset(&state, id).await?;
     let members = state.db.eval_members(&[id]).await?;
     let inputs = state.db.eval_inputs(&[id]).await?;
     let errors = state.db.eval_errors(id).await?;
@@ -32,10 +40,8 @@ pub async fn get_eval(State(state): State<AppState>, Path(id): Path<i64>) -> Api
         inputs.get(&id).map(Vec::as_slice).unwrap_or_default(),
         Some(&errors),
     );
-    if let Some((project, jobset)) = state.db.jobset_by_id(eval.jobset_id).await? {
-        value["project"] = json!(project.name);
-        value["jobset"] = json!(jobset.name);
-    }
+    value["project"] = json!(project.name);
+    value["jobset"] = json!(jobset.name);
     Ok(Json(value))
 }
 
@@ -153,7 +159,7 @@ pub async fn eval_action(
     caller: Caller,
     Path((id, action)): Path<(i64, String)>,
 ) -> ApiResult<Response> {
-    let eval = find_eval(&state, id).await?;
+    let (_, project, _) = find_eval_with_jobset(&state, id).await?;
     let action = match action.as_str() {
         "cancel" => EvalAction::Cancel,
         "restart-failed" => EvalAction::RestartFailed,
@@ -166,11 +172,6 @@ pub async fn eval_action(
         EvalAction::RestartFailed | EvalAction::RestartAborted => Action::RestartBuild,
         EvalAction::Bump => Action::BumpBuild,
     };
-    let (project, _) = state
-        .db
-        .jobset_by_id(eval.jobset_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("evaluation {id} does not exist")))?;
     require_on(&state, &caller, needed, &project).await?;
     match action {
         EvalAction::Cancel => {

@@ -185,8 +185,8 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let (mut response, count) = crate::db::query_count::counting(next.run(request)).await;
-    let timing = format!("db;dur={:.1};desc=\"{} queries\"", count.time.as_secs_f64() * 1000.0, count.queries);
     if response.extensions().get::<ShowTiming>().is_some() {
+        let timing = format!("db;dur={:.1};desc=\"{} queries\"", count.time.as_secs_f64() * 1000.0, count.queries);
         if let Ok(value) = HeaderValue::from_str(&timing) {
             response.headers_mut().insert("server-timing", value);
         }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
-use super::forms::{Fields, checkbox, field, form_error, json_headers, parse_form, see_other, text};
+use super::forms::{Fields, Form, checkbox, field, form_error, json_headers, see_other, text};
 use super::pages::{action_button, crumb};
 use super::{layout, render, time};
 use crate::db::User;
@@ -94,15 +94,11 @@ pub async fn users_list(State(state): State<AppState>, caller: Caller) -> Respon
 }
 
 /// `POST /new-user`: the form of `/users`, through `PUT /user/NAME`.
-pub async fn create_user(State(state): State<AppState>, caller: Caller, body: Bytes) -> Response {
+pub async fn create_user(State(state): State<AppState>, caller: Caller, Form(fields): Form) -> Response {
     // First: the answer to a refused form lists the users.
     if let Err(e) = require(&caller, Action::ManageUsers) {
         return render(&caller, Err(e));
     }
-    let fields = match parse_form(&body) {
-        Ok(fields) => fields,
-        Err(e) => return render(&caller, Err(e)),
-    };
     let name = fields.get("username").cloned().unwrap_or_default();
     let get = |key: &str| fields.get(key).cloned().unwrap_or_default();
     let roles: Vec<&str> = ROLES.iter().copied().filter(|role| fields.contains_key(&format!("role.{role}"))).collect();
@@ -221,16 +217,12 @@ pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    body: Bytes,
+    Form(fields): Form,
 ) -> Response {
     // First: the answer to a refused form shows the account.
     if let Err(e) = users::require_self_or_admin(&caller, &name) {
         return render(&caller, Err(e));
     }
-    let fields = match parse_form(&body) {
-        Ok(fields) => fields,
-        Err(e) => return render(&caller, Err(e)),
-    };
     let scopes: Vec<&str> = SCOPES.iter().copied().filter(|s| fields.contains_key(&format!("scope.{s}"))).collect();
     let days = fields.get("expires_in_days").map(|d| d.trim()).filter(|d| !d.is_empty());
     let expires = match days.map(str::parse::<u32>) {

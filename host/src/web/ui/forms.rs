@@ -25,10 +25,20 @@ const SPARE_INPUTS: usize = 2;
 /// What the user typed, by field name, as the form sent it.
 pub(super) type Fields = BTreeMap<String, String>;
 
-pub(super) fn parse_form(body: &Bytes) -> Result<Fields, ApiError> {
-    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
-        .map(|pairs| pairs.into_iter().collect())
-        .map_err(|e| ApiError::bad_request(format!("malformed form: {e}")))
+/// A form's fields, extracted from a POST; a malformed one is answered
+/// with an error page.
+pub(super) struct Form(pub Fields);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Form {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let caller = request.extensions().get::<Caller>().cloned().unwrap_or_else(Caller::anonymous);
+        let body = Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
+        serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+            .map(|pairs| Form(pairs.into_iter().collect()))
+            .map_err(|e| render(&caller, Err(ApiError::bad_request(format!("malformed form: {e}")))))
+    }
 }
 
 /// The field an API error names, if any, and its message.
@@ -136,11 +146,7 @@ pub async fn new_project_page(caller: Caller) -> Response {
     render(&caller, Ok(layout(&caller, "New project", &[], body)))
 }
 
-pub async fn create_project(State(state): State<AppState>, caller: Caller, body: Bytes) -> Response {
-    let fields = match parse_form(&body) {
-        Ok(fields) => fields,
-        Err(e) => return render(&caller, Err(e)),
-    };
+pub async fn create_project(State(state): State<AppState>, caller: Caller, Form(fields): Form) -> Response {
     let name = fields.get("name").cloned().unwrap_or_default();
     let answer = if state.db.project(&name).await.ok().flatten().is_some() {
         Err(ApiError::invalid_field("name", format!("a project named ‘{name}’ already exists")))
@@ -200,12 +206,8 @@ pub async fn edit_project(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    body: Bytes,
+    Form(fields): Form,
 ) -> Response {
-    let fields = match parse_form(&body) {
-        Ok(fields) => fields,
-        Err(e) => return render(&caller, Err(e)),
-    };
     let action = format!("/project/{name}/edit");
     let answer = match find_project(&state, &name).await {
         Ok(_) => {
@@ -355,12 +357,8 @@ pub async fn create_jobset(
     State(state): State<AppState>,
     caller: Caller,
     Path(project): Path<String>,
-    body: Bytes,
+    Form(fields): Form,
 ) -> Response {
-    let fields = match parse_form(&body) {
-        Ok(fields) => fields,
-        Err(e) => return render(&caller, Err(e)),
-    };
     let name = fields.get("name").cloned().unwrap_or_default();
     let answer = match state.db.jobset(&project, &name).await {
         Ok(Some(_)) => {
@@ -427,12 +425,8 @@ pub async fn edit_jobset(
     State(state): State<AppState>,
     caller: Caller,
     Path((project, name)): Path<(String, String)>,
-    body: Bytes,
+    Form(fields): Form,
 ) -> Response {
-    let fields = match parse_form(&body) {
-        Ok(fields) => fields,
-        Err(e) => return render(&caller, Err(e)),
-    };
     let answer = match find_jobset(&state, &project, &name).await {
         Ok(_) => {
             let body = Bytes::from(jobset_json(&fields).to_string());

@@ -522,13 +522,8 @@ const FAILED_TAIL_LINES: usize = 30;
 async fn failed_log_tail(state: &AppState, build_drv: &str, steps: &[crate::db::BuildStep]) -> Option<String> {
     let drv = state.logs.build_log(build_drv, steps)?;
     let logs = state.logs.clone();
-    // Its last bytes only, however long the log.
-    let page = tokio::task::spawn_blocking(move || logs.page(&drv, crate::logs::Window::Tail, 16 << 10))
-        .await
-        .ok()?
-        .ok()??;
-    let tail = crate::logs::tail_lines(&page.text, FAILED_TAIL_LINES);
-    Some(crate::nix::strip_ansi(&String::from_utf8_lossy(tail)))
+    let tail = tokio::task::spawn_blocking(move || logs.tail(&drv, FAILED_TAIL_LINES)).await.ok()?.ok()??;
+    Some(crate::nix::strip_ansi(&String::from_utf8_lossy(&tail)))
 }
 
 /// Follows running steps' logs: the tail first, then each line as it is
