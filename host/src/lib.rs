@@ -3,6 +3,7 @@
 //! each module below is one part of it.
 
 pub mod config;
+pub mod confined;
 pub mod db;
 pub mod demo;
 pub mod eval;

@@ -17,6 +17,7 @@ mod m20261122_000003_plugin_kv;
 mod m20261122_000004_events;
 mod m20261122_000005_notifications;
 mod m20261122_000006_declarative;
+mod m20261201_000007_confined_results;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_events::Migration),
             Box::new(m20261122_000005_notifications::Migration),
             Box::new(m20261122_000006_declarative::Migration),
+            Box::new(m20261201_000007_confined_results::Migration),
         ]
     }
 }

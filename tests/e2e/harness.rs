@@ -424,6 +424,18 @@ max_jobs = {max_jobs}
         }
     }
 
+    /// The server process's resident memory now and at its peak (`VmRSS`,
+    /// `VmHWM`), in KiB.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| -> u64 {
+            let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name}"));
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// Kills the server without warning, as a power cut would.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -101,6 +101,8 @@ pub struct FinishedBuild {
     pub release_name: Option<String>,
     pub products: Vec<NewProduct>,
     pub metrics: Vec<NewMetric>,
+    /// What was refused or cut of what the build left in its outputs.
+    pub output_errors: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +114,8 @@ pub struct NewProduct {
     pub path: String,
     pub name: String,
     pub default_path: String,
+    /// Why its path is not served (it leads out of its output).
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -602,6 +606,10 @@ impl Db {
                 .col_expr(build::Column::Size, Expr::value(result.size))
                 .col_expr(build::Column::ClosureSize, Expr::value(result.closure_size))
                 .col_expr(build::Column::ReleaseName, Expr::value(result.release_name.clone()))
+                .col_expr(
+                    build::Column::OutputErrors,
+                    Expr::value((!result.output_errors.is_empty()).then(|| result.output_errors.join("\n"))),
+                )
                 .filter(build::Column::Id.eq(result.id))
                 .filter(build::Column::Finished.eq(false))
                 .exec(&txn)
@@ -621,6 +629,7 @@ impl Db {
                 path: Set(p.path.clone()),
                 name: Set(p.name.clone()),
                 default_path: Set(p.default_path.clone()),
+                error: Set(p.error.clone()),
             }));
             let (project_name, jobset_name, job, timestamp) = names.get(&result.id).cloned().unwrap_or_default();
             metric_rows.extend(result.metrics.iter().map(|m| build_metric::ActiveModel {

@@ -115,6 +115,7 @@ mod tests {
             closure_size: None,
             release_name: None,
             keep: false,
+            output_errors: None,
         };
         BuildView {
             build,

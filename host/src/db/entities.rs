@@ -252,6 +252,9 @@ pub mod build {
         pub closure_size: Option<i64>,
         pub release_name: Option<String>,
         pub keep: bool,
+        /// What was refused or cut of what the build left in its outputs,
+        /// one sentence a line.
+        pub output_errors: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -374,6 +377,8 @@ pub mod build_product {
         pub path: String,
         pub name: String,
         pub default_path: String,
+        /// Why the product's path is not served (it leads out of its output).
+        pub error: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

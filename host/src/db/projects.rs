@@ -262,6 +262,41 @@ impl JobsetChanges {
     }
 }
 
+/// What a save expects to find under the name it is given. A request is
+/// decided — its rights checked, its fields merged — on what it read first;
+/// if another request changed that meanwhile, applying it anyway could
+/// make the racer the owner of someone else's project, or overwrite a
+/// jobset with defaults. So the save is refused (409) instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Nothing: the save creates.
+    New,
+    /// This row, by id: the save updates it.
+    Existing(i64),
+    /// Whatever is there (the operator's own tools: the demo, `project apply`).
+    Anything,
+}
+
+impl Expect {
+    /// Expects what the caller read: the row's id, or nothing.
+    pub fn from_read(id: Option<i64>) -> Expect {
+        id.map_or(Expect::New, Expect::Existing)
+    }
+
+    fn check(self, kind: &str, name: &str, found: Option<i64>) -> DbResult<()> {
+        match (self, found) {
+            (Expect::Anything, _) | (Expect::New, None) => Ok(()),
+            (Expect::Existing(id), Some(found)) if id == found => Ok(()),
+            (Expect::New, Some(_)) => {
+                Err(DbError::Conflict(format!("{kind} {name:?} was created by another request meanwhile; try again")))
+            }
+            (Expect::Existing(_), _) => Err(DbError::Conflict(format!(
+                "{kind} {name:?} was deleted or renamed by another request meanwhile; try again"
+            ))),
+        }
+    }
+}
+
 impl Db {
     pub async fn projects(&self) -> DbResult<Vec<Project>> {
         Ok(project::Entity::find().order_by_asc(project::Column::Name).all(self.read()).await?)
@@ -307,10 +342,17 @@ impl Db {
     }
 
     /// Creates the project `current_name` or updates it (renaming it when
-    /// `settings.name` differs). Returns the project and whether it is new.
-    pub async fn save_project(&self, current_name: &str, settings: &ProjectSettings) -> DbResult<(Project, bool)> {
+    /// `settings.name` differs), if what is there is what `expect` says.
+    /// Returns the project and whether it is new.
+    pub async fn save_project(
+        &self,
+        current_name: &str,
+        settings: &ProjectSettings,
+        expect: Expect,
+    ) -> DbResult<(Project, bool)> {
         let txn = self.begin_write().await?;
         let existing = project::Entity::find().filter(project::Column::Name.eq(current_name)).one(&txn).await?;
+        expect.check("project", current_name, existing.as_ref().map(|p| p.id))?;
         if settings.name != current_name
             && project::Entity::find()
                 .filter(project::Column::Name.eq(settings.name.as_str()))
@@ -395,6 +437,7 @@ impl Db {
         project: &Project,
         current_name: &str,
         settings: &JobsetSettings,
+        expect: Expect,
     ) -> DbResult<(Jobset, bool)> {
         let txn = self.begin_write().await?;
         let find = |name: String| {
@@ -403,6 +446,7 @@ impl Db {
                 .filter(jobset::Column::Name.eq(name))
         };
         let existing = find(current_name.to_owned()).one(&txn).await?;
+        expect.check("jobset", &format!("{}:{current_name}", project.name), existing.as_ref().map(|j| j.id))?;
         if settings.name != current_name && find(settings.name.clone()).one(&txn).await?.is_some() {
             return Err(DbError::Conflict(format!(
                 "project {:?} already has a jobset named {:?}",
@@ -559,5 +603,39 @@ impl Db {
             triggered.push(format!("{project_name}:{jobset_name}"));
         }
         Ok(triggered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two creators race for one name: the loser's request, decided on
+    /// "no such project", must not be applied to the winner's project.
+    #[tokio::test]
+    async fn a_lost_race_is_a_conflict_not_an_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&format!("sqlite://{}", dir.path().join("db.sqlite").display())).await.unwrap();
+        let owned_by = |owner: &str| ProjectSettings { owner: owner.into(), ..ProjectSettings::new("p") };
+        let (winner, created) = db.save_project("p", &owned_by("alice"), Expect::New).await.unwrap();
+        assert!(created);
+        let lost = db.save_project("p", &owned_by("mallory"), Expect::New).await.unwrap_err();
+        assert!(matches!(lost, DbError::Conflict(ref m) if m.contains("created by another request")), "{lost}");
+        assert_eq!(db.project("p").await.unwrap().unwrap().owner, "alice");
+
+        // An update decided on a project that was deleted and made again.
+        db.delete_project("p").await.unwrap();
+        db.save_project("p", &owned_by("bob"), Expect::New).await.unwrap();
+        let stale = db.save_project("p", &owned_by("alice"), Expect::Existing(winner.id)).await.unwrap_err();
+        assert!(matches!(stale, DbError::Conflict(_)), "{stale}");
+        assert_eq!(db.project("p").await.unwrap().unwrap().owner, "bob");
+
+        // Jobsets likewise.
+        let project = db.project("p").await.unwrap().unwrap();
+        let jobset = JobsetSettings { description: "first".into(), ..JobsetSettings::new("j") };
+        db.save_jobset(&project, "j", &jobset, Expect::New).await.unwrap();
+        let other = JobsetSettings { description: "second".into(), ..JobsetSettings::new("j") };
+        assert!(matches!(db.save_jobset(&project, "j", &other, Expect::New).await, Err(DbError::Conflict(_))));
+        assert_eq!(db.jobset("p", "j").await.unwrap().unwrap().1.description, "first");
     }
 }

@@ -229,6 +229,15 @@ impl Db {
         Ok(())
     }
 
+    /// Ends every session of a user, but `keep` (the one asking, say).
+    pub async fn end_sessions_of(&self, user_id: i64, keep: Option<&str>) -> DbResult<u64> {
+        let mut delete = session::Entity::delete_many().filter(session::Column::UserId.eq(user_id));
+        if let Some(keep) = keep {
+            delete = delete.filter(session::Column::Digest.ne(keep));
+        }
+        Ok(delete.exec(self.write()).await?.rows_affected)
+    }
+
     pub async fn delete_expired_sessions(&self) -> DbResult<u64> {
         let result =
             session::Entity::delete_many().filter(session::Column::ExpiresTime.lte(now())).exec(self.write()).await?;

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::db::{Db, DbResult, InputSetting, JobsetSettings, ProjectSettings};
+use crate::db::{Db, DbResult, Expect, InputSetting, JobsetSettings, ProjectSettings};
 
 const RELEASE_NIX: &str = include_str!("release.nix");
 
@@ -34,7 +34,7 @@ pub async fn install(db: &Db, dir: &std::path::Path) -> DbResult<()> {
                 description: "A program, its test and a release gate, built with your local Nix".into(),
                 ..ProjectSettings::new("demo")
             };
-            db.save_project("demo", &settings).await?.0
+            db.save_project("demo", &settings, Expect::Anything).await?.0
         }
     };
     let settings = JobsetSettings {
@@ -58,6 +58,6 @@ pub async fn install(db: &Db, dir: &std::path::Path) -> DbResult<()> {
         ],
         ..JobsetSettings::new("main")
     };
-    db.save_jobset(&project, "main", &settings).await?;
+    db.save_jobset(&project, "main", &settings, Expect::Anything).await?;
     Ok(())
 }

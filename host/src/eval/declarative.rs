@@ -153,7 +153,11 @@ impl Evaluator {
         if due.jobset.settings(&inputs) == settings {
             return Ok(due.jobset.clone());
         }
-        let (saved, _) = self.db.save_jobset(&due.project, SPEC_JOBSET, &settings).await.map_err(|e| e.to_string())?;
+        let (saved, _) = self
+            .db
+            .save_jobset(&due.project, SPEC_JOBSET, &settings, crate::db::Expect::Anything)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(saved)
     }
 

@@ -173,16 +173,27 @@ pub async fn evaluate(nix: &Nix, workspace: &Workspace, workers: usize, memory_m
     let mut child = nix.spawn_eval_jobs(&call).map_err(|e| e.to_string())?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
+    // Messages (`builtins.trace` among them) only matter at the end.
     let stderr_task = tokio::spawn(async move {
-        let mut text = Vec::new();
-        let _ = stderr.read_to_end(&mut text).await;
-        text
+        crate::nix::read_tail(&mut stderr, crate::nix::MAX_ERROR_OUTPUT).await.unwrap_or_default()
     });
     let mut result = RawJobs::default();
-    let mut lines = BufReader::new(stdout).lines();
+    let mut stdout = BufReader::new(stdout);
     let remaining = workspace.deadline.saturating_duration_since(std::time::Instant::now());
     let read = tokio::time::timeout(remaining, async {
-        while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
+        let mut line = Vec::new();
+        while let Some(whole) = read_line(&mut stdout, &mut line).await.map_err(|e| e.to_string())? {
+            if !whole {
+                result.errors.push((
+                    format!("(job {} of the output)", result.jobs.len() + result.errors.len() + 1),
+                    format!(
+                        "nix-eval-jobs printed a line over {} MiB for this job: its meta is too large",
+                        MAX_LINE >> 20
+                    ),
+                ));
+                continue;
+            }
+            let line = String::from_utf8_lossy(&line);
             if line.trim().is_empty() {
                 continue;
             }
@@ -201,13 +212,45 @@ pub async fn evaluate(nix: &Nix, workspace: &Workspace, workers: usize, memory_m
     let status = child.wait().await.map_err(|e| e.to_string())?;
     let stderr = stderr_task.await.unwrap_or_default();
     if !status.success() && result.jobs.is_empty() && result.errors.is_empty() {
+        let marker = if stderr.cut > 0 { crate::nix::cut_marker(stderr.cut) + "\n" } else { String::new() };
         return Err(format!(
-            "nix-eval-jobs failed: {}",
-            crate::nix::strip_ansi(String::from_utf8_lossy(&stderr).trim())
+            "nix-eval-jobs failed: {marker}{}",
+            crate::nix::strip_ansi(String::from_utf8_lossy(&stderr.bytes).trim())
         ));
     }
     result.jobs.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(result)
+}
+
+/// One job's line at most: more is a job whose meta is absurd.
+const MAX_LINE: usize = 16 << 20;
+
+/// Reads the next line into `line` (without its newline); `Some(false)`
+/// when it was longer than [`MAX_LINE`] (it is skipped, never kept whole),
+/// `None` at the end.
+async fn read_line(stream: &mut (impl AsyncBufReadExt + Unpin), line: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+    line.clear();
+    let n = (&mut *stream).take(MAX_LINE as u64 + 1).read_until(b'\n', line).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        return Ok(Some(true));
+    }
+    if line.len() <= MAX_LINE {
+        // The last line, without a newline.
+        return Ok(Some(true));
+    }
+    // Skip the rest of the long line, a bounded piece at a time.
+    loop {
+        line.clear();
+        let n = (&mut *stream).take(1 << 16).read_until(b'\n', line).await?;
+        if n == 0 || line.last() == Some(&b'\n') {
+            line.clear();
+            return Ok(Some(false));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -240,5 +283,20 @@ mod tests {
         let line = r#"{"attr":"broken","attrPath":["broken"],"error":"\u001b[31;1merror:\u001b[0m boom"}"#;
         assert_eq!(parse_line(line).unwrap(), Parsed::Error("broken".into(), "error: boom".into()));
         assert!(parse_line("not json").is_err());
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_skipped_not_kept() {
+        let mut text = b"first\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', MAX_LINE + 100));
+        text.extend_from_slice(b"\nlast");
+        let mut stream = &text[..];
+        let mut line = Vec::new();
+        assert_eq!(read_line(&mut stream, &mut line).await.unwrap(), Some(true));
+        assert_eq!(line, b"first");
+        assert_eq!(read_line(&mut stream, &mut line).await.unwrap(), Some(false));
+        assert_eq!(read_line(&mut stream, &mut line).await.unwrap(), Some(true));
+        assert_eq!(line, b"last");
+        assert_eq!(read_line(&mut stream, &mut line).await.unwrap(), None);
     }
 }

@@ -9,6 +9,7 @@ mod ansi;
 mod binary_cache;
 mod derivation;
 mod expr;
+mod output;
 mod serve;
 mod store_path;
 
@@ -18,13 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 pub use ansi::strip_ansi;
 pub use binary_cache::{HashPartIndex, SigningKey, narinfo};
 pub use derivation::{Derivation, DerivationError, DerivationOutput};
 pub use expr::{NixValue, string_literal};
+pub use output::{Head, Tail, cut_marker, read_head, read_tail};
 pub use serve::{
     BasicDerivation, BuildOptions, BuildResult, BuildStatus, Chunk, RemotePathInfo, ServeConnection, ServeError,
     ServeOutput, sort_by_references,
@@ -34,7 +35,12 @@ pub use store_path::{InvalidStorePath, StorePath, store_dir};
 use crate::config::NixConfig;
 
 /// How much of a failing command's stderr is kept for its error message.
-const MAX_ERROR_OUTPUT: usize = 64 * 1024;
+pub const MAX_ERROR_OUTPUT: usize = 64 * 1024;
+/// What one evaluator call may print as results (a slice of at most a few
+/// hundred jobs): more is a job whose meta is absurd, and fails that job.
+const MAX_EVAL_RESULTS: usize = 16 << 20;
+/// What a query of the store may print (paths, their sizes and references).
+const MAX_QUERY_OUTPUT: usize = 256 << 20;
 /// Paths per command line when querying many paths at once (well below
 /// the kernel's argument limits).
 const PATHS_PER_CALL: usize = 2000;
@@ -237,15 +243,18 @@ impl Nix {
 
     /// Runs a command to completion, returning stdout; a non-zero exit is an
     /// error carrying stderr.
-    async fn run(&self, mut cmd: Command, what: String) -> Result<Vec<u8>, NixError> {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
-        let output = cmd.output().await.map_err(|source| NixError::Spawn { program, source })?;
-        if output.status.success() {
-            Ok(output.stdout)
-        } else {
-            Err(NixError::Failed { command: what, message: error_text(&output.stderr, output.status) })
+    async fn run(&self, cmd: Command, what: String) -> Result<Vec<u8>, NixError> {
+        let (status, out, err) = capture(cmd, MAX_QUERY_OUTPUT).await?;
+        if !status.success() {
+            return Err(NixError::Failed { command: what, message: error_text(&err, status) });
         }
+        if out.cut > 0 {
+            return Err(NixError::Failed {
+                command: what,
+                message: format!("it printed more than {} MiB", MAX_QUERY_OUTPUT >> 20),
+            });
+        }
+        Ok(out.bytes)
     }
 
     pub async fn version(&self) -> Result<String, NixError> {
@@ -429,33 +438,29 @@ impl Nix {
         cmd.args(["--eval", "--strict", "--json", "--read-write-mode"]);
         self.add_eval_arguments(&mut cmd, call);
         limit_memory(&mut cmd, call.memory_limit);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|source| NixError::Spawn { program: "nix-instantiate".into(), source })?;
-        let mut stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let work = async {
-            let mut out = Vec::new();
-            let mut err = Vec::new();
-            let (r1, r2) = tokio::join!(stdout.read_to_end(&mut out), read_tail(&mut stderr, &mut err));
-            r1.and(r2)?;
-            let status = child.wait().await?;
-            Ok::<_, std::io::Error>((status, out, err))
-        };
         let what = format!("evaluation of {}", call.file.display());
-        let (status, out, err) = match tokio::time::timeout(call.timeout, work).await {
+        let (status, out, err) = match tokio::time::timeout(call.timeout, capture(cmd, MAX_EVAL_RESULTS)).await {
             Err(_) => {
                 return Err(NixError::Failed {
                     command: what,
                     message: format!("timed out after {} seconds", call.timeout.as_secs()),
                 });
             }
-            Ok(result) => result.map_err(|source| NixError::Spawn { program: "nix-instantiate".into(), source })?,
+            Ok(result) => result?,
         };
-        if status.success() {
-            Ok(out)
-        } else {
-            Err(NixError::Failed { command: what, message: error_text(&err, status) })
+        if !status.success() {
+            return Err(NixError::Failed { command: what, message: error_text(&err, status) });
         }
+        if out.cut > 0 {
+            return Err(NixError::Failed {
+                command: what,
+                message: format!(
+                    "its results are larger than {} MiB: a job's name, meta or outputs are too large",
+                    MAX_EVAL_RESULTS >> 20
+                ),
+            });
+        }
+        Ok(out.bytes)
     }
 
     /// Locks a flake reference: fetches it and returns the reference pinned
@@ -524,20 +529,20 @@ impl Nix {
     }
 }
 
-/// Reads a stream to its end, keeping only the last [`MAX_ERROR_OUTPUT`]
-/// bytes: a runaway `builtins.trace` must not exhaust the host's memory.
-async fn read_tail(stream: &mut (impl AsyncReadExt + Unpin), tail: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        tail.extend_from_slice(&buf[..n]);
-        if tail.len() > 2 * MAX_ERROR_OUTPUT {
-            tail.drain(..tail.len() - MAX_ERROR_OUTPUT);
-        }
-    }
+/// Runs a command to its end: its stdout's first `stdout_cap` bytes, its
+/// stderr's last [`MAX_ERROR_OUTPUT`] (a runaway `builtins.trace` must not
+/// exhaust the host's memory).
+async fn capture(mut cmd: Command, stdout_cap: usize) -> Result<(std::process::ExitStatus, Head, Tail), NixError> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    let spawn_error = |source| NixError::Spawn { program: program.clone(), source };
+    let mut child = cmd.spawn().map_err(spawn_error)?;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let (out, err) = tokio::join!(read_head(&mut stdout, stdout_cap), read_tail(&mut stderr, MAX_ERROR_OUTPUT));
+    let (out, err) = (out.map_err(spawn_error)?, err.map_err(spawn_error)?);
+    let status = child.wait().await.map_err(spawn_error)?;
+    Ok((status, out, err))
 }
 
 /// Caps the address space of a child process, so that one runaway
@@ -560,23 +565,22 @@ fn limit_memory(cmd: &mut Command, limit: Option<u64>) {
 /// The readable part of a failed command's stderr: without colours, and
 /// with a note when the process was killed by a signal (such as running out
 /// of its memory cap).
-fn error_text(stderr: &[u8], status: std::process::ExitStatus) -> String {
+fn error_text(stderr: &Tail, status: std::process::ExitStatus) -> String {
+    // The tail may begin inside a character: lossy, then lines.
+    let whole = String::from_utf8_lossy(&stderr.bytes);
     // Boehm GC's complaints before an out-of-memory error are noise.
-    let text: Vec<&str> = std::str::from_utf8(stderr)
-        .map(|s| s.lines().filter(|l| !l.starts_with("GC Warning:")).collect())
-        .unwrap_or_default();
-    let text = if text.is_empty() && !stderr.is_empty() {
-        strip_ansi(String::from_utf8_lossy(stderr).trim())
-    } else {
-        strip_ansi(text.join("\n").trim())
-    };
+    let lines: Vec<&str> = whole.lines().filter(|l| !l.starts_with("GC Warning:")).collect();
+    let text = if lines.is_empty() { strip_ansi(whole.trim()) } else { strip_ansi(lines.join("\n").trim()) };
+    let mut cut = stderr.cut;
     let text = if text.len() > MAX_ERROR_OUTPUT {
-        let cut = text.len() - MAX_ERROR_OUTPUT;
-        let cut = (cut..text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
-        format!("…{}", &text[cut..])
+        let from = text.len() - MAX_ERROR_OUTPUT;
+        let from = (from..text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
+        cut += from as u64;
+        text[from..].to_owned()
     } else {
         text
     };
+    let text = if cut > 0 { format!("{}\n{text}", cut_marker(cut)) } else { text };
     use std::os::unix::process::ExitStatusExt;
     match (status.signal(), text.is_empty()) {
         (Some(signal), true) => format!("killed by signal {signal}"),

@@ -662,7 +662,14 @@ pub(super) struct ProcessOutput {
     stdout: Option<tokio::process::ChildStdout>,
     stderr: Option<tokio::io::unix::AsyncFd<std::fs::File>>,
     pending: VecDeque<Chunk>,
+    /// Once stdout is closed: how long stderr may still take to close. Nix
+    /// may print its last words after closing stdout; a grandchild holding
+    /// stderr open must not hold the reader forever.
+    stderr_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// How long a closed far side's stderr is awaited for its last words.
+const CLOSING_STDERR: Duration = Duration::from_secs(2);
 
 impl ProcessOutput {
     pub(super) fn new(
@@ -679,7 +686,13 @@ impl ProcessOutput {
         // SAFETY: the file is owned by the AsyncFd and stays open as long as
         // it is registered.
         let stderr = unsafe { tokio::io::unix::AsyncFd::register(stderr)? };
-        Ok(ProcessOutput { child, stdout: Some(stdout), stderr: Some(stderr), pending: VecDeque::new() })
+        Ok(ProcessOutput {
+            child,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            pending: VecDeque::new(),
+            stderr_deadline: None,
+        })
     }
 
     /// Reads whatever stderr holds right now, without waiting.
@@ -755,6 +768,13 @@ impl ServeOutput for ProcessOutput {
             }
         }
         if self.stdout.is_none() {
+            if self.stderr.is_some() {
+                // Woken by stderr (above) or by the deadline.
+                let deadline = self.stderr_deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSING_STDERR)));
+                if deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
             // The far side is gone; what it said on stderr has been passed on.
             return Poll::Ready(Ok(None));
         }

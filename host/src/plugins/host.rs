@@ -2,7 +2,7 @@
 //! operator's grant on every call. A refused call is an `Err` for the
 //! plugin to report, never a trap and never a system call.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::io::AsyncReadExt;
@@ -13,6 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::host_api::orthrus::plugin::{builds, http, key_value, log, mail, nix_store, process, types};
 use super::outbound::HttpRequest;
 use super::{Grants, Services};
+use crate::confined::{Confined, Refused};
 
 /// Output a program may write to each of stdout and stderr.
 const MAX_PROGRAM_OUTPUT: usize = 16 << 20;
@@ -49,19 +50,14 @@ impl HostState {
     /// following anything outside it.
     fn scratch_path(&self, relative: &str) -> Result<PathBuf, String> {
         let relative = relative.strip_prefix("/scratch").unwrap_or(relative).trim_start_matches('/');
-        let path = Path::new(relative);
-        if path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-            return Err(format!("{relative:?} is not a path inside the scratch directory"));
-        }
-        let full = self.scratch.join(path);
         // Links could lead out: the resolved path must still be inside.
-        let resolved = full.canonicalize().map_err(|e| format!("{relative:?}: {e}"))?;
-        let root = self.scratch.canonicalize().map_err(|e| e.to_string())?;
-        if resolved.starts_with(&root) {
-            Ok(resolved)
-        } else {
-            Err(format!("{relative:?} leads outside the scratch directory"))
-        }
+        let scratch = Confined::open(&self.scratch).map_err(|e| e.to_string())?;
+        scratch.resolve(Path::new(relative)).map_err(|refused| match refused {
+            Refused::NotInside { .. } => format!("{relative:?} is not a path inside the scratch directory"),
+            Refused::LeadsOut { .. } => format!("{relative:?} leads outside the scratch directory"),
+            Refused::Io { source, .. } => format!("{relative:?}: {source}"),
+            other => format!("{relative:?}: {other}"),
+        })
     }
 }
 

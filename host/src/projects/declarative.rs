@@ -183,7 +183,7 @@ impl SpecApplier {
                 // The output is a file of the store, not a link out of it.
                 Some(path) => {
                     let path = std::path::Path::new(&path);
-                    match read_contained(path.parent().unwrap_or(path), path).await {
+                    match read_contained(path, path).await {
                         Ok(text) => parse_generated(&text).map_err(|e| format!("the output of build {build_id}: {e}")),
                         Err(e) => Err(format!("the output of build {build_id}: {e}")),
                     }

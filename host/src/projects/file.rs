@@ -97,7 +97,8 @@ pub async fn apply_file(db: &Db, inputs: &InputFetcher, path: &Path) -> anyhow::
         let project = match &existing {
             Some(current) if current.settings() == settings => current.clone(),
             _ => {
-                let (project, created) = db.save_project(&settings.name, &settings).await?;
+                let (project, created) =
+                    db.save_project(&settings.name, &settings, crate::db::Expect::Anything).await?;
                 report.push(format!("{} project {}", if created { "created" } else { "changed" }, project.name));
                 project
             }

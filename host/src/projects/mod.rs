@@ -14,7 +14,7 @@ pub mod spec;
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
-use tokio::io::AsyncReadExt;
+use crate::confined::{Confined, Refused};
 
 pub use spec::{FieldError, JobsetSpec, check_name};
 
@@ -58,29 +58,33 @@ pub fn is_relative_inside(path: &str) -> bool {
 const MAX_SPEC_BYTES: u64 = 1 << 20;
 
 /// Reads a spec file at `path`, which must be a regular file inside `root`
-/// once links are followed: a spec committed as a link to `/etc/shadow`, or
-/// a generator whose output is one, must not show the server's files in
-/// its error messages. At most [`MAX_SPEC_BYTES`].
+/// once links are followed (or `root` itself, a file): a spec committed as
+/// a link to `/etc/shadow`, or a generator whose output is one, must not
+/// show the server's files in its error messages. At most [`MAX_SPEC_BYTES`].
 pub async fn read_contained(root: &Path, path: &Path) -> Result<String, String> {
-    let root = tokio::fs::canonicalize(root).await.map_err(|e| format!("cannot read {}: {e}", root.display()))?;
-    let real = tokio::fs::canonicalize(path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !real.starts_with(&root) {
-        return Err(format!("{} is a link that leads out of its input", path.display()));
-    }
-    let file = tokio::fs::File::open(&real).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let metadata = file.metadata().await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !metadata.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
-    }
-    if metadata.len() > MAX_SPEC_BYTES {
-        return Err(format!("{} is larger than {} bytes", path.display(), MAX_SPEC_BYTES));
-    }
-    let mut text = String::new();
-    file.take(MAX_SPEC_BYTES)
-        .read_to_string(&mut text)
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(text)
+    let (root, path) = (root.to_owned(), path.to_owned());
+    let shown = path.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let refused = |e: Refused| match e {
+            Refused::LeadsOut { .. } | Refused::NotInside { .. } | Refused::RootIsLink(_) => {
+                format!("{shown} is a link that leads out of its input")
+            }
+            Refused::NotAFile(_) => format!("{shown} is not a regular file"),
+            Refused::Missing(_) => format!("cannot read {shown}: it does not exist"),
+            Refused::Io { source, .. } => format!("cannot read {shown}: {source}"),
+        };
+        let relative = path.strip_prefix(&root).map_err(|_| format!("{shown} is not inside its input"))?;
+        let read = Confined::open(&root)
+            .and_then(|confined| confined.read(relative, MAX_SPEC_BYTES))
+            .map_err(refused)?
+            .ok_or_else(|| format!("cannot read {shown}: it does not exist"))?;
+        if read.truncated {
+            return Err(format!("{shown} is larger than {MAX_SPEC_BYTES} bytes"));
+        }
+        String::from_utf8(read.bytes).map_err(|_| format!("{shown} is not UTF-8 text"))
+    })
+    .await
+    .map_err(|e| format!("reading a spec failed: {e}"))?
 }
 
 /// Parses a spec or projects file, JSON or TOML, into one JSON value.

@@ -702,6 +702,7 @@ async fn record_successes(db: &Db, nix: &Nix, metrics: &Metrics, builds: Vec<Tra
                 release_name: read.release_name,
                 products: read.products,
                 metrics: read.metrics,
+                output_errors: read.errors,
             }
         })
         .collect();

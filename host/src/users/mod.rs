@@ -23,7 +23,8 @@ pub const ROLES: [&str; 6] =
     ["admin", "bump-to-front", "cancel-build", "create-projects", "eval-jobset", "restart-jobs"];
 
 /// Scopes an API token may carry, sorted; `all` stands for every one.
-pub const SCOPES: [&str; 5] = ["admin", "builds", "eval", "projects", "read"];
+/// What each allows is [`Action::scope`]'s table (and the README's).
+pub const SCOPES: [&str; 6] = ["account", "admin", "builds", "eval", "projects", "read"];
 
 /// What a request wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +42,10 @@ pub enum Action {
     KeepBuild,
     /// Ask for an evaluation (`/api/push`).
     TriggerEval,
-    /// Create, change and delete users.
+    /// Change one's own account: password, e-mail, full name, API tokens
+    /// (listed, made, revoked). Checked only on the caller's own account.
+    EditOwnAccount,
+    /// Create, change and delete users (every account).
     ManageUsers,
 }
 
@@ -53,6 +57,7 @@ impl Action {
             Action::CreateProject | Action::EditProject | Action::EditJobset => "projects",
             Action::RestartBuild | Action::CancelBuild | Action::BumpBuild | Action::KeepBuild => "builds",
             Action::TriggerEval => "eval",
+            Action::EditOwnAccount => "account",
             Action::ManageUsers => "admin",
         }
     }
@@ -80,6 +85,7 @@ impl Action {
             Action::BumpBuild => "bump builds of this project",
             Action::KeepBuild => "keep builds of this project",
             Action::TriggerEval => "trigger evaluations of this project",
+            Action::EditOwnAccount => "change this account (password, e-mail, name, API tokens)",
             Action::ManageUsers => "manage users",
         }
     }
@@ -90,7 +96,11 @@ impl Action {
 pub enum Auth {
     Anonymous,
     /// A `hydra_session` cookie: a browser, or a script that logged in.
-    Session,
+    /// Its digest names the session, so that a password change can end
+    /// every session but this one.
+    Session {
+        digest: String,
+    },
     /// `Authorization: Bearer`, limited to these scopes.
     Token {
         id: i64,
@@ -148,7 +158,8 @@ impl Caller {
             }
         }
         let is_owner = project.is_some_and(|p| p.owner == user.username || p.members.contains(&user.username));
-        let allowed = action == Action::Read
+        // Every user may change their own account (callers check it is theirs).
+        let allowed = matches!(action, Action::Read | Action::EditOwnAccount)
             || user.roles.contains("admin")
             || action.role().is_some_and(|role| user.roles.contains(role))
             || (is_owner && !matches!(action, Action::CreateProject | Action::ManageUsers));
@@ -254,10 +265,10 @@ mod tests {
     }
 
     fn session(name: &str, roles: &[&str]) -> Caller {
-        Caller { user: Some(user(name, roles)), auth: Auth::Session }
+        Caller { user: Some(user(name, roles)), auth: Auth::Session { digest: String::new() } }
     }
 
-    const ALL: [Action; 10] = [
+    const ALL: [Action; 11] = [
         Action::Read,
         Action::CreateProject,
         Action::EditProject,
@@ -267,6 +278,7 @@ mod tests {
         Action::BumpBuild,
         Action::KeepBuild,
         Action::TriggerEval,
+        Action::EditOwnAccount,
         Action::ManageUsers,
     ];
 
@@ -279,7 +291,7 @@ mod tests {
         };
         assert!(matches!(Caller::anonymous().check(Action::RestartBuild, Some(project)), Err(Denied::NotLoggedIn(_))));
         assert_eq!(allowed(&session("admin", &["admin"])), ALL);
-        assert_eq!(allowed(&session("pat", &[])), [Action::Read]);
+        assert_eq!(allowed(&session("pat", &[])), [Action::Read, Action::EditOwnAccount]);
         let owner_rights = [
             Action::Read,
             Action::EditProject,
@@ -289,14 +301,16 @@ mod tests {
             Action::BumpBuild,
             Action::KeepBuild,
             Action::TriggerEval,
+            Action::EditOwnAccount,
         ];
         assert_eq!(allowed(&session("olga", &[])), owner_rights);
         assert_eq!(allowed(&session("mia", &[])), owner_rights);
-        assert_eq!(allowed(&session("r", &["restart-jobs"])), [Action::Read, Action::RestartBuild]);
-        assert_eq!(allowed(&session("c", &["cancel-build"])), [Action::Read, Action::CancelBuild]);
-        assert_eq!(allowed(&session("b", &["bump-to-front"])), [Action::Read, Action::BumpBuild]);
-        assert_eq!(allowed(&session("e", &["eval-jobset"])), [Action::Read, Action::TriggerEval]);
-        assert_eq!(allowed(&session("p", &["create-projects"])), [Action::Read, Action::CreateProject]);
+        let own = Action::EditOwnAccount;
+        assert_eq!(allowed(&session("r", &["restart-jobs"])), [Action::Read, Action::RestartBuild, own]);
+        assert_eq!(allowed(&session("c", &["cancel-build"])), [Action::Read, Action::CancelBuild, own]);
+        assert_eq!(allowed(&session("b", &["bump-to-front"])), [Action::Read, Action::BumpBuild, own]);
+        assert_eq!(allowed(&session("e", &["eval-jobset"])), [Action::Read, Action::TriggerEval, own]);
+        assert_eq!(allowed(&session("p", &["create-projects"])), [Action::Read, Action::CreateProject, own]);
     }
 
     #[test]
@@ -317,6 +331,14 @@ mod tests {
             auth: Auth::Token { id: 2, scopes: parse_scopes(["all"]).unwrap() },
         };
         assert!(plain.check(Action::CreateProject, None).is_err());
+        // `read` reads, and does nothing else, not even to its own account.
+        let read_only = Caller {
+            user: Some(user("pat", &[])),
+            auth: Auth::Token { id: 3, scopes: parse_scopes(["read"]).unwrap() },
+        };
+        let allowed: Vec<Action> = ALL.iter().copied().filter(|a| read_only.check(*a, None).is_ok()).collect();
+        assert_eq!(allowed, [Action::Read]);
+        assert!(parse_scopes(["all"]).unwrap().contains("account"));
     }
 
     #[test]

@@ -102,8 +102,9 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
         return Ok(Caller { user: Some(user), auth: Auth::Token { id: token.id, scopes } });
     }
     if let Some(secret) = session_cookie(headers) {
-        if let Some(user) = state.db.session_user(&users::digest(secret)).await? {
-            return Ok(Caller { user: Some(user), auth: Auth::Session });
+        let digest = users::digest(secret);
+        if let Some(user) = state.db.session_user(&digest).await? {
+            return Ok(Caller { user: Some(user), auth: Auth::Session { digest } });
         }
     }
     Ok(Caller::anonymous())
@@ -127,7 +128,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         return ApiError::new(StatusCode::UNAUTHORIZED, "this server is private: log in or send an API token")
             .into_response();
     }
-    if caller.auth == Auth::Session
+    if matches!(caller.auth, Auth::Session { .. })
         && is_mutating(request.method())
         && !is_json_request(request.headers())
         && !is_same_origin(&state, request.headers())

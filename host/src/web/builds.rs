@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::auth::require_on;
 use super::{ApiError, ApiResult, AppState, json as hydra, redirect};
+use crate::confined::{self, Confined, Refused};
 use crate::db::{BuildStep, BuildView};
 use crate::logs::{LogPage, Window, tail_lines};
 use crate::nix::StorePath;
@@ -318,36 +319,57 @@ async fn serve_product(state: &AppState, id: i64, nr: i32, subpath: &str) -> Api
         .iter()
         .find(|p| p.product_nr == nr)
         .ok_or_else(|| ApiError::not_found(format!("build {id} has no product {nr}")))?;
-    let root = std::path::Path::new(&product.path);
-    let missing = || ApiError::not_found(format!("{} is no longer in the store", product.path));
-    let root = tokio::fs::canonicalize(root).await.map_err(|_| missing())?;
-    let root_is_dir = tokio::fs::metadata(&root).await.map_err(|_| missing())?.is_dir();
-    if subpath.is_empty() && root_is_dir {
-        if !product.default_path.is_empty() {
-            let target = format!("/build/{id}/download/{nr}/{}", product.default_path.trim_start_matches('/'));
-            return Ok(redirect(state, &target));
-        }
-        return Err(ApiError::not_found(format!("product {nr} is a directory: name a file in it")));
+    if let Some(error) = &product.error {
+        return Err(ApiError::not_found(format!("product {nr} of build {id} is not served: {error}")));
     }
-    // Lexically first (no `..`), then after resolving links: still inside.
+    // The output that holds the product: links are resolved against it,
+    // and whatever they lead to must still be inside it.
+    let output = view
+        .outputs
+        .iter()
+        .map(|(_, path)| path)
+        .find(|path| std::path::Path::new(&product.path).starts_with(path))
+        .ok_or_else(|| ApiError::not_found(format!("product {nr} of build {id} is not inside one of its outputs")))?
+        .clone();
     let relative = std::path::Path::new(subpath);
     if relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
         return Err(ApiError::not_found(format!("{subpath:?} is not a path inside product {nr}")));
     }
-    let file = if subpath.is_empty() {
-        root.clone()
-    } else {
-        tokio::fs::canonicalize(root.join(relative))
-            .await
-            .map_err(|_| ApiError::not_found(format!("product {nr} has no file {subpath:?}")))?
+    let product_path = std::path::PathBuf::from(&product.path);
+    let subpath_owned = relative.to_owned();
+    let opened = tokio::task::spawn_blocking(move || -> Result<Opened, Refused> {
+        let root = Confined::open(std::path::Path::new(&output))?;
+        let product_root = root.resolve_named(&product_path)?;
+        if subpath_owned.as_os_str().is_empty() && product_root.is_dir() {
+            return Ok(Opened::Directory);
+        }
+        let real = root.resolve_named(&product_path.join(&subpath_owned))?;
+        let (file, metadata) = confined::open_regular(&real)?;
+        Ok(Opened::File { file, length: metadata.len(), real })
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (file, length, real) = match opened {
+        Ok(Opened::File { file, length, real }) => (file, length, real),
+        Ok(Opened::Directory) => {
+            if !product.default_path.is_empty() {
+                let target = format!("/build/{id}/download/{nr}/{}", product.default_path.trim_start_matches('/'));
+                return Ok(redirect(state, &target));
+            }
+            return Err(ApiError::not_found(format!("product {nr} is a directory: name a file in it")));
+        }
+        Err(Refused::Missing(_)) if subpath.is_empty() => {
+            return Err(ApiError::not_found(format!("{} is no longer in the store", product.path)));
+        }
+        Err(Refused::Missing(_) | Refused::NotAFile(_)) => {
+            return Err(ApiError::not_found(format!("product {nr} has no file {subpath:?}")));
+        }
+        Err(refused) => {
+            return Err(ApiError::not_found(format!("product {nr} of build {id} is not served: {refused}")));
+        }
     };
-    if !file.starts_with(&root) || !tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_file()) {
-        return Err(ApiError::not_found(format!("product {nr} has no file {subpath:?}")));
-    }
-    let handle = tokio::fs::File::open(&file).await.map_err(|_| missing())?;
-    let length = handle.metadata().await.map(|m| m.len()).unwrap_or(0);
-    let mime = mime_guess::from_path(&file).first_or_octet_stream();
-    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(handle));
+    let mime = mime_guess::from_path(&real).first_or_octet_stream();
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file)));
     Ok((
         [
             (header::CONTENT_TYPE, mime.essence_str().to_owned()),
@@ -358,4 +380,10 @@ async fn serve_product(state: &AppState, id: i64, nr: i32, subpath: &str) -> Api
         body,
     )
         .into_response())
+}
+
+/// What a product download found, checked to be inside its output.
+enum Opened {
+    Directory,
+    File { file: std::fs::File, length: u64, real: std::path::PathBuf },
 }

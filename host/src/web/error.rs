@@ -59,6 +59,11 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> ApiError {
         match e {
             DbError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, message),
+            // Two requests created the same name at once (PostgreSQL lets
+            // both read "none" before either commits): the later one lost.
+            DbError::Db(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
+                ApiError::new(StatusCode::CONFLICT, "another request made the same change meanwhile; try again")
+            }
             DbError::Db(e) => {
                 tracing::error!("database error: {e}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error: the database call failed")

@@ -141,6 +141,7 @@ pub fn build(view: &BuildView) -> Value {
                     "defaultpath": p.default_path,
                     "filesize": p.file_size,
                     "sha256hash": p.sha256_hash,
+                    "error": p.error,
                 }),
             )
         })
@@ -178,6 +179,7 @@ pub fn build(view: &BuildView) -> Value {
         "maxsilent": b.max_silent,
         "ischannel": int_bool(b.is_channel),
         "keep": int_bool(b.keep),
+        "outputerrors": b.output_errors.as_deref().map(|e| e.lines().collect::<Vec<_>>()).unwrap_or_default(),
     })
 }
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::auth::{require, require_on};
 use super::body;
 use super::{ApiError, ApiResult, AppState, find_jobset, find_project, json as hydra};
-use crate::db::{Declarative, JobsetSettings, ProjectSettings};
+use crate::db::{Declarative, Expect, JobsetSettings, ProjectSettings};
 use crate::projects::JobsetSpec;
 use crate::projects::spec::flexible_bool;
 use crate::users::{Action, Caller};
@@ -168,7 +168,8 @@ pub async fn put_project(
         settings.release_sets = release_sets;
     }
     let was_declarative = existing.as_ref().and_then(|p| p.declarative());
-    let (project, created) = state.db.save_project(&name, &settings).await?;
+    let expect = Expect::from_read(existing.as_ref().map(|p| p.id));
+    let (project, created) = state.db.save_project(&name, &settings, expect).await?;
     if project.declarative() != was_declarative {
         state.db.configure_spec_jobset(&project).await?;
         state.evaluator.wake();
@@ -231,7 +232,8 @@ pub async fn put_jobset(
     let settings = request.apply_to(base)?;
     crate::projects::check_values(&settings, previous.as_ref(), &state.inputs).await?;
 
-    let (jobset, created) = state.db.save_jobset(&project, &name, &settings).await?;
+    let expect = Expect::from_read(existing.as_ref().map(|j| j.id));
+    let (jobset, created) = state.db.save_jobset(&project, &name, &settings, expect).await?;
     state.evaluator.wake();
     Ok(saved(&state, "jobset", &jobset.name, &format!("/jobset/{}/{}", project.name, jobset.name), created))
 }

@@ -36,7 +36,9 @@ impl Default for RenderCache {
 pub async fn render_products(state: &AppState, view: &BuildView) -> Vec<(i32, Arc<Value>)> {
     let b = &view.build;
     let mut rendered = Vec::new();
-    for product in &view.products {
+    // A product refused at ingestion (its path leads out of its output)
+    // is never handed to a plugin.
+    for product in view.products.iter().filter(|p| p.error.is_none()) {
         let Some(renderer) = state.plugins.renderer_for(&product.kind) else { continue };
         let identity = format!("{}\0{}", product.path, product.sha256_hash.as_deref().unwrap_or(""));
         let key = (b.id, product.product_nr, b.stop_time.unwrap_or(0), identity);

@@ -110,12 +110,30 @@ pub async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiRes
     Ok(Json(Value::Array(state.db.users().await?.iter().map(user_json).collect())))
 }
 
-/// Users see and change their own account; admins every account.
-pub(super) fn require_self_or_admin(caller: &Caller, username: &str) -> ApiResult<()> {
-    match &caller.user {
-        Some(user) if user.username == username => Ok(()),
-        _ => require(caller, Action::ManageUsers),
+/// How far into an account a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AccountUse {
+    /// Its name, e-mail and roles (`read` is enough for one's own).
+    See,
+    /// Its password, e-mail, name, and its API tokens, listed included
+    /// (`account` for one's own).
+    Change,
+}
+
+/// Users see and change their own account, a token only within its
+/// scopes; admins (with `admin`) every account.
+pub(super) fn require_account(caller: &Caller, username: &str, how: AccountUse) -> ApiResult<()> {
+    let is_self = caller.user.as_ref().is_some_and(|user| user.username == username);
+    if !is_self {
+        return require(caller, Action::ManageUsers);
     }
+    let action = match how {
+        AccountUse::See => Action::Read,
+        AccountUse::Change => Action::EditOwnAccount,
+    };
+    // An admin's token without `account` may still act with `admin`; the
+    // refusal names the scope for one's own account.
+    require(caller, action).or_else(|refused| require(caller, Action::ManageUsers).map_err(|_| refused))
 }
 
 pub(super) async fn find_user(state: &AppState, username: &str) -> ApiResult<User> {
@@ -127,7 +145,7 @@ pub async fn get_user(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    require_self_or_admin(&caller, &name)?;
+    require_account(&caller, &name, AccountUse::See)?;
     Ok(Json(user_json(&find_user(&state, &name).await?)))
 }
 
@@ -157,7 +175,7 @@ pub async fn put_user(
     match &existing {
         None => require(&caller, Action::ManageUsers)?,
         Some(user) => {
-            require_self_or_admin(&caller, &name)?;
+            require_account(&caller, &name, AccountUse::Change)?;
             if request.userroles.as_ref().is_some_and(|roles| roles != &user.roles) {
                 require(&caller, Action::ManageUsers)?;
             }
@@ -187,7 +205,18 @@ pub async fn put_user(
         password_hash,
         roles: request.userroles,
     };
+    let password_changed = changes.password_hash.is_some();
     let (user, created) = state.db.save_user(&name, &changes).await?;
+    if password_changed && !created {
+        // Whoever knew the old password is logged out everywhere but here.
+        let keep = match &caller.auth {
+            Auth::Session { digest } if caller.user.as_ref().is_some_and(|me| me.id == user.id) => {
+                Some(digest.as_str())
+            }
+            _ => None,
+        };
+        state.db.end_sessions_of(user.id, keep).await?;
+    }
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(user_json(&user))).into_response())
 }
@@ -222,7 +251,7 @@ pub async fn create_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    require_self_or_admin(&caller, &name)?;
+    require_account(&caller, &name, AccountUse::Change)?;
     let request: TokenRequest = body::parse(&headers, &body)?;
     let scopes = users::parse_scopes(request.scopes.iter().map(String::as_str))
         .map_err(|e| ApiError::invalid_field("scopes", e))?;
@@ -247,7 +276,7 @@ pub async fn list_tokens(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    require_self_or_admin(&caller, &name)?;
+    require_account(&caller, &name, AccountUse::Change)?;
     let user = find_user(&state, &name).await?;
     Ok(Json(Value::Array(state.db.tokens_of(user.id).await?.iter().map(token_json).collect())))
 }
@@ -257,7 +286,7 @@ pub async fn revoke_token(
     caller: Caller,
     Path((name, id)): Path<(String, i64)>,
 ) -> ApiResult<Json<Value>> {
-    require_self_or_admin(&caller, &name)?;
+    require_account(&caller, &name, AccountUse::Change)?;
     let user = find_user(&state, &name).await?;
     if !state.db.revoke_token(user.id, id).await? {
         return Err(ApiError::not_found(format!("user ‘{name}’ has no token {id}")));

@@ -151,7 +151,7 @@ fn token_form(name: &str, fields: &Fields, error: &(Option<String>, String)) -> 
 /// `/user/NAME` (the user or an admin): the account and its API tokens.
 pub async fn user_page(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Response {
     let page = async {
-        users::require_self_or_admin(&caller, &name)?;
+        users::require_account(&caller, &name, users::AccountUse::Change)?;
         let user = users::find_user(&state, &name).await?;
         account_page(&state, &caller, &user, None, &Fields::new(), &(None, String::new())).await
     }
@@ -220,7 +220,7 @@ pub async fn create_token(
     Form(fields): Form,
 ) -> Response {
     // First: the answer to a refused form shows the account.
-    if let Err(e) = users::require_self_or_admin(&caller, &name) {
+    if let Err(e) = users::require_account(&caller, &name, users::AccountUse::Change) {
         return render(&caller, Err(e));
     }
     let scopes: Vec<&str> = SCOPES.iter().copied().filter(|s| fields.contains_key(&format!("scope.{s}"))).collect();

@@ -426,12 +426,19 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
                 pre.log { (tail) }
                 p { a href=(format!("/build/{id}/log")) { "The whole log" } }
             }
+            @if let Some(errors) = &b.output_errors {
+                h2 { "Problems with its outputs" }
+                ul.error { @for error in errors.lines() { li { (error) } } }
+            }
             @if !view.products.is_empty() {
                 h2 { "Products" }
                 @for product in &view.products {
                     @let shown = rendered.iter().find(|(nr, _)| *nr == product.product_nr).map(|(_, v)| v.clone());
                     div.product {
                         h3 { (product.name) " " span.muted { (product.kind) " " (product.subtype) } }
+                        @if let Some(error) = &product.error {
+                            p.error { "Not served: " (error) }
+                        } @else {
                         @match shown.as_ref().and_then(|v| v.get("html")).and_then(|h| h.as_str()) {
                             // Sanitised by `rendered.rs` (no scripts, styles or event handlers).
                             Some(fragment) => { (PreEscaped(fragment)) }
@@ -439,6 +446,7 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
                                 @if let Some(error) = shown.as_ref().and_then(|v| v.get("error")).and_then(|e| e.as_str()) { p.error { (error) } }
                                 a href=(format!("/build/{id}/download/{}", product.product_nr)) { "Download" }
                             }
+                        }
                         }
                     }
                 }

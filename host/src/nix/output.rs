@@ -1,0 +1,82 @@
+//! What a Nix process writes, read with bounds: an expression decides what
+//! an evaluator prints (`builtins.trace` of a gigabyte, a job whose
+//! `meta.description` is one), so nothing a process writes is kept whole.
+//! Each stream is read to its end — a process is never stuck on a full
+//! pipe — keeping a bounded part: the beginning of results, the end of
+//! messages (where the error is).
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// The last bytes of a stream, and how many came before them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tail {
+    pub bytes: Vec<u8>,
+    /// Bytes dropped from the front.
+    pub cut: u64,
+}
+
+/// The first bytes of a stream, and whether there were more.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub bytes: Vec<u8>,
+    /// Bytes dropped at the end (the stream was longer than its cap).
+    pub cut: u64,
+}
+
+/// Reads `stream` to its end, keeping its last `keep` bytes (at most twice
+/// that while reading).
+pub async fn read_tail(stream: &mut (impl AsyncRead + Unpin), keep: usize) -> std::io::Result<Tail> {
+    let mut tail = Tail::default();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(tail);
+        }
+        tail.bytes.extend_from_slice(&buf[..n]);
+        if tail.bytes.len() > 2 * keep {
+            let drop = tail.bytes.len() - keep;
+            tail.bytes.drain(..drop);
+            tail.cut += drop as u64;
+        }
+    }
+}
+
+/// Reads `stream` to its end, keeping its first `cap` bytes.
+pub async fn read_head(stream: &mut (impl AsyncRead + Unpin), cap: usize) -> std::io::Result<Head> {
+    let mut head = Head::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(head);
+        }
+        let room = cap.saturating_sub(head.bytes.len()).min(n);
+        head.bytes.extend_from_slice(&buf[..room]);
+        head.cut += (n - room) as u64;
+    }
+}
+
+/// The marker put where output was cut.
+pub fn cut_marker(bytes: u64) -> String {
+    format!("[… {bytes} bytes of output cut here …]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn streams_are_read_whole_and_kept_in_part() {
+        let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let tail = read_tail(&mut &data[..], 1000).await.unwrap();
+        assert!(tail.bytes.len() >= 1000 && tail.bytes.len() <= 2000);
+        assert!(data.ends_with(&tail.bytes));
+        assert_eq!(tail.cut as usize + tail.bytes.len(), data.len());
+        let head = read_head(&mut &data[..], 1000).await.unwrap();
+        assert_eq!(head.bytes, data[..1000]);
+        assert_eq!(head.cut as usize, data.len() - 1000);
+        let short = read_head(&mut &b"abc"[..], 1000).await.unwrap();
+        assert_eq!(short, Head { bytes: b"abc".to_vec(), cut: 0 });
+    }
+}
