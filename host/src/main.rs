@@ -255,7 +255,7 @@ async fn user_command(db: &Db, command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Token { username, scopes, name, expires_days } => {
             let user = db.user(&username).await?.with_context(|| format!("there is no user {username}"))?;
             let scopes = users::parse_scopes(scopes.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
-            let (secret, _) = users::issue_token(db, user.id, &name, &scopes, expires_days).await?;
+            let (secret, _) = users::issue_token(db, user.id, &name, &scopes, expires_days, None).await?;
             println!("{secret}");
             Ok(())
         }

@@ -48,6 +48,8 @@ in {{
   traced = builtins.trace (mib 100) (mk "traced" "echo > $out");
   tracedThenFails = builtins.trace (mib 100) (throw "failed after a long trace");
   bigMeta = mk "big-meta" "echo > $out" // {{ meta.description = mib 100; }};
+  # Claims the server's root as its output, for products to be read from.
+  liar = let d = mk "liar" "echo > $out"; in d // {{ outPath = "/"; out = d.out // {{ outPath = "/"; }}; }};
 }}
 "#
     )
@@ -88,8 +90,12 @@ fn hostile_builds(backend: Backend) {
     let big_meta = error_of("bigMeta");
     assert!(big_meta.contains("larger than 16 MiB"), "{big_meta}");
     assert_eq!(builds["traced"]["buildstatus"], 0, "tracing is not failing");
+    let liar = error_of("liar");
+    assert!(liar.contains(r#"output ‘out’ is said to be "/""#) && liar.contains("-liar"), "{liar}");
     let names: Vec<&str> = builds.keys().map(String::as_str).collect();
-    assert!(!names.contains(&"bigMeta") && !names.contains(&"tracedThenFails"), "{names:?}");
+    for refused in ["bigMeta", "tracedThenFails", "liar"] {
+        assert!(!names.contains(&refused), "{refused} has a build: {names:?}");
+    }
 
     let anonymous = Identity::Anonymous;
     let get = |path: &str| server.request(&anonymous, "GET", path, None);

@@ -336,13 +336,13 @@ fn password_change_ends_other_sessions(backend: Backend) {
     let elsewhere = session(server.login("pat", "pat-password"));
     let (read_token, _) = token(&server, "pat", &["read"], "netrc");
     let read = Identity::Token(read_token);
-    let change = |who: &Identity, password: &str| {
-        let body = json!({ "password": password }).to_string();
+    let change = |who: &Identity, password: &str, current: &str| {
+        let body = json!({ "password": password, "currentpassword": current }).to_string();
         server.request(who, "PUT", "/user/pat", Some(("application/json", &body)))
     };
 
     // The token of a build machine's netrc cannot take the account over.
-    let answer = change(&read, "taken-over");
+    let answer = change(&read, "taken-over", "pat-password");
     assert_eq!(answer.status, 403, "{}", answer.body);
     assert!(answer.json()["error"].as_str().unwrap().contains("‘account’"), "{}", answer.body);
     let answer =
@@ -358,8 +358,26 @@ fn password_change_ends_other_sessions(backend: Backend) {
     );
     assert_eq!(refused.status, 403);
 
+    // Not without the current password: a stolen session or token must not
+    // become the account's password.
+    let (account_token, _) = token(&server, "pat", &["account"], "account");
+    let account = Identity::Token(account_token);
+    for (who, current) in [(&here, ""), (&here, "wrong-password"), (&account, "wrong-password")] {
+        let answer = change(who, "taken-over", current);
+        assert_eq!(answer.status, 403, "{}", answer.body);
+        assert!(answer.json()["error"].as_str().unwrap().contains("currentpassword"), "{}", answer.body);
+    }
+    // A token that expires makes only tokens that expire by then.
+    let body = r#"{"name":"short","scopes":["account"],"expires_in_days":1}"#;
+    let short = server.request(&server.admin(), "POST", "/user/pat/tokens", Some(("application/json", body))).json();
+    let short_token = Identity::Token(short["token"].as_str().unwrap().to_owned());
+    let body = r#"{"name":"minted","scopes":["account"]}"#;
+    let minted = server.request(&short_token, "POST", "/user/pat/tokens", Some(("application/json", body)));
+    assert_eq!(minted.status, 201, "{}", minted.body);
+    let (minted, limit) = (minted.json()["expires"].as_i64(), short["expires"].as_i64().unwrap());
+    assert!(minted.is_some_and(|expires| expires <= limit), "{minted:?} outlives {limit}");
     // Changed from one session: that one goes on, the other ends; tokens stay.
-    assert_eq!(change(&here, "new-pat-password").status, 200);
+    assert_eq!(change(&here, "new-pat-password", "pat-password").status, 200);
     assert_eq!(server.request(&here, "GET", "/current-user", None).status, 200);
     assert_eq!(server.request(&elsewhere, "GET", "/current-user", None).status, 401);
     assert_eq!(server.request(&read, "GET", "/current-user", None).status, 200);

@@ -38,6 +38,10 @@ pub struct Config {
     pub mail: MailConfig,
     /// Notifier plugins and the events each is told about.
     pub notifiers: Vec<NotifierConfig>,
+    /// The file this was read from (absolute), if any: it holds secrets,
+    /// so it is kept out of everything a project or plugin can reach.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// The SMTP relay plugins with the `mail` capability send through.
@@ -156,10 +160,16 @@ pub struct PluginsConfig {
     pub memory_mb: u64,
     /// Time of one plugin call (a fetch, say), in seconds.
     pub timeout_secs: u64,
-    /// What each plugin may do, by plugin name. A built-in plugin without
-    /// an entry gets what it asks for, except HTTP hosts, which only the
-    /// operator names; any other plugin gets nothing.
+    /// What each plugin may do, by plugin identity: `builtin:NAME` (or
+    /// plain `NAME` while no plugin file takes that name) for a built-in
+    /// plugin, the file's stem for a plugin of `dir`. A built-in plugin
+    /// without an entry gets what it asks for, except HTTP hosts, which
+    /// only the operator names; any other plugin gets nothing.
     pub grants: BTreeMap<String, PluginGrant>,
+    /// The bubblewrap program (`bwrap`, looked up on PATH, or a path) that
+    /// boxes every program a plugin runs. Where it cannot make a sandbox,
+    /// plugins may run no program at all.
+    pub bwrap: String,
     /// Instructions a renderer or release-set call may execute, in millions
     /// (its fuel): a plugin that loops stops here, deterministically.
     pub fuel_millions: u64,
@@ -188,6 +198,31 @@ pub struct PluginGrant {
     pub mail: bool,
     /// May read builds, evaluations and inputs (release sets).
     pub read_builds: bool,
+    /// The programs it runs may reach the network. Unset: off, except for
+    /// the built-in plugins that run programs (git, svn), which fetch.
+    pub network: Option<bool>,
+    /// An SSH private key its programs use (mounted read-only in their box
+    /// at a fixed place; git and svn over SSH use it).
+    pub ssh_key_file: PathBuf,
+    /// The SSH host keys its programs trust (`known_hosts` format); other
+    /// hosts are refused.
+    pub ssh_known_hosts_file: PathBuf,
+    /// A git credentials file (`https://user:token@host` lines) for HTTPS.
+    pub git_credentials_file: PathBuf,
+    /// The plugin this one takes the place of (`builtin:git`, or another
+    /// plugin's identity): only so may a plugin take a built-in's name or
+    /// an input or product type another plugin handles.
+    pub replaces: String,
+}
+
+impl PluginGrant {
+    /// The files of secrets it names.
+    pub fn credential_files(&self) -> impl Iterator<Item = &Path> {
+        [&self.ssh_key_file, &self.ssh_known_hosts_file, &self.git_credentials_file]
+            .into_iter()
+            .filter(|f| !f.as_os_str().is_empty())
+            .map(PathBuf::as_path)
+    }
 }
 
 impl Default for PluginsConfig {
@@ -197,6 +232,7 @@ impl Default for PluginsConfig {
             memory_mb: 256,
             timeout_secs: 600,
             grants: BTreeMap::new(),
+            bwrap: "bwrap".into(),
             fuel_millions: 200,
             render_timeout_ms: 500,
             release_set_timeout_ms: 5000,
@@ -335,6 +371,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             mail: MailConfig::default(),
             notifiers: Vec::new(),
+            file: None,
         }
     }
 }
@@ -396,7 +433,29 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Config::parse(&text, path)
+        let mut config = Config::parse(&text, path)?;
+        config.file = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
+        Ok(config)
+    }
+
+    /// What no project and no plugin may read, even under an allowed root:
+    /// the data directory (database, logs, plugins' state), this file, and
+    /// every file of secrets it names.
+    pub fn private_paths(&self) -> Vec<PathBuf> {
+        let mut paths = vec![self.data_dir.clone()];
+        paths.extend(self.file.clone());
+        paths.extend(
+            [&self.binary_cache.secret_key_file, &self.mail.password_file]
+                .into_iter()
+                .filter(|f| !f.as_os_str().is_empty())
+                .cloned(),
+        );
+        paths.extend(self.machines.files.iter().cloned());
+        paths.extend(self.machines.machine.iter().filter(|m| !m.ssh_key.is_empty()).map(|m| PathBuf::from(&m.ssh_key)));
+        for grant in self.plugins.grants.values() {
+            paths.extend(grant.credential_files().map(Path::to_owned));
+        }
+        paths
     }
 
     /// Parses and validates configuration text; `path` only names it in errors.
@@ -464,6 +523,12 @@ impl Config {
             if let Some(host) = grant.http.iter().find(|h| crate::plugins::HostGrant::parse(h).is_err()) {
                 return Err(("plugins.grants", format!("{name}: {host:?} is not a host (`name` or `name:port`)")));
             }
+            if let Some(file) = grant.credential_files().find(|f| !f.is_absolute()) {
+                return Err(("plugins.grants", format!("{name}: {} is not an absolute path", file.display())));
+            }
+        }
+        if self.plugins.bwrap.is_empty() {
+            return Err(("plugins.bwrap", "must name the bubblewrap program (default `bwrap`)".into()));
         }
         if self.plugins.fuel_millions == 0
             || self.plugins.render_timeout_ms == 0

@@ -14,6 +14,7 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -120,11 +121,28 @@ impl Confined {
     pub fn open_file(&self, relative: &Path) -> Result<(File, std::fs::Metadata), Refused> {
         let real = self.resolve(relative)?;
         let shown = || if relative.as_os_str().is_empty() { self.named.clone() } else { self.named.join(relative) };
-        open_regular(&real).map_err(|e| match e {
+        let (file, metadata) = open_regular(&real).map_err(|e| match e {
             Refused::Io { source, .. } => Refused::io(&shown(), source),
             Refused::NotAFile(_) => Refused::NotAFile(shown()),
             other => other,
-        })
+        })?;
+        // Checked again on what was opened: were a directory of the path
+        // swapped for a link between the check and the open (an output
+        // being rebuilt without a sandbox), the file is not inside.
+        let opened =
+            std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(|e| Refused::io(&shown(), e))?;
+        if !opened.starts_with(&self.real) {
+            return Err(Refused::LeadsOut { path: shown(), root: self.named.clone() });
+        }
+        Ok((file, metadata))
+    }
+
+    /// Like [`Confined::open_file`] for a path named by the root's name.
+    pub fn open_named_file(&self, path: &Path) -> Result<(File, std::fs::Metadata), Refused> {
+        let relative = path
+            .strip_prefix(&self.named)
+            .map_err(|_| Refused::NotInside { path: path.to_owned(), root: self.named.clone() })?;
+        self.open_file(relative)
     }
 
     /// Reads at most `cap` bytes of the regular file at `relative`; `None`
@@ -144,7 +162,7 @@ impl Confined {
 /// Opens a path already resolved (no links left in it) as a regular file,
 /// refusing a link that appeared meanwhile and anything that is not a
 /// regular file (a FIFO would block the reader forever).
-pub fn open_regular(real: &Path) -> Result<(File, std::fs::Metadata), Refused> {
+fn open_regular(real: &Path) -> Result<(File, std::fs::Metadata), Refused> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)

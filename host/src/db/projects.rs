@@ -265,32 +265,43 @@ impl JobsetChanges {
 /// What a save expects to find under the name it is given. A request is
 /// decided — its rights checked, its fields merged — on what it read first;
 /// if another request changed that meanwhile, applying it anyway could
-/// make the racer the owner of someone else's project, or overwrite a
-/// jobset with defaults. So the save is refused (409) instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
+/// make the racer the owner of someone else's project (or give back a
+/// project an admin just gave away), or overwrite a jobset with defaults.
+/// So the save is refused (409) instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect<S = ()> {
     /// Nothing: the save creates.
     New,
-    /// This row, by id: the save updates it.
-    Existing(i64),
+    /// This row, by id, with these settings as read: the save updates it.
+    Unchanged(i64, S),
     /// Whatever is there (the operator's own tools: the demo, `project apply`).
     Anything,
 }
 
-impl Expect {
-    /// Expects what the caller read: the row's id, or nothing.
-    pub fn from_read(id: Option<i64>) -> Expect {
-        id.map_or(Expect::New, Expect::Existing)
+impl<S: PartialEq> Expect<S> {
+    /// Expects what the caller read: the row's id and settings, or nothing.
+    pub fn from_read(read: Option<(i64, S)>) -> Expect<S> {
+        match read {
+            Some((id, settings)) => Expect::Unchanged(id, settings),
+            None => Expect::New,
+        }
     }
 
-    fn check(self, kind: &str, name: &str, found: Option<i64>) -> DbResult<()> {
+    fn check(&self, kind: &str, name: &str, found: Option<(i64, S)>) -> DbResult<()> {
         match (self, found) {
             (Expect::Anything, _) | (Expect::New, None) => Ok(()),
-            (Expect::Existing(id), Some(found)) if id == found => Ok(()),
+            (Expect::Unchanged(id, settings), Some((found_id, found_settings)))
+                if *id == found_id && *settings == found_settings =>
+            {
+                Ok(())
+            }
             (Expect::New, Some(_)) => {
                 Err(DbError::Conflict(format!("{kind} {name:?} was created by another request meanwhile; try again")))
             }
-            (Expect::Existing(_), _) => Err(DbError::Conflict(format!(
+            (Expect::Unchanged(..), Some(_)) => {
+                Err(DbError::Conflict(format!("{kind} {name:?} was changed by another request meanwhile; try again")))
+            }
+            (Expect::Unchanged(..), None) => Err(DbError::Conflict(format!(
                 "{kind} {name:?} was deleted or renamed by another request meanwhile; try again"
             ))),
         }
@@ -348,11 +359,11 @@ impl Db {
         &self,
         current_name: &str,
         settings: &ProjectSettings,
-        expect: Expect,
+        expect: Expect<ProjectSettings>,
     ) -> DbResult<(Project, bool)> {
         let txn = self.begin_write().await?;
         let existing = project::Entity::find().filter(project::Column::Name.eq(current_name)).one(&txn).await?;
-        expect.check("project", current_name, existing.as_ref().map(|p| p.id))?;
+        expect.check("project", current_name, existing.as_ref().map(|p| (p.id, p.settings())))?;
         if settings.name != current_name
             && project::Entity::find()
                 .filter(project::Column::Name.eq(settings.name.as_str()))
@@ -446,7 +457,7 @@ impl Db {
                 .filter(jobset::Column::Name.eq(name))
         };
         let existing = find(current_name.to_owned()).one(&txn).await?;
-        expect.check("jobset", &format!("{}:{current_name}", project.name), existing.as_ref().map(|j| j.id))?;
+        expect.check("jobset", &format!("{}:{current_name}", project.name), existing.as_ref().map(|j| (j.id, ())))?;
         if settings.name != current_name && find(settings.name.clone()).one(&txn).await?.is_some() {
             return Err(DbError::Conflict(format!(
                 "project {:?} already has a jobset named {:?}",
@@ -626,7 +637,10 @@ mod tests {
         // An update decided on a project that was deleted and made again.
         db.delete_project("p").await.unwrap();
         db.save_project("p", &owned_by("bob"), Expect::New).await.unwrap();
-        let stale = db.save_project("p", &owned_by("alice"), Expect::Existing(winner.id)).await.unwrap_err();
+        let stale = db
+            .save_project("p", &owned_by("alice"), Expect::Unchanged(winner.id, winner.settings()))
+            .await
+            .unwrap_err();
         assert!(matches!(stale, DbError::Conflict(_)), "{stale}");
         assert_eq!(db.project("p").await.unwrap().unwrap().owner, "bob");
 
@@ -637,5 +651,13 @@ mod tests {
         let other = JobsetSettings { description: "second".into(), ..JobsetSettings::new("j") };
         assert!(matches!(db.save_jobset(&project, "j", &other, Expect::New).await, Err(DbError::Conflict(_))));
         assert_eq!(db.jobset("p", "j").await.unwrap().unwrap().1.description, "first");
+
+        // An edit decided on a project an admin gave away meanwhile.
+        let read = db.project("p").await.unwrap().unwrap();
+        let expect = Expect::Unchanged(read.id, read.settings());
+        db.save_project("p", &owned_by("carol"), Expect::Anything).await.unwrap();
+        let edit = ProjectSettings { description: "edited".into(), ..read.settings() };
+        assert!(matches!(db.save_project("p", &edit, expect).await, Err(DbError::Conflict(_))));
+        assert_eq!(db.project("p").await.unwrap().unwrap().owner, "carol");
     }
 }

@@ -198,16 +198,37 @@ impl Db {
         Ok(())
     }
 
-    pub async fn create_session(&self, digest: &str, user_id: i64, expires_time: i64) -> DbResult<()> {
+    /// Starts a session for a user whose password hash is still
+    /// `password_hash` (the one a login just checked): a password changed
+    /// meanwhile ended every session, and must end this one too. Returns
+    /// whether the session was made.
+    pub async fn create_session(
+        &self,
+        digest: &str,
+        user_id: i64,
+        expires_time: i64,
+        password_hash: &str,
+    ) -> DbResult<bool> {
+        let txn = self.begin_write().await?;
+        let current: Option<Option<String>> = user::Entity::find_by_id(user_id)
+            .select_only()
+            .column(user::Column::PasswordHash)
+            .into_tuple()
+            .one(&txn)
+            .await?;
+        if current.flatten().as_deref() != Some(password_hash) {
+            return Ok(false);
+        }
         session::ActiveModel {
             digest: Set(digest.to_owned()),
             user_id: Set(user_id),
             created_time: Set(now()),
             expires_time: Set(expires_time),
         }
-        .insert(self.write())
+        .insert(&txn)
         .await?;
-        Ok(())
+        txn.commit().await?;
+        Ok(true)
     }
 
     /// The user of a live session.

@@ -6,6 +6,7 @@ mod declarative;
 mod instantiate;
 mod jobs;
 mod nix_eval_jobs;
+mod untrusted;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -225,7 +226,7 @@ impl Evaluator {
         let source = JobsSource::File(expr_path);
         let raw = self.evaluate_in(jobset.id, started, source, &fetched, &inputs_nix).await?;
         let eval_time = eval_start.elapsed().as_secs() as i64;
-        let resolved = self.resolve(raw);
+        let resolved = self.resolve(raw).await;
         if let Some(job) = only_job {
             check_only_job(&resolved, job)?;
         }
@@ -299,7 +300,7 @@ impl Evaluator {
         let eval_start = Instant::now();
         let source = JobsSource::Flake(locked.url.clone());
         let raw = self.evaluate_in(jobset.id, started, source, &[], &render_inputs(&[])).await?;
-        let resolved = self.resolve(raw);
+        let resolved = self.resolve(raw).await;
         let new_eval = NewEval {
             jobset_id: jobset.id,
             started,
@@ -314,7 +315,10 @@ impl Evaluator {
         self.record(new_eval).await
     }
 
-    fn resolve(&self, raw: instantiate::RawJobs) -> jobs::ResolvedJobs {
+    /// Jobs as recorded: checked against their derivations, then with
+    /// Hydra's semantics (aggregates, defaults) applied.
+    async fn resolve(&self, raw: instantiate::RawJobs) -> jobs::ResolvedJobs {
+        let raw = untrusted::check(&self.nix, raw).await;
         let defaults = JobDefaults {
             timeout: self.config.queue.default_timeout_secs as i64,
             max_silent: self.config.queue.default_max_silent_secs as i64,

@@ -158,6 +158,7 @@ impl Grants {
             http: self.http.iter().map(ToString::to_string).collect(),
             mail: self.mail,
             read_builds: self.read_builds,
+            ..Default::default()
         }
     }
 

@@ -180,6 +180,9 @@ impl SpecApplier {
         } else {
             match output {
                 None => Err(format!("build {build_id} of the generator job has no output")),
+                Some(path) if crate::nix::StorePath::parse(&path).is_err() => {
+                    Err(format!("the output of build {build_id} is not a store path"))
+                }
                 // The output is a file of the store, not a link out of it.
                 Some(path) => {
                     let path = std::path::Path::new(&path);

@@ -27,6 +27,12 @@ pub const MAX_SUPPORT_FILE: u64 = 1 << 20;
 pub const MAX_PRODUCTS: usize = 1000;
 /// Metrics recorded for one build at most.
 pub const MAX_METRICS: usize = 1000;
+/// Problems recorded for one build at most (then how many more there were).
+const MAX_ERRORS: usize = 50;
+/// Longest product path and default path kept, in bytes.
+const MAX_PATH: usize = 4096;
+/// Longest product type and subtype.
+const MAX_TYPE: usize = 64;
 
 /// Everything read from a build's outputs.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -54,9 +60,22 @@ struct Output<'a> {
 /// Reads the build's outputs (name, path). Runs blocking file I/O, so call
 /// it through `spawn_blocking`.
 pub fn read_build_results(outputs: &[(String, String)]) -> BuildResults {
+    // Checked when the evaluation was recorded, and again here: the
+    // server's root, or any directory but a store path, is never read.
+    let (paths, others): (Vec<_>, Vec<_>) = outputs.iter().cloned().partition(|(_, p)| StorePath::parse(p).is_ok());
+    let mut results = read_outputs(&paths);
+    for (name, path) in others {
+        results.errors.push(format!("output ‘{name}’ is not read: {path:?} is not a store path"));
+    }
+    results
+}
+
+/// [`read_build_results`] of outputs known to be store paths.
+fn read_outputs(outputs: &[(String, String)]) -> BuildResults {
     let outputs: Vec<Output> =
         outputs.iter().map(|(name, path)| Output { name, path, root: Confined::open(Path::new(path)) }).collect();
-    let mut reader = Reader { outputs: &outputs, results: BuildResults::default(), hashes: HashMap::new() };
+    let mut reader =
+        Reader { outputs: &outputs, results: BuildResults::default(), hashes: HashMap::new(), errors_dropped: 0 };
     let mut listed_products = false;
     for output in &outputs {
         let root = match &output.root {
@@ -113,6 +132,10 @@ pub fn read_build_results(outputs: &[(String, String)]) -> BuildResults {
             });
         }
     }
+    if reader.errors_dropped > 0 {
+        let more = reader.errors_dropped;
+        reader.results.errors.push(format!("… and {more} more problems like these"));
+    }
     reader.results
 }
 
@@ -122,12 +145,18 @@ struct Reader<'a> {
     results: BuildResults,
     /// Size and hash by real path: a thousand product lines naming one
     /// large file hash it once.
-    hashes: HashMap<PathBuf, Option<(i64, String)>>,
+    hashes: HashMap<PathBuf, Result<(i64, String), String>>,
+    /// Problems past [`MAX_ERRORS`], only counted.
+    errors_dropped: usize,
 }
 
 impl Reader<'_> {
     fn error(&mut self, message: String) {
-        self.results.errors.push(message);
+        if self.results.errors.len() < MAX_ERRORS {
+            self.results.errors.push(message);
+        } else {
+            self.errors_dropped += 1;
+        }
     }
 
     /// `nix-support/NAME` of an output, as text, cut at [`MAX_SUPPORT_FILE`]
@@ -200,23 +229,25 @@ impl Reader<'_> {
             default_path: line.default_path.to_owned(),
             error: None,
         };
-        let resolved = match &owner.root {
-            Ok(root) => root.resolve_named(path),
-            Err(refused) => Err(Refused::Io {
-                path: path.to_owned(),
-                source: std::io::Error::other(format!("its output cannot be read: {refused}")),
-            }),
+        let root = match &owner.root {
+            Ok(root) => root,
+            Err(refused) => {
+                product.error = Some(format!("its output cannot be read: {refused}"));
+                return product;
+            }
         };
-        match resolved {
-            Ok(real) => {
-                if real.is_file() {
-                    let measured = self.hashes.entry(real.clone()).or_insert_with(|| measure_file(&real)).clone();
-                    if let Some((size, hash)) = measured {
+        match root.resolve_named(path) {
+            Ok(real) if real.is_file() => {
+                let measured = self.hashes.entry(real).or_insert_with(|| measure_file(root, path)).clone();
+                match measured {
+                    Ok((size, hash)) => {
                         product.file_size = Some(size);
                         product.sha256_hash = Some(hash);
                     }
+                    Err(refused) => product.error = Some(refused),
                 }
             }
+            Ok(_) => {}
             Err(refused) => product.error = Some(refused.to_string()),
         }
         product
@@ -263,7 +294,7 @@ impl<'a> ProductLine<'a> {
         let rest = rest.trim_start();
         let (subtype, rest) = rest.split_once(char::is_whitespace)?;
         let rest = rest.trim_start();
-        if !is_token(kind, "_-") || !is_token(subtype, "_-") {
+        if !is_token(kind, "_-") || !is_token(subtype, "_-") || kind.len() > MAX_TYPE || subtype.len() > MAX_TYPE {
             return None;
         }
         let (path, rest) = if let Some(quoted) = rest.strip_prefix('"') {
@@ -276,11 +307,17 @@ impl<'a> ProductLine<'a> {
             let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
             (&rest[..end], &rest[end..])
         };
-        if path.contains(['<', '>', '"']) {
+        if path.contains(['<', '>', '"']) || path.len() > MAX_PATH {
             return None;
         }
-        let default_path = rest.trim();
-        if default_path.contains(char::is_whitespace) || default_path.contains(['<', '>']) {
+        // A file inside the product (`index.html`): never `..`, never absolute.
+        let default_path = rest.trim().trim_start_matches('/');
+        let inside = Path::new(default_path).components().all(|c| matches!(c, Component::Normal(_)));
+        if default_path.contains(char::is_whitespace)
+            || default_path.contains(['<', '>'])
+            || !inside
+            || default_path.len() > MAX_PATH
+        {
             return None;
         }
         Some(ProductLine { kind, subtype, path, default_path })
@@ -307,19 +344,19 @@ fn canonical_path(path: &str) -> Option<PathBuf> {
     Some(canonical)
 }
 
-/// Size and SHA-256 (hex) of a file already resolved inside its output.
-fn measure_file(real: &Path) -> Option<(i64, String)> {
-    let (mut file, metadata) = crate::confined::open_regular(real).ok()?;
+/// Size and SHA-256 (hex) of a file inside an output.
+fn measure_file(root: &Confined, path: &Path) -> Result<(i64, String), String> {
+    let (mut file, metadata) = root.open_named_file(path).map_err(|e| e.to_string())?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = file.read(&mut buf).ok()?;
+        let n = file.read(&mut buf).map_err(|e| format!("cannot read {path:?}: {e}"))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
-    Some((metadata.len() as i64, hex::encode(hasher.finalize())))
+    Ok((metadata.len() as i64, hex::encode(hasher.finalize())))
 }
 
 /// `name value [unit]`.
@@ -371,6 +408,12 @@ mod tests {
         assert_eq!(ProductLine::parse("file"), None);
         assert_eq!(ProductLine::parse("fi/le binary-dist /nix/store/x"), None);
         assert_eq!(ProductLine::parse("file x /nix/store/<script>"), None);
+        assert_eq!(ProductLine::parse("doc manual /nix/store/x-y/share ../../etc/passwd"), None);
+        assert_eq!(
+            ProductLine::parse("doc manual /nix/store/x-y/share /index.html").unwrap().default_path,
+            "index.html"
+        );
+        assert_eq!(ProductLine::parse(&format!("file {} /nix/store/x-y", "t".repeat(65))), None);
     }
 
     /// An output as a hostile build would leave it.
@@ -403,7 +446,7 @@ mod tests {
     #[test]
     fn products_are_read_only_inside_their_output() {
         let (_dir, outputs) = hostile_output();
-        let results = read_build_results(&outputs);
+        let results = read_outputs(&outputs);
         let by_subtype = |s: &str| results.products.iter().find(|p| p.subtype == s).unwrap();
         assert_eq!(by_subtype("fine").file_size, Some(4));
         assert_eq!(by_subtype("fine").sha256_hash, by_subtype("linked").sha256_hash);
@@ -424,17 +467,37 @@ mod tests {
     }
 
     #[test]
+    fn problems_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("00000000000000000000000000000000-out");
+        std::fs::create_dir_all(out.join("nix-support")).unwrap();
+        let lines: String = (0..120).map(|i| format!("file x /etc/passwd{i}\n")).collect();
+        std::fs::write(out.join("nix-support/hydra-build-products"), lines).unwrap();
+        let results = read_outputs(&[("out".to_owned(), out.display().to_string())]);
+        assert_eq!(results.errors.len(), MAX_ERRORS + 1);
+        assert_eq!(results.errors.last().unwrap(), "… and 70 more problems like these");
+    }
+
+    #[test]
+    fn an_output_that_is_no_store_path_is_not_read() {
+        // What an expression that sets `outPath = "/"` would make recorded.
+        let results = read_build_results(&[("out".to_owned(), "/".to_owned())]);
+        assert!(results.products.is_empty());
+        assert_eq!(results.errors, ["output ‘out’ is not read: \"/\" is not a store path"]);
+    }
+
+    #[test]
     fn an_output_that_is_a_link_has_no_products() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("00000000000000000000000000000000-out");
         std::os::unix::fs::symlink("/", &out).unwrap();
-        let results = read_build_results(&[("out".to_owned(), out.display().to_string())]);
+        let results = read_outputs(&[("out".to_owned(), out.display().to_string())]);
         assert!(results.products.is_empty());
         assert!(!results.failed);
         assert_eq!(results.errors.len(), 1);
         assert!(results.errors[0].contains("symbolic link"), "{:?}", results.errors);
         // Nothing in it was read.
-        let missing = read_build_results(&[("out".to_owned(), dir.path().join("gone").display().to_string())]);
+        let missing = read_outputs(&[("out".to_owned(), dir.path().join("gone").display().to_string())]);
         assert_eq!(missing, BuildResults::default());
     }
 
@@ -448,7 +511,7 @@ mod tests {
         std::fs::write(out.join("nix-support/hydra-build-products"), line.repeat(MAX_PRODUCTS + 5)).unwrap();
         let metrics: String = (0..MAX_METRICS + 7).map(|i| format!("m{i} {i}\n")).collect::<String>() + "m0 42\n";
         std::fs::write(out.join("nix-support/hydra-metrics"), metrics).unwrap();
-        let results = read_build_results(&[("out".to_owned(), out.display().to_string())]);
+        let results = read_outputs(&[("out".to_owned(), out.display().to_string())]);
         assert_eq!(results.products.len(), MAX_PRODUCTS);
         assert_eq!(results.metrics.len(), MAX_METRICS);
         assert_eq!(results.metrics[0].value, 42.0, "a later line with the same name wins");

@@ -105,6 +105,8 @@ pub enum Auth {
     Token {
         id: i64,
         scopes: BTreeSet<String>,
+        /// When it stops working: the tokens it makes stop by then too.
+        expires: Option<i64>,
     },
 }
 
@@ -134,10 +136,6 @@ pub enum Denied {
 impl Caller {
     pub fn anonymous() -> Caller {
         Caller { user: None, auth: Auth::Anonymous }
-    }
-
-    pub fn is_admin(&self) -> bool {
-        self.user.as_ref().is_some_and(|u| u.roles.contains("admin"))
     }
 
     /// Whether the caller may do `action` (on `project`, for the actions
@@ -225,9 +223,14 @@ pub async fn issue_token(
     name: &str,
     scopes: &BTreeSet<String>,
     expires_in_days: Option<u32>,
+    not_after: Option<i64>,
 ) -> DbResult<(String, ApiToken)> {
     let secret = new_secret("orthrus_");
-    let expires = expires_in_days.map(|days| crate::db::now() + i64::from(days) * 86400);
+    let asked = expires_in_days.map(|days| crate::db::now() + i64::from(days) * 86400);
+    let expires = match (asked, not_after) {
+        (Some(asked), Some(limit)) => Some(asked.min(limit)),
+        (asked, limit) => asked.or(limit),
+    };
     let scopes = scopes.iter().cloned().collect::<Vec<_>>().join(" ");
     let token = db.create_token(user_id, name, &digest(&secret), &scopes, expires).await?;
     Ok((secret, token))
@@ -317,7 +320,7 @@ mod tests {
     fn tokens_act_within_their_scopes() {
         let admin_token = |scopes: &[&str]| Caller {
             user: Some(user("root", &["admin"])),
-            auth: Auth::Token { id: 1, scopes: parse_scopes(scopes.iter().copied()).unwrap() },
+            auth: Auth::Token { id: 1, scopes: parse_scopes(scopes.iter().copied()).unwrap(), expires: None },
         };
         let builds_only = admin_token(&["builds"]);
         assert!(builds_only.check(Action::RestartBuild, None).is_ok());
@@ -328,13 +331,13 @@ mod tests {
         // A scope does not give what the user lacks.
         let plain = Caller {
             user: Some(user("pat", &[])),
-            auth: Auth::Token { id: 2, scopes: parse_scopes(["all"]).unwrap() },
+            auth: Auth::Token { id: 2, scopes: parse_scopes(["all"]).unwrap(), expires: None },
         };
         assert!(plain.check(Action::CreateProject, None).is_err());
         // `read` reads, and does nothing else, not even to its own account.
         let read_only = Caller {
             user: Some(user("pat", &[])),
-            auth: Auth::Token { id: 3, scopes: parse_scopes(["read"]).unwrap() },
+            auth: Auth::Token { id: 3, scopes: parse_scopes(["read"]).unwrap(), expires: None },
         };
         let allowed: Vec<Action> = ALL.iter().copied().filter(|a| read_only.check(*a, None).is_ok()).collect();
         assert_eq!(allowed, [Action::Read]);

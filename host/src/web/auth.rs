@@ -99,7 +99,10 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
             .filter(|(user, _)| claimed_user.as_ref().is_none_or(|name| *name == user.username))
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "the API token is unknown, revoked or expired"))?;
         let scopes = token.scopes.split_whitespace().map(str::to_owned).collect();
-        return Ok(Caller { user: Some(user), auth: Auth::Token { id: token.id, scopes } });
+        return Ok(Caller {
+            user: Some(user),
+            auth: Auth::Token { id: token.id, scopes, expires: token.expires_time },
+        });
     }
     if let Some(secret) = session_cookie(headers) {
         let digest = users::digest(secret);

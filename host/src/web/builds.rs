@@ -8,15 +8,20 @@ use super::extract::Path;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::Value;
 
 use super::auth::require_on;
 use super::{ApiError, ApiResult, AppState, json as hydra, redirect};
-use crate::confined::{self, Confined, Refused};
+use crate::confined::{Confined, Refused};
 use crate::db::{BuildStep, BuildView};
 use crate::logs::{LogPage, Window, tail_lines};
 use crate::nix::StorePath;
 use crate::users::{Action, Caller};
+
+/// What a path segment of a redirect encodes.
+const PATH_SEGMENT: &AsciiSet =
+    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'/').add(b'?').add(b'<').add(b'>').add(b'`');
 
 /// Lines of `/log/tail`.
 const TAIL_LINES: usize = 50;
@@ -322,12 +327,19 @@ async fn serve_product(state: &AppState, id: i64, nr: i32, subpath: &str) -> Api
     if let Some(error) = &product.error {
         return Err(ApiError::not_found(format!("product {nr} of build {id} is not served: {error}")));
     }
-    // The output that holds the product: links are resolved against it,
-    // and whatever they lead to must still be inside it.
+    // A restarted build keeps its old products until it finishes again;
+    // its outputs may be being rebuilt meanwhile.
+    if !view.build.finished {
+        return Err(ApiError::not_found(format!("build {id} is not finished: its products are served once it is")));
+    }
+    // The output that holds the product (a store path, never anything a
+    // job claimed): links are resolved against it, and whatever they lead
+    // to must still be inside it.
     let output = view
         .outputs
         .iter()
         .map(|(_, path)| path)
+        .filter(|path| StorePath::parse(path).is_ok())
         .find(|path| std::path::Path::new(&product.path).starts_with(path))
         .ok_or_else(|| ApiError::not_found(format!("product {nr} of build {id} is not inside one of its outputs")))?
         .clone();
@@ -343,17 +355,24 @@ async fn serve_product(state: &AppState, id: i64, nr: i32, subpath: &str) -> Api
         if subpath_owned.as_os_str().is_empty() && product_root.is_dir() {
             return Ok(Opened::Directory);
         }
-        let real = root.resolve_named(&product_path.join(&subpath_owned))?;
-        let (file, metadata) = confined::open_regular(&real)?;
-        Ok(Opened::File { file, length: metadata.len(), real })
+        let path = product_path.join(&subpath_owned);
+        let (file, metadata) = root.open_named_file(&path)?;
+        Ok(Opened::File { file, length: metadata.len(), name: path })
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?;
-    let (file, length, real) = match opened {
-        Ok(Opened::File { file, length, real }) => (file, length, real),
+    let (file, length, name) = match opened {
+        Ok(Opened::File { file, length, name }) => (file, length, name),
         Ok(Opened::Directory) => {
             if !product.default_path.is_empty() {
-                let target = format!("/build/{id}/download/{nr}/{}", product.default_path.trim_start_matches('/'));
+                // Checked at ingestion to be plain names; encoded all the same.
+                let encoded: Vec<String> = product
+                    .default_path
+                    .split('/')
+                    .filter(|part| !part.is_empty())
+                    .map(|part| utf8_percent_encode(part, PATH_SEGMENT).to_string())
+                    .collect();
+                let target = format!("/build/{id}/download/{nr}/{}", encoded.join("/"));
                 return Ok(redirect(state, &target));
             }
             return Err(ApiError::not_found(format!("product {nr} is a directory: name a file in it")));
@@ -368,7 +387,7 @@ async fn serve_product(state: &AppState, id: i64, nr: i32, subpath: &str) -> Api
             return Err(ApiError::not_found(format!("product {nr} of build {id} is not served: {refused}")));
         }
     };
-    let mime = mime_guess::from_path(&real).first_or_octet_stream();
+    let mime = mime_guess::from_path(&name).first_or_octet_stream();
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file)));
     Ok((
         [
@@ -385,5 +404,5 @@ async fn serve_product(state: &AppState, id: i64, nr: i32, subpath: &str) -> Api
 /// What a product download found, checked to be inside its output.
 enum Opened {
     Directory,
-    File { file: std::fs::File, length: u64, real: std::path::PathBuf },
+    File { file: std::fs::File, length: u64, name: std::path::PathBuf },
 }

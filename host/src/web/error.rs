@@ -61,7 +61,10 @@ impl From<DbError> for ApiError {
             DbError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, message),
             // Two requests created the same name at once (PostgreSQL lets
             // both read "none" before either commits): the later one lost.
-            DbError::Db(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
+            DbError::Db(e)
+                if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+                    || matches!(e, sea_orm::DbErr::RecordNotUpdated) =>
+            {
                 ApiError::new(StatusCode::CONFLICT, "another request made the same change meanwhile; try again")
             }
             DbError::Db(e) => {

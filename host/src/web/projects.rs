@@ -136,8 +136,9 @@ pub async fn put_project(
     settings.homepage = request.homepage.unwrap_or(settings.homepage);
     if let Some(owner) = request.owner.filter(|o| *o != settings.owner) {
         // Hydra's rule: only admins give projects away.
-        if !caller.is_admin() {
-            return Err(ApiError::forbidden("only an admin may change a project's owner"));
+        // (An admin's token needs `admin` for it, as for managing users.)
+        if require(&caller, Action::ManageUsers).is_err() {
+            return Err(ApiError::forbidden("only an admin (with the `admin` scope) may change a project's owner"));
         }
         if state.db.user(&owner).await?.is_none() {
             return Err(ApiError::invalid_field("owner", format!("there is no user ‘{owner}’")));
@@ -168,7 +169,7 @@ pub async fn put_project(
         settings.release_sets = release_sets;
     }
     let was_declarative = existing.as_ref().and_then(|p| p.declarative());
-    let expect = Expect::from_read(existing.as_ref().map(|p| p.id));
+    let expect = Expect::from_read(existing.as_ref().map(|p| (p.id, p.settings())));
     let (project, created) = state.db.save_project(&name, &settings, expect).await?;
     if project.declarative() != was_declarative {
         state.db.configure_spec_jobset(&project).await?;
@@ -232,7 +233,7 @@ pub async fn put_jobset(
     let settings = request.apply_to(base)?;
     crate::projects::check_values(&settings, previous.as_ref(), &state.inputs).await?;
 
-    let expect = Expect::from_read(existing.as_ref().map(|j| j.id));
+    let expect = Expect::from_read(existing.as_ref().map(|j| (j.id, ())));
     let (jobset, created) = state.db.save_jobset(&project, &name, &settings, expect).await?;
     state.evaluator.wake();
     Ok(saved(&state, "jobset", &jobset.name, &format!("/jobset/{}/{}", project.name, jobset.name), created))

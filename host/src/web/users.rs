@@ -71,13 +71,18 @@ async fn check_login(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Api
     let hash = hash.ok_or_else(refused)?;
     // Argon2 is deliberately slow: off the async workers.
     let password = request.password;
-    let valid = tokio::task::spawn_blocking(move || users::verify_password(&password, &hash)).await.unwrap_or(false);
+    let checked = hash.clone();
+    let valid = tokio::task::spawn_blocking(move || users::verify_password(&password, &checked)).await.unwrap_or(false);
     if !valid {
         return Err(refused());
     }
     let secret = users::new_secret("");
     let days = state.config.web.session_days;
-    state.db.create_session(&users::digest(&secret), user.id, now() + (days * 86400) as i64).await?;
+    let expires = now() + (days * 86400) as i64;
+    if !state.db.create_session(&users::digest(&secret), user.id, expires, &hash).await? {
+        // The password changed while this one was being checked.
+        return Err(refused());
+    }
     let secure = if state.config.base_url().starts_with("https://") { "; Secure" } else { "" };
     let cookie = format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", days * 86400);
     let location = state.url("/");
@@ -157,6 +162,10 @@ struct UserRequest {
     emailaddress: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    /// Needed to change one's own password (not for admins changing any):
+    /// a stolen session or token must not become the account's password.
+    #[serde(default)]
+    currentpassword: Option<String>,
     #[serde(default)]
     userroles: Option<BTreeSet<String>>,
 }
@@ -180,6 +189,9 @@ pub async fn put_user(
                 require(&caller, Action::ManageUsers)?;
             }
         }
+    }
+    if existing.is_some() && request.password.is_some() && require(&caller, Action::ManageUsers).is_err() {
+        check_current_password(&state, &name, request.currentpassword.unwrap_or_default()).await?;
     }
     users::check_username(&name).map_err(ApiError::bad_request)?;
     if let Some(roles) = &request.userroles {
@@ -221,6 +233,20 @@ pub async fn put_user(
     Ok((status, Json(user_json(&user))).into_response())
 }
 
+/// Refuses unless `given` is the user's password (when they have one).
+async fn check_current_password(state: &AppState, name: &str, given: String) -> ApiResult<()> {
+    let Some((_, Some(hash))) = state.db.user_with_password(name).await? else { return Ok(()) };
+    // Argon2 is deliberately slow: off the async workers.
+    let valid = tokio::task::spawn_blocking(move || users::verify_password(&given, &hash)).await.unwrap_or(false);
+    if valid {
+        Ok(())
+    } else {
+        let mut refused = ApiError::invalid_field("currentpassword", "give your current password to change it");
+        refused.status = StatusCode::FORBIDDEN;
+        Err(refused)
+    }
+}
+
 pub async fn delete_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -255,17 +281,20 @@ pub async fn create_token(
     let request: TokenRequest = body::parse(&headers, &body)?;
     let scopes = users::parse_scopes(request.scopes.iter().map(String::as_str))
         .map_err(|e| ApiError::invalid_field("scopes", e))?;
-    // A token cannot mint a token stronger than itself.
-    if let Auth::Token { scopes: own, .. } = &caller.auth {
+    // A token cannot mint a token stronger than itself, nor one that
+    // outlives it.
+    let mut not_after = None;
+    if let Auth::Token { scopes: own, expires, .. } = &caller.auth {
         if let Some(extra) = scopes.iter().find(|s| !own.contains(*s)) {
             return Err(ApiError::forbidden(format!(
                 "this API token cannot create a token with scope ‘{extra}’ it lacks"
             )));
         }
+        not_after = *expires;
     }
     let user = find_user(&state, &name).await?;
     let (secret, token) =
-        users::issue_token(&state.db, user.id, &request.name, &scopes, request.expires_in_days).await?;
+        users::issue_token(&state.db, user.id, &request.name, &scopes, request.expires_in_days, not_after).await?;
     let mut value = token_json(&token);
     value["token"] = json!(secret);
     Ok((StatusCode::CREATED, Json(value)).into_response())
