@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use orthrus::config::{NixConfig, PluginsConfig};
 use orthrus::db::Db;
 use orthrus::nix::Nix;
-use orthrus::plugins::PluginRuntime;
+use orthrus::plugins::{PluginRuntime, RuntimeSetup};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -47,9 +47,9 @@ async fn main() {
         let file = dir.path().join(format!("plugin-{i}.wasm"));
         std::fs::write(&file, bytes).unwrap();
         let cache = dir.path().join(format!("cache-{i}"));
-        let runtime = PluginRuntime::start(&config, dir.path().join("scratch"), cache.clone(), db.clone(), nix.clone())
-            .await
-            .unwrap();
+        let mut setup = RuntimeSetup::in_dir(dir.path(), config.clone(), Vec::new()).await;
+        setup.cache_dir = cache.clone();
+        let runtime = PluginRuntime::start(setup, db.clone(), nix.clone()).await.unwrap();
         // Starting compiled the built-in plugins into the cache: empty it.
         std::fs::remove_dir_all(&cache).unwrap();
         let started = Instant::now();
@@ -67,10 +67,10 @@ async fn main() {
     }
 
     // One call: a fresh store, instantiation, `metadata()`.
-    let runtime =
-        PluginRuntime::start(&config, dir.path().join("scratch"), dir.path().join("cache"), db.clone(), nix.clone())
-            .await
-            .unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let setup = RuntimeSetup::in_dir(dir.path(), config.clone(), vec![repo.clone()]).await;
+    let runtime = PluginRuntime::start(setup, db.clone(), nix.clone()).await.unwrap();
     for _ in 0..200 {
         runtime.describe("git").await.unwrap();
     }
@@ -87,9 +87,7 @@ async fn main() {
         percentile(&times, 0.99).as_secs_f64() * 1e6
     );
 
-    // A git fetch through the plugin, beside git clone.
-    let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
+    // A git fetch through the plugin (its git in the sandbox), beside git clone.
     git(&repo, &["init", "-q", "-b", "main"]);
     for commit in 0..50 {
         for file in 0..20 {

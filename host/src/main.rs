@@ -157,20 +157,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Project(ProjectCommand::Apply { file }) => {
             let db = orthrus::server::open_db(&config).await?;
             let nix = orthrus::nix::Nix::new(&config.nix);
-            let plugins = orthrus::plugins::PluginRuntime::start(
-                &config.plugins,
-                config.plugin_scratch_dir(),
-                config.plugin_cache_dir(),
-                db.clone(),
-                nix.clone(),
-            )
-            .await?;
-            let inputs = orthrus::inputs::InputFetcher::new(
-                nix,
-                db.clone(),
-                config.evaluator.allowed_path_roots.clone(),
-                plugins,
-            );
+            let setup = orthrus::plugins::RuntimeSetup::from_config(&config).await;
+            let plugins = orthrus::plugins::PluginRuntime::start(setup, db.clone(), nix.clone()).await?;
+            let local = orthrus::inputs::LocalFiles::new(&config.evaluator.allowed_path_roots, &config.private_paths());
+            let inputs = orthrus::inputs::InputFetcher::new(nix, db.clone(), local, plugins);
             let report = orthrus::projects::file::apply_file(&db, &inputs, &file).await?;
             if report.is_empty() {
                 println!("nothing to change: {} is applied", file.display());
@@ -185,24 +175,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn plugin_command(config: &Config, command: PluginCommand) -> anyhow::Result<()> {
-    use orthrus::plugins::{PluginInfo, PluginRuntime};
+    use orthrus::plugins::{PluginInfo, PluginRuntime, RuntimeSetup};
     let db = orthrus::server::open_db(config).await?;
     let nix = orthrus::nix::Nix::new(&config.nix);
-    let runtime =
-        PluginRuntime::start(&config.plugins, config.plugin_scratch_dir(), config.plugin_cache_dir(), db, nix).await?;
+    let runtime = PluginRuntime::start(RuntimeSetup::from_config(config).await, db, nix).await?;
     let show = |info: &PluginInfo| {
         let list = |caps: Vec<String>| if caps.is_empty() { "nothing".to_owned() } else { caps.join(", ") };
-        println!("{} {} ({}, {})", info.metadata.name, info.metadata.version, info.kind, info.source);
+        println!("{} {} ({}, {})", info.id, info.metadata.version, info.kind, info.source);
         println!("  {}", info.metadata.description);
+        if info.metadata.name != info.id.name() {
+            println!(
+                "  calls itself: {} (as a file of plugins.dir it must be {}.wasm)",
+                info.metadata.name, info.metadata.name
+            );
+        }
         if !info.metadata.handles.is_empty() {
             println!("  handles: {}", info.metadata.handles.join(", "));
         }
         println!("  asks for: {}", list(info.metadata.capabilities.iter().map(ToString::to_string).collect()));
-        println!("  granted: {}", list(info.grants.capabilities().iter().map(ToString::to_string).collect()));
+        let mut granted: Vec<String> = info.grants.capabilities().iter().map(ToString::to_string).collect();
+        if info.grants.network {
+            granted.push("network (for its programs)".into());
+        }
+        println!("  granted: {}", list(granted));
         println!("  sha256: {}", info.sha256);
     };
+    match runtime.sandbox_unavailable() {
+        None => println!("programs run for plugins: in a bubblewrap sandbox"),
+        Some(reason) => println!("programs run for plugins: refused, {reason}"),
+    }
     match command {
-        PluginCommand::List => runtime.plugins().iter().for_each(show),
+        PluginCommand::List => {
+            runtime.plugins().iter().for_each(show);
+            for error in runtime.load_errors() {
+                println!("not loaded: {error}");
+            }
+        }
         PluginCommand::Inspect { file } => show(&runtime.inspect(&file, &config.plugins).await?),
     }
     Ok(())

@@ -10,12 +10,12 @@ use tracing::info;
 use crate::config::Config;
 use crate::db::Db;
 use crate::eval::{Evaluator, EvaluatorHandle};
-use crate::inputs::InputFetcher;
+use crate::inputs::{InputFetcher, LocalFiles};
 use crate::logs::LogStore;
 use crate::machines::Machines;
 use crate::metrics::Metrics;
 use crate::nix::Nix;
-use crate::plugins::PluginRuntime;
+use crate::plugins::{PluginRuntime, RuntimeSetup};
 use crate::queue::{QueueHandle, QueueRunner};
 use crate::web::{AppState, router};
 
@@ -50,20 +50,13 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     let logs = LogStore::new(config.logs_dir());
     let queue = QueueHandle::default();
     let evaluator = EvaluatorHandle::default();
-    let plugins = PluginRuntime::start_with_mail(
-        &config.plugins,
-        &config.mail,
-        config.plugin_scratch_dir(),
-        config.plugin_cache_dir(),
-        db.clone(),
-        nix.clone(),
-    )
-    .await
-    .context("cannot start the plugin runtime")?;
+    let plugins = PluginRuntime::start(RuntimeSetup::from_config(&config).await, db.clone(), nix.clone())
+        .await
+        .context("cannot start the plugin runtime")?;
     crate::notify::check(&config, &plugins).map_err(anyhow::Error::msg)?;
     let notifier_tasks = crate::notify::start(&config, &db, &plugins, &logs);
-    let inputs =
-        InputFetcher::new(nix.clone(), db.clone(), config.evaluator.allowed_path_roots.clone(), plugins.clone());
+    let local = LocalFiles::new(&config.evaluator.allowed_path_roots, &config.private_paths());
+    let inputs = InputFetcher::new(nix.clone(), db.clone(), local, plugins.clone());
     let metrics = Metrics::new();
     let watch = {
         let queue = queue.clone();

@@ -337,7 +337,7 @@ fn flake_jobsets(backend: Backend) {
         let error = server.get_json("/jobset/flakes/sneaky")["fetcherrormsg"].as_str().unwrap().to_owned();
         (!error.is_empty()).then_some(error)
     });
-    assert!(error.contains("an input of the flake") && error.contains("not under"), "{error}");
+    assert!(error.contains("its input ‘secret’ is refused") && error.contains("not under"), "{error}");
     assert!(server.evals("flakes", "sneaky").is_empty());
     // A flake with neither output fails its evaluation with a clear error.
     let empty = flake(&root, "empty", "{ packages = { }; }");

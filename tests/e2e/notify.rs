@@ -109,8 +109,9 @@ fn notifiers(backend: Backend) {
         Options { extra_tables: config(&http, &smtp, unreachable_port), ..Options::default() },
     );
 
-    // A git repository whose commit the statuses are set on.
-    let repo = scratch.path().join("owner/repo");
+    // A git repository whose commit the statuses are set on (a local one
+    // must lie under the allowed roots, the server's directory here).
+    let repo = server.source_dir("owner/repo");
     std::fs::create_dir_all(&repo).unwrap();
     run(&repo, "git", &["init", "-q", "-b", "main"]);
     let commit = commit(&repo, "README", "hello\n", "first");

@@ -168,13 +168,13 @@ fn paper(backend: Backend) {
     let tarball_page = server.get_json(&format!("/build/{}", official["tarball"]["id"]));
     let file = product_by_type(&tarball_page, "file");
     let html = file["rendered"]["html"].as_str().unwrap_or_else(|| panic!("{file}"));
-    assert_eq!(file["rendered"]["renderer"], "file");
+    assert_eq!(file["rendered"]["renderer"], "builtin:file");
     assert!(html.contains("hello-1.0.tar.gz") && html.contains("SHA-256"), "{html}");
     assert!(html.contains(file["sha256hash"].as_str().unwrap()), "{html}");
     assert!(html.contains(&format!("/build/{}/download/", official["tarball"]["id"])), "{html}");
     let build_page = server.get_json(&format!("/build/{}", official_build["id"]));
     let doc = product_by_type(&build_page, "doc");
-    assert_eq!(doc["rendered"]["renderer"], "doc");
+    assert_eq!(doc["rendered"]["renderer"], "builtin:doc");
     let href = doc["rendered"]["link"]["href"].as_str().unwrap();
     assert!(href.ends_with("/manual.html"), "{doc}");
     assert_eq!(doc["rendered"]["link"]["text"], "Documentation: manual");

@@ -455,6 +455,18 @@ impl Config {
         for grant in self.plugins.grants.values() {
             paths.extend(grant.credential_files().map(Path::to_owned));
         }
+        // The database, wherever a `sqlite:` URL puts it.
+        if let Some(file) =
+            self.database_url().strip_prefix("sqlite://").or_else(|| self.database_url.strip_prefix("sqlite:"))
+        {
+            paths.push(PathBuf::from(file.split('?').next().unwrap_or(file)));
+        }
+        // Files of secrets Nix is told of.
+        for (name, value) in &self.nix.settings {
+            if matches!(name.as_str(), "netrc-file" | "secret-key-files" | "access-tokens-file") {
+                paths.extend(value.split_whitespace().map(PathBuf::from));
+            }
+        }
         paths
     }
 

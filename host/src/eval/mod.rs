@@ -270,24 +270,44 @@ impl Evaluator {
     async fn check_flake(&self, due: &DueJobset, started: i64) -> Result<&'static str, String> {
         let jobset = &due.jobset;
         let reference = jobset.flake.as_deref().filter(|f| !f.is_empty()).ok_or("a flake jobset needs a flake")?;
-        // Checked again: the allowed roots may have changed since it was saved.
-        self.fetcher.check_flake(reference).map_err(|e| format!("flake {reference}: {e}"))?;
+        // Checked again: the allowed roots may have changed since it was
+        // saved. What Nix is given is the checked reference (a bare path
+        // becomes `path:` at its real location).
+        let reference = self.fetcher.check_flake(reference).map_err(|e| format!("flake {reference}: {e}"))?;
+        let reference = reference.as_str();
         let fetch_start = Instant::now();
         let timeout = Duration::from_secs(self.config.evaluator.timeout_secs);
+        let fetch_failed = async |message: String| -> Result<&'static str, String> {
+            info!("{message}");
+            self.db.record_fetch_error(jobset.id, started, &message).await.map_err(|e| e.to_string())?;
+            Ok(outcome::FETCH_FAILED)
+        };
+        // Its inputs may name this machine's files too: checked from its
+        // lock file before Nix fetches any of them.
+        let source = match self.nix.fetch_flake_source(reference, timeout).await {
+            Ok(source) => source,
+            Err(e) => return fetch_failed(format!("cannot fetch the flake {reference}: {e}")).await,
+        };
+        if let Some(error) = self.refused_input(&source.inputs) {
+            return fetch_failed(format!("the flake {reference}: {error}")).await;
+        }
         let locked = match self.nix.lock_flake(reference, timeout).await {
             Ok(locked) => locked,
-            Err(e) => {
-                let message = format!("cannot fetch the flake {reference}: {e}");
-                info!("{message}");
-                self.db.record_fetch_error(jobset.id, started, &message).await.map_err(|e| e.to_string())?;
-                return Ok(outcome::FETCH_FAILED);
-            }
+            Err(e) => return fetch_failed(format!("cannot fetch the flake {reference}: {e}")).await,
         };
-        // Its inputs may name this machine's files too: the same rule holds.
-        if let Some(error) = locked.inputs.iter().find_map(|input| self.fetcher.check_flake(input).err()) {
-            let message = format!("an input of the flake {reference} is refused: {error}");
-            self.db.record_fetch_error(jobset.id, started, &message).await.map_err(|e| e.to_string())?;
-            return Ok(outcome::FETCH_FAILED);
+        // What was locked must be what was checked: a server that serves
+        // another tree (and lock) the second time gains nothing.
+        if locked.nar_hash.as_ref().is_some_and(|hash| *hash != source.nar_hash) {
+            return fetch_failed(format!(
+                "the flake {reference} changed while it was being checked; it is checked again at the next evaluation"
+            ))
+            .await;
+        }
+        // What Nix locked (inputs missing from flake.lock included) and the
+        // locked reference itself obey the same rule before evaluation.
+        let locked_url = self.fetcher.check_flake(&locked.url).err();
+        if let Some(error) = locked_url.or_else(|| self.refused_input(&locked.inputs)) {
+            return fetch_failed(format!("the flake {reference}: {error}")).await;
         }
         let checkout_time = fetch_start.elapsed().as_secs() as i64;
         let hash = hex::encode(Sha256::digest(format!("flake\0{}", locked.url)));
@@ -313,6 +333,19 @@ impl Evaluator {
             errors: resolved.errors,
         };
         self.record(new_eval).await
+    }
+
+    /// Why an input a flake's lock names is refused, if one is (the
+    /// first, with its name).
+    fn refused_input(&self, inputs: &[crate::nix::LockInput]) -> Option<String> {
+        inputs.iter().find_map(|input| {
+            let error = match &input.reference {
+                Ok(None) => return None,
+                Ok(Some(reference)) => self.fetcher.check_flake(reference).err()?,
+                Err(error) => error.clone(),
+            };
+            Some(format!("its input ‘{}’ is refused: {error}", input.node))
+        })
     }
 
     /// Jobs as recorded: checked against their derivations, then with

@@ -79,10 +79,9 @@ async fn outputs_match(nix: &Nix, job: &JobInfo) -> Result<(), String> {
 
 fn cut_fields(job: &mut JobInfo) {
     cut(&mut job.nix_name, MAX_NAME);
-    for field in [&mut job.description, &mut job.license, &mut job.homepage, &mut job.maintainers] {
-        if let Some(text) = field {
-            cut(text, MAX_META);
-        }
+    for text in [&mut job.description, &mut job.license, &mut job.homepage, &mut job.maintainers].into_iter().flatten()
+    {
+        cut(text, MAX_META);
     }
 }
 

@@ -7,7 +7,7 @@
 //! `eval` (the builds of an evaluation). Fetched values are passed the way
 //! Hydra passes them, so existing release expressions work unchanged.
 
-use std::path::{Path, PathBuf};
+mod local;
 
 use crate::db::{Db, Jobset, JobsetInput, NewEvalInput, Project, SuccessfulBuild};
 use crate::nix::{Nix, NixValue, StorePath};
@@ -35,16 +35,18 @@ pub struct FetchedInput {
     pub record: NewEvalInput,
 }
 
+pub use local::LocalFiles;
+
 /// Checks an input's type and value when a jobset is saved, so that a user
 /// learns of a mistake at once rather than at the next evaluation.
-fn validate(kind: &str, value: &str, allowed_roots: &[PathBuf]) -> Result<(), String> {
+fn validate(kind: &str, value: &str, local: &LocalFiles) -> Result<(), String> {
     match kind {
         "string" | "nix" => Ok(()),
         "boolean" => match value.trim() {
             "true" | "false" => Ok(()),
             other => Err(format!("a boolean input is ‘true’ or ‘false’, not {other:?}")),
         },
-        "path" => allowed_path(value, allowed_roots).map(drop),
+        "path" => local.check(value).map(drop),
         "build" => BuildRef::parse(value).map(drop),
         "eval" => EvalRef::parse(value).map(drop),
         other => Err(format!("invalid input type ‘{other}’; valid types: {}", INPUT_TYPES.join(", "))),
@@ -108,46 +110,6 @@ impl EvalRef {
     }
 }
 
-fn check_flake_reference(reference: &str, allowed_roots: &[PathBuf]) -> Result<(), String> {
-    if reference.is_empty() || reference.contains(char::is_whitespace) {
-        return Err(format!("{reference:?} is not a flake reference"));
-    }
-    let local_path = ["path:", "file:", "tarball+file:", "file+file:"]
-        .iter()
-        .find_map(|scheme| reference.strip_prefix(scheme))
-        .or_else(|| reference.starts_with('/').then_some(reference));
-    match local_path {
-        Some(rest) => {
-            let path = rest.split(['?', '#']).next().unwrap_or_default();
-            let path = path.strip_prefix("//").unwrap_or(path);
-            allowed_path(path, allowed_roots).map(drop)
-        }
-        None if reference.starts_with('.') => {
-            Err(format!("{reference:?} is relative; name the flake by an absolute path or a URL"))
-        }
-        None => Ok(()),
-    }
-}
-
-/// The canonical form of a `path` input's value, if it lies under an allowed root.
-fn allowed_path(value: &str, allowed_roots: &[PathBuf]) -> Result<PathBuf, String> {
-    let path = Path::new(value.trim());
-    if !path.is_absolute() {
-        return Err(format!("{value:?} is not an absolute path"));
-    }
-    if allowed_roots.is_empty() {
-        return Err("path inputs are not allowed on this server (evaluator.allowed_path_roots is empty)".into());
-    }
-    // Resolve symlinks and `..` first, so that no link leads outside a root.
-    let canonical = path.canonicalize().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let allowed = allowed_roots.iter().any(|root| root.canonicalize().is_ok_and(|root| canonical.starts_with(root)));
-    if allowed {
-        Ok(canonical)
-    } else {
-        Err(format!("{} is not under a directory of evaluator.allowed_path_roots", path.display()))
-    }
-}
-
 /// The attribute set passed for a build (a `build` input, or a job
 /// argument named like another job): Hydra's shape, plus one attribute per
 /// output.
@@ -190,13 +152,17 @@ fn version_of(name: &str) -> Option<&str> {
 pub struct InputFetcher {
     nix: Nix,
     db: Db,
-    allowed_roots: Vec<PathBuf>,
+    local: LocalFiles,
     plugins: PluginRuntime,
 }
 
+/// Input types whose values may name a repository on this machine (the
+/// built-in git and svn plugins'); such a repository must be allowed.
+const REPOSITORY_TYPES: [&str; 2] = ["git", "svn"];
+
 impl InputFetcher {
-    pub fn new(nix: Nix, db: Db, allowed_roots: Vec<PathBuf>, plugins: PluginRuntime) -> InputFetcher {
-        InputFetcher { nix, db, allowed_roots, plugins }
+    pub fn new(nix: Nix, db: Db, local: LocalFiles, plugins: PluginRuntime) -> InputFetcher {
+        InputFetcher { nix, db, local, plugins }
     }
 
     /// Every input type this server fetches, sorted.
@@ -215,7 +181,10 @@ impl InputFetcher {
     /// Checks an input's type and value when a jobset is saved.
     pub async fn check(&self, kind: &str, value: &str) -> Result<(), String> {
         if INPUT_TYPES.contains(&kind) {
-            return validate(kind, value, &self.allowed_roots);
+            return validate(kind, value, &self.local);
+        }
+        if REPOSITORY_TYPES.contains(&kind) {
+            self.local.check_repository(kind, value)?;
         }
         match self.plugins.check_value(kind, value).await {
             Err(PluginError::NoPlugin(_)) => Err(self.unknown_type(kind)),
@@ -223,13 +192,15 @@ impl InputFetcher {
         }
     }
 
-    /// Checks a flake jobset's reference. References to this machine's files
-    /// other than git repositories (`path:`, `/…`, `file:`, `tarball+file:`)
-    /// must lie under `evaluator.allowed_path_roots`, like `path` inputs:
-    /// otherwise any project owner could copy any file of the server into
-    /// the store it serves. Everything else is for Nix to fetch.
-    pub fn check_flake(&self, reference: &str) -> Result<(), String> {
-        check_flake_reference(reference, &self.allowed_roots)
+    /// Checks a flake reference (a jobset's, or one of a flake's inputs).
+    /// References to this machine's files (`path:`, `/…`, `file:`,
+    /// `git+file:`, `tarball+file:`) must lie under
+    /// `evaluator.allowed_path_roots`, like `path` inputs: otherwise any
+    /// project owner could copy any file of the server into the store it
+    /// serves. Everything else is for Nix to fetch.
+    /// Returns the reference to hand Nix (a bare path as `path:`).
+    pub fn check_flake(&self, reference: &str) -> Result<String, String> {
+        self.local.check_flake(reference)
     }
 
     /// The changes between two revisions of an input a plugin fetched.
@@ -253,12 +224,12 @@ impl InputFetcher {
         let (value, readable_path) = match input.kind.as_str() {
             "string" => (NixValue::String(input.value.clone()), None),
             "boolean" => {
-                validate("boolean", &input.value, &[]).map_err(error)?;
+                validate("boolean", &input.value, &self.local).map_err(error)?;
                 (NixValue::Bool(input.value.trim() == "true"), None)
             }
             "nix" => (NixValue::Raw(input.value.clone()), None),
             "path" => {
-                let path = allowed_path(&input.value, &self.allowed_roots).map_err(error)?;
+                let path = self.local.check(&input.value).map_err(error)?;
                 let store_path = self.nix.add_to_store(&path).await.map_err(|e| error(e.to_string()))?;
                 let hash = self.nix.nar_hash(&store_path).await.map_err(|e| error(e.to_string()))?;
                 record.uri = Some(path.display().to_string());
@@ -310,6 +281,10 @@ impl InputFetcher {
                 (NixValue::Attrs(attrs), None)
             }
             other => {
+                // Checked again: the allowed roots may have changed since it was saved.
+                if REPOSITORY_TYPES.contains(&other) {
+                    self.local.check_repository(other, &input.value).map_err(error)?;
+                }
                 let source = match self.plugins.fetch(other, &input.name, &input.value).await {
                     Ok(source) => source,
                     Err(PluginError::NoPlugin(_)) => return Err(error(self.unknown_type(other))),
@@ -393,19 +368,20 @@ mod tests {
 
     #[test]
     fn validates_values_by_type() {
-        assert!(validate("boolean", "true", &[]).is_ok());
-        assert!(validate("boolean", "yes", &[]).unwrap_err().contains("‘true’ or ‘false’"));
-        let err = validate("gti", "x", &[]).unwrap_err();
+        let none = LocalFiles::default();
+        assert!(validate("boolean", "true", &none).is_ok());
+        assert!(validate("boolean", "yes", &none).unwrap_err().contains("‘true’ or ‘false’"));
+        let err = validate("gti", "x", &none).unwrap_err();
         assert!(
             err.contains("invalid input type ‘gti’") && err.contains("boolean, build, eval, nix, path, string"),
             "{err}"
         );
-        assert!(validate("build", "p:j:job", &[]).is_ok());
-        assert!(validate("build", "a:b:c:d", &[]).is_err());
-        assert!(validate("build", ":job", &[]).is_err());
-        assert!(validate("eval", "12", &[]).is_ok());
-        assert!(validate("eval", "p:j", &[]).is_ok());
-        assert!(validate("eval", "nonsense", &[]).is_err());
+        assert!(validate("build", "p:j:job", &none).is_ok());
+        assert!(validate("build", "a:b:c:d", &none).is_err());
+        assert!(validate("build", ":job", &none).is_err());
+        assert!(validate("eval", "12", &none).is_ok());
+        assert!(validate("eval", "p:j", &none).is_ok());
+        assert!(validate("eval", "nonsense", &none).is_err());
     }
 
     #[test]
@@ -413,10 +389,11 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let inside = root.path().join("src");
         std::fs::create_dir(&inside).unwrap();
-        let roots = vec![root.path().to_owned()];
+        let roots = LocalFiles::new(&[root.path().to_owned()], &[]);
         assert!(validate("path", inside.to_str().unwrap(), &roots).is_ok());
         assert!(validate("path", "/etc", &roots).unwrap_err().contains("not under"));
-        assert!(validate("path", inside.to_str().unwrap(), &[]).unwrap_err().contains("not allowed"));
+        let none = LocalFiles::default();
+        assert!(validate("path", inside.to_str().unwrap(), &none).unwrap_err().contains("not allowed"));
         assert!(validate("path", "relative", &roots).unwrap_err().contains("absolute"));
         // A symlink inside a root that points outside it does not get out.
         let link = root.path().join("escape");
@@ -424,23 +401,6 @@ mod tests {
         assert!(validate("path", link.to_str().unwrap(), &roots).unwrap_err().contains("not under"));
         let dotdot = format!("{}/src/../../", root.path().display());
         assert!(validate("path", &dotdot, &roots).is_err());
-    }
-
-    #[test]
-    fn local_flakes_stay_under_allowed_roots() {
-        let root = tempfile::tempdir().unwrap();
-        let roots = vec![root.path().to_owned()];
-        let inside = root.path().display();
-        assert!(check_flake_reference(&format!("path:{inside}?narHash=x"), &roots).is_ok());
-        assert!(check_flake_reference(&format!("{inside}"), &roots).is_ok());
-        assert!(check_flake_reference("path:/etc", &roots).unwrap_err().contains("not under"));
-        assert!(check_flake_reference("tarball+file:///etc/shadow", &roots).unwrap_err().contains("not under"));
-        assert!(check_flake_reference("/etc", &[]).unwrap_err().contains("not allowed"));
-        assert!(check_flake_reference("./here", &roots).unwrap_err().contains("relative"));
-        assert!(check_flake_reference("a b", &roots).is_err());
-        // Repositories and remote flakes are Nix's to fetch.
-        assert!(check_flake_reference("git+file:///srv/repo?ref=main", &[]).is_ok());
-        assert!(check_flake_reference("github:NixOS/patchelf", &[]).is_ok());
     }
 
     #[test]

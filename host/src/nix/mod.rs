@@ -9,6 +9,7 @@ mod ansi;
 mod binary_cache;
 mod derivation;
 mod expr;
+mod flake;
 mod output;
 mod serve;
 mod store_path;
@@ -25,6 +26,8 @@ pub use ansi::strip_ansi;
 pub use binary_cache::{HashPartIndex, SigningKey, narinfo};
 pub use derivation::{Derivation, DerivationError, DerivationOutput};
 pub use expr::{NixValue, string_literal};
+use flake::FLAKE_FEATURES;
+pub use flake::{FlakeSource, LockInput, LockedFlake};
 pub use output::{Head, Tail, cut_marker, read_head, read_tail};
 pub use serve::{
     BasicDerivation, BuildOptions, BuildResult, BuildStatus, Chunk, RemotePathInfo, ServeConnection, ServeError,
@@ -84,49 +87,6 @@ pub struct EvalCall {
     pub timeout: Duration,
     /// Turns on the `flakes` experimental feature (for `builtins.getFlake`).
     pub flakes: bool,
-}
-
-/// What `nix flake metadata` says of a flake reference: the reference
-/// locked to one revision (or NAR hash), which evaluates the same forever.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockedFlake {
-    pub url: String,
-    /// The flake's own inputs as locked, as flake references (`path:/…`,
-    /// `git+file:///…`, …), for the caller to check where they come from.
-    pub inputs: Vec<String>,
-}
-
-/// Both Nix 2.8 and today's Nix have flakes behind this experimental flag.
-const FLAKE_FEATURES: [&str; 2] = ["--extra-experimental-features", "nix-command flakes"];
-
-impl LockedFlake {
-    /// Reads `nix flake metadata --json`: `url` is the locked reference (what
-    /// Hydra reads); `lockedUrl`, which some Nix versions add, is preferred
-    /// when present, as it is never the original.
-    fn from_metadata(json: &[u8]) -> Result<LockedFlake, String> {
-        let value: serde_json::Value =
-            serde_json::from_slice(json).map_err(|e| format!("cannot read nix flake metadata's output: {e}"))?;
-        let url = value
-            .get("lockedUrl")
-            .or_else(|| value.get("url"))
-            .and_then(serde_json::Value::as_str)
-            .ok_or("nix flake metadata gave no locked URL")?
-            .to_owned();
-        let nodes = value.pointer("/locks/nodes").and_then(serde_json::Value::as_object);
-        let inputs = nodes.into_iter().flatten().filter_map(|(_, node)| node.get("locked")).filter_map(reference_of);
-        Ok(LockedFlake { url, inputs: inputs.collect() })
-    }
-}
-
-/// A locked input of a lock file as a flake reference, for the kinds that
-/// can name this machine's files; other kinds (forges) give `None`.
-fn reference_of(locked: &serde_json::Value) -> Option<String> {
-    let field = |name: &str| locked.get(name).and_then(serde_json::Value::as_str);
-    match field("type")? {
-        "path" => Some(format!("path:{}", field("path")?)),
-        kind @ ("git" | "hg" | "tarball" | "file") => Some(format!("{kind}+{}", field("url")?)),
-        _ => None,
-    }
 }
 
 /// A NAR being read from `nix-store --dump`; the process lives as long as
@@ -463,29 +423,6 @@ impl Nix {
         Ok(out.bytes)
     }
 
-    /// Locks a flake reference: fetches it and returns the reference pinned
-    /// to what was fetched. `--refresh` fetches a branch again even within
-    /// Nix's cache period, so that a push is seen at once; the flake's lock
-    /// file is never written back.
-    pub async fn lock_flake(&self, reference: &str, timeout: Duration) -> Result<LockedFlake, NixError> {
-        let mut cmd = self.command("nix");
-        cmd.args(FLAKE_FEATURES)
-            .args(["flake", "metadata", "--json", "--refresh", "--no-write-lock-file", "--"])
-            .arg(reference);
-        cmd.env_remove("NIX_PATH");
-        let what = format!("locking the flake {reference}");
-        let out = match tokio::time::timeout(timeout, self.run(cmd, what.clone())).await {
-            Ok(out) => out?,
-            Err(_) => {
-                return Err(NixError::Failed {
-                    command: what,
-                    message: format!("timed out after {} seconds", timeout.as_secs()),
-                });
-            }
-        };
-        LockedFlake::from_metadata(&out).map_err(|message| NixError::Failed { command: what, message })
-    }
-
     /// Starts `nix-eval-jobs` on `call.file`; the caller reads its JSON lines
     /// from stdout (stderr is piped too).
     pub fn spawn_eval_jobs(&self, call: &EvalJobsCall) -> Result<tokio::process::Child, NixError> {
@@ -600,24 +537,6 @@ fn parse_single_path(out: &[u8], what: &str) -> Result<StorePath, NixError> {
 mod tests {
     //! These run the real Nix of the machine.
     use super::*;
-
-    #[test]
-    fn locked_flakes_from_old_and_new_metadata() {
-        // Nix 2.8 gives the locked reference as `url`; `lockedUrl`, when a
-        // Nix gives it, wins.
-        let old = br#"{"url":"git+file:///r?ref=main&rev=abc","revision":"abc","locks":{"nodes":{"root":{},
-            "a":{"locked":{"type":"path","path":"/etc/ssh","narHash":"x"}},
-            "b":{"locked":{"type":"tarball","url":"file:///srv/t.tar"}},
-            "c":{"locked":{"type":"github","owner":"o","repo":"r","rev":"abc"}}}}}"#;
-        let locked = LockedFlake::from_metadata(old).unwrap();
-        assert_eq!(locked.url, "git+file:///r?ref=main&rev=abc");
-        let mut inputs = locked.inputs;
-        inputs.sort();
-        assert_eq!(inputs, ["path:/etc/ssh", "tarball+file:///srv/t.tar"]);
-        let new = br#"{"lockedUrl":"git+file:///r?rev=abc","url":"git+file:///r","revision":"abc"}"#;
-        assert_eq!(LockedFlake::from_metadata(new).unwrap().url, "git+file:///r?rev=abc");
-        assert!(LockedFlake::from_metadata(b"{}").unwrap_err().contains("no locked URL"));
-    }
 
     fn nix() -> Nix {
         Nix::new(&crate::config::NixConfig::default())

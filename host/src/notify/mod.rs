@@ -44,7 +44,7 @@ pub fn check(config: &Config, plugins: &PluginRuntime) -> Result<(), String> {
                     .plugins()
                     .iter()
                     .filter(|p| p.kind == PluginKind::Notifier)
-                    .map(|p| p.metadata.name.as_str())
+                    .map(|p| p.id.to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             ));

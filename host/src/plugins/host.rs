@@ -12,7 +12,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::host_api::orthrus::plugin::{builds, http, key_value, log, mail, nix_store, process, types};
 use super::outbound::HttpRequest;
-use super::{Grants, Services};
+use super::sandbox::Run;
+use super::{Grants, PluginId, Services};
 use crate::confined::{Confined, Refused};
 
 /// Output a program may write to each of stdout and stderr.
@@ -23,7 +24,7 @@ pub struct HostState {
     pub(super) wasi: WasiCtx,
     pub(super) table: ResourceTable,
     pub(super) limits: StoreLimits,
-    pub(super) plugin: String,
+    pub(super) plugin: PluginId,
     pub(super) grants: Grants,
     /// The plugin's scratch directory (`/scratch` for the plugin).
     pub(super) scratch: PathBuf,
@@ -41,8 +42,9 @@ impl WasiView for HostState {
 impl HostState {
     fn denied(&self, what: &str) -> String {
         format!(
-            "not granted: plugin ‘{}’ may not {what} (the operator grants it in [plugins.grants.{}])",
-            self.plugin, self.plugin
+            "not granted: plugin ‘{}’ may not {what} (the operator grants it in {})",
+            self.plugin,
+            self.plugin.grant_table()
         )
     }
 
@@ -102,15 +104,19 @@ impl process::Host for HostState {
             return Err(self.denied(&format!("run {program:?}")));
         }
         let directory = self.scratch_path(&directory)?;
-        let mut command = tokio::process::Command::new(&program);
+        // Where in its scratch directory (the box's `/scratch`) it starts.
+        let scratch = self.scratch.canonicalize().map_err(|e| format!("the scratch directory: {e}"))?;
+        let workdir = directory.strip_prefix(&scratch).map_err(|_| "not in the scratch directory".to_owned())?;
+        let run = Run {
+            program: &program,
+            args: &args,
+            scratch: &scratch,
+            workdir,
+            network: self.grants.network,
+            credentials: &self.grants.credentials,
+        };
+        let mut command = self.services.sandbox.command(&run).map_err(|e| format!("cannot run {program}: {e}"))?;
         command
-            .args(&args)
-            .current_dir(&directory)
-            .env_clear()
-            .env("PATH", &self.services.path)
-            .env("HOME", &self.scratch)
-            .env("LANG", "C.UTF-8")
-            .env("TZ", "UTC")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -145,21 +151,21 @@ impl key_value::Host for HostState {
         if !self.grants.key_value {
             return Err(self.denied("use a key-value store"));
         }
-        self.services.db.plugin_kv_get(&self.plugin, &key).await.map_err(|e| e.to_string())
+        self.services.db.plugin_kv_get(self.plugin.as_str(), &key).await.map_err(|e| e.to_string())
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
         if !self.grants.key_value {
             return Err(self.denied("use a key-value store"));
         }
-        self.services.db.plugin_kv_set(&self.plugin, &key, &value).await.map_err(|e| e.to_string())
+        self.services.db.plugin_kv_set(self.plugin.as_str(), &key, &value).await.map_err(|e| e.to_string())
     }
 
     async fn delete(&mut self, key: String) -> Result<(), String> {
         if !self.grants.key_value {
             return Err(self.denied("use a key-value store"));
         }
-        self.services.db.plugin_kv_delete(&self.plugin, &key).await.map_err(|e| e.to_string())
+        self.services.db.plugin_kv_delete(self.plugin.as_str(), &key).await.map_err(|e| e.to_string())
     }
 }
 

@@ -14,7 +14,9 @@ mod bindings;
 mod builtin;
 mod convert;
 mod host;
+mod identity;
 mod outbound;
+mod sandbox;
 pub mod testing;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,7 +30,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::config::{MailConfig, PluginGrant, PluginsConfig};
+use crate::config::{Config as ServerConfig, MailConfig, PluginGrant, PluginsConfig};
 use crate::db::Db;
 use crate::nix::{Nix, StorePath};
 use api::{BuildRef, NotifyEvent, ProductToRender, Release, Rendered};
@@ -38,8 +40,10 @@ use bindings::notifier::NotifierPre;
 use bindings::release_set::ReleaseSetPre;
 use bindings::renderer::RendererPre;
 use host::HostState;
+pub use identity::PluginId;
 pub use outbound::HostGrant;
 use outbound::{HttpClient, Mailer};
+pub use sandbox::{Credentials, Sandbox, SandboxSettings};
 
 /// How often the epoch advances; a call's deadline is counted in these.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -111,6 +115,10 @@ pub struct Grants {
     pub http: BTreeSet<HostGrant>,
     pub mail: bool,
     pub read_builds: bool,
+    /// The programs it runs may reach the network.
+    pub network: bool,
+    /// Files its programs see at fixed places in their box.
+    pub credentials: Credentials,
 }
 
 impl Grants {
@@ -132,6 +140,8 @@ impl Grants {
                 Capability::ReadBuilds => grants.read_builds = true,
             }
         }
+        // The built-in plugins that run programs (git, svn) fetch.
+        grants.network = !grants.programs.is_empty();
         grants
     }
 
@@ -145,6 +155,12 @@ impl Grants {
             http: grant.http.iter().filter_map(|h| HostGrant::parse(h).ok()).collect(),
             mail: grant.mail,
             read_builds: grant.read_builds,
+            network: grant.network.unwrap_or(false),
+            credentials: Credentials {
+                ssh_key: non_empty(&grant.ssh_key_file),
+                known_hosts: non_empty(&grant.ssh_known_hosts_file),
+                git_credentials: non_empty(&grant.git_credentials_file),
+            },
         }
     }
 
@@ -158,7 +174,11 @@ impl Grants {
             http: self.http.iter().map(ToString::to_string).collect(),
             mail: self.mail,
             read_builds: self.read_builds,
-            ..Default::default()
+            network: Some(self.network),
+            ssh_key_file: self.credentials.ssh_key.clone().unwrap_or_default(),
+            ssh_known_hosts_file: self.credentials.known_hosts.clone().unwrap_or_default(),
+            git_credentials_file: self.credentials.git_credentials.clone().unwrap_or_default(),
+            replaces: String::new(),
         }
     }
 
@@ -190,13 +210,16 @@ impl Grants {
 pub enum Source {
     BuiltIn,
     File(PathBuf),
+    /// A file looked at, not loaded (`orthrus plugin inspect`): named by
+    /// what it calls itself, whatever its file's name.
+    Inspected(PathBuf),
 }
 
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::BuiltIn => f.write_str("built in"),
-            Source::File(path) => write!(f, "{}", path.display()),
+            Source::File(path) | Source::Inspected(path) => write!(f, "{}", path.display()),
         }
     }
 }
@@ -204,6 +227,8 @@ impl std::fmt::Display for Source {
 /// A loaded plugin, as `orthrus plugin list` shows it.
 #[derive(Debug, Clone)]
 pub struct PluginInfo {
+    /// Who it is: where it came from.
+    pub id: PluginId,
     pub kind: PluginKind,
     pub metadata: Metadata,
     pub grants: Grants,
@@ -278,10 +303,64 @@ impl PluginError {
 pub(crate) struct Services {
     db: Db,
     nix: Nix,
-    /// PATH for programs plugins run.
-    path: String,
+    /// The box programs run in.
+    sandbox: Sandbox,
     http: HttpClient,
     mailer: Mailer,
+}
+
+/// Where and how the plugin runtime runs.
+pub struct RuntimeSetup {
+    pub plugins: PluginsConfig,
+    pub mail: MailConfig,
+    /// Plugins' scratch directories are made under it.
+    pub scratch_root: PathBuf,
+    /// Compiled components are kept here.
+    pub cache_dir: PathBuf,
+    pub sandbox: Sandbox,
+}
+
+impl RuntimeSetup {
+    /// As the configuration says; the sandbox is tried once.
+    pub async fn from_config(config: &ServerConfig) -> RuntimeSetup {
+        let settings = SandboxSettings {
+            bwrap: config.plugins.bwrap.clone(),
+            path: std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+            readable_roots: config.evaluator.allowed_path_roots.clone(),
+            private: config.private_paths(),
+            runtime_dir: config.data_dir.clone(),
+        };
+        RuntimeSetup {
+            plugins: config.plugins.clone(),
+            mail: config.mail.clone(),
+            scratch_root: config.plugin_scratch_dir(),
+            cache_dir: config.plugin_cache_dir(),
+            sandbox: Sandbox::new(&settings).await,
+        }
+    }
+
+    /// For tests and benchmarks: everything in `dir`; programs may read
+    /// `readable` (local repositories).
+    pub async fn in_dir(dir: &Path, plugins: PluginsConfig, readable: Vec<PathBuf>) -> RuntimeSetup {
+        let settings = SandboxSettings {
+            bwrap: plugins.bwrap.clone(),
+            path: std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+            readable_roots: readable,
+            private: vec![dir.to_owned()],
+            runtime_dir: dir.to_owned(),
+        };
+        RuntimeSetup {
+            plugins,
+            mail: MailConfig::default(),
+            scratch_root: dir.join("scratch"),
+            cache_dir: dir.join("cache"),
+            sandbox: Sandbox::new(&settings).await,
+        }
+    }
+}
+
+fn non_empty(path: &Path) -> Option<PathBuf> {
+    (!path.as_os_str().is_empty()).then(|| path.to_owned())
 }
 
 /// A plugin ready to instantiate, as the world it exports.
@@ -432,39 +511,17 @@ fn linker(engine: &Engine) -> Result<Linker<HostState>, PluginError> {
 }
 
 impl PluginRuntime {
-    /// Loads the built-in plugins and those of `config.dir`. A plugin that
-    /// fails to load is reported and skipped; the server goes on.
-    pub async fn start(
-        config: &PluginsConfig,
-        scratch_root: PathBuf,
-        cache_dir: PathBuf,
-        db: Db,
-        nix: Nix,
-    ) -> Result<PluginRuntime, PluginError> {
-        PluginRuntime::start_with_mail(config, &MailConfig::default(), scratch_root, cache_dir, db, nix).await
-    }
-
-    /// [`start`](Self::start), with the SMTP relay plugins send mail through.
-    pub async fn start_with_mail(
-        config: &PluginsConfig,
-        mail: &MailConfig,
-        scratch_root: PathBuf,
-        cache_dir: PathBuf,
-        db: Db,
-        nix: Nix,
-    ) -> Result<PluginRuntime, PluginError> {
+    /// Loads the built-in plugins and those of `plugins.dir`. A plugin that
+    /// fails to load, or would take another's name or types without the
+    /// operator's `replaces`, is reported and left out; the server goes on.
+    pub async fn start(setup: RuntimeSetup, db: Db, nix: Nix) -> Result<PluginRuntime, PluginError> {
+        let RuntimeSetup { plugins: config, mail, scratch_root, cache_dir, sandbox } = setup;
         let memory = (config.memory_mb << 20) as usize;
         let engine = engine(memory)?;
         let linker = linker(&engine)?;
         let ticker = start_ticker(&engine);
-        let mailer = Mailer::new(mail).map_err(|message| PluginError::Load { origin: "[mail]".into(), message })?;
-        let services = Services {
-            db,
-            nix,
-            path: std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
-            http: HttpClient::new(),
-            mailer,
-        };
+        let mailer = Mailer::new(&mail).map_err(|message| PluginError::Load { origin: "[mail]".into(), message })?;
+        let services = Services { db, nix, sandbox, http: HttpClient::new(), mailer };
         let fuel = Some(config.fuel_millions.saturating_mul(1_000_000));
         let mut inner = Inner {
             engine,
@@ -482,6 +539,17 @@ impl PluginRuntime {
             release_set_limits: CallLimits { timeout: Duration::from_millis(config.release_set_timeout_ms), fuel },
             _ticker: ticker,
         };
+        // Programs in the box may leave set-user-ID files in scratch
+        // directories: nobody else may reach them.
+        std::fs::create_dir_all(&inner.scratch_root)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&inner.scratch_root, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|e| PluginError::Load {
+                origin: inner.scratch_root.display().to_string(),
+                message: e.to_string(),
+            })?;
         let mut sources: Vec<(Source, Vec<u8>)> =
             builtin::PLUGINS.iter().map(|bytes| (Source::BuiltIn, bytes.to_vec())).collect();
         if !config.dir.as_os_str().is_empty() {
@@ -500,43 +568,55 @@ impl PluginRuntime {
             }
         }
         for (source, bytes) in sources {
-            match inner.load(source.clone(), &bytes, config).await {
-                Ok(plugin) => {
-                    let name = plugin.info.metadata.name.clone();
-                    let (handlers, what) = match plugin.info.kind {
-                        PluginKind::InputFetcher => (Some(&mut inner.fetchers), "inputs of type"),
-                        PluginKind::Renderer => (Some(&mut inner.renderers), "build products of type"),
-                        PluginKind::Notifier | PluginKind::ReleaseSet => (None, ""),
-                    };
-                    if let Some(handlers) = handlers {
-                        for kind in &plugin.info.metadata.handles {
-                            if let Some(other) = handlers.insert(kind.clone(), name.clone()) {
-                                tracing::warn!(
-                                    "{what} ‘{kind}’ are now handled by plugin ‘{name}’ instead of ‘{other}’"
-                                );
-                            }
-                        }
-                    }
-                    if let Some(old) = inner.plugins.get(&name) {
-                        tracing::warn!("plugin ‘{name}’ from {source} replaces the one from {}", old.info.source);
-                    }
-                    tracing::info!(
-                        plugin = %name,
-                        kind = %plugin.info.kind,
-                        version = %plugin.info.metadata.version,
-                        source = %source,
-                        granted = ?plugin.info.grants.capabilities().iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        "plugin loaded"
-                    );
-                    inner.plugins.insert(name, plugin);
-                }
+            let admitted = match inner.load(source.clone(), &bytes, &config).await {
+                Ok(plugin) => inner
+                    .admit(&plugin, &config)
+                    .map(|()| plugin)
+                    .map_err(|message| PluginError::Load { origin: source.to_string(), message }),
+                Err(e) => Err(e),
+            };
+            let plugin = match admitted {
+                Ok(plugin) => plugin,
                 Err(e) => {
                     tracing::error!("{e}");
                     inner.load_errors.push(e.to_string());
+                    continue;
+                }
+            };
+            let id = plugin.info.id.as_str().to_owned();
+            if plugin.info.id.is_builtin() {
+                inner.move_old_scratch(&plugin.info.id);
+            }
+            let handlers = match plugin.info.kind {
+                PluginKind::InputFetcher => Some(&mut inner.fetchers),
+                PluginKind::Renderer => Some(&mut inner.renderers),
+                PluginKind::Notifier | PluginKind::ReleaseSet => None,
+            };
+            if let Some(handlers) = handlers {
+                for kind in &plugin.info.metadata.handles {
+                    if let Some(other) = handlers.insert(kind.clone(), id.clone()) {
+                        tracing::warn!("‘{kind}’ is now handled by plugin ‘{id}’, which replaces ‘{other}’");
+                    }
                 }
             }
+            tracing::info!(
+                plugin = %id,
+                kind = %plugin.info.kind,
+                version = %plugin.info.metadata.version,
+                source = %source,
+                granted = ?plugin.info.grants.capabilities().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                network = plugin.info.grants.network,
+                "plugin loaded"
+            );
+            inner.plugins.insert(id, plugin);
         }
         Ok(PluginRuntime { inner: Arc::new(inner) })
+    }
+
+    /// Why the programs plugins are granted are refused, if they are (no
+    /// sandbox can be made on this machine).
+    pub fn sandbox_unavailable(&self) -> Option<&str> {
+        self.inner.services.sandbox.unavailable()
     }
 
     /// Compiles a component (or takes it from the cache) and reads its
@@ -544,7 +624,7 @@ impl PluginRuntime {
     pub async fn inspect(&self, path: &Path, config: &PluginsConfig) -> Result<PluginInfo, PluginError> {
         let bytes = std::fs::read(path)
             .map_err(|e| PluginError::Load { origin: path.display().to_string(), message: e.to_string() })?;
-        Ok(self.inner.load(Source::File(path.to_owned()), &bytes, config).await?.info.clone())
+        Ok(self.inner.load(Source::Inspected(path.to_owned()), &bytes, config).await?.info.clone())
     }
 
     /// The components built into the binary.
@@ -555,7 +635,7 @@ impl PluginRuntime {
     /// Asks a loaded plugin again what it is: one instantiation and one
     /// call, the smallest unit of plugin work.
     pub async fn describe(&self, name: &str) -> Result<Metadata, PluginError> {
-        let plugin = self.inner.plugins.get(name).ok_or_else(|| PluginError::NoPlugin(name.to_owned()))?.clone();
+        let plugin = self.inner.resolve(name).ok_or_else(|| PluginError::NoPlugin(name.to_owned()))?.clone();
         let raw = self
             .inner
             .call(&plugin, false, self.inner.io_limits, None, async move |store, pre| pre.metadata(store).await)
@@ -578,15 +658,15 @@ impl PluginRuntime {
     }
 
     fn fetcher(&self, input_type: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let name = self.inner.fetchers.get(input_type).ok_or_else(|| PluginError::NoPlugin(input_type.to_owned()))?;
-        Ok(self.inner.plugins[name].clone())
+        let id = self.inner.fetchers.get(input_type).ok_or_else(|| PluginError::NoPlugin(input_type.to_owned()))?;
+        Ok(self.inner.plugins[id].clone())
     }
 
-    /// The loaded plugin `name`, if it is of `kind`.
+    /// The loaded plugin `name` (an identity, or a built-in's plain name),
+    /// if it is of `kind`.
     fn plugin_of_kind(&self, name: &str, kind: PluginKind) -> Result<Arc<LoadedPlugin>, PluginError> {
         self.inner
-            .plugins
-            .get(name)
+            .resolve(name)
             .filter(|p| p.info.kind == kind)
             .cloned()
             .ok_or_else(|| PluginError::NoSuchPlugin { kind, name: name.to_owned() })
@@ -689,9 +769,8 @@ impl PluginRuntime {
             })
             .await?
             .map_err(PluginError::Failed)?;
-        let plugin_name = &plugin.info.metadata.name;
         let store_path = StorePath::parse(&fetched.store_path).map_err(|e| PluginError::Crashed {
-            plugin: plugin_name.clone(),
+            plugin: plugin.info.id.to_string(),
             what: format!("returned a source that is not in the Nix store: {e}"),
             transient: false,
         })?;
@@ -794,6 +873,7 @@ impl Inner {
         let probe_name = format!(".load-{}", &sha256[..16]);
         let probe = LoadedPlugin {
             info: PluginInfo {
+                id: PluginId::builtin(&probe_name),
                 kind: pre.kind(),
                 metadata: Metadata {
                     name: probe_name.clone(),
@@ -811,24 +891,87 @@ impl Inner {
         };
         let raw =
             self.call(&probe, false, self.io_limits, None, async move |store, pre| pre.metadata(store).await).await;
-        let _ = std::fs::remove_dir_all(self.scratch_root.join(&probe_name));
+        let _ = std::fs::remove_dir_all(probe.info.id.scratch_dir(&self.scratch_root));
         let raw = raw.map_err(|e| load_error(format!("its metadata() failed: {e}")))?;
         let metadata = metadata_from_wit(raw);
-        let valid_name = !metadata.name.is_empty()
-            && metadata.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid_name {
+        if !identity::is_plugin_name(&metadata.name) {
             return Err(load_error(format!("{:?} is not a plugin name (letters, digits, ‘-’, ‘_’)", metadata.name)));
         }
-        let grants = match config.grants.get(&metadata.name) {
-            Some(grant) => Grants::from_config(grant),
-            None if source == Source::BuiltIn => Grants::asked(&metadata),
-            None => Grants::default(),
+        // Who it is comes from where it is; what it calls itself must agree.
+        let id = match &source {
+            Source::BuiltIn => PluginId::builtin(&metadata.name),
+            Source::Inspected(_) => PluginId::of_file(Path::new(&metadata.name)).map_err(load_error)?,
+            Source::File(file) => {
+                let id = PluginId::of_file(file).map_err(load_error)?;
+                if metadata.name != id.as_str() {
+                    return Err(load_error(format!(
+                        "it calls itself ‘{}’ but its file is {}.wasm: a plugin is named by its file",
+                        metadata.name, id
+                    )));
+                }
+                id
+            }
         };
+        let grants = grants_of(&id, &metadata, config);
         Ok(Arc::new(LoadedPlugin {
-            info: PluginInfo { kind: pre.kind(), metadata, grants, source, sha256 },
+            info: PluginInfo { id, kind: pre.kind(), metadata, grants, source, sha256 },
             pre,
             lock: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// Whether a loaded plugin may join those loaded before it: a plugin of
+    /// `plugins.dir` takes a built-in's name, or a type another plugin
+    /// handles, only when the operator says it `replaces` that one.
+    fn admit(&self, plugin: &LoadedPlugin, config: &PluginsConfig) -> Result<(), String> {
+        let id = &plugin.info.id;
+        let replaces = match id.is_builtin() {
+            true => "",
+            false => config.grants.get(id.as_str()).map(|g| g.replaces.as_str()).unwrap_or(""),
+        };
+        let builtin = PluginId::builtin(id.name());
+        if !id.is_builtin() && self.plugins.contains_key(builtin.as_str()) && replaces != builtin.as_str() {
+            return Err(format!(
+                "it would take the name of the built-in plugin ‘{builtin}’: to let it, set replaces = \"{builtin}\" in {} \
+                 (until then, that table grants the built-in)",
+                id.grant_table()
+            ));
+        }
+        let (handlers, what) = match plugin.info.kind {
+            PluginKind::InputFetcher => (&self.fetchers, "inputs of type"),
+            PluginKind::Renderer => (&self.renderers, "build products of type"),
+            PluginKind::Notifier | PluginKind::ReleaseSet => return Ok(()),
+        };
+        for kind in &plugin.info.metadata.handles {
+            if let Some(other) = handlers.get(kind).filter(|other| *other != id.as_str() && *other != replaces) {
+                return Err(format!(
+                    "it handles {what} ‘{kind}’, which plugin ‘{other}’ handles already: to let it take over, set \
+                     replaces = \"{other}\" in {}",
+                    id.grant_table()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A built-in's scratch directory of before identities
+    /// (`plugins/NAME`) becomes `plugins/builtin/NAME`: its clones are kept,
+    /// and a plugin file that later takes the name does not inherit them.
+    fn move_old_scratch(&self, id: &PluginId) {
+        let old = self.scratch_root.join(id.name());
+        let new = id.scratch_dir(&self.scratch_root);
+        if old.is_dir() && !new.exists() {
+            let moved = new.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::rename(&old, &new));
+            if let Err(e) = moved {
+                tracing::warn!("cannot move {} to {}: {e}", old.display(), new.display());
+            }
+        }
+    }
+
+    /// The loaded plugin a configuration names: by identity, or a built-in
+    /// by its plain name (unless a plugin that replaces it took the name).
+    fn resolve(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
+        self.plugins.get(name).or_else(|| self.plugins.get(PluginId::builtin(name).as_str()))
     }
 
     /// One call in a fresh store: the scratch directory as the only file
@@ -845,11 +988,16 @@ impl Inner {
     where
         F: AsyncFnOnce(&mut Store<HostState>, &WorldPre) -> wasmtime::Result<R>,
     {
-        let name = plugin.info.metadata.name.clone();
+        let name = plugin.info.id.as_str().to_owned();
         let failed = |what: String, transient: bool| PluginError::Crashed { plugin: name.clone(), what, transient };
         let crashed = |what: String| failed(what, false);
+        // A plugin that adds to the store or runs programs may not race
+        // itself: between the check of a path in its scratch directory and
+        // its use, another of its calls could swap a directory for a link.
+        let grants = &plugin.info.grants;
+        let exclusive = exclusive || grants.add_to_store || !grants.programs.is_empty();
         let _guard = if exclusive { Some(plugin.lock.lock().await) } else { None };
-        let scratch = self.scratch_root.join(&name);
+        let scratch = plugin.info.id.scratch_dir(&self.scratch_root);
         std::fs::create_dir_all(&scratch).map_err(|e| crashed(format!("has no scratch directory: {e}")))?;
         // Nothing ambient: no network, no environment, no arguments, no
         // standard streams; the scratch directory is the whole file system.
@@ -866,7 +1014,7 @@ impl Inner {
                 .tables(64)
                 .trap_on_grow_failure(true)
                 .build(),
-            plugin: name.clone(),
+            plugin: plugin.info.id.clone(),
             grants: plugin.info.grants.clone(),
             scratch,
             services: self.services.clone(),
@@ -899,6 +1047,30 @@ impl Inner {
                 Err(failed(what, transient))
             }
         }
+    }
+}
+
+/// What a plugin is granted: its entry in `[plugins.grants]` by identity
+/// (a built-in also by its plain name, unless that entry is for a plugin
+/// that replaces it); without one, a built-in gets what it asks for but
+/// HTTP hosts, any other plugin nothing.
+fn grants_of(id: &PluginId, metadata: &Metadata, config: &PluginsConfig) -> Grants {
+    let entry = match id.is_builtin() {
+        true => {
+            config.grants.get(id.as_str()).or_else(|| config.grants.get(id.name()).filter(|g| g.replaces.is_empty()))
+        }
+        false => config.grants.get(id.as_str()),
+    };
+    match entry {
+        Some(grant) => {
+            let mut grants = Grants::from_config(grant);
+            if grant.network.is_none() && id.is_builtin() {
+                grants.network = Grants::asked(metadata).network;
+            }
+            grants
+        }
+        None if id.is_builtin() => Grants::asked(metadata),
+        None => Grants::default(),
     }
 }
 
@@ -1009,7 +1181,9 @@ mod tests {
     async fn runtime(dir: &Path) -> PluginRuntime {
         let db = Db::open(&format!("sqlite://{}", dir.join("db.sqlite").display())).await.unwrap();
         let nix = Nix::new(&crate::config::NixConfig::default());
-        PluginRuntime::start(&PluginsConfig::default(), dir.join("scratch"), dir.join("cache"), db, nix).await.unwrap()
+        std::fs::create_dir_all(dir.join("repo")).unwrap();
+        let setup = RuntimeSetup::in_dir(dir, PluginsConfig::default(), vec![dir.join("repo")]).await;
+        PluginRuntime::start(setup, db, nix).await.unwrap()
     }
 
     fn git(dir: &Path, args: &[&str]) {
@@ -1048,7 +1222,7 @@ mod tests {
             assert!(names.contains(&(name.to_owned(), kind)), "{name} is a built-in {kind}: {names:?}");
         }
         assert_eq!(names.len(), 12);
-        assert_eq!(runtime.renderer_for("doc").as_deref(), Some("doc"));
+        assert_eq!(runtime.renderer_for("doc").as_deref(), Some("builtin:doc"));
         assert!(runtime.has_plugin("webhook", PluginKind::Notifier));
         assert!(!runtime.has_plugin("webhook", PluginKind::Renderer));
         let webhook = runtime.plugins().into_iter().find(|p| p.metadata.name == "webhook").unwrap();
@@ -1058,7 +1232,6 @@ mod tests {
         assert!(git_plugin.grants.programs.contains("git"));
 
         let repo = dir.path().join("repo");
-        std::fs::create_dir(&repo).unwrap();
         git(&repo, &["init", "-q", "-b", "main"]);
         std::fs::write(repo.join("default.nix"), "{ }").unwrap();
         git(&repo, &["add", "."]);

@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{PluginRuntime, Source};
+use super::{PluginRuntime, RuntimeSetup};
 use crate::config::{NixConfig, PluginGrant, PluginsConfig};
 use crate::db::Db;
 use crate::nix::Nix;
@@ -59,35 +59,36 @@ impl TestHost {
         TestHost::load(&build_plugin(Path::new(crate_dir)), None).await
     }
 
-    /// Loads a component; `grant` replaces what it asks for.
+    /// Loads a component; `grant` replaces what it asks for. It is
+    /// installed as an operator would: as `NAME.wasm`, NAME being what it
+    /// calls itself (replacing the built-in plugin of that name, if any).
+    /// Its programs may read the machine's temporary directory, where
+    /// tests keep their repositories.
     pub async fn load(component: &Path, grant: Option<PluginGrant>) -> TestHost {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let plugins = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins).expect("a plugin directory");
-        std::fs::copy(component, plugins.join("plugin.wasm")).expect("the component can be copied");
         let db = Db::open(&format!("sqlite://{}", dir.path().join("db.sqlite").display())).await.expect("a database");
         let nix = Nix::new(&NixConfig::default());
-        let mut config = PluginsConfig { dir: plugins, ..PluginsConfig::default() };
-        let probe = PluginRuntime::start(
-            &config,
-            dir.path().join("scratch"),
-            dir.path().join("cache"),
-            db.clone(),
-            nix.clone(),
-        )
-        .await
-        .expect("a plugin runtime");
-        let info = probe
-            .plugins()
-            .into_iter()
-            .find(|p| p.source != Source::BuiltIn)
-            .unwrap_or_else(|| panic!("the component does not load: {:?}", probe.load_errors()));
-        let grant = grant.unwrap_or_else(|| super::Grants::asked(&info.metadata).to_config());
-        config.grants.insert(info.metadata.name.clone(), grant);
-        let runtime = PluginRuntime::start(&config, dir.path().join("scratch"), dir.path().join("cache"), db, nix)
+        let setup = |config: PluginsConfig| RuntimeSetup::in_dir(dir.path(), config, vec![std::env::temp_dir()]);
+        let probe = PluginRuntime::start(setup(PluginsConfig::default()).await, db.clone(), nix.clone())
             .await
             .expect("a plugin runtime");
-        TestHost { runtime, name: info.metadata.name, _dir: dir }
+        let info = probe.inspect(component, &PluginsConfig::default()).await.expect("the component loads");
+        let name = info.metadata.name.clone();
+        std::fs::copy(component, plugins.join(format!("{name}.wasm"))).expect("the component can be copied");
+        let mut grant = grant.unwrap_or_else(|| super::Grants::asked(&info.metadata).to_config());
+        let builtin = super::PluginId::builtin(&name);
+        if probe.plugins().iter().any(|p| p.id == builtin) {
+            grant.replaces = builtin.to_string();
+        }
+        let mut config = PluginsConfig { dir: plugins, ..PluginsConfig::default() };
+        config.grants.insert(name.clone(), grant);
+        let runtime = PluginRuntime::start(setup(config).await, db, nix).await.expect("a plugin runtime");
+        if !runtime.plugins().iter().any(|p| p.id.as_str() == name) {
+            panic!("the component does not load: {:?}", runtime.load_errors());
+        }
+        TestHost { runtime, name, _dir: dir }
     }
 
     pub fn runtime(&self) -> &PluginRuntime {

@@ -302,21 +302,26 @@ pub async fn plugins(State(state): State<AppState>, caller: Caller) -> Response 
         return render(&caller, Err(e));
     }
     let mut plugins = state.plugins.plugins();
-    plugins.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    plugins.sort_by(|a, b| a.id.cmp(&b.id));
     let load_errors = state.plugins.load_errors();
     let body = html! {
         @if !load_errors.is_empty() {
             h2 { "Not loaded" }
             @for error in load_errors { pre.error { (error) } }
         }
+        @match state.plugins.sandbox_unavailable() {
+            None => { p.muted { "Programs run for plugins in a bubblewrap sandbox." } }
+            Some(reason) => { p.error { "Programs run for plugins are refused: " (reason) } }
+        }
         p.muted { "A capability asked for but not granted is struck out; one granted is what the plugin may use. "
-                  "Grants are set in the configuration, under [plugins]." }
+                  "Grants are set in the configuration, under [plugins], by the plugin's identity." }
         div.scroll { table {
             thead { tr { th { "Plugin" } th { "Kind" } th { "Handles" } th { "Asked for" } th { "Granted" } th { "From" } } }
             tbody { @for plugin in &plugins {
                 @let granted = plugin.grants.capabilities();
                 tr {
-                    td { strong { (plugin.metadata.name) } " " span.muted { (plugin.metadata.version) }
+                    td { strong { (plugin.id.as_str()) } " " span.muted { (plugin.metadata.version) }
+                         @if plugin.grants.network { br; span.muted { "its programs may use the network" } }
                          @if !plugin.metadata.description.is_empty() { br; span.muted { (plugin.metadata.description) } } }
                     td { (plugin.kind.to_string()) }
                     td { (plugin.metadata.handles.join(", ")) }
