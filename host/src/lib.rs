@@ -16,6 +16,7 @@ pub mod notify;
 pub mod plugins;
 pub mod projects;
 pub mod queue;
+pub mod redact;
 pub mod server;
 pub mod users;
 pub mod web;

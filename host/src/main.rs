@@ -106,6 +106,8 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
         None => Config::default(),
     };
     config.make_paths_absolute().context("cannot resolve the data directory")?;
+    // From here on, no log line shows a secret of this configuration.
+    orthrus::redact::install(orthrus::redact::Redactor::for_config(&config));
     Ok(config)
 }
 
@@ -116,13 +118,13 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(orthrus::redact::RedactingStderr)
         .init();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("orthrus: {e:#}");
+            eprintln!("orthrus: {}", orthrus::redact::current().redact(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -150,7 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig => {
-            println!("{config:#?}");
+            println!("{}", orthrus::redact::current().redact(&format!("{config:#?}")));
             Ok(())
         }
         Command::Plugin(command) => plugin_command(&config, command).await,

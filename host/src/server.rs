@@ -1,7 +1,6 @@
 //! `orthrus serve`: wires the parts together — database, evaluator, queue
 //! runner, HTTP server — and runs them until SIGINT or SIGTERM.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -17,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::nix::Nix;
 use crate::plugins::{PluginRuntime, RuntimeSetup};
 use crate::queue::{QueueHandle, QueueRunner};
+use crate::users::throttle::{Limits, LoginThrottle};
 use crate::web::{AppState, router};
 
 pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
@@ -102,7 +102,6 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         machines,
         metrics,
         cache_key,
-        store_index: Arc::default(),
         config: config.clone(),
         logs,
         evaluator,
@@ -110,13 +109,26 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         plugins,
         rendered: Arc::default(),
         releases: Arc::default(),
+        plugin_calls: Arc::default(),
+        channels: Arc::default(),
+        login_throttle: Arc::new(LoginThrottle::new(Limits {
+            per_user: config.web.login_failures_per_user,
+            per_address: config.web.login_failures_per_address,
+            window: std::time::Duration::from_secs(config.web.login_window_secs),
+        })),
     };
     let addr = config.listen_addr().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     info!("Orthrus listening on {} ({})", config.base_url(), listener.local_addr()?);
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let header_timeout = std::time::Duration::from_secs(config.web.header_timeout_secs);
+    crate::web::serve::serve(
+        listener,
+        router(state),
+        header_timeout,
+        shutdown_signal(),
+        std::time::Duration::from_secs(10),
+    )
+    .await;
     // Dropping the runner kills the builds it started; they are retried at
     // the next start.
     queue_task.abort();

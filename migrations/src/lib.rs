@@ -18,6 +18,7 @@ mod m20261122_000004_events;
 mod m20261122_000005_notifications;
 mod m20261122_000006_declarative;
 mod m20261201_000007_confined_results;
+mod m20261202_000008_cache_paths;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_notifications::Migration),
             Box::new(m20261122_000006_declarative::Migration),
             Box::new(m20261201_000007_confined_results::Migration),
+            Box::new(m20261202_000008_cache_paths::Migration),
         ]
     }
 }

@@ -285,6 +285,7 @@ pub struct Answer {
     pub csp: Option<String>,
     /// `Server-Timing`: the database queries the answer took.
     pub server_timing: Option<String>,
+    pub retry_after: Option<String>,
     pub body: String,
 }
 
@@ -477,6 +478,7 @@ max_jobs = {max_jobs}
         let vary = header("vary");
         let csp = header("content-security-policy");
         let server_timing = header("server-timing");
+        let retry_after = header("retry-after");
         let body = response.body_mut().with_config().limit(256 << 20).read_to_string().unwrap_or_default();
         Answer {
             status: response.status().as_u16(),
@@ -486,6 +488,7 @@ max_jobs = {max_jobs}
             vary,
             csp,
             server_timing,
+            retry_after,
             body,
         }
     }

@@ -25,5 +25,6 @@ mod sandbox;
 mod scheduling;
 mod scopes;
 mod sshd;
+mod strangers;
 mod ui;
 mod vcs;

@@ -236,11 +236,24 @@ fn sessions_and_tokens(backend: Backend) {
     );
     assert_eq!(answer.status, 403);
     assert!(answer.set_cookie.is_none());
-    let answer = server.request(
+    // A login form is posted from this server's pages: from another site,
+    // or from nowhere, it would log a victim in as someone else.
+    let form = Some(("application/x-www-form-urlencoded", "username=alice&password=alice-password"));
+    for origin in ["http://evil.example", ""] {
+        let mut headers = vec![("Accept", "application/json")];
+        if !origin.is_empty() {
+            headers.push(("Origin", origin));
+        }
+        let answer = server.request_with(&Identity::Anonymous, "POST", "/login", form, &headers);
+        assert_eq!(answer.status, 403, "{origin}: {}", answer.body);
+        assert!(answer.set_cookie.is_none());
+    }
+    let answer = server.request_with(
         &Identity::Anonymous,
         "POST",
         "/login",
-        Some(("application/x-www-form-urlencoded", "username=alice&password=alice-password")),
+        form,
+        &[("Accept", "application/json"), ("Origin", &server.url)],
     );
     assert_eq!(answer.status, 302, "{}", answer.body);
     let user = answer.json();

@@ -535,7 +535,7 @@ fn private_server_pages() {
         "POST",
         "/login",
         Some(("application/x-www-form-urlencoded", "username=admin&password=wrong")),
-        &html,
+        &[("Accept", "text/html"), ("Origin", &server.url)],
     );
     assert_eq!(refused.status, 303);
     assert!(refused.location.unwrap_or_default().ends_with("/login?failed=1"));

@@ -147,6 +147,16 @@ pub struct WebConfig {
     pub private: bool,
     /// How long a login lasts, in days.
     pub session_days: u64,
+    /// Failed logins of one user name, then of one client address, within
+    /// `login_window_secs` after which logins are refused (429) until the
+    /// oldest leaves the window.
+    pub login_failures_per_user: usize,
+    pub login_failures_per_address: usize,
+    pub login_window_secs: u64,
+    /// A client has this long to send a request's headers (and an idle
+    /// kept-alive connection is closed after it), in seconds. Answers are
+    /// not cut: live logs and long downloads go on.
+    pub header_timeout_secs: u64,
 }
 
 /// WebAssembly plugins: where more are loaded from, their limits, and what
@@ -378,7 +388,16 @@ impl Default for Config {
 
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig { listen: "127.0.0.1:3000".into(), base_url: String::new(), private: false, session_days: 30 }
+        WebConfig {
+            listen: "127.0.0.1:3000".into(),
+            base_url: String::new(),
+            private: false,
+            session_days: 30,
+            login_failures_per_user: 10,
+            login_failures_per_address: 100,
+            login_window_secs: 900,
+            header_timeout_secs: 30,
+        }
     }
 }
 
@@ -568,6 +587,12 @@ impl Config {
                     format!("{}: unknown event {kind:?} (known: {})", notifier.name(), EVENT_KINDS.join(", ")),
                 ));
             }
+        }
+        if self.web.login_failures_per_user == 0 || self.web.login_failures_per_address == 0 {
+            return Err(("web", "login_failures_per_user and login_failures_per_address must be at least 1".into()));
+        }
+        if self.web.login_window_secs == 0 || self.web.header_timeout_secs == 0 {
+            return Err(("web", "login_window_secs and header_timeout_secs must be at least 1".into()));
         }
         if self.web.session_days == 0 {
             return Err(("web.session_days", "must be at least 1".into()));

@@ -651,3 +651,20 @@ pub mod notifier_pending {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod cache_path {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cache_paths")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub hash_part: String,
+        pub path: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

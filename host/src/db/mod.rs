@@ -11,6 +11,7 @@
 
 mod builds;
 mod cache;
+mod cache_paths;
 mod declarative;
 pub mod entities;
 mod evals;

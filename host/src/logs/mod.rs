@@ -7,6 +7,12 @@
 //! While a step runs, its lines are also sent to whoever follows the log
 //! live ([`LogStore::follow`]), each with its offset in the log, so that a
 //! reader who read the file first can tell which lines it already has.
+//!
+//! A log is written in frames with an index beside it (`frames.rs`), so a
+//! tail or a page decompresses a frame or two, not the whole log. Reading
+//! runs on blocking threads, at most [`READERS`] at once, so that logs of
+//! gigabytes cannot hold the async workers; a whole log is streamed, not
+//! read into memory.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,9 +21,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast;
+use axum::body::Bytes;
+use tokio::sync::{Semaphore, broadcast};
 
+mod frames;
 mod page;
+use frames::{FRAME_BYTES, FrameStart};
 pub use page::{LogPage, Window};
 
 use crate::nix::StorePath;
@@ -28,6 +37,10 @@ const COMPRESSION_LEVEL: i32 = 3;
 
 /// Lines a live reader may fall behind by; it catches up from the file.
 const LIVE_BACKLOG: usize = 256;
+/// Logs read at once (decompression on blocking threads).
+const READERS: usize = 4;
+/// Text of a whole log handed to a client at a time.
+const STREAM_CHUNK: usize = 256 << 10;
 
 /// A line of a log being written, as sent to live readers.
 #[derive(Debug, Clone)]
@@ -61,11 +74,22 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct LogStore {
     dir: PathBuf,
     live: LiveLogs,
+    /// Permits to decompress: reading is bounded, whatever the requests.
+    readers: Arc<Semaphore>,
 }
 
 impl LogStore {
     pub fn new(dir: PathBuf) -> LogStore {
-        LogStore { dir, live: LiveLogs::default() }
+        LogStore { dir, live: LiveLogs::default(), readers: Arc::new(Semaphore::new(READERS)) }
+    }
+
+    /// Runs blocking log work with a reader's permit, off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        let _permit = self.readers.acquire().await.map_err(std::io::Error::other)?;
+        tokio::task::spawn_blocking(work).await.map_err(std::io::Error::other)?
     }
 
     /// Follows the log of a derivation being built now: its next lines,
@@ -89,14 +113,18 @@ impl LogStore {
     pub fn create(&self, drv: &StorePath) -> std::io::Result<LogWriter> {
         let path = self.path_for(drv);
         std::fs::create_dir_all(path.parent().expect("log path has a parent"))?;
-        let file = File::create(&path)?;
+        // The index first: a reader never sees a new log with an old index.
+        let index = File::create(frames::index_path(&path))?;
+        let file = Counted { file: File::create(&path)?, written: 0 };
         let encoder = zstd::stream::Encoder::new(BufWriter::new(file), COMPRESSION_LEVEL)?;
         let channel = LiveChannel::default();
         let key = drv.base_name().to_owned();
         lock(&self.live).insert(key.clone(), channel.clone());
         Ok(LogWriter {
             encoder: Some(encoder),
+            index,
             written: 0,
+            frame_start: 0,
             last_flush: Instant::now(),
             dirty: false,
             live: Some(LiveSender { logs: self.live.clone(), key, channel }),
@@ -108,9 +136,58 @@ impl LogStore {
     }
 
     /// The whole log, or `None` if this derivation has no log. A log still
-    /// being written is returned up to its last flushed line.
+    /// being written is returned up to its last flushed line. Blocking, and
+    /// as large as the log: for tests; the server streams ([`LogStore::stream`]).
     pub fn read(&self, drv: &StorePath) -> std::io::Result<Option<Vec<u8>>> {
-        read_log_file(&self.path_for(drv))
+        let mut log = Vec::new();
+        Ok(page::decode_from(&self.path_for(drv), FrameStart::FIRST, |_, chunk| {
+            log.extend_from_slice(chunk);
+            page::Decoded::More
+        })?
+        .map(|_| log))
+    }
+
+    /// The whole log as a stream of chunks, decompressed a chunk at a time
+    /// on a blocking thread (each with a reader's permit, given back while
+    /// the client takes the chunk), or `None` if there is no log.
+    pub async fn stream(
+        &self,
+        drv: &StorePath,
+    ) -> std::io::Result<Option<impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static>> {
+        let path = self.path_for(drv);
+        let opened = self.blocking(move || match File::open(&path) {
+            Ok(file) => Ok(Some(zstd::stream::Decoder::new(file)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        });
+        let Some(decoder) = opened.await? else { return Ok(None) };
+        let store = self.clone();
+        Ok(Some(futures_util::stream::unfold(Some(decoder), move |decoder| {
+            let store = store.clone();
+            async move {
+                let mut decoder = decoder?;
+                let chunk = store
+                    .blocking(move || {
+                        let mut chunk = vec![0u8; STREAM_CHUNK];
+                        let mut filled = 0;
+                        while filled < chunk.len() {
+                            match std::io::Read::read(&mut decoder, &mut chunk[filled..]) {
+                                // The end, or the unfinished frame of a log being written.
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => filled += n,
+                            }
+                        }
+                        chunk.truncate(filled);
+                        Ok((decoder, chunk))
+                    })
+                    .await;
+                match chunk {
+                    Ok((_, chunk)) if chunk.is_empty() => None,
+                    Ok((decoder, chunk)) => Some((Ok(Bytes::from(chunk)), Some(decoder))),
+                    Err(e) => Some((Err(e), None)),
+                }
+            }
+        })))
     }
 
     /// The derivation whose log is "the build's log": the build's own, or
@@ -128,31 +205,52 @@ impl LogStore {
     }
 
     /// A page of the log, `length` bytes of it in whole lines (see
-    /// `page.rs`), or `None` if this derivation has no log. Blocking: it
-    /// decompresses the whole file.
-    pub fn page(&self, drv: &StorePath, window: Window, length: u64) -> std::io::Result<Option<LogPage>> {
-        page::read_page(&self.path_for(drv), window, length)
+    /// `page.rs`), or `None` if this derivation has no log.
+    pub async fn page(&self, drv: &StorePath, window: Window, length: u64) -> std::io::Result<Option<LogPage>> {
+        let path = self.path_for(drv);
+        self.blocking(move || page::read_page(&path, window, length)).await
     }
 
-    /// The last `lines` lines of the log.
-    pub fn tail(&self, drv: &StorePath, lines: usize) -> std::io::Result<Option<Vec<u8>>> {
-        // Read from a window at the end, widened until it holds the lines:
-        // a log of many megabytes is not kept whole to show its end.
-        let mut window: u64 = 64 << 10;
-        loop {
-            let Some(page) = self.page(drv, Window::Tail, window)? else { return Ok(None) };
-            let tail = tail_lines(&page.text, lines);
-            if tail.len() < page.text.len() || page.from == 0 {
-                return Ok(Some(tail.to_vec()));
-            }
-            window *= 4;
-        }
+    /// The last `lines` lines of the log (at most [`MAX_TAIL`] bytes).
+    pub async fn tail(&self, drv: &StorePath, lines: usize) -> std::io::Result<Option<Vec<u8>>> {
+        let path = self.path_for(drv);
+        self.blocking(move || read_tail(&path, lines)).await
     }
 }
 
-fn read_log_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    let mut log = Vec::new();
-    Ok(page::decode_each(path, |chunk| log.extend_from_slice(chunk))?.map(|_| log))
+/// A tail is at most this long, however long its lines.
+pub const MAX_TAIL: u64 = 4 << 20;
+
+/// The last `lines` lines of the log at `path`: read from a window at the
+/// end, widened until it holds the lines (up to [`MAX_TAIL`]).
+fn read_tail(path: &Path, lines: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut window: u64 = 64 << 10;
+    loop {
+        let Some(page) = page::read_page(path, Window::Tail, window)? else { return Ok(None) };
+        let tail = tail_lines(&page.text, lines);
+        if tail.len() < page.text.len() || page.from == 0 || window >= MAX_TAIL {
+            return Ok(Some(tail.to_vec()));
+        }
+        window *= 4;
+    }
+}
+
+/// The log file, counting what was written to it: where a frame ends.
+struct Counted {
+    file: File,
+    written: u64,
+}
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// The suffix of `log` holding its last `lines` lines.
@@ -172,8 +270,12 @@ pub fn tail_lines(log: &[u8], lines: usize) -> &[u8] {
 
 /// Appends lines to one derivation's log.
 pub struct LogWriter {
-    encoder: Option<zstd::stream::Encoder<'static, BufWriter<File>>>,
+    encoder: Option<zstd::stream::Encoder<'static, BufWriter<Counted>>>,
+    /// Where each frame after the first starts.
+    index: File,
     written: u64,
+    /// Where the current frame's text starts.
+    frame_start: u64,
     last_flush: Instant,
     dirty: bool,
     live: Option<LiveSender>,
@@ -220,9 +322,25 @@ impl LogWriter {
         encoder.write_all(b"\n")?;
         self.written += line.len() as u64 + 1;
         self.dirty = true;
-        if self.last_flush.elapsed() >= FLUSH_INTERVAL {
+        if self.written - self.frame_start >= FRAME_BYTES {
+            self.next_frame()?;
+        } else if self.last_flush.elapsed() >= FLUSH_INTERVAL {
             self.flush()?;
         }
+        Ok(())
+    }
+
+    /// Ends the current frame and starts the next, noting where it starts.
+    fn next_frame(&mut self) -> std::io::Result<()> {
+        let encoder = self.encoder.take().expect("log writer used after finish");
+        let mut file = encoder.finish()?;
+        file.flush()?;
+        let start = FrameStart { compressed: file.get_ref().written, text: self.written };
+        self.encoder = Some(zstd::stream::Encoder::new(file, COMPRESSION_LEVEL)?);
+        frames::append(&mut self.index, start)?;
+        self.frame_start = self.written;
+        self.dirty = false;
+        self.last_flush = Instant::now();
         Ok(())
     }
 
@@ -278,8 +396,8 @@ mod tests {
         StorePath::parse("/nix/store/i3m7y37jdyi708p9xfrkxr9wn91bv2gf-ok.drv").unwrap()
     }
 
-    #[test]
-    fn written_log_reads_back_while_open_and_after_finish() {
+    #[tokio::test]
+    async fn written_log_reads_back_while_open_and_after_finish() {
         let dir = tempfile::tempdir().unwrap();
         let store = LogStore::new(dir.path().to_owned());
         assert_eq!(store.read(&drv()).unwrap(), None);
@@ -291,12 +409,12 @@ mod tests {
         writer.write_line("third").unwrap();
         writer.finish().unwrap();
         assert_eq!(store.read(&drv()).unwrap().unwrap(), b"first\nsecond\nthird\n");
-        assert_eq!(store.tail(&drv(), 2).unwrap().unwrap(), b"second\nthird\n");
+        assert_eq!(store.tail(&drv(), 2).await.unwrap().unwrap(), b"second\nthird\n");
         assert!(dir.path().join("i3").join("m7y37jdyi708p9xfrkxr9wn91bv2gf-ok.drv.zst").is_file());
     }
 
-    #[test]
-    fn tail_reads_back_as_far_as_its_lines_go() {
+    #[tokio::test]
+    async fn tail_reads_back_as_far_as_its_lines_go() {
         let dir = tempfile::tempdir().unwrap();
         let store = LogStore::new(dir.path().to_owned());
         let mut writer = store.create(&drv()).unwrap();
@@ -306,10 +424,54 @@ mod tests {
             writer.write_line(line).unwrap();
         }
         writer.finish().unwrap();
-        let tail = store.tail(&drv(), 3).unwrap().unwrap();
+        let tail = store.tail(&drv(), 3).await.unwrap().unwrap();
         assert_eq!(tail, format!("{}\n{}\nlast\n", long("a"), long("b")).into_bytes());
-        let all = store.tail(&drv(), 10).unwrap().unwrap();
+        let all = store.tail(&drv(), 10).await.unwrap().unwrap();
         assert_eq!(all, store.read(&drv()).unwrap().unwrap(), "fewer lines than asked: the whole log");
+    }
+
+    /// A log of several frames: read whole (as one zstd stream), streamed,
+    /// and its tail and pages read from their own frames only.
+    #[tokio::test]
+    async fn long_logs_are_read_a_frame_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::new(dir.path().to_owned());
+        let mut writer = store.create(&drv()).unwrap();
+        let mut text = Vec::new();
+        for i in 0..60_000 {
+            let line = format!("line {i} {}", "x".repeat(i % 97));
+            writer.write_line(&line).unwrap();
+            text.extend_from_slice(line.as_bytes());
+            text.push(b'\n');
+        }
+        writer.finish().unwrap();
+        let path = store.path_for(&drv());
+        let frames = frames::Frames::load(&path).unwrap();
+        assert!(frames.last().text > 2 * FRAME_BYTES, "several frames: {frames:?}");
+        // One zstd stream, as `zstd -d` reads it: every frame in turn.
+        assert_eq!(zstd::decode_all(std::fs::File::open(&path).unwrap()).unwrap(), text);
+        assert_eq!(store.read(&drv()).unwrap().unwrap(), text);
+        let streamed: Vec<u8> =
+            futures_util::StreamExt::collect::<Vec<_>>(store.stream(&drv()).await.unwrap().unwrap())
+                .await
+                .into_iter()
+                .flat_map(|chunk| chunk.unwrap().to_vec())
+                .collect();
+        assert_eq!(streamed, text);
+
+        // Spoil the first frame: the tail and a late page do not read it.
+        let mut bytes = std::fs::read(&path).unwrap();
+        for byte in &mut bytes[100..1000] {
+            *byte = 0xff;
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let tail = store.tail(&drv(), 2).await.unwrap().unwrap();
+        assert_eq!(tail, tail_lines(&text, 2));
+        let from = text.len() as u64 - 10_000;
+        let page = store.page(&drv(), Window::From(from), 5000).await.unwrap().unwrap();
+        assert_eq!(page.total, text.len() as u64);
+        let start = from as usize + text[from as usize..].iter().position(|&c| c == b'\n').unwrap() + 1;
+        assert!(text[start..].starts_with(&page.text), "the page's lines");
     }
 
     #[test]

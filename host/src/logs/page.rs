@@ -7,8 +7,10 @@
 //! The file is decompressed as a stream and only the window is kept.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+
+use super::frames::{FrameStart, Frames};
 
 /// Which part of a log to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,70 +38,57 @@ pub struct LogPage {
 /// How far past its window a page reads to finish its last line.
 const LINE_SLACK: u64 = 64 << 10;
 
-/// Reads a page of the log file at `path` (`None`: there is no log).
-/// Decompresses the log file at `path` as a stream, handing each chunk to
-/// `each`; returns the log's length, or `None` if there is no such file.
-/// A log being written ends in an unfinished frame: what was flushed so far
-/// is the log.
-pub(super) fn decode_each(path: &Path, mut each: impl FnMut(&[u8])) -> std::io::Result<Option<u64>> {
-    let file = match File::open(path) {
+/// Decompresses the log file at `path` from the frame `start` on, handing
+/// each chunk to `each` with its offset in the text, until `each` says
+/// [`Decoded::Enough`] or the log ends; returns the offset reached, or
+/// `None` if there is no such file. A log being written ends in an
+/// unfinished frame: what was flushed so far is the log.
+pub(super) fn decode_from(
+    path: &Path,
+    start: FrameStart,
+    mut each: impl FnMut(u64, &[u8]) -> Decoded,
+) -> std::io::Result<Option<u64>> {
+    let mut file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    file.seek(SeekFrom::Start(start.compressed))?;
     let mut decoder = zstd::stream::Decoder::new(file)?;
     let mut buffer = vec![0u8; 64 << 10];
-    let mut total = 0;
+    let mut position = start.text;
     loop {
         match decoder.read(&mut buffer) {
-            Ok(0) | Err(_) => return Ok(Some(total)),
+            Ok(0) | Err(_) => return Ok(Some(position)),
             Ok(n) => {
-                each(&buffer[..n]);
-                total += n as u64;
+                let flow = each(position, &buffer[..n]);
+                position += n as u64;
+                if flow == Decoded::Enough {
+                    return Ok(Some(position));
+                }
             }
         }
     }
 }
 
-/// Reads a page of the log file at `path` (`None`: there is no log).
+/// Whether a reader of [`decode_from`] wants more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Decoded {
+    More,
+    Enough,
+}
+
+/// The length of the log's text: its last frame decoded (`None`: no log).
+pub(super) fn length(path: &Path, frames: &Frames) -> std::io::Result<Option<u64>> {
+    decode_from(path, frames.last(), |_, _| Decoded::More)
+}
+
+/// Reads a page of the log file at `path` (`None`: there is no log),
+/// decompressing only the frames that hold it and the last one.
 pub(super) fn read_page(path: &Path, window: Window, length: u64) -> std::io::Result<Option<LogPage>> {
     let length = length.max(1);
-    // What is kept: the byte before the window (is a line starting at its
-    // beginning?) up to the slack after it; for the tail, the last bytes.
-    let keep = match window {
-        Window::From(from) => Some((from.saturating_sub(1), from.saturating_add(length).saturating_add(LINE_SLACK))),
-        Window::To(to) => Some((to.saturating_sub(length).saturating_sub(1), to.saturating_add(LINE_SLACK))),
-        Window::Tail => None,
-    };
-    let mut kept: Vec<u8> = Vec::new();
-    let mut kept_start: u64 = 0;
-    let mut position: u64 = 0;
-    let decoded = decode_each(path, |chunk| {
-        match keep {
-            Some((start, end)) => {
-                let (chunk_start, chunk_end) = (position, position + chunk.len() as u64);
-                let (lo, hi) = (start.max(chunk_start), end.min(chunk_end));
-                if lo < hi {
-                    if kept.is_empty() {
-                        kept_start = lo;
-                    }
-                    kept.extend_from_slice(&chunk[(lo - chunk_start) as usize..(hi - chunk_start) as usize]);
-                }
-            }
-            None => {
-                kept.extend_from_slice(chunk);
-                // Keep the last `length + 1` bytes, trimming in batches.
-                let want = length as usize + 1;
-                if kept.len() > 2 * want {
-                    let cut = kept.len() - want;
-                    kept.drain(..cut);
-                    kept_start += cut as u64;
-                }
-            }
-        }
-        position += chunk.len() as u64;
-    })?;
-    let Some(total) = decoded else { return Ok(None) };
+    let frames = Frames::load(path)?;
+    let Some(total) = self::length(path, &frames)? else { return Ok(None) };
     // Asked for lines before a point past the end (the log is shorter than
     // when the link was made: a step that ran again): its end, whole.
     if matches!(window, Window::To(to) if to > total) {
@@ -110,6 +99,22 @@ pub(super) fn read_page(path: &Path, window: Window, length: u64) -> std::io::Re
         Window::To(to) => (to.min(total).saturating_sub(length), to.min(total)),
         Window::Tail => (total.saturating_sub(length), total),
     };
+    // What is kept: the byte before the window (is a line starting at its
+    // beginning?) up to the slack after it.
+    let (keep_start, keep_end) = (from.saturating_sub(1), to.saturating_add(LINE_SLACK));
+    let mut kept: Vec<u8> = Vec::new();
+    let mut kept_start = keep_start;
+    decode_from(path, frames.containing(keep_start), |position, chunk| {
+        let chunk_end = position + chunk.len() as u64;
+        let (lo, hi) = (keep_start.max(position), keep_end.min(chunk_end));
+        if lo < hi {
+            if kept.is_empty() {
+                kept_start = lo;
+            }
+            kept.extend_from_slice(&chunk[(lo - position) as usize..(hi - position) as usize]);
+        }
+        if chunk_end >= keep_end { Decoded::Enough } else { Decoded::More }
+    })?;
     if kept.is_empty() {
         kept_start = from;
     }

@@ -1,16 +1,13 @@
 //! What serving a Nix binary cache needs from the Nix side: Nix's base-32,
-//! narinfo text, signing keys in `nix-store --generate-binary-cache-key`
-//! format, and finding a store path by its hash part.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! narinfo text, and signing keys in `nix-store --generate-binary-cache-key`
+//! format. (Which paths are served, by hash part, is the database's:
+//! `db/cache_paths.rs`.)
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::{Signer, SigningKey as Ed25519Key};
 
-use super::{PathInfo, StorePath, store_dir};
+use super::{PathInfo, StorePath};
 
 /// Nix's base-32 encoding (least significant bits first, its own alphabet).
 pub fn nix32_encode(bytes: &[u8]) -> String {
@@ -107,50 +104,6 @@ pub fn narinfo(path: &StorePath, info: &PathInfo, key: Option<&SigningKey>) -> R
         text.push_str(&format!("Sig: {}\n", key.sign(&fingerprint(path, &nar_hash, info.nar_size, &info.references))));
     }
     Ok(text)
-}
-
-/// Store paths by hash part, from a listing of the store directory that is
-/// refreshed (at most once a second) when a lookup misses.
-pub struct HashPartIndex {
-    state: Mutex<(HashMap<String, StorePath>, Option<Instant>)>,
-}
-
-const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
-
-impl Default for HashPartIndex {
-    fn default() -> Self {
-        HashPartIndex { state: Mutex::new((HashMap::new(), None)) }
-    }
-}
-
-impl HashPartIndex {
-    /// Blocking (it may list the store): call from `spawn_blocking`.
-    pub fn lookup(&self, hash_part: &str) -> Option<StorePath> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(path) = state.0.get(hash_part) {
-            if std::path::Path::new(path.as_str()).exists() {
-                return Some(path.clone());
-            }
-        }
-        if state.1.is_some_and(|t| t.elapsed() < RESCAN_INTERVAL) {
-            return None;
-        }
-        let mut index = HashMap::new();
-        if let Ok(entries) = std::fs::read_dir(store_dir()) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if name.ends_with(".lock") || name.starts_with('.') {
-                    continue;
-                }
-                if let Ok(path) = StorePath::parse(&format!("{}/{name}", store_dir())) {
-                    index.insert(path.hash_part().to_owned(), path);
-                }
-            }
-        }
-        *state = (index, Some(Instant::now()));
-        state.0.get(hash_part).cloned()
-    }
 }
 
 #[cfg(test)]

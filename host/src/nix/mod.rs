@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::process::Command;
 
 pub use ansi::strip_ansi;
-pub use binary_cache::{HashPartIndex, SigningKey, narinfo};
+pub use binary_cache::{SigningKey, narinfo};
 pub use derivation::{Derivation, DerivationError, DerivationOutput};
 pub use expr::{NixValue, string_literal};
 use flake::FLAKE_FEATURES;
@@ -363,15 +363,16 @@ impl Nix {
     }
 
     /// For each group of paths (a build's outputs): the NAR size of the
-    /// group and of its closure. Two calls of Nix for all groups together.
-    pub async fn group_sizes(&self, groups: &[Vec<StorePath>]) -> Result<Vec<(u64, u64)>, NixError> {
+    /// group and of its closure; and the closure of all groups together.
+    /// Two calls of Nix for all groups together.
+    pub async fn group_sizes(&self, groups: &[Vec<StorePath>]) -> Result<(Vec<(u64, u64)>, Vec<StorePath>), NixError> {
         let all: Vec<StorePath> = groups.iter().flatten().cloned().collect::<HashSet<_>>().into_iter().collect();
         if all.is_empty() {
-            return Ok(vec![(0, 0); groups.len()]);
+            return Ok((vec![(0, 0); groups.len()], Vec::new()));
         }
         let closure = self.requisites(&all).await?;
         let infos = self.path_infos(&closure).await?;
-        Ok(groups.iter().map(|group| closure_size(group, &infos)).collect())
+        Ok((groups.iter().map(|group| closure_size(group, &infos)).collect(), closure))
     }
 
     /// Reads and parses a derivation from the store.
@@ -610,7 +611,8 @@ mod tests {
         let infos = nix.path_infos(std::slice::from_ref(&drv)).await.unwrap();
         let size = infos[&drv].nar_size;
         assert!(size > 0);
-        let groups = nix.group_sizes(&[vec![drv.clone()]]).await.unwrap();
+        let (groups, closure) = nix.group_sizes(&[vec![drv.clone()]]).await.unwrap();
         assert_eq!(groups, [(size, size)]);
+        assert_eq!(closure, std::slice::from_ref(&drv));
     }
 }

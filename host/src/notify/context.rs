@@ -76,7 +76,7 @@ impl ContextReader {
                     steps.iter().rev().find(|s| !s.machine.is_empty()).map(|s| s.machine.clone()).unwrap_or_default()
                 }
             };
-            let log_tail = if finished { self.log_tail(&b.drv_path, &steps) } else { Vec::new() };
+            let log_tail = if finished { self.log_tail(&b.drv_path, &steps).await } else { Vec::new() };
             let url = format!("{}/build/{}", self.base_url, b.id);
             build = Some(NotifyBuild {
                 id: b.id,
@@ -159,9 +159,9 @@ impl ContextReader {
         Ok(inputs)
     }
 
-    fn log_tail(&self, build_drv: &str, steps: &[crate::db::BuildStep]) -> Vec<String> {
+    async fn log_tail(&self, build_drv: &str, steps: &[crate::db::BuildStep]) -> Vec<String> {
         let Some(drv) = self.logs.build_log(build_drv, steps) else { return Vec::new() };
-        match self.logs.tail(&drv, LOG_TAIL_LINES) {
+        match self.logs.tail(&drv, LOG_TAIL_LINES).await {
             Ok(Some(tail)) => String::from_utf8_lossy(&tail).lines().map(crate::nix::strip_ansi).collect(),
             Ok(None) => Vec::new(),
             Err(e) => {

@@ -676,7 +676,13 @@ async fn record_successes(db: &Db, nix: &Nix, metrics: &Metrics, builds: Vec<Tra
     let groups: Vec<Vec<StorePath>> =
         outputs.iter().map(|o| o.iter().filter_map(|(_, p)| StorePath::parse(p).ok()).collect()).collect();
     let sizes = match nix.group_sizes(&groups).await {
-        Ok(sizes) => sizes.into_iter().map(Some).collect(),
+        Ok((sizes, closure)) => {
+            // What the binary cache serves from now on.
+            if let Err(e) = db.record_cache_paths(&closure).await {
+                warn!("cannot record the closures of {} builds for the binary cache: {e}", ids.len());
+            }
+            sizes.into_iter().map(Some).collect()
+        }
         Err(e) => {
             warn!("cannot read the output sizes of {} builds: {e}", ids.len());
             vec![None; groups.len()]

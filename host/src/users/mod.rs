@@ -6,7 +6,10 @@
 //! one kind of action on every project. An API token (an Orthrus addition)
 //! acts for its user, but only within its scopes.
 
+pub mod throttle;
+
 use std::collections::BTreeSet;
+use std::sync::OnceLock;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -177,6 +180,37 @@ pub fn hash_password(password: &str) -> String {
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
+/// Argon2 work is deliberately slow: at most one computation per core at
+/// once, off the async workers, whatever the number of logins.
+fn password_work() -> &'static tokio::sync::Semaphore {
+    static WORK: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    WORK.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
+}
+
+/// A hash no password matches, checked for users that do not exist (or have
+/// no password), so that they cost what a wrong password costs and a caller
+/// cannot tell which user names exist by the time a refusal takes.
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(&new_secret("")))
+}
+
+/// Whether `password` is the one of `hash` (`None`: no such user, or no
+/// password: always false, after the same work).
+pub async fn check_password(password: String, hash: Option<String>) -> bool {
+    let known = hash.is_some();
+    let hash = hash.unwrap_or_else(|| dummy_hash().to_owned());
+    let Ok(_permit) = password_work().acquire().await else { return false };
+    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false);
+    known && matches
+}
+
+/// [`hash_password`], bounded like [`check_password`].
+pub async fn hash_password_bounded(password: String) -> Option<String> {
+    let _permit = password_work().acquire().await.ok()?;
+    tokio::task::spawn_blocking(move || hash_password(&password)).await.ok()
 }
 
 /// A new random secret (a session or an API token), 256 bits in hex,

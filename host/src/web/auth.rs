@@ -131,6 +131,19 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         return ApiError::new(StatusCode::UNAUTHORIZED, "this server is private: log in or send an API token")
             .into_response();
     }
+    // A login form posted from another site would log the victim in as
+    // the attacker (login CSRF); JSON logins, as scripts send them, cannot
+    // be posted across sites without the CORS this server never grants.
+    if path == "/login"
+        && is_mutating(request.method())
+        && !is_json_request(request.headers())
+        && !is_same_origin(&state, request.headers())
+    {
+        return ApiError::forbidden(
+            "cross-site login refused: the login form must be posted from this server's pages (or send JSON)",
+        )
+        .into_response();
+    }
     if matches!(caller.auth, Auth::Session { .. })
         && is_mutating(request.method())
         && !is_json_request(request.headers())

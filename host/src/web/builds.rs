@@ -70,15 +70,21 @@ impl LogMode {
     }
 }
 
-fn log_response(state: &AppState, drv: &str, mode: LogMode) -> ApiResult<Response> {
+/// A log as plain text: streamed whole, or its tail. Decompressed off the
+/// async workers, a bounded number at once (see `logs`).
+async fn log_response(state: &AppState, drv: &str, mode: LogMode) -> ApiResult<Response> {
     let drv = StorePath::parse(drv).map_err(|e| ApiError::not_found(e.to_string()))?;
-    let log = match mode {
-        LogMode::Whole => state.logs.read(&drv),
-        LogMode::Tail => state.logs.tail(&drv, TAIL_LINES),
+    let missing = || ApiError::not_found(format!("there is no log of {drv}"));
+    let failed = |e: std::io::Error| ApiError::internal(format!("cannot read the log: {e}"));
+    let body = match mode {
+        LogMode::Whole => {
+            let stream = state.logs.stream(&drv).await.map_err(failed)?.ok_or_else(missing)?;
+            axum::body::Body::from_stream(stream)
+        }
+        LogMode::Tail => {
+            axum::body::Body::from(state.logs.tail(&drv, TAIL_LINES).await.map_err(failed)?.ok_or_else(missing)?)
+        }
     };
-    let body = log
-        .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the log: {e}")))?
-        .ok_or_else(|| ApiError::not_found(format!("there is no log of {drv}")))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 
@@ -100,13 +106,13 @@ pub(super) async fn build_log_drv(state: &AppState, id: i64) -> ApiResult<String
 
 pub async fn log(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Response> {
     let drv = build_log_drv(&state, id).await?;
-    log_response(&state, &drv, LogMode::Whole)
+    log_response(&state, &drv, LogMode::Whole).await
 }
 
 pub async fn log_mode(State(state): State<AppState>, Path((id, mode)): Path<(i64, String)>) -> ApiResult<Response> {
     let mode = LogMode::parse(&mode)?;
     let drv = build_log_drv(&state, id).await?;
-    log_response(&state, &drv, mode)
+    log_response(&state, &drv, mode).await
 }
 
 pub(super) async fn find_step(state: &AppState, id: i64, step_nr: i32) -> ApiResult<BuildStep> {
@@ -119,7 +125,7 @@ pub(super) async fn find_step(state: &AppState, id: i64, step_nr: i32) -> ApiRes
 
 pub async fn step_log(State(state): State<AppState>, Path((id, step_nr)): Path<(i64, i32)>) -> ApiResult<Response> {
     let step = find_step(&state, id, step_nr).await?;
-    log_response(&state, &step.drv_path, LogMode::Whole)
+    log_response(&state, &step.drv_path, LogMode::Whole).await
 }
 
 pub async fn step_log_mode(
@@ -130,7 +136,7 @@ pub async fn step_log_mode(
     if mode == "live" {
         return live_log(&state, &step.drv_path, step.busy).await;
     }
-    log_response(&state, &step.drv_path, LogMode::parse(&mode)?)
+    log_response(&state, &step.drv_path, LogMode::parse(&mode)?).await
 }
 
 /// Lines of a log sent first to a live reader: its tail, not all of it
@@ -173,15 +179,16 @@ async fn live_log(state: &AppState, drv: &str, busy: bool) -> ApiResult<Response
     let read = {
         let (logs, drv) = (state.logs.clone(), drv.clone());
         move |window: Window, length: u64| {
-            logs.page(&drv, window, length)
-                .map(|page| page.unwrap_or(LogPage { from: 0, to: 0, text: Vec::new(), total: 0 }))
+            let (logs, drv) = (logs.clone(), drv.clone());
+            async move {
+                logs.page(&drv, window, length)
+                    .await
+                    .map(|page| page.unwrap_or(LogPage { from: 0, to: 0, text: Vec::new(), total: 0 }))
+            }
         }
     };
-    let start = read.clone();
-    let page = tokio::task::spawn_blocking(move || start(Window::Tail, MAX_CATCH_UP))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(format!("cannot read the log: {e}")))?;
+    let page =
+        read(Window::Tail, MAX_CATCH_UP).await.map_err(|e| ApiError::internal(format!("cannot read the log: {e}")))?;
     let stream = futures_util::stream::unfold(LiveStream::Start(lines, page), move |state| {
         let read = read.clone();
         async move {
@@ -210,10 +217,7 @@ async fn live_log(state: &AppState, drv: &str, busy: bool) -> ApiResult<Response
                                 // Lines written before this reader came, or
                                 // while it lagged: they are in the file.
                                 let missed = line.offset - have;
-                                let page = tokio::task::spawn_blocking(move || read(Window::From(have), missed))
-                                    .await
-                                    .ok()?
-                                    .ok()?;
+                                let page = read(Window::From(have), missed).await.ok()?;
                                 text.push_str(&String::from_utf8_lossy(&page.text));
                                 if page.total < line.offset {
                                     // Lines the writer had not flushed when this reader fell behind.

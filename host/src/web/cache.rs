@@ -28,10 +28,25 @@ async fn find_path(state: &AppState, hash_part: &str, allowed: Option<&HashSet<S
     if !valid_hash {
         return Err(missing());
     }
-    let index = state.store_index.clone();
-    let hash = hash_part.to_owned();
-    let path = tokio::task::spawn_blocking(move || index.lookup(&hash)).await.ok().flatten().ok_or_else(missing)?;
+    let path = match state.db.cache_path(hash_part).await? {
+        Some(path) => path,
+        // An output of a build that finished before the cache kept its
+        // paths: its closure is recorded now, so that its dependencies,
+        // asked for next, are found.
+        None => {
+            let output = state.db.output_with_hash(hash_part).await?.ok_or_else(missing)?;
+            let output = StorePath::parse(&output).map_err(|_| missing())?;
+            let closure = state.nix.requisites(std::slice::from_ref(&output)).await.map_err(|_| missing())?;
+            state.db.record_cache_paths(&closure).await?;
+            output.to_string()
+        }
+    };
+    let path = StorePath::parse(&path).map_err(|_| missing())?;
     if allowed.is_some_and(|allowed| !allowed.contains(&path)) {
+        return Err(missing());
+    }
+    // Collected since it was recorded: gone.
+    if !tokio::fs::try_exists(path.as_str()).await.unwrap_or(false) {
         return Err(missing());
     }
     Ok(path)

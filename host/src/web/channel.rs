@@ -6,6 +6,8 @@
 
 use std::io::Write;
 
+use axum::body::Bytes;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
@@ -96,6 +98,28 @@ fn tarball(name: &str, expression: &str, mtime: u64) -> std::io::Result<Vec<u8>>
     builder.into_inner()
 }
 
+/// Channel tarballs, made once per evaluation and compression: xz at
+/// preset 6 and bzip2 cost seconds of CPU for a large jobset, which a
+/// stream of requests must not pay again and again. Bounded in bytes.
+pub struct ChannelCache {
+    tarballs: quick_cache::sync::Cache<(i64, &'static str), Bytes, TarballWeight>,
+}
+
+#[derive(Clone)]
+pub struct TarballWeight;
+
+impl quick_cache::Weighter<(i64, &'static str), Bytes> for TarballWeight {
+    fn weight(&self, _key: &(i64, &'static str), tarball: &Bytes) -> u64 {
+        tarball.len() as u64 + 1
+    }
+}
+
+impl Default for ChannelCache {
+    fn default() -> Self {
+        ChannelCache { tarballs: quick_cache::sync::Cache::with_weighter(64, 64 << 20, TarballWeight) }
+    }
+}
+
 pub async fn nixexprs(
     State(state): State<AppState>,
     Path((project, jobset, file)): Path<(String, String, String)>,
@@ -110,6 +134,22 @@ pub async fn nixexprs(
     };
     let (eval, timestamp, builds) = latest_channel(&state, &project, &jobset).await?;
     let name = format!("{project}-{jobset}-{eval}");
+    // Concurrent requests for the same tarball wait for the one making it.
+    let body = state
+        .channels
+        .tarballs
+        .get_or_insert_async(&(eval, compression), make_tarball(name, builds, timestamp, compression))
+        .await?;
+    let content_type = if compression == "xz" { "application/x-xz" } else { "application/x-bzip2" };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+async fn make_tarball(
+    name: String,
+    builds: Vec<SuccessfulBuild>,
+    timestamp: i64,
+    compression: &'static str,
+) -> ApiResult<Bytes> {
     let body = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         let tar = tarball(&name, &channel_expression(&builds), timestamp.max(0) as u64)?;
         if compression == "xz" {
@@ -127,6 +167,5 @@ pub async fn nixexprs(
     .map_err(|e| {
         ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("cannot pack the channel: {e}"))
     })?;
-    let content_type = if compression == "xz" { "application/x-xz" } else { "application/x-bzip2" };
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+    Ok(Bytes::from(body))
 }

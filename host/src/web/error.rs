@@ -14,19 +14,21 @@ pub struct ApiError {
     /// The request field at fault, when one is: forms show the reason next
     /// to it.
     pub field: Option<FieldError>,
+    /// Seconds after which to try again (`Retry-After`), for a 429 or 503.
+    pub retry_after: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), field: None }
+        ApiError { status, message: message.into(), field: None, retry_after: None }
     }
 
     /// A 400 naming the field at fault: `field ‘NAME’: REASON`.
     pub fn invalid_field(field: impl Into<String>, reason: impl std::fmt::Display) -> ApiError {
         let field = FieldError::new(field, reason.to_string());
-        ApiError { status: StatusCode::BAD_REQUEST, message: field.to_string(), field: Some(field) }
+        ApiError { status: StatusCode::BAD_REQUEST, message: field.to_string(), field: Some(field), retry_after: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -39,6 +41,11 @@ impl ApiError {
 
     pub fn forbidden(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, message)
+    }
+
+    /// A refusal for now (429 or 503) that says when to try again.
+    pub fn try_later(status: StatusCode, message: impl Into<String>, after: std::time::Duration) -> ApiError {
+        ApiError { retry_after: Some(after.as_secs().max(1)), ..ApiError::new(status, message) }
     }
 
     /// A 500 whose message says what failed (it is logged too).
@@ -77,6 +84,10 @@ impl From<DbError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+        let mut response = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

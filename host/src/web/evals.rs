@@ -67,6 +67,19 @@ pub async fn changes(State(state): State<AppState>, Path(id): Path<i64>) -> ApiR
             continue;
         }
         let value = input.value.clone().unwrap_or_default();
+        // Each call holds its plugin (git's calls wait for each other): a
+        // flood of these must not stop fetches.
+        let busy = || {
+            ApiError::try_later(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "the input plugins are busy: try again shortly",
+                std::time::Duration::from_secs(5),
+            )
+        };
+        let _slot = tokio::time::timeout(std::time::Duration::from_secs(2), state.plugin_calls.changes.acquire())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
         let entry = match state.inputs.changes(&input.kind, &value, &from, &to).await {
             Ok(changes) => json!({ "from": from, "to": to, "changes": changes }),
             Err(error) => json!({ "from": from, "to": to, "error": error }),

@@ -17,6 +17,7 @@ mod overview;
 mod projects;
 mod releases;
 mod rendered;
+pub mod serve;
 mod ui;
 pub use releases::ReleaseCache;
 pub use rendered::RenderCache;
@@ -50,7 +51,6 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Signs the binary cache's narinfos, when configured.
     pub cache_key: Option<Arc<crate::nix::SigningKey>>,
-    pub store_index: Arc<crate::nix::HashPartIndex>,
     /// The machines that build, for `/machines`.
     pub machines: Arc<crate::machines::Machines>,
     pub config: Arc<Config>,
@@ -61,6 +61,28 @@ pub struct AppState {
     pub plugins: crate::plugins::PluginRuntime,
     pub rendered: Arc<rendered::RenderCache>,
     pub releases: Arc<releases::ReleaseCache>,
+    /// Failed logins, per user and per address.
+    pub login_throttle: Arc<crate::users::throttle::LoginThrottle>,
+    /// Plugin calls pages make, bounded.
+    pub plugin_calls: Arc<PluginCalls>,
+    /// Channel tarballs, made once per evaluation.
+    pub channels: Arc<channel::ChannelCache>,
+}
+
+/// Plugin calls made while answering a request, bounded so that a flood of
+/// page views cannot take every plugin instance (nor hold the git plugin,
+/// whose calls wait for each other, from fetching).
+pub struct PluginCalls {
+    /// Renderer calls for `/build/N`; beyond them, products show plainly.
+    pub renders: tokio::sync::Semaphore,
+    /// Input fetchers' `changes` for `/eval/N/changes`; beyond them, 503.
+    pub changes: tokio::sync::Semaphore,
+}
+
+impl Default for PluginCalls {
+    fn default() -> Self {
+        PluginCalls { renders: tokio::sync::Semaphore::new(8), changes: tokio::sync::Semaphore::new(2) }
+    }
 }
 
 impl AppState {

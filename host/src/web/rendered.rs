@@ -67,6 +67,15 @@ pub async fn render_products(state: &AppState, view: &BuildView) -> Vec<(i32, Ar
             download_url: format!("{build_url}/download/{}", product.product_nr),
             url: build_url,
         };
+        // A flood of page views renders at most so many products at once;
+        // the others show plainly this time.
+        let Ok(_slot) = state.plugin_calls.renders.try_acquire() else {
+            rendered.push((
+                product.product_nr,
+                Arc::new(json!({ "error": "the renderers are busy", "renderer": renderer })),
+            ));
+            continue;
+        };
         // What the plugin does with this product is kept, failures
         // included; a deadline missed on a busy machine is not.
         let mut lasting = true;

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::auth::{SESSION_COOKIE, require, session_cookie};
 use super::body;
-use super::extract::Path;
+use super::extract::{ClientAddress, Path};
 use super::{ApiError, ApiResult, AppState};
 use crate::db::{ApiToken, User, UserChanges, now};
 use crate::users::{self, Action, Auth, Caller};
@@ -47,12 +47,17 @@ struct LoginRequest {
 
 /// `POST /login`: 302 with a `hydra_session` cookie and the user's JSON,
 /// or 403 for a wrong name or password.
-pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let from_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
-    match check_login(&state, &headers, &body).await {
+    match check_login(&state, &headers, &body, address).await {
         // The login form shows the refusal itself.
         Err(e) if from_form && e.status == StatusCode::FORBIDDEN => {
             let mut response = StatusCode::SEE_OTHER.into_response();
@@ -64,18 +69,31 @@ pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Byte
     }
 }
 
-async fn check_login(state: &AppState, headers: &HeaderMap, body: &Bytes) -> ApiResult<Response> {
+async fn check_login(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    address: Option<std::net::IpAddr>,
+) -> ApiResult<Response> {
     let request: LoginRequest = body::parse(headers, body)?;
-    let refused = || ApiError::forbidden("wrong user name or password");
-    let (user, hash) = state.db.user_with_password(&request.username).await?.ok_or_else(refused)?;
-    let hash = hash.ok_or_else(refused)?;
-    // Argon2 is deliberately slow: off the async workers.
-    let password = request.password;
-    let checked = hash.clone();
-    let valid = tokio::task::spawn_blocking(move || users::verify_password(&password, &checked)).await.unwrap_or(false);
-    if !valid {
-        return Err(refused());
+    // Refused before any password work: guessing is slow, a flood is cheap.
+    if let Err(throttled) = state.login_throttle.check(&request.username, address) {
+        return Err(ApiError::try_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins for this user or from this address: try again later",
+            throttled.retry_after,
+        ));
     }
+    let refused = || ApiError::forbidden("wrong user name or password");
+    let found = state.db.user_with_password(&request.username).await?;
+    let hash = found.as_ref().and_then(|(_, hash)| hash.clone());
+    // An unknown user costs what a wrong password costs.
+    let valid = users::check_password(request.password, hash.clone()).await;
+    let (Some((user, _)), Some(hash), true) = (found, hash, valid) else {
+        state.login_throttle.failed(&request.username, address);
+        return Err(refused());
+    };
+    state.login_throttle.succeeded(&user.username);
     let secret = users::new_secret("");
     let days = state.config.web.session_days;
     let expires = now() + (days * 86400) as i64;
@@ -204,11 +222,11 @@ pub async fn put_user(
                 format!("use at least {} characters", users::MIN_PASSWORD_LEN),
             ));
         }
-        Some(password) => {
-            Some(tokio::task::spawn_blocking(move || users::hash_password(&password)).await.map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot hash the password: {e}"))
-            })?)
-        }
+        Some(password) => Some(
+            users::hash_password_bounded(password)
+                .await
+                .ok_or_else(|| ApiError::internal("cannot hash the password"))?,
+        ),
         None => None,
     };
     let changes = UserChanges {
@@ -236,9 +254,7 @@ pub async fn put_user(
 /// Refuses unless `given` is the user's password (when they have one).
 async fn check_current_password(state: &AppState, name: &str, given: String) -> ApiResult<()> {
     let Some((_, Some(hash))) = state.db.user_with_password(name).await? else { return Ok(()) };
-    // Argon2 is deliberately slow: off the async workers.
-    let valid = tokio::task::spawn_blocking(move || users::verify_password(&given, &hash)).await.unwrap_or(false);
-    if valid {
+    if users::check_password(given, Some(hash)).await {
         Ok(())
     } else {
         let mut refused = ApiError::invalid_field("currentpassword", "give your current password to change it");

@@ -39,10 +39,10 @@ impl LogQuery {
 
 async fn read_page(state: &AppState, drv: &str, window: Window) -> Result<LogPage, ApiError> {
     let path = StorePath::parse(drv).map_err(|e| ApiError::not_found(e.to_string()))?;
-    let logs = state.logs.clone();
-    let page = tokio::task::spawn_blocking(move || logs.page(&path, window, PAGE_BYTES))
+    let page = state
+        .logs
+        .page(&path, window, PAGE_BYTES)
         .await
-        .map_err(|e| ApiError::internal(format!("reading the log failed: {e}")))?
         .map_err(|e| ApiError::internal(format!("cannot read the log: {e}")))?;
     page.ok_or_else(|| ApiError::not_found(format!("there is no log of {drv}")))
 }

@@ -529,8 +529,7 @@ const FAILED_TAIL_LINES: usize = 30;
 /// The last lines of a failed build's log, if it has one.
 async fn failed_log_tail(state: &AppState, build_drv: &str, steps: &[crate::db::BuildStep]) -> Option<String> {
     let drv = state.logs.build_log(build_drv, steps)?;
-    let logs = state.logs.clone();
-    let tail = tokio::task::spawn_blocking(move || logs.tail(&drv, FAILED_TAIL_LINES)).await.ok()?.ok()??;
+    let tail = state.logs.tail(&drv, FAILED_TAIL_LINES).await.ok()??;
     Some(crate::nix::strip_ansi(&String::from_utf8_lossy(&tail)))
 }
 
