@@ -7,6 +7,7 @@ pub mod confined;
 pub mod db;
 pub mod demo;
 pub mod eval;
+pub mod gc;
 pub mod inputs;
 pub mod logs;
 pub mod machines;

@@ -44,6 +44,18 @@ enum Command {
     /// Manage projects kept in files.
     #[command(subcommand)]
     Project(ProjectCommand),
+    /// Check the local Nix as `serve` does before building, and print the
+    /// checks with the Nix settings in effect; exits non-zero when builds
+    /// cannot run.
+    Doctor,
+    /// Show (--dry-run) or make (--apply) a full update of the GC roots of
+    /// what the server keeps, as the server does every gc.interval_secs.
+    GcRoots {
+        #[arg(long, conflicts_with = "apply", required_unless_present = "apply")]
+        dry_run: bool,
+        #[arg(long)]
+        apply: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -173,6 +185,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(command) => user_command(&orthrus::server::open_db(&config).await?, command).await,
+        Command::Doctor => doctor(&config).await,
+        Command::GcRoots { apply, .. } => gc_roots_command(&config, apply).await,
     }
 }
 
@@ -270,4 +284,71 @@ async fn user_command(db: &Db, command: UserCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `orthrus doctor`: the checks `serve` makes, printed.
+async fn doctor(config: &orthrus::config::Config) -> anyhow::Result<()> {
+    let nix = orthrus::nix::Nix::new(&config.nix);
+    let local = orthrus::nix::local::check(&nix).await;
+    let width = 16;
+    match &local {
+        Ok(local) => {
+            for (name, value) in local.report() {
+                println!("{name:<width$} {value}");
+            }
+            println!("{:<width$} {}", "GC roots", orthrus::gc::roots_dir(config).display());
+            println!("{:<width$} builds can run", "verdict");
+            Ok(())
+        }
+        Err(unavailable) => {
+            println!("{:<width$} nothing can be evaluated or built: {unavailable}", "verdict");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `orthrus gc-roots --dry-run | --apply`: what a full update of the GC
+/// roots would do, or doing it (with a sweep of every build for collected
+/// outputs).
+async fn gc_roots_command(config: &Config, apply: bool) -> anyhow::Result<()> {
+    let db = orthrus::server::open_db(config).await?;
+    let nix = orthrus::nix::Nix::new(&config.nix);
+    let setup = orthrus::plugins::RuntimeSetup::from_config(config).await;
+    let plugins = orthrus::plugins::PluginRuntime::start(setup, db.clone(), nix.clone()).await?;
+    let roots = orthrus::gc::GcRoots::new(config, db, nix, plugins);
+    let plan = roots.plan().await.map_err(anyhow::Error::msg)?;
+    let verb = if apply { "" } else { "would " };
+    for path in &plan.add {
+        println!("{verb}add {path}");
+    }
+    for link in &plan.remove {
+        println!("{verb}remove {}", link.display());
+    }
+    if let Some(held) = &plan.removals_held {
+        println!("{held}");
+    }
+    let (added, removed) = if apply { ("added", "removed") } else { ("to add", "to remove") };
+    println!(
+        "{}: {} roots kept, {} {added}, {} {removed}, {} too young to remove",
+        roots.dir().display(),
+        plan.kept,
+        plan.add.len(),
+        plan.remove.len(),
+        plan.young
+    );
+    if apply {
+        roots.apply(&plan).await.map_err(anyhow::Error::msg)?;
+        let mut collected = 0;
+        let mut from = 0;
+        loop {
+            let (next, found) = roots.sweep_collected(from).await.map_err(anyhow::Error::msg)?;
+            collected += found;
+            if next == 0 {
+                break;
+            }
+            from = next;
+        }
+        println!("{collected} builds found with their outputs collected");
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::db::Db;
 use crate::eval::{Evaluator, EvaluatorHandle};
+use crate::gc::GcRoots;
 use crate::inputs::{InputFetcher, LocalFiles};
 use crate::logs::LogStore;
 use crate::machines::Machines;
@@ -20,7 +21,7 @@ use crate::users::throttle::{Limits, LoginThrottle};
 use crate::web::{AppState, router};
 
 pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
-    for dir in [config.data_dir.clone(), config.logs_dir(), config.scratch_dir(), config.gc_roots_dir()] {
+    for dir in [config.data_dir.clone(), config.logs_dir(), config.scratch_dir()] {
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     // Leftovers of evaluations interrupted by a crash.
@@ -33,12 +34,29 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     }
     let config = Arc::new(config);
 
+    // What the local Nix can do, checked and said once before anything
+    // builds; without a Nix that can build, the web still serves.
     let nix = Nix::new(&config.nix);
-    let version = nix.version().await.context(
-        "Nix is needed to evaluate and build: install it (on Debian: apt install nix-bin) or set nix.bin_dir",
-    )?;
-    let machines = Arc::new(Machines::load(nix.clone(), &config).await.map_err(anyhow::Error::msg)?);
-    info!("{version}; {} machines", machines.list().len());
+    let (nix, local_nix) = match crate::nix::local::check(&nix).await {
+        Ok(local) => {
+            for note in &local.notes {
+                tracing::warn!("Nix: {note}");
+            }
+            (nix.with_settings(&local.adjustments), Ok(local))
+        }
+        Err(unavailable) => {
+            tracing::error!("nothing is evaluated or built: {unavailable}");
+            (nix, Err(unavailable))
+        }
+    };
+    let machines = Arc::new(match &local_nix {
+        Ok(local) => Machines::load(nix.clone(), &config, local.local_builds).await.map_err(anyhow::Error::msg)?,
+        Err(_) => Machines::none(nix.clone(), &config),
+    });
+    if let Ok(local) = &local_nix {
+        info!("{}; {} machines", local.version, machines.list().len());
+    }
+    let building = local_nix.is_ok();
 
     let db = open_db(&config).await?;
     if demo {
@@ -53,6 +71,14 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     let plugins = PluginRuntime::start(RuntimeSetup::from_config(&config).await, db.clone(), nix.clone())
         .await
         .context("cannot start the plugin runtime")?;
+    // What the server keeps in the store, so that collecting it is safe.
+    let gc = building.then(|| GcRoots::new(&config, db.clone(), nix.clone(), plugins.clone()));
+    if let Some(gc) = &gc {
+        info!("GC roots kept in {}", gc.dir().display());
+        if let Err(e) = gc.prepare() {
+            tracing::warn!("{e}: what Orthrus builds is not protected from nix-collect-garbage until it can be");
+        }
+    }
     crate::notify::check(&config, &plugins).map_err(anyhow::Error::msg)?;
     let notifier_tasks = crate::notify::start(&config, &db, &plugins, &logs);
     let local = LocalFiles::new(&config.evaluator.allowed_path_roots, &config.private_paths());
@@ -71,7 +97,7 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         machines.clone(),
         metrics.clone(),
     );
-    let queue_task = tokio::spawn(runner.run());
+    let queue_task = building.then(|| tokio::spawn(runner.run()));
     let evaluator_task = Evaluator::new(
         db.clone(),
         nix.clone(),
@@ -80,8 +106,10 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         evaluator.clone(),
         queue.notify(),
         metrics.clone(),
+        gc.clone(),
     );
-    let eval_task = tokio::spawn(evaluator_task.run());
+    let eval_task = building.then(|| tokio::spawn(evaluator_task.run()));
+    let gc_task = gc.clone().map(|gc| tokio::spawn(gc.run()));
     let spec_task = tokio::spawn(
         crate::projects::declarative::SpecApplier {
             db: db.clone(),
@@ -111,6 +139,8 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         releases: Arc::default(),
         plugin_calls: Arc::default(),
         channels: Arc::default(),
+        gc: gc.clone(),
+        nix_problem: local_nix.err().map(|e| Arc::from(e.0)),
         login_throttle: Arc::new(LoginThrottle::new(Limits {
             per_user: config.web.login_failures_per_user,
             per_address: config.web.login_failures_per_address,
@@ -131,8 +161,9 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     .await;
     // Dropping the runner kills the builds it started; they are retried at
     // the next start.
-    queue_task.abort();
-    eval_task.abort();
+    for task in [queue_task, eval_task, gc_task].into_iter().flatten() {
+        task.abort();
+    }
     spec_task.abort();
     watch.abort();
     for task in notifier_tasks {

@@ -19,6 +19,7 @@ mod m20261122_000005_notifications;
 mod m20261122_000006_declarative;
 mod m20261201_000007_confined_results;
 mod m20261202_000008_cache_paths;
+mod m20261202_000009_outputs_collected;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000006_declarative::Migration),
             Box::new(m20261201_000007_confined_results::Migration),
             Box::new(m20261202_000008_cache_paths::Migration),
+            Box::new(m20261202_000009_outputs_collected::Migration),
         ]
     }
 }

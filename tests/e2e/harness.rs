@@ -229,6 +229,13 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub url: String,
     pub config_path: PathBuf,
+    /// More environment for the server and the CLI (`Options::env`).
+    pub env: Vec<(String, String)>,
+    nix_config: Option<String>,
+    serve_args: Vec<String>,
+    run_as: Option<(u32, u32)>,
+    /// The `orthrus` binary run (a copy the other user can reach, for `run_as`).
+    binary: PathBuf,
     child: Option<Child>,
     agent: ureq::Agent,
     /// An API token of the `admin` user, which the plain request methods use.
@@ -260,6 +267,19 @@ pub struct Options {
     pub web_config: String,
     /// More tables at the end of the file.
     pub extra_tables: String,
+    /// The `[gc]` table's lines; `None`: roots in the test's own directory
+    /// (never in the real `/nix/var/nix/gcroots`, which no test collects).
+    pub gc_config: Option<String>,
+    /// More environment for the server and the CLI (a store of the test's
+    /// own, say).
+    pub env: Vec<(String, String)>,
+    /// `NIX_CONFIG` for the server and the CLI; `None`: not set at all, as
+    /// on a newcomer's machine.
+    pub nix_config: Option<String>,
+    /// More arguments for `orthrus serve` (`--demo`).
+    pub serve_args: Vec<String>,
+    /// The user (uid, gid) the server and the CLI run as; `None`: this one.
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl Default for Options {
@@ -270,6 +290,11 @@ impl Default for Options {
             evaluator_config: String::new(),
             web_config: String::new(),
             extra_tables: String::new(),
+            gc_config: None,
+            env: Vec::new(),
+            nix_config: Some(NIX_CONFIG.to_owned()),
+            serve_args: Vec::new(),
+            run_as: None,
         }
     }
 }
@@ -333,6 +358,9 @@ allowed_path_roots = ["{root}"]
 max_jobs = {max_jobs}
 {queue}
 
+[gc]
+{gc}
+
 {extra_tables}
 "#,
             data = dir.path().join("data").display(),
@@ -342,9 +370,24 @@ max_jobs = {max_jobs}
             web = options.web_config,
             extra_tables = options.extra_tables,
             queue = options.queue_config,
+            gc = options
+                .gc_config
+                .clone()
+                .unwrap_or_else(|| format!("roots_dir = \"{}\"", dir.path().join("gcroots").display())),
         );
         let config_path = dir.path().join("orthrus.toml");
         std::fs::write(&config_path, config).unwrap();
+        let mut binary = PathBuf::from(env!("CARGO_BIN_EXE_orthrus"));
+        if let Some((uid, gid)) = options.run_as {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+            std::os::unix::fs::chown(&config_path, Some(uid), Some(gid)).unwrap();
+            // The build tree may be out of the other user's reach.
+            let copy = dir.path().join("orthrus");
+            std::fs::copy(&binary, &copy).unwrap();
+            binary = copy;
+        }
         // A fresh connection per request: a pooled one the server has just
         // closed fails the next request with "peer disconnected" (seen once
         // under a loaded CI), which says nothing about the server.
@@ -360,6 +403,11 @@ max_jobs = {max_jobs}
             url: format!("http://127.0.0.1:{port}"),
             dir,
             config_path,
+            env: options.env.clone(),
+            nix_config: options.nix_config.clone(),
+            serve_args: options.serve_args.clone(),
+            run_as: options.run_as,
+            binary,
             child: None,
             agent,
             admin_token: String::new(),
@@ -371,18 +419,32 @@ max_jobs = {max_jobs}
         server
     }
 
+    /// The environment and user every run of the binary gets.
+    fn set_nix_config(&self, command: &mut Command) {
+        match &self.nix_config {
+            Some(config) => command.env("NIX_CONFIG", config),
+            None => command.env_remove("NIX_CONFIG"),
+        };
+        if let Some((uid, gid)) = self.run_as {
+            use std::os::unix::process::CommandExt;
+            // (std drops root's supplementary groups as it switches.)
+            command.uid(uid).gid(gid).env("HOME", self.dir.path()).env_remove("USER");
+        }
+    }
+
     /// Runs `orthrus ARGS --config …`; returns its output.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_orthrus"));
+        let mut command = Command::new(&self.binary);
         command
             .args(args)
             .arg("--config")
             .arg(&self.config_path)
-            .env("NIX_CONFIG", NIX_CONFIG)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        self.set_nix_config(&mut command);
         let mut child = command.spawn().expect("cannot run orthrus");
         let mut input = child.stdin.take().unwrap();
         input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
@@ -399,17 +461,19 @@ max_jobs = {max_jobs}
 
     fn launch(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_orthrus"));
+        let mut command = Command::new(&self.binary);
         command
             .arg("serve")
+            .args(&self.serve_args)
             .arg("--config")
             .arg(&self.config_path)
-            .env("NIX_CONFIG", NIX_CONFIG)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info,orthrus=debug,sqlx=warn,sea_orm=warn,sea_orm_migration=warn")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        self.set_nix_config(&mut command);
         die_with_parent(&mut command);
         self.child = Some(command.spawn().expect("cannot start orthrus"));
         let deadline = Instant::now() + Duration::from_secs(60);

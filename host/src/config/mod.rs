@@ -36,12 +36,33 @@ pub struct Config {
     pub binary_cache: BinaryCacheConfig,
     pub plugins: PluginsConfig,
     pub mail: MailConfig,
+    pub gc: GcConfig,
     /// Notifier plugins and the events each is told about.
     pub notifiers: Vec<NotifierConfig>,
     /// The file this was read from (absolute), if any: it holds secrets,
     /// so it is kept out of everything a project or plugin can reach.
     #[serde(skip)]
     pub file: Option<PathBuf>,
+}
+
+/// The GC roots of what the server keeps (see `gc/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// The directory of roots; empty: `<Nix state>/gcroots/orthrus` (or
+    /// `per-user/<user>/orthrus` for a server that is not root). It must be
+    /// one Nix scans for roots.
+    pub roots_dir: PathBuf,
+    /// Seconds between full updates (there is one after evaluations too).
+    pub interval_secs: u64,
+    /// Roots younger than this are never removed, in seconds (Hydra's day).
+    pub min_root_age_secs: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig { roots_dir: PathBuf::new(), interval_secs: 3600, min_root_age_secs: 24 * 3600 }
+    }
 }
 
 /// The SMTP relay plugins with the `mail` capability send through.
@@ -381,6 +402,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             mail: MailConfig::default(),
             notifiers: Vec::new(),
+            gc: GcConfig::default(),
             file: None,
         }
     }
@@ -594,6 +616,12 @@ impl Config {
         if self.web.login_window_secs == 0 || self.web.header_timeout_secs == 0 {
             return Err(("web", "login_window_secs and header_timeout_secs must be at least 1".into()));
         }
+        if self.gc.interval_secs == 0 {
+            return Err(("gc.interval_secs", "must be at least 1".into()));
+        }
+        if !self.gc.roots_dir.as_os_str().is_empty() && !self.gc.roots_dir.is_absolute() {
+            return Err(("gc.roots_dir", format!("{} is not an absolute path", self.gc.roots_dir.display())));
+        }
         if self.web.session_days == 0 {
             return Err(("web.session_days", "must be at least 1".into()));
         }
@@ -683,11 +711,6 @@ impl Config {
     /// Compiled plugins, so that each is compiled once.
     pub fn plugin_cache_dir(&self) -> PathBuf {
         self.data_dir.join("plugin-cache")
-    }
-
-    /// GC roots of build outputs Orthrus keeps alive.
-    pub fn gc_roots_dir(&self) -> PathBuf {
-        self.data_dir.join("gcroots")
     }
 }
 

@@ -318,7 +318,9 @@ impl Db {
             .select_only()
             .column(build::Column::Id)
             .filter(build::Column::Finished.eq(true))
-            .filter(build::Column::BuildStatus.eq(0));
+            .filter(build::Column::BuildStatus.eq(0))
+            // A build whose outputs were collected is nothing to deploy.
+            .filter(build::Column::OutputsCollected.eq(false));
         query = match scope {
             BuildScope::All => query,
             BuildScope::Project(project_id) => query.filter(
@@ -706,6 +708,7 @@ impl Db {
             .col_expr(build::Column::StartTime, Expr::value(Option::<i64>::None))
             .col_expr(build::Column::StopTime, Expr::value(Option::<i64>::None))
             .col_expr(build::Column::Timestamp, Expr::value(now()))
+            .col_expr(build::Column::OutputsCollected, Expr::value(false))
             .filter(build::Column::Id.is_in(restarted.iter().copied()))
             .exec(&txn)
             .await?;

@@ -116,6 +116,7 @@ mod tests {
             release_name: None,
             keep: false,
             output_errors: None,
+            outputs_collected: false,
         };
         BuildView {
             build,

@@ -255,6 +255,8 @@ pub mod build {
         /// What was refused or cut of what the build left in its outputs,
         /// one sentence a line.
         pub output_errors: Option<String>,
+        /// Its outputs are gone from the store (collected).
+        pub outputs_collected: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

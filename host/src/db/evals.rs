@@ -505,6 +505,7 @@ impl Db {
             .filter(build::Column::Job.eq(job))
             .filter(build::Column::Finished.eq(true))
             .filter(build::Column::BuildStatus.eq(0))
+            .filter(build::Column::OutputsCollected.eq(false))
             .order_by_desc(build::Column::Id)
             .one(self.read())
             .await?;
@@ -522,6 +523,7 @@ impl Db {
             .filter(build::Column::JobsetId.eq(jobset_id))
             .filter(build::Column::Finished.eq(true))
             .filter(build::Column::BuildStatus.eq(0))
+            .filter(build::Column::OutputsCollected.eq(false))
             .group_by(build::Column::Job)
             .into_tuple()
             .all(self.read())

@@ -20,6 +20,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::Config;
 use crate::db::{Db, DueJobset, Jobset, NewEval, NewEvalInput, Project, SPEC_JOBSET, now, outcome};
 use crate::inputs::{FetchedInput, InputFetcher, build_argument};
+use crate::gc::GcRoots;
 use crate::metrics::Metrics;
 use crate::nix::{Nix, NixValue, StorePath};
 use crate::projects::is_relative_inside;
@@ -51,6 +52,8 @@ pub struct Evaluator {
     queue_wake: Arc<Notify>,
     metrics: Arc<Metrics>,
     use_nix_eval_jobs: bool,
+    /// Roots new evaluations' paths (none where roots cannot be kept).
+    gc: Option<GcRoots>,
 }
 
 impl Evaluator {
@@ -62,9 +65,10 @@ impl Evaluator {
         handle: EvaluatorHandle,
         queue_wake: Arc<Notify>,
         metrics: Arc<Metrics>,
+        gc: Option<GcRoots>,
     ) -> Evaluator {
         let use_nix_eval_jobs = config.evaluator.use_nix_eval_jobs && nix.has_program("nix-eval-jobs");
-        Evaluator { db, nix, fetcher, config, handle, queue_wake, metrics, use_nix_eval_jobs }
+        Evaluator { db, nix, fetcher, config, handle, queue_wake, metrics, use_nix_eval_jobs, gc }
     }
 
     /// Runs until the task is dropped.
@@ -361,7 +365,20 @@ impl Evaluator {
 
     /// Records an evaluation with its builds and wakes the queue runner.
     async fn record(&self, new_eval: NewEval) -> Result<&'static str, String> {
+        // Rooted before the builds are queued, so that a collection while
+        // they build cannot take their outputs or derivations.
+        if let Some(gc) = &self.gc {
+            let paths: Vec<String> = new_eval
+                .jobs
+                .iter()
+                .flat_map(|job| job.outputs.iter().map(|(_, path)| path.clone()).chain([job.drv_path.clone()]))
+                .collect();
+            gc.root(&paths).await;
+        }
         let recorded = self.db.record_eval(&new_eval).await.map_err(|e| e.to_string())?;
+        if let Some(gc) = &self.gc {
+            gc.wake();
+        }
         info!(
             eval = recorded.eval_id,
             jobs = new_eval.jobs.len(),

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
 
 use crate::config::{Config, MachinesConfig};
+use crate::nix::local::LocalBuilds;
 use crate::nix::{Nix, ServeConnection, StorePath};
 pub use spec::{HostKey, MachineAddress, MachineFields, MachineSpec, parse_machines_file};
 pub use step::{StepOutcome, StepRequest, build};
@@ -204,12 +205,14 @@ pub struct Machines {
     /// Connections to the server's own store, to copy closures to and from
     /// remote machines.
     store: Mutex<Vec<ServeConnection>>,
+    /// How the local machine builds (see `nix/local.rs`).
+    pub local_builds: LocalBuilds,
 }
 
 impl Machines {
     /// Reads the machines of the configuration and its files. A bad file at
     /// start is an error; later, a bad edit keeps the machines as they were.
-    pub async fn load(nix: Nix, config: &Config) -> Result<Machines, String> {
+    pub async fn load(nix: Nix, config: &Config, local_builds: LocalBuilds) -> Result<Machines, String> {
         let default_local = if config.machines.local {
             let (systems, features) = match nix.machine_settings().await {
                 Some(settings) => settings,
@@ -226,11 +229,25 @@ impl Machines {
             current: RwLock::new(Arc::new(Vec::new())),
             stamps: Mutex::new(Vec::new()),
             store: Mutex::new(Vec::new()),
+            local_builds,
         };
         let (specs, stamps) = machines.read_specs()?;
         machines.install(specs);
         *machines.stamps.lock().unwrap_or_else(|p| p.into_inner()) = stamps;
         Ok(machines)
+    }
+
+    /// No machine at all: for a server whose Nix cannot build.
+    pub fn none(nix: Nix, config: &Config) -> Machines {
+        Machines {
+            nix,
+            config: config.machines.clone(),
+            default_local: None,
+            current: RwLock::new(Arc::new(Vec::new())),
+            stamps: Mutex::new(Vec::new()),
+            store: Mutex::new(Vec::new()),
+            local_builds: LocalBuilds::Derivations,
+        }
     }
 
     pub fn list(&self) -> Arc<Vec<Arc<Machine>>> {

@@ -17,6 +17,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_LINE: usize = 64 * 1024;
 use crate::db::status;
 use crate::logs::{LogStore, LogWriter};
+use crate::nix::local::LocalBuilds;
 use crate::nix::{
     BasicDerivation, BuildOptions, BuildStatus, Derivation, ServeConnection, ServeError, StorePath, sort_by_references,
 };
@@ -152,10 +153,16 @@ async fn run(
     // The far side enforces the timeouts; this is for a far side that
     // hangs while its SSH connection stays up.
     let deadline = request.timeout.saturating_add(ANSWER_TIMEOUT);
+    let by_path = !remote && machines.local_builds == LocalBuilds::StorePaths;
     let result = {
         let mut sink = |bytes: &[u8]| log.write(bytes);
-        let building =
-            tokio::time::timeout(deadline, connection.build_derivation(&request.drv, &basic, options, &mut sink));
+        let building = tokio::time::timeout(deadline, async {
+            if by_path {
+                connection.build_stored_derivation(&request.drv, options, &mut sink).await
+            } else {
+                connection.build_derivation(&request.drv, &basic, options, &mut sink).await
+            }
+        });
         // The far side enforces the log limit too; this is for one that does not.
         tokio::select! {
             result = building => result,

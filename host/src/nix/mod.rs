@@ -5,16 +5,18 @@
 //! used, with flags that mean the same from Debian's Nix 2.8 to current Nix,
 //! so that no experimental feature has to be switched on.
 
+mod account;
 mod ansi;
 mod binary_cache;
 mod derivation;
 mod expr;
 mod flake;
+pub mod local;
 mod output;
 mod serve;
 mod store_path;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -22,6 +24,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+pub use account::Account;
 pub use ansi::strip_ansi;
 pub use binary_cache::{SigningKey, narinfo};
 pub use derivation::{Derivation, DerivationError, DerivationOutput};
@@ -277,6 +280,41 @@ impl Nix {
         let mut systems = vec![system];
         systems.extend(strings("extra-platforms"));
         Some((systems, strings("system-features")))
+    }
+
+    /// Nix's settings as its calls from here see them (`nix show-config`,
+    /// the operator's `nix.settings` included): name to value, lists
+    /// joined by spaces.
+    pub async fn settings_in_effect(&self) -> Result<BTreeMap<String, String>, NixError> {
+        let mut cmd = self.command("nix");
+        cmd.args(["--extra-experimental-features", "nix-command", "show-config", "--json"]);
+        let what = "nix show-config --json";
+        let out = self.run(cmd, what.into()).await?;
+        let config: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&out)
+            .map_err(|e| NixError::UnexpectedOutput { command: what.into(), detail: e.to_string() })?;
+        Ok(config
+            .into_iter()
+            .map(|(name, setting)| {
+                let value = match &setting["value"] {
+                    serde_json::Value::String(text) => text.clone(),
+                    serde_json::Value::Array(items) => items
+                        .iter()
+                        .map(|item| item.as_str().map(str::to_owned).unwrap_or_else(|| item.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                (name, value)
+            })
+            .collect())
+    }
+
+    /// This handle with more settings for every call (the adjustments of
+    /// [`local::check`]).
+    pub fn with_settings(mut self, settings: &[(String, String)]) -> Nix {
+        self.settings.extend(settings.iter().cloned());
+        self
     }
 
     /// The system type this machine builds natively (`builtins.currentSystem`).

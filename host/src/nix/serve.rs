@@ -34,6 +34,7 @@ const CLIENT_VERSION: u64 = 0x207;
 const QUERY_VALID_PATHS: u64 = 1;
 const QUERY_PATH_INFOS: u64 = 2;
 const DUMP_STORE_PATH: u64 = 3;
+const BUILD_PATHS: u64 = 6;
 const BUILD_DERIVATION: u64 = 8;
 const ADD_TO_STORE_NAR: u64 = 9;
 
@@ -108,6 +109,39 @@ pub struct BuildResult {
     pub times_built: u64,
     pub start_time: u64,
     pub stop_time: u64,
+}
+
+/// What Nix's exit status after building says: 100 and up is a build
+/// failure, plus 1 for a timeout, 2 for a hash mismatch, 4 for a
+/// different result when checked; anything else failed before building.
+fn status_of_exit_code(code: u64) -> BuildStatus {
+    match code.checked_sub(100) {
+        Some(bits @ 0..=7) if bits & 1 != 0 => BuildStatus::TimedOut,
+        Some(bits @ 0..=7) if bits & 4 != 0 => BuildStatus::NotDeterministic,
+        Some(0..=7) => BuildStatus::PermanentFailure,
+        _ => BuildStatus::MiscFailure,
+    }
+}
+
+/// What Nix's message says when its exit status does not: through a daemon,
+/// a build failure comes back as status 1 with the daemon's message.
+fn status_of_message(message: &str) -> BuildStatus {
+    const FAILED: &[&str] = &[
+        "failed with exit code",
+        "failed due to signal",
+        "builder failed",
+        "hash mismatch in fixed-output derivation",
+        "dependencies couldn't be built",
+    ];
+    if message.contains("timed out after") {
+        BuildStatus::TimedOut
+    } else if message.contains("may not be deterministic") {
+        BuildStatus::NotDeterministic
+    } else if FAILED.iter().any(|words| message.contains(words)) {
+        BuildStatus::PermanentFailure
+    } else {
+        BuildStatus::MiscFailure
+    }
 }
 
 /// Nix's `BuildResult::Status`.
@@ -409,6 +443,54 @@ impl ServeConnection {
                 self.read_bytes(log).await?;
                 self.read_bytes(log).await?;
             }
+        }
+        Ok(result)
+    }
+
+    /// Builds a derivation that is in the far side's store, by its path:
+    /// all that a user the Nix daemon does not trust may ask for (a whole
+    /// derivation sent over needs trust). Only an exit status and a
+    /// message come back, no times.
+    pub async fn build_stored_derivation(
+        &mut self,
+        drv_path: &StorePath,
+        options: BuildOptions,
+        log: StderrSink<'_>,
+    ) -> Result<BuildResult, ServeError> {
+        self.guarded(async |this| this.build_stored_derivation_unguarded(drv_path, options, log).await).await
+    }
+
+    async fn build_stored_derivation_unguarded(
+        &mut self,
+        drv_path: &StorePath,
+        options: BuildOptions,
+        log: StderrSink<'_>,
+    ) -> Result<BuildResult, ServeError> {
+        self.write_u64(BUILD_PATHS).await?;
+        self.write_u64(1).await?;
+        self.write_str(drv_path.as_str()).await?;
+        self.write_u64(options.max_silent.as_secs()).await?;
+        self.write_u64(options.timeout.as_secs()).await?;
+        if self.minor >= 2 {
+            self.write_u64(options.max_log_size).await?;
+        }
+        if self.minor >= 3 {
+            self.write_u64(0).await?; // repeats
+            self.write_u64(0).await?; // enforce determinism
+        }
+        if self.minor >= 7 {
+            self.write_u64(0).await?; // keep failed
+        }
+        self.flush().await?;
+        let code = self.read_u64(log).await?;
+        let mut result = BuildResult { status: BuildStatus::Built, error_msg: String::new(), times_built: 1, start_time: 0, stop_time: 0 };
+        if code != 0 {
+            result.error_msg = super::strip_ansi(&String::from_utf8_lossy(&self.read_bytes(log).await?));
+            result.status = match status_of_exit_code(code) {
+                BuildStatus::MiscFailure => status_of_message(&result.error_msg),
+                status => status,
+            };
+            result.times_built = 0;
         }
         Ok(result)
     }
@@ -892,6 +974,48 @@ mod tests {
         assert!(tokio::time::timeout(Duration::from_millis(300), building).await.is_err());
         assert!(connection.is_closed(), "a connection cut off mid-build must not be reused");
         assert!(connection.query_valid_paths(&[]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn builds_a_derivation_of_the_store_by_its_path_as_an_untrusted_user_may() {
+        let nix = nix();
+        let mut connection = nix.serve_local().await.unwrap();
+        // Its dependency is built along with it, by the far side's store.
+        let drv_path = instantiate("echo stored derivation built; /bin/cat $dep > $out", "");
+        let mut log = Vec::new();
+        let result = connection
+            .build_stored_derivation(&drv_path, options(60), &mut |b| log.extend_from_slice(b))
+            .await
+            .unwrap();
+        assert_eq!(result.status, BuildStatus::Built, "{result:?}");
+        assert!(String::from_utf8_lossy(&log).contains("stored derivation built"), "{}", String::from_utf8_lossy(&log));
+        let out = nix.read_derivation(&drv_path).await.unwrap().outputs["out"].path.clone().unwrap();
+        assert!(connection.query_valid_paths(std::slice::from_ref(&out)).await.unwrap().contains(&out));
+
+        let failing = instantiate("echo about to fail; exit 3", "");
+        let result = connection.build_stored_derivation(&failing, options(60), &mut |_| {}).await.unwrap();
+        assert_eq!(result.status, BuildStatus::PermanentFailure, "{result:?}");
+        assert!(result.error_msg.contains("failed"), "{}", result.error_msg);
+        let slow = instantiate("/bin/sleep 30", "");
+        let result = connection.build_stored_derivation(&slow, options(1), &mut |_| {}).await.unwrap();
+        assert_eq!(result.status, BuildStatus::TimedOut, "{result:?}");
+        assert!(!connection.is_closed());
+    }
+
+    #[test]
+    fn exit_codes_of_builds_say_how_they_failed() {
+        assert_eq!(status_of_exit_code(100), BuildStatus::PermanentFailure);
+        assert_eq!(status_of_exit_code(101), BuildStatus::TimedOut);
+        assert_eq!(status_of_exit_code(102), BuildStatus::PermanentFailure);
+        assert_eq!(status_of_exit_code(104), BuildStatus::NotDeterministic);
+        assert_eq!(status_of_exit_code(1), BuildStatus::MiscFailure);
+        // Through a daemon, the message says it.
+        let failed = "error: builder for '/nix/store/x-broken.drv' failed with exit code 3;\n last 1 log lines:";
+        assert_eq!(status_of_message(failed), BuildStatus::PermanentFailure);
+        let newer = "error: Cannot build '/nix/store/x-broken.drv'.\n Reason: builder failed with exit code 3.";
+        assert_eq!(status_of_message(newer), BuildStatus::PermanentFailure);
+        assert_eq!(status_of_message("error: building of '/nix/store/x.drv' timed out after 1 seconds"), BuildStatus::TimedOut);
+        assert_eq!(status_of_message("error: cannot connect to socket"), BuildStatus::MiscFailure);
     }
 
     #[tokio::test]

@@ -34,7 +34,7 @@ use crate::machines::{Machine, Machines, StepOutcome, StepRequest};
 use crate::metrics::Metrics;
 use crate::nix::{Nix, StorePath};
 use graph::{Graph, StepState, TrackedBuild};
-pub use results::{BuildResults, read_build_results};
+pub use results::{BuildResults, ProductLine, parse_metric_line, read_build_results};
 use scheduler::{JobsetId, MachineLoad, Runnable};
 use shares::Shares;
 

@@ -279,16 +279,17 @@ impl Reader<'_> {
 
 /// `type subtype path [defaultPath]`, where path may be double-quoted.
 #[derive(Debug, PartialEq, Eq)]
-struct ProductLine<'a> {
-    kind: &'a str,
-    subtype: &'a str,
-    path: &'a str,
-    default_path: &'a str,
+pub struct ProductLine<'a> {
+    pub kind: &'a str,
+    pub subtype: &'a str,
+    pub path: &'a str,
+    /// A relative path of plain names inside the product (never `..`).
+    pub default_path: &'a str,
 }
 
 impl<'a> ProductLine<'a> {
     /// A line that does not have this shape is skipped, as Hydra skips it.
-    fn parse(line: &'a str) -> Option<ProductLine<'a>> {
+    pub fn parse(line: &'a str) -> Option<ProductLine<'a>> {
         let line = line.trim();
         let (kind, rest) = line.split_once(char::is_whitespace)?;
         let rest = rest.trim_start();
@@ -360,7 +361,7 @@ fn measure_file(root: &Confined, path: &Path) -> Result<(i64, String), String> {
 }
 
 /// `name value [unit]`.
-fn parse_metric_line(line: &str) -> Option<NewMetric> {
+pub fn parse_metric_line(line: &str) -> Option<NewMetric> {
     let mut fields = line.split_whitespace();
     let name = fields.next()?;
     let value: f64 = fields.next()?.parse().ok()?;

@@ -244,12 +244,32 @@ async fn live_log(state: &AppState, drv: &str, busy: bool) -> ApiResult<Response
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
-/// `restart`, `cancel`, `bump`: act, then 302 to the build.
 /// The project a build belongs to, for rights.
 async fn project_of(state: &AppState, view: &BuildView) -> ApiResult<crate::db::Project> {
     super::find_project(state, &view.project).await
 }
 
+/// A build whose derivation was garbage-collected cannot be built again:
+/// say so rather than queue a build that aborts.
+async fn check_derivation_present(state: &AppState, view: &BuildView) -> ApiResult<()> {
+    let Ok(drv) = crate::nix::StorePath::parse(&view.build.drv_path) else {
+        return Ok(());
+    };
+    let invalid = state.nix.invalid_paths(std::slice::from_ref(&drv)).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    if invalid.contains(&drv) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            format!(
+                "build {} cannot be built again: its derivation {drv} was garbage-collected too; \
+                 the next evaluation of its jobset that has this job builds it again",
+                view.build.id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `restart`, `cancel`, `bump`: act, then 302 to the build.
 pub async fn action(
     State(state): State<AppState>,
     caller: Caller,
@@ -268,6 +288,10 @@ pub async fn action(
             if !view.build.finished {
                 return Err(ApiError::bad_request(format!("build {id} is not finished, so it cannot be restarted")));
             }
+            check_derivation_present(&state, &view).await?;
+            // Rooted now, not at the next full update: a collection meanwhile
+            // would take the derivation the build needs.
+            root_build(&state, &view, true).await;
             state.db.restart_builds(&[id]).await?;
         }
         "cancel" => {
@@ -304,7 +328,23 @@ pub async fn keep(
         }
     };
     state.db.set_keep(id, keep).await?;
+    if keep {
+        root_build(&state, &view, false).await;
+    } else if let Some(gc) = &state.gc {
+        gc.wake();
+    }
     Ok(redirect(&state, &format!("/build/{id}")))
+}
+
+/// Roots a build's outputs (and derivation) at once.
+async fn root_build(state: &AppState, view: &BuildView, with_derivation: bool) {
+    if let Some(gc) = &state.gc {
+        let mut paths: Vec<String> = view.outputs.iter().map(|(_, path)| path.clone()).collect();
+        if with_derivation {
+            paths.push(view.build.drv_path.clone());
+        }
+        gc.root(&paths).await;
+    }
 }
 
 /// `/build/N/download/NR[/PATH]`: a product's file (or a file inside a

@@ -15,10 +15,9 @@ use super::{ApiError, ApiResult, AppState};
 use crate::nix::{StorePath, narinfo};
 
 /// Hydra's cache priority: below cache.nixos.org's 40, above local ones.
-const CACHE_INFO: &str = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
-
 pub async fn cache_info() -> Response {
-    ([(header::CONTENT_TYPE, "text/x-nix-cache-info")], CACHE_INFO).into_response()
+    let info = format!("StoreDir: {}\nWantMassQuery: 1\nPriority: 30\n", crate::nix::store_dir());
+    ([(header::CONTENT_TYPE, "text/x-nix-cache-info")], info).into_response()
 }
 
 /// The valid store path with this hash part, if it may be served.

@@ -180,6 +180,7 @@ pub fn build(view: &BuildView) -> Value {
         "ischannel": int_bool(b.is_channel),
         "keep": int_bool(b.keep),
         "outputerrors": b.output_errors.as_deref().map(|e| e.lines().collect::<Vec<_>>()).unwrap_or_default(),
+        "outputs_collected": b.outputs_collected,
     })
 }
 

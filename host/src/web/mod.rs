@@ -67,6 +67,11 @@ pub struct AppState {
     pub plugin_calls: Arc<PluginCalls>,
     /// Channel tarballs, made once per evaluation.
     pub channels: Arc<channel::ChannelCache>,
+    /// The GC roots, for builds kept or restarted (none where they cannot
+    /// be kept).
+    pub gc: Option<crate::gc::GcRoots>,
+    /// Why nothing is evaluated or built (no usable Nix), in one sentence.
+    pub nix_problem: Option<Arc<str>>,
 }
 
 /// Plugin calls made while answering a request, bounded so that a flood of

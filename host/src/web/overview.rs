@@ -124,6 +124,13 @@ pub async fn queue(State(state): State<AppState>, Query(query): Query<QueueQuery
 /// `/status`: the steps running now (Hydra's array of steps), each with
 /// the state of the machine it runs on.
 pub async fn status(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    // Hydra's shape has no room for it: the refusal says it.
+    if let Some(problem) = &state.nix_problem {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("nothing is evaluated or built here: {problem}"),
+        ));
+    }
     let steps = state.db.running_steps().await?;
     let views = state.machines.views();
     Ok(Json(Value::Array(

@@ -135,6 +135,7 @@ pub async fn status(State(state): State<AppState>, caller: Caller) -> Response {
         let now = crate::db::now();
         let machines = state.machines.views();
         let body = html! {
+            (super::pages::nix_problem(&state))
             p { (running.len()) " steps running; " a href="/queue" { (queued) " builds queued" } "." }
             @for machine in &machines {
                 @let steps: Vec<_> = running.iter().filter(|s| s.step.machine == machine.spec.name).collect();

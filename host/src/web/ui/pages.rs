@@ -391,6 +391,7 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
             None
         };
         let body = html! {
+            (nix_problem(&state))
             p { @if !b.finished && steps.iter().any(|s| s.busy) { span.badge.queued { "running" } }
                 @else { (status_badge(b.finished, b.build_status)) }
                 @if b.is_cached_build == Some(true) { " " span.muted { "(cached: its outputs were already in the store)" } } }
@@ -420,6 +421,9 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
                 }
             }
             h2 { "Outputs" }
+            @if b.outputs_collected {
+                p.error { "Its outputs were collected from the store (garbage-collected): restart it to build them again." }
+            }
             div.scroll { table { tbody { @for (name, path) in &view.outputs { tr { td { (name) } td { code { (path) } } } } } } }
             @if let Some(tail) = &failed_log_tail {
                 h2 { "The end of its log" }
@@ -706,6 +710,16 @@ pub fn login_form() -> Markup {
             label { "User name" input type="text" name="username" autocomplete="username" required; }
             label { "Password" input type="password" name="password" autocomplete="current-password" required; }
             button type="submit" { "Log in" }
+        }
+    }
+}
+
+/// Why nothing is built on this server, when its Nix cannot build: on the
+/// pages of builds and of the status.
+pub fn nix_problem(state: &AppState) -> Markup {
+    html! {
+        @if let Some(problem) = &state.nix_problem {
+            p.error.nix-problem { "Nothing is evaluated or built here: " (problem) "." }
         }
     }
 }
