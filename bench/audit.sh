@@ -9,9 +9,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 db=${ADVISORY_DB:?set ADVISORY_DB to a checkout of github.com/rustsec/advisory-db}
 command -v cargo-audit >/dev/null 2>&1 || cargo install cargo-audit --locked
+# Advisories weighed and accepted, each with its reason:
+# - RUSTSEC-2023-0071 (rsa, Marvin timing side channel, no fixed release):
+#   russh always links rsa; Orthrus is only an SSH client, to machines its
+#   operator lists, and signs with an RSA key only where the operator gave
+#   one (ed25519 keys avoid it). Exploiting it needs precise timing of many
+#   private-key operations by the far side.
+accepted=(--ignore RUSTSEC-2023-0071)
 status=0
-for lock in Cargo.lock tests/plugins/Cargo.lock; do
+for lock in Cargo.lock tests/plugins/Cargo.lock host/fuzz/Cargo.lock; do
     echo "== $lock"
-    cargo audit --db "$db" --no-fetch --file "$lock" || status=$?
+    cargo audit --db "$db" --no-fetch "${accepted[@]}" --file "$lock" || status=$?
 done
 exit $status

@@ -290,27 +290,51 @@ async fn user_command(db: &Db, command: UserCommand) -> anyhow::Result<()> {
 async fn doctor(config: &orthrus::config::Config) -> anyhow::Result<()> {
     let nix = orthrus::nix::Nix::new(&config.nix);
     let local = orthrus::nix::local::check(&nix).await;
-    let width = 16;
-    match &local {
-        Ok(local) => {
-            for (name, value) in local.report() {
-                println!("{name:<width$} {value}");
-            }
-            println!("{:<width$} {}", "GC roots", orthrus::gc::roots_dir(config).display());
-            println!("{:<width$} builds can run", "verdict");
-            Ok(())
-        }
-        Err(unavailable) => {
-            println!("{:<width$} nothing can be evaluated or built: {unavailable}", "verdict");
-            std::process::exit(1);
-        }
+    let mut lines = match &local {
+        Ok(local) => local.report(),
+        Err(_) => Vec::new(),
+    };
+    if local.is_ok() {
+        let dir = orthrus::gc::roots_dir(config);
+        let state = match roots_writable(&dir) {
+            Ok(()) => String::new(),
+            Err(e) => format!(" (cannot be written: {e}; builds run, but nix-collect-garbage may take them)"),
+        };
+        lines.push(("GC roots".into(), format!("{}{state}", dir.display())));
     }
+    let verdict = match &local {
+        Ok(_) => "builds can run".to_owned(),
+        Err(unavailable) => format!("nothing can be evaluated or built: {unavailable}"),
+    };
+    lines.push(("verdict".into(), verdict));
+    let width = lines.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    for (name, value) in &lines {
+        println!("{name:<width$}  {value}");
+    }
+    if local.is_err() {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// `orthrus gc-roots --dry-run | --apply`: what a full update of the GC
 /// roots would do, or doing it (with a sweep of every build for collected
 /// outputs).
 async fn gc_roots_command(config: &Config, apply: bool) -> anyhow::Result<()> {
+    // The default directory depends on who runs this: say so when it is
+    // not who owns the server's data.
+    if let Ok(metadata) = std::fs::metadata(&config.data_dir) {
+        use std::os::unix::fs::MetadataExt;
+        let me = orthrus::nix::Account::current();
+        if metadata.uid() != me.uid && config.gc.roots_dir.as_os_str().is_empty() {
+            eprintln!(
+                "warning: {} belongs to uid {}, not to {}: the server's roots may be elsewhere (set gc.roots_dir)",
+                config.data_dir.display(),
+                metadata.uid(),
+                me.name
+            );
+        }
+    }
     let db = orthrus::server::open_db(config).await?;
     let nix = orthrus::nix::Nix::new(&config.nix);
     let setup = orthrus::plugins::RuntimeSetup::from_config(config).await;
@@ -324,31 +348,37 @@ async fn gc_roots_command(config: &Config, apply: bool) -> anyhow::Result<()> {
     for link in &plan.remove {
         println!("{verb}remove {}", link.display());
     }
-    if let Some(held) = &plan.removals_held {
-        println!("{held}");
+    for problem in &plan.problems {
+        println!("{problem}: the roots of its project's builds stay");
     }
     let (added, removed) = if apply { ("added", "removed") } else { ("to add", "to remove") };
+    let mut removed_count = plan.remove.len();
+    if apply {
+        removed_count = roots.apply(&plan).await.map_err(anyhow::Error::msg)?;
+    }
     println!(
-        "{}: {} roots kept, {} {added}, {} {removed}, {} too young to remove",
+        "{}: {} roots kept, {} {added}, {removed_count} {removed}, {} too young to remove, {} held back, {} not made by Orthrus",
         roots.dir().display(),
         plan.kept,
         plan.add.len(),
-        plan.remove.len(),
-        plan.young
+        plan.young,
+        plan.held,
+        plan.foreign
     );
     if apply {
-        roots.apply(&plan).await.map_err(anyhow::Error::msg)?;
-        let mut collected = 0;
-        let mut from = 0;
-        loop {
-            let (next, found) = roots.sweep_collected(from).await.map_err(anyhow::Error::msg)?;
-            collected += found;
-            if next == 0 {
-                break;
-            }
-            from = next;
-        }
+        let (_, collected) =
+            roots.sweep_collected(None, &plan.wanted, std::time::Duration::MAX).await.map_err(anyhow::Error::msg)?;
         println!("{collected} builds found with their outputs collected");
     }
     Ok(())
+}
+
+/// Whether the roots directory (or, while it is missing, the nearest
+/// directory above it) may be written by this user.
+fn roots_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    let existing = dir.ancestors().find(|d| d.exists()).unwrap_or(dir);
+    let path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::access(path.as_ptr(), libc::W_OK) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }

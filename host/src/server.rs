@@ -75,6 +75,12 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     let gc = building.then(|| GcRoots::new(&config, db.clone(), nix.clone(), plugins.clone()));
     if let Some(gc) = &gc {
         info!("GC roots kept in {}", gc.dir().display());
+        if config.gc.min_root_age_secs < 300 {
+            tracing::warn!(
+                "gc.min_root_age_secs is {}: a root made while an update runs may be removed before it is recorded",
+                config.gc.min_root_age_secs
+            );
+        }
         if let Err(e) = gc.prepare() {
             tracing::warn!("{e}: what Orthrus builds is not protected from nix-collect-garbage until it can be");
         }
@@ -106,8 +112,8 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         evaluator.clone(),
         queue.notify(),
         metrics.clone(),
-        gc.clone(),
-    );
+    )
+    .with_gc_roots(gc.clone());
     let eval_task = building.then(|| tokio::spawn(evaluator_task.run()));
     let gc_task = gc.clone().map(|gc| tokio::spawn(gc.run()));
     let spec_task = tokio::spawn(
@@ -140,7 +146,7 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         plugin_calls: Arc::default(),
         channels: Arc::default(),
         gc: gc.clone(),
-        nix_problem: local_nix.err().map(|e| Arc::from(e.0)),
+        nix_problem: local_nix.err().map(|e| Arc::from(e.sentence)),
         login_throttle: Arc::new(LoginThrottle::new(Limits {
             per_user: config.web.login_failures_per_user,
             per_address: config.web.login_failures_per_address,

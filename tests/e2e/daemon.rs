@@ -88,10 +88,17 @@ fn untrusted_user_builds_through_the_daemon() {
         &format!(
             "{{ nonce }}:\nlet {MK}\nin rec {{\n  dep = mk \"dep\" \"echo dependency > $out\";\n  \
              app = mk \"app\" \"echo building app; cat ${{dep}} > $out\";\n  \
-             broken = mk \"broken\" \"echo about to fail; exit 3\";\n}}\n"
+             broken = mk \"broken\" \"echo about to fail; exit 3\";\n  \
+             slow = mk \"slow\" \"echo started; sleep 60; echo > $out\" // {{ meta.timeout = 2; }};\n}}\n"
         ),
     );
-    server.create_jobset("daemon", "main", &src, "release.nix", json!({ "nonce": { "type": "string", "value": nonce() } }));
+    server.create_jobset(
+        "daemon",
+        "main",
+        &src,
+        "release.nix",
+        json!({ "nonce": { "type": "string", "value": nonce() } }),
+    );
     let eval = server.wait_for_evals("daemon", "main", 1);
     let builds = server.wait_for_eval_builds(eval["id"].as_i64().unwrap());
     for job in ["dep", "app"] {
@@ -102,6 +109,9 @@ fn untrusted_user_builds_through_the_daemon() {
     }
     let steps = server.get_json(&format!("/build/{}/steps", builds["broken"]["id"]));
     assert_eq!(builds["broken"]["buildstatus"], 1, "{}: {steps}", builds["broken"]);
+    // The daemon takes no time limit from an untrusted user: the server
+    // keeps it, and stops the build.
+    assert_eq!(builds["slow"]["buildstatus"], 7, "{}", builds["slow"]);
     let app = builds["app"]["id"].as_i64().unwrap();
     let log = server.get(&format!("/build/{app}/log/raw"));
     assert!(log.body.contains("building app"), "{}", log.body);

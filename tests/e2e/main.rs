@@ -6,8 +6,8 @@ mod harness;
 
 mod api;
 mod cache;
-mod declarative;
 mod daemon;
+mod declarative;
 mod deploy;
 mod events;
 mod failures;

@@ -1,5 +1,6 @@
 //! The serve protocol's reader: what a build machine (perhaps hostile)
-//! answers, byte for byte, to the greeting, a path-info query and a build.
+//! answers, byte for byte, to the greeting, a path-info query and builds
+//! (of a derivation sent whole, then of one in its store).
 #![no_main]
 
 use std::pin::Pin;
@@ -48,5 +49,6 @@ fuzz_target!(|data: &[u8]| {
         let basic = BasicDerivation::new(&drv, []);
         let options = BuildOptions { max_silent: Duration::from_secs(1), timeout: Duration::from_secs(1), max_log_size: 1 << 20 };
         let _ = connection.build_derivation(&drv_path, &basic, options, &mut |_| {}).await;
+        let _ = connection.build_stored_derivation(&drv_path, options, &mut |_| {}).await;
     });
 });

@@ -605,6 +605,8 @@ impl Db {
                     Func::coalesce([Expr::col(build::Column::StartTime), Expr::val(result.start_time)]).into(),
                 )
                 .col_expr(build::Column::StopTime, Expr::value(result.stop_time))
+                // Its outputs are in the store again (or for the first time).
+                .col_expr(build::Column::OutputsCollected, Expr::value(false))
                 .col_expr(build::Column::Size, Expr::value(result.size))
                 .col_expr(build::Column::ClosureSize, Expr::value(result.closure_size))
                 .col_expr(build::Column::ReleaseName, Expr::value(result.release_name.clone()))

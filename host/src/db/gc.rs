@@ -4,7 +4,7 @@
 //! newest successful build of every job of those; and whether a build's
 //! outputs were collected.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{ColumnTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -89,7 +89,12 @@ impl Db {
         for chunk in ids.chunks(INSERT_CHUNK) {
             let rows: Vec<(i64, bool, Option<i32>, String)> = build::Entity::find()
                 .select_only()
-                .columns([build::Column::Id, build::Column::Finished, build::Column::BuildStatus, build::Column::DrvPath])
+                .columns([
+                    build::Column::Id,
+                    build::Column::Finished,
+                    build::Column::BuildStatus,
+                    build::Column::DrvPath,
+                ])
                 .filter(build::Column::Id.is_in(chunk.iter().copied()))
                 .into_tuple()
                 .all(self.read())
@@ -199,21 +204,24 @@ impl Db {
         Ok(newest)
     }
 
-    /// Successful builds (or failed with output) after `after`, in id
-    /// order, not yet known to be collected: (id, output paths).
-    pub async fn builds_with_outputs_after(&self, after: i64, limit: u64) -> DbResult<Vec<(i64, Vec<String>)>> {
-        let ids: Vec<i64> = build::Entity::find()
+    /// Finished builds with outputs (successes, failures with output)
+    /// below `before` (all when `None`), newest first, not yet known to be
+    /// collected: (id, output paths).
+    pub async fn builds_with_outputs_before(
+        &self,
+        before: Option<i64>,
+        limit: u64,
+    ) -> DbResult<Vec<(i64, Vec<String>)>> {
+        let mut query = build::Entity::find()
             .select_only()
             .column(build::Column::Id)
-            .filter(build::Column::Id.gt(after))
             .filter(build::Column::Finished.eq(true))
             .filter(build::Column::BuildStatus.is_in([status::SUCCESS, status::FAILED_WITH_OUTPUT]))
-            .filter(build::Column::OutputsCollected.eq(false))
-            .order_by_asc(build::Column::Id)
-            .limit(limit)
-            .into_tuple()
-            .all(self.read())
-            .await?;
+            .filter(build::Column::OutputsCollected.eq(false));
+        if let Some(before) = before {
+            query = query.filter(build::Column::Id.lt(before));
+        }
+        let ids: Vec<i64> = query.order_by_desc(build::Column::Id).limit(limit).into_tuple().all(self.read()).await?;
         let mut outputs = self.outputs_of(&ids).await?;
         Ok(ids
             .into_iter()
@@ -221,17 +229,74 @@ impl Db {
             .collect())
     }
 
-    /// Marks builds whose outputs are gone from the store.
+    /// Marks builds whose outputs are gone from the store — unless they were
+    /// restarted since they were looked at.
     pub async fn set_outputs_collected(&self, ids: &[i64]) -> DbResult<()> {
         for chunk in ids.chunks(INSERT_CHUNK) {
             build::Entity::update_many()
                 .col_expr(build::Column::OutputsCollected, Expr::value(true))
                 .filter(build::Column::Id.is_in(chunk.iter().copied()))
+                .filter(build::Column::Finished.eq(true))
+                .filter(build::Column::OutputsCollected.eq(false))
                 .exec(self.write())
                 .await?;
         }
         self.builds.invalidate(ids.iter().copied());
         Ok(())
+    }
+
+    /// Of `paths` (outputs or derivations), those of builds of these
+    /// projects.
+    pub async fn project_paths_among(&self, projects: &[i64], paths: &[String]) -> DbResult<HashSet<String>> {
+        let jobsets: Vec<i64> = jobset::Entity::find()
+            .select_only()
+            .column(jobset::Column::Id)
+            .filter(jobset::Column::ProjectId.is_in(projects.iter().copied()))
+            .into_tuple()
+            .all(self.read())
+            .await?;
+        let mut found = HashSet::new();
+        if jobsets.is_empty() {
+            return Ok(found);
+        }
+        for chunk in paths.chunks(INSERT_CHUNK) {
+            let outputs: Vec<String> = build_output::Entity::find()
+                .select_only()
+                .column(build_output::Column::Path)
+                .inner_join(build::Entity)
+                .filter(build::Column::JobsetId.is_in(jobsets.iter().copied()))
+                .filter(build_output::Column::Path.is_in(chunk.iter().cloned()))
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            let derivations: Vec<String> = build::Entity::find()
+                .select_only()
+                .column(build::Column::DrvPath)
+                .filter(build::Column::JobsetId.is_in(jobsets.iter().copied()))
+                .filter(build::Column::DrvPath.is_in(chunk.iter().cloned()))
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            found.extend(outputs);
+            found.extend(derivations);
+        }
+        Ok(found)
+    }
+
+    /// The derivation of each of these builds.
+    pub async fn drv_paths_of(&self, ids: &[i64]) -> DbResult<Vec<(i64, String)>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let rows: Vec<(i64, String)> = build::Entity::find()
+                .select_only()
+                .columns([build::Column::Id, build::Column::DrvPath])
+                .filter(build::Column::Id.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            found.extend(rows);
+        }
+        Ok(found)
     }
 
     /// Every output path of the given builds.
@@ -248,5 +313,140 @@ impl Db {
             paths.extend(rows);
         }
         Ok(paths)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{Expect, FinishedBuild, JobsetSettings, NewEval, NewJob, ProjectSettings};
+
+    fn job(name: &str, nonce: &str) -> NewJob {
+        let hash =
+            format!("{:0>32}", format!("{name}{nonce}").chars().filter(|c| c.is_ascii_digit()).collect::<String>());
+        let hash: String = hash.chars().rev().take(32).collect();
+        let store = crate::nix::store_dir();
+        NewJob {
+            name: name.into(),
+            nix_name: format!("{name}-{nonce}"),
+            drv_path: format!("{store}/{hash}-{name}-{nonce}.drv"),
+            system: "x86_64-linux".into(),
+            outputs: vec![("out".into(), format!("{store}/{hash}-{name}-{nonce}"))],
+            description: None,
+            license: None,
+            homepage: None,
+            maintainers: None,
+            scheduling_priority: 100,
+            timeout: 3600,
+            max_silent: 3600,
+            is_channel: false,
+            constituents: None,
+        }
+    }
+
+    async fn eval(db: &Db, jobset_id: i64, started: i64, jobs: Vec<NewJob>) -> Vec<i64> {
+        let eval = NewEval {
+            jobset_id,
+            started,
+            hash: format!("h{started}"),
+            flake: None,
+            checkout_time: 0,
+            eval_time: 0,
+            inputs: Vec::new(),
+            jobs,
+            errors: Vec::new(),
+        };
+        db.record_eval(&eval).await.unwrap().new_builds
+    }
+
+    async fn finish(db: &Db, id: i64, status: i32) {
+        let result = FinishedBuild {
+            id,
+            status,
+            is_cached: false,
+            start_time: 1,
+            stop_time: 2,
+            size: None,
+            closure_size: None,
+            release_name: None,
+            products: Vec::new(),
+            metrics: Vec::new(),
+            output_errors: Vec::new(),
+        };
+        db.finish_builds(&[result]).await.unwrap();
+    }
+
+    /// Hydra's rules, case by case: the newest `keepnr` finished
+    /// evaluations with new builds and every unfinished one; the newest
+    /// success of their jobs; builds marked keep; release members; and
+    /// nothing of a jobset disabled and hidden for over a week.
+    #[tokio::test]
+    async fn kept_builds_follow_hydras_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&format!("sqlite://{}", dir.path().join("db.sqlite").display())).await.unwrap();
+        let (project, _) = db.save_project("p", &ProjectSettings::new("p"), Expect::Anything).await.unwrap();
+        let kept_two = JobsetSettings { keep_nr: 2, ..JobsetSettings::new("main") };
+        let (main, _) = db.save_jobset(&project, "main", &kept_two, Expect::Anything).await.unwrap();
+        let forgotten = JobsetSettings { keep_nr: 5, enabled: 0, hidden: true, ..JobsetSettings::new("old") };
+        let (old, _) = db.save_jobset(&project, "old", &forgotten, Expect::Anything).await.unwrap();
+
+        let e1 = eval(&db, main.id, 10, vec![job("x", "1")]).await;
+        let e2 = eval(&db, main.id, 20, vec![job("f", "2"), job("x", "2")]).await;
+        let e3 = eval(&db, main.id, 30, vec![job("x", "3")]).await;
+        let e4 = eval(&db, main.id, 40, vec![job("x", "4")]).await;
+        let (x1, x2, f2, x3, x4) = (e1[0], e2[1], e2[0], e3[0], e4[0]);
+        for id in [x1, x2, x3] {
+            finish(&db, id, status::SUCCESS).await;
+        }
+        finish(&db, f2, status::FAILED).await;
+        // x4 stays queued. x1 is kept by hand.
+        db.set_keep(x1, true).await.unwrap();
+        // The forgotten jobset built y, which a release names, and z.
+        let y = eval(&db, old.id, 1, vec![job("y", "1")]).await[0];
+        finish(&db, y, status::SUCCESS).await;
+        let z = eval(&db, old.id, 2, vec![job("z", "1")]).await[0];
+        finish(&db, z, status::SUCCESS).await;
+
+        let today: Vec<i64> = db.gc_kept_builds(crate::db::now(), &[]).await.unwrap().iter().map(|b| b.id).collect();
+        assert!(today.contains(&z), "checked today: not forgotten yet: {today:?}");
+        // Eight days on: the old jobset was last checked over a week ago.
+        let week_later = crate::db::now() + 8 * 24 * 3600;
+        let kept = db.gc_kept_builds(week_later, &[y]).await.unwrap();
+        let by_id: HashMap<i64, &KeptBuild> = kept.iter().map(|b| (b.id, b)).collect();
+        let mut ids: Vec<i64> = by_id.keys().copied().collect();
+        ids.sort();
+        let mut expected = vec![x1, x2, f2, x3, x4, y];
+        expected.sort();
+        assert_eq!(ids, expected, "z (forgotten jobset) and nothing else is dropped: {kept:#?}");
+        // Queued: outputs and derivation. Kept by hand, or a release member:
+        // outputs only. A failure of a kept evaluation: its derivation only.
+        let paths = |id: i64| by_id[&id].paths().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(paths(x4).len(), 2);
+        assert!(paths(x1).iter().all(|p| !p.ends_with(".drv")), "{:?}", paths(x1));
+        assert!(paths(y).iter().all(|p| !p.ends_with(".drv")));
+        assert_eq!(paths(f2).len(), 1);
+        assert!(paths(f2)[0].ends_with(".drv"));
+        assert!(paths(x3).iter().any(|p| p.ends_with(".drv")), "kept evaluations keep derivations to restart");
+
+        // keepnr = 0 keeps no evaluation, but queued builds and the rest stay.
+        let none = JobsetSettings { keep_nr: 0, ..kept_two.clone() };
+        db.save_jobset(&project, "main", &none, Expect::Anything).await.unwrap();
+        let kept: Vec<i64> = db.gc_kept_builds(crate::db::now(), &[]).await.unwrap().iter().map(|b| b.id).collect();
+        assert!(kept.contains(&x4) && kept.contains(&x1) && kept.contains(&x3), "{kept:?}");
+        assert!(!kept.contains(&x2) && !kept.contains(&f2), "{kept:?}");
+
+        // Collected outputs: found newest first, never for a restarted build.
+        let swept = db.builds_with_outputs_before(None, 2).await.unwrap();
+        assert_eq!(swept.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [z, y]);
+        let next = db.builds_with_outputs_before(Some(y), 10).await.unwrap();
+        assert_eq!(next.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [x3, x2, x1]);
+        db.restart_builds(&[x2]).await.unwrap();
+        db.set_outputs_collected(&[x1, x2]).await.unwrap();
+        assert!(db.build(x1).await.unwrap().unwrap().outputs_collected);
+        assert!(!db.build(x2).await.unwrap().unwrap().outputs_collected, "restarted meanwhile");
+        // Built again: its outputs are there again.
+        db.restart_builds(&[x1]).await.unwrap();
+        finish(&db, x1, status::SUCCESS).await;
+        assert!(!db.build(x1).await.unwrap().unwrap().outputs_collected);
     }
 }

@@ -38,6 +38,10 @@ pub struct Workspace {
     pub search_path: Vec<(String, PathBuf)>,
     pub memory_limit: Option<u64>,
     pub deadline: Instant,
+    /// Where the derivations are rooted as soon as they are instantiated,
+    /// so that a collection before the evaluation is recorded cannot take
+    /// them.
+    pub gc_roots: Option<crate::gc::GcRoots>,
 }
 
 /// Where a jobset's jobs come from.
@@ -134,6 +138,16 @@ pub async fn evaluate(nix: &Nix, workspace: Workspace, workers: usize) -> Result
             let (slice, outcome) = joined.map_err(|e| format!("evaluation worker task failed: {e}"))?;
             match outcome {
                 Ok(items) => {
+                    if let Some(gc) = &workspace.gc_roots {
+                        let drvs: Vec<String> = items
+                            .iter()
+                            .filter_map(|item| match item {
+                                ItemResult::Job(job) => Some(job.drv_path.clone()),
+                                _ => None,
+                            })
+                            .collect();
+                        gc.root(&drvs).await;
+                    }
                     for (path, item) in slice.into_iter().zip(items) {
                         match item {
                             ItemResult::Job(job) => result.jobs.push((job_name(&path), *job)),

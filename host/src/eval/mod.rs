@@ -19,8 +19,8 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::Config;
 use crate::db::{Db, DueJobset, Jobset, NewEval, NewEvalInput, Project, SPEC_JOBSET, now, outcome};
-use crate::inputs::{FetchedInput, InputFetcher, build_argument};
 use crate::gc::GcRoots;
+use crate::inputs::{FetchedInput, InputFetcher, build_argument};
 use crate::metrics::Metrics;
 use crate::nix::{Nix, NixValue, StorePath};
 use crate::projects::is_relative_inside;
@@ -65,10 +65,15 @@ impl Evaluator {
         handle: EvaluatorHandle,
         queue_wake: Arc<Notify>,
         metrics: Arc<Metrics>,
-        gc: Option<GcRoots>,
     ) -> Evaluator {
         let use_nix_eval_jobs = config.evaluator.use_nix_eval_jobs && nix.has_program("nix-eval-jobs");
-        Evaluator { db, nix, fetcher, config, handle, queue_wake, metrics, use_nix_eval_jobs, gc }
+        Evaluator { db, nix, fetcher, config, handle, queue_wake, metrics, use_nix_eval_jobs, gc: None }
+    }
+
+    /// Roots what new evaluations build (see `gc/`).
+    pub fn with_gc_roots(mut self, gc: Option<GcRoots>) -> Evaluator {
+        self.gc = gc;
+        self
     }
 
     /// Runs until the task is dropped.
@@ -440,6 +445,7 @@ impl Evaluator {
             search_path,
             memory_limit: (evaluator.worker_memory_mb > 0).then_some(evaluator.worker_memory_mb << 20),
             deadline: Instant::now() + Duration::from_secs(evaluator.timeout_secs),
+            gc_roots: self.gc.clone(),
         };
         if self.use_nix_eval_jobs && matches!(workspace.jobs, JobsSource::File(_)) {
             match nix_eval_jobs::evaluate(&self.nix, &workspace, evaluator.workers, evaluator.worker_memory_mb).await {

@@ -156,7 +156,13 @@ pub async fn evaluate(nix: &Nix, workspace: &Workspace, workers: usize, memory_m
     };
     let jobs_file = workspace.dir.join("jobs.nix");
     tokio::fs::write(&jobs_file, JOBS_NIX).await.map_err(|e| e.to_string())?;
-    let gc_roots = workspace.dir.join("gcroots");
+    // The server's roots when it keeps them (nix-eval-jobs names each link
+    // by the derivation's base name, as they do), so that derivations stay
+    // until the evaluation is recorded; else roots that last the evaluation.
+    let gc_roots = match &workspace.gc_roots {
+        Some(gc) => gc.dir().to_owned(),
+        None => workspace.dir.join("gcroots"),
+    };
     tokio::fs::create_dir_all(&gc_roots).await.map_err(|e| e.to_string())?;
     let call = EvalJobsCall {
         eval: EvalCall {

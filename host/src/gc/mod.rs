@@ -13,21 +13,25 @@
 //!   (what `latest` points to); a jobset disabled and hidden for more
 //!   than a week keeps nothing;
 //! - the members of the newest release of every release set (computed by
-//!   its plugin; while one cannot be computed, no root is removed).
+//!   its plugin; while one cannot be computed, no root of its project's
+//!   builds is removed).
 //!
 //! The roots are one directory Nix scans (`<Nix state>/gcroots/orthrus`, or
 //! under `per-user/<user>/` for a server that is not root; `gc.roots_dir`),
-//! holding one link per path named by its base name. A full update adds
+//! holding one link per path named by its base name (`links.rs`: nothing
+//! else in the directory is touched). A full update adds
 //! what is missing and removes what is no longer kept — except links
 //! younger than `gc.min_root_age_secs` (a day), as Hydra does, lest an
 //! evaluation being recorded lose its roots. It also marks builds whose
 //! outputs were collected, so that `latest` skips them and their pages say
 //! so, without a store check per request.
 
+mod links;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
@@ -36,11 +40,14 @@ use crate::db::Db;
 use crate::nix::{Nix, StorePath, store_dir};
 use crate::plugins::PluginRuntime;
 
-/// Builds checked for collected outputs per update, at most.
-const SWEEP_BATCH: u64 = 20_000;
+/// Builds checked for collected outputs per database query.
+const SWEEP_BATCH: u64 = 5_000;
+/// How long one periodic update may spend looking for collected outputs;
+/// the next one goes on from there.
+const SWEEP_BUDGET: Duration = Duration::from_secs(30);
 
 /// What a full update would do, or did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     /// Paths rooted now and kept.
     pub kept: usize,
@@ -50,10 +57,22 @@ pub struct Plan {
     pub remove: Vec<PathBuf>,
     /// Links no longer wanted, but too young to remove.
     pub young: usize,
-    /// Why nothing is removed this time (a release set that could not be
-    /// computed: its members' roots stay until it can).
-    pub removals_held: Option<String>,
+    /// Entries of the directory not made by Orthrus, left alone.
+    pub foreign: usize,
+    /// Links no longer wanted, held back because the release sets of their
+    /// project could not be computed.
+    pub held: usize,
+    /// Release sets that could not be computed.
+    pub problems: Vec<String>,
+    /// Every path wanted (rooted once the plan is applied).
+    pub wanted: BTreeSet<StorePath>,
+    /// When planning began: a link made after it is not removed.
+    started: SystemTime,
 }
+
+/// Where a sweep for collected outputs goes on: below this build id, or
+/// from the newest build again.
+pub type SweepCursor = Option<i64>;
 
 /// The server's GC roots.
 #[derive(Clone)]
@@ -67,10 +86,15 @@ pub struct GcRoots {
     wake: Arc<Notify>,
 }
 
+impl std::fmt::Debug for GcRoots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GcRoots").field("dir", &self.dir).field("min_age", &self.min_age).finish_non_exhaustive()
+    }
+}
+
 impl GcRoots {
     /// The roots of `config`: its `gc.roots_dir`, else the directory Nix
-    /// scans for this user. The directory is made when first needed: under
-    /// a daemon, `per-user/<user>` appears once the user has used the store.
+    /// scans for this user. The directory is made when first needed.
     pub fn new(config: &Config, db: Db, nix: Nix, plugins: PluginRuntime) -> GcRoots {
         GcRoots {
             dir: roots_dir(config),
@@ -85,20 +109,28 @@ impl GcRoots {
 
     /// Makes the directory of roots if it is missing.
     pub fn prepare(&self) -> Result<(), String> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| format!("cannot create the GC roots {}: {e}", self.dir.display()))
+        std::fs::create_dir_all(&self.dir).map_err(|e| {
+            let hint = if self.dir.components().any(|c| c.as_os_str() == "per-user") {
+                " (Nix 2.14 and later no longer make gcroots/per-user/USER: make it once, owned by this user, \
+                 or set gc.roots_dir to a directory under Nix's gcroots this user may write)"
+            } else {
+                ""
+            };
+            format!("cannot create the GC roots {}: {e}{hint}", self.dir.display())
+        })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Roots these paths now (a new evaluation's outputs and derivations).
+    /// Roots these paths now (derivations as they are instantiated, a new
+    /// evaluation's outputs, a build kept or restarted).
     pub async fn root(&self, paths: &[String]) {
         let paths: Vec<StorePath> = paths.iter().filter_map(|p| StorePath::parse(p).ok()).collect();
         let dir = self.dir.clone();
-        let added = tokio::task::spawn_blocking(move || link_all(&dir, &paths)).await;
-        if let Ok(Err(e)) = added {
-            tracing::warn!("cannot add GC roots in {}: {e}", self.dir.display());
+        if let Ok((failed, Some(e))) = tokio::task::spawn_blocking(move || links::link_all(&dir, &paths)).await {
+            tracing::warn!("cannot add {failed} GC roots in {}: {e}", self.dir.display());
         }
     }
 
@@ -109,8 +141,9 @@ impl GcRoots {
 
     /// What a full update would do now.
     pub async fn plan(&self) -> Result<Plan, String> {
-        let (releases, removals_held) = self.newest_release_members().await?;
-        let builds = self.db.gc_kept_builds(crate::db::now(), &releases).await.map_err(|e| e.to_string())?;
+        let started = SystemTime::now();
+        let releases = self.newest_release_members().await.map_err(|e| e.to_string())?;
+        let builds = self.db.gc_kept_builds(crate::db::now(), &releases.members).await.map_err(|e| e.to_string())?;
         let mut wanted: BTreeSet<StorePath> =
             builds.iter().flat_map(|b| b.paths()).filter_map(|p| StorePath::parse(p).ok()).collect();
         // Finished builds' outputs that are gone are not rooted (nothing to
@@ -123,102 +156,144 @@ impl GcRoots {
             .collect();
         let invalid = self.nix.invalid_paths(&finished).await.map_err(|e| e.to_string())?;
         wanted.retain(|path| !invalid.contains(path));
-        let dir = self.dir.clone();
-        let min_age = self.min_age;
-        let mut plan = tokio::task::spawn_blocking(move || plan_links(&dir, &wanted, min_age))
+        let (dir, min_age, for_links) = (self.dir.clone(), self.min_age, wanted.clone());
+        let mut on_disk = tokio::task::spawn_blocking(move || links::plan(&dir, &for_links, min_age, started))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot read the GC roots {}: {e}", self.dir.display()))?;
-        if removals_held.is_some() {
-            plan.kept += plan.remove.len();
-            plan.remove.clear();
+        let mut held = 0;
+        if !releases.failed_projects.is_empty() && !on_disk.remove.is_empty() {
+            let paths: Vec<String> = on_disk
+                .remove
+                .iter()
+                .filter_map(|link| link.file_name().map(|name| format!("{}/{}", store_dir(), name.to_string_lossy())))
+                .collect();
+            let theirs =
+                self.db.project_paths_among(&releases.failed_projects, &paths).await.map_err(|e| e.to_string())?;
+            let before = on_disk.remove.len();
+            on_disk.remove.retain(|link| {
+                let name = link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                !theirs.contains(&format!("{}/{name}", store_dir()))
+            });
+            held = before - on_disk.remove.len();
         }
-        plan.removals_held = removals_held;
-        Ok(plan)
+        Ok(Plan {
+            kept: on_disk.kept,
+            add: on_disk.add,
+            remove: on_disk.remove,
+            young: on_disk.young,
+            foreign: on_disk.foreign,
+            held,
+            problems: releases.problems,
+            wanted,
+            started,
+        })
     }
 
     /// The builds of the newest release of every project's release sets,
-    /// and which sets could not be computed.
-    async fn newest_release_members(&self) -> Result<(Vec<i64>, Option<String>), String> {
-        let mut members = Vec::new();
-        let mut failed = Vec::new();
-        for project in self.db.projects().await.map_err(|e| e.to_string())? {
+    /// and the projects some of whose sets could not be computed.
+    async fn newest_release_members(&self) -> crate::db::DbResult<ReleaseMembers> {
+        let mut found = ReleaseMembers::default();
+        for project in self.db.projects().await? {
             for (name, set) in project.release_sets() {
                 match self.plugins.releases(&set.plugin, project.id, &set.settings, 1).await {
-                    Ok(releases) => {
-                        members.extend(releases.into_iter().take(1).flat_map(|r| r.members.into_iter().map(|(id, _)| id)))
+                    Ok(releases) => found
+                        .members
+                        .extend(releases.into_iter().take(1).flat_map(|r| r.members.into_iter().map(|(id, _)| id))),
+                    Err(e) => {
+                        found.problems.push(format!("release set ‘{name}’ of project ‘{}’: {e}", project.name));
+                        found.failed_projects.push(project.id);
                     }
-                    Err(e) => failed.push(format!("release set ‘{name}’ of project ‘{}’: {e}", project.name)),
                 }
             }
         }
-        let held = (!failed.is_empty()).then(|| format!("no root removed, as {}", failed.join("; ")));
-        Ok((members, held))
+        found.failed_projects.dedup();
+        Ok(found)
     }
 
-    /// Does what `plan` says.
-    pub async fn apply(&self, plan: &Plan) -> Result<(), String> {
-        let (dir, plan) = (self.dir.clone(), plan.clone());
+    /// Does what `plan` says; returns how many links were removed.
+    pub async fn apply(&self, plan: &Plan) -> Result<usize, String> {
+        let (dir, add, remove, started) = (self.dir.clone(), plan.add.clone(), plan.remove.clone(), plan.started);
+        let dir_shown = self.dir.display().to_string();
         tokio::task::spawn_blocking(move || {
-            link_all(&dir, &plan.add)?;
-            for link in &plan.remove {
-                match std::fs::remove_file(link) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
+            if let (failed, Some(e)) = links::link_all(&dir, &add) {
+                return Err(format!("cannot add {failed} GC roots in {dir_shown}: {e}"));
             }
-            Ok(())
+            links::remove_all(&remove, started).map_err(|e| format!("cannot remove GC roots in {dir_shown}: {e}"))
         })
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot update the GC roots {}: {e}", self.dir.display()))
     }
 
-    /// Marks builds whose outputs were collected, a batch at a time from
-    /// `after`; returns where the next sweep starts (0: from the start).
-    pub async fn sweep_collected(&self, after: i64) -> Result<(i64, usize), String> {
-        let builds = self.db.builds_with_outputs_after(after, SWEEP_BATCH).await.map_err(|e| e.to_string())?;
-        let next = if (builds.len() as u64) < SWEEP_BATCH { 0 } else { builds.last().map_or(0, |(id, _)| *id) };
-        let paths: Vec<StorePath> =
-            builds.iter().flat_map(|(_, outputs)| outputs).filter_map(|p| StorePath::parse(p).ok()).collect();
-        let invalid = self.nix.invalid_paths(&paths).await.map_err(|e| e.to_string())?;
-        let collected: Vec<i64> = builds
-            .iter()
-            .filter(|(_, outputs)| outputs.iter().any(|p| StorePath::parse(p).is_ok_and(|p| invalid.contains(&p))))
-            .map(|(id, _)| *id)
-            .collect();
-        if !collected.is_empty() {
-            self.db.set_outputs_collected(&collected).await.map_err(|e| e.to_string())?;
+    /// Marks builds whose outputs were collected, newest first (what
+    /// `latest` serves), batch after batch until `budget` is spent; paths in
+    /// `rooted` are alive and need no check. Returns where the next sweep
+    /// goes on and how many builds were found collected.
+    pub async fn sweep_collected(
+        &self,
+        from: SweepCursor,
+        rooted: &BTreeSet<StorePath>,
+        budget: Duration,
+    ) -> Result<(SweepCursor, usize), String> {
+        let started = Instant::now();
+        let mut cursor = from;
+        let mut found = 0;
+        loop {
+            let builds = self.db.builds_with_outputs_before(cursor, SWEEP_BATCH).await.map_err(|e| e.to_string())?;
+            let end = (builds.len() as u64) < SWEEP_BATCH;
+            cursor = if end { None } else { builds.last().map(|(id, _)| *id) };
+            let unrooted: Vec<(i64, Vec<StorePath>)> = builds
+                .into_iter()
+                .map(|(id, outputs)| (id, outputs.iter().filter_map(|p| StorePath::parse(p).ok()).collect::<Vec<_>>()))
+                .filter(|(_, outputs)| !outputs.iter().all(|p| rooted.contains(p)))
+                .collect();
+            let paths: Vec<StorePath> = unrooted.iter().flat_map(|(_, outputs)| outputs.iter().cloned()).collect();
+            let invalid = self.nix.invalid_paths(&paths).await.map_err(|e| e.to_string())?;
+            let collected: Vec<i64> = unrooted
+                .iter()
+                .filter(|(_, outputs)| outputs.iter().any(|p| invalid.contains(p)))
+                .map(|(id, _)| *id)
+                .collect();
+            found += collected.len();
+            if !collected.is_empty() {
+                self.db.set_outputs_collected(&collected).await.map_err(|e| e.to_string())?;
+            }
+            if cursor.is_none() || started.elapsed() >= budget {
+                return Ok((cursor, found));
+            }
         }
-        Ok((next, collected.len()))
     }
 
-    /// One full update: roots, then collected outputs.
-    pub async fn update(&self, sweep_from: i64) -> Result<(Plan, i64, usize), String> {
+    /// One full update: roots, then collected outputs (for `budget`).
+    pub async fn update(&self, sweep: SweepCursor, budget: Duration) -> Result<Update, String> {
         let plan = self.plan().await?;
-        self.apply(&plan).await?;
-        let (next, collected) = self.sweep_collected(sweep_from).await?;
-        Ok((plan, next, collected))
+        let removed = self.apply(&plan).await?;
+        let (sweep, collected) = self.sweep_collected(sweep, &plan.wanted, budget).await?;
+        Ok(Update { plan, removed, sweep, collected })
     }
 
     /// Updates now, then every `gc.interval_secs` and after each
     /// evaluation (at most once a minute).
     pub async fn run(self) {
-        let mut sweep_from = 0;
+        let mut sweep = None;
         loop {
-            match self.update(sweep_from).await {
-                Ok((plan, next, collected)) => {
-                    sweep_from = next;
-                    if let Some(held) = &plan.removals_held {
-                        tracing::warn!("GC roots: {held}");
+            match self.update(sweep, SWEEP_BUDGET).await {
+                Ok(update) => {
+                    sweep = update.sweep;
+                    let plan = &update.plan;
+                    for problem in &plan.problems {
+                        tracing::warn!(
+                            "GC roots: {problem}; the roots of its project's builds stay until it can be computed"
+                        );
                     }
                     tracing::info!(
                         kept = plan.kept + plan.add.len(),
                         added = plan.add.len(),
-                        removed = plan.remove.len(),
+                        removed = update.removed,
                         young = plan.young,
-                        collected,
+                        held = plan.held,
+                        foreign = plan.foreign,
+                        collected = update.collected,
                         "GC roots updated in {}",
                         self.dir.display()
                     );
@@ -232,6 +307,22 @@ impl GcRoots {
             }
         }
     }
+}
+
+/// What one full update did.
+#[derive(Debug)]
+pub struct Update {
+    pub plan: Plan,
+    pub removed: usize,
+    pub sweep: SweepCursor,
+    pub collected: usize,
+}
+
+#[derive(Debug, Default)]
+struct ReleaseMembers {
+    members: Vec<i64>,
+    failed_projects: Vec<i64>,
+    problems: Vec<String>,
 }
 
 /// Where the roots of `config` are kept.
@@ -248,96 +339,4 @@ fn default_roots_dir() -> PathBuf {
         return state.join("gcroots").join("orthrus");
     }
     state.join("gcroots").join("per-user").join(account.name).join("orthrus")
-}
-
-/// A link named by each path's base name, pointing to it (those present
-/// are left as they are).
-fn link_all(dir: &Path, paths: &[StorePath]) -> std::io::Result<()> {
-    if !paths.is_empty() {
-        std::fs::create_dir_all(dir)?;
-    }
-    for path in paths {
-        let link = dir.join(path.base_name());
-        match std::os::unix::fs::symlink(path.as_str(), &link) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// The links to add and to remove for `wanted`.
-fn plan_links(dir: &Path, wanted: &BTreeSet<StorePath>, min_age: Duration) -> std::io::Result<Plan> {
-    let mut plan = Plan::default();
-    let mut present = BTreeSet::new();
-    let now = SystemTime::now();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        // Not made yet: every wanted path is to add.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            plan.add = wanted.iter().cloned().collect();
-            return Ok(plan);
-        }
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = StorePath::parse(&format!("{}/{name}", store_dir()));
-        match path {
-            Ok(path) if wanted.contains(&path) => {
-                plan.kept += 1;
-                present.insert(path);
-            }
-            _ => {
-                // The link's own change time: when it was made.
-                let made = entry.metadata().and_then(|m| {
-                    use std::os::unix::fs::MetadataExt;
-                    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(m.ctime().max(0) as u64))
-                });
-                let age = made.ok().and_then(|made| now.duration_since(made).ok()).unwrap_or_default();
-                if age >= min_age {
-                    plan.remove.push(entry.path());
-                } else {
-                    plan.young += 1;
-                }
-            }
-        }
-    }
-    plan.add = wanted.iter().filter(|path| !present.contains(*path)).cloned().collect();
-    Ok(plan)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn path(name: &str) -> StorePath {
-        StorePath::parse(&format!("{}/{name}", store_dir())).unwrap()
-    }
-
-    #[test]
-    fn links_are_added_kept_and_removed_when_old_enough() {
-        let dir = tempfile::tempdir().unwrap();
-        let kept = path("00000000000000000000000000000000-kept");
-        let gone = path("11111111111111111111111111111111-gone");
-        let new = path("22222222222222222222222222222222-new");
-        link_all(dir.path(), &[kept.clone(), gone.clone()]).unwrap();
-        std::fs::write(dir.path().join("not-a-root"), "").unwrap();
-        let wanted: BTreeSet<StorePath> = [kept.clone(), new.clone()].into();
-        let young = plan_links(dir.path(), &wanted, Duration::from_secs(3600)).unwrap();
-        assert_eq!((young.kept, young.add.clone(), young.remove.len(), young.young), (1, vec![new.clone()], 0, 2));
-        let plan = plan_links(dir.path(), &wanted, Duration::ZERO).unwrap();
-        assert_eq!(plan.remove.len(), 2, "{plan:?}");
-        link_all(dir.path(), &plan.add).unwrap();
-        for link in &plan.remove {
-            std::fs::remove_file(link).unwrap();
-        }
-        let mut names: Vec<String> =
-            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        names.sort();
-        assert_eq!(names, [kept.base_name(), new.base_name()]);
-        assert_eq!(std::fs::read_link(dir.path().join(new.base_name())).unwrap(), Path::new(new.as_str()));
-    }
 }

@@ -13,6 +13,9 @@ use super::{Machine, Machines};
 /// A machine that does not answer a query this long (or a build this long
 /// after its timeout) is taken for dead.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Past its timeout, how long a build through a daemon that does not trust
+/// the server is given before the server stops it itself.
+const UNTRUSTED_TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 /// A log line longer than this is cut into pieces.
 const MAX_LINE: usize = 64 * 1024;
 use crate::db::status;
@@ -152,8 +155,14 @@ async fn run(
     let over_limit = log.over_limit.clone();
     // The far side enforces the timeouts; this is for a far side that
     // hangs while its SSH connection stays up.
-    let deadline = request.timeout.saturating_add(ANSWER_TIMEOUT);
     let by_path = !remote && machines.local_builds == LocalBuilds::StorePaths;
+    // A daemon takes no time limit from a user it does not trust: the
+    // timeout is kept here, and the dropped connection stops the build.
+    let deadline = if by_path {
+        request.timeout.saturating_add(UNTRUSTED_TIMEOUT_GRACE)
+    } else {
+        request.timeout.saturating_add(ANSWER_TIMEOUT)
+    };
     let result = {
         let mut sink = |bytes: &[u8]| log.write(bytes);
         let building = tokio::time::timeout(deadline, async {
@@ -172,6 +181,9 @@ async fn run(
     let result = match result {
         Ok(Ok(result)) => result,
         Ok(Err(e)) => return lost(machine, "building", e),
+        Err(_) if by_path => {
+            return StepOutcome::TimedOut(format!("the build took longer than {} seconds", request.timeout.as_secs()));
+        }
         Err(_) => return silent(machine, "building", deadline),
     };
     if log.exceeded() {

@@ -41,44 +41,54 @@ impl Account {
     }
 }
 
-/// A group's members, if the group exists.
-pub fn group_members(name: &str) -> Option<Vec<String>> {
-    let name = CString::new(name).ok()?;
-    with_buffer(|group, buffer, result| {
-        // SAFETY: every pointer is valid for the call; the buffer's length is given.
-        unsafe { libc::getgrnam_r(name.as_ptr(), group, buffer.as_mut_ptr(), buffer.len(), result) }
-    }, |group: &libc::group| {
-        let mut members = Vec::new();
-        let mut member = group.gr_mem;
-        // SAFETY: gr_mem is a NULL-terminated array of C strings in the buffer.
-        unsafe {
-            while !member.is_null() && !(*member).is_null() {
-                members.push(CStr::from_ptr(*member).to_string_lossy().into_owned());
-                member = member.add(1);
+/// A group's members, if the group exists; an error when the group
+/// database could not be read (which says nothing of the group).
+pub fn group_members(name: &str) -> std::io::Result<Option<Vec<String>>> {
+    let Ok(name) = CString::new(name) else { return Ok(None) };
+    with_buffer(
+        |group, buffer, result| {
+            // SAFETY: every pointer is valid for the call; the buffer's length is given.
+            unsafe { libc::getgrnam_r(name.as_ptr(), group, buffer.as_mut_ptr(), buffer.len(), result) }
+        },
+        |group: &libc::group| {
+            let mut members = Vec::new();
+            let mut member = group.gr_mem;
+            // SAFETY: gr_mem is a NULL-terminated array of C strings in the buffer.
+            unsafe {
+                while !member.is_null() && !(*member).is_null() {
+                    members.push(CStr::from_ptr(*member).to_string_lossy().into_owned());
+                    member = member.add(1);
+                }
             }
-        }
-        members
-    })
+            members
+        },
+    )
 }
 
 fn user_name(uid: u32) -> Option<String> {
-    with_buffer(|user: *mut libc::passwd, buffer, result| {
-        // SAFETY: as for getgrnam_r.
-        unsafe { libc::getpwuid_r(uid, user, buffer.as_mut_ptr(), buffer.len(), result) }
-    }, |user: &libc::passwd| {
-        // SAFETY: pw_name points into the buffer, NUL-terminated.
-        unsafe { CStr::from_ptr(user.pw_name) }.to_string_lossy().into_owned()
-    })
+    lookup(
+        |user: *mut libc::passwd, buffer, result| {
+            // SAFETY: as for getgrnam_r.
+            unsafe { libc::getpwuid_r(uid, user, buffer.as_mut_ptr(), buffer.len(), result) }
+        },
+        |user: &libc::passwd| {
+            // SAFETY: pw_name points into the buffer, NUL-terminated.
+            unsafe { CStr::from_ptr(user.pw_name) }.to_string_lossy().into_owned()
+        },
+    )
 }
 
 fn group_name(gid: u32) -> Option<String> {
-    with_buffer(|group: *mut libc::group, buffer, result| {
-        // SAFETY: as for getgrnam_r.
-        unsafe { libc::getgrgid_r(gid, group, buffer.as_mut_ptr(), buffer.len(), result) }
-    }, |group: &libc::group| {
-        // SAFETY: gr_name points into the buffer, NUL-terminated.
-        unsafe { CStr::from_ptr(group.gr_name) }.to_string_lossy().into_owned()
-    })
+    lookup(
+        |group: *mut libc::group, buffer, result| {
+            // SAFETY: as for getgrnam_r.
+            unsafe { libc::getgrgid_r(gid, group, buffer.as_mut_ptr(), buffer.len(), result) }
+        },
+        |group: &libc::group| {
+            // SAFETY: gr_name points into the buffer, NUL-terminated.
+            unsafe { CStr::from_ptr(group.gr_name) }.to_string_lossy().into_owned()
+        },
+    )
 }
 
 fn supplementary_groups() -> Vec<u32> {
@@ -94,13 +104,22 @@ fn supplementary_groups() -> Vec<u32> {
     gids
 }
 
+/// A lookup whose failure only means "no name".
+fn lookup<R, T>(
+    call: impl FnMut(*mut R, &mut Vec<libc::c_char>, *mut *mut R) -> libc::c_int,
+    read: impl FnOnce(&R) -> T,
+) -> Option<T> {
+    with_buffer(call, read).ok().flatten()
+}
+
 /// Calls a `get*_r` function with a buffer that grows while it is too
 /// small; `read` turns the record into a value while the buffer lives.
+/// `Ok(None)`: no such entry; `Err`: the database could not be read.
 /// `R` is a C record (`passwd`, `group`): all zeroes is a valid value.
 fn with_buffer<R, T>(
     mut call: impl FnMut(*mut R, &mut Vec<libc::c_char>, *mut *mut R) -> libc::c_int,
     read: impl FnOnce(&R) -> T,
-) -> Option<T> {
+) -> std::io::Result<Option<T>> {
     let mut buffer: Vec<libc::c_char> = vec![0; 1024];
     loop {
         // SAFETY: R is a C record of integers and pointers (see above).
@@ -111,10 +130,11 @@ fn with_buffer<R, T>(
             buffer.resize(buffer.len() * 4, 0);
             continue;
         }
-        if status != 0 || result.is_null() {
-            return None;
-        }
-        return Some(read(&record));
+        return match (status, result.is_null()) {
+            (0, true) => Ok(None),
+            (0, false) => Ok(Some(read(&record))),
+            (error, _) => Err(std::io::Error::from_raw_os_error(error)),
+        };
     }
 }
 
@@ -137,7 +157,7 @@ mod tests {
 
     #[test]
     fn groups_are_found_with_their_members_and_missing_ones_are_not() {
-        assert!(group_members("root").is_some(), "every Unix system has a root group");
-        assert_eq!(group_members("orthrus-no-such-group"), None);
+        assert!(group_members("root").unwrap().is_some(), "every Unix system has a root group");
+        assert_eq!(group_members("orthrus-no-such-group").unwrap(), None);
     }
 }

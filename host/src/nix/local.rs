@@ -28,7 +28,6 @@ const SHOWN_SETTINGS: &[&str] = &[
     "extra-sandbox-paths",
     "substituters",
     "require-sigs",
-    "experimental-features",
 ];
 
 /// How Orthrus's Nix calls reach the store.
@@ -71,34 +70,59 @@ pub struct LocalNix {
 }
 
 /// Why the local Nix cannot build: one sentence saying what to install or
-/// set.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct NixUnavailable(pub String);
+/// set (shown to anyone), and what failed (for the log and `doctor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NixUnavailable {
+    pub sentence: String,
+    pub detail: Option<String>,
+}
+
+impl NixUnavailable {
+    fn new(sentence: impl Into<String>) -> NixUnavailable {
+        NixUnavailable { sentence: sentence.into(), detail: None }
+    }
+
+    fn because(mut self, detail: impl std::fmt::Display) -> NixUnavailable {
+        self.detail = Some(detail.to_string());
+        self
+    }
+}
+
+impl std::fmt::Display for NixUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.detail {
+            Some(detail) => write!(f, "{} ({detail})", self.sentence),
+            None => f.write_str(&self.sentence),
+        }
+    }
+}
+
+impl std::error::Error for NixUnavailable {}
 
 /// Checks the local Nix.
 pub async fn check(nix: &Nix) -> Result<LocalNix, NixUnavailable> {
     let version = nix.version().await.map_err(|e| {
-        NixUnavailable(format!(
-            "Nix is not installed or cannot run ({e}): install it (on Debian: apt install nix-bin) \
-             or set nix.bin_dir to the directory holding nix-store"
-        ))
+        NixUnavailable::new(
+            "Nix is not installed or cannot run: install it (on Debian: apt install nix-bin) \
+             or set nix.bin_dir to the directory holding nix-store",
+        )
+        .because(e)
     })?;
     match parse_version(&version) {
         Some(found) if found >= MIN_VERSION => {}
         Some(_) => {
-            return Err(NixUnavailable(format!(
+            return Err(NixUnavailable::new(format!(
                 "{version} is too old: Orthrus needs Nix {}.{} or later (set nix.bin_dir to a newer one)",
                 MIN_VERSION.0, MIN_VERSION.1
             )));
         }
-        None => return Err(NixUnavailable(format!("cannot tell the version of Nix from ‘{version}’"))),
+        None => return Err(NixUnavailable::new(format!("cannot tell the version of Nix from ‘{version}’"))),
     }
     let settings = nix.settings_in_effect().await.map_err(|e| {
-        NixUnavailable(format!("cannot read Nix's settings ({e}): check /etc/nix/nix.conf and nix.settings"))
+        NixUnavailable::new("cannot read Nix's settings: check /etc/nix/nix.conf and nix.settings").because(e)
     })?;
     let account = Account::current();
-    let store = store_access(&settings, &account).await?;
+    let store = store_access(nix, &settings, &account).await?;
     let mut local = LocalNix {
         version,
         account,
@@ -139,9 +163,18 @@ impl LocalNix {
             return;
         }
         let why = match group_members(&group) {
-            None => format!("the group ‘{group}’ (build-users-group) does not exist"),
-            Some(members) if members.is_empty() => format!("the group ‘{group}’ (build-users-group) has no members"),
-            Some(_) => return,
+            Ok(None) => format!("the group ‘{group}’ (build-users-group) does not exist"),
+            Ok(Some(members)) if members.is_empty() => {
+                format!("the group ‘{group}’ (build-users-group) has no members")
+            }
+            Ok(Some(_)) => return,
+            // Unknown is not missing: nothing is changed, and it is said.
+            Err(e) => {
+                self.notes.push(format!(
+                    "cannot look up the group ‘{group}’ (build-users-group): {e}; Nix's settings are left as they are"
+                ));
+                return;
+            }
         };
         self.adjustments.push(("build-users-group".into(), String::new()));
         self.notes.push(format!(
@@ -166,9 +199,17 @@ impl LocalNix {
             return;
         }
         match shell_with_libraries(Path::new("/bin/sh")) {
-            Ok(paths) => {
-                let mut entries = vec![format!("/bin/sh={}", paths[0].display())];
-                entries.extend(paths[1..].iter().map(|p| p.display().to_string()));
+            Ok(binds) => {
+                let entries: Vec<String> = binds
+                    .iter()
+                    .map(|(inside, host)| {
+                        if inside == host {
+                            inside.display().to_string()
+                        } else {
+                            format!("{}={}", inside.display(), host.display())
+                        }
+                    })
+                    .collect();
                 self.notes.push(format!(
                     "Nix's sandbox has no /bin/sh: Orthrus binds {} into it for its own builds \
                      (extra-sandbox-paths)",
@@ -238,7 +279,11 @@ pub fn parse_version(text: &str) -> Option<(u32, u32)> {
 
 /// How the store is reached, as Nix's `auto` store decides it: a state
 /// directory this user can write means direct access, else the daemon.
-async fn store_access(settings: &BTreeMap<String, String>, account: &Account) -> Result<StoreAccess, NixUnavailable> {
+async fn store_access(
+    nix: &Nix,
+    settings: &BTreeMap<String, String>,
+    account: &Account,
+) -> Result<StoreAccess, NixUnavailable> {
     let uri = std::env::var("NIX_REMOTE")
         .ok()
         .filter(|v| !v.is_empty())
@@ -258,7 +303,7 @@ async fn store_access(settings: &BTreeMap<String, String>, account: &Account) ->
     };
     if !daemon {
         if !writable(&state_dir) {
-            return Err(NixUnavailable(format!(
+            return Err(NixUnavailable::new(format!(
                 "user ‘{}’ cannot write the Nix store's state ({}) and no Nix daemon listens at {}: start the \
                  daemon (systemctl start nix-daemon) or run Orthrus as the store's owner",
                 account.name,
@@ -269,14 +314,32 @@ async fn store_access(settings: &BTreeMap<String, String>, account: &Account) ->
         return Ok(StoreAccess::Direct);
     }
     if let Err(e) = tokio::net::UnixStream::connect(&socket).await {
-        return Err(NixUnavailable(format!(
-            "the Nix daemon does not answer at {} ({e}): start it (systemctl start nix-daemon)",
+        return Err(NixUnavailable::new(format!(
+            "the Nix daemon does not answer at {}: start it (systemctl start nix-daemon)",
             socket.display()
-        )));
+        ))
+        .because(e));
     }
-    let trusted_users: Vec<String> =
-        settings.get("trusted-users").map(|v| v.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
-    Ok(StoreAccess::Daemon { socket, trusted: account.is_listed_in(&trusted_users) })
+    // The daemon says whether it serves and trusts this user where it can
+    // (allowed-users, trusted-users); older ones only whether it serves.
+    let said = nix.ping_store().await.map_err(|e| {
+        NixUnavailable::new(format!(
+            "the Nix daemon at {} does not serve user ‘{}’: add it to allowed-users in the daemon's nix.conf",
+            socket.display(),
+            account.name
+        ))
+        .because(e)
+    })?;
+    let trusted = said.unwrap_or_else(|| {
+        // This side's reading of trusted-users: the daemon's own file, as a
+        // rule (settings given to the client only are not the daemon's).
+        let trusted_users: Vec<String> = settings
+            .get("trusted-users")
+            .map(|v| v.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        account.is_listed_in(&trusted_users)
+    });
+    Ok(StoreAccess::Daemon { socket, trusted })
 }
 
 fn writable(path: &Path) -> bool {
@@ -288,29 +351,37 @@ fn writable(path: &Path) -> bool {
 }
 
 /// A shell and the shared libraries it loads (its interpreter too), as
-/// real paths: what a sandbox needs to run it.
-fn shell_with_libraries(shell: &Path) -> Result<Vec<PathBuf>, String> {
+/// binds for a sandbox: (path inside, real file on the host). Nix copies a
+/// symbolic link as a link, so each bind names the real file.
+fn shell_with_libraries(shell: &Path) -> Result<Vec<(PathBuf, PathBuf)>, String> {
     let real = shell.canonicalize().map_err(|e| format!("{}: {e}", shell.display()))?;
-    let output = std::process::Command::new("ldd")
-        .arg(&real)
-        .output()
-        .map_err(|e| format!("cannot run ldd: {e}"))?;
+    let output = std::process::Command::new("ldd").arg(&real).output().map_err(|e| format!("cannot run ldd: {e}"))?;
     let text = String::from_utf8_lossy(&output.stdout);
-    let mut paths = vec![real.clone()];
+    let mut binds = vec![(shell.to_owned(), real.clone())];
     if !output.status.success() {
         // `not a dynamic executable`: a static shell needs nothing more.
         return if text.contains("not a dynamic") || String::from_utf8_lossy(&output.stderr).contains("not a dynamic") {
-            Ok(paths)
+            Ok(binds)
         } else {
             Err(format!("ldd {} failed", real.display()))
         };
     }
     for library in parse_ldd(&text) {
-        if library.is_absolute() && !paths.contains(&library) {
-            paths.push(library);
+        let host = library.canonicalize().map_err(|e| format!("{}: {e}", library.display()))?;
+        if !binds.iter().any(|(inside, _)| *inside == library) {
+            binds.push((library, host));
         }
     }
-    Ok(paths)
+    // A bind is written `inside=host`, separated by spaces.
+    for (inside, host) in &binds {
+        for path in [inside, host] {
+            let text = path.to_string_lossy();
+            if text.contains(char::is_whitespace) || text.contains('=') || !path.is_absolute() {
+                return Err(format!("{} cannot be named in sandbox-paths", path.display()));
+            }
+        }
+    }
+    Ok(binds)
 }
 
 /// The library paths of `ldd` output: `name => /path (addr)` and the
@@ -353,10 +424,14 @@ mod tests {
     }
 
     #[test]
-    fn the_host_shell_comes_with_what_it_loads() {
-        let paths = shell_with_libraries(Path::new("/bin/sh")).unwrap();
-        assert!(paths[0].is_absolute() && paths[0].exists(), "{paths:?}");
-        assert!(paths.iter().all(|p| p.exists()), "{paths:?}");
+    fn the_host_shell_comes_with_what_it_loads_as_real_files() {
+        let binds = shell_with_libraries(Path::new("/bin/sh")).unwrap();
+        assert_eq!(binds[0].0, Path::new("/bin/sh"));
+        for (inside, host) in &binds {
+            assert!(inside.is_absolute(), "{binds:?}");
+            let metadata = std::fs::symlink_metadata(host).unwrap();
+            assert!(metadata.file_type().is_file(), "{host:?} is bound as a real file, not a link: {binds:?}");
+        }
     }
 
     fn local(settings: &[(&str, &str)]) -> LocalNix {

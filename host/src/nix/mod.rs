@@ -310,6 +310,31 @@ impl Nix {
             .collect())
     }
 
+    /// Asks the store whether it answers this user (`nix store ping`), and
+    /// whether it trusts it, when this Nix says (`--json`, Nix 2.15 on).
+    pub async fn ping_store(&self) -> Result<Option<bool>, NixError> {
+        let what = "nix store ping";
+        let mut cmd = self.command("nix");
+        cmd.args(["--extra-experimental-features", "nix-command", "store", "ping", "--json"]);
+        match self.run(cmd, what.into()).await {
+            Ok(out) => {
+                let answer: serde_json::Value = serde_json::from_slice(&out)
+                    .map_err(|e| NixError::UnexpectedOutput { command: what.into(), detail: e.to_string() })?;
+                Ok(match &answer["trusted"] {
+                    serde_json::Value::Bool(trusted) => Some(*trusted),
+                    serde_json::Value::Number(n) => Some(n.as_u64() == Some(1)),
+                    _ => None,
+                })
+            }
+            Err(NixError::Failed { message, .. }) if message.contains("unrecognised flag") => {
+                let mut cmd = self.command("nix");
+                cmd.args(["--extra-experimental-features", "nix-command", "store", "ping"]);
+                self.run(cmd, what.into()).await.map(|_| None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// This handle with more settings for every call (the adjustments of
     /// [`local::check`]).
     pub fn with_settings(mut self, settings: &[(String, String)]) -> Nix {

@@ -116,16 +116,16 @@ pub struct BuildResult {
 /// different result when checked; anything else failed before building.
 fn status_of_exit_code(code: u64) -> BuildStatus {
     match code.checked_sub(100) {
-        Some(bits @ 0..=7) if bits & 1 != 0 => BuildStatus::TimedOut,
-        Some(bits @ 0..=7) if bits & 4 != 0 => BuildStatus::NotDeterministic,
-        Some(0..=7) => BuildStatus::PermanentFailure,
+        Some(bits @ 0..=15) if bits & 1 != 0 => BuildStatus::TimedOut,
+        Some(bits @ 0..=15) if bits & 4 != 0 => BuildStatus::NotDeterministic,
+        Some(0..=15) => BuildStatus::PermanentFailure,
         _ => BuildStatus::MiscFailure,
     }
 }
 
 /// What Nix's message says when its exit status does not: through a daemon,
 /// a build failure comes back as status 1 with the daemon's message.
-fn status_of_message(message: &str) -> BuildStatus {
+fn status_of_message(full_message: &str) -> BuildStatus {
     const FAILED: &[&str] = &[
         "failed with exit code",
         "failed due to signal",
@@ -133,6 +133,14 @@ fn status_of_message(message: &str) -> BuildStatus {
         "hash mismatch in fixed-output derivation",
         "dependencies couldn't be built",
     ];
+    // Nix's own words only, not the builder's log lines it quotes (which a
+    // builder could fill with words that would change its verdict).
+    let message: String = full_message
+        .lines()
+        .take_while(|line| !line.to_ascii_lowercase().contains("log lines:"))
+        .filter(|line| !line.trim_start().starts_with('>'))
+        .collect::<Vec<_>>()
+        .join("\n");
     if message.contains("timed out after") {
         BuildStatus::TimedOut
     } else if message.contains("may not be deterministic") {
@@ -483,7 +491,13 @@ impl ServeConnection {
         }
         self.flush().await?;
         let code = self.read_u64(log).await?;
-        let mut result = BuildResult { status: BuildStatus::Built, error_msg: String::new(), times_built: 1, start_time: 0, stop_time: 0 };
+        let mut result = BuildResult {
+            status: BuildStatus::Built,
+            error_msg: String::new(),
+            times_built: 1,
+            start_time: 0,
+            stop_time: 0,
+        };
         if code != 0 {
             result.error_msg = super::strip_ansi(&String::from_utf8_lossy(&self.read_bytes(log).await?));
             result.status = match status_of_exit_code(code) {
@@ -1014,8 +1028,14 @@ mod tests {
         assert_eq!(status_of_message(failed), BuildStatus::PermanentFailure);
         let newer = "error: Cannot build '/nix/store/x-broken.drv'.\n Reason: builder failed with exit code 3.";
         assert_eq!(status_of_message(newer), BuildStatus::PermanentFailure);
-        assert_eq!(status_of_message("error: building of '/nix/store/x.drv' timed out after 1 seconds"), BuildStatus::TimedOut);
+        assert_eq!(
+            status_of_message("error: building of '/nix/store/x.drv' timed out after 1 seconds"),
+            BuildStatus::TimedOut
+        );
         assert_eq!(status_of_message("error: cannot connect to socket"), BuildStatus::MiscFailure);
+        // What the builder printed does not count.
+        let lying = "error: builder for '/nix/store/x.drv' failed with exit code 1;\n       last 2 log lines:\n       > timed out after 5 seconds\n       > may not be deterministic";
+        assert_eq!(status_of_message(lying), BuildStatus::PermanentFailure);
     }
 
     #[tokio::test]

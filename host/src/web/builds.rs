@@ -249,24 +249,33 @@ async fn project_of(state: &AppState, view: &BuildView) -> ApiResult<crate::db::
     super::find_project(state, &view.project).await
 }
 
-/// A build whose derivation was garbage-collected cannot be built again:
-/// say so rather than queue a build that aborts.
-async fn check_derivation_present(state: &AppState, view: &BuildView) -> ApiResult<()> {
-    let Ok(drv) = crate::nix::StorePath::parse(&view.build.drv_path) else {
-        return Ok(());
-    };
-    let invalid = state.nix.invalid_paths(std::slice::from_ref(&drv)).await.map_err(|e| ApiError::internal(e.to_string()))?;
-    if invalid.contains(&drv) {
+/// Of these builds to restart, those that can be built again, rooted at
+/// once (not at the next full update, lest a collection meanwhile take
+/// what they need), and those whose derivation was garbage-collected.
+pub(super) async fn restartable(state: &AppState, ids: &[i64]) -> ApiResult<(Vec<i64>, Vec<(i64, StorePath)>)> {
+    if let Some(problem) = &state.nix_problem {
         return Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            format!(
-                "build {} cannot be built again: its derivation {drv} was garbage-collected too; \
-                 the next evaluation of its jobset that has this job builds it again",
-                view.build.id
-            ),
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("nothing can be built here: {problem}"),
         ));
     }
-    Ok(())
+    let derivations = state.db.drv_paths_of(ids).await?;
+    let mut outputs = state.db.outputs_of(ids).await?;
+    if let Some(gc) = &state.gc {
+        let paths: Vec<String> = derivations
+            .iter()
+            .flat_map(|(id, drv)| {
+                outputs.remove(id).unwrap_or_default().into_iter().map(|(_, path)| path).chain([drv.clone()])
+            })
+            .collect();
+        gc.root(&paths).await;
+    }
+    let parsed: Vec<(i64, StorePath)> =
+        derivations.into_iter().filter_map(|(id, drv)| StorePath::parse(&drv).ok().map(|drv| (id, drv))).collect();
+    let drvs: Vec<StorePath> = parsed.iter().map(|(_, drv)| drv.clone()).collect();
+    let invalid = state.nix.invalid_paths(&drvs).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let (gone, present): (Vec<_>, Vec<_>) = parsed.into_iter().partition(|(_, drv)| invalid.contains(drv));
+    Ok((present.into_iter().map(|(id, _)| id).collect(), gone))
 }
 
 /// `restart`, `cancel`, `bump`: act, then 302 to the build.
@@ -288,10 +297,16 @@ pub async fn action(
             if !view.build.finished {
                 return Err(ApiError::bad_request(format!("build {id} is not finished, so it cannot be restarted")));
             }
-            check_derivation_present(&state, &view).await?;
-            // Rooted now, not at the next full update: a collection meanwhile
-            // would take the derivation the build needs.
-            root_build(&state, &view, true).await;
+            let (_, gone) = restartable(&state, &[id]).await?;
+            if let Some((_, drv)) = gone.first() {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    format!(
+                        "build {id} cannot be built again: its derivation {drv} was garbage-collected too; \
+                         the next evaluation of its jobset that has this job builds it again"
+                    ),
+                ));
+            }
             state.db.restart_builds(&[id]).await?;
         }
         "cancel" => {
@@ -328,23 +343,15 @@ pub async fn keep(
         }
     };
     state.db.set_keep(id, keep).await?;
-    if keep {
-        root_build(&state, &view, false).await;
-    } else if let Some(gc) = &state.gc {
-        gc.wake();
+    if let Some(gc) = &state.gc {
+        if keep {
+            // Rooted at once: it is kept from now on, not from the next update.
+            gc.root(&view.outputs.iter().map(|(_, path)| path.clone()).collect::<Vec<_>>()).await;
+        } else {
+            gc.wake();
+        }
     }
     Ok(redirect(&state, &format!("/build/{id}")))
-}
-
-/// Roots a build's outputs (and derivation) at once.
-async fn root_build(state: &AppState, view: &BuildView, with_derivation: bool) {
-    if let Some(gc) = &state.gc {
-        let mut paths: Vec<String> = view.outputs.iter().map(|(_, path)| path.clone()).collect();
-        if with_derivation {
-            paths.push(view.build.drv_path.clone());
-        }
-        gc.root(&paths).await;
-    }
 }
 
 /// `/build/N/download/NR[/PATH]`: a product's file (or a file inside a

@@ -191,12 +191,22 @@ pub async fn eval_action(
             let ids = state.db.eval_builds_where(id, EvalBuildFilter::Unfinished).await?;
             state.db.cancel_builds(&ids).await?;
         }
-        EvalAction::RestartFailed => {
-            let ids = state.db.eval_builds_where(id, EvalBuildFilter::Unsuccessful).await?;
-            state.db.restart_builds(&ids).await?;
-        }
-        EvalAction::RestartAborted => {
-            let ids = state.db.eval_builds_where(id, EvalBuildFilter::StatusIn(&status::ABORTED_LIKE)).await?;
+        EvalAction::RestartFailed | EvalAction::RestartAborted => {
+            let filter = match action {
+                EvalAction::RestartFailed => EvalBuildFilter::Unsuccessful,
+                _ => EvalBuildFilter::StatusIn(&status::ABORTED_LIKE),
+            };
+            let ids = state.db.eval_builds_where(id, filter).await?;
+            // Builds whose derivation was collected stay as they are: they
+            // would only abort.
+            let (ids, gone) = super::builds::restartable(&state, &ids).await?;
+            if !gone.is_empty() {
+                tracing::info!(
+                    eval = id,
+                    "{} builds not restarted: their derivations were garbage-collected",
+                    gone.len()
+                );
+            }
             state.db.restart_builds(&ids).await?;
         }
         EvalAction::Bump => {
