@@ -18,6 +18,7 @@ pub mod plugins;
 pub mod projects;
 pub mod queue;
 pub mod redact;
+pub mod retention;
 pub mod server;
 pub mod users;
 pub mod web;

@@ -56,6 +56,10 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Write a consistent copy of the SQLite database to FILE while the
+    /// server runs (restore: put it in a data directory as orthrus.sqlite).
+    /// PostgreSQL is backed up with pg_dump.
+    Backup { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -187,6 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(command) => user_command(&orthrus::server::open_db(&config).await?, command).await,
         Command::Doctor => doctor(&config).await,
         Command::GcRoots { apply, .. } => gc_roots_command(&config, apply).await,
+        Command::Backup { file } => backup_command(&config, &file).await,
     }
 }
 
@@ -320,6 +325,28 @@ async fn doctor(config: &orthrus::config::Config) -> anyhow::Result<()> {
 /// `orthrus gc-roots --dry-run | --apply`: what a full update of the GC
 /// roots would do, or doing it (with a sweep of every build for collected
 /// outputs).
+async fn backup_command(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let db = orthrus::server::open_db(config).await?;
+    // It holds password hashes and token digests: readable by its owner
+    // only, made empty first (VACUUM INTO writes into an empty file), and
+    // never over an existing file.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("cannot create {}", file.display()))?;
+    let started = std::time::Instant::now();
+    if let Err(e) = db.backup_to(file).await {
+        let _ = std::fs::remove_file(file);
+        anyhow::bail!("cannot back up the database to {}: {e}", file.display());
+    }
+    let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    println!("{}: {size} bytes, a consistent copy taken in {:.1} s", file.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 async fn gc_roots_command(config: &Config, apply: bool) -> anyhow::Result<()> {
     // The default directory depends on who runs this: say so when it is
     // not who owns the server's data.

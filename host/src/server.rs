@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::nix::Nix;
 use crate::plugins::{PluginRuntime, RuntimeSetup};
 use crate::queue::{QueueHandle, QueueRunner};
+use crate::retention::{Retention, RetentionStatus};
 use crate::users::throttle::{Limits, LoginThrottle};
 use crate::web::{AppState, router};
 
@@ -116,6 +117,10 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     .with_gc_roots(gc.clone());
     let eval_task = building.then(|| tokio::spawn(evaluator_task.run()));
     let gc_task = gc.clone().map(|gc| tokio::spawn(gc.run()));
+    // Retention needs no Nix: it runs wherever the database is.
+    let retention = Arc::new(RetentionStatus::default());
+    let retention_task =
+        tokio::spawn(Retention::new(&config, db.clone(), logs.clone(), metrics.clone(), retention.clone()).run());
     let spec_task = tokio::spawn(
         crate::projects::declarative::SpecApplier {
             db: db.clone(),
@@ -146,6 +151,7 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         plugin_calls: Arc::default(),
         channels: Arc::default(),
         gc: gc.clone(),
+        retention,
         nix_problem: local_nix.err().map(|e| Arc::from(e.sentence)),
         login_throttle: Arc::new(LoginThrottle::new(Limits {
             per_user: config.web.login_failures_per_user,
@@ -171,6 +177,7 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         task.abort();
     }
     spec_task.abort();
+    retention_task.abort();
     watch.abort();
     for task in notifier_tasks {
         task.abort();

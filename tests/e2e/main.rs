@@ -23,6 +23,7 @@ mod plugins;
 mod receiver;
 mod renderers;
 mod restart;
+mod retention;
 mod rights;
 mod sandbox;
 mod scheduling;

@@ -37,6 +37,7 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub mail: MailConfig,
     pub gc: GcConfig,
+    pub retention: RetentionConfig,
     /// Notifier plugins and the events each is told about.
     pub notifiers: Vec<NotifierConfig>,
     /// The file this was read from (absolute), if any: it holds secrets,
@@ -62,6 +63,45 @@ pub struct GcConfig {
 impl Default for GcConfig {
     fn default() -> Self {
         GcConfig { roots_dir: PathBuf::new(), interval_secs: 3600, min_root_age_secs: 24 * 3600 }
+    }
+}
+
+/// What the server deletes as it ages, so that its disk use levels off
+/// (see `retention/`). Ages are in days and may be fractions of one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Seconds between runs (the first runs a minute after the start).
+    pub interval_secs: u64,
+    /// Events older than this that every configured notifier has dealt
+    /// with are deleted.
+    pub events_max_age_days: f64,
+    /// A derivation's log older than this is deleted once no build the
+    /// GC roots keep (queued, kept, of a kept evaluation, `latest`)
+    /// refers to it.
+    pub logs_max_age_days: f64,
+    /// Evaluations kept per jobset, newest first; 0 keeps all.
+    pub evals_per_jobset: u64,
+    /// An evaluation younger than this is kept whatever its rank.
+    pub evals_min_age_days: f64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            interval_secs: 3600,
+            events_max_age_days: 90.0,
+            logs_max_age_days: 180.0,
+            evals_per_jobset: 1000,
+            evals_min_age_days: 90.0,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// An age in days as seconds.
+    pub fn seconds(days: f64) -> i64 {
+        (days * 86400.0).round() as i64
     }
 }
 
@@ -385,6 +425,9 @@ pub struct QueueConfig {
     pub max_log_size: u64,
     /// A build whose outputs exceed this many bytes fails (status 11).
     pub max_output_size: u64,
+    /// Fetch a step's outputs from the configured substituters when they
+    /// have them, instead of building (Hydra's `use-substitutes`).
+    pub use_substitutes: bool,
 }
 
 impl Default for Config {
@@ -403,6 +446,7 @@ impl Default for Config {
             mail: MailConfig::default(),
             notifiers: Vec::new(),
             gc: GcConfig::default(),
+            retention: RetentionConfig::default(),
             file: None,
         }
     }
@@ -456,6 +500,7 @@ impl Default for QueueConfig {
             default_max_silent_secs: 7200,
             max_log_size: 64 << 20,
             max_output_size: 2 << 30,
+            use_substitutes: false,
         }
     }
 }
@@ -615,6 +660,20 @@ impl Config {
         }
         if self.web.login_window_secs == 0 || self.web.header_timeout_secs == 0 {
             return Err(("web", "login_window_secs and header_timeout_secs must be at least 1".into()));
+        }
+        let retention = &self.retention;
+        if retention.interval_secs == 0 {
+            return Err(("retention.interval_secs", "must be at least 1".into()));
+        }
+        for (key, days) in [
+            ("retention.events_max_age_days", retention.events_max_age_days),
+            ("retention.logs_max_age_days", retention.logs_max_age_days),
+            ("retention.evals_min_age_days", retention.evals_min_age_days),
+        ] {
+            // Past a million days, an age is "never" and still fits in seconds.
+            if !(0.0..=1e6).contains(&days) {
+                return Err((key, format!("{days} is not a number of days between 0 and 1000000")));
+            }
         }
         if self.gc.interval_secs == 0 {
             return Err(("gc.interval_secs", "must be at least 1".into()));

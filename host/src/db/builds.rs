@@ -78,6 +78,7 @@ pub struct QueuedBuild {
 /// A build step about to run (or already decided without running).
 #[derive(Debug, Clone)]
 pub struct NewStep {
+    pub kind: StepType,
     pub drv_path: String,
     pub system: String,
     pub machine: String,
@@ -85,6 +86,28 @@ pub struct NewStep {
     pub status: Option<i32>,
     pub error_msg: Option<String>,
     pub propagated_from: Option<i64>,
+}
+
+/// What a step did (Hydra's `type` of a build step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepType {
+    /// Built on a machine.
+    Build,
+    /// Its outputs were fetched from a substituter instead.
+    Substitution,
+}
+
+impl StepType {
+    pub fn code(self) -> i32 {
+        match self {
+            StepType::Build => 0,
+            StepType::Substitution => 1,
+        }
+    }
+
+    pub fn from_code(code: i32) -> StepType {
+        if code == 1 { StepType::Substitution } else { StepType::Build }
+    }
 }
 
 /// How a build ended, with what was read from its outputs.
@@ -450,7 +473,7 @@ impl Db {
         build_step::ActiveModel {
             build_id: Set(build_id),
             step_nr: Set(step_nr),
-            kind: Set(0),
+            kind: Set(step.kind.code()),
             drv_path: Set(step.drv_path.clone()),
             busy: Set(step.status.is_none()),
             status: Set(step.status),

@@ -22,6 +22,7 @@ mod overview;
 mod plugin_kv;
 mod projects;
 mod releases;
+mod retention;
 mod users;
 mod views;
 
@@ -40,6 +41,7 @@ pub use notifications::*;
 pub use overview::*;
 pub use projects::*;
 pub use releases::*;
+pub use retention::Pruned;
 pub use users::*;
 pub use views::*;
 

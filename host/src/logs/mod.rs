@@ -26,8 +26,10 @@ use tokio::sync::{Semaphore, broadcast};
 
 mod frames;
 mod page;
+mod sweep;
 use frames::{FRAME_BYTES, FrameStart};
 pub use page::{LogPage, Window};
+pub use sweep::Swept;
 
 use crate::nix::StorePath;
 

@@ -26,6 +26,9 @@ pub use spec::{HostKey, MachineAddress, MachineFields, MachineSpec, parse_machin
 pub use step::{StepOutcome, StepRequest, build};
 
 /// How often machines files are checked for changes.
+/// The name of the server's own store as a machine (where substitutes
+/// are fetched to, too).
+pub const LOCALHOST: &str = "localhost";
 const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// Idle connections kept per machine beyond its slots are closed.
 const MAX_IDLE_PER_SLOT: usize = 1;
@@ -380,7 +383,7 @@ impl Machines {
 /// The server's own store as a machine.
 fn local_spec(systems: Vec<String>, features: Vec<String>, max_jobs: usize) -> MachineSpec {
     MachineSpec {
-        name: "localhost".into(),
+        name: LOCALHOST.into(),
         address: MachineAddress::Local,
         systems,
         ssh_key: None,

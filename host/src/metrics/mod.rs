@@ -24,6 +24,24 @@ pub struct Metrics {
     builds: IntCounterVec,
     queued_builds: IntGauge,
     running_steps: IntGauge,
+    retention_deleted: IntCounterVec,
+    retention_runs: IntCounterVec,
+    retention_last_run: IntGauge,
+    database_size: IntGauge,
+    log_dir_size: IntGauge,
+}
+
+/// What one retention run did and measured (see `retention/`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetentionFigures {
+    pub events: u64,
+    pub logs: u64,
+    pub evals: u64,
+    pub builds: u64,
+    pub database_bytes: Option<u64>,
+    pub log_dir_bytes: Option<u64>,
+    pub failed: bool,
+    pub finished_at: i64,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -123,8 +141,58 @@ impl Metrics {
                 &registry,
                 IntGauge::new("orthrus_queue_steps_running", "Build steps running now").expect("valid metric"),
             ),
+            retention_deleted: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("orthrus_retention_deleted_total", "What retention deleted, by kind"),
+                    &["kind"],
+                )
+                .expect("valid metric"),
+            ),
+            retention_runs: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("orthrus_retention_runs_total", "Retention runs, by outcome"),
+                    &["outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            retention_last_run: register(
+                &registry,
+                IntGauge::new("orthrus_retention_last_run_seconds", "When retention last finished, in Unix seconds")
+                    .expect("valid metric"),
+            ),
+            database_size: register(
+                &registry,
+                IntGauge::new("orthrus_database_size_bytes", "Size of the database, measured by retention")
+                    .expect("valid metric"),
+            ),
+            log_dir_size: register(
+                &registry,
+                IntGauge::new("orthrus_log_dir_size_bytes", "Size of the log directory, measured by retention")
+                    .expect("valid metric"),
+            ),
             registry,
         })
+    }
+
+    pub fn retention(&self, figures: &RetentionFigures) {
+        for (kind, count) in [
+            ("events", figures.events),
+            ("logs", figures.logs),
+            ("evaluations", figures.evals),
+            ("builds", figures.builds),
+        ] {
+            self.retention_deleted.with_label_values(&[kind]).inc_by(count);
+        }
+        self.retention_runs.with_label_values(&[if figures.failed { "failed" } else { "ok" }]).inc();
+        self.retention_last_run.set(figures.finished_at);
+        if let Some(bytes) = figures.database_bytes {
+            self.database_size.set(bytes as i64);
+        }
+        if let Some(bytes) = figures.log_dir_bytes {
+            self.log_dir_size.set(bytes as i64);
+        }
     }
 
     pub fn http_request(&self, method: &str, route: &str, status: u16, duration: Duration) {

@@ -384,6 +384,23 @@ impl Nix {
         Ok(invalid)
     }
 
+    /// Fetches what it can of these paths from the configured substituters
+    /// (`nix-store --realise --keep-going` on output paths substitutes and
+    /// never builds), and returns those that are valid now. A path no
+    /// substituter has is no error: it is built instead.
+    pub async fn substitute(&self, paths: &[StorePath]) -> Result<HashSet<StorePath>, NixError> {
+        for chunk in paths.chunks(PATHS_PER_CALL) {
+            let mut cmd = self.command("nix-store");
+            cmd.args(["--realise", "--keep-going"]).args(chunk.iter().map(StorePath::as_str));
+            let (status, _, err) = capture(cmd, MAX_QUERY_OUTPUT).await?;
+            if !status.success() {
+                tracing::debug!("substituting {} paths: {}", chunk.len(), error_text(&err, status));
+            }
+        }
+        let still_invalid = self.invalid_paths(paths).await?;
+        Ok(paths.iter().filter(|p| !still_invalid.contains(*p)).cloned().collect())
+    }
+
     /// The closure of the given paths (`nix-store --query --requisites`).
     pub async fn requisites(&self, paths: &[StorePath]) -> Result<Vec<StorePath>, NixError> {
         let mut result = Vec::new();

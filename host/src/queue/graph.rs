@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::scheduler::{RunnableStep, StepKind};
-use crate::db::{Db, QueuedBuild, status};
+use crate::db::{Db, NewStep, QueuedBuild, StepType, status};
 use crate::nix::{Derivation, Nix, NixError, StorePath};
 
 /// Counting the steps that wait for a step stops here: beyond, the count
@@ -301,16 +301,42 @@ impl Graph {
     }
 }
 
+/// Whether outputs are fetched from substituters before building
+/// (`queue.use_substitutes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Substitutes {
+    Use,
+    BuildOnly,
+}
+
+impl Substitutes {
+    pub fn from_config(use_substitutes: bool) -> Substitutes {
+        if use_substitutes { Substitutes::Use } else { Substitutes::BuildOnly }
+    }
+}
+
 /// Adds builds to the graph: reads their derivation closures level by
 /// level, stopping at derivations whose outputs are valid (their own inputs
 /// need no building), with one validity query per level for all builds.
-/// Returns the steps of earlier builds that the new ones need too (and so
-/// whose rank may have changed).
-pub async fn expand(nix: &Nix, db: &Db, graph: &mut Graph, builds: &[QueuedBuild]) -> Result<Vec<StorePath>, NixError> {
+/// With `substitutes`, outputs a substituter has are fetched instead of
+/// built (as Hydra's `use-substitutes`), recorded as a substitution step
+/// of the build that first needed them. Returns the steps of earlier
+/// builds that the new ones need too (and so whose rank may have changed).
+pub async fn expand(
+    nix: &Nix,
+    db: &Db,
+    graph: &mut Graph,
+    builds: &[QueuedBuild],
+    substitutes: Substitutes,
+) -> Result<Vec<StorePath>, NixError> {
     let mut shared: Vec<StorePath> = Vec::new();
     let mut new_steps: Vec<StorePath> = Vec::new();
     let mut checked: HashSet<StorePath> = HashSet::new();
-    let mut frontier: Vec<StorePath> = Vec::new();
+    let mut frontier: Vec<(StorePath, i64)> = Vec::new();
+    // The build that first reached each derivation: substitutions are
+    // recorded on it.
+    let mut reached_by: HashMap<StorePath, i64> = HashMap::new();
+    let mut substituted: Vec<(StorePath, String, i64)> = Vec::new();
     let mut roots: HashMap<i64, (StorePath, Vec<StorePath>)> = HashMap::new();
     for build in builds {
         let parse = |p: &str| StorePath::parse(p);
@@ -322,17 +348,18 @@ pub async fn expand(nix: &Nix, db: &Db, graph: &mut Graph, builds: &[QueuedBuild
             }
         };
         let constituents: Vec<StorePath> = build.constituent_drvs.iter().filter_map(|d| parse(d).ok()).collect();
-        frontier.push(top.clone());
-        frontier.extend(constituents.iter().cloned());
+        frontier.push((top.clone(), build.id));
+        frontier.extend(constituents.iter().map(|c| (c.clone(), build.id)));
         roots.insert(build.id, (top, constituents));
     }
 
     while !frontier.is_empty() {
         let mut level = Vec::new();
-        for drv in frontier.drain(..) {
+        for (drv, build_id) in frontier.drain(..) {
             if !checked.insert(drv.clone()) {
                 continue;
             }
+            reached_by.insert(drv.clone(), build_id);
             if graph.steps.contains_key(&drv) {
                 shared.push(drv);
             } else {
@@ -359,11 +386,26 @@ pub async fn expand(nix: &Nix, db: &Db, graph: &mut Graph, builds: &[QueuedBuild
         }
         let outputs: Vec<StorePath> =
             derivations.iter().flat_map(|(_, d)| d.output_paths().map(|(_, p)| p.clone())).collect();
-        let invalid = nix.invalid_paths(&outputs).await?;
+        let mut invalid = nix.invalid_paths(&outputs).await?;
+        if substitutes == Substitutes::Use && !invalid.is_empty() {
+            let mut wanted: Vec<StorePath> = invalid.iter().cloned().collect();
+            wanted.sort();
+            let fetched = nix.substitute(&wanted).await?;
+            for (drv, derivation) in &derivations {
+                let outputs: Vec<Option<&StorePath>> = derivation.outputs.values().map(|o| o.path.as_ref()).collect();
+                let was_missing = outputs.iter().flatten().any(|p| invalid.contains(*p));
+                let all_there = outputs.iter().all(|p| p.is_some_and(|p| !invalid.contains(p) || fetched.contains(p)));
+                if was_missing && all_there {
+                    substituted.push((drv.clone(), derivation.system.clone(), reached_by[drv]));
+                }
+            }
+            invalid.retain(|p| !fetched.contains(p));
+        }
         for (drv, derivation) in derivations {
             let needs_build = derivation.outputs.values().any(|o| o.path.as_ref().is_none_or(|p| invalid.contains(p)));
             if needs_build {
-                frontier.extend(derivation.input_drvs.keys().cloned());
+                let build_id = reached_by[&drv];
+                frontier.extend(derivation.input_drvs.keys().map(|input| (input.clone(), build_id)));
                 graph.steps.insert(drv.clone(), new_step(derivation, StepState::Pending));
                 new_steps.push(drv);
             }
@@ -392,6 +434,21 @@ pub async fn expand(nix: &Nix, db: &Db, graph: &mut Graph, builds: &[QueuedBuild
             }
             graph.steps.get_mut(top).expect("top step").deps.insert(constituent.clone());
             graph.steps.get_mut(constituent).expect("constituent step").rdeps.insert(top.clone());
+        }
+    }
+
+    for (drv, system, build_id) in substituted {
+        let step = NewStep {
+            kind: StepType::Substitution,
+            drv_path: drv.to_string(),
+            system,
+            machine: crate::machines::LOCALHOST.into(),
+            status: Some(status::SUCCESS),
+            error_msg: None,
+            propagated_from: None,
+        };
+        if let Err(e) = db.create_step(build_id, &step).await {
+            tracing::warn!(build = build_id, %drv, "cannot record a substitution: {e}");
         }
     }
 

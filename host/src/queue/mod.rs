@@ -260,7 +260,15 @@ impl QueueRunner {
             return Ok(());
         }
         debug!(builds = new.len(), "adding builds to the queue");
-        let shared = match graph::expand(&self.nix, &self.db, &mut self.graph, &new).await {
+        let shared = match graph::expand(
+            &self.nix,
+            &self.db,
+            &mut self.graph,
+            &new,
+            graph::Substitutes::from_config(self.config.queue.use_substitutes),
+        )
+        .await
+        {
             Ok(shared) => shared,
             Err(e) => {
                 // Nix itself could not be asked: try again at the next sync.
@@ -379,6 +387,7 @@ impl QueueRunner {
             derivation: derivation.clone(),
         };
         let step = NewStep {
+            kind: crate::db::StepType::Build,
             drv_path: drv.to_string(),
             system: derivation.system.clone(),
             machine: machine.spec.name.clone(),
@@ -505,6 +514,7 @@ impl QueueRunner {
                 if recorded_in != Some(build_id) {
                     // The step shows on every build it failed, pointing to where it ran.
                     let step = NewStep {
+                        kind: crate::db::StepType::Build,
                         drv_path: drv.clone(),
                         system: system.clone(),
                         machine: String::new(),

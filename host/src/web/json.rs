@@ -200,6 +200,7 @@ pub fn step(step: &crate::db::BuildStep) -> Value {
         "machine": step.machine,
         "system": step.system,
         "propagatedfrom": step.propagated_from,
+        "type": step.kind,
     })
 }
 

@@ -70,6 +70,8 @@ pub struct AppState {
     /// The GC roots, for builds kept or restarted (none where they cannot
     /// be kept).
     pub gc: Option<crate::gc::GcRoots>,
+    /// What retention last did, for `/status`.
+    pub retention: Arc<crate::retention::RetentionStatus>,
     /// Why nothing is evaluated or built (no usable Nix), in one sentence.
     pub nix_problem: Option<Arc<str>>,
 }

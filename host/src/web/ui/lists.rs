@@ -160,11 +160,35 @@ pub async fn status(State(state): State<AppState>, caller: Caller) -> Response {
                 h2 { "On machines no longer configured" }
                 ul { @for s in &orphans { li { a href=(format!("/build/{}", s.step.build_id)) { (s.step.build_id) } " on " (s.step.machine) } } }
             }
+            (storage(state.retention.last()))
         };
         Ok::<_, ApiError>(layout(&caller, "Status", &[], body))
     }
     .await;
     render(&caller, page)
+}
+
+/// What retention measured, and deleted since the start.
+fn storage(last: Option<(crate::retention::Report, crate::metrics::RetentionFigures)>) -> Markup {
+    html! {
+        h2 { "Storage" }
+        @match last {
+            None => p.muted { "Retention has not run yet: it measures and prunes a minute after the start, then every retention.interval_secs." },
+            Some((report, totals)) => {
+                @let f = report.figures;
+                p id="storage" {
+                    "Database " (super::size(f.database_bytes.unwrap_or(0) as i64))
+                    ", logs " (super::size(f.log_dir_bytes.unwrap_or(0) as i64)) ", measured "
+                    (time(Some(f.finished_at))) ". Retention deleted, since the start, "
+                    span.retention-events { (totals.events) } " events, "
+                    span.retention-evals { (totals.evals) } " evaluations, "
+                    span.retention-builds { (totals.builds) } " builds and "
+                    span.retention-logs { (totals.logs) } " logs."
+                }
+                @for problem in &report.problems { p.error { (problem) } }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -469,7 +469,8 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
                         td { code { (step.drv_path) } }
                         td { (step.machine) }
                         td { @if let (Some(start), Some(stop)) = (step.start_time, step.stop_time) { (duration(stop - start)) } }
-                        td { @if step.busy { span.badge.queued { "running" } } @else { (status_badge(true, step.status)) } }
+                        td { @if step.busy { span.badge.queued { "running" } } @else { (status_badge(true, step.status)) }
+                             @if crate::db::StepType::from_code(step.kind) == crate::db::StepType::Substitution { " " span.badge.substituted { "substituted" } } }
                         td { a href=(format!("/build/{id}/nixlog/{}", step.step_nr)) { "log" } " "
                              a href=(format!("/build/{id}/nixlog/{}/raw", step.step_nr)) { "raw" } }
                     } } }

@@ -1,0 +1,356 @@
+//! What retention deletes (see `retention/`): old events every notifier
+//! has dealt with, evaluations beyond a jobset's count and the builds only
+//! they held, and which derivations' logs are still wanted. Also the
+//! database's size and a consistent copy of it for backups.
+
+use std::collections::{BTreeSet, HashSet};
+
+use sea_orm::sea_query::Query;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement};
+
+use super::entities::{
+    aggregate_constituent, build, build_step, event, jobset, jobset_eval, jobset_eval_member, notifier_pending, project,
+};
+use super::{Db, DbError, DbResult, INSERT_CHUNK, status};
+
+/// Evaluations deleted per transaction: a write lock held for long would
+/// stall the queue and the evaluator.
+const EVALS_PER_TRANSACTION: usize = 100;
+/// Events deleted per statement, for the same reason.
+const EVENTS_PER_STATEMENT: u64 = 5000;
+
+/// What pruning evaluations deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub evals: u64,
+    pub builds: u64,
+}
+
+impl Db {
+    /// Deletes events written before `before` (Unix time) that every
+    /// notifier in `notifiers` has moved past and none still retries.
+    /// Events of notifiers no longer configured are no reason to keep one:
+    /// their parked deliveries go with the events.
+    pub async fn delete_delivered_events(&self, before: i64, notifiers: &[String]) -> DbResult<u64> {
+        let cursors = self.notifier_cursors().await?;
+        // A configured notifier without a cursor yet starts after the newest
+        // event: it holds nothing back.
+        let below = cursors
+            .iter()
+            .filter(|(name, _)| notifiers.contains(name))
+            .map(|(_, cursor)| cursor.cursor)
+            .min()
+            .unwrap_or(i64::MAX);
+        let retried = Query::select()
+            .column(notifier_pending::Column::EventId)
+            .from(notifier_pending::Entity)
+            .and_where(notifier_pending::Column::Notifier.is_in(notifiers.iter().cloned()))
+            .to_owned();
+        let mut deleted = 0;
+        loop {
+            let ids: Vec<i64> = event::Entity::find()
+                .select_only()
+                .column(event::Column::Id)
+                .filter(event::Column::Time.lt(before))
+                .filter(event::Column::Id.lte(below))
+                .filter(event::Column::Id.not_in_subquery(retried.clone()))
+                .order_by_asc(event::Column::Id)
+                .limit(EVENTS_PER_STATEMENT)
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            if ids.is_empty() {
+                return Ok(deleted);
+            }
+            let txn = self.begin_write().await?;
+            for chunk in ids.chunks(INSERT_CHUNK) {
+                notifier_pending::Entity::delete_many()
+                    .filter(notifier_pending::Column::EventId.is_in(chunk.iter().copied()))
+                    .filter(notifier_pending::Column::Notifier.is_not_in(notifiers.iter().cloned()))
+                    .exec(&txn)
+                    .await?;
+                deleted += event::Entity::delete_many()
+                    .filter(event::Column::Id.is_in(chunk.iter().copied()))
+                    .exec(&txn)
+                    .await?
+                    .rows_affected;
+            }
+            txn.commit().await?;
+        }
+    }
+
+    /// Deletes each jobset's evaluations beyond its newest `keep` (0: none
+    /// are deleted) that started before `before`, except those still
+    /// building, and for each job whose newest successful build (what
+    /// `latest` and `latest-finished` answer) no remaining evaluation
+    /// holds, the newest evaluation that holds it. A build goes with them
+    /// only when no remaining evaluation holds it, it is finished and not
+    /// kept, no remaining aggregate names it and no project's declarative
+    /// spec came from it.
+    pub async fn prune_evals(&self, keep: u64, before: i64) -> DbResult<Pruned> {
+        let mut pruned = Pruned::default();
+        if keep == 0 {
+            return Ok(pruned);
+        }
+        let jobsets: Vec<i64> =
+            jobset::Entity::find().select_only().column(jobset::Column::Id).into_tuple().all(self.read()).await?;
+        for jobset_id in jobsets {
+            let beyond: Vec<i64> = jobset_eval::Entity::find()
+                .select_only()
+                .column(jobset_eval::Column::Id)
+                .filter(jobset_eval::Column::JobsetId.eq(jobset_id))
+                .filter(jobset_eval::Column::Timestamp.lt(before))
+                .filter(
+                    jobset_eval::Column::Id.not_in_subquery(
+                        Query::select()
+                            .column(jobset_eval::Column::Id)
+                            .from(jobset_eval::Entity)
+                            .and_where(jobset_eval::Column::JobsetId.eq(jobset_id))
+                            .order_by(jobset_eval::Column::Id, sea_orm::Order::Desc)
+                            .limit(keep)
+                            .to_owned(),
+                    ),
+                )
+                .into_tuple::<i64>()
+                .all(self.read())
+                .await?;
+            if beyond.is_empty() {
+                continue;
+            }
+            let latest = self.latest_of_every_job(jobset_id).await?;
+            let held = self.evals_to_hold(jobset_id, &beyond, &latest).await?;
+            let doomed: Vec<i64> = beyond.into_iter().filter(|e| !held.contains(e)).collect();
+            let latest: HashSet<i64> = latest.into_iter().collect();
+            for chunk in doomed.chunks(EVALS_PER_TRANSACTION) {
+                let done = self.delete_evals(chunk, &latest).await?;
+                pruned.evals += done.evals;
+                pruned.builds += done.builds;
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// The newest successful build of each job of a jobset.
+    async fn latest_of_every_job(&self, jobset_id: i64) -> DbResult<Vec<i64>> {
+        let ids: Vec<Option<i64>> = build::Entity::find()
+            .select_only()
+            .column_as(build::Column::Id.max(), "id")
+            .filter(build::Column::JobsetId.eq(jobset_id))
+            .filter(build::Column::Finished.eq(true))
+            .filter(build::Column::BuildStatus.eq(status::SUCCESS))
+            .filter(build::Column::OutputsCollected.eq(false))
+            .group_by(build::Column::Job)
+            .into_tuple()
+            .all(self.read())
+            .await?;
+        Ok(ids.into_iter().flatten().collect())
+    }
+
+    /// Which of the jobset's `candidates` must stay: those with an
+    /// unfinished build, and the newest holder of each `latest` build that
+    /// no evaluation outside the candidates holds.
+    async fn evals_to_hold(&self, jobset_id: i64, candidates: &[i64], latest: &[i64]) -> DbResult<HashSet<i64>> {
+        let candidate_set: HashSet<i64> = candidates.iter().copied().collect();
+        let mut held = HashSet::new();
+        for chunk in candidates.chunks(INSERT_CHUNK) {
+            let building: Vec<i64> = jobset_eval_member::Entity::find()
+                .select_only()
+                .column(jobset_eval_member::Column::EvalId)
+                .distinct()
+                .join(
+                    sea_orm::JoinType::InnerJoin,
+                    jobset_eval_member::Entity::belongs_to(build::Entity)
+                        .from(jobset_eval_member::Column::BuildId)
+                        .to(build::Column::Id)
+                        .into(),
+                )
+                .filter(jobset_eval_member::Column::EvalId.is_in(chunk.iter().copied()))
+                .filter(build::Column::Finished.eq(false))
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            held.extend(building);
+        }
+        for chunk in latest.chunks(INSERT_CHUNK) {
+            // Every evaluation of this jobset holding one of them, newest first.
+            let holders: Vec<(i64, i64)> = jobset_eval_member::Entity::find()
+                .select_only()
+                .column(jobset_eval_member::Column::BuildId)
+                .column(jobset_eval_member::Column::EvalId)
+                .join(
+                    sea_orm::JoinType::InnerJoin,
+                    jobset_eval_member::Entity::belongs_to(jobset_eval::Entity)
+                        .from(jobset_eval_member::Column::EvalId)
+                        .to(jobset_eval::Column::Id)
+                        .into(),
+                )
+                .filter(jobset_eval::Column::JobsetId.eq(jobset_id))
+                .filter(jobset_eval_member::Column::BuildId.is_in(chunk.iter().copied()))
+                .order_by_desc(jobset_eval_member::Column::EvalId)
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            let mut covered: HashSet<i64> = HashSet::new();
+            for (build, eval) in &holders {
+                if !candidate_set.contains(eval) {
+                    covered.insert(*build);
+                }
+            }
+            for (build, eval) in holders {
+                // The first holder seen is the newest.
+                if covered.insert(build) {
+                    held.insert(eval);
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    /// Deletes these evaluations (their members, inputs and errors go by
+    /// cascade) and the builds only they held, in one transaction.
+    async fn delete_evals(&self, evals: &[i64], latest: &HashSet<i64>) -> DbResult<Pruned> {
+        let txn = self.begin_write().await?;
+        let members: Vec<i64> = jobset_eval_member::Entity::find()
+            .select_only()
+            .column(jobset_eval_member::Column::BuildId)
+            .distinct()
+            .filter(jobset_eval_member::Column::EvalId.is_in(evals.iter().copied()))
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        let evals_deleted = jobset_eval::Entity::delete_many()
+            .filter(jobset_eval::Column::Id.is_in(evals.iter().copied()))
+            .exec(&txn)
+            .await?;
+        let mut orphans: BTreeSet<i64> = BTreeSet::new();
+        for chunk in members.chunks(INSERT_CHUNK) {
+            let still_held = Query::select()
+                .column(jobset_eval_member::Column::BuildId)
+                .from(jobset_eval_member::Entity)
+                .and_where(jobset_eval_member::Column::BuildId.is_in(chunk.iter().copied()))
+                .to_owned();
+            let declarative = Query::select()
+                .column(project::Column::DeclarativeBuild)
+                .from(project::Entity)
+                .and_where(project::Column::DeclarativeBuild.is_not_null())
+                .to_owned();
+            let ids: Vec<i64> = build::Entity::find()
+                .select_only()
+                .column(build::Column::Id)
+                .filter(build::Column::Id.is_in(chunk.iter().copied()))
+                .filter(build::Column::Id.not_in_subquery(still_held))
+                .filter(build::Column::Id.not_in_subquery(declarative))
+                .filter(build::Column::Finished.eq(true))
+                .filter(build::Column::Keep.eq(false))
+                .into_tuple()
+                .all(&txn)
+                .await?;
+            orphans.extend(ids.into_iter().filter(|id| !latest.contains(id)));
+        }
+        // A constituent of an aggregate that stays, stays.
+        let orphan_list: Vec<i64> = orphans.iter().copied().collect();
+        for chunk in orphan_list.chunks(INSERT_CHUNK) {
+            let named: Vec<(i64, i64)> = aggregate_constituent::Entity::find()
+                .select_only()
+                .column(aggregate_constituent::Column::AggregateId)
+                .column(aggregate_constituent::Column::ConstituentId)
+                .filter(aggregate_constituent::Column::ConstituentId.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(&txn)
+                .await?;
+            for (aggregate, constituent) in named {
+                if !orphans.contains(&aggregate) {
+                    orphans.remove(&constituent);
+                }
+            }
+        }
+        let mut builds_deleted = 0;
+        let doomed: Vec<i64> = orphans.iter().copied().collect();
+        for chunk in doomed.chunks(INSERT_CHUNK) {
+            // Steps, outputs, products, metrics and memberships go by cascade.
+            builds_deleted += build::Entity::delete_many()
+                .filter(build::Column::Id.is_in(chunk.iter().copied()))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+        }
+        txn.commit().await?;
+        self.builds.invalidate(doomed);
+        Ok(Pruned { evals: evals_deleted.rows_affected, builds: builds_deleted })
+    }
+
+    /// The derivations whose logs these builds show: each build's own and
+    /// its steps'.
+    pub async fn log_derivations_of(&self, builds: &[i64]) -> DbResult<HashSet<String>> {
+        let mut drvs = HashSet::new();
+        for chunk in builds.chunks(INSERT_CHUNK) {
+            let own: Vec<String> = build::Entity::find()
+                .select_only()
+                .column(build::Column::DrvPath)
+                .filter(build::Column::Id.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            let steps: Vec<String> = build_step::Entity::find()
+                .select_only()
+                .column(build_step::Column::DrvPath)
+                .distinct()
+                .filter(build_step::Column::BuildId.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            drvs.extend(own);
+            drvs.extend(steps);
+        }
+        Ok(drvs)
+    }
+
+    /// The newest successful build of every job of every jobset.
+    pub async fn latest_builds_everywhere(&self) -> DbResult<Vec<i64>> {
+        let ids: Vec<Option<i64>> = build::Entity::find()
+            .select_only()
+            .column_as(build::Column::Id.max(), "id")
+            .filter(build::Column::Finished.eq(true))
+            .filter(build::Column::BuildStatus.eq(status::SUCCESS))
+            .filter(build::Column::OutputsCollected.eq(false))
+            .group_by(build::Column::JobsetId)
+            .group_by(build::Column::Job)
+            .into_tuple()
+            .all(self.read())
+            .await?;
+        Ok(ids.into_iter().flatten().collect())
+    }
+
+    /// The database's size on disk, in bytes.
+    pub async fn size_bytes(&self) -> DbResult<u64> {
+        let backend = self.backend();
+        let sql = match backend {
+            sea_orm::DbBackend::Postgres => "SELECT pg_database_size(current_database())::bigint AS size",
+            _ => "SELECT page_count * page_size AS size FROM pragma_page_count(), pragma_page_size()",
+        };
+        let row = self.read().query_one_raw(Statement::from_string(backend, sql)).await?;
+        let size: i64 = match row {
+            Some(row) => row.try_get("", "size")?,
+            None => 0,
+        };
+        Ok(size.max(0) as u64)
+    }
+
+    /// Writes a consistent copy of a SQLite database to `file` (which must
+    /// not exist) while the server goes on writing: `VACUUM INTO` reads one
+    /// snapshot, as a reader does, and writes a compact database.
+    pub async fn backup_to(&self, file: &std::path::Path) -> DbResult<()> {
+        if self.backend() != sea_orm::DbBackend::Sqlite {
+            return Err(DbError::Conflict(
+                "orthrus backup copies SQLite databases; back up PostgreSQL with pg_dump (see the README)".into(),
+            ));
+        }
+        let target = file.to_str().ok_or_else(|| DbError::Conflict(format!("{} is not UTF-8", file.display())))?;
+        // On a reader connection, outside any transaction (VACUUM cannot
+        // run inside one).
+        self.read()
+            .execute_raw(Statement::from_sql_and_values(sea_orm::DbBackend::Sqlite, "VACUUM INTO ?", [target.into()]))
+            .await?;
+        Ok(())
+    }
+}
