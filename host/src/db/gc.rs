@@ -319,62 +319,8 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{Expect, FinishedBuild, JobsetSettings, NewEval, NewJob, ProjectSettings};
-
-    fn job(name: &str, nonce: &str) -> NewJob {
-        let hash =
-            format!("{:0>32}", format!("{name}{nonce}").chars().filter(|c| c.is_ascii_digit()).collect::<String>());
-        let hash: String = hash.chars().rev().take(32).collect();
-        let store = crate::nix::store_dir();
-        NewJob {
-            name: name.into(),
-            nix_name: format!("{name}-{nonce}"),
-            drv_path: format!("{store}/{hash}-{name}-{nonce}.drv"),
-            system: "x86_64-linux".into(),
-            outputs: vec![("out".into(), format!("{store}/{hash}-{name}-{nonce}"))],
-            description: None,
-            license: None,
-            homepage: None,
-            maintainers: None,
-            scheduling_priority: 100,
-            timeout: 3600,
-            max_silent: 3600,
-            is_channel: false,
-            constituents: None,
-        }
-    }
-
-    async fn eval(db: &Db, jobset_id: i64, started: i64, jobs: Vec<NewJob>) -> Vec<i64> {
-        let eval = NewEval {
-            jobset_id,
-            started,
-            hash: format!("h{started}"),
-            flake: None,
-            checkout_time: 0,
-            eval_time: 0,
-            inputs: Vec::new(),
-            jobs,
-            errors: Vec::new(),
-        };
-        db.record_eval(&eval).await.unwrap().new_builds
-    }
-
-    async fn finish(db: &Db, id: i64, status: i32) {
-        let result = FinishedBuild {
-            id,
-            status,
-            is_cached: false,
-            start_time: 1,
-            stop_time: 2,
-            size: None,
-            closure_size: None,
-            release_name: None,
-            products: Vec::new(),
-            metrics: Vec::new(),
-            output_errors: Vec::new(),
-        };
-        db.finish_builds(&[result]).await.unwrap();
-    }
+    use crate::db::test_support::{eval, finish, fresh_db, job};
+    use crate::db::{Expect, JobsetSettings, ProjectSettings};
 
     /// Hydra's rules, case by case: the newest `keepnr` finished
     /// evaluations with new builds and every unfinished one; the newest
@@ -382,8 +328,7 @@ mod tests {
     /// nothing of a jobset disabled and hidden for over a week.
     #[tokio::test]
     async fn kept_builds_follow_hydras_rules() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&format!("sqlite://{}", dir.path().join("db.sqlite").display())).await.unwrap();
+        let (_dir, db) = fresh_db().await;
         let (project, _) = db.save_project("p", &ProjectSettings::new("p"), Expect::Anything).await.unwrap();
         let kept_two = JobsetSettings { keep_nr: 2, ..JobsetSettings::new("main") };
         let (main, _) = db.save_jobset(&project, "main", &kept_two, Expect::Anything).await.unwrap();

@@ -23,6 +23,8 @@ mod plugin_kv;
 mod projects;
 mod releases;
 mod retention;
+#[cfg(test)]
+pub(crate) mod test_support;
 mod users;
 mod views;
 

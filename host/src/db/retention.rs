@@ -354,3 +354,58 @@ impl Db {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::test_support::{eval, fresh_db, job};
+    use crate::db::{Expect, JobsetSettings, NewPending, ProjectSettings};
+
+    fn parked(event_id: i64) -> NewPending {
+        NewPending { event_id, ordering_key: "k".into(), attempts: 1, next_attempt: 0, error: Some("refused".into()) }
+    }
+
+    async fn event_ids(db: &Db) -> Vec<i64> {
+        db.events_after(0, 1000, None).await.unwrap().iter().map(|e| e.id).collect()
+    }
+
+    /// Old events go once every configured notifier is past them and none
+    /// retries them; a notifier no longer configured holds nothing back.
+    #[tokio::test]
+    async fn events_wait_for_every_configured_notifier() {
+        let (_dir, db) = fresh_db().await;
+        let (project, _) = db.save_project("p", &ProjectSettings::new("p"), Expect::Anything).await.unwrap();
+        let (jobset, _) =
+            db.save_jobset(&project, "main", &JobsetSettings::new("main"), Expect::Anything).await.unwrap();
+        eval(&db, jobset.id, 1, vec![job("a", "1")]).await;
+        let first = event_ids(&db).await;
+        assert!(first.len() >= 2, "{first:?}");
+        // Configured now: mail and hook. Gone: parked the first event long ago.
+        let configured = ["mail".to_owned(), "hook".to_owned()];
+        for name in ["mail", "hook", "gone"] {
+            db.notifier_cursor(name).await.unwrap();
+        }
+        db.advance_notifier("gone", 0, 0, &[parked(first[0])]).await.unwrap();
+        eval(&db, jobset.id, 2, vec![job("b", "2")]).await;
+        let all = event_ids(&db).await;
+        let newest = *all.last().unwrap();
+        db.advance_notifier("mail", newest, 1, &[]).await.unwrap();
+        db.advance_notifier("hook", newest, 0, &[parked(newest)]).await.unwrap();
+
+        let later = crate::db::now() + 60;
+        assert_eq!(db.delete_delivered_events(0, &configured).await.unwrap(), 0, "too young");
+        let deleted = db.delete_delivered_events(later, &configured).await.unwrap();
+        assert_eq!(deleted as usize, all.len() - 1);
+        assert_eq!(event_ids(&db).await, [newest], "hook still retries it");
+        assert!(db.pending_deliveries("gone").await.unwrap().is_empty(), "its event went");
+        assert_eq!(db.pending_deliveries("hook").await.unwrap().len(), 1);
+
+        // A notifier lagging behind holds back what it has not read.
+        eval(&db, jobset.id, 3, vec![job("c", "3")]).await;
+        let newer: Vec<i64> = event_ids(&db).await.into_iter().filter(|id| *id > newest).collect();
+        db.advance_notifier("hook", *newer.last().unwrap(), 1, &[]).await.unwrap();
+        assert_eq!(db.delete_delivered_events(later, &configured).await.unwrap(), 0, "mail has not read them");
+        db.advance_notifier("mail", *newer.last().unwrap(), 1, &[]).await.unwrap();
+        assert_eq!(db.delete_delivered_events(later, &configured).await.unwrap() as usize, newer.len());
+    }
+}

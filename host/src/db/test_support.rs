@@ -1,0 +1,69 @@
+//! Helpers for the database's unit tests: jobs, evaluations and finished
+//! builds made in a few words.
+
+use super::{Db, FinishedBuild, NewEval, NewJob};
+
+/// A fresh SQLite database in a directory of its own (kept while the
+/// directory lives).
+pub async fn fresh_db() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&format!("sqlite://{}", dir.path().join("db.sqlite").display())).await.unwrap();
+    (dir, db)
+}
+
+/// A job whose derivation and output are named after it and `nonce`.
+pub fn job(name: &str, nonce: &str) -> NewJob {
+    let hash = format!("{:0>32}", format!("{name}{nonce}").chars().filter(|c| c.is_ascii_digit()).collect::<String>());
+    let hash: String = hash.chars().rev().take(32).collect();
+    let store = crate::nix::store_dir();
+    NewJob {
+        name: name.into(),
+        nix_name: format!("{name}-{nonce}"),
+        drv_path: format!("{store}/{hash}-{name}-{nonce}.drv"),
+        system: "x86_64-linux".into(),
+        outputs: vec![("out".into(), format!("{store}/{hash}-{name}-{nonce}"))],
+        description: None,
+        license: None,
+        homepage: None,
+        maintainers: None,
+        scheduling_priority: 100,
+        timeout: 3600,
+        max_silent: 3600,
+        is_channel: false,
+        constituents: None,
+    }
+}
+
+/// Records an evaluation of these jobs; returns the new builds.
+pub async fn eval(db: &Db, jobset_id: i64, started: i64, jobs: Vec<NewJob>) -> Vec<i64> {
+    let eval = NewEval {
+        jobset_id,
+        started,
+        hash: format!("h{started}"),
+        flake: None,
+        checkout_time: 0,
+        eval_time: 0,
+        inputs: Vec::new(),
+        jobs,
+        errors: Vec::new(),
+    };
+    db.record_eval(&eval).await.unwrap().new_builds
+}
+
+/// Finishes a build with this status.
+pub async fn finish(db: &Db, id: i64, status: i32) {
+    let result = FinishedBuild {
+        id,
+        status,
+        is_cached: false,
+        start_time: 1,
+        stop_time: 2,
+        size: None,
+        closure_size: None,
+        release_name: None,
+        products: Vec::new(),
+        metrics: Vec::new(),
+        output_errors: Vec::new(),
+    };
+    db.finish_builds(&[result]).await.unwrap();
+}
