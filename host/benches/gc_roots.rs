@@ -75,23 +75,9 @@ async fn main() {
             .map(|i| {
                 let output = &outputs[j * JOBS + i];
                 let hash = &Path::new(output).file_name().unwrap().to_str().unwrap()[..32];
-                NewJob {
-                    name: format!("job{i}"),
-                    nix_name: format!("job-{i}"),
-                    // Derivations that are not in the store: the update checks them too.
-                    drv_path: format!("{}/{hash}-job-{i}.drv", orthrus::nix::store_dir()),
-                    system: "x86_64-linux".into(),
-                    outputs: vec![("out".into(), output.clone())],
-                    description: None,
-                    license: None,
-                    homepage: None,
-                    maintainers: None,
-                    scheduling_priority: 100,
-                    timeout: 3600,
-                    max_silent: 3600,
-                    is_channel: false,
-                    constituents: None,
-                }
+                // Derivations that are not in the store: the update checks them too.
+                let drv = format!("{}/{hash}-job-{i}.drv", orthrus::nix::store_dir());
+                NewJob::plain(&format!("job{i}"), &format!("job-{i}"), drv, "x86_64-linux", output.clone())
             })
             .collect();
         let eval = NewEval {

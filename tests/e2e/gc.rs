@@ -62,26 +62,6 @@ impl Store {
     }
 }
 
-fn put_jobset(server: &Server, source: &Path, rev: &str) {
-    let answer = server.put(
-        "/jobset/gc/main",
-        &json!({
-            "enabled": 1,
-            "visible": true,
-            "nixexprinput": "src",
-            "nixexprpath": "release.nix",
-            "checkinterval": 0,
-            "schedulingshares": 100,
-            "keepnr": 2,
-            "inputs": {
-                "src": { "type": "path", "value": source.display().to_string() },
-                "rev": { "type": "string", "value": rev },
-            },
-        }),
-    );
-    assert!(matches!(answer.status, 200 | 201), "PUT jobset: {}", answer.body);
-}
-
 fn out_path(build: &Value) -> String {
     build["buildoutputs"]["out"]["path"].as_str().expect("buildoutputs.out.path").to_owned()
 }
@@ -106,7 +86,9 @@ fn collected_and_kept(backend: Backend) {
     // Three evaluations, each fully built; the first one's `other` kept.
     let mut evals: Vec<BTreeMap<String, Value>> = Vec::new();
     for rev in ["1", "2", "3"] {
-        put_jobset(&server, &src, rev);
+        let inputs = json!({ "rev": { "type": "string", "value": rev } });
+        let answer = server.put_jobset("gc", "main", &src, "release.nix", inputs, json!({ "keepnr": 2 }));
+        assert!(matches!(answer.status, 200 | 201), "PUT jobset: {}", answer.body);
         server.push("gc", "main", true);
         let eval = server.wait_for_evals("gc", "main", evals.len() + 1);
         let builds = server.wait_for_eval_builds(eval["id"].as_i64().unwrap());

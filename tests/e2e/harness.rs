@@ -685,23 +685,39 @@ max_jobs = {max_jobs}
             &serde_json::json!({ "displayname": project, "enabled": true, "visible": true }),
         );
         assert!(matches!(answer.status, 200 | 201), "PUT project: {}", answer.body);
+        let answer = self.put_jobset(project, jobset, source, expr_file, inputs, serde_json::json!({}));
+        assert_eq!(answer.status, 201, "PUT jobset: {}", answer.body);
+    }
+
+    /// Creates or changes a jobset evaluating `expr_file` from the
+    /// directory `source` (a `path` input named `src`), plus extra inputs;
+    /// `settings` adds to the jobset's fields or overrides them (`keepnr`).
+    pub fn put_jobset(
+        &self,
+        project: &str,
+        jobset: &str,
+        source: &Path,
+        expr_file: &str,
+        inputs: Value,
+        settings: Value,
+    ) -> Answer {
         let mut all_inputs = serde_json::json!({ "src": { "type": "path", "value": source.display().to_string() } });
         for (name, input) in inputs.as_object().unwrap() {
             all_inputs[name] = input.clone();
         }
-        let answer = self.put(
-            &format!("/jobset/{project}/{jobset}"),
-            &serde_json::json!({
-                "enabled": 1,
-                "visible": true,
-                "nixexprinput": "src",
-                "nixexprpath": expr_file,
-                "checkinterval": 0,
-                "schedulingshares": 100,
-                "inputs": all_inputs,
-            }),
-        );
-        assert_eq!(answer.status, 201, "PUT jobset: {}", answer.body);
+        let mut body = serde_json::json!({
+            "enabled": 1,
+            "visible": true,
+            "nixexprinput": "src",
+            "nixexprpath": expr_file,
+            "checkinterval": 0,
+            "schedulingshares": 100,
+            "inputs": all_inputs,
+        });
+        for (field, value) in settings.as_object().unwrap() {
+            body[field] = value.clone();
+        }
+        self.put(&format!("/jobset/{project}/{jobset}"), &body)
     }
 
     /// Evaluations of a jobset, newest first.

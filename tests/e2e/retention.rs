@@ -29,27 +29,6 @@ in {{
     )
 }
 
-fn put_jobset(server: &Server, source: &Path, nonce: &str, rev: &str) {
-    let answer = server.put(
-        "/jobset/ret/main",
-        &json!({
-            "enabled": 1,
-            "visible": true,
-            "nixexprinput": "src",
-            "nixexprpath": "release.nix",
-            "checkinterval": 0,
-            "schedulingshares": 100,
-            "keepnr": 1,
-            "inputs": {
-                "src": { "type": "path", "value": source.display().to_string() },
-                "nonce": { "type": "string", "value": nonce },
-                "rev": { "type": "string", "value": rev },
-            },
-        }),
-    );
-    assert!(matches!(answer.status, 200 | 201), "PUT jobset: {}", answer.body);
-}
-
 /// The value of one sample of `/metrics`.
 fn metric(server: &Server, sample: &str) -> Option<f64> {
     let text = server.get("/metrics").body;
@@ -93,7 +72,12 @@ settings = { url = "http://127.0.0.1:9/hook" }
     let mut evals: Vec<BTreeMap<String, Value>> = Vec::new();
     let mut eval_ids = Vec::new();
     for rev in 1..=4 {
-        put_jobset(&server, &src, &nonce, &rev.to_string());
+        let inputs = json!({
+            "nonce": { "type": "string", "value": nonce },
+            "rev": { "type": "string", "value": rev.to_string() },
+        });
+        let answer = server.put_jobset("ret", "main", &src, "release.nix", inputs, json!({ "keepnr": 1 }));
+        assert!(matches!(answer.status, 200 | 201), "PUT jobset: {}", answer.body);
         server.push("ret", "main", false);
         // Counting would not do: retention may delete one as the next comes.
         let previous = eval_ids.last().copied().unwrap_or(0);

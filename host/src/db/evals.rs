@@ -58,6 +58,29 @@ pub struct NewJob {
     pub constituents: Option<Vec<String>>,
 }
 
+impl NewJob {
+    /// A job with one `out` output and no meta attributes: Hydra's
+    /// defaults (priority 100, an hour of timeout and of silence).
+    pub fn plain(name: &str, nix_name: &str, drv_path: String, system: &str, out: String) -> NewJob {
+        NewJob {
+            name: name.into(),
+            nix_name: nix_name.into(),
+            drv_path,
+            system: system.into(),
+            outputs: vec![("out".into(), out)],
+            description: None,
+            license: None,
+            homepage: None,
+            maintainers: None,
+            scheduling_priority: 100,
+            timeout: 3600,
+            max_silent: 3600,
+            is_channel: false,
+            constituents: None,
+        }
+    }
+}
+
 /// One input as it was fetched for an evaluation.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewEvalInput {

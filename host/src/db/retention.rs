@@ -282,15 +282,8 @@ impl Db {
     /// The derivations whose logs these builds show: each build's own and
     /// its steps'.
     pub async fn log_derivations_of(&self, builds: &[i64]) -> DbResult<HashSet<String>> {
-        let mut drvs = HashSet::new();
+        let mut drvs: HashSet<String> = self.drv_paths_of(builds).await?.into_iter().map(|(_, drv)| drv).collect();
         for chunk in builds.chunks(INSERT_CHUNK) {
-            let own: Vec<String> = build::Entity::find()
-                .select_only()
-                .column(build::Column::DrvPath)
-                .filter(build::Column::Id.is_in(chunk.iter().copied()))
-                .into_tuple()
-                .all(self.read())
-                .await?;
             let steps: Vec<String> = build_step::Entity::find()
                 .select_only()
                 .column(build_step::Column::DrvPath)
@@ -299,7 +292,6 @@ impl Db {
                 .into_tuple()
                 .all(self.read())
                 .await?;
-            drvs.extend(own);
             drvs.extend(steps);
         }
         Ok(drvs)

@@ -16,22 +16,13 @@ pub fn job(name: &str, nonce: &str) -> NewJob {
     let hash = format!("{:0>32}", format!("{name}{nonce}").chars().filter(|c| c.is_ascii_digit()).collect::<String>());
     let hash: String = hash.chars().rev().take(32).collect();
     let store = crate::nix::store_dir();
-    NewJob {
-        name: name.into(),
-        nix_name: format!("{name}-{nonce}"),
-        drv_path: format!("{store}/{hash}-{name}-{nonce}.drv"),
-        system: "x86_64-linux".into(),
-        outputs: vec![("out".into(), format!("{store}/{hash}-{name}-{nonce}"))],
-        description: None,
-        license: None,
-        homepage: None,
-        maintainers: None,
-        scheduling_priority: 100,
-        timeout: 3600,
-        max_silent: 3600,
-        is_channel: false,
-        constituents: None,
-    }
+    NewJob::plain(
+        name,
+        &format!("{name}-{nonce}"),
+        format!("{store}/{hash}-{name}-{nonce}.drv"),
+        "x86_64-linux",
+        format!("{store}/{hash}-{name}-{nonce}"),
+    )
 }
 
 /// Records an evaluation of these jobs; returns the new builds.
