@@ -22,3 +22,6 @@ pub mod retention;
 pub mod server;
 pub mod users;
 pub mod web;
+
+#[cfg(test)]
+mod rooms;

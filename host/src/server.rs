@@ -125,7 +125,10 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         crate::projects::declarative::SpecApplier {
             db: db.clone(),
             inputs: inputs.clone(),
-            evaluator: evaluator.clone(),
+            wake_evaluator: {
+                let evaluator = evaluator.clone();
+                Box::new(move || evaluator.wake())
+            },
         }
         .run(),
     );

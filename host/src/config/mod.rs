@@ -8,6 +8,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod host_grant;
+mod machine;
+mod validate;
+pub use host_grant::HostGrant;
+pub use machine::MachineFields;
+
 /// Why a configuration file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -323,7 +329,7 @@ pub struct MachinesConfig {
     pub files: Vec<PathBuf>,
     /// Machines given here rather than in a file; same fields, e.g.
     /// `{ uri = "ssh://nix@builder", systems = ["aarch64-linux"], ssh_key = "/etc/orthrus/id_ed25519", max_jobs = 4, public_host_key = "ssh-ed25519 AAAA…" }`.
-    pub machine: Vec<crate::machines::MachineFields>,
+    pub machine: Vec<MachineFields>,
     /// A step whose system and features no machine has waits this long,
     /// in seconds, then fails as "unsupported system" (status 9).
     pub unsupported_timeout_secs: u64,
@@ -577,153 +583,6 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), (&'static str, String)> {
-        self.listen_addr().map_err(|m| ("web.listen", m))?;
-        let base_url = &self.web.base_url;
-        if !(base_url.is_empty() || base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(("web.base_url", "must start with http:// or https://".into()));
-        }
-        let url = &self.database_url;
-        if !(url.is_empty()
-            || url.starts_with("sqlite:")
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://"))
-        {
-            return Err(("database_url", "must be empty (SQLite in data_dir), sqlite:… or postgres://…".into()));
-        }
-        if self.evaluator.workers == 0 {
-            return Err(("evaluator.workers", "must be at least 1".into()));
-        }
-        if self.evaluator.max_concurrent_evals == 0 {
-            return Err(("evaluator.max_concurrent_evals", "must be at least 1".into()));
-        }
-        if self.evaluator.poll_interval_secs == 0 {
-            return Err(("evaluator.poll_interval_secs", "must be at least 1".into()));
-        }
-        if self.evaluator.timeout_secs == 0 {
-            return Err(("evaluator.timeout_secs", "must be at least 1".into()));
-        }
-        if let Some(root) = self.evaluator.allowed_path_roots.iter().find(|r| !r.is_absolute()) {
-            return Err(("evaluator.allowed_path_roots", format!("{} is not an absolute path", root.display())));
-        }
-        if self.plugins.memory_mb == 0 || self.plugins.memory_mb > 4096 {
-            return Err(("plugins.memory_mb", "must be between 1 and 4096".into()));
-        }
-        if self.plugins.timeout_secs == 0 {
-            return Err(("plugins.timeout_secs", "must be at least 1".into()));
-        }
-        for (name, grant) in &self.plugins.grants {
-            if let Some(program) = grant.programs.iter().find(|p| p.is_empty() || p.contains('/')) {
-                return Err(("plugins.grants", format!("{name}: {program:?} is not a program name (no paths)")));
-            }
-        }
-        for (name, grant) in &self.plugins.grants {
-            if let Some(host) = grant.http.iter().find(|h| crate::plugins::HostGrant::parse(h).is_err()) {
-                return Err(("plugins.grants", format!("{name}: {host:?} is not a host (`name` or `name:port`)")));
-            }
-            if let Some(file) = grant.credential_files().find(|f| !f.is_absolute()) {
-                return Err(("plugins.grants", format!("{name}: {} is not an absolute path", file.display())));
-            }
-        }
-        if self.plugins.bwrap.is_empty() {
-            return Err(("plugins.bwrap", "must name the bubblewrap program (default `bwrap`)".into()));
-        }
-        if self.plugins.fuel_millions == 0
-            || self.plugins.render_timeout_ms == 0
-            || self.plugins.release_set_timeout_ms == 0
-        {
-            return Err((
-                "plugins",
-                "fuel_millions, render_timeout_ms and release_set_timeout_ms must be at least 1".into(),
-            ));
-        }
-        if !self.mail.relay.is_empty() && self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
-            return Err((
-                "mail.from",
-                format!("{:?} is not a mail address (`Name <address>` or `address`)", self.mail.from),
-            ));
-        }
-        let mut notifier_names = std::collections::BTreeSet::new();
-        for notifier in &self.notifiers {
-            if !notifier_names.insert(notifier.name()) {
-                return Err(("notifiers", format!("two notifiers are named {:?}: give one a `name`", notifier.name())));
-            }
-            if let Some(kind) = notifier.events.iter().find(|k| !EVENT_KINDS.contains(&k.as_str())) {
-                return Err((
-                    "notifiers",
-                    format!("{}: unknown event {kind:?} (known: {})", notifier.name(), EVENT_KINDS.join(", ")),
-                ));
-            }
-        }
-        if self.web.login_failures_per_user == 0 || self.web.login_failures_per_address == 0 {
-            return Err(("web", "login_failures_per_user and login_failures_per_address must be at least 1".into()));
-        }
-        if self.web.login_window_secs == 0 || self.web.header_timeout_secs == 0 {
-            return Err(("web", "login_window_secs and header_timeout_secs must be at least 1".into()));
-        }
-        let retention = &self.retention;
-        if retention.interval_secs == 0 {
-            return Err(("retention.interval_secs", "must be at least 1".into()));
-        }
-        for (key, days) in [
-            ("retention.events_max_age_days", retention.events_max_age_days),
-            ("retention.logs_max_age_days", retention.logs_max_age_days),
-            ("retention.evals_min_age_days", retention.evals_min_age_days),
-        ] {
-            // Past a million days, an age is "never" and still fits in seconds.
-            if !(0.0..=1e6).contains(&days) {
-                return Err((key, format!("{days} is not a number of days between 0 and 1000000")));
-            }
-        }
-        if self.gc.interval_secs == 0 {
-            return Err(("gc.interval_secs", "must be at least 1".into()));
-        }
-        if !self.gc.roots_dir.as_os_str().is_empty() && !self.gc.roots_dir.is_absolute() {
-            return Err(("gc.roots_dir", format!("{} is not an absolute path", self.gc.roots_dir.display())));
-        }
-        if self.web.session_days == 0 {
-            return Err(("web.session_days", "must be at least 1".into()));
-        }
-        if self.queue.max_jobs == 0 {
-            return Err(("queue.max_jobs", "must be at least 1".into()));
-        }
-        for (index, fields) in self.machines.machine.iter().enumerate() {
-            if let Err(message) = fields.clone().into_spec(format!("machines.machine[{index}]")) {
-                return Err(("machines.machine", format!("entry {} ({}): {message}", index + 1, fields.uri)));
-            }
-        }
-        if let Some(file) = self.machines.files.iter().find(|f| !f.is_absolute()) {
-            return Err(("machines.files", format!("{} is not an absolute path", file.display())));
-        }
-        if self.machines.max_tries == 0 {
-            return Err(("machines.max_tries", "must be at least 1".into()));
-        }
-        if self.machines.connect_timeout_secs == 0 {
-            return Err(("machines.connect_timeout_secs", "must be at least 1".into()));
-        }
-        const MONTH: u64 = 30 * 24 * 3600;
-        for (key, value) in [
-            ("machines.unsupported_timeout_secs", self.machines.unsupported_timeout_secs),
-            ("machines.connect_timeout_secs", self.machines.connect_timeout_secs),
-            ("machines.backoff_secs", self.machines.backoff_secs),
-            ("machines.backoff_max_secs", self.machines.backoff_max_secs),
-            ("machines.retry_delay_secs", self.machines.retry_delay_secs),
-        ] {
-            if value > MONTH {
-                return Err((key, format!("must be at most {MONTH} (30 days)")));
-            }
-        }
-        if self.machines.backoff_max_secs < self.machines.backoff_secs {
-            return Err(("machines.backoff_max_secs", "must be at least machines.backoff_secs".into()));
-        }
-        for key in self.nix.settings.keys() {
-            if key.is_empty() || key.contains(char::is_whitespace) {
-                return Err(("nix.settings", format!("{key:?} is not a Nix setting name")));
-            }
-        }
-        Ok(())
-    }
-
     /// Makes `data_dir` absolute (relative to the working directory), since
     /// Nix and the evaluator's files need absolute paths.
     pub fn make_paths_absolute(&mut self) -> std::io::Result<()> {
@@ -774,95 +633,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("orthrus.toml"))
-    }
-
-    #[test]
-    fn empty_file_is_all_defaults() {
-        let config = parse("").unwrap();
-        assert_eq!(config.web.listen, "127.0.0.1:3000");
-        assert_eq!(config.base_url(), "http://127.0.0.1:3000");
-        assert!(config.database_url().starts_with("sqlite://orthrus-data/"));
-        assert!(config.nix.restrict_eval);
-    }
-
-    #[test]
-    fn unknown_key_names_the_key() {
-        let err = parse("[queue]\nmax_jobz = 3\n").unwrap_err().to_string();
-        assert!(err.contains("orthrus.toml"), "{err}");
-        assert!(err.contains("queue.max_jobz"), "{err}");
-        assert!(err.contains("unknown field"), "{err}");
-    }
-
-    #[test]
-    fn wrong_type_names_the_key_and_line() {
-        let err = parse("[evaluator]\nworkers = \"many\"\n").unwrap_err().to_string();
-        assert!(err.contains("evaluator.workers"), "{err}");
-        assert!(err.contains("line 2"), "{err}");
-    }
-
-    #[test]
-    fn invalid_values_are_rejected_with_reason() {
-        let err = parse("[queue]\nmax_jobs = 0\n").unwrap_err().to_string();
-        assert!(err.contains("queue.max_jobs") && err.contains("at least 1"), "{err}");
-        let err = parse("[web]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
-        assert!(err.contains("web.listen"), "{err}");
-        let err = parse("database_url = \"mysql://x\"\n").unwrap_err().to_string();
-        assert!(err.contains("database_url"), "{err}");
-        let err = parse("[evaluator]\nallowed_path_roots = [\"relative\"]\n").unwrap_err().to_string();
-        assert!(err.contains("allowed_path_roots") && err.contains("absolute"), "{err}");
-    }
-
-    #[test]
-    fn machines_are_checked_with_their_key() {
-        let config = parse(
-            "[[machines.machine]]\nuri = \"ssh://nix@builder:2222\"\nsystems = [\"aarch64-linux\"]\nmax_jobs = 4\n",
-        )
-        .unwrap();
-        assert_eq!(config.machines.machine[0].max_jobs, Some(4));
-        let err = parse("[[machines.machine]]\nuri = \"ssh-ng://builder\"\n").unwrap_err().to_string();
-        assert!(err.contains("machines.machine") && err.contains("ssh-ng"), "{err}");
-        let err = parse("[[machines.machine]]\nuri = \"ssh://b\"\nspeed = 2\n").unwrap_err().to_string();
-        assert!(err.contains("machines.machine[0].speed") && err.contains("unknown field"), "{err}");
-        let err = parse("[machines]\nfiles = [\"machines\"]\n").unwrap_err().to_string();
-        assert!(err.contains("machines.files") && err.contains("absolute"), "{err}");
-    }
-
-    #[test]
-    fn notifiers_mail_and_http_grants_are_checked() {
-        let config = parse(
-            "[mail]\nrelay = \"127.0.0.1\"\nport = 2525\n\n[plugins.grants.webhook]\nhttp = [\"hooks.example.org\", \"127.0.0.1:9000\"]\n\n\
-             [[notifiers]]\nplugin = \"webhook\"\nevents = [\"build-finished\"]\nsettings = { url = \"http://127.0.0.1:9000/\" }\n",
-        )
-        .unwrap();
-        assert_eq!(config.notifiers[0].name(), "webhook");
-        assert_eq!(config.notifiers[0].retry_delay_secs, 10);
-        assert_eq!(config.mail.port, 2525);
-        let err = parse("[[notifiers]]\nplugin = \"webhook\"\nevents = [\"build-done\"]\n").unwrap_err().to_string();
-        assert!(err.contains("notifiers") && err.contains("unknown event \"build-done\""), "{err}");
-        let err =
-            parse("[[notifiers]]\nplugin = \"email\"\n[[notifiers]]\nplugin = \"email\"\n").unwrap_err().to_string();
-        assert!(err.contains("two notifiers are named \"email\""), "{err}");
-        let err = parse("[plugins.grants.webhook]\nhttp = [\"http://x/\"]\n").unwrap_err().to_string();
-        assert!(err.contains("webhook") && err.contains("is not a host"), "{err}");
-        let err = parse("[mail]\nrelay = \"x\"\nfrom = \"not an address\"\n").unwrap_err().to_string();
-        assert!(err.contains("mail.from"), "{err}");
-    }
-
-    #[test]
-    fn syntax_error_is_located() {
-        let err = parse("[web\nlisten = 1").unwrap_err().to_string();
-        assert!(err.contains("line 1"), "{err}");
-    }
-
-    #[test]
-    fn nix_settings_are_a_table() {
-        let config = parse("[nix.settings]\nsubstituters = \"\"\n\"build-users-group\" = \"\"\n").unwrap();
-        assert_eq!(config.nix.settings.get("substituters").map(String::as_str), Some(""));
-        assert_eq!(config.nix.settings.len(), 2);
-    }
-}
+mod tests;

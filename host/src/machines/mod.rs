@@ -19,10 +19,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{info, warn};
 
+pub use crate::config::MachineFields;
 use crate::config::{Config, MachinesConfig};
 use crate::nix::local::LocalBuilds;
 use crate::nix::{Nix, ServeConnection, StorePath};
-pub use spec::{HostKey, MachineAddress, MachineFields, MachineSpec, parse_machines_file};
+pub use spec::{HostKey, MachineAddress, MachineSpec, parse_machines_file};
 pub use step::{StepOutcome, StepRequest, build};
 
 /// How often machines files are checked for changes.

@@ -17,6 +17,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use crate::config::MachineFields;
 use base64::Engine;
 
 /// Where a machine is and how it is reached.
@@ -108,20 +109,6 @@ impl MachineSpec {
             && required.iter().all(|f| self.supported_features.contains(f))
             && self.mandatory_features.iter().all(|f| required.contains(f))
     }
-}
-
-/// Fields of a machine as the TOML configuration or one line gives them.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MachineFields {
-    pub uri: String,
-    pub systems: Vec<String>,
-    pub ssh_key: String,
-    pub max_jobs: Option<usize>,
-    pub speed_factor: Option<f64>,
-    pub supported_features: Vec<String>,
-    pub mandatory_features: Vec<String>,
-    pub public_host_key: String,
 }
 
 impl MachineFields {

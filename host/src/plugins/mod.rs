@@ -30,6 +30,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+pub use crate::config::HostGrant;
 use crate::config::{Config as ServerConfig, MailConfig, PluginGrant, PluginsConfig};
 use crate::db::Db;
 use crate::nix::{Nix, StorePath};
@@ -41,7 +42,6 @@ use bindings::release_set::ReleaseSetPre;
 use bindings::renderer::RendererPre;
 use host::HostState;
 pub use identity::PluginId;
-pub use outbound::HostGrant;
 use outbound::{HttpClient, Mailer};
 pub use sandbox::{Credentials, Sandbox, SandboxSettings};
 

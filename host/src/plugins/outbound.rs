@@ -9,40 +9,15 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::config::{MailConfig, MailSecurity};
+use crate::config::{HostGrant, MailConfig, MailSecurity};
 
 /// Request and response bodies are cut off here.
 pub const MAX_HTTP_BODY: usize = 1 << 20;
 /// One request, connection included, gives up after this long.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A host a plugin may send HTTP requests to: `name` (the scheme's default
-/// port) or `name:port`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct HostGrant {
-    host: String,
-    port: Option<u16>,
-}
-
 impl HostGrant {
-    pub fn parse(text: &str) -> Result<HostGrant, String> {
-        let text = text.trim().to_ascii_lowercase();
-        let (host, port) = match text.rsplit_once(':') {
-            // An IPv6 address without a port has colons too: `[::1]:80` or `[::1]`.
-            Some((host, port)) if !host.ends_with(':') && (!host.contains(':') || host.ends_with(']')) => {
-                (host.to_owned(), Some(port.parse::<u16>().map_err(|_| format!("{port:?} is not a port"))?))
-            }
-            _ => (text.clone(), None),
-        };
-        let valid = !host.is_empty()
-            && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-_[]:".contains(c))
-            && !host.starts_with('.');
-        if !valid {
-            return Err(format!("{text:?} is not a host name"));
-        }
-        Ok(HostGrant { host, port })
-    }
-
+    /// Whether this grant lets a request go to `url`.
     fn allows(&self, url: &reqwest::Url) -> bool {
         let Some(host) = url.host_str() else { return false };
         let port = url.port_or_known_default();
@@ -50,16 +25,7 @@ impl HostGrant {
             "https" => Some(443),
             _ => Some(80),
         };
-        host.eq_ignore_ascii_case(&self.host) && port == self.port.or(default_port)
-    }
-}
-
-impl std::fmt::Display for HostGrant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.port {
-            Some(port) => write!(f, "{}:{port}", self.host),
-            None => f.write_str(&self.host),
-        }
+        host.eq_ignore_ascii_case(self.host()) && port == self.port().or(default_port)
     }
 }
 

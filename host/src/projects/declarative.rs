@@ -24,7 +24,6 @@ use tracing::{info, warn};
 use super::spec::{FieldError, JobsetSpec, from_value_strict};
 use super::{describe_errors, parse_document, read_contained, resolve_jobsets};
 use crate::db::{Db, GeneratorBuild, JobsetChanges, Project, SPEC_JOBSET, SpecSource, status};
-use crate::eval::EvaluatorHandle;
 use crate::inputs::InputFetcher;
 
 /// What a spec file says.
@@ -127,7 +126,9 @@ pub async fn apply_spec(
 pub struct SpecApplier {
     pub db: Db,
     pub inputs: InputFetcher,
-    pub evaluator: EvaluatorHandle,
+    /// Asks for the jobsets it changed to be evaluated soon (the
+    /// evaluator's wake-up: `projects` knows no evaluator).
+    pub wake_evaluator: Box<dyn Fn() + Send + Sync>,
 }
 
 impl SpecApplier {
@@ -137,7 +138,7 @@ impl SpecApplier {
         match self.db.configure_declarative_projects().await {
             Ok(configured) if !configured.is_empty() => {
                 info!(projects = ?configured, "declarative projects given their .jobsets jobset");
-                self.evaluator.wake();
+                (self.wake_evaluator)();
             }
             Ok(_) => {}
             Err(e) => warn!("cannot configure declarative projects: {e}"),
@@ -202,7 +203,7 @@ impl SpecApplier {
             }
         };
         match outcome {
-            Ok(()) => self.evaluator.wake(),
+            Ok(()) => (self.wake_evaluator)(),
             Err(e) => warn!(project = %project.name, "declarative spec of build {build_id}: {e}"),
         }
     }
