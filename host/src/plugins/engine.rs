@@ -1,0 +1,56 @@
+//! The wasmtime engine (pooling allocator, fuel, epochs), the epoch
+//! ticker that makes deadlines, and the linker of host functions.
+
+use super::*;
+
+/// How often the epoch advances; a call's deadline is counted in these.
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Advances the engine's epoch every tick on a thread of its own — not a
+/// task of the async runtime, whose worker threads may all be running
+/// plugins: a deadline that depended on them could never come.
+pub(super) fn start_ticker(engine: &Engine) -> Arc<()> {
+    let alive = Arc::new(());
+    let weak = Arc::downgrade(&alive);
+    let engine = engine.clone();
+    std::thread::Builder::new()
+        .name("plugin-epoch".into())
+        .spawn(move || {
+            while weak.strong_count() > 0 {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .expect("cannot start the plugin epoch thread");
+    alive
+}
+
+pub(super) fn engine(memory: usize) -> Result<Engine, PluginError> {
+    let mut pooling = PoolingAllocationConfig::default();
+    pooling
+        .total_component_instances(64)
+        .max_core_instances_per_component(32)
+        .total_core_instances(1024)
+        .total_memories(256)
+        .total_tables(512)
+        .total_stacks(64)
+        .max_memory_size(memory);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        // Renderers and release sets get a deterministic budget.
+        .consume_fuel(true)
+        .concurrency_support(false)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    Engine::new(&config).map_err(|e| PluginError::Load { origin: "engine".into(), message: e.to_string() })
+}
+
+pub(super) fn linker(engine: &Engine) -> Result<Linker<HostState>, PluginError> {
+    let mut linker = Linker::new(engine);
+    let load = |e: wasmtime::Error| PluginError::Load { origin: "linker".into(), message: e.to_string() };
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(load)?;
+    bindings::host_api::HostApi::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+        .map_err(load)?;
+    Ok(linker)
+}
