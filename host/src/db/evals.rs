@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect,
@@ -521,71 +521,6 @@ impl Db {
         Ok(RecordedEval { eval_id: eval.id, new_builds, has_new_builds })
     }
 
-    /// The newest successful build of `job` in a jobset.
-    pub async fn latest_successful_build(&self, jobset_id: i64, job: &str) -> DbResult<Option<SuccessfulBuild>> {
-        let found = build::Entity::find()
-            .filter(build::Column::JobsetId.eq(jobset_id))
-            .filter(build::Column::Job.eq(job))
-            .filter(build::Column::Finished.eq(true))
-            .filter(build::Column::BuildStatus.eq(0))
-            .filter(build::Column::OutputsCollected.eq(false))
-            .order_by_desc(build::Column::Id)
-            .one(self.read())
-            .await?;
-        match found {
-            Some(b) => Ok(self.successful_builds(vec![b]).await?.pop()),
-            None => Ok(None),
-        }
-    }
-
-    /// The newest successful build of every job of a jobset.
-    pub async fn latest_successful_builds(&self, jobset_id: i64) -> DbResult<Vec<SuccessfulBuild>> {
-        let ids: Vec<Option<i64>> = build::Entity::find()
-            .select_only()
-            .column_as(build::Column::Id.max(), "id")
-            .filter(build::Column::JobsetId.eq(jobset_id))
-            .filter(build::Column::Finished.eq(true))
-            .filter(build::Column::BuildStatus.eq(0))
-            .filter(build::Column::OutputsCollected.eq(false))
-            .group_by(build::Column::Job)
-            .into_tuple()
-            .all(self.read())
-            .await?;
-        let ids: Vec<i64> = ids.into_iter().flatten().collect();
-        let mut builds = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(INSERT_CHUNK) {
-            builds.extend(
-                build::Entity::find().filter(build::Column::Id.is_in(chunk.iter().copied())).all(self.read()).await?,
-            );
-        }
-        builds.sort_by(|a, b| a.job.cmp(&b.job));
-        self.successful_builds(builds).await
-    }
-
-    /// The newest evaluation of a jobset none of whose builds is unfinished.
-    pub async fn latest_finished_eval(&self, jobset_id: i64) -> DbResult<Option<JobsetEval>> {
-        let unfinished_member = Query::select()
-            .expr(Expr::val(1))
-            .from(jobset_eval_member::Entity)
-            .inner_join(
-                build::Entity,
-                Expr::col((build::Entity, build::Column::Id))
-                    .equals((jobset_eval_member::Entity, jobset_eval_member::Column::BuildId)),
-            )
-            .and_where(
-                Expr::col((jobset_eval_member::Entity, jobset_eval_member::Column::EvalId))
-                    .equals((jobset_eval::Entity, jobset_eval::Column::Id)),
-            )
-            .and_where(Expr::col((build::Entity, build::Column::Finished)).eq(false))
-            .to_owned();
-        Ok(jobset_eval::Entity::find()
-            .filter(jobset_eval::Column::JobsetId.eq(jobset_id))
-            .filter(Expr::not_exists(unfinished_member))
-            .order_by_desc(jobset_eval::Column::Id)
-            .one(self.read())
-            .await?)
-    }
-
     /// The successful builds of an evaluation, with their outputs.
     pub async fn eval_successful_builds(&self, eval_id: i64) -> DbResult<Vec<SuccessfulBuild>> {
         let builds = build::Entity::find()
@@ -599,7 +534,7 @@ impl Db {
         self.successful_builds(builds).await
     }
 
-    async fn successful_builds(&self, builds: Vec<build::Model>) -> DbResult<Vec<SuccessfulBuild>> {
+    pub(super) async fn successful_builds(&self, builds: Vec<build::Model>) -> DbResult<Vec<SuccessfulBuild>> {
         let mut outputs = self.outputs_of(&builds.iter().map(|b| b.id).collect::<Vec<_>>()).await?;
         Ok(builds
             .into_iter()

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use sea_orm::sea_query::{Expr, Query};
+use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{build, build_output, jobset, jobset_eval, jobset_eval_member, project};
@@ -128,20 +128,7 @@ impl Db {
     /// unfinished build, and the newest `keep_nr` finished ones that had
     /// new builds.
     async fn gc_evals(&self, jobset_id: i64, keep_nr: i32) -> DbResult<BTreeSet<i64>> {
-        let unfinished_member = Query::select()
-            .expr(Expr::val(1))
-            .from(jobset_eval_member::Entity)
-            .inner_join(
-                build::Entity,
-                Expr::col((build::Entity, build::Column::Id))
-                    .equals((jobset_eval_member::Entity, jobset_eval_member::Column::BuildId)),
-            )
-            .and_where(
-                Expr::col((jobset_eval_member::Entity, jobset_eval_member::Column::EvalId))
-                    .equals((jobset_eval::Entity, jobset_eval::Column::Id)),
-            )
-            .and_where(Expr::col((build::Entity, build::Column::Finished)).eq(false))
-            .to_owned();
+        let unfinished_member = super::latest::unfinished_member_of_eval();
         let mut evals: BTreeSet<i64> = jobset_eval::Entity::find()
             .select_only()
             .column(jobset_eval::Column::Id)

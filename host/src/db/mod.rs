@@ -17,12 +17,14 @@ pub mod entities;
 mod evals;
 mod events;
 mod gc;
+mod latest;
 mod notifications;
 mod overview;
 mod plugin_kv;
 mod projects;
 mod releases;
 mod retention;
+mod steps;
 #[cfg(test)]
 pub(crate) mod test_support;
 mod users;
@@ -44,6 +46,7 @@ pub use overview::*;
 pub use projects::*;
 pub use releases::*;
 pub use retention::Pruned;
+pub use steps::*;
 pub use users::*;
 pub use views::*;
 

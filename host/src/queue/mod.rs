@@ -15,7 +15,9 @@
 //! own, so that recording one build never holds up the start of the next.
 
 mod graph;
+mod record;
 mod results;
+mod run_step;
 pub mod scheduler;
 pub mod shares;
 
@@ -34,7 +36,9 @@ use crate::machines::{Machine, Machines, StepOutcome, StepRequest};
 use crate::metrics::Metrics;
 use crate::nix::{Nix, StorePath};
 use graph::{Graph, StepState, TrackedBuild};
+use record::{record_successes, report_finished};
 pub use results::{BuildResults, ProductLine, parse_metric_line, read_build_results};
+use run_step::{StepContext, run_step};
 use scheduler::{JobsetId, MachineLoad, Runnable};
 use shares::Shares;
 
@@ -613,129 +617,6 @@ fn retry_delay(tries: u32, max_tries: u32, machine_failed: bool, base_secs: u64)
     }
     let doublings = (tries - 1).saturating_sub(u32::from(machine_failed)).min(16);
     Some(base_secs.saturating_mul(1 << doublings))
-}
-
-/// What a step task needs.
-struct StepContext {
-    db: Db,
-    machines: Arc<Machines>,
-    machine: Arc<Machine>,
-    logs: LogStore,
-    metrics: Arc<Metrics>,
-}
-
-/// One step from start to end: recorded as busy, built, recorded as done
-/// (or as cancelled, when the runner asks).
-async fn run_step(
-    context: StepContext,
-    build_id: i64,
-    step: NewStep,
-    request: StepRequest,
-    cancelled: oneshot::Receiver<()>,
-) -> StepDone {
-    let StepContext { db, machines, machine, logs, metrics } = context;
-    let started = std::time::Instant::now();
-    let _running = machine.start_step(&request.drv);
-    let step_nr = match db.create_step(build_id, &step).await {
-        Ok(step_nr) => Some(step_nr),
-        Err(e) => {
-            warn!("cannot record the start of the step: {e}");
-            None
-        }
-    };
-    let outcome = tokio::select! {
-        outcome = crate::machines::build(&machines, &machine, &request, &logs) => Some(outcome),
-        _ = cancelled => None,
-    };
-    if let Some(step_nr) = step_nr {
-        let (code, message, outputs) = match &outcome {
-            Some(outcome) => {
-                let (code, message) = outcome.status_and_message();
-                (code, message, outcome.outputs())
-            }
-            None => (status::CANCELLED, Some("cancelled: no build needs this step any more".to_owned()), Vec::new()),
-        };
-        if let Err(e) = db.finish_step(build_id, step_nr, code, message.as_deref(), &outputs).await {
-            warn!("cannot record the end of the step: {e}");
-        }
-        metrics.step_finished(machine.name(), status::describe(code), started.elapsed());
-    }
-    StepDone { drv: request.drv, recorded_in: step_nr.map(|_| build_id), outcome }
-}
-
-/// Reads what successful builds left (products, metrics, release name,
-/// sizes) and records them, with two calls of Nix and one transaction for
-/// the whole batch.
-async fn record_successes(db: &Db, nix: &Nix, metrics: &Metrics, builds: Vec<TrackedBuild>, max_output_size: u64) {
-    let time = now();
-    let ids: Vec<i64> = builds.iter().map(|b| b.id).collect();
-    let mut outputs = match db.outputs_of(&ids).await {
-        Ok(outputs) => outputs,
-        Err(e) => {
-            warn!("cannot read the outputs of {} finished builds: {e}", ids.len());
-            return;
-        }
-    };
-    let outputs: Vec<Vec<(String, String)>> = ids.iter().map(|id| outputs.remove(id).unwrap_or_default()).collect();
-    let reads = {
-        let outputs = outputs.clone();
-        tokio::task::spawn_blocking(move || outputs.iter().map(|o| read_build_results(o)).collect::<Vec<_>>())
-            .await
-            .unwrap_or_default()
-    };
-    let groups: Vec<Vec<StorePath>> =
-        outputs.iter().map(|o| o.iter().filter_map(|(_, p)| StorePath::parse(p).ok()).collect()).collect();
-    let sizes = match nix.group_sizes(&groups).await {
-        Ok((sizes, closure)) => {
-            // What the binary cache serves from now on.
-            if let Err(e) = db.record_cache_paths(&closure).await {
-                warn!("cannot record the closures of {} builds for the binary cache: {e}", ids.len());
-            }
-            sizes.into_iter().map(Some).collect()
-        }
-        Err(e) => {
-            warn!("cannot read the output sizes of {} builds: {e}", ids.len());
-            vec![None; groups.len()]
-        }
-    };
-    let results: Vec<FinishedBuild> = builds
-        .iter()
-        .zip(reads.into_iter().chain(std::iter::repeat_with(Default::default)))
-        .zip(sizes)
-        .map(|((build, read), sizes)| {
-            let mut code = if read.failed { status::FAILED_WITH_OUTPUT } else { status::SUCCESS };
-            if sizes.is_some_and(|(own, _)| own > max_output_size) {
-                code = status::OUTPUT_LIMIT_EXCEEDED;
-            }
-            FinishedBuild {
-                id: build.id,
-                status: code,
-                is_cached: build.never_started,
-                start_time: time,
-                stop_time: time,
-                size: sizes.map(|(own, _)| own as i64),
-                closure_size: sizes.map(|(_, closure)| closure as i64),
-                release_name: read.release_name,
-                products: read.products,
-                metrics: read.metrics,
-                output_errors: read.errors,
-            }
-        })
-        .collect();
-    report_finished(db, metrics, &results).await;
-}
-
-/// Writes finished builds and logs each one this call finished.
-async fn report_finished(db: &Db, metrics: &Metrics, results: &[FinishedBuild]) {
-    match db.finish_builds(results).await {
-        Ok(finished) => {
-            for (result, _) in results.iter().zip(finished).filter(|(_, done)| *done) {
-                info!(build = result.id, status = status::describe(result.status), "build finished");
-                metrics.build_finished(status::describe(result.status));
-            }
-        }
-        Err(e) => warn!("cannot record the end of {} builds: {e}", results.len()),
-    }
 }
 
 #[cfg(test)]

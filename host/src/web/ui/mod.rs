@@ -9,6 +9,7 @@
 //! of database queries, whatever the size of the jobset.
 
 mod admin;
+mod build_page;
 mod forms;
 mod lists;
 mod logs;
@@ -36,7 +37,7 @@ pub fn page_router(state: AppState) -> Router {
         .route("/project/{project}", get(pages::project))
         .route("/jobset/{project}/{jobset}", get(pages::jobset))
         .route("/eval/{id}", get(pages::eval))
-        .route("/build/{id}", get(pages::build))
+        .route("/build/{id}", get(build_page::build))
         .route("/job/{project}/{jobset}/{job}", get(pages::job))
         .route("/login", get(pages::login))
         .route("/queue", get(pages::queue))

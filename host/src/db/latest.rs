@@ -1,0 +1,170 @@
+//! What deploy tools poll: the newest successful build of a scope, of a
+//! job or of every job of a jobset, and the newest evaluation with nothing
+//! left to build.
+
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::entities::{build, jobset, jobset_eval, jobset_eval_member};
+use super::{BuildScope, Db, DbResult, INSERT_CHUNK, JobsetEval, SuccessfulBuild};
+
+impl Db {
+    /// The newest successful build in `scope` (for one system, optionally);
+    /// with `finished_eval`, only builds of an evaluation none of whose
+    /// builds is still unfinished — what a deploy tool can safely take.
+    pub async fn latest_build(
+        &self,
+        scope: &BuildScope,
+        system: Option<&str>,
+        finished_eval: bool,
+    ) -> DbResult<Option<i64>> {
+        // Deploy tools poll this: answered from memory until a build changes.
+        let key = format!("latest {scope:?} {system:?} {finished_eval}");
+        if let Some(answer) = self.builds.query(&key) {
+            return Ok(answer);
+        }
+        let epoch = self.builds.epoch();
+        let answer = self.query_latest_build(scope, system, finished_eval).await?;
+        self.builds.store_query(key, answer, epoch);
+        Ok(answer)
+    }
+
+    async fn query_latest_build(
+        &self,
+        scope: &BuildScope,
+        system: Option<&str>,
+        finished_eval: bool,
+    ) -> DbResult<Option<i64>> {
+        let mut query = build::Entity::find()
+            .select_only()
+            .column(build::Column::Id)
+            .filter(build::Column::Finished.eq(true))
+            .filter(build::Column::BuildStatus.eq(0))
+            // A build whose outputs were collected is nothing to deploy.
+            .filter(build::Column::OutputsCollected.eq(false));
+        query = match scope {
+            BuildScope::All => query,
+            BuildScope::Project(project_id) => query.filter(
+                build::Column::JobsetId.in_subquery(
+                    Query::select()
+                        .column(jobset::Column::Id)
+                        .from(jobset::Entity)
+                        .and_where(Expr::col(jobset::Column::ProjectId).eq(*project_id))
+                        .to_owned(),
+                ),
+            ),
+            BuildScope::Jobset(jobset_id) => query.filter(build::Column::JobsetId.eq(*jobset_id)),
+            BuildScope::Job { jobset_id, job } => {
+                query.filter(build::Column::JobsetId.eq(*jobset_id)).filter(build::Column::Job.eq(job.as_str()))
+            }
+        };
+        if let Some(system) = system {
+            query = query.filter(build::Column::System.eq(system));
+        }
+        if finished_eval {
+            query = query.filter(Expr::exists(member_of_finished_eval()));
+        }
+        Ok(query.order_by_desc(build::Column::Id).limit(1).into_tuple().one(self.read()).await?)
+    }
+
+    /// The newest successful build of `job` in a jobset.
+    pub async fn latest_successful_build(&self, jobset_id: i64, job: &str) -> DbResult<Option<SuccessfulBuild>> {
+        let found = build::Entity::find()
+            .filter(build::Column::JobsetId.eq(jobset_id))
+            .filter(build::Column::Job.eq(job))
+            .filter(build::Column::Finished.eq(true))
+            .filter(build::Column::BuildStatus.eq(0))
+            .filter(build::Column::OutputsCollected.eq(false))
+            .order_by_desc(build::Column::Id)
+            .one(self.read())
+            .await?;
+        match found {
+            Some(b) => Ok(self.successful_builds(vec![b]).await?.pop()),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest successful build of every job of a jobset.
+    pub async fn latest_successful_builds(&self, jobset_id: i64) -> DbResult<Vec<SuccessfulBuild>> {
+        let ids: Vec<Option<i64>> = build::Entity::find()
+            .select_only()
+            .column_as(build::Column::Id.max(), "id")
+            .filter(build::Column::JobsetId.eq(jobset_id))
+            .filter(build::Column::Finished.eq(true))
+            .filter(build::Column::BuildStatus.eq(0))
+            .filter(build::Column::OutputsCollected.eq(false))
+            .group_by(build::Column::Job)
+            .into_tuple()
+            .all(self.read())
+            .await?;
+        let ids: Vec<i64> = ids.into_iter().flatten().collect();
+        let mut builds = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            builds.extend(
+                build::Entity::find().filter(build::Column::Id.is_in(chunk.iter().copied())).all(self.read()).await?,
+            );
+        }
+        builds.sort_by(|a, b| a.job.cmp(&b.job));
+        self.successful_builds(builds).await
+    }
+
+    /// The newest evaluation of a jobset none of whose builds is unfinished.
+    pub async fn latest_finished_eval(&self, jobset_id: i64) -> DbResult<Option<JobsetEval>> {
+        let unfinished_member = unfinished_member_of_eval();
+        Ok(jobset_eval::Entity::find()
+            .filter(jobset_eval::Column::JobsetId.eq(jobset_id))
+            .filter(Expr::not_exists(unfinished_member))
+            .order_by_desc(jobset_eval::Column::Id)
+            .one(self.read())
+            .await?)
+    }
+}
+
+/// `EXISTS`-subquery: the evaluation (of the outer query) has a build that
+/// is not finished.
+pub(super) fn unfinished_member_of_eval() -> SelectStatement {
+    Query::select()
+        .expr(Expr::val(1))
+        .from(jobset_eval_member::Entity)
+        .inner_join(
+            build::Entity,
+            Expr::col((build::Entity, build::Column::Id))
+                .equals((jobset_eval_member::Entity, jobset_eval_member::Column::BuildId)),
+        )
+        .and_where(
+            Expr::col((jobset_eval_member::Entity, jobset_eval_member::Column::EvalId))
+                .equals((jobset_eval::Entity, jobset_eval::Column::Id)),
+        )
+        .and_where(Expr::col((build::Entity, build::Column::Finished)).eq(false))
+        .to_owned()
+}
+
+/// `EXISTS`-subquery: the build (of the outer query) is a member of an
+/// evaluation that has no unfinished build.
+fn member_of_finished_eval() -> SelectStatement {
+    let member = Alias::new("m");
+    let other = Alias::new("m2");
+    let other_build = Alias::new("b2");
+    let unfinished_in_same_eval = Query::select()
+        .expr(Expr::val(1))
+        .from_as(jobset_eval_member::Entity, other.clone())
+        .join_as(
+            sea_orm::JoinType::InnerJoin,
+            build::Entity,
+            other_build.clone(),
+            Expr::col((other_build.clone(), build::Column::Id))
+                .equals((other.clone(), jobset_eval_member::Column::BuildId)),
+        )
+        .and_where(
+            Expr::col((other.clone(), jobset_eval_member::Column::EvalId))
+                .equals((member.clone(), jobset_eval_member::Column::EvalId)),
+        )
+        .and_where(Expr::col((other_build, build::Column::Finished)).eq(false))
+        .to_owned();
+    Query::select()
+        .expr(Expr::val(1))
+        .from_as(jobset_eval_member::Entity, member.clone())
+        .and_where(Expr::col((member, jobset_eval_member::Column::BuildId)).equals((build::Entity, build::Column::Id)))
+        .and_where(Expr::not_exists(unfinished_in_same_eval))
+        .to_owned()
+}

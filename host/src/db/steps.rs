@@ -1,0 +1,223 @@
+//! Build steps: recording them as they start and end, the cache of
+//! derivations that failed, and the history the scheduler's shares read.
+
+use std::collections::HashSet;
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::entities::{build, build_step, build_step_output, failed_path};
+use super::evals::insert_chunked;
+use super::events::{EventKind, NewEvent, write_events};
+use super::{BuildStep, Db, DbResult, now};
+
+/// A build step about to run (or already decided without running).
+#[derive(Debug, Clone)]
+pub struct NewStep {
+    pub kind: StepType,
+    pub drv_path: String,
+    pub system: String,
+    pub machine: String,
+    /// `None` while running.
+    pub status: Option<i32>,
+    pub error_msg: Option<String>,
+    pub propagated_from: Option<i64>,
+}
+
+/// What a step did (Hydra's `type` of a build step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepType {
+    /// Built on a machine.
+    Build,
+    /// Its outputs were fetched from a substituter instead.
+    Substitution,
+}
+
+impl StepType {
+    pub fn code(self) -> i32 {
+        match self {
+            StepType::Build => 0,
+            StepType::Substitution => 1,
+        }
+    }
+
+    pub fn from_code(code: i32) -> StepType {
+        if code == 1 { StepType::Substitution } else { StepType::Build }
+    }
+}
+
+impl Db {
+    pub async fn build_steps(&self, build_id: i64) -> DbResult<Vec<BuildStep>> {
+        Ok(build_step::Entity::find()
+            .filter(build_step::Column::BuildId.eq(build_id))
+            .order_by_asc(build_step::Column::StepNr)
+            .all(self.read())
+            .await?)
+    }
+
+    pub async fn build_step(&self, build_id: i64, step_nr: i32) -> DbResult<Option<BuildStep>> {
+        Ok(build_step::Entity::find_by_id((build_id, step_nr)).one(self.read()).await?)
+    }
+
+    /// Of the given derivations, those whose last build failed
+    /// deterministically (and were not restarted since).
+    pub async fn failed_paths_among(&self, drvs: &[String]) -> DbResult<HashSet<String>> {
+        let mut failed = HashSet::new();
+        for chunk in drvs.chunks(super::INSERT_CHUNK) {
+            let rows: Vec<String> = failed_path::Entity::find()
+                .select_only()
+                .column(failed_path::Column::Path)
+                .filter(failed_path::Column::Path.is_in(chunk.iter().cloned()))
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            failed.extend(rows);
+        }
+        Ok(failed)
+    }
+
+    pub async fn add_failed_path(&self, drv: &str) -> DbResult<()> {
+        failed_path::Entity::insert(failed_path::ActiveModel { path: Set(drv.to_owned()), time: Set(now()) })
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(failed_path::Column::Path)
+                    .update_column(failed_path::Column::Time)
+                    .to_owned(),
+            )
+            .exec_without_returning(self.write())
+            .await?;
+        Ok(())
+    }
+
+    /// At start: steps that were running when the server stopped did not
+    /// finish; they are recorded as aborted and will run again.
+    pub async fn abort_busy_steps(&self) -> DbResult<u64> {
+        let result = build_step::Entity::update_many()
+            .col_expr(build_step::Column::Busy, Expr::value(false))
+            .col_expr(build_step::Column::Status, Expr::value(super::status::ABORTED))
+            .col_expr(build_step::Column::ErrorMsg, Expr::value("interrupted: the server stopped during this step"))
+            .col_expr(build_step::Column::StopTime, Expr::value(now()))
+            .filter(build_step::Column::Busy.eq(true))
+            .exec(self.write())
+            .await?;
+        Ok(result.rows_affected)
+    }
+
+    /// Records a step for a build, numbered after its previous steps.
+    pub async fn create_step(&self, build_id: i64, step: &NewStep) -> DbResult<i32> {
+        let time = now();
+        let txn = self.begin_write().await?;
+        let last: Option<i32> = build_step::Entity::find()
+            .select_only()
+            .column_as(build_step::Column::StepNr.max(), "max")
+            .filter(build_step::Column::BuildId.eq(build_id))
+            .into_tuple::<Option<i32>>()
+            .one(&txn)
+            .await?
+            .flatten();
+        let step_nr = last.unwrap_or(0) + 1;
+        build_step::ActiveModel {
+            build_id: Set(build_id),
+            step_nr: Set(step_nr),
+            kind: Set(step.kind.code()),
+            drv_path: Set(step.drv_path.clone()),
+            busy: Set(step.status.is_none()),
+            status: Set(step.status),
+            error_msg: Set(step.error_msg.clone()),
+            start_time: Set(Some(time)),
+            stop_time: Set(step.status.map(|_| time)),
+            machine: Set(step.machine.clone()),
+            system: Set(Some(step.system.clone())),
+            propagated_from: Set(step.propagated_from),
+            times_built: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        match step.status {
+            None => {
+                // The build has started when its first step does.
+                let started = build::Entity::update_many()
+                    .col_expr(build::Column::StartTime, Expr::value(time))
+                    .filter(build::Column::Id.eq(build_id))
+                    .filter(build::Column::StartTime.is_null())
+                    .exec(&txn)
+                    .await?;
+                if started.rows_affected > 0 {
+                    let data = serde_json::json!({ "machine": step.machine });
+                    write_events(&txn, vec![NewEvent::build(EventKind::BuildStarted, build_id, data)]).await?;
+                }
+            }
+            Some(status) => {
+                let data = serde_json::json!({ "status": status, "drvpath": step.drv_path, "propagatedfrom": step.propagated_from });
+                let event =
+                    NewEvent { step_nr: Some(step_nr), ..NewEvent::build(EventKind::StepFinished, build_id, data) };
+                write_events(&txn, vec![event]).await?;
+            }
+        }
+        self.commit_events(txn).await?;
+        Ok(step_nr)
+    }
+
+    /// The steps that ran since `since` (unix time), as (jobset, stop time,
+    /// seconds); failures propagated from other steps are not counted.
+    pub async fn step_history(&self, since: i64) -> DbResult<Vec<(i64, i64, i64)>> {
+        let steps: Vec<(i64, Option<i64>, Option<i64>)> = build_step::Entity::find()
+            .select_only()
+            .column(build::Column::JobsetId)
+            .column(build_step::Column::StartTime)
+            .column(build_step::Column::StopTime)
+            .join(
+                sea_orm::JoinType::InnerJoin,
+                build_step::Entity::belongs_to(build::Entity)
+                    .from(build_step::Column::BuildId)
+                    .to(build::Column::Id)
+                    .into(),
+            )
+            .filter(build_step::Column::StopTime.gte(since))
+            .filter(build_step::Column::PropagatedFrom.is_null())
+            .filter(build_step::Column::Busy.eq(false))
+            .into_tuple()
+            .all(self.read())
+            .await?;
+        Ok(steps
+            .into_iter()
+            .filter_map(|(jobset, start, stop)| Some((jobset, stop?, Ord::max(stop? - start?, 0))))
+            .collect())
+    }
+
+    /// Ends a running step.
+    pub async fn finish_step(
+        &self,
+        build_id: i64,
+        step_nr: i32,
+        status: i32,
+        error_msg: Option<&str>,
+        outputs: &[(String, String)],
+    ) -> DbResult<()> {
+        let txn = self.begin_write().await?;
+        build_step::Entity::update_many()
+            .col_expr(build_step::Column::Busy, Expr::value(false))
+            .col_expr(build_step::Column::Status, Expr::value(status))
+            .col_expr(build_step::Column::ErrorMsg, Expr::value(error_msg.map(str::to_owned)))
+            .col_expr(build_step::Column::StopTime, Expr::value(now()))
+            .col_expr(build_step::Column::TimesBuilt, Expr::value(1))
+            .filter(build_step::Column::BuildId.eq(build_id))
+            .filter(build_step::Column::StepNr.eq(step_nr))
+            .exec(&txn)
+            .await?;
+        let rows = outputs
+            .iter()
+            .map(|(name, path)| build_step_output::ActiveModel {
+                build_id: Set(build_id),
+                step_nr: Set(step_nr),
+                name: Set(name.clone()),
+                path: Set(path.clone()),
+            })
+            .collect();
+        insert_chunked(&txn, rows).await?;
+        let data = serde_json::json!({ "status": status });
+        let event = NewEvent { step_nr: Some(step_nr), ..NewEvent::build(EventKind::StepFinished, build_id, data) };
+        write_events(&txn, vec![event]).await?;
+        self.commit_events(txn).await?;
+        Ok(())
+    }
+}
