@@ -95,19 +95,7 @@ async fn main() {
     }
     let finished: Vec<FinishedBuild> = build_ids
         .iter()
-        .map(|&id| FinishedBuild {
-            id,
-            status: status::SUCCESS,
-            is_cached: false,
-            start_time: 1,
-            stop_time: 2,
-            size: None,
-            closure_size: None,
-            release_name: None,
-            products: Vec::new(),
-            metrics: Vec::new(),
-            output_errors: Vec::new(),
-        })
+        .map(|&id| FinishedBuild { id, status: status::SUCCESS, start_time: 1, stop_time: 2, ..Default::default() })
         .collect();
     for chunk in finished.chunks(1_000) {
         db.finish_builds(chunk).await.unwrap();

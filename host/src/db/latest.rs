@@ -86,18 +86,7 @@ impl Db {
 
     /// The newest successful build of every job of a jobset.
     pub async fn latest_successful_builds(&self, jobset_id: i64) -> DbResult<Vec<SuccessfulBuild>> {
-        let ids: Vec<Option<i64>> = build::Entity::find()
-            .select_only()
-            .column_as(build::Column::Id.max(), "id")
-            .filter(build::Column::JobsetId.eq(jobset_id))
-            .filter(build::Column::Finished.eq(true))
-            .filter(build::Column::BuildStatus.eq(0))
-            .filter(build::Column::OutputsCollected.eq(false))
-            .group_by(build::Column::Job)
-            .into_tuple()
-            .all(self.read())
-            .await?;
-        let ids: Vec<i64> = ids.into_iter().flatten().collect();
+        let ids = self.latest_build_ids(Some(jobset_id)).await?;
         let mut builds = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(INSERT_CHUNK) {
             builds.extend(
@@ -117,6 +106,26 @@ impl Db {
             .order_by_desc(jobset_eval::Column::Id)
             .one(self.read())
             .await?)
+    }
+}
+
+impl Db {
+    /// The id of the newest successful build of every job (of one jobset,
+    /// or of all): what `latest` answers for each.
+    pub async fn latest_build_ids(&self, jobset_id: Option<i64>) -> DbResult<Vec<i64>> {
+        let mut query = build::Entity::find()
+            .select_only()
+            .column_as(build::Column::Id.max(), "id")
+            .filter(build::Column::Finished.eq(true))
+            .filter(build::Column::BuildStatus.eq(super::status::SUCCESS))
+            .filter(build::Column::OutputsCollected.eq(false))
+            .group_by(build::Column::JobsetId)
+            .group_by(build::Column::Job);
+        if let Some(jobset_id) = jobset_id {
+            query = query.filter(build::Column::JobsetId.eq(jobset_id));
+        }
+        let ids: Vec<Option<i64>> = query.into_tuple().all(self.read()).await?;
+        Ok(ids.into_iter().flatten().collect())
     }
 }
 

@@ -11,7 +11,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 use super::entities::{
     aggregate_constituent, build, build_step, event, jobset, jobset_eval, jobset_eval_member, notifier_pending, project,
 };
-use super::{Db, DbError, DbResult, INSERT_CHUNK, status};
+use super::{Db, DbError, DbResult, INSERT_CHUNK};
 
 /// Evaluations deleted per transaction: a write lock held for long would
 /// stall the queue and the evaluator.
@@ -117,7 +117,7 @@ impl Db {
             if beyond.is_empty() {
                 continue;
             }
-            let latest = self.latest_of_every_job(jobset_id).await?;
+            let latest = self.latest_build_ids(Some(jobset_id)).await?;
             let held = self.evals_to_hold(jobset_id, &beyond, &latest).await?;
             let doomed: Vec<i64> = beyond.into_iter().filter(|e| !held.contains(e)).collect();
             let latest: HashSet<i64> = latest.into_iter().collect();
@@ -128,22 +128,6 @@ impl Db {
             }
         }
         Ok(pruned)
-    }
-
-    /// The newest successful build of each job of a jobset.
-    async fn latest_of_every_job(&self, jobset_id: i64) -> DbResult<Vec<i64>> {
-        let ids: Vec<Option<i64>> = build::Entity::find()
-            .select_only()
-            .column_as(build::Column::Id.max(), "id")
-            .filter(build::Column::JobsetId.eq(jobset_id))
-            .filter(build::Column::Finished.eq(true))
-            .filter(build::Column::BuildStatus.eq(status::SUCCESS))
-            .filter(build::Column::OutputsCollected.eq(false))
-            .group_by(build::Column::Job)
-            .into_tuple()
-            .all(self.read())
-            .await?;
-        Ok(ids.into_iter().flatten().collect())
     }
 
     /// Which of the jobset's `candidates` must stay: those with an
@@ -295,22 +279,6 @@ impl Db {
             drvs.extend(steps);
         }
         Ok(drvs)
-    }
-
-    /// The newest successful build of every job of every jobset.
-    pub async fn latest_builds_everywhere(&self) -> DbResult<Vec<i64>> {
-        let ids: Vec<Option<i64>> = build::Entity::find()
-            .select_only()
-            .column_as(build::Column::Id.max(), "id")
-            .filter(build::Column::Finished.eq(true))
-            .filter(build::Column::BuildStatus.eq(status::SUCCESS))
-            .filter(build::Column::OutputsCollected.eq(false))
-            .group_by(build::Column::JobsetId)
-            .group_by(build::Column::Job)
-            .into_tuple()
-            .all(self.read())
-            .await?;
-        Ok(ids.into_iter().flatten().collect())
     }
 
     /// The database's size on disk, in bytes.

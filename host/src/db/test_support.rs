@@ -43,18 +43,6 @@ pub async fn eval(db: &Db, jobset_id: i64, started: i64, jobs: Vec<NewJob>) -> V
 
 /// Finishes a build with this status.
 pub async fn finish(db: &Db, id: i64, status: i32) {
-    let result = FinishedBuild {
-        id,
-        status,
-        is_cached: false,
-        start_time: 1,
-        stop_time: 2,
-        size: None,
-        closure_size: None,
-        release_name: None,
-        products: Vec::new(),
-        metrics: Vec::new(),
-        output_errors: Vec::new(),
-    };
+    let result = FinishedBuild { id, status, start_time: 1, stop_time: 2, ..Default::default() };
     db.finish_builds(&[result]).await.unwrap();
 }

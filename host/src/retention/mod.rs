@@ -156,7 +156,7 @@ impl Retention {
     async fn sweep_logs(&self, now: i64, before: i64) -> Result<crate::logs::Swept, String> {
         let kept = self.db.gc_kept_builds(now, &[]).await.map_err(|e| e.to_string())?;
         let mut builds: Vec<i64> = kept.iter().map(|b| b.id).collect();
-        builds.extend(self.db.latest_builds_everywhere().await.map_err(|e| e.to_string())?);
+        builds.extend(self.db.latest_build_ids(None).await.map_err(|e| e.to_string())?);
         let drvs = self.db.log_derivations_of(&builds).await.map_err(|e| e.to_string())?;
         let wanted: HashSet<String> = drvs
             .iter()
