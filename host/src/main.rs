@@ -327,7 +327,9 @@ async fn doctor(config: &orthrus::config::Config) -> anyhow::Result<()> {
 /// outputs).
 async fn backup_command(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let db = orthrus::server::open_db(config).await?;
+    // Connected, not migrated: a backup taken with a newer binary before
+    // an upgrade must be of the database as it is.
+    let db = Db::connect(&config.database_url()).await.context("cannot open the database")?;
     // It holds password hashes and token digests: readable by its owner
     // only, made empty first (VACUUM INTO writes into an empty file), and
     // never over an existing file.
@@ -342,6 +344,8 @@ async fn backup_command(config: &Config, file: &std::path::Path) -> anyhow::Resu
         let _ = std::fs::remove_file(file);
         anyhow::bail!("cannot back up the database to {}: {e}", file.display());
     }
+    // VACUUM INTO does not sync what it wrote.
+    std::fs::File::open(file).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", file.display()))?;
     let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     println!("{}: {size} bytes, a consistent copy taken in {:.1} s", file.display(), started.elapsed().as_secs_f64());
     Ok(())

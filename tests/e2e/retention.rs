@@ -48,12 +48,13 @@ evals_min_age_days = 0
 [plugins.grants.webhook]
 http = ["127.0.0.1:9"]
 
-# Nothing listens there: its build-finished deliveries wait for a retry,
-# and retention must keep their events.
+# Nothing listens there: its deliveries wait for a retry, and retention
+# must keep their events. (Evaluation events: a build with an undelivered
+# event would be kept too.)
 [[notifiers]]
 name = "stuck"
 plugin = "webhook"
-events = ["build-finished"]
+events = ["eval-added"]
 retry_delay_secs = 3600
 retry_max_delay_secs = 3600
 settings = { url = "http://127.0.0.1:9/hook" }
@@ -139,7 +140,7 @@ settings = { url = "http://127.0.0.1:9/hook" }
         let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
         let notifiers = server.get_json("/api/notifiers");
         let pending = notifiers[0]["pending"].as_array().unwrap().len();
-        (!kinds.is_empty() && kinds.iter().all(|k| *k == "build-finished") && kinds.len() == pending).then_some(())
+        (!kinds.is_empty() && kinds.iter().all(|k| *k == "eval-added") && kinds.len() == pending).then_some(())
     });
 
     // What it did is counted, and the sizes are measured.

@@ -129,6 +129,26 @@ impl Db {
     }
 }
 
+impl Db {
+    /// The build `latest-finished` answers for each job of a jobset: the
+    /// newest successful one held by an evaluation with nothing unfinished.
+    pub async fn latest_finished_build_ids(&self, jobset_id: i64) -> DbResult<Vec<i64>> {
+        let ids: Vec<Option<i64>> = build::Entity::find()
+            .select_only()
+            .column_as(build::Column::Id.max(), "id")
+            .filter(build::Column::JobsetId.eq(jobset_id))
+            .filter(build::Column::Finished.eq(true))
+            .filter(build::Column::BuildStatus.eq(super::status::SUCCESS))
+            .filter(build::Column::OutputsCollected.eq(false))
+            .filter(Expr::exists(member_of_finished_eval()))
+            .group_by(build::Column::Job)
+            .into_tuple()
+            .all(self.read())
+            .await?;
+        Ok(ids.into_iter().flatten().collect())
+    }
+}
+
 /// `EXISTS`-subquery: the evaluation (of the outer query) has a build that
 /// is not finished.
 pub(super) fn unfinished_member_of_eval() -> SelectStatement {

@@ -3,9 +3,9 @@
 //! they held, and which derivations' logs are still wanted. Also the
 //! database's size and a consistent copy of it for backups.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use sea_orm::sea_query::Query;
+use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement};
 
 use super::entities::{
@@ -13,9 +13,11 @@ use super::entities::{
 };
 use super::{Db, DbError, DbResult, INSERT_CHUNK};
 
-/// Evaluations deleted per transaction: a write lock held for long would
-/// stall the queue and the evaluator.
+/// Evaluations deleted per transaction, and the members they may hold
+/// together (an evaluation of nixpkgs has tens of thousands): a write lock
+/// held for long would stall the queue and the evaluator.
 const EVALS_PER_TRANSACTION: usize = 100;
+const MEMBERS_PER_TRANSACTION: i64 = 20_000;
 /// Events deleted per statement, for the same reason.
 const EVENTS_PER_STATEMENT: u64 = 5000;
 
@@ -117,12 +119,11 @@ impl Db {
             if beyond.is_empty() {
                 continue;
             }
-            let latest = self.latest_build_ids(Some(jobset_id)).await?;
-            let held = self.evals_to_hold(jobset_id, &beyond, &latest).await?;
+            let held = self.evals_to_hold(jobset_id, &beyond).await?;
             let doomed: Vec<i64> = beyond.into_iter().filter(|e| !held.contains(e)).collect();
-            let latest: HashSet<i64> = latest.into_iter().collect();
-            for chunk in doomed.chunks(EVALS_PER_TRANSACTION) {
-                let done = self.delete_evals(chunk, &latest).await?;
+            let latest: HashSet<i64> = self.latest_build_ids(Some(jobset_id)).await?.into_iter().collect();
+            for batch in self.in_batches(&doomed).await? {
+                let done = self.delete_evals(&batch, &latest).await?;
                 pruned.evals += done.evals;
                 pruned.builds += done.builds;
             }
@@ -131,9 +132,12 @@ impl Db {
     }
 
     /// Which of the jobset's `candidates` must stay: those with an
-    /// unfinished build, and the newest holder of each `latest` build that
-    /// no evaluation outside the candidates holds.
-    async fn evals_to_hold(&self, jobset_id: i64, candidates: &[i64], latest: &[i64]) -> DbResult<HashSet<i64>> {
+    /// unfinished build; the newest finished evaluation (channels and
+    /// "latest evaluation" inputs read it); and for each build `latest` or
+    /// `latest-finished` answers, its newest holder (newest finished holder
+    /// for `latest-finished`) when that is a candidate: a newer holder
+    /// outside the candidates already keeps it answering.
+    async fn evals_to_hold(&self, jobset_id: i64, candidates: &[i64]) -> DbResult<HashSet<i64>> {
         let candidate_set: HashSet<i64> = candidates.iter().copied().collect();
         let mut held = HashSet::new();
         for chunk in candidates.chunks(INSERT_CHUNK) {
@@ -155,39 +159,66 @@ impl Db {
                 .await?;
             held.extend(building);
         }
-        for chunk in latest.chunks(INSERT_CHUNK) {
-            // Every evaluation of this jobset holding one of them, newest first.
-            let holders: Vec<(i64, i64)> = jobset_eval_member::Entity::find()
-                .select_only()
-                .column(jobset_eval_member::Column::BuildId)
-                .column(jobset_eval_member::Column::EvalId)
-                .join(
-                    sea_orm::JoinType::InnerJoin,
-                    jobset_eval_member::Entity::belongs_to(jobset_eval::Entity)
-                        .from(jobset_eval_member::Column::EvalId)
-                        .to(jobset_eval::Column::Id)
-                        .into(),
-                )
-                .filter(jobset_eval::Column::JobsetId.eq(jobset_id))
-                .filter(jobset_eval_member::Column::BuildId.is_in(chunk.iter().copied()))
-                .order_by_desc(jobset_eval_member::Column::EvalId)
-                .into_tuple()
-                .all(self.read())
-                .await?;
-            let mut covered: HashSet<i64> = HashSet::new();
-            for (build, eval) in &holders {
-                if !candidate_set.contains(eval) {
-                    covered.insert(*build);
+        if let Some(newest_finished) = self.latest_finished_eval(jobset_id).await? {
+            held.insert(newest_finished.id);
+        }
+        let latest = self.latest_build_ids(Some(jobset_id)).await?;
+        let latest_finished = self.latest_finished_build_ids(jobset_id).await?;
+        for (builds, finished_only) in [(latest, false), (latest_finished, true)] {
+            for chunk in builds.chunks(INSERT_CHUNK) {
+                let mut query = jobset_eval_member::Entity::find()
+                    .select_only()
+                    .column_as(jobset_eval_member::Column::EvalId.max(), "eval")
+                    .join(
+                        sea_orm::JoinType::InnerJoin,
+                        jobset_eval_member::Entity::belongs_to(jobset_eval::Entity)
+                            .from(jobset_eval_member::Column::EvalId)
+                            .to(jobset_eval::Column::Id)
+                            .into(),
+                    )
+                    .filter(jobset_eval::Column::JobsetId.eq(jobset_id))
+                    .filter(jobset_eval_member::Column::BuildId.is_in(chunk.iter().copied()))
+                    .group_by(jobset_eval_member::Column::BuildId);
+                if finished_only {
+                    query = query.filter(Expr::not_exists(super::latest::unfinished_member_of_eval()));
                 }
-            }
-            for (build, eval) in holders {
-                // The first holder seen is the newest.
-                if covered.insert(build) {
-                    held.insert(eval);
-                }
+                let newest: Vec<Option<i64>> = query.into_tuple().all(self.read()).await?;
+                held.extend(newest.into_iter().flatten().filter(|eval| candidate_set.contains(eval)));
             }
         }
         Ok(held)
+    }
+
+    /// Groups evaluations into transactions of about `MEMBERS_PER_TRANSACTION`
+    /// members (at least one evaluation each), from their `nr_builds`.
+    async fn in_batches(&self, evals: &[i64]) -> DbResult<Vec<Vec<i64>>> {
+        let mut sizes: HashMap<i64, i64> = HashMap::new();
+        for chunk in evals.chunks(INSERT_CHUNK) {
+            let rows: Vec<(i64, i32)> = jobset_eval::Entity::find()
+                .select_only()
+                .columns([jobset_eval::Column::Id, jobset_eval::Column::NrBuilds])
+                .filter(jobset_eval::Column::Id.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            sizes.extend(rows.into_iter().map(|(id, n)| (id, i64::from(n))));
+        }
+        let mut batches: Vec<Vec<i64>> = Vec::new();
+        let mut members = 0;
+        for &eval in evals {
+            let size = sizes.get(&eval).copied().unwrap_or(0).max(1);
+            match batches.last_mut() {
+                Some(batch) if members + size <= MEMBERS_PER_TRANSACTION && batch.len() < EVALS_PER_TRANSACTION => {
+                    batch.push(eval);
+                    members += size;
+                }
+                _ => {
+                    batches.push(vec![eval]);
+                    members = size;
+                }
+            }
+        }
+        Ok(batches)
     }
 
     /// Deletes these evaluations (their members, inputs and errors go by
@@ -208,52 +239,49 @@ impl Db {
             .await?;
         let mut orphans: BTreeSet<i64> = BTreeSet::new();
         for chunk in members.chunks(INSERT_CHUNK) {
-            let still_held = Query::select()
-                .column(jobset_eval_member::Column::BuildId)
-                .from(jobset_eval_member::Entity)
-                .and_where(jobset_eval_member::Column::BuildId.is_in(chunk.iter().copied()))
-                .to_owned();
-            let declarative = Query::select()
-                .column(project::Column::DeclarativeBuild)
-                .from(project::Entity)
-                .and_where(project::Column::DeclarativeBuild.is_not_null())
-                .to_owned();
             let ids: Vec<i64> = build::Entity::find()
                 .select_only()
                 .column(build::Column::Id)
                 .filter(build::Column::Id.is_in(chunk.iter().copied()))
-                .filter(build::Column::Id.not_in_subquery(still_held))
-                .filter(build::Column::Id.not_in_subquery(declarative))
-                .filter(build::Column::Finished.eq(true))
-                .filter(build::Column::Keep.eq(false))
+                .filter(deletable_build())
                 .into_tuple()
                 .all(&txn)
                 .await?;
             orphans.extend(ids.into_iter().filter(|id| !latest.contains(id)));
         }
-        // A constituent of an aggregate that stays, stays.
-        let orphan_list: Vec<i64> = orphans.iter().copied().collect();
-        for chunk in orphan_list.chunks(INSERT_CHUNK) {
-            let named: Vec<(i64, i64)> = aggregate_constituent::Entity::find()
-                .select_only()
-                .column(aggregate_constituent::Column::AggregateId)
-                .column(aggregate_constituent::Column::ConstituentId)
-                .filter(aggregate_constituent::Column::ConstituentId.is_in(chunk.iter().copied()))
-                .into_tuple()
-                .all(&txn)
-                .await?;
-            for (aggregate, constituent) in named {
-                if !orphans.contains(&aggregate) {
-                    orphans.remove(&constituent);
+        // A constituent of an aggregate that stays, stays; and an aggregate
+        // kept that way keeps its own constituents: until nothing changes.
+        loop {
+            let before = orphans.len();
+            let orphan_list: Vec<i64> = orphans.iter().copied().collect();
+            for chunk in orphan_list.chunks(INSERT_CHUNK) {
+                let named: Vec<(i64, i64)> = aggregate_constituent::Entity::find()
+                    .select_only()
+                    .column(aggregate_constituent::Column::AggregateId)
+                    .column(aggregate_constituent::Column::ConstituentId)
+                    .filter(aggregate_constituent::Column::ConstituentId.is_in(chunk.iter().copied()))
+                    .into_tuple()
+                    .all(&txn)
+                    .await?;
+                for (aggregate, constituent) in named {
+                    if !orphans.contains(&aggregate) {
+                        orphans.remove(&constituent);
+                    }
                 }
+            }
+            if orphans.len() == before {
+                break;
             }
         }
         let mut builds_deleted = 0;
         let doomed: Vec<i64> = orphans.iter().copied().collect();
         for chunk in doomed.chunks(INSERT_CHUNK) {
-            // Steps, outputs, products, metrics and memberships go by cascade.
+            // Steps, outputs, products, metrics and memberships go by
+            // cascade. The conditions again: on PostgreSQL a restart or a
+            // keep may have committed since they were read.
             builds_deleted += build::Entity::delete_many()
                 .filter(build::Column::Id.is_in(chunk.iter().copied()))
+                .filter(deletable_build())
                 .exec(&txn)
                 .await?
                 .rows_affected;
@@ -313,6 +341,33 @@ impl Db {
             .await?;
         Ok(())
     }
+}
+
+/// A build that may go with its evaluations: finished and not kept, held
+/// by no evaluation left, not where a project's declarative spec came
+/// from, and with no event a notifier still has to deliver.
+fn deletable_build() -> sea_orm::Condition {
+    let still_held =
+        Query::select().column(jobset_eval_member::Column::BuildId).from(jobset_eval_member::Entity).to_owned();
+    let declarative = Query::select()
+        .column(project::Column::DeclarativeBuild)
+        .from(project::Entity)
+        .and_where(project::Column::DeclarativeBuild.is_not_null())
+        .to_owned();
+    let undelivered = Query::select()
+        .column(event::Column::BuildId)
+        .from(event::Entity)
+        .and_where(event::Column::BuildId.is_not_null())
+        .and_where(event::Column::Id.in_subquery(
+            Query::select().column(notifier_pending::Column::EventId).from(notifier_pending::Entity).to_owned(),
+        ))
+        .to_owned();
+    sea_orm::Condition::all()
+        .add(build::Column::Finished.eq(true))
+        .add(build::Column::Keep.eq(false))
+        .add(build::Column::Id.not_in_subquery(still_held))
+        .add(build::Column::Id.not_in_subquery(declarative))
+        .add(build::Column::Id.not_in_subquery(undelivered))
 }
 
 #[cfg(test)]

@@ -114,14 +114,18 @@ impl LogStore {
     /// Starts (or restarts) the log of a derivation.
     pub fn create(&self, drv: &StorePath) -> std::io::Result<LogWriter> {
         let path = self.path_for(drv);
+        // Live before its files exist: retention never deletes a live log
+        // (see `sweep.rs`), so it cannot unlink one being started.
+        let channel = LiveChannel::default();
+        let key = drv.base_name().to_owned();
+        lock(&self.live).insert(key.clone(), channel.clone());
+        // Unregisters it again if the files cannot be made.
+        let live = LiveSender { logs: self.live.clone(), key, channel };
         std::fs::create_dir_all(path.parent().expect("log path has a parent"))?;
         // The index first: a reader never sees a new log with an old index.
         let index = File::create(frames::index_path(&path))?;
         let file = Counted { file: File::create(&path)?, written: 0 };
         let encoder = zstd::stream::Encoder::new(BufWriter::new(file), COMPRESSION_LEVEL)?;
-        let channel = LiveChannel::default();
-        let key = drv.base_name().to_owned();
-        lock(&self.live).insert(key.clone(), channel.clone());
         Ok(LogWriter {
             encoder: Some(encoder),
             index,
@@ -129,7 +133,7 @@ impl LogStore {
             frame_start: 0,
             last_flush: Instant::now(),
             dirty: false,
-            live: Some(LiveSender { logs: self.live.clone(), key, channel }),
+            live: Some(live),
         })
     }
 

@@ -59,7 +59,14 @@ impl LogStore {
                 };
                 let drv = format!("{prefix}{rest}");
                 let old = metadata.modified().is_ok_and(|written| written < older_than);
-                if !old || wanted.contains(&drv) || lock(&self.live).contains_key(&drv) {
+                if !old || wanted.contains(&drv) {
+                    swept.remaining_bytes += metadata.len() + index_len(&entry.path());
+                    continue;
+                }
+                // Held while deciding and deleting: a step starting this log
+                // registers it as live first, and waits for this.
+                let live = lock(&self.live);
+                if live.contains_key(&drv) {
                     swept.remaining_bytes += metadata.len() + index_len(&entry.path());
                     continue;
                 }

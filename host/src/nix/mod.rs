@@ -50,6 +50,8 @@ const MAX_QUERY_OUTPUT: usize = 256 << 20;
 /// Paths per command line when querying many paths at once (well below
 /// the kernel's argument limits).
 const PATHS_PER_CALL: usize = 2000;
+/// How long one substitution call may hold the queue.
+const SUBSTITUTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {
@@ -388,13 +390,26 @@ impl Nix {
     /// (`nix-store --realise --keep-going` on output paths substitutes and
     /// never builds), and returns those that are valid now. A path no
     /// substituter has is no error: it is built instead.
+    ///
+    /// The queue waits for it (as Hydra's does), so each call is bounded by
+    /// `SUBSTITUTION_TIMEOUT`: what is not fetched by then is built.
     pub async fn substitute(&self, paths: &[StorePath]) -> Result<HashSet<StorePath>, NixError> {
         for chunk in paths.chunks(PATHS_PER_CALL) {
             let mut cmd = self.command("nix-store");
             cmd.args(["--realise", "--keep-going"]).args(chunk.iter().map(StorePath::as_str));
-            let (status, _, err) = capture(cmd, MAX_QUERY_OUTPUT).await?;
-            if !status.success() {
-                tracing::debug!("substituting {} paths: {}", chunk.len(), error_text(&err, status));
+            // Dropping the call on time-out kills nix-store (kill_on_drop).
+            match tokio::time::timeout(SUBSTITUTION_TIMEOUT, capture(cmd, MAX_QUERY_OUTPUT)).await {
+                Ok(result) => {
+                    let (status, _, err) = result?;
+                    if !status.success() {
+                        tracing::debug!("substituting {} paths: {}", chunk.len(), error_text(&err, status));
+                    }
+                }
+                Err(_) => tracing::warn!(
+                    "substituting {} paths took over {} s: what was not fetched is built",
+                    chunk.len(),
+                    SUBSTITUTION_TIMEOUT.as_secs()
+                ),
             }
         }
         let still_invalid = self.invalid_paths(paths).await?;
