@@ -373,8 +373,8 @@ fn deletable_build() -> sea_orm::Condition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::test_support::{eval, fresh_db, job};
-    use crate::db::{Expect, JobsetSettings, NewPending, ProjectSettings};
+    use crate::db::test_support::{eval, finish, fresh_db, job};
+    use crate::db::{Expect, JobsetSettings, NewPending, ProjectSettings, status};
 
     fn parked(event_id: i64) -> NewPending {
         NewPending { event_id, ordering_key: "k".into(), attempts: 1, next_attempt: 0, error: Some("refused".into()) }
@@ -422,5 +422,46 @@ mod tests {
         assert_eq!(db.delete_delivered_events(later, &configured).await.unwrap(), 0, "mail has not read them");
         db.advance_notifier("mail", *newer.last().unwrap(), 1, &[]).await.unwrap();
         assert_eq!(db.delete_delivered_events(later, &configured).await.unwrap() as usize, newer.len());
+    }
+
+    /// Evaluations beyond the count go, but not one still building, nor
+    /// the newest finished one; a build goes with them unless an event of
+    /// it waits for a notifier.
+    #[tokio::test]
+    async fn evaluations_pruned_keep_what_is_still_needed() {
+        let (_dir, db) = fresh_db().await;
+        let (project, _) = db.save_project("p", &ProjectSettings::new("p"), Expect::Anything).await.unwrap();
+        let (jobset, _) =
+            db.save_jobset(&project, "main", &JobsetSettings::new("main"), Expect::Anything).await.unwrap();
+        let a1 = eval(&db, jobset.id, 1, vec![job("a", "1")]).await[0];
+        finish(&db, a1, status::SUCCESS).await;
+        let e2 = eval(&db, jobset.id, 2, vec![job("a", "2"), job("x", "2")]).await;
+        let (a2, x2) = (e2[0], e2[1]);
+        finish(&db, a2, status::FAILED).await;
+        let a3 = eval(&db, jobset.id, 3, vec![job("a", "3"), job("x", "2")]).await[0];
+        finish(&db, a3, status::SUCCESS).await;
+        let evals = |db: &Db| {
+            let db = db.clone();
+            async move { jobset_eval::Entity::find().all(db.read()).await.unwrap().iter().map(|e| e.id).collect::<Vec<_>>() }
+        };
+        let later = crate::db::now() + 60;
+
+        // x-2 still builds, in evals 2 and 3; eval 1 is the newest finished one.
+        assert_eq!(db.prune_evals(1, later).await.unwrap(), Pruned::default());
+        assert_eq!(evals(&db).await.len(), 3);
+
+        // All finished; a-1 has an event a notifier still has to deliver.
+        finish(&db, x2, status::SUCCESS).await;
+        let events = db.events_after(0, 1000, Some(a1)).await.unwrap();
+        db.notifier_cursor("hook").await.unwrap();
+        db.advance_notifier("hook", 0, 0, &[parked(events.last().unwrap().id)]).await.unwrap();
+        assert_eq!(db.prune_evals(1, later).await.unwrap(), Pruned { evals: 2, builds: 1 });
+        assert_eq!(evals(&db).await.len(), 1);
+        assert!(db.build(a2).await.unwrap().is_none(), "held by the deleted evaluations only");
+        assert!(db.build(a1).await.unwrap().is_some(), "its event is undelivered");
+        assert!(db.build(x2).await.unwrap().is_some(), "eval 3 holds it");
+        assert!(db.build(a3).await.unwrap().is_some());
+        // Too young: nothing.
+        assert_eq!(db.prune_evals(1, 0).await.unwrap(), Pruned::default());
     }
 }
