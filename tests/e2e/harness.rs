@@ -593,7 +593,17 @@ max_jobs = {max_jobs}
             }
             None => self.agent.run(builder.body(()).unwrap()),
         };
-        self.answer(result)
+        let answer = self.answer(result);
+        if answer.status == 500 {
+            // Shown only when the test fails: what the server said and logged.
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("{method} {path} answered 500: {}\n--- server log, last lines ---", answer.body);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        answer
     }
 
     pub fn admin(&self) -> Identity {
