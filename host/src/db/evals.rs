@@ -272,6 +272,7 @@ impl Db {
     /// the check itself.
     pub async fn record_eval_unchanged(&self, jobset_id: i64, started: i64) -> DbResult<()> {
         let txn = self.begin_write().await?;
+        super::lock_row(&txn, "jobsets", jobset_id).await?;
         jobset::Entity::update_many()
             .col_expr(jobset::Column::FetchErrorMsg, Expr::value(Option::<String>::None))
             .filter(jobset::Column::Id.eq(jobset_id))
@@ -286,6 +287,7 @@ impl Db {
     /// An input could not be fetched; nothing was evaluated.
     pub async fn record_fetch_error(&self, jobset_id: i64, started: i64, message: &str) -> DbResult<()> {
         let txn = self.begin_write().await?;
+        super::lock_row(&txn, "jobsets", jobset_id).await?;
         jobset::Entity::update_many()
             .col_expr(jobset::Column::FetchErrorMsg, Expr::value(message))
             .filter(jobset::Column::Id.eq(jobset_id))
@@ -303,6 +305,7 @@ impl Db {
     pub async fn record_eval_failure(&self, jobset_id: i64, started: i64, message: &str) -> DbResult<()> {
         let time = now();
         let txn = self.begin_write().await?;
+        super::lock_row(&txn, "jobsets", jobset_id).await?;
         let text = format_eval_errors(&[(String::new(), message.to_owned())]);
         jobset::Entity::update_many()
             .col_expr(jobset::Column::ErrorMsg, Expr::value(text))
@@ -335,6 +338,7 @@ impl Db {
     pub async fn record_eval(&self, new: &NewEval) -> DbResult<RecordedEval> {
         let time = now();
         let txn = self.begin_write().await?;
+        super::lock_row(&txn, "jobsets", new.jobset_id).await?;
 
         let previous = jobset_eval::Entity::find()
             .filter(jobset_eval::Column::JobsetId.eq(new.jobset_id))

@@ -193,6 +193,21 @@ impl Db {
     }
 }
 
+/// Takes the row lock a later UPDATE of this row needs, first: on
+/// PostgreSQL, inserting rows that reference it takes a weaker lock, and
+/// upgrading that lock later deadlocks with a cascading DELETE waiting
+/// between the two (deleting a project while its jobset's evaluation or a
+/// build's step is recorded). SQLite has one writer: nothing to do.
+pub(crate) async fn lock_row(txn: &sea_orm::DatabaseTransaction, table: &str, id: i64) -> Result<(), DbErr> {
+    use sea_orm::ConnectionTrait;
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let sql = format!("SELECT 1 FROM {table} WHERE id = $1 FOR NO KEY UPDATE");
+    txn.execute_raw(sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, sql, [id.into()])).await?;
+    Ok(())
+}
+
 fn sqlite_file(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let file = rest.split('?').next()?;

@@ -106,6 +106,7 @@ impl Db {
     pub async fn create_step(&self, build_id: i64, step: &NewStep) -> DbResult<i32> {
         let time = now();
         let txn = self.begin_write().await?;
+        super::lock_row(&txn, "builds", build_id).await?;
         let last: Option<i32> = build_step::Entity::find()
             .select_only()
             .column_as(build_step::Column::StepNr.max(), "max")
