@@ -330,18 +330,7 @@ impl ServeConnection {
             self.write_str(name).await?;
             self.write_str(value).await?;
         }
-        self.write_u64(options.max_silent.as_secs()).await?;
-        self.write_u64(options.timeout.as_secs()).await?;
-        if self.minor >= 2 {
-            self.write_u64(options.max_log_size).await?;
-        }
-        if self.minor >= 3 {
-            self.write_u64(0).await?; // repeats
-            self.write_u64(0).await?; // enforce determinism
-        }
-        if self.minor >= 7 {
-            self.write_u64(0).await?; // keep failed
-        }
+        self.write_build_options(&options).await?;
         self.flush().await?;
 
         let status = BuildStatus::from_code(self.read_u64(log).await?);
@@ -387,18 +376,7 @@ impl ServeConnection {
         self.write_u64(BUILD_PATHS).await?;
         self.write_u64(1).await?;
         self.write_str(drv_path.as_str()).await?;
-        self.write_u64(options.max_silent.as_secs()).await?;
-        self.write_u64(options.timeout.as_secs()).await?;
-        if self.minor >= 2 {
-            self.write_u64(options.max_log_size).await?;
-        }
-        if self.minor >= 3 {
-            self.write_u64(0).await?; // repeats
-            self.write_u64(0).await?; // enforce determinism
-        }
-        if self.minor >= 7 {
-            self.write_u64(0).await?; // keep failed
-        }
+        self.write_build_options(&options).await?;
         self.flush().await?;
         let code = self.read_u64(log).await?;
         let mut result = BuildResult {
@@ -480,6 +458,24 @@ impl ServeConnection {
         let done = to.read_u64(sink).await.map_err(|e| e.context(&format!("storing {}", info.path)))?;
         if done != 1 {
             return Err(ServeError::Protocol(format!("storing {} ended with {done} instead of 1", info.path)));
+        }
+        Ok(())
+    }
+
+    /// The options both build commands send after what they build, as far
+    /// as the agreed version knows them.
+    async fn write_build_options(&mut self, options: &BuildOptions) -> Result<(), ServeError> {
+        self.write_u64(options.max_silent.as_secs()).await?;
+        self.write_u64(options.timeout.as_secs()).await?;
+        if self.minor >= 2 {
+            self.write_u64(options.max_log_size).await?;
+        }
+        if self.minor >= 3 {
+            self.write_u64(0).await?; // repeats
+            self.write_u64(0).await?; // enforce determinism
+        }
+        if self.minor >= 7 {
+            self.write_u64(0).await?; // keep failed
         }
         Ok(())
     }
