@@ -215,7 +215,7 @@ async fn plugin_command(config: &Config, command: PluginCommand) -> anyhow::Resu
         }
         println!("  asks for: {}", list(info.metadata.capabilities.iter().map(ToString::to_string).collect()));
         let mut granted: Vec<String> = info.grants.capabilities().iter().map(ToString::to_string).collect();
-        if info.grants.network {
+        if info.grants.network() {
             granted.push("network (for its programs)".into());
         }
         println!("  granted: {}", list(granted));

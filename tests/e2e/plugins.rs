@@ -14,11 +14,13 @@ use crate::on_both_backends;
 fn hostile_plugins(backend: Backend) {
     let plugins = tempfile::tempdir().unwrap();
     std::fs::copy(test_plugin("hostile"), plugins.path().join("hostile.wasm")).unwrap();
+    std::fs::copy(test_plugin("smuggler"), plugins.path().join("smuggler.wasm")).unwrap();
     let server = Server::start_with(
         backend,
         Options {
             extra_tables: format!(
-                "[plugins]\ndir = \"{}\"\ntimeout_secs = 3\nmemory_mb = 64\n\n[plugins.grants.hostile]\nprograms = [\"true\"]\nadd_to_store = true\n",
+                "[plugins]\ndir = \"{}\"\ntimeout_secs = 3\nmemory_mb = 64\n\n[plugins.grants.hostile]\nprograms = [\"true\"]\nadd_to_store = true\n\n\
+                 [plugins.grants.smuggler]\nprograms = [\"sh\"]\n",
                 plugins.path().display()
             ),
             ..Options::default()
@@ -46,6 +48,14 @@ fn hostile_plugins(backend: Backend) {
     assert_eq!(anonymous.status, 401, "admins only");
     let inspected = server.cli_ok(&["plugin", "inspect", plugins.path().join("hostile.wasm").to_str().unwrap()], None);
     assert!(inspected.contains("handles: hostile"), "{inspected}");
+    // A renderer that imports the process interface is not loaded, though
+    // the operator granted it a program: a renderer's world has no programs.
+    let smuggled = "a renderer may import only what its world imports";
+    assert!(listing.contains(smuggled) && listing.contains("orthrus:plugin/process"), "{listing}");
+    assert!(!listing.contains("smuggler 0.1.0"), "{listing}");
+    let inspected = server.cli(&["plugin", "inspect", plugins.path().join("smuggler.wasm").to_str().unwrap()], None);
+    let said = String::from_utf8_lossy(&inspected.stderr);
+    assert!(!inspected.status.success() && said.contains(smuggled), "{said}");
 
     // The trap for the link attack: a link out of the plugin's scratch directory.
     let scratch = server.dir.path().join("data/plugins/hostile");

@@ -34,7 +34,7 @@ impl Inner {
         // itself: between the check of a path in its scratch directory and
         // its use, another of its calls could swap a directory for a link.
         let grants = &plugin.info.grants;
-        let exclusive = exclusive || grants.add_to_store || !grants.programs.is_empty();
+        let exclusive = exclusive || grants.uses_scratch_paths();
         let _guard = if exclusive { Some(plugin.lock.lock().await) } else { None };
         let scratch = plugin.info.id.scratch_dir(&self.scratch_root);
         std::fs::create_dir_all(&scratch).map_err(|e| crashed(format!("has no scratch directory: {e}")))?;
@@ -47,12 +47,7 @@ impl Inner {
         let state = HostState {
             wasi: wasi.build(),
             table: Default::default(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.memory)
-                .instances(64)
-                .tables(64)
-                .trap_on_grow_failure(true)
-                .build(),
+            limiter: CallLimiter { memory: self.memory },
             plugin: plugin.info.id.clone(),
             grants: plugin.info.grants.clone(),
             scratch,
@@ -60,7 +55,7 @@ impl Inner {
             project_scope,
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
+        store.limiter(|state| &mut state.limiter);
         // At every tick the plugin yields to the runtime (a plugin that
         // computes does not hold a worker thread), until its time is up.
         store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| crashed(e.to_string()))?;
@@ -89,27 +84,6 @@ impl Inner {
     }
 }
 
-/// The fetcher instance of an input-fetcher plugin.
-pub(super) async fn fetcher_instance(
-    pre: &WorldPre,
-    store: &mut Store<HostState>,
-) -> wasmtime::Result<bindings::fetcher::InputFetcher> {
-    let WorldPre::InputFetcher(pre) = pre else { unreachable!("fetchers are input-fetcher plugins") };
-    pre.instantiate_async(store).await
-}
-
-pub(super) fn wit_settings(
-    settings: &BTreeMap<String, String>,
-) -> Vec<bindings::host_api::orthrus::plugin::types::Setting> {
-    settings
-        .iter()
-        .map(|(name, value)| bindings::host_api::orthrus::plugin::types::Setting {
-            name: name.clone(),
-            value: value.clone(),
-        })
-        .collect()
-}
-
 /// A trap in words an operator understands.
 pub(super) fn timed_out(timeout: Duration) -> String {
     if timeout.subsec_millis() == 0 {
@@ -119,8 +93,17 @@ pub(super) fn timed_out(timeout: Duration) -> String {
     }
 }
 
-/// The trap in words, and whether the call may succeed later.
+/// The trap in words, and whether the call may succeed later. Told apart
+/// by the error's type: wasmtime's traps, the pooling allocator's
+/// exhaustion, this runtime's own [`MemoryExhausted`].
 pub(super) fn describe_trap(error: &wasmtime::Error, limits: CallLimits, memory: usize) -> (String, bool) {
+    if let Some(exhausted) = error.downcast_ref::<MemoryExhausted>() {
+        return (format!("ran out of memory (the limit is {} MiB): {exhausted}", memory >> 20), false);
+    }
+    if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        // Every instance slot is taken: nothing wrong with the plugin.
+        return (format!("could not start: too many plugin calls at once ({error:#})"), true);
+    }
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => (timed_out(limits.timeout), true),
         Some(wasmtime::Trap::OutOfFuel) => (
@@ -131,18 +114,58 @@ pub(super) fn describe_trap(error: &wasmtime::Error, limits: CallLimits, memory:
             false,
         ),
         Some(wasmtime::Trap::UnreachableCodeReached) => (format!("crashed (it panicked or aborted): {error:#}"), false),
-        _ => {
-            let text = format!("{error:#}");
-            if text.contains("concurrent") && text.contains("limit") {
-                // Every instance slot is taken: nothing wrong with the plugin.
-                (format!("could not start: too many plugin calls at once ({text})"), true)
-            } else if text.contains("memory")
-                && (text.contains("grow") || text.contains("limit") || text.contains("resource"))
-            {
-                (format!("ran out of memory (the limit is {} MiB): {text}", memory >> 20), false)
-            } else {
-                (format!("crashed: {text}"), false)
-            }
+        _ => (format!("crashed: {error:#}"), false),
+    }
+}
+
+/// A plugin's memory or tables would grow past the call's limit: the call
+/// fails with this (a trap, not a `memory.grow` answering -1 that a plugin
+/// could mistake for a transient condition).
+#[derive(Debug, thiserror::Error)]
+#[error("{what} would grow to {desired} bytes")]
+pub(super) struct MemoryExhausted {
+    what: &'static str,
+    desired: usize,
+}
+
+/// The limits of one call's store: linear memory (`plugins.memory_mb`),
+/// tables, and how many instances, tables and memories it may create.
+pub(super) struct CallLimiter {
+    pub(super) memory: usize,
+}
+
+/// Elements a table may hold (function pointers of a big program fit).
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl wasmtime::ResourceLimiter for CallLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            return Err(MemoryExhausted { what: "its memory", desired }.into());
         }
+        Ok(true)
+    }
+
+    /// Permitted but impossible (the pooling allocator's own cap): the same.
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(MemoryExhausted { what: "its memory", desired: self.memory }.into())
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            return Err(MemoryExhausted { what: "a table", desired }.into());
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        64
     }
 }

@@ -1,5 +1,5 @@
 //! The wasmtime engine (pooling allocator, fuel, epochs), the epoch
-//! ticker that makes deadlines, and the linker of host functions.
+//! ticker that makes deadlines, and the linkers of host functions.
 
 use super::*;
 
@@ -46,11 +46,51 @@ pub(super) fn engine(memory: usize) -> Result<Engine, PluginError> {
     Engine::new(&config).map_err(|e| PluginError::Load { origin: "engine".into(), message: e.to_string() })
 }
 
-pub(super) fn linker(engine: &Engine) -> Result<Linker<HostState>, PluginError> {
-    let mut linker = Linker::new(engine);
-    let load = |e: wasmtime::Error| PluginError::Load { origin: "linker".into(), message: e.to_string() };
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(load)?;
-    bindings::host_api::HostApi::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
-        .map_err(load)?;
-    Ok(linker)
+/// The linkers of host functions: one with everything the host offers
+/// (to tell which world a component exports), and one per world with WASI
+/// and only the interfaces that world imports, as its generated bindings
+/// add them. A component is instantiated through its own world's linker,
+/// so what a kind of plugin may import is what `worlds.wit` says.
+pub(super) struct Linkers {
+    pub(super) any: Linker<HostState>,
+    pub(super) input_fetcher: Linker<HostState>,
+    pub(super) notifier: Linker<HostState>,
+    pub(super) renderer: Linker<HostState>,
+    pub(super) release_set: Linker<HostState>,
+}
+
+impl Linkers {
+    pub(super) fn new(engine: &Engine) -> Result<Linkers, PluginError> {
+        fn linker(
+            engine: &Engine,
+            add: impl FnOnce(&mut Linker<HostState>) -> wasmtime::Result<()>,
+        ) -> Result<Linker<HostState>, PluginError> {
+            let load = |e: wasmtime::Error| PluginError::Load { origin: "linker".into(), message: e.to_string() };
+            let mut linker = Linker::new(engine);
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(load)?;
+            add(&mut linker).map_err(load)?;
+            Ok(linker)
+        }
+        type Own = HasSelf<HostState>;
+        Ok(Linkers {
+            any: linker(engine, |l| wit::latest::host_api::HostApi::add_to_linker::<HostState, Own>(l, |s| s))?,
+            input_fetcher: linker(engine, |l| {
+                wit::latest::fetcher::InputFetcher::add_to_linker::<HostState, Own>(l, |s| s)
+            })?,
+            notifier: linker(engine, |l| wit::latest::notifier::Notifier::add_to_linker::<HostState, Own>(l, |s| s))?,
+            renderer: linker(engine, |l| wit::latest::renderer::Renderer::add_to_linker::<HostState, Own>(l, |s| s))?,
+            release_set: linker(engine, |l| {
+                wit::latest::release_set::ReleaseSet::add_to_linker::<HostState, Own>(l, |s| s)
+            })?,
+        })
+    }
+
+    pub(super) fn of(&self, kind: PluginKind) -> &Linker<HostState> {
+        match kind {
+            PluginKind::InputFetcher => &self.input_fetcher,
+            PluginKind::Notifier => &self.notifier,
+            PluginKind::Renderer => &self.renderer,
+            PluginKind::ReleaseSet => &self.release_set,
+        }
+    }
 }

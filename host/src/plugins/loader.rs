@@ -40,9 +40,7 @@ impl Inner {
         let load_error = |message: String| PluginError::Load { origin: source.to_string(), message };
         let sha256 = hex::encode(Sha256::digest(bytes));
         let component = self.component(bytes, &sha256).map_err(load_error)?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| load_error(format!("{e:#}")))?;
-        let pre = WorldPre::new(pre).map_err(load_error)?;
-        check_imports(&component, &self.engine, pre.kind()).map_err(load_error)?;
+        let pre = WorldPre::new(&component, &self.linkers).map_err(load_error)?;
         // Metadata is read under no grant at all: a plugin cannot use
         // anything while it introduces itself.
         // A scratch directory of its own, removed after: the plugin's name
@@ -166,56 +164,22 @@ pub(super) fn grants_of(id: &PluginId, metadata: &Metadata, config: &PluginsConf
     match entry {
         Some(grant) => {
             let mut grants = Grants::from_config(grant);
-            if grant.network.is_none() && id.is_builtin() {
-                grants.network = Grants::asked(metadata).network;
+            if let Some(process) = grants.process.as_mut().filter(|_| grant.network.is_none() && id.is_builtin()) {
+                process.network = Grants::asked(&metadata.capabilities).network();
             }
             grants
         }
-        None if id.is_builtin() => Grants::asked(metadata),
+        None if id.is_builtin() => Grants::asked(&metadata.capabilities),
         None => Grants::default(),
     }
 }
 
-/// The host interfaces each world may import (and WASI, which the sandbox
-/// shapes). The linker offers them all; a component of one kind that
-/// imports another kind's interface is refused at load, whatever it is
-/// granted.
-pub(super) fn check_imports(component: &Component, engine: &Engine, kind: PluginKind) -> Result<(), String> {
-    let allowed: &[&str] = match kind {
-        PluginKind::InputFetcher => &["types", "log", "process", "nix-store", "key-value"],
-        PluginKind::Notifier => &["types", "log", "key-value", "http", "mail"],
-        PluginKind::Renderer => &["types", "log"],
-        PluginKind::ReleaseSet => &["types", "log", "builds"],
-    };
-    for (name, _) in component.component_type().imports(engine) {
-        let Some(interface) = name.strip_prefix("orthrus:plugin/") else { continue };
-        let interface = interface.split('@').next().unwrap_or(interface);
-        if !allowed.contains(&interface) {
-            return Err(format!("a {kind} may not import {name} (its world imports {})", allowed.join(", ")));
-        }
-    }
-    Ok(())
-}
-
-pub(super) fn metadata_from_wit(raw: bindings::host_api::orthrus::plugin::types::PluginMetadata) -> Metadata {
-    use bindings::host_api::orthrus::plugin::types::Capability as Wit;
+pub(super) fn metadata_from_wit(raw: wit::latest::host_api::orthrus::plugin::types::PluginMetadata) -> Metadata {
     Metadata {
         name: raw.name,
         version: raw.version,
         description: raw.description,
         handles: raw.handles,
-        capabilities: raw
-            .capabilities
-            .into_iter()
-            .map(|c| match c {
-                Wit::RunProgram(p) => Capability::RunProgram(p),
-                Wit::AddToStore => Capability::AddToStore,
-                Wit::KeyValue => Capability::KeyValue,
-                Wit::Log => Capability::Log,
-                Wit::Http(host) => Capability::Http(host),
-                Wit::Mail => Capability::Mail,
-                Wit::ReadBuilds => Capability::ReadBuilds,
-            })
-            .collect(),
+        capabilities: raw.capabilities.into_iter().map(Capability::from).collect(),
     }
 }

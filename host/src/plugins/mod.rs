@@ -10,14 +10,15 @@
 //! for, and gets only what the operator granted (`host.rs`).
 
 pub mod api;
-mod bindings;
 mod builtin;
-mod convert;
-mod host;
+mod capability;
 mod identity;
 mod outbound;
 mod sandbox;
+mod state;
 pub mod testing;
+mod wit;
+mod world;
 
 mod call;
 mod engine;
@@ -25,12 +26,11 @@ mod loader;
 mod model;
 
 use call::CallLimits;
-use call::{fetcher_instance, wit_settings};
-use engine::{engine, linker, start_ticker};
+use engine::{Linkers, engine, start_ticker};
 use loader::metadata_from_wit;
 pub use model::*;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,23 +38,19 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 pub use crate::config::HostGrant;
-use crate::config::{Config as ServerConfig, MailConfig, PluginGrant, PluginsConfig};
+use crate::config::{Config as ServerConfig, MailConfig, PluginsConfig};
 use crate::db::Db;
 use crate::nix::{Nix, StorePath};
-use api::{BuildRef, NotifyEvent, ProductToRender, Release, Rendered};
-use bindings::fetcher::InputFetcherPre;
-use bindings::fetcher::exports::orthrus::plugin::fetcher;
-use bindings::notifier::NotifierPre;
-use bindings::release_set::ReleaseSetPre;
-use bindings::renderer::RendererPre;
-use host::HostState;
+pub use capability::{Capability, Grants};
 pub use identity::PluginId;
 use outbound::{HttpClient, Mailer};
 pub use sandbox::{Credentials, Sandbox, SandboxSettings};
+use state::HostState;
+use world::WorldPre;
 
 /// What host functions use, shared by every call.
 #[derive(Clone)]
@@ -117,63 +113,6 @@ impl RuntimeSetup {
     }
 }
 
-fn non_empty(path: &Path) -> Option<PathBuf> {
-    (!path.as_os_str().is_empty()).then(|| path.to_owned())
-}
-
-/// A plugin ready to instantiate, as the world it exports.
-#[derive(Clone)]
-enum WorldPre {
-    InputFetcher(InputFetcherPre<HostState>),
-    Notifier(NotifierPre<HostState>),
-    Renderer(RendererPre<HostState>),
-    ReleaseSet(ReleaseSetPre<HostState>),
-}
-
-impl WorldPre {
-    fn new(pre: wasmtime::component::InstancePre<HostState>) -> Result<WorldPre, String> {
-        let mut errors = Vec::new();
-        match InputFetcherPre::new(pre.clone()) {
-            Ok(p) => return Ok(WorldPre::InputFetcher(p)),
-            Err(e) => errors.push(format!("input-fetcher: {e:#}")),
-        }
-        match NotifierPre::new(pre.clone()) {
-            Ok(p) => return Ok(WorldPre::Notifier(p)),
-            Err(e) => errors.push(format!("notifier: {e:#}")),
-        }
-        match RendererPre::new(pre.clone()) {
-            Ok(p) => return Ok(WorldPre::Renderer(p)),
-            Err(e) => errors.push(format!("renderer: {e:#}")),
-        }
-        match ReleaseSetPre::new(pre) {
-            Ok(p) => return Ok(WorldPre::ReleaseSet(p)),
-            Err(e) => errors.push(format!("release-set: {e:#}")),
-        }
-        Err(format!("it exports none of the worlds of orthrus:plugin@0.1.0 ({})", errors.join("; ")))
-    }
-
-    fn kind(&self) -> PluginKind {
-        match self {
-            WorldPre::InputFetcher(_) => PluginKind::InputFetcher,
-            WorldPre::Notifier(_) => PluginKind::Notifier,
-            WorldPre::Renderer(_) => PluginKind::Renderer,
-            WorldPre::ReleaseSet(_) => PluginKind::ReleaseSet,
-        }
-    }
-
-    async fn metadata(
-        &self,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<bindings::host_api::orthrus::plugin::types::PluginMetadata> {
-        match self {
-            WorldPre::InputFetcher(pre) => pre.instantiate_async(&mut *store).await?.call_metadata(store).await,
-            WorldPre::Notifier(pre) => pre.instantiate_async(&mut *store).await?.call_metadata(store).await,
-            WorldPre::Renderer(pre) => pre.instantiate_async(&mut *store).await?.call_metadata(store).await,
-            WorldPre::ReleaseSet(pre) => pre.instantiate_async(&mut *store).await?.call_metadata(store).await,
-        }
-    }
-}
-
 struct LoadedPlugin {
     info: PluginInfo,
     pre: WorldPre,
@@ -190,7 +129,7 @@ pub struct PluginRuntime {
 
 struct Inner {
     engine: Engine,
-    linker: Linker<HostState>,
+    linkers: Linkers,
     plugins: BTreeMap<String, Arc<LoadedPlugin>>,
     /// Input type to plugin name.
     fetchers: BTreeMap<String, String>,
@@ -219,14 +158,14 @@ impl PluginRuntime {
         let RuntimeSetup { plugins: config, mail, scratch_root, cache_dir, sandbox } = setup;
         let memory = (config.memory_mb << 20) as usize;
         let engine = engine(memory)?;
-        let linker = linker(&engine)?;
+        let linkers = Linkers::new(&engine)?;
         let ticker = start_ticker(&engine);
         let mailer = Mailer::new(&mail).map_err(|message| PluginError::Load { origin: "[mail]".into(), message })?;
         let services = Services { db, nix, sandbox, http: HttpClient::new(), mailer };
         let fuel = Some(config.fuel_millions.saturating_mul(1_000_000));
         let mut inner = Inner {
             engine,
-            linker,
+            linkers,
             plugins: BTreeMap::new(),
             fetchers: BTreeMap::new(),
             renderers: BTreeMap::new(),
@@ -306,7 +245,7 @@ impl PluginRuntime {
                 version = %plugin.info.metadata.version,
                 source = %source,
                 granted = ?plugin.info.grants.capabilities().iter().map(ToString::to_string).collect::<Vec<_>>(),
-                network = plugin.info.grants.network,
+                network = plugin.info.grants.network(),
                 "plugin loaded"
             );
             inner.plugins.insert(id, plugin);
@@ -382,150 +321,6 @@ impl PluginRuntime {
     pub fn renderer_for(&self, product_type: &str) -> Option<String> {
         self.inner.renderers.get(product_type).cloned()
     }
-
-    /// Tells notifier `plugin` about an event.
-    pub async fn notify(
-        &self,
-        plugin: &str,
-        settings: &BTreeMap<String, String>,
-        event: &NotifyEvent,
-    ) -> Result<(), PluginError> {
-        let plugin = self.plugin_of_kind(plugin, PluginKind::Notifier)?;
-        let settings = wit_settings(settings);
-        let event = convert::notify_event(event);
-        self.inner
-            .call(&plugin, false, self.inner.io_limits, None, async move |store, pre| {
-                let WorldPre::Notifier(pre) = pre else { unreachable!("checked by plugin_of_kind") };
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance.orthrus_plugin_notify().call_notify(store, &settings, &event).await
-            })
-            .await?
-            .map_err(PluginError::Failed)
-    }
-
-    /// Renders a build product with the renderer of its type. The result is
-    /// what the plugin returned: the caller sanitises it.
-    pub async fn render(
-        &self,
-        renderer: &str,
-        product: &ProductToRender,
-        build: &BuildRef,
-    ) -> Result<Rendered, PluginError> {
-        let plugin = self.plugin_of_kind(renderer, PluginKind::Renderer)?;
-        let (product, build) = (convert::product(product), convert::build_ref(build));
-        let rendered = self
-            .inner
-            .call(&plugin, false, self.inner.render_limits, None, async move |store, pre| {
-                let WorldPre::Renderer(pre) = pre else { unreachable!("checked by plugin_of_kind") };
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance.orthrus_plugin_render().call_render(store, &product, &build).await
-            })
-            .await?
-            .map_err(PluginError::Failed)?;
-        Ok(convert::rendered(rendered))
-    }
-
-    /// The releases of a release set of project `project_id`, newest first.
-    /// The plugin's queries see only that project.
-    pub async fn releases(
-        &self,
-        plugin: &str,
-        project_id: i64,
-        settings: &BTreeMap<String, String>,
-        limit: u32,
-    ) -> Result<Vec<Release>, PluginError> {
-        let plugin = self.plugin_of_kind(plugin, PluginKind::ReleaseSet)?;
-        let settings = wit_settings(settings);
-        let releases = self
-            .inner
-            .call(&plugin, false, self.inner.release_set_limits, Some(project_id), async move |store, pre| {
-                let WorldPre::ReleaseSet(pre) = pre else { unreachable!("checked by plugin_of_kind") };
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance.orthrus_plugin_releases().call_releases(store, &settings, limit).await
-            })
-            .await?
-            .map_err(PluginError::Failed)?;
-        Ok(releases.into_iter().map(convert::release).collect())
-    }
-
-    pub async fn check_value(&self, input_type: &str, value: &str) -> Result<(), PluginError> {
-        let plugin = self.fetcher(input_type)?;
-        let value = value.to_owned();
-        self.inner
-            .call(&plugin, false, self.inner.io_limits, None, async move |store, pre| {
-                fetcher_instance(pre, store).await?.orthrus_plugin_fetcher().call_check_value(store, &value).await
-            })
-            .await?
-            .map_err(PluginError::Failed)
-    }
-
-    /// Fetches an input through the plugin that handles its type.
-    pub async fn fetch(&self, input_type: &str, input_name: &str, value: &str) -> Result<FetchedSource, PluginError> {
-        let plugin = self.fetcher(input_type)?;
-        let (name, value) = (input_name.to_owned(), value.to_owned());
-        let fetched = self
-            .inner
-            .call(&plugin, true, self.inner.io_limits, None, async move |store, pre| {
-                fetcher_instance(pre, store).await?.orthrus_plugin_fetcher().call_fetch(store, &name, &value).await
-            })
-            .await?
-            .map_err(PluginError::Failed)?;
-        let store_path = StorePath::parse(&fetched.store_path).map_err(|e| PluginError::Crashed {
-            plugin: plugin.info.id.to_string(),
-            what: format!("returned a source that is not in the Nix store: {e}"),
-            transient: false,
-        })?;
-        Ok(FetchedSource {
-            store_path,
-            revision: fetched.revision,
-            uri: fetched.uri,
-            attrs: fetched
-                .attrs
-                .into_iter()
-                .map(|a| {
-                    let value = match a.value {
-                        fetcher::AttrValue::Str(s) => AttrValue::String(s),
-                        fetcher::AttrValue::Int(i) => AttrValue::Int(i),
-                        fetcher::AttrValue::Boolean(b) => AttrValue::Bool(b),
-                    };
-                    (a.name, value)
-                })
-                .collect(),
-        })
-    }
-
-    /// The changes after revision `since` up to `until` of an input.
-    pub async fn changes(
-        &self,
-        input_type: &str,
-        value: &str,
-        since: &str,
-        until: &str,
-    ) -> Result<Vec<Change>, PluginError> {
-        let plugin = self.fetcher(input_type)?;
-        let (value, since, until) = (value.to_owned(), since.to_owned(), until.to_owned());
-        let changes = self
-            .inner
-            .call(&plugin, true, self.inner.io_limits, None, async move |store, pre| {
-                fetcher_instance(pre, store)
-                    .await?
-                    .orthrus_plugin_fetcher()
-                    .call_changes(store, &value, &since, &until)
-                    .await
-            })
-            .await?
-            .map_err(PluginError::Failed)?;
-        Ok(changes
-            .into_iter()
-            .map(|c| Change {
-                revision: c.revision,
-                author: c.author,
-                email: c.email,
-                time: c.time,
-                message: c.message,
-            })
-            .collect())
-    }
 }
 
 #[cfg(test)]
@@ -580,10 +375,10 @@ mod tests {
         assert!(runtime.has_plugin("webhook", PluginKind::Notifier));
         assert!(!runtime.has_plugin("webhook", PluginKind::Renderer));
         let webhook = runtime.plugins().into_iter().find(|p| p.metadata.name == "webhook").unwrap();
-        assert!(webhook.grants.http.is_empty(), "HTTP hosts are only ever granted by the operator");
+        assert!(webhook.grants.http.is_none(), "HTTP hosts are only ever granted by the operator");
         assert_eq!(runtime.input_types(), ["git", "svn"]);
         let git_plugin = runtime.plugins().into_iter().find(|p| p.metadata.name == "git").unwrap();
-        assert!(git_plugin.grants.programs.contains("git"));
+        assert!(git_plugin.grants.process.as_ref().is_some_and(|p| p.programs.contains("git")));
 
         let repo = dir.path().join("repo");
         git(&repo, &["init", "-q", "-b", "main"]);

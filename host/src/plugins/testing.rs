@@ -77,7 +77,7 @@ impl TestHost {
         let info = probe.inspect(component, &PluginsConfig::default()).await.expect("the component loads");
         let name = info.metadata.name.clone();
         std::fs::copy(component, plugins.join(format!("{name}.wasm"))).expect("the component can be copied");
-        let mut grant = grant.unwrap_or_else(|| super::Grants::asked(&info.metadata).to_config());
+        let mut grant = grant.unwrap_or_else(|| super::Grants::asked(&info.metadata.capabilities).to_config());
         let builtin = super::PluginId::builtin(&name);
         if probe.plugins().iter().any(|p| p.id == builtin) {
             grant.replaces = builtin.to_string();

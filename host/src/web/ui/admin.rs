@@ -321,7 +321,7 @@ pub async fn plugins(State(state): State<AppState>, caller: Caller) -> Response 
                 @let granted = plugin.grants.capabilities();
                 tr {
                     td { strong { (plugin.id.as_str()) } " " span.muted { (plugin.metadata.version) }
-                         @if plugin.grants.network { br; span.muted { "its programs may use the network" } }
+                         @if plugin.grants.network() { br; span.muted { "its programs may use the network" } }
                          @if !plugin.metadata.description.is_empty() { br; span.muted { (plugin.metadata.description) } } }
                     td { (plugin.kind.to_string()) }
                     td { (plugin.metadata.handles.join(", ")) }

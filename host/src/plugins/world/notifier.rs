@@ -1,15 +1,35 @@
-//! Between the server's plain types (`api.rs`) and the WIT records.
+//! Notifiers: an event handed to the plugin, at least once.
 
-use super::api::{BuildRef, NotifyEvent, ProductToRender, Release, Rendered};
-use super::bindings::notifier::exports::orthrus::plugin::notify as wit_notify;
-use super::bindings::release_set::exports::orthrus::plugin::releases as wit_releases;
-use super::bindings::renderer::exports::orthrus::plugin::render as wit_render;
+use std::collections::BTreeMap;
 
-fn unsigned(id: i64) -> u64 {
-    u64::try_from(id).unwrap_or(0)
+use super::super::api::NotifyEvent;
+use super::super::wit::latest::notifier::exports::orthrus::plugin::notify as wit_notify;
+use super::super::{PluginError, PluginKind, PluginRuntime};
+use super::{WorldPre, unsigned, wit_settings};
+
+impl PluginRuntime {
+    /// Tells notifier `plugin` about an event.
+    pub async fn notify(
+        &self,
+        plugin: &str,
+        settings: &BTreeMap<String, String>,
+        event: &NotifyEvent,
+    ) -> Result<(), PluginError> {
+        let plugin = self.plugin_of_kind(plugin, PluginKind::Notifier)?;
+        let settings = wit_settings(settings);
+        let event = wit_event(event);
+        self.inner
+            .call(&plugin, false, self.inner.io_limits, None, async move |store, pre| {
+                let WorldPre::Notifier(pre) = pre else { unreachable!("checked by plugin_of_kind") };
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.orthrus_plugin_notify().call_notify(store, &settings, &event).await
+            })
+            .await?
+            .map_err(PluginError::Failed)
+    }
 }
 
-pub fn notify_event(event: &NotifyEvent) -> wit_notify::Event {
+fn wit_event(event: &NotifyEvent) -> wit_notify::Event {
     let outputs = |outputs: &[(String, String)]| {
         outputs.iter().map(|(name, path)| wit_notify::Output { name: name.clone(), path: path.clone() }).collect()
     };
@@ -59,46 +79,5 @@ pub fn notify_event(event: &NotifyEvent) -> wit_notify::Event {
         step_nr: event.step_nr,
         data: event.data.to_string(),
         json: serde_json::to_string(event).unwrap_or_default(),
-    }
-}
-
-pub fn product(product: &ProductToRender) -> wit_render::Product {
-    wit_render::Product {
-        nr: product.nr,
-        type_: product.kind.clone(),
-        subtype: product.subtype.clone(),
-        name: product.name.clone(),
-        path: product.path.clone(),
-        default_path: product.default_path.clone(),
-        size: product.size,
-        sha256: product.sha256.clone(),
-    }
-}
-
-pub fn build_ref(build: &BuildRef) -> wit_render::BuildRef {
-    wit_render::BuildRef {
-        id: unsigned(build.id),
-        project: build.project.clone(),
-        jobset: build.jobset.clone(),
-        job: build.job.clone(),
-        nix_name: build.nix_name.clone(),
-        release_name: build.release_name.clone(),
-        url: build.url.clone(),
-        download_url: build.download_url.clone(),
-    }
-}
-
-pub fn rendered(rendered: wit_render::Rendered) -> Rendered {
-    match rendered {
-        wit_render::Rendered::Html(html) => Rendered::Html(html),
-        wit_render::Rendered::Link(link) => Rendered::Link { href: link.href, text: link.text },
-    }
-}
-
-pub fn release(release: wit_releases::Release) -> Release {
-    Release {
-        name: release.name,
-        timestamp: release.timestamp,
-        members: release.members.into_iter().map(|m| (i64::try_from(m.build).unwrap_or(-1), m.label)).collect(),
     }
 }

@@ -1,10 +1,11 @@
-//! Host bindings of `wit/since_v0.1.0`. A later version of the WIT package
-//! gets a module of its own beside this one, so that plugins built against
-//! 0.1.0 keep loading.
+//! Host bindings of `wit/since_v0.1.0` (package `orthrus:plugin@0.1.0`).
 //!
 //! `host_api` holds everything the host offers (one trait per interface,
 //! implemented once in `host.rs`); each plugin world's bindings reuse it and
 //! add only that world's exports.
+
+/// The version of the WIT package these bindings are of.
+pub const VERSION: &str = "0.1.0";
 
 pub mod host_api {
     wasmtime::component::bindgen!({

@@ -1,0 +1,133 @@
+//! `read-builds`: read-only queries on builds, evaluations and their
+//! inputs, limited to the project a release-set call is about.
+
+use super::{Capability, Grant};
+use crate::config::PluginGrant;
+use crate::plugins::state::HostState;
+use crate::plugins::wit::latest::host_api::orthrus::plugin::builds;
+
+/// May read builds, evaluations and inputs of the project it is called for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildsGrant;
+
+impl Grant for BuildsGrant {
+    fn asked(capabilities: &[Capability]) -> Option<Self> {
+        super::asks(capabilities, &Capability::ReadBuilds).then_some(BuildsGrant)
+    }
+    fn from_config(grant: &PluginGrant) -> Option<Self> {
+        grant.read_builds.then_some(BuildsGrant)
+    }
+    fn write_config(&self, grant: &mut PluginGrant) {
+        grant.read_builds = true;
+    }
+    fn capabilities(&self) -> Vec<Capability> {
+        vec![Capability::ReadBuilds]
+    }
+}
+
+/// At most this many builds per query: a release set is a view, not a dump.
+const MAX_QUERY_BUILDS: u32 = 1000;
+
+impl HostState {
+    /// The project a query may read, if the grant allows reading at all.
+    fn readable_project(&self) -> Result<i64, String> {
+        self.granted(&self.grants.builds, "read builds")?;
+        self.project_scope.ok_or_else(|| "builds can only be read while computing a release set".to_owned())
+    }
+}
+
+/// Builds as a release-set plugin sees them. (Free functions: the host
+/// state is not `Sync`, so the futures must not borrow it.)
+async fn summaries(db: &crate::db::Db, ids: &[i64]) -> Result<Vec<builds::BuildSummary>, String> {
+    let views = db.build_views(ids).await.map_err(|e| e.to_string())?;
+    Ok(views
+        .into_iter()
+        .map(|view| builds::BuildSummary {
+            id: view.build.id as u64,
+            jobset: view.jobset,
+            job: view.build.job,
+            nix_name: view.build.nix_name,
+            finished: view.build.finished,
+            status: view.build.build_status,
+            timestamp: view.build.timestamp,
+            stop_time: view.build.stop_time.unwrap_or(0),
+            release_name: view.build.release_name,
+            outputs: view.outputs.into_iter().map(|(name, path)| builds::Output { name, path }).collect(),
+            evals: view.evals.into_iter().map(|e| e as u64).collect(),
+        })
+        .collect())
+}
+
+/// An evaluation of project `project`.
+async fn project_eval(db: &crate::db::Db, project: i64, id: u64) -> Result<(crate::db::JobsetEval, String), String> {
+    let not_found = || format!("evaluation {id} is not one of this project's");
+    let eval =
+        db.eval(i64::try_from(id).map_err(|_| not_found())?).await.map_err(|e| e.to_string())?.ok_or_else(not_found)?;
+    let (owner, jobset) = db.jobset_by_id(eval.jobset_id).await.map_err(|e| e.to_string())?.ok_or_else(not_found)?;
+    if owner.id != project {
+        return Err(not_found());
+    }
+    Ok((eval, jobset.name))
+}
+
+impl builds::Host for HostState {
+    async fn jobsets(&mut self) -> Result<Vec<String>, String> {
+        let project = self.readable_project()?;
+        let db = self.services.db.clone();
+        let jobsets = db.jobsets_of(project).await.map_err(|e| e.to_string())?;
+        Ok(jobsets.into_iter().map(|j| j.name).collect())
+    }
+
+    async fn job_builds(
+        &mut self,
+        jobset: String,
+        job: String,
+        limit: u32,
+    ) -> Result<Vec<builds::BuildSummary>, String> {
+        let project = self.readable_project()?;
+        let db = self.services.db.clone();
+        let jobsets = db.jobsets_of(project).await.map_err(|e| e.to_string())?;
+        let Some(jobset_row) = jobsets.iter().find(|j| j.name == jobset) else {
+            return Err(format!("the project has no jobset ‘{jobset}’"));
+        };
+        let ids = db
+            .job_builds(jobset_row.id, &job, u64::from(limit.min(MAX_QUERY_BUILDS)))
+            .await
+            .map_err(|e| e.to_string())?;
+        summaries(&db, &ids).await
+    }
+
+    async fn eval(&mut self, id: u64) -> Result<builds::EvalSummary, String> {
+        let project = self.readable_project()?;
+        let db = self.services.db.clone();
+        let (eval, jobset) = project_eval(&db, project, id).await?;
+        let mut inputs = db.eval_inputs(&[eval.id]).await.map_err(|e| e.to_string())?;
+        let inputs = inputs.remove(&eval.id).unwrap_or_default();
+        Ok(builds::EvalSummary {
+            id,
+            jobset,
+            timestamp: eval.timestamp,
+            inputs: inputs
+                .into_iter()
+                .map(|i| builds::EvalInput {
+                    name: i.name,
+                    type_: i.kind,
+                    value: i.value.unwrap_or_default(),
+                    uri: i.uri.unwrap_or_default(),
+                    revision: i.revision.unwrap_or_default(),
+                    dependency: i.dependency.map(|d| d as u64),
+                })
+                .collect(),
+        })
+    }
+
+    async fn eval_builds(&mut self, id: u64) -> Result<Vec<builds::BuildSummary>, String> {
+        let project = self.readable_project()?;
+        let db = self.services.db.clone();
+        let (eval, _) = project_eval(&db, project, id).await?;
+        let mut members = db.eval_members(&[eval.id]).await.map_err(|e| e.to_string())?;
+        let mut ids = members.remove(&eval.id).unwrap_or_default();
+        ids.truncate(MAX_QUERY_BUILDS as usize * 10);
+        summaries(&db, &ids).await
+    }
+}
