@@ -15,7 +15,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use orthrus::config::Config;
-use orthrus::db::{Expect, FinishedBuild, JobsetSettings, NewEval, NewJob, ProjectSettings, status};
+use orthrus::db::{Expect, FinishedBuild, JobsetSettings, NewEval, NewJob, ProjectSettings};
+use orthrus::domain::BuildStatus;
 use orthrus::gc::GcRoots;
 use orthrus::nix::{Nix, StorePath};
 use orthrus::plugins::{PluginRuntime, RuntimeSetup};
@@ -95,7 +96,7 @@ async fn main() {
     }
     let finished: Vec<FinishedBuild> = build_ids
         .iter()
-        .map(|&id| FinishedBuild { id, status: status::SUCCESS, start_time: 1, stop_time: 2, ..Default::default() })
+        .map(|&id| FinishedBuild::ended(id, BuildStatus::Succeeded, 1, 2))
         .collect();
     for chunk in finished.chunks(1_000) {
         db.finish_builds(chunk).await.unwrap();

@@ -6,6 +6,7 @@ pub mod config;
 pub mod confined;
 pub mod db;
 pub mod demo;
+pub mod domain;
 pub mod eval;
 pub mod gc;
 pub mod inputs;

@@ -79,6 +79,9 @@ mod release_set;
 #[cfg(feature = "renderer")]
 mod renderer;
 
+/// Hydra's build statuses, the same words as the server's pages.
+pub use orthrus_types::{BuildStatus, UnknownStatus};
+
 #[cfg(feature = "fetcher")]
 pub use fetcher::*;
 #[cfg(feature = "notifier")]

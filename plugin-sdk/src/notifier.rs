@@ -19,36 +19,39 @@ pub trait Notifier {
     fn notify(settings: &crate::Settings, event: &Event) -> Result<(), String>;
 }
 
-/// Hydra's build statuses, as [`BuildInfo::status`] gives them.
-pub mod status {
-    /// Built.
-    pub const SUCCEEDED: i32 = 0;
-    /// The build itself failed.
-    pub const FAILED: i32 = 1;
-    /// A dependency failed.
-    pub const DEPENDENCY_FAILED: i32 = 2;
-    /// Cancelled.
-    pub const CANCELLED: i32 = 4;
-    /// Failed, with output kept.
-    pub const FAILED_WITH_OUTPUT: i32 = 6;
+impl BuildInfo {
+    /// How it ended, once finished (`None` while it is not, or for a code
+    /// this SDK does not know).
+    pub fn build_status(&self) -> Option<crate::BuildStatus> {
+        self.status.and_then(|code| crate::BuildStatus::try_from(code).ok())
+    }
 
-    /// Words for a status, as Hydra's pages say it.
+    /// How the previous build of the job ended (given with `build-finished`).
+    pub fn previous_build_status(&self) -> Option<crate::BuildStatus> {
+        self.previous_status.and_then(|code| crate::BuildStatus::try_from(code).ok())
+    }
+}
+
+/// Hydra's build status codes, as [`BuildInfo::status`] gives them; prefer
+/// [`BuildInfo::build_status`] and [`BuildStatus`](crate::BuildStatus).
+pub mod status {
+    use crate::BuildStatus;
+
+    /// Built.
+    pub const SUCCEEDED: i32 = BuildStatus::Succeeded as i32;
+    /// The build itself failed.
+    pub const FAILED: i32 = BuildStatus::Failed as i32;
+    /// A dependency failed.
+    pub const DEPENDENCY_FAILED: i32 = BuildStatus::DependencyFailed as i32;
+    /// Cancelled.
+    pub const CANCELLED: i32 = BuildStatus::Cancelled as i32;
+    /// Failed, with output kept.
+    pub const FAILED_WITH_OUTPUT: i32 = BuildStatus::FailedWithOutput as i32;
+
+    /// Words for a status code, as the server's pages say it (`queued`
+    /// while there is none).
     pub fn describe(status: Option<i32>) -> &'static str {
-        match status {
-            None => "queued",
-            Some(0) => "succeeded",
-            Some(1) => "failed",
-            Some(2) => "dependency failed",
-            Some(3) | Some(5) => "aborted",
-            Some(4) => "cancelled",
-            Some(6) => "failed with output",
-            Some(7) => "timed out",
-            Some(9) => "unsupported system",
-            Some(10) => "log limit exceeded",
-            Some(11) => "output limit exceeded",
-            Some(12) => "not deterministic",
-            Some(_) => "failed",
-        }
+        BuildStatus::describe_code(status)
     }
 }
 

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::domain::EventKind;
+
 mod host_grant;
 mod machine;
 mod validate;
@@ -161,7 +163,7 @@ pub struct NotifierConfig {
     pub plugin: String,
     /// Event kinds (`build-finished`, …); empty means all.
     #[serde(default)]
-    pub events: Vec<String>,
+    pub events: Vec<EventKind>,
     /// Only events of these projects; empty means all.
     #[serde(default)]
     pub projects: Vec<String>,
@@ -189,18 +191,6 @@ impl NotifierConfig {
         if self.name.is_empty() { &self.plugin } else { &self.name }
     }
 }
-
-/// Event kinds a notifier may ask for.
-pub const EVENT_KINDS: [&str; 8] = [
-    "eval-started",
-    "eval-cached",
-    "eval-failed",
-    "eval-added",
-    "build-queued",
-    "build-started",
-    "build-finished",
-    "step-finished",
-];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -1,7 +1,7 @@
 //! Values that parse but cannot work are refused here, each with the key
 //! at fault and why.
 
-use super::{Config, EVENT_KINDS, HostGrant};
+use super::{Config, HostGrant};
 
 impl Config {
     /// The first setting that cannot work, with its key and the reason.
@@ -75,12 +75,6 @@ impl Config {
         for notifier in &self.notifiers {
             if !notifier_names.insert(notifier.name()) {
                 return Err(("notifiers", format!("two notifiers are named {:?}: give one a `name`", notifier.name())));
-            }
-            if let Some(kind) = notifier.events.iter().find(|k| !EVENT_KINDS.contains(&k.as_str())) {
-                return Err((
-                    "notifiers",
-                    format!("{}: unknown event {kind:?} (known: {})", notifier.name(), EVENT_KINDS.join(", ")),
-                ));
             }
         }
         if self.web.login_failures_per_user == 0 || self.web.login_failures_per_address == 0 {

@@ -15,51 +15,15 @@ use super::entities::{
     jobset_eval_member, project,
 };
 use super::evals::insert_chunked;
-use super::events::{EventKind, NewEvent, write_events};
+use super::events::{NewEvent, write_events};
 use super::{Db, DbResult, now};
+use crate::domain::BuildStatus;
+use crate::domain::EventKind;
 
 pub use super::entities::build::Model as Build;
 pub use super::entities::build_metric::Model as BuildMetric;
 pub use super::entities::build_product::Model as BuildProduct;
 pub use super::entities::build_step::Model as BuildStep;
-
-/// Build and step status codes, as Hydra numbers them.
-pub mod status {
-    pub const SUCCESS: i32 = 0;
-    pub const FAILED: i32 = 1;
-    pub const DEP_FAILED: i32 = 2;
-    pub const ABORTED: i32 = 3;
-    pub const CANCELLED: i32 = 4;
-    pub const FAILED_WITH_OUTPUT: i32 = 6;
-    pub const TIMED_OUT: i32 = 7;
-    /// Steps only: the derivation is in the failed-paths cache.
-    pub const CACHED_FAILURE: i32 = 8;
-    pub const UNSUPPORTED: i32 = 9;
-    pub const LOG_LIMIT_EXCEEDED: i32 = 10;
-    pub const OUTPUT_LIMIT_EXCEEDED: i32 = 11;
-    pub const NOT_DETERMINISTIC: i32 = 12;
-
-    /// Statuses that `restart-aborted` restarts.
-    pub const ABORTED_LIKE: [i32; 3] = [ABORTED, CANCELLED, UNSUPPORTED];
-
-    pub fn describe(status: i32) -> &'static str {
-        match status {
-            SUCCESS => "succeeded",
-            FAILED => "failed",
-            DEP_FAILED => "dependency failed",
-            ABORTED => "aborted",
-            CANCELLED => "cancelled",
-            FAILED_WITH_OUTPUT => "failed with output",
-            TIMED_OUT => "timed out",
-            CACHED_FAILURE => "cached failure",
-            UNSUPPORTED => "unsupported system type",
-            LOG_LIMIT_EXCEEDED => "log limit exceeded",
-            OUTPUT_LIMIT_EXCEEDED => "output limit exceeded",
-            NOT_DETERMINISTIC => "not deterministic",
-            _ => "unknown",
-        }
-    }
-}
 
 /// An unfinished build as the queue runner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,10 +41,10 @@ pub struct QueuedBuild {
 }
 
 /// How a build ended, with what was read from its outputs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FinishedBuild {
     pub id: i64,
-    pub status: i32,
+    pub status: BuildStatus,
     pub is_cached: bool,
     /// Used when the build has no start time yet (it never ran a step).
     pub start_time: i64,
@@ -92,6 +56,26 @@ pub struct FinishedBuild {
     pub metrics: Vec<NewMetric>,
     /// What was refused or cut of what the build left in its outputs.
     pub output_errors: Vec<String>,
+}
+
+impl FinishedBuild {
+    /// A build that ended without outputs to read (failed, cancelled,
+    /// aborted): its status and times only.
+    pub fn ended(id: i64, status: BuildStatus, start_time: i64, stop_time: i64) -> FinishedBuild {
+        FinishedBuild {
+            id,
+            status,
+            is_cached: false,
+            start_time,
+            stop_time,
+            size: None,
+            closure_size: None,
+            release_name: None,
+            products: Vec::new(),
+            metrics: Vec::new(),
+            output_errors: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -355,7 +339,7 @@ impl Db {
         for result in results {
             let updated = build::Entity::update_many()
                 .col_expr(build::Column::Finished, Expr::value(true))
-                .col_expr(build::Column::BuildStatus, Expr::value(result.status))
+                .col_expr(build::Column::BuildStatus, Expr::value(result.status.code()))
                 .col_expr(build::Column::IsCachedBuild, Expr::value(result.is_cached))
                 .col_expr(
                     build::Column::StartTime,
@@ -421,7 +405,9 @@ impl Db {
             .iter()
             .zip(&finished)
             .filter(|(_, done)| **done)
-            .map(|(r, _)| NewEvent::build(EventKind::BuildFinished, r.id, serde_json::json!({ "status": r.status })))
+            .map(|(r, _)| {
+                NewEvent::build(EventKind::BuildFinished, r.id, serde_json::json!({ "status": r.status.code() }))
+            })
             .collect();
         write_events(&txn, events).await?;
         self.commit_events(txn).await?;
@@ -495,7 +481,7 @@ impl Db {
             .await?;
         build::Entity::update_many()
             .col_expr(build::Column::Finished, Expr::value(true))
-            .col_expr(build::Column::BuildStatus, Expr::value(super::status::CANCELLED))
+            .col_expr(build::Column::BuildStatus, Expr::value(BuildStatus::Cancelled.code()))
             .col_expr(build::Column::IsCachedBuild, Expr::value(false))
             .col_expr(
                 build::Column::StartTime,
@@ -508,7 +494,11 @@ impl Db {
         let events = cancelled
             .iter()
             .map(|&id| {
-                NewEvent::build(EventKind::BuildFinished, id, serde_json::json!({ "status": super::status::CANCELLED }))
+                NewEvent::build(
+                    EventKind::BuildFinished,
+                    id,
+                    serde_json::json!({ "status": BuildStatus::Cancelled.code() }),
+                )
             })
             .collect();
         write_events(&txn, events).await?;
@@ -552,10 +542,10 @@ impl Db {
             EvalBuildFilter::Unfinished => query.filter(build::Column::Finished.eq(false)),
             EvalBuildFilter::StatusIn(statuses) => query
                 .filter(build::Column::Finished.eq(true))
-                .filter(build::Column::BuildStatus.is_in(statuses.iter().copied())),
+                .filter(build::Column::BuildStatus.is_in(statuses.iter().map(|status| status.code()))),
             EvalBuildFilter::Unsuccessful => query
                 .filter(build::Column::Finished.eq(true))
-                .filter(build::Column::BuildStatus.ne(super::status::SUCCESS)),
+                .filter(build::Column::BuildStatus.ne(BuildStatus::Succeeded.code())),
         };
         Ok(query.order_by_asc(build::Column::Id).into_tuple().all(self.read()).await?)
     }
@@ -584,6 +574,6 @@ impl Db {
 pub enum EvalBuildFilter {
     All,
     Unfinished,
-    StatusIn(&'static [i32]),
+    StatusIn(&'static [BuildStatus]),
     Unsuccessful,
 }

@@ -13,8 +13,9 @@ use super::entities::{
     aggregate_constituent, build, build_output, evaluation_error, jobset, jobset_eval, jobset_eval_input,
     jobset_eval_member, project,
 };
-use super::events::{EventKind, NewEvent, write_events};
+use super::events::{NewEvent, write_events};
 use super::{Db, DbResult, INSERT_CHUNK, Jobset, Project, now};
+use crate::domain::EventKind;
 
 pub use super::entities::evaluation_error::Model as EvaluationError;
 pub use super::entities::jobset_eval::Model as JobsetEval;

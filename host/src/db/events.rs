@@ -12,36 +12,7 @@ use serde_json::Value;
 
 use super::entities::event;
 use super::{Db, DbResult, now};
-
-/// What an event reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    EvalStarted,
-    /// The inputs were those of the last evaluation: nothing was evaluated.
-    EvalCached,
-    /// An input could not be fetched, or the expression failed as a whole.
-    EvalFailed,
-    EvalAdded,
-    BuildQueued,
-    BuildStarted,
-    BuildFinished,
-    StepFinished,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::EvalStarted => "eval-started",
-            EventKind::EvalCached => "eval-cached",
-            EventKind::EvalFailed => "eval-failed",
-            EventKind::EvalAdded => "eval-added",
-            EventKind::BuildQueued => "build-queued",
-            EventKind::BuildStarted => "build-started",
-            EventKind::BuildFinished => "build-finished",
-            EventKind::StepFinished => "step-finished",
-        }
-    }
-}
+use crate::domain::EventKind;
 
 /// An event about to be written.
 #[derive(Debug, Clone)]

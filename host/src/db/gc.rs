@@ -10,7 +10,11 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{build, build_output, jobset, jobset_eval, jobset_eval_member, project};
-use super::{Db, DbResult, INSERT_CHUNK, status};
+use super::{Db, DbResult, INSERT_CHUNK};
+use crate::domain::BuildStatus;
+
+/// The codes of builds whose outputs exist.
+const WITH_OUTPUTS: [i32; 2] = [BuildStatus::Succeeded as i32, BuildStatus::FailedWithOutput as i32];
 
 /// A jobset disabled and hidden this long keeps nothing (Hydra's rule).
 const FORGOTTEN_AFTER_SECS: i64 = 7 * 24 * 3600;
@@ -33,7 +37,8 @@ impl KeptBuild {
     /// outputs too, rooted before they are built), its derivation when
     /// it may be built again.
     pub fn paths(&self) -> impl Iterator<Item = &str> {
-        let outputs = !self.finished || matches!(self.status, Some(status::SUCCESS | status::FAILED_WITH_OUTPUT));
+        let outputs = !self.finished
+            || self.status.and_then(|code| BuildStatus::try_from(code).ok()).is_some_and(BuildStatus::has_outputs);
         let drv = self.keep_drv.then_some(self.drv_path.as_str());
         self.outputs.iter().map(String::as_str).filter(move |_| outputs).chain(drv)
     }
@@ -180,7 +185,7 @@ impl Db {
                 .filter(build::Column::JobsetId.eq(jobset_id))
                 .filter(build::Column::Job.is_in(chunk.iter().cloned()))
                 .filter(build::Column::Finished.eq(true))
-                .filter(build::Column::BuildStatus.is_in([status::SUCCESS, status::FAILED_WITH_OUTPUT]))
+                .filter(build::Column::BuildStatus.is_in(WITH_OUTPUTS))
                 .filter(build::Column::OutputsCollected.eq(false))
                 .group_by(build::Column::Job)
                 .into_tuple()
@@ -203,7 +208,7 @@ impl Db {
             .select_only()
             .column(build::Column::Id)
             .filter(build::Column::Finished.eq(true))
-            .filter(build::Column::BuildStatus.is_in([status::SUCCESS, status::FAILED_WITH_OUTPUT]))
+            .filter(build::Column::BuildStatus.is_in(WITH_OUTPUTS))
             .filter(build::Column::OutputsCollected.eq(false));
         if let Some(before) = before {
             query = query.filter(build::Column::Id.lt(before));
@@ -328,16 +333,16 @@ mod tests {
         let e4 = eval(&db, main.id, 40, vec![job("x", "4")]).await;
         let (x1, x2, f2, x3, x4) = (e1[0], e2[1], e2[0], e3[0], e4[0]);
         for id in [x1, x2, x3] {
-            finish(&db, id, status::SUCCESS).await;
+            finish(&db, id, BuildStatus::Succeeded).await;
         }
-        finish(&db, f2, status::FAILED).await;
+        finish(&db, f2, BuildStatus::Failed).await;
         // x4 stays queued. x1 is kept by hand.
         db.set_keep(x1, true).await.unwrap();
         // The forgotten jobset built y, which a release names, and z.
         let y = eval(&db, old.id, 1, vec![job("y", "1")]).await[0];
-        finish(&db, y, status::SUCCESS).await;
+        finish(&db, y, BuildStatus::Succeeded).await;
         let z = eval(&db, old.id, 2, vec![job("z", "1")]).await[0];
-        finish(&db, z, status::SUCCESS).await;
+        finish(&db, z, BuildStatus::Succeeded).await;
 
         let today: Vec<i64> = db.gc_kept_builds(crate::db::now(), &[]).await.unwrap().iter().map(|b| b.id).collect();
         assert!(today.contains(&z), "checked today: not forgotten yet: {today:?}");
@@ -378,7 +383,7 @@ mod tests {
         assert!(!db.build(x2).await.unwrap().unwrap().outputs_collected, "restarted meanwhile");
         // Built again: its outputs are there again.
         db.restart_builds(&[x1]).await.unwrap();
-        finish(&db, x1, status::SUCCESS).await;
+        finish(&db, x1, BuildStatus::Succeeded).await;
         assert!(!db.build(x1).await.unwrap().unwrap().outputs_collected);
     }
 }

@@ -7,6 +7,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{build, jobset, jobset_eval, jobset_eval_member};
 use super::{BuildScope, Db, DbResult, INSERT_CHUNK, JobsetEval, SuccessfulBuild};
+use crate::domain::BuildStatus;
 
 impl Db {
     /// The newest successful build in `scope` (for one system, optionally);
@@ -117,7 +118,7 @@ impl Db {
             .select_only()
             .column_as(build::Column::Id.max(), "id")
             .filter(build::Column::Finished.eq(true))
-            .filter(build::Column::BuildStatus.eq(super::status::SUCCESS))
+            .filter(build::Column::BuildStatus.eq(BuildStatus::Succeeded.code()))
             .filter(build::Column::OutputsCollected.eq(false))
             .group_by(build::Column::JobsetId)
             .group_by(build::Column::Job);
@@ -138,7 +139,7 @@ impl Db {
             .column_as(build::Column::Id.max(), "id")
             .filter(build::Column::JobsetId.eq(jobset_id))
             .filter(build::Column::Finished.eq(true))
-            .filter(build::Column::BuildStatus.eq(super::status::SUCCESS))
+            .filter(build::Column::BuildStatus.eq(BuildStatus::Succeeded.code()))
             .filter(build::Column::OutputsCollected.eq(false))
             .filter(Expr::exists(member_of_finished_eval()))
             .group_by(build::Column::Job)

@@ -374,7 +374,8 @@ fn deletable_build() -> sea_orm::Condition {
 mod tests {
     use super::*;
     use crate::db::test_support::{eval, finish, fresh_db, job};
-    use crate::db::{Expect, JobsetSettings, NewPending, ProjectSettings, status};
+    use crate::db::{Expect, JobsetSettings, NewPending, ProjectSettings};
+    use crate::domain::BuildStatus;
 
     fn parked(event_id: i64) -> NewPending {
         NewPending { event_id, ordering_key: "k".into(), attempts: 1, next_attempt: 0, error: Some("refused".into()) }
@@ -434,12 +435,12 @@ mod tests {
         let (jobset, _) =
             db.save_jobset(&project, "main", &JobsetSettings::new("main"), Expect::Anything).await.unwrap();
         let a1 = eval(&db, jobset.id, 1, vec![job("a", "1")]).await[0];
-        finish(&db, a1, status::SUCCESS).await;
+        finish(&db, a1, BuildStatus::Succeeded).await;
         let e2 = eval(&db, jobset.id, 2, vec![job("a", "2"), job("x", "2")]).await;
         let (a2, x2) = (e2[0], e2[1]);
-        finish(&db, a2, status::FAILED).await;
+        finish(&db, a2, BuildStatus::Failed).await;
         let a3 = eval(&db, jobset.id, 3, vec![job("a", "3"), job("x", "2")]).await[0];
-        finish(&db, a3, status::SUCCESS).await;
+        finish(&db, a3, BuildStatus::Succeeded).await;
         let evals = |db: &Db| {
             let db = db.clone();
             async move { jobset_eval::Entity::find().all(db.read()).await.unwrap().iter().map(|e| e.id).collect::<Vec<_>>() }
@@ -451,7 +452,7 @@ mod tests {
         assert_eq!(evals(&db).await.len(), 3);
 
         // All finished; a-1 has an event a notifier still has to deliver.
-        finish(&db, x2, status::SUCCESS).await;
+        finish(&db, x2, BuildStatus::Succeeded).await;
         let events = db.events_after(0, 1000, Some(a1)).await.unwrap();
         db.notifier_cursor("hook").await.unwrap();
         db.advance_notifier("hook", 0, 0, &[parked(events.last().unwrap().id)]).await.unwrap();

@@ -8,8 +8,9 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Quer
 
 use super::entities::{build, build_step, build_step_output, failed_path};
 use super::evals::insert_chunked;
-use super::events::{EventKind, NewEvent, write_events};
+use super::events::{NewEvent, write_events};
 use super::{BuildStep, Db, DbResult, now};
+use crate::domain::{EventKind, StepStatus};
 
 /// A build step about to run (or already decided without running).
 #[derive(Debug, Clone)]
@@ -19,7 +20,7 @@ pub struct NewStep {
     pub system: String,
     pub machine: String,
     /// `None` while running.
-    pub status: Option<i32>,
+    pub status: Option<StepStatus>,
     pub error_msg: Option<String>,
     pub propagated_from: Option<i64>,
 }
@@ -93,7 +94,7 @@ impl Db {
     pub async fn abort_busy_steps(&self) -> DbResult<u64> {
         let result = build_step::Entity::update_many()
             .col_expr(build_step::Column::Busy, Expr::value(false))
-            .col_expr(build_step::Column::Status, Expr::value(super::status::ABORTED))
+            .col_expr(build_step::Column::Status, Expr::value(StepStatus::Aborted.code()))
             .col_expr(build_step::Column::ErrorMsg, Expr::value("interrupted: the server stopped during this step"))
             .col_expr(build_step::Column::StopTime, Expr::value(now()))
             .filter(build_step::Column::Busy.eq(true))
@@ -122,7 +123,7 @@ impl Db {
             kind: Set(step.kind.code()),
             drv_path: Set(step.drv_path.clone()),
             busy: Set(step.status.is_none()),
-            status: Set(step.status),
+            status: Set(step.status.map(StepStatus::code)),
             error_msg: Set(step.error_msg.clone()),
             start_time: Set(Some(time)),
             stop_time: Set(step.status.map(|_| time)),
@@ -148,7 +149,7 @@ impl Db {
                 }
             }
             Some(status) => {
-                let data = serde_json::json!({ "status": status, "drvpath": step.drv_path, "propagatedfrom": step.propagated_from });
+                let data = serde_json::json!({ "status": status.code(), "drvpath": step.drv_path, "propagatedfrom": step.propagated_from });
                 let event =
                     NewEvent { step_nr: Some(step_nr), ..NewEvent::build(EventKind::StepFinished, build_id, data) };
                 write_events(&txn, vec![event]).await?;
@@ -190,14 +191,14 @@ impl Db {
         &self,
         build_id: i64,
         step_nr: i32,
-        status: i32,
+        status: StepStatus,
         error_msg: Option<&str>,
         outputs: &[(String, String)],
     ) -> DbResult<()> {
         let txn = self.begin_write().await?;
         build_step::Entity::update_many()
             .col_expr(build_step::Column::Busy, Expr::value(false))
-            .col_expr(build_step::Column::Status, Expr::value(status))
+            .col_expr(build_step::Column::Status, Expr::value(status.code()))
             .col_expr(build_step::Column::ErrorMsg, Expr::value(error_msg.map(str::to_owned)))
             .col_expr(build_step::Column::StopTime, Expr::value(now()))
             .col_expr(build_step::Column::TimesBuilt, Expr::value(1))
@@ -215,7 +216,7 @@ impl Db {
             })
             .collect();
         insert_chunked(&txn, rows).await?;
-        let data = serde_json::json!({ "status": status });
+        let data = serde_json::json!({ "status": status.code() });
         let event = NewEvent { step_nr: Some(step_nr), ..NewEvent::build(EventKind::StepFinished, build_id, data) };
         write_events(&txn, vec![event]).await?;
         self.commit_events(txn).await?;

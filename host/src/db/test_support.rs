@@ -2,6 +2,7 @@
 //! builds made in a few words.
 
 use super::{Db, FinishedBuild, NewEval, NewJob};
+use crate::domain::BuildStatus;
 
 /// A fresh SQLite database in a directory of its own (kept while the
 /// directory lives).
@@ -42,7 +43,7 @@ pub async fn eval(db: &Db, jobset_id: i64, started: i64, jobs: Vec<NewJob>) -> V
 }
 
 /// Finishes a build with this status.
-pub async fn finish(db: &Db, id: i64, status: i32) {
-    let result = FinishedBuild { id, status, start_time: 1, stop_time: 2, ..Default::default() };
+pub async fn finish(db: &Db, id: i64, status: BuildStatus) {
+    let result = FinishedBuild::ended(id, status, 1, 2);
     db.finish_builds(&[result]).await.unwrap();
 }

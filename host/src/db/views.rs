@@ -10,7 +10,8 @@ use sea_orm::{
 };
 
 use super::entities::{build, jobset, jobset_eval_member, project};
-use super::{Db, DbResult, status};
+use super::{Db, DbResult};
+use crate::domain::BuildStatus;
 
 /// A build as a matrix cell or list row shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub struct BuildCell {
 
 impl BuildCell {
     pub fn succeeded(&self) -> bool {
-        self.finished && self.status == Some(status::SUCCESS)
+        self.finished && self.status == Some(BuildStatus::Succeeded.code())
     }
 }
 
@@ -158,12 +159,12 @@ impl Db {
         let query = match filter {
             StatusFilter::All => query,
             StatusFilter::Queued => query.filter(build::Column::Finished.eq(false)),
-            StatusFilter::Succeeded => {
-                query.filter(build::Column::Finished.eq(true)).filter(build::Column::BuildStatus.eq(status::SUCCESS))
-            }
-            StatusFilter::Failed => {
-                query.filter(build::Column::Finished.eq(true)).filter(build::Column::BuildStatus.ne(status::SUCCESS))
-            }
+            StatusFilter::Succeeded => query
+                .filter(build::Column::Finished.eq(true))
+                .filter(build::Column::BuildStatus.eq(BuildStatus::Succeeded.code())),
+            StatusFilter::Failed => query
+                .filter(build::Column::Finished.eq(true))
+                .filter(build::Column::BuildStatus.ne(BuildStatus::Succeeded.code())),
         };
         // Counted apart: a window (`COUNT(*) OVER ()`) would make SQLite
         // read every row of the evaluation before the page (measured: the

@@ -205,8 +205,11 @@ impl LogStore {
                 return Some(drv);
             }
         }
-        let step =
-            steps.iter().rev().find(|s| s.status.is_some_and(|c| c != crate::db::status::SUCCESS)).or(steps.last())?;
+        let step = steps
+            .iter()
+            .rev()
+            .find(|s| s.status.is_some_and(|c| c != crate::domain::BuildStatus::Succeeded.code()))
+            .or(steps.last())?;
         StorePath::parse(&step.drv_path).ok()
     }
 

@@ -18,11 +18,12 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
 const UNTRUSTED_TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 /// A log line longer than this is cut into pieces.
 const MAX_LINE: usize = 64 * 1024;
-use crate::db::status;
+use crate::domain::StepStatus;
 use crate::logs::{LogStore, LogWriter};
 use crate::nix::local::LocalBuilds;
 use crate::nix::{
-    BasicDerivation, BuildOptions, BuildStatus, Derivation, ServeConnection, ServeError, StorePath, sort_by_references,
+    BasicDerivation, BuildOptions, BuildResultStatus, Derivation, ServeConnection, ServeError, StorePath,
+    sort_by_references,
 };
 
 /// One derivation to build, whose inputs are all valid in the local store.
@@ -62,18 +63,18 @@ pub enum StepOutcome {
 
 impl StepOutcome {
     /// The step status (Hydra's codes) and the message to record.
-    pub fn status_and_message(&self) -> (i32, Option<String>) {
+    pub fn status_and_message(&self) -> (StepStatus, Option<String>) {
         match self {
-            StepOutcome::Built { .. } => (status::SUCCESS, None),
-            StepOutcome::Failed(m) => (status::FAILED, Some(m.clone())),
-            StepOutcome::TimedOut(m) => (status::TIMED_OUT, Some(m.clone())),
-            StepOutcome::NotDeterministic(m) => (status::NOT_DETERMINISTIC, Some(m.clone())),
+            StepOutcome::Built { .. } => (StepStatus::Succeeded, None),
+            StepOutcome::Failed(m) => (StepStatus::Failed, Some(m.clone())),
+            StepOutcome::TimedOut(m) => (StepStatus::TimedOut, Some(m.clone())),
+            StepOutcome::NotDeterministic(m) => (StepStatus::NotDeterministic, Some(m.clone())),
             StepOutcome::LogLimitExceeded(limit) => {
-                (status::LOG_LIMIT_EXCEEDED, Some(format!("the build log exceeded the limit of {limit} bytes")))
+                (StepStatus::LogLimitExceeded, Some(format!("the build log exceeded the limit of {limit} bytes")))
             }
-            StepOutcome::OutputLimitExceeded(m) => (status::OUTPUT_LIMIT_EXCEEDED, Some(m.clone())),
+            StepOutcome::OutputLimitExceeded(m) => (StepStatus::OutputLimitExceeded, Some(m.clone())),
             StepOutcome::Transient(m) | StepOutcome::MachineFailed(m) | StepOutcome::Aborted(m) => {
-                (status::ABORTED, Some(m.clone()))
+                (StepStatus::Aborted, Some(m.clone()))
             }
         }
     }
@@ -198,12 +199,12 @@ async fn run(
     };
     match result.status {
         status if status.is_success() => {}
-        BuildStatus::PermanentFailure | BuildStatus::InputRejected | BuildStatus::OutputRejected => {
+        BuildResultStatus::PermanentFailure | BuildResultStatus::InputRejected | BuildResultStatus::OutputRejected => {
             return StepOutcome::Failed(message());
         }
-        BuildStatus::NotDeterministic => return StepOutcome::NotDeterministic(message()),
-        BuildStatus::TimedOut => return StepOutcome::TimedOut(message()),
-        BuildStatus::LogLimitExceeded => return StepOutcome::LogLimitExceeded(request.max_log_size),
+        BuildResultStatus::NotDeterministic => return StepOutcome::NotDeterministic(message()),
+        BuildResultStatus::TimedOut => return StepOutcome::TimedOut(message()),
+        BuildResultStatus::LogLimitExceeded => return StepOutcome::LogLimitExceeded(request.max_log_size),
         _ => return StepOutcome::Transient(message()),
     }
 

@@ -33,7 +33,7 @@ use flake::FLAKE_FEATURES;
 pub use flake::{FlakeSource, LockInput, LockedFlake};
 pub use output::{Head, Tail, cut_marker, read_head, read_tail};
 pub use serve::{
-    BasicDerivation, BuildOptions, BuildResult, BuildStatus, Chunk, RemotePathInfo, ServeConnection, ServeError,
+    BasicDerivation, BuildOptions, BuildResult, BuildResultStatus, Chunk, RemotePathInfo, ServeConnection, ServeError,
     ServeOutput, sort_by_references,
 };
 pub use store_path::{InvalidStorePath, StorePath, store_dir};

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::config::{Config, NotifierConfig};
 use crate::db::{Db, DbResult, Event, NewPending, now};
+use crate::domain::EventKind;
 use crate::logs::LogStore;
 use crate::plugins::{PluginKind, PluginRuntime};
 use context::ContextReader;
@@ -220,7 +221,7 @@ impl Delivery {
     /// Hands one event to the plugin if the notifier wants it. `Ok(false)`:
     /// not wanted (another kind or project, or what it was about is gone).
     fn wants_kind(&self, event: &Event) -> bool {
-        self.notifier.events.is_empty() || self.notifier.events.contains(&event.kind)
+        self.notifier.events.is_empty() || self.notifier.events.iter().any(|kind| kind.as_str() == event.kind)
     }
 
     async fn deliver(&mut self, event: &Event) -> Result<bool, Failure> {
@@ -270,7 +271,7 @@ fn ordering_key(event: &Event) -> String {
 pub struct NotifierStatus {
     pub name: String,
     pub plugin: String,
-    pub events: Vec<String>,
+    pub events: Vec<EventKind>,
     /// `ok`, `retrying` (a delivery failed, fewer than 3 times) or `failing`.
     pub state: &'static str,
     /// The last event dealt with, and the newest event there is.

@@ -23,7 +23,8 @@ use tracing::{info, warn};
 
 use super::spec::{FieldError, JobsetSpec, from_value_strict};
 use super::{describe_errors, parse_document, read_contained, resolve_jobsets};
-use crate::db::{Db, GeneratorBuild, JobsetChanges, Project, SPEC_JOBSET, SpecSource, status};
+use crate::db::{Db, GeneratorBuild, JobsetChanges, Project, SPEC_JOBSET, SpecSource};
+use crate::domain::BuildStatus;
 use crate::inputs::InputFetcher;
 
 /// What a spec file says.
@@ -176,8 +177,8 @@ impl SpecApplier {
             Err(e) => return warn!(project = %project.name, "cannot read the project: {e}"),
         }
         let build = Some((build_id, finish.as_str()));
-        let specs = if code != status::SUCCESS {
-            Err(format!("build {build_id} of the generator job failed ({})", status::describe(code)))
+        let specs = if code != BuildStatus::Succeeded.code() {
+            Err(format!("build {build_id} of the generator job failed ({})", BuildStatus::describe_code(Some(code))))
         } else {
             match output {
                 None => Err(format!("build {build_id} of the generator job has no output")),

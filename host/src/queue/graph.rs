@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::scheduler::{RunnableStep, StepKind};
-use crate::db::{Db, NewStep, QueuedBuild, StepType, status};
+use crate::db::{Db, NewStep, QueuedBuild, StepType};
+use crate::domain::StepStatus;
 use crate::nix::{Derivation, Nix, NixError, StorePath};
 
 /// Counting the steps that wait for a step stops here: beyond, the count
@@ -27,7 +28,7 @@ pub enum StepState {
     /// Known to fail without running: a cached failure or an unreadable
     /// derivation. Failed (with this status) as soon as it is seen.
     FailsAtOnce {
-        status: i32,
+        status: StepStatus,
         message: String,
     },
 }
@@ -290,7 +291,7 @@ impl Graph {
     }
 
     /// Steps that fail without running, with their status and message.
-    pub fn fails_at_once(&self) -> Vec<(StorePath, i32, String)> {
+    pub fn fails_at_once(&self) -> Vec<(StorePath, StepStatus, String)> {
         self.steps
             .iter()
             .filter_map(|(drv, s)| match &s.state {
@@ -377,7 +378,7 @@ pub async fn expand(
                         drv.clone(),
                         new_step(
                             Arc::new(empty_derivation()),
-                            StepState::FailsAtOnce { status: status::ABORTED, message },
+                            StepState::FailsAtOnce { status: StepStatus::Aborted, message },
                         ),
                     );
                     new_steps.push(drv);
@@ -443,7 +444,7 @@ pub async fn expand(
             drv_path: drv.to_string(),
             system,
             machine: crate::machines::LOCALHOST.into(),
-            status: Some(status::SUCCESS),
+            status: Some(StepStatus::Succeeded),
             error_msg: None,
             propagated_from: None,
         };
@@ -462,7 +463,7 @@ pub async fn expand(
             let step = graph.steps.get_mut(drv).expect("new step");
             if step.state == StepState::Pending {
                 step.state = StepState::FailsAtOnce {
-                    status: status::CACHED_FAILURE,
+                    status: StepStatus::CachedFailure,
                     message: "cached failure: this derivation failed before (restart the build to try again)".into(),
                 };
             }

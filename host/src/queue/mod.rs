@@ -30,7 +30,8 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::Config;
-use crate::db::{Db, FinishedBuild, NewStep, now, status};
+use crate::db::{Db, FinishedBuild, NewStep, now};
+use crate::domain::{BuildStatus, StepStatus};
 use crate::logs::LogStore;
 use crate::machines::{Machine, Machines, StepOutcome, StepRequest};
 use crate::metrics::Metrics;
@@ -368,7 +369,7 @@ impl QueueRunner {
                 if builders.is_empty() { "none".to_owned() } else { builders.join("; ") },
                 timeout.as_secs()
             );
-            self.step_failed(&drv, status::UNSUPPORTED, message, None);
+            self.step_failed(&drv, StepStatus::Unsupported, message, None);
         }
     }
 
@@ -467,18 +468,18 @@ impl QueueRunner {
             }
             let message = format!("{message} (failed {max_tries} tries)");
             self.tries.remove(&done.drv);
-            self.step_failed(&done.drv, status::ABORTED, message, done.recorded_in);
+            self.step_failed(&done.drv, StepStatus::Aborted, message, done.recorded_in);
             return;
         }
         self.tries.remove(&done.drv);
         let (code, message) = outcome.status_and_message();
-        if code == status::SUCCESS {
+        if code == StepStatus::Succeeded {
             for build_id in self.graph.step_succeeded(&done.drv) {
                 self.finish_successful(build_id);
             }
         } else {
-            let message = message.unwrap_or_else(|| status::describe(code).to_owned());
-            if code == status::FAILED {
+            let message = message.unwrap_or_else(|| code.describe().to_owned());
+            if code == StepStatus::Failed {
                 // A deterministic failure: not rebuilt until a user restarts it.
                 let (db, drv) = (self.db.clone(), done.drv.to_string());
                 self.recording.spawn(async move {
@@ -495,7 +496,7 @@ impl QueueRunner {
     /// Fails every build that needs `drv`: the build whose own derivation it
     /// is gets the step's status, the others "dependency failed" (for a
     /// build failure) or the same status (a timeout stays a timeout).
-    fn step_failed(&mut self, drv: &StorePath, code: i32, message: String, recorded_in: Option<i64>) {
+    fn step_failed(&mut self, drv: &StorePath, code: StepStatus, message: String, recorded_in: Option<i64>) {
         self.runnable.remove(drv);
         let system = self.graph.system_of(drv).unwrap_or_default();
         let affected = self.graph.step_failed(drv);
@@ -511,8 +512,8 @@ impl QueueRunner {
             let mut results = Vec::with_capacity(affected.len());
             for (build_id, is_top) in affected {
                 let build_status = match code {
-                    status::FAILED | status::CACHED_FAILURE if !is_top => status::DEP_FAILED,
-                    status::CACHED_FAILURE => status::FAILED,
+                    StepStatus::Failed | StepStatus::CachedFailure if !is_top => BuildStatus::DependencyFailed,
+                    StepStatus::CachedFailure => BuildStatus::Failed,
                     other => other,
                 };
                 if recorded_in != Some(build_id) {
@@ -531,12 +532,8 @@ impl QueueRunner {
                     }
                 }
                 results.push(FinishedBuild {
-                    id: build_id,
-                    status: build_status,
-                    is_cached: code == status::CACHED_FAILURE,
-                    start_time: time,
-                    stop_time: time,
-                    ..Default::default()
+                    is_cached: code == StepStatus::CachedFailure,
+                    ..FinishedBuild::ended(build_id, build_status, time, time)
                 });
             }
             report_finished(&db, &metrics, &results).await;

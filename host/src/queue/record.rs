@@ -49,9 +49,9 @@ pub(super) async fn record_successes(
         .zip(reads.into_iter().chain(std::iter::repeat_with(Default::default)))
         .zip(sizes)
         .map(|((build, read), sizes)| {
-            let mut code = if read.failed { status::FAILED_WITH_OUTPUT } else { status::SUCCESS };
+            let mut code = if read.failed { BuildStatus::FailedWithOutput } else { BuildStatus::Succeeded };
             if sizes.is_some_and(|(own, _)| own > max_output_size) {
-                code = status::OUTPUT_LIMIT_EXCEEDED;
+                code = BuildStatus::OutputLimitExceeded;
             }
             FinishedBuild {
                 id: build.id,
@@ -76,8 +76,8 @@ pub(super) async fn report_finished(db: &Db, metrics: &Metrics, results: &[Finis
     match db.finish_builds(results).await {
         Ok(finished) => {
             for (result, _) in results.iter().zip(finished).filter(|(_, done)| *done) {
-                info!(build = result.id, status = status::describe(result.status), "build finished");
-                metrics.build_finished(status::describe(result.status));
+                info!(build = result.id, status = result.status.describe(), "build finished");
+                metrics.build_finished(result.status.describe());
             }
         }
         Err(e) => warn!("cannot record the end of {} builds: {e}", results.len()),

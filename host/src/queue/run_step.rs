@@ -41,12 +41,14 @@ pub(super) async fn run_step(
                 let (code, message) = outcome.status_and_message();
                 (code, message, outcome.outputs())
             }
-            None => (status::CANCELLED, Some("cancelled: no build needs this step any more".to_owned()), Vec::new()),
+            None => {
+                (StepStatus::Cancelled, Some("cancelled: no build needs this step any more".to_owned()), Vec::new())
+            }
         };
         if let Err(e) = db.finish_step(build_id, step_nr, code, message.as_deref(), &outputs).await {
             warn!("cannot record the end of the step: {e}");
         }
-        metrics.step_finished(machine.name(), status::describe(code), started.elapsed());
+        metrics.step_finished(machine.name(), code.describe(), started.elapsed());
     }
     StepDone { drv: request.drv, recorded_in: step_nr.map(|_| build_id), outcome }
 }

@@ -17,17 +17,10 @@ use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 
 use crate::db::{ApiToken, Db, DbResult, User};
+use crate::domain::{Role, TokenScope};
 
 /// Passwords shorter than this are refused.
 pub const MIN_PASSWORD_LEN: usize = 8;
-
-/// Roles a user may have, sorted.
-pub const ROLES: [&str; 6] =
-    ["admin", "bump-to-front", "cancel-build", "create-projects", "eval-jobset", "restart-jobs"];
-
-/// Scopes an API token may carry, sorted; `all` stands for every one.
-/// What each allows is [`Action::scope`]'s table (and the README's).
-pub const SCOPES: [&str; 6] = ["account", "admin", "builds", "eval", "projects", "read"];
 
 /// What a request wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,26 +46,26 @@ pub enum Action {
 }
 
 impl Action {
-    /// The token scope an action needs.
-    fn scope(self) -> &'static str {
+    /// The token scope an action needs (the README's table of scopes).
+    fn scope(self) -> TokenScope {
         match self {
-            Action::Read => "read",
-            Action::CreateProject | Action::EditProject | Action::EditJobset => "projects",
-            Action::RestartBuild | Action::CancelBuild | Action::BumpBuild | Action::KeepBuild => "builds",
-            Action::TriggerEval => "eval",
-            Action::EditOwnAccount => "account",
-            Action::ManageUsers => "admin",
+            Action::Read => TokenScope::Read,
+            Action::CreateProject | Action::EditProject | Action::EditJobset => TokenScope::Projects,
+            Action::RestartBuild | Action::CancelBuild | Action::BumpBuild | Action::KeepBuild => TokenScope::Builds,
+            Action::TriggerEval => TokenScope::Eval,
+            Action::EditOwnAccount => TokenScope::Account,
+            Action::ManageUsers => TokenScope::Admin,
         }
     }
 
     /// The role that grants the action on every project, if one does.
-    fn role(self) -> Option<&'static str> {
+    fn role(self) -> Option<Role> {
         match self {
-            Action::CreateProject => Some("create-projects"),
-            Action::RestartBuild => Some("restart-jobs"),
-            Action::CancelBuild => Some("cancel-build"),
-            Action::BumpBuild => Some("bump-to-front"),
-            Action::TriggerEval => Some("eval-jobset"),
+            Action::CreateProject => Some(Role::CreateProjects),
+            Action::RestartBuild => Some(Role::RestartJobs),
+            Action::CancelBuild => Some(Role::CancelBuild),
+            Action::BumpBuild => Some(Role::BumpToFront),
+            Action::TriggerEval => Some(Role::EvalJobset),
             _ => None,
         }
     }
@@ -107,7 +100,7 @@ pub enum Auth {
     /// `Authorization: Bearer`, limited to these scopes.
     Token {
         id: i64,
-        scopes: BTreeSet<String>,
+        scopes: BTreeSet<TokenScope>,
         /// When it stops working: the tokens it makes stop by then too.
         expires: Option<i64>,
     },
@@ -149,10 +142,10 @@ impl Caller {
         };
         if let Auth::Token { scopes, .. } = &self.auth {
             // Every token may read; other actions need their scope.
-            if action != Action::Read && !scopes.contains(action.scope()) {
+            if action != Action::Read && !scopes.contains(&action.scope()) {
                 return Err(Denied::Forbidden(format!(
                     "this API token's scopes ({}) do not include ‘{}’, needed to {}",
-                    scopes.iter().cloned().collect::<Vec<_>>().join(", "),
+                    words(scopes.iter().copied().map(TokenScope::as_str)),
                     action.scope(),
                     action.describe()
                 )));
@@ -161,8 +154,8 @@ impl Caller {
         let is_owner = project.is_some_and(|p| p.owner == user.username || p.members.contains(&user.username));
         // Every user may change their own account (callers check it is theirs).
         let allowed = matches!(action, Action::Read | Action::EditOwnAccount)
-            || user.roles.contains("admin")
-            || action.role().is_some_and(|role| user.roles.contains(role))
+            || user.roles.contains(Role::Admin.as_str())
+            || action.role().is_some_and(|role| user.roles.contains(role.as_str()))
             || (is_owner && !matches!(action, Action::CreateProject | Action::ManageUsers));
         if allowed {
             Ok(())
@@ -242,10 +235,12 @@ pub fn check_username(name: &str) -> Result<(), String> {
 }
 
 pub fn check_roles(roles: &BTreeSet<String>) -> Result<(), String> {
-    match roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
-        Some(bad) => Err(format!("unknown role ‘{bad}’; roles are: {}", ROLES.join(", "))),
-        None => Ok(()),
-    }
+    roles.iter().try_for_each(|role| role.parse::<Role>().map(drop).map_err(|unknown| unknown.to_string()))
+}
+
+/// Words joined for a message: `a, b, c`.
+fn words<'a>(words: impl Iterator<Item = &'a str>) -> String {
+    words.collect::<Vec<_>>().join(", ")
 }
 
 /// Token scopes from a list; `all` means every scope.
@@ -255,7 +250,7 @@ pub async fn issue_token(
     db: &Db,
     user_id: i64,
     name: &str,
-    scopes: &BTreeSet<String>,
+    scopes: &BTreeSet<TokenScope>,
     expires_in_days: Option<u32>,
     not_after: Option<i64>,
 ) -> DbResult<(String, ApiToken)> {
@@ -265,24 +260,27 @@ pub async fn issue_token(
         (Some(asked), Some(limit)) => Some(asked.min(limit)),
         (asked, limit) => asked.or(limit),
     };
-    let scopes = scopes.iter().cloned().collect::<Vec<_>>().join(" ");
+    let scopes = scopes.iter().map(|scope| scope.as_str()).collect::<Vec<_>>().join(" ");
     let token = db.create_token(user_id, name, &digest(&secret), &scopes, expires).await?;
     Ok((secret, token))
 }
 
-pub fn parse_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<BTreeSet<String>, String> {
+pub fn parse_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<BTreeSet<TokenScope>, String> {
+    let known = || words(TokenScope::ALL.iter().map(|scope| scope.as_str()));
     let mut scopes = BTreeSet::new();
     for name in names {
         match name {
-            "all" => scopes.extend(SCOPES.iter().map(|s| s.to_string())),
-            s if SCOPES.contains(&s) => {
-                scopes.insert(s.to_owned());
-            }
-            other => return Err(format!("unknown token scope ‘{other}’; scopes are: all, {}", SCOPES.join(", "))),
+            "all" => scopes.extend(TokenScope::ALL),
+            word => match word.parse::<TokenScope>() {
+                Ok(scope) => {
+                    scopes.insert(scope);
+                }
+                Err(_) => return Err(format!("unknown token scope ‘{word}’; scopes are: all, {}", known())),
+            },
         }
     }
     if scopes.is_empty() {
-        return Err(format!("a token needs at least one scope: all, {}", SCOPES.join(", ")));
+        return Err(format!("a token needs at least one scope: all, {}", known()));
     }
     Ok(scopes)
 }
@@ -375,7 +373,7 @@ mod tests {
         };
         let allowed: Vec<Action> = ALL.iter().copied().filter(|a| read_only.check(*a, None).is_ok()).collect();
         assert_eq!(allowed, [Action::Read]);
-        assert!(parse_scopes(["all"]).unwrap().contains("account"));
+        assert!(parse_scopes(["all"]).unwrap().contains(&TokenScope::Account));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 use super::auth::require_on;
 use super::{ApiError, ApiResult, AppState, find_jobset, json as hydra, redirect};
-use crate::db::{EvalBuildFilter, status};
+use crate::db::EvalBuildFilter;
+use crate::domain::BuildStatus;
 use crate::users::{Action, Caller};
 
 /// Evals per page of `/jobset/P/J/evals`.
@@ -194,7 +195,7 @@ pub async fn eval_action(
         EvalAction::RestartFailed | EvalAction::RestartAborted => {
             let filter = match action {
                 EvalAction::RestartFailed => EvalBuildFilter::Unsuccessful,
-                _ => EvalBuildFilter::StatusIn(&status::ABORTED_LIKE),
+                _ => EvalBuildFilter::StatusIn(&BuildStatus::ABORTED_LIKE),
             };
             let ids = state.db.eval_builds_where(id, filter).await?;
             // Builds whose derivation was collected stay as they are: they

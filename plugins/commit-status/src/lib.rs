@@ -14,7 +14,7 @@
 //! - `context`: the status's name (default `orthrus/PROJECT:JOBSET:JOB`).
 
 use orthrus_plugin_sdk::host::http;
-use orthrus_plugin_sdk::{Event, Settings};
+use orthrus_plugin_sdk::{BuildStatus, Event, Settings};
 
 /// Which forge's API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,10 +50,10 @@ fn state_of(event: &Event) -> Option<(&'static str, String)> {
         "build-queued" => Some(("pending", "Queued".into())),
         "build-started" => Some(("pending", format!("Building on {}", build.machine))),
         "build-finished" => {
-            let words = orthrus_plugin_sdk::status::describe(build.status);
-            let state = match build.status {
-                Some(0) => "success",
-                Some(3) | Some(4) => "error",
+            let words = BuildStatus::describe_code(build.status);
+            let state = match build.build_status() {
+                Some(BuildStatus::Succeeded) => "success",
+                Some(BuildStatus::Aborted | BuildStatus::Cancelled) => "error",
                 _ => "failure",
             };
             Some((state, format!("Build {words}")))

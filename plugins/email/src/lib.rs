@@ -12,7 +12,7 @@
 
 use orthrus_plugin_sdk::host::send_mail;
 use orthrus_plugin_sdk::{
-    BuildInfo, Capability, Event, JobsetInfo, Metadata, Notifier, Settings, export_notifier, status,
+    BuildInfo, BuildStatus, Capability, Event, JobsetInfo, Metadata, Notifier, Settings, export_notifier,
 };
 
 /// A mail to send: recipients, subject and body.
@@ -24,13 +24,13 @@ pub struct Mail {
 }
 
 /// Statuses Hydra does not mail about: the build did not really end.
-fn interrupted(status: Option<i32>) -> bool {
-    matches!(status, Some(3) | Some(status::CANCELLED))
+fn interrupted(status: Option<BuildStatus>) -> bool {
+    matches!(status, Some(BuildStatus::Aborted | BuildStatus::Cancelled))
 }
 
 /// The mail for a finished build, if one is due.
 pub fn mail_for(settings: &Settings, jobset: &JobsetInfo, build: &BuildInfo) -> Option<Mail> {
-    if !jobset.email_enabled || build.status.is_none() || interrupted(build.status) {
+    if !jobset.email_enabled || build.status.is_none() || interrupted(build.build_status()) {
         return None;
     }
     if build.previous_id.is_some() && build.previous_status == build.status {
@@ -42,13 +42,13 @@ pub fn mail_for(settings: &Settings, jobset: &JobsetInfo, build: &BuildInfo) -> 
     }
     let prefix = settings.get("subject_prefix").unwrap_or("[Orthrus]");
     let job = format!("{}:{}:{}", jobset.project, jobset.name, build.job);
-    let now = capitalised(status::describe(build.status));
+    let now = capitalised(BuildStatus::describe_code(build.status));
     let subject = format!("{prefix} {now}: {job} ({})", build.system);
     let change = match build.previous_id {
         Some(_) => format!(
             "The status of job ‘{job}’ on {} has changed from ‘{}’ to ‘{}’.",
             build.system,
-            capitalised(status::describe(build.previous_status)),
+            capitalised(BuildStatus::describe_code(build.previous_status)),
             now
         ),
         None => format!("The first build of job ‘{job}’ on {}: ‘{now}’.", build.system),

@@ -29,7 +29,7 @@ mod process;
 mod status;
 mod wire;
 pub(in crate::nix) use process::ProcessOutput;
-pub use status::BuildStatus;
+pub use status::BuildResultStatus;
 use status::{status_of_exit_code, status_of_message};
 use wire::parse_path;
 
@@ -111,7 +111,7 @@ pub struct BuildOptions {
 /// How the far side says a build ended (Nix's `BuildResult`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildResult {
-    pub status: BuildStatus,
+    pub status: BuildResultStatus,
     pub error_msg: String,
     pub times_built: u64,
     pub start_time: u64,
@@ -333,7 +333,7 @@ impl ServeConnection {
         self.write_build_options(&options).await?;
         self.flush().await?;
 
-        let status = BuildStatus::from_code(self.read_u64(log).await?);
+        let status = BuildResultStatus::from_code(self.read_u64(log).await?);
         let error_msg = super::strip_ansi(&String::from_utf8_lossy(&self.read_bytes(log).await?));
         let mut result = BuildResult { status, error_msg, times_built: 0, start_time: 0, stop_time: 0 };
         if self.minor >= 3 {
@@ -380,7 +380,7 @@ impl ServeConnection {
         self.flush().await?;
         let code = self.read_u64(log).await?;
         let mut result = BuildResult {
-            status: BuildStatus::Built,
+            status: BuildResultStatus::Built,
             error_msg: String::new(),
             times_built: 1,
             start_time: 0,
@@ -389,7 +389,7 @@ impl ServeConnection {
         if code != 0 {
             result.error_msg = super::strip_ansi(&String::from_utf8_lossy(&self.read_bytes(log).await?));
             result.status = match status_of_exit_code(code) {
-                BuildStatus::MiscFailure => status_of_message(&result.error_msg),
+                BuildResultStatus::MiscFailure => status_of_message(&result.error_msg),
                 status => status,
             };
             result.times_built = 0;

@@ -4,18 +4,18 @@
 /// What Nix's exit status after building says: 100 and up is a build
 /// failure, plus 1 for a timeout, 2 for a hash mismatch, 4 for a
 /// different result when checked; anything else failed before building.
-pub(super) fn status_of_exit_code(code: u64) -> BuildStatus {
+pub(super) fn status_of_exit_code(code: u64) -> BuildResultStatus {
     match code.checked_sub(100) {
-        Some(bits @ 0..=15) if bits & 1 != 0 => BuildStatus::TimedOut,
-        Some(bits @ 0..=15) if bits & 4 != 0 => BuildStatus::NotDeterministic,
-        Some(0..=15) => BuildStatus::PermanentFailure,
-        _ => BuildStatus::MiscFailure,
+        Some(bits @ 0..=15) if bits & 1 != 0 => BuildResultStatus::TimedOut,
+        Some(bits @ 0..=15) if bits & 4 != 0 => BuildResultStatus::NotDeterministic,
+        Some(0..=15) => BuildResultStatus::PermanentFailure,
+        _ => BuildResultStatus::MiscFailure,
     }
 }
 
 /// What Nix's message says when its exit status does not: through a daemon,
 /// a build failure comes back as status 1 with the daemon's message.
-pub(super) fn status_of_message(full_message: &str) -> BuildStatus {
+pub(super) fn status_of_message(full_message: &str) -> BuildResultStatus {
     const FAILED: &[&str] = &[
         "failed with exit code",
         "failed due to signal",
@@ -32,19 +32,19 @@ pub(super) fn status_of_message(full_message: &str) -> BuildStatus {
         .collect::<Vec<_>>()
         .join("\n");
     if message.contains("timed out after") {
-        BuildStatus::TimedOut
+        BuildResultStatus::TimedOut
     } else if message.contains("may not be deterministic") {
-        BuildStatus::NotDeterministic
+        BuildResultStatus::NotDeterministic
     } else if FAILED.iter().any(|words| message.contains(words)) {
-        BuildStatus::PermanentFailure
+        BuildResultStatus::PermanentFailure
     } else {
-        BuildStatus::MiscFailure
+        BuildResultStatus::MiscFailure
     }
 }
 
 /// Nix's `BuildResult::Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BuildStatus {
+pub enum BuildResultStatus {
     Built,
     Substituted,
     AlreadyValid,
@@ -63,9 +63,9 @@ pub enum BuildStatus {
     Unknown(u64),
 }
 
-impl BuildStatus {
-    pub(super) fn from_code(code: u64) -> BuildStatus {
-        use BuildStatus::*;
+impl BuildResultStatus {
+    pub(super) fn from_code(code: u64) -> BuildResultStatus {
+        use BuildResultStatus::*;
         match code {
             0 => Built,
             1 => Substituted,
@@ -90,10 +90,10 @@ impl BuildStatus {
     pub fn is_success(self) -> bool {
         matches!(
             self,
-            BuildStatus::Built
-                | BuildStatus::Substituted
-                | BuildStatus::AlreadyValid
-                | BuildStatus::ResolvesToAlreadyValid
+            BuildResultStatus::Built
+                | BuildResultStatus::Substituted
+                | BuildResultStatus::AlreadyValid
+                | BuildResultStatus::ResolvesToAlreadyValid
         )
     }
 }

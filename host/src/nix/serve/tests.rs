@@ -67,7 +67,7 @@ async fn builds_streaming_the_log_and_reports_failures() {
     let mut log = Vec::new();
     let result =
         connection.build_derivation(&drv_path, &basic, options(60), &mut |b| log.extend_from_slice(b)).await.unwrap();
-    assert_eq!(result.status, BuildStatus::Built, "{result:?}");
+    assert_eq!(result.status, BuildResultStatus::Built, "{result:?}");
     let log = String::from_utf8(log).unwrap();
     assert!(log.contains("hello from the builder\n") && log.contains("second line\n"), "{log:?}");
     let out = drv.outputs["out"].path.clone().unwrap();
@@ -80,7 +80,7 @@ async fn builds_streaming_the_log_and_reports_failures() {
     let mut log = Vec::new();
     let result =
         connection.build_derivation(&failing, &basic, options(60), &mut |b| log.extend_from_slice(b)).await.unwrap();
-    assert_eq!(result.status, BuildStatus::PermanentFailure);
+    assert_eq!(result.status, BuildResultStatus::PermanentFailure);
     assert!(result.error_msg.contains("exit code 3"), "{}", result.error_msg);
     assert!(String::from_utf8_lossy(&log).contains("about to fail"));
 
@@ -88,7 +88,7 @@ async fn builds_streaming_the_log_and_reports_failures() {
     build_dependency(&nix, &mut connection, &slow).await;
     let (_, basic) = resolve(&nix, &slow).await;
     let result = connection.build_derivation(&slow, &basic, options(1), &mut |_| {}).await.unwrap();
-    assert_eq!(result.status, BuildStatus::TimedOut, "{result:?}");
+    assert_eq!(result.status, BuildResultStatus::TimedOut, "{result:?}");
     assert!(!connection.is_closed());
 
     // A build cut off half-way leaves the connection unusable.
@@ -108,41 +108,41 @@ async fn builds_a_derivation_of_the_store_by_its_path_as_an_untrusted_user_may()
     let mut log = Vec::new();
     let result =
         connection.build_stored_derivation(&drv_path, options(60), &mut |b| log.extend_from_slice(b)).await.unwrap();
-    assert_eq!(result.status, BuildStatus::Built, "{result:?}");
+    assert_eq!(result.status, BuildResultStatus::Built, "{result:?}");
     assert!(String::from_utf8_lossy(&log).contains("stored derivation built"), "{}", String::from_utf8_lossy(&log));
     let out = nix.read_derivation(&drv_path).await.unwrap().outputs["out"].path.clone().unwrap();
     assert!(connection.query_valid_paths(std::slice::from_ref(&out)).await.unwrap().contains(&out));
 
     let failing = instantiate("echo about to fail; exit 3", "");
     let result = connection.build_stored_derivation(&failing, options(60), &mut |_| {}).await.unwrap();
-    assert_eq!(result.status, BuildStatus::PermanentFailure, "{result:?}");
+    assert_eq!(result.status, BuildResultStatus::PermanentFailure, "{result:?}");
     assert!(result.error_msg.contains("failed"), "{}", result.error_msg);
     let slow = instantiate("/bin/sleep 30", "");
     let result = connection.build_stored_derivation(&slow, options(1), &mut |_| {}).await.unwrap();
-    assert_eq!(result.status, BuildStatus::TimedOut, "{result:?}");
+    assert_eq!(result.status, BuildResultStatus::TimedOut, "{result:?}");
     assert!(!connection.is_closed());
 }
 
 #[test]
 fn exit_codes_of_builds_say_how_they_failed() {
-    assert_eq!(status_of_exit_code(100), BuildStatus::PermanentFailure);
-    assert_eq!(status_of_exit_code(101), BuildStatus::TimedOut);
-    assert_eq!(status_of_exit_code(102), BuildStatus::PermanentFailure);
-    assert_eq!(status_of_exit_code(104), BuildStatus::NotDeterministic);
-    assert_eq!(status_of_exit_code(1), BuildStatus::MiscFailure);
+    assert_eq!(status_of_exit_code(100), BuildResultStatus::PermanentFailure);
+    assert_eq!(status_of_exit_code(101), BuildResultStatus::TimedOut);
+    assert_eq!(status_of_exit_code(102), BuildResultStatus::PermanentFailure);
+    assert_eq!(status_of_exit_code(104), BuildResultStatus::NotDeterministic);
+    assert_eq!(status_of_exit_code(1), BuildResultStatus::MiscFailure);
     // Through a daemon, the message says it.
     let failed = "error: builder for '/nix/store/x-broken.drv' failed with exit code 3;\n last 1 log lines:";
-    assert_eq!(status_of_message(failed), BuildStatus::PermanentFailure);
+    assert_eq!(status_of_message(failed), BuildResultStatus::PermanentFailure);
     let newer = "error: Cannot build '/nix/store/x-broken.drv'.\n Reason: builder failed with exit code 3.";
-    assert_eq!(status_of_message(newer), BuildStatus::PermanentFailure);
+    assert_eq!(status_of_message(newer), BuildResultStatus::PermanentFailure);
     assert_eq!(
         status_of_message("error: building of '/nix/store/x.drv' timed out after 1 seconds"),
-        BuildStatus::TimedOut
+        BuildResultStatus::TimedOut
     );
-    assert_eq!(status_of_message("error: cannot connect to socket"), BuildStatus::MiscFailure);
+    assert_eq!(status_of_message("error: cannot connect to socket"), BuildResultStatus::MiscFailure);
     // What the builder printed does not count.
     let lying = "error: builder for '/nix/store/x.drv' failed with exit code 1;\n       last 2 log lines:\n       > timed out after 5 seconds\n       > may not be deterministic";
-    assert_eq!(status_of_message(lying), BuildStatus::PermanentFailure);
+    assert_eq!(status_of_message(lying), BuildResultStatus::PermanentFailure);
 }
 
 #[tokio::test]

@@ -14,8 +14,9 @@ use super::forms::{Fields, Form, checkbox, field, form_error, json_headers, see_
 use super::pages::{action_button, crumb};
 use super::{layout, render, time};
 use crate::db::User;
+use crate::domain::{Role, TokenScope};
 use crate::plugins::Capability;
-use crate::users::{Action, Caller, ROLES, SCOPES};
+use crate::users::{Action, Caller};
 use crate::web::auth::require;
 use crate::web::extract::Path;
 use crate::web::{ApiError, AppState, users};
@@ -57,7 +58,7 @@ fn user_form(fields: &Fields, error: &(Option<String>, String)) -> Markup {
             (field("Password", "password", html! { input type="password" name="password" autocomplete="new-password"; }, error))
             fieldset {
                 legend { "Roles" }
-                @for role in ROLES { label.inline { (checkbox(&format!("role.{role}"), fields)) (role) } }
+                @for role in Role::ALL { label.inline { (checkbox(&format!("role.{role}"), fields)) (role) } }
                 @if error.0.as_deref() == Some("userroles") { span.error role="alert" { (error.1) } }
             }
             button type="submit" { "Create the user" }
@@ -101,7 +102,11 @@ pub async fn create_user(State(state): State<AppState>, caller: Caller, Form(fie
     }
     let name = fields.get("username").cloned().unwrap_or_default();
     let get = |key: &str| fields.get(key).cloned().unwrap_or_default();
-    let roles: Vec<&str> = ROLES.iter().copied().filter(|role| fields.contains_key(&format!("role.{role}"))).collect();
+    let roles: Vec<&str> = Role::ALL
+        .iter()
+        .map(|role| role.as_str())
+        .filter(|role| fields.contains_key(&format!("role.{role}")))
+        .collect();
     let answer = match state.db.user(&name).await {
         Err(e) => Err(e.into()),
         Ok(Some(_)) => Err(ApiError::invalid_field("username", format!("a user named ‘{name}’ already exists"))),
@@ -138,7 +143,7 @@ fn token_form(name: &str, fields: &Fields, error: &(Option<String>, String)) -> 
             (field("What it is for", "name", text("name", fields), error))
             fieldset {
                 legend { "Scopes" }
-                @for scope in SCOPES { label.inline { (checkbox(&format!("scope.{scope}"), fields)) (scope) } }
+                @for scope in TokenScope::ALL { label.inline { (checkbox(&format!("scope.{scope}"), fields)) (scope) } }
                 @if error.0.as_deref() == Some("scopes") { span.error role="alert" { (error.1) } }
             }
             (field("Expires after (days; empty: never)", "expires_in_days",
@@ -223,7 +228,11 @@ pub async fn create_token(
     if let Err(e) = users::require_account(&caller, &name, users::AccountUse::Change) {
         return render(&caller, Err(e));
     }
-    let scopes: Vec<&str> = SCOPES.iter().copied().filter(|s| fields.contains_key(&format!("scope.{s}"))).collect();
+    let scopes: Vec<&str> = TokenScope::ALL
+        .iter()
+        .map(|scope| scope.as_str())
+        .filter(|s| fields.contains_key(&format!("scope.{s}")))
+        .collect();
     let days = fields.get("expires_in_days").map(|d| d.trim()).filter(|d| !d.is_empty());
     let expires = match days.map(str::parse::<u32>) {
         None => Ok(Value::Null),
@@ -351,7 +360,7 @@ pub async fn notifications(State(state): State<AppState>, caller: Caller) -> Res
                 h3 { (n.name) " " span.muted { "(" (n.plugin) ")" } " "
                      @match n.state { "ok" => { span.badge.ok { "ok" } } "retrying" => { span.badge.queued { "retrying" } } _ => { span.badge.fail { (n.state) } } } }
                 dl {
-                    dt { "Events" } dd { (n.events.join(", ")) }
+                    dt { "Events" } dd { (n.events.iter().map(|kind| kind.as_str()).collect::<Vec<_>>().join(", ")) }
                     dt { "Read up to" } dd { "event " (n.cursor) " of " (n.latest_event) }
                     dt { "Delivered" } dd { (n.delivered) ", last " (time(n.last_delivery)) }
                 }

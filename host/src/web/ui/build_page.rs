@@ -56,7 +56,7 @@ pub async fn build(State(state): State<AppState>, caller: Caller, Path(id): Path
             _ => Default::default(),
         };
         // A failed build shows the end of its log at once.
-        let failed_log_tail = if b.finished && b.build_status != Some(crate::db::status::SUCCESS) {
+        let failed_log_tail = if b.finished && b.build_status != Some(crate::domain::BuildStatus::Succeeded.code()) {
             failed_log_tail(&state, &b.drv_path, &steps).await
         } else {
             None

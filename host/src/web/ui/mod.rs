@@ -27,7 +27,8 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use tower::ServiceExt;
 
 use super::{ApiError, AppState};
-use crate::db::{BuildCell, status};
+use crate::db::BuildCell;
+use crate::domain::BuildStatus;
 use crate::users::Caller;
 
 /// The routes that have a page, ready to serve.
@@ -196,8 +197,8 @@ pub fn render(caller: &Caller, page: Result<Markup, ApiError>) -> Response {
 pub fn status_badge(finished: bool, code: Option<i32>) -> Markup {
     let (class, text) = match (finished, code) {
         (false, _) => ("queued", "queued"),
-        (true, Some(status::SUCCESS)) => ("ok", "succeeded"),
-        (true, Some(code)) => ("fail", status::describe(code)),
+        (true, Some(code)) if code == BuildStatus::Succeeded.code() => ("ok", "succeeded"),
+        (true, Some(code)) => ("fail", BuildStatus::describe_code(Some(code))),
         (true, None) => ("fail", "unknown"),
     };
     html! { span class=(format!("badge {class}")) { (text) } }
