@@ -94,10 +94,8 @@ async fn main() {
         };
         build_ids.extend(db.record_eval(&eval).await.unwrap().new_builds);
     }
-    let finished: Vec<FinishedBuild> = build_ids
-        .iter()
-        .map(|&id| FinishedBuild::ended(id, BuildStatus::Succeeded, 1, 2))
-        .collect();
+    let finished: Vec<FinishedBuild> =
+        build_ids.iter().map(|&id| FinishedBuild::ended(id, BuildStatus::Succeeded, 1, 2)).collect();
     for chunk in finished.chunks(1_000) {
         db.finish_builds(chunk).await.unwrap();
     }

@@ -15,6 +15,7 @@ pub mod machines;
 pub mod metrics;
 pub mod nix;
 pub mod notify;
+pub mod parts;
 pub mod plugins;
 pub mod projects;
 pub mod queue;

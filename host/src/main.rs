@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orthrus::config::Config;
 use orthrus::db::Db;
+use orthrus::parts::Parts;
 
 /// Orthrus: continuous integration and releases for Nix projects.
 #[derive(Parser)]
@@ -173,12 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Plugin(command) => plugin_command(&config, command).await,
         Command::Project(ProjectCommand::Apply { file }) => {
-            let db = orthrus::server::open_db(&config).await?;
-            let nix = orthrus::nix::Nix::new(&config.nix);
-            let setup = orthrus::plugins::RuntimeSetup::from_config(&config).await;
-            let plugins = orthrus::plugins::PluginRuntime::start(setup, db.clone(), nix.clone()).await?;
-            let local = orthrus::inputs::LocalFiles::new(&config.evaluator.allowed_path_roots, &config.private_paths());
-            let inputs = orthrus::inputs::InputFetcher::new(nix, db.clone(), local, plugins);
+            let Parts { db, inputs, .. } = Parts::open(&config).await?;
             let report = orthrus::projects::file::apply_file(&db, &inputs, &file).await?;
             if report.is_empty() {
                 println!("nothing to change: {} is applied", file.display());
@@ -196,10 +192,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn plugin_command(config: &Config, command: PluginCommand) -> anyhow::Result<()> {
-    use orthrus::plugins::{PluginInfo, PluginRuntime, RuntimeSetup};
-    let db = orthrus::server::open_db(config).await?;
-    let nix = orthrus::nix::Nix::new(&config.nix);
-    let runtime = PluginRuntime::start(RuntimeSetup::from_config(config).await, db, nix).await?;
+    use orthrus::plugins::PluginInfo;
+    let runtime = Parts::open(config).await?.plugins;
     let show = |info: &PluginInfo| {
         let list = |caps: Vec<String>| if caps.is_empty() { "nothing".to_owned() } else { caps.join(", ") };
         println!("{} {} ({}, {})", info.id, info.metadata.version, info.kind, info.source);
@@ -366,10 +360,7 @@ async fn gc_roots_command(config: &Config, apply: bool) -> anyhow::Result<()> {
             );
         }
     }
-    let db = orthrus::server::open_db(config).await?;
-    let nix = orthrus::nix::Nix::new(&config.nix);
-    let setup = orthrus::plugins::RuntimeSetup::from_config(config).await;
-    let plugins = orthrus::plugins::PluginRuntime::start(setup, db.clone(), nix.clone()).await?;
+    let Parts { db, nix, plugins, .. } = Parts::open(config).await?;
     let roots = orthrus::gc::GcRoots::new(config, db, nix, plugins);
     let plan = roots.plan().await.map_err(anyhow::Error::msg)?;
     let verb = if apply { "" } else { "would " };

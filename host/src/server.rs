@@ -10,12 +10,11 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::eval::{Evaluator, EvaluatorHandle};
 use crate::gc::GcRoots;
-use crate::inputs::{InputFetcher, LocalFiles};
 use crate::logs::LogStore;
 use crate::machines::Machines;
 use crate::metrics::Metrics;
 use crate::nix::Nix;
-use crate::plugins::{PluginRuntime, RuntimeSetup};
+use crate::parts::Parts;
 use crate::queue::{QueueHandle, QueueRunner};
 use crate::retention::{Retention, RetentionStatus};
 use crate::users::throttle::{Limits, LoginThrottle};
@@ -59,7 +58,7 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     }
     let building = local_nix.is_ok();
 
-    let db = open_db(&config).await?;
+    let Parts { db, nix, plugins, inputs } = Parts::open_with(&config, nix).await?;
     if demo {
         let dir = config.evaluator.allowed_path_roots.last().cloned().unwrap_or_default();
         crate::demo::install(&db, &dir).await.context("cannot create the demo project")?;
@@ -69,9 +68,6 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     let logs = LogStore::new(config.logs_dir());
     let queue = QueueHandle::default();
     let evaluator = EvaluatorHandle::default();
-    let plugins = PluginRuntime::start(RuntimeSetup::from_config(&config).await, db.clone(), nix.clone())
-        .await
-        .context("cannot start the plugin runtime")?;
     // What the server keeps in the store, so that collecting it is safe.
     let gc = building.then(|| GcRoots::new(&config, db.clone(), nix.clone(), plugins.clone()));
     if let Some(gc) = &gc {
@@ -88,8 +84,6 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     }
     crate::notify::check(&config, &plugins).map_err(anyhow::Error::msg)?;
     let notifier_tasks = crate::notify::start(&config, &db, &plugins, &logs);
-    let local = LocalFiles::new(&config.evaluator.allowed_path_roots, &config.private_paths());
-    let inputs = InputFetcher::new(nix.clone(), db.clone(), local, plugins.clone());
     let metrics = Metrics::new();
     let watch = {
         let queue = queue.clone();

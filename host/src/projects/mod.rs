@@ -9,6 +9,7 @@
 
 pub mod declarative;
 pub mod file;
+pub mod save;
 pub mod spec;
 
 use std::collections::BTreeMap;

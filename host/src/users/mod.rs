@@ -129,6 +129,14 @@ pub enum Denied {
     Forbidden(String),
 }
 
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denied::NotLoggedIn(message) | Denied::Forbidden(message) => f.write_str(message),
+        }
+    }
+}
+
 impl Caller {
     pub fn anonymous() -> Caller {
         Caller { user: None, auth: Auth::Anonymous }

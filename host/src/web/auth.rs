@@ -4,7 +4,7 @@
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::{ApiError, ApiResult, AppState};
 use crate::db::Project;
-use crate::users::{self, Action, Auth, Caller, Denied, ProjectOwners};
+use crate::users::{self, Action, Auth, Caller, ProjectOwners};
 
 /// The session cookie's name, as Hydra's.
 pub const SESSION_COOKIE: &str = "hydra_session";
@@ -87,8 +87,7 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
             let (user, password) = decoded.split_once(':').unwrap_or(("", ""));
             (Some(user.to_owned()), password.to_owned())
         } else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
+            return Err(ApiError::login_wanted(
                 "the Authorization header must be ‘Bearer TOKEN’ (or Basic with an API token as password)",
             ));
         };
@@ -97,7 +96,7 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
             .token_user(&users::digest(&token))
             .await?
             .filter(|(user, _)| claimed_user.as_ref().is_none_or(|name| *name == user.username))
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "the API token is unknown, revoked or expired"))?;
+            .ok_or_else(|| ApiError::login_wanted("the API token is unknown, revoked or expired"))?;
         // A scope this version does not know grants nothing.
         let scopes = token.scopes.split_whitespace().filter_map(|word| word.parse().ok()).collect();
         return Ok(Caller {
@@ -129,8 +128,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         {
             return super::ui::private_server_page();
         }
-        return ApiError::new(StatusCode::UNAUTHORIZED, "this server is private: log in or send an API token")
-            .into_response();
+        return ApiError::login_wanted("this server is private: log in or send an API token").into_response();
     }
     // A login form posted from another site would log the victim in as
     // the attacker (login CSRF); JSON logins, as scripts send them, cannot
@@ -173,15 +171,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-impl From<Denied> for ApiError {
-    fn from(denied: Denied) -> ApiError {
-        match denied {
-            Denied::NotLoggedIn(message) => ApiError::new(StatusCode::UNAUTHORIZED, message),
-            Denied::Forbidden(message) => ApiError::forbidden(message),
-        }
-    }
-}
-
 /// Checks an action that concerns no particular project.
 pub fn require(caller: &Caller, action: Action) -> ApiResult<()> {
     Ok(caller.check(action, None)?)
@@ -189,12 +178,7 @@ pub fn require(caller: &Caller, action: Action) -> ApiResult<()> {
 
 /// Checks an action on a project (its owner and members have rights on it).
 pub async fn require_on(state: &AppState, caller: &Caller, action: Action, project: &Project) -> ApiResult<()> {
-    // Checked first without the members: most callers are decided by then.
-    if caller.check(action, Some(ProjectOwners { owner: &project.owner, members: &[] })).is_ok() {
-        return Ok(());
-    }
-    let members = state.db.project_members(project.id).await?;
-    Ok(caller.check(action, Some(ProjectOwners { owner: &project.owner, members: &members }))?)
+    Ok(crate::projects::save::check_on(&state.db, caller, action, project).await?)
 }
 
 /// Which of `actions` the caller may do on a project, reading its members

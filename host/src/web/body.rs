@@ -32,7 +32,9 @@ pub fn parse<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T
     from_value(value)
 }
 
-fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+/// A typed request from a JSON value (an HTML form's fields put in one),
+/// with the field at fault named.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         ApiError::invalid_field(path, e.into_inner())

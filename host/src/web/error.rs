@@ -1,4 +1,5 @@
-//! Errors as HTTP answers: a status and `{"error": "..."}`.
+//! Errors as HTTP answers: a status and `{"error": "..."}`. Each part's
+//! error type is mapped to its status here, in one place.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -6,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::db::DbError;
 use crate::projects::FieldError;
+use crate::projects::save::ProjectError;
+use crate::users::Denied;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -16,19 +19,22 @@ pub struct ApiError {
     pub field: Option<FieldError>,
     /// Seconds after which to try again (`Retry-After`), for a 429 or 503.
     pub retry_after: Option<u64>,
+    /// Refused for want of a login (a 401 a person can answer by logging
+    /// in): the pages show the login form with it.
+    pub login_wanted: bool,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), field: None, retry_after: None }
+        ApiError { status, message: message.into(), field: None, retry_after: None, login_wanted: false }
     }
 
     /// A 400 naming the field at fault: `field ‘NAME’: REASON`.
     pub fn invalid_field(field: impl Into<String>, reason: impl std::fmt::Display) -> ApiError {
         let field = FieldError::new(field, reason.to_string());
-        ApiError { status: StatusCode::BAD_REQUEST, message: field.to_string(), field: Some(field), retry_after: None }
+        ApiError { field: Some(field.clone()), ..ApiError::bad_request(field.to_string()) }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -37,6 +43,11 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// A 401 that logging in (or sending an API token) answers.
+    pub fn login_wanted(message: impl Into<String>) -> ApiError {
+        ApiError { login_wanted: true, ..ApiError::new(StatusCode::UNAUTHORIZED, message) }
     }
 
     pub fn forbidden(message: impl Into<String>) -> ApiError {
@@ -53,6 +64,28 @@ impl ApiError {
         let message = message.into();
         tracing::error!("{message}");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> ApiError {
+        match denied {
+            Denied::NotLoggedIn(message) => ApiError::login_wanted(message),
+            Denied::Forbidden(message) => ApiError::forbidden(message),
+        }
+    }
+}
+
+impl From<ProjectError> for ApiError {
+    fn from(error: ProjectError) -> ApiError {
+        match error {
+            ProjectError::Denied(denied) => denied.into(),
+            ProjectError::Locked(message) => ApiError::forbidden(message),
+            ProjectError::NotFound(message) => ApiError::not_found(message),
+            ProjectError::BadName(message) => ApiError::bad_request(message),
+            ProjectError::Field(field) => field.into(),
+            ProjectError::Db(e) => e.into(),
+        }
     }
 }
 

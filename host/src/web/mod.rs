@@ -93,6 +93,11 @@ impl Default for PluginCalls {
 }
 
 impl AppState {
+    /// Saving projects and jobsets with `projects`' rules.
+    pub fn editor(&self) -> crate::projects::save::Editor<'_> {
+        crate::projects::save::Editor { db: &self.db, inputs: &self.inputs, plugins: &self.plugins }
+    }
+
     /// An absolute URL on this server, for `Location` headers.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.config.base_url())

@@ -11,21 +11,17 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{require, require_on};
+use super::auth::require_on;
 use super::body;
 use super::{ApiError, ApiResult, AppState, find_jobset, find_project, json as hydra};
-use crate::db::{Declarative, Expect, JobsetSettings, ProjectSettings};
+use crate::db::Declarative;
 use crate::projects::JobsetSpec;
+use crate::projects::save::ProjectChanges;
 use crate::projects::spec::flexible_bool;
 use crate::users::{Action, Caller};
 
-/// Project, jobset and input names must follow Hydra's rule.
-pub(super) fn check_name(what: &str, name: &str) -> ApiResult<()> {
-    crate::projects::check_name(what, name).map_err(ApiError::bad_request)
-}
-
 /// `201 Created` with Hydra's body, or `200` with a redirect hint.
-fn saved(state: &AppState, kind: &str, name: &str, path: &str, created: bool) -> Response {
+fn saved_answer(state: &AppState, kind: &str, name: &str, path: &str, created: bool) -> Response {
     let uri = state.url(path);
     if created {
         let mut response =
@@ -96,6 +92,28 @@ struct DeclarativeRequest {
     value: String,
 }
 
+impl ProjectRequest {
+    /// The changes it asks for, in `projects`' terms.
+    fn changes(self) -> ProjectChanges {
+        ProjectChanges {
+            name: self.name,
+            display_name: self.displayname,
+            description: self.description,
+            homepage: self.homepage,
+            owner: self.owner,
+            enabled: self.enabled,
+            // `hidden` wins over Hydra's `visible` when both are sent.
+            hidden: self.hidden.or(self.visible.map(|visible| !visible)),
+            enable_dynamic_run_command: self.enable_dynamic_run_command,
+            declarative: self
+                .declarative
+                .map(|d| (!d.file.is_empty()).then_some(Declarative { file: d.file, kind: d.kind, value: d.value })),
+            members: self.members,
+            release_sets: self.releasesets,
+        }
+    }
+}
+
 /// Creates a project, or updates it: fields left out keep their value
 /// (a new project is enabled and visible unless told otherwise).
 pub async fn put_project(
@@ -105,83 +123,15 @@ pub async fn put_project(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let existing = state.db.project(&name).await?;
-    match &existing {
-        Some(project) => require_on(&state, &caller, Action::EditProject, project).await?,
-        None => require(&caller, Action::CreateProject)?,
-    }
+    // Who may is said before what is sent is even read.
+    state.editor().project_to_save(&caller, &name).await?;
     let request: ProjectRequest = body::parse(&headers, &body)?;
-    let mut settings = match &existing {
-        Some(project) => project.settings(),
-        None => {
-            check_name("project", &name)?;
-            // Its creator owns a new project.
-            ProjectSettings {
-                owner: caller.user.as_ref().map(|u| u.username.clone()).unwrap_or_default(),
-                ..ProjectSettings::new(&name)
-            }
-        }
-    };
-    if let Some(new_name) = request.name.filter(|n| !n.is_empty()) {
-        check_name("project", &new_name)?;
-        settings.name = new_name;
-    }
-    if let Some(display_name) = request.displayname {
-        if display_name.trim().is_empty() {
-            return Err(ApiError::invalid_field("displayname", "must not be empty"));
-        }
-        settings.display_name = display_name;
-    }
-    settings.description = request.description.unwrap_or(settings.description);
-    settings.homepage = request.homepage.unwrap_or(settings.homepage);
-    if let Some(owner) = request.owner.filter(|o| *o != settings.owner) {
-        // Hydra's rule: only admins give projects away.
-        // (An admin's token needs `admin` for it, as for managing users.)
-        if require(&caller, Action::ManageUsers).is_err() {
-            return Err(ApiError::forbidden("only an admin (with the `admin` scope) may change a project's owner"));
-        }
-        if state.db.user(&owner).await?.is_none() {
-            return Err(ApiError::invalid_field("owner", format!("there is no user ‘{owner}’")));
-        }
-        settings.owner = owner;
-    }
-    settings.enabled = request.enabled.unwrap_or(settings.enabled);
-    if let Some(visible) = request.visible {
-        settings.hidden = !visible;
-    }
-    settings.hidden = request.hidden.unwrap_or(settings.hidden);
-    settings.enable_dynamic_run_command =
-        request.enable_dynamic_run_command.unwrap_or(settings.enable_dynamic_run_command);
-    if let Some(declarative) = request.declarative {
-        let declarative = (!declarative.file.is_empty()).then_some(Declarative {
-            file: declarative.file,
-            kind: declarative.kind,
-            value: declarative.value,
-        });
-        if let Some(declarative) = &declarative {
-            crate::projects::check_declarative(declarative, &state.inputs).await?;
-        }
-        settings.declarative = declarative;
-    }
-    if let Some(release_sets) = request.releasesets {
-        super::releases::check_definitions(&release_sets, &state.plugins)
-            .map_err(|e| ApiError::invalid_field("releasesets", e))?;
-        settings.release_sets = release_sets;
-    }
-    let was_declarative = existing.as_ref().and_then(|p| p.declarative());
-    let expect = Expect::from_read(existing.as_ref().map(|p| (p.id, p.settings())));
-    let (project, created) = state.db.save_project(&name, &settings, expect).await?;
-    if project.declarative() != was_declarative {
-        state.db.configure_spec_jobset(&project).await?;
+    let saved = state.editor().save_project(&caller, &name, request.changes()).await?;
+    if saved.wake_evaluator {
         state.evaluator.wake();
     }
-    if let Some(members) = request.members {
-        state.db.set_project_members(project.id, &members).await.map_err(|e| match e {
-            crate::db::DbError::Conflict(message) => ApiError::invalid_field("members", message),
-            other => other.into(),
-        })?;
-    }
-    Ok(saved(&state, "project", &project.name, &format!("/project/{}", project.name), created))
+    let project = saved.value;
+    Ok(saved_answer(&state, "project", &project.name, &format!("/project/{}", project.name), saved.created))
 }
 
 pub async fn delete_project(
@@ -213,30 +163,18 @@ pub async fn put_jobset(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let project = find_project(&state, &project_name).await?;
-    require_on(&state, &caller, Action::EditJobset, &project).await?;
-    if project.declarative().is_some() {
-        return Err(ApiError::forbidden(format!(
-            "project ‘{project_name}’ is declarative: its jobsets are defined by its spec file, not edited by hand"
-        )));
-    }
+    state.editor().jobsets_to_save(&caller, &project_name).await?;
     let request: JobsetSpec = body::parse(&headers, &body)?;
-    let existing = state.db.jobset(&project_name, &name).await?.map(|(_, j)| j);
-    let previous = match &existing {
-        Some(jobset) => Some(jobset.settings(&state.db.jobset_inputs(jobset.id).await?)),
-        None => {
-            check_name("jobset", &name)?;
-            None
-        }
-    };
-    let base = previous.clone().unwrap_or_else(|| JobsetSettings::new(&name));
-    let settings = request.apply_to(base)?;
-    crate::projects::check_values(&settings, previous.as_ref(), &state.inputs).await?;
-
-    let expect = Expect::from_read(existing.as_ref().map(|j| (j.id, ())));
-    let (jobset, created) = state.db.save_jobset(&project, &name, &settings, expect).await?;
+    let saved = state.editor().save_jobset(&caller, &project_name, &name, request).await?;
     state.evaluator.wake();
-    Ok(saved(&state, "jobset", &jobset.name, &format!("/jobset/{}/{}", project.name, jobset.name), created))
+    let (project, jobset) = saved.value;
+    Ok(saved_answer(
+        &state,
+        "jobset",
+        &jobset.name,
+        &format!("/jobset/{}/{}", project.name, jobset.name),
+        saved.created,
+    ))
 }
 
 pub async fn delete_jobset(
@@ -297,7 +235,7 @@ pub async fn push(
     // Hydra counts `force` as set whenever it is present.
     let force = query.force.is_some_and(|f| !matches!(f.as_str(), "0" | "false"));
     if caller.user.is_none() {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "log in or send an API token to trigger evaluations"));
+        return Err(ApiError::login_wanted("log in or send an API token to trigger evaluations"));
     }
     let mut names = Vec::new();
     for entry in query.jobsets.iter().flat_map(|j| j.split(',')).map(str::trim).filter(|e| !e.is_empty()) {

@@ -22,9 +22,8 @@ use super::extract::{Path, Query};
 use super::{ApiError, ApiResult, AppState, find_project, json as hydra, redirect};
 use std::collections::HashMap;
 
-use crate::db::{BuildView, Project, ReleaseSetDefinition, ReleaseSets};
+use crate::db::{BuildView, Project, ReleaseSetDefinition};
 use crate::plugins::api::Release;
-use crate::plugins::{PluginKind, PluginRuntime};
 
 /// Releases computed per request at most; `?limit=` asks for fewer. A set
 /// is computed for one of these two limits only, so that the cache holds
@@ -64,16 +63,6 @@ fn computed_limit(wanted: u32) -> u32 {
 
 /// Checks release-set definitions from a project's settings; the error
 /// names the set and what is wrong with it.
-pub fn check_definitions(sets: &ReleaseSets, plugins: &PluginRuntime) -> Result<(), String> {
-    for (name, definition) in sets {
-        super::projects::check_name("release set", name).map_err(|e| e.message)?;
-        if !plugins.has_plugin(&definition.plugin, PluginKind::ReleaseSet) {
-            return Err(format!("release set ‘{name}’: there is no release-set plugin ‘{}’", definition.plugin));
-        }
-    }
-    Ok(())
-}
-
 fn find_set(project: &Project, name: &str) -> ApiResult<ReleaseSetDefinition> {
     project
         .release_sets()

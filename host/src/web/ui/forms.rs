@@ -1,8 +1,8 @@
 //! Creating and editing projects and jobsets from the pages. A form's POST
-//! is turned into the JSON of `PUT /project/P` or `PUT /jobset/P/J` and
-//! handled by the same code, so the rules and messages are the API's; an
-//! error naming a field (`ApiError::field`) is shown next to it,
-//! with what the user typed kept.
+//! becomes `projects`' typed changes (a jobset's fields are read as its
+//! spec, as `PUT /jobset/P/J` reads one) and is saved by the same rules as
+//! the API's; an error naming a field (`ApiError::field`) is shown next to
+//! it, with what the user typed kept.
 
 use std::collections::BTreeMap;
 
@@ -14,10 +14,13 @@ use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
 use super::{layout, render};
+use crate::db::Declarative;
+use crate::projects::JobsetSpec;
+use crate::projects::save::ProjectChanges;
 use crate::users::{Action, Caller};
 use crate::web::auth::{require, require_on};
 use crate::web::extract::Path;
-use crate::web::{ApiError, AppState, find_jobset, find_project, projects};
+use crate::web::{ApiError, ApiResult, AppState, body, find_jobset, find_project};
 
 /// Empty input rows a jobset form offers beyond the existing inputs.
 const SPARE_INPUTS: usize = 2;
@@ -124,17 +127,41 @@ fn project_form(action: &str, fields: &Fields, error: &(Option<String>, String),
     }
 }
 
-/// The body of `PUT /project/P` for a project form.
-fn project_json(fields: &Fields) -> Value {
+/// The changes a project form asks for.
+fn project_changes(fields: &Fields) -> ProjectChanges {
     let get = |name: &str| fields.get(name).cloned().unwrap_or_default();
-    json!({
-        "displayname": get("displayname"),
-        "description": get("description"),
-        "homepage": get("homepage"),
-        "enabled": fields.contains_key("enabled"),
-        "visible": fields.contains_key("visible"),
-        "declarative": { "file": get("declarative.file"), "type": get("declarative.type"), "value": get("declarative.value") },
-    })
+    let file = get("declarative.file");
+    ProjectChanges {
+        display_name: Some(get("displayname")),
+        description: Some(get("description")),
+        homepage: Some(get("homepage")),
+        enabled: Some(fields.contains_key("enabled")),
+        hidden: Some(!fields.contains_key("visible")),
+        declarative: Some((!file.is_empty()).then(|| Declarative {
+            file,
+            kind: get("declarative.type"),
+            value: get("declarative.value"),
+        })),
+        ..ProjectChanges::default()
+    }
+}
+
+/// Saves a project from its form, waking the evaluator when it asks to be.
+async fn save_project(state: &AppState, caller: &Caller, name: &str, fields: &Fields) -> Result<(), ApiError> {
+    let saved = state.editor().save_project(caller, name, project_changes(fields)).await?;
+    if saved.wake_evaluator {
+        state.evaluator.wake();
+    }
+    Ok(())
+}
+
+/// Saves a jobset from its form.
+async fn save_jobset(state: &AppState, caller: &Caller, project: &str, name: &str, fields: &Fields) -> ApiResult<()> {
+    state.editor().jobsets_to_save(caller, project).await?;
+    let spec: JobsetSpec = body::from_value(jobset_json(fields))?;
+    state.editor().save_jobset(caller, project, name, spec).await?;
+    state.evaluator.wake();
+    Ok(())
 }
 
 pub async fn new_project_page(caller: Caller) -> Response {
@@ -151,8 +178,7 @@ pub async fn create_project(State(state): State<AppState>, caller: Caller, Form(
     let answer = if state.db.project(&name).await.ok().flatten().is_some() {
         Err(ApiError::invalid_field("name", format!("a project named ‘{name}’ already exists")))
     } else {
-        let body = Bytes::from(project_json(&fields).to_string());
-        projects::put_project(State(state.clone()), caller.clone(), Path(name.clone()), json_headers(), body).await
+        save_project(&state, &caller, &name, &fields).await
     };
     match answer {
         Ok(_) => see_other(&state, &format!("/project/{name}")),
@@ -210,10 +236,7 @@ pub async fn edit_project(
 ) -> Response {
     let action = format!("/project/{name}/edit");
     let answer = match find_project(&state, &name).await {
-        Ok(_) => {
-            let body = Bytes::from(project_json(&fields).to_string());
-            projects::put_project(State(state.clone()), caller.clone(), Path(name.clone()), json_headers(), body).await
-        }
+        Ok(_) => save_project(&state, &caller, &name, &fields).await,
         Err(e) => Err(e),
     };
     match answer {
@@ -364,11 +387,7 @@ pub async fn create_jobset(
         Ok(Some(_)) => {
             Err(ApiError::invalid_field("name", format!("project ‘{project}’ already has a jobset ‘{name}’")))
         }
-        Ok(None) => {
-            let body = Bytes::from(jobset_json(&fields).to_string());
-            let path = Path((project.clone(), name.clone()));
-            projects::put_jobset(State(state.clone()), caller.clone(), path, json_headers(), body).await
-        }
+        Ok(None) => save_jobset(&state, &caller, &project, &name, &fields).await,
         Err(e) => Err(e.into()),
     };
     let action = format!("/project/{project}/new-jobset");
@@ -428,11 +447,7 @@ pub async fn edit_jobset(
     Form(fields): Form,
 ) -> Response {
     let answer = match find_jobset(&state, &project, &name).await {
-        Ok(_) => {
-            let body = Bytes::from(jobset_json(&fields).to_string());
-            let path = Path((project.clone(), name.clone()));
-            projects::put_jobset(State(state.clone()), caller.clone(), path, json_headers(), body).await
-        }
+        Ok(_) => save_jobset(&state, &caller, &project, &name, &fields).await,
         Err(e) => Err(e),
     };
     let action = format!("/jobset/{project}/{name}/edit");

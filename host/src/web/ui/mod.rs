@@ -173,7 +173,7 @@ pub fn layout(caller: &Caller, title: &str, crumbs: &[(String, String)], body: M
 /// An error as a page, with its status.
 pub fn error_page(caller: &Caller, error: &ApiError) -> Response {
     // Refused for want of a login: the way in, right there.
-    let log_in = error.status == StatusCode::UNAUTHORIZED && caller.user.is_none();
+    let log_in = error.login_wanted && caller.user.is_none();
     let title = match error.status {
         StatusCode::UNAUTHORIZED => "Log in",
         StatusCode::FORBIDDEN => "Not allowed",
