@@ -36,7 +36,7 @@ pub async fn get_build(State(state): State<AppState>, Path(id): Path<i64>) -> Ap
     let mut value = hydra::build(&view);
     for (nr, rendered) in super::rendered::render_products(&state, &view).await {
         if let Some(product) = value["buildproducts"].get_mut(nr.to_string()) {
-            product["rendered"] = rendered.as_ref().clone();
+            product["rendered"] = rendered.to_json();
         }
     }
     Ok(Json(value))

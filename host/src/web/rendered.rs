@@ -22,7 +22,58 @@ const MAX_HTML: usize = 64 * 1024;
 type RenderKey = (i64, i32, i64, String);
 
 pub struct RenderCache {
-    cache: quick_cache::sync::Cache<RenderKey, Arc<Value>>,
+    cache: quick_cache::sync::Cache<RenderKey, Arc<RenderedProduct>>,
+}
+
+/// A product as its renderer showed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedProduct {
+    /// The plugin that rendered it.
+    pub renderer: String,
+    pub shown: Shown,
+}
+
+/// What a renderer's answer became.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shown {
+    /// Sanitised HTML.
+    Html(String),
+    /// A checked link, and the same as (escaped) HTML.
+    Link { href: String, text: String, html: String },
+    /// Why there is nothing to show (the page offers the download instead).
+    Error(String),
+}
+
+impl Shown {
+    /// The HTML to put on the page, safe as it is.
+    pub fn html(&self) -> Option<&str> {
+        match self {
+            Shown::Html(html) | Shown::Link { html, .. } => Some(html),
+            Shown::Error(_) => None,
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Shown::Error(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl RenderedProduct {
+    /// As the JSON API gives it (`rendered` of a build product):
+    /// `{renderer, html}`, `{renderer, link: {href, text}, html}` or
+    /// `{renderer, error}`.
+    pub fn to_json(&self) -> Value {
+        match &self.shown {
+            Shown::Html(html) => json!({ "renderer": self.renderer, "html": html }),
+            Shown::Link { href, text, html } => {
+                json!({ "renderer": self.renderer, "link": { "href": href, "text": text }, "html": html })
+            }
+            Shown::Error(error) => json!({ "renderer": self.renderer, "error": error }),
+        }
+    }
 }
 
 impl Default for RenderCache {
@@ -32,8 +83,8 @@ impl Default for RenderCache {
 }
 
 /// The rendered view of each product of a finished build that a renderer
-/// handles: `(product number, {renderer, html | link | error})`.
-pub async fn render_products(state: &AppState, view: &BuildView) -> Vec<(i32, Arc<Value>)> {
+/// handles, by product number.
+pub async fn render_products(state: &AppState, view: &BuildView) -> Vec<(i32, Arc<RenderedProduct>)> {
     let b = &view.build;
     let mut rendered = Vec::new();
     // A product refused at ingestion (its path leads out of its output)
@@ -70,31 +121,27 @@ pub async fn render_products(state: &AppState, view: &BuildView) -> Vec<(i32, Ar
         // A flood of page views renders at most so many products at once;
         // the others show plainly this time.
         let Ok(_slot) = state.plugin_calls.renders.try_acquire() else {
-            rendered.push((
-                product.product_nr,
-                Arc::new(json!({ "error": "the renderers are busy", "renderer": renderer })),
-            ));
+            let busy = Shown::Error("the renderers are busy".into());
+            rendered.push((product.product_nr, Arc::new(RenderedProduct { renderer, shown: busy })));
             continue;
         };
         // What the plugin does with this product is kept, failures
         // included; a deadline missed on a busy machine is not.
         let mut lasting = true;
-        let value = match state.plugins.render(&renderer, &to_render, &build).await {
+        let shown = match state.plugins.render(&renderer, &to_render, &build).await {
             Ok(result) => match sanitise(result) {
-                Ok(fragment) => fragment,
-                Err(error) => json!({ "error": format!("renderer ‘{renderer}’ {error}") }),
+                Ok(shown) => shown,
+                Err(error) => Shown::Error(format!("renderer ‘{renderer}’ {error}")),
             },
             Err(error) => {
                 lasting = !error.is_transient();
-                json!({ "error": error.to_string() })
+                Shown::Error(error.to_string())
             }
         };
-        let mut value = value;
-        value["renderer"] = json!(renderer);
-        if let Some(error) = value.get("error") {
+        if let Some(error) = shown.error() {
             tracing::warn!(build = b.id, product = product.product_nr, "rendering a product failed: {error}");
         }
-        let value = Arc::new(value);
+        let value = Arc::new(RenderedProduct { renderer, shown });
         if lasting {
             state.rendered.cache.insert(key, value.clone());
         }
@@ -104,13 +151,13 @@ pub async fn render_products(state: &AppState, view: &BuildView) -> Vec<(i32, Ar
 }
 
 /// Safe HTML from what a renderer returned.
-fn sanitise(rendered: Rendered) -> Result<Value, String> {
+fn sanitise(rendered: Rendered) -> Result<Shown, String> {
     match rendered {
         Rendered::Html(html) => {
             if html.len() > MAX_HTML {
                 return Err(format!("returned {} bytes of HTML; at most {MAX_HTML} are shown", html.len()));
             }
-            Ok(json!({ "html": ammonia::clean(&html) }))
+            Ok(Shown::Html(ammonia::clean(&html)))
         }
         Rendered::Link { href, text } => {
             let safe = href.starts_with("https://") || href.starts_with("http://") || href.starts_with('/');
@@ -121,7 +168,7 @@ fn sanitise(rendered: Rendered) -> Result<Value, String> {
                 return Err("returned a link too long to show".into());
             }
             let html = format!("<a href=\"{}\">{}</a>", ammonia::clean_text(&href), ammonia::clean_text(&text));
-            Ok(json!({ "link": { "href": href, "text": text }, "html": html }))
+            Ok(Shown::Link { href, text, html })
         }
     }
 }
@@ -137,7 +184,7 @@ mod tests {
                 .into(),
         ))
         .unwrap();
-        let html = value["html"].as_str().unwrap();
+        let html = value.html().unwrap();
         assert!(html.contains("<p>hi"), "{html}");
         for bad in ["script", "onclick", "javascript:", "style"] {
             assert!(!html.contains(bad), "{bad} in {html}");
@@ -147,7 +194,10 @@ mod tests {
     #[test]
     fn links_are_escaped_and_checked() {
         let value = sanitise(Rendered::Link { href: "/build/1/download/1".into(), text: "<b>x</b>".into() }).unwrap();
-        assert_eq!(value["html"], "<a href=\"&#47;build&#47;1&#47;download&#47;1\">&lt;b&gt;x&lt;&#47;b&gt;</a>");
+        assert_eq!(
+            value.html().unwrap(),
+            "<a href=\"&#47;build&#47;1&#47;download&#47;1\">&lt;b&gt;x&lt;&#47;b&gt;</a>"
+        );
         assert!(sanitise(Rendered::Link { href: "javascript:alert(1)".into(), text: "x".into() }).is_err());
         assert!(sanitise(Rendered::Link { href: "//evil.example/x".into(), text: "x".into() }).is_err());
         assert!(sanitise(Rendered::Html("x".repeat(MAX_HTML + 1))).is_err());
