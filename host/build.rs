@@ -10,15 +10,21 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The embedded plugins, in groups of one kind: each group is built by one
-/// cargo invocation, so that the SDK is compiled with that kind's feature
-/// only (cargo unifies the features of packages built together, and a
-/// component must not describe another kind's exports).
-const PLUGINS: [&[&str]; 4] = [
-    &["git", "svn"],
-    &["email", "webhook", "github-status", "gitea-status"],
-    &["render-file", "render-doc", "render-report", "render-nix-build", "render-channel"],
-    &["official-release"],
+/// The embedded plugins, built by one cargo invocation (each kind's exports
+/// come from its own SDK crate, so plugins of every kind build together).
+const PLUGINS: [&str; 12] = [
+    "git",
+    "svn",
+    "email",
+    "webhook",
+    "github-status",
+    "gitea-status",
+    "render-file",
+    "render-doc",
+    "render-report",
+    "render-nix-build",
+    "render-channel",
+    "official-release",
 ];
 
 fn main() {
@@ -31,21 +37,19 @@ fn main() {
     let target_dir = root.join("target").join("wasm-plugins");
     let mut embedded =
         String::from("/// The components, each loaded like a plugin from a file.\npub const PLUGINS: &[&[u8]] = &[\n");
-    for group in PLUGINS {
-        build_group(&root, &target_dir, group);
-        for plugin in group {
-            let package = format!("orthrus_plugin_{}", plugin.replace('-', "_"));
-            let built = target_dir.join("wasm32-wasip2").join("release").join(format!("{package}.wasm"));
-            let file = out.join(format!("{plugin}.wasm"));
-            copy(&built, &file);
-            embedded.push_str(&format!("    include_bytes!({:?}),\n", file.display().to_string()));
-        }
+    build_all(&root, &target_dir, &PLUGINS);
+    for plugin in PLUGINS {
+        let package = format!("orthrus_plugin_{}", plugin.replace('-', "_"));
+        let built = target_dir.join("wasm32-wasip2").join("release").join(format!("{package}.wasm"));
+        let file = out.join(format!("{plugin}.wasm"));
+        copy(&built, &file);
+        embedded.push_str(&format!("    include_bytes!({:?}),\n", file.display().to_string()));
     }
     embedded.push_str("];\n");
     std::fs::write(out.join("builtin_plugins.rs"), embedded).expect("cannot write the list of embedded plugins");
 }
 
-fn build_group(root: &Path, target_dir: &Path, group: &[&str]) {
+fn build_all(root: &Path, target_dir: &Path, plugins: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -53,7 +57,7 @@ fn build_group(root: &Path, target_dir: &Path, group: &[&str]) {
         .arg(root.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target_dir);
-    for plugin in group {
+    for plugin in plugins {
         command.args(["-p", &format!("orthrus-plugin-{plugin}")]);
     }
     for (name, _) in std::env::vars() {

@@ -7,62 +7,22 @@
 //! the functions of [`host`]. Each of those is a *capability* the plugin
 //! declares in its [`Metadata`] and the server's operator grants (or not).
 //!
-//! This crate hides the generated WIT bindings: implement one trait, call
-//! one macro, build for `wasm32-wasip2`. There is one trait per kind of
-//! plugin, each behind a cargo feature of the same name (a plugin is one
-//! kind, and its component exports only that kind's functions):
+//! This is the SDK's core, the same for every kind of plugin: metadata
+//! ([`Metadata::new`]), settings, the host functions and Hydra's build
+//! statuses. A plugin depends on the crate of its kind, which re-exports
+//! all of this and adds one trait and one export macro (a plugin is one
+//! kind, and its component exports only that kind's functions; crates,
+//! not cargo features, so that plugins of every kind build together):
 //!
-//! | feature | trait | macro | what it does |
+//! | crate | trait | macro | what it does |
 //! |---|---|---|---|
-//! | `fetcher` | [`InputFetcher`] | `export_fetcher!` | fetches jobset inputs |
-//! | `notifier` | `Notifier` | `export_notifier!` | reports events (mail, webhooks, statuses) |
-//! | `renderer` | `Renderer` | `export_renderer!` | shows build products |
-//! | `release-set` | `ReleaseSet` | `export_release_set!` | computes release sets |
+//! | `orthrus-plugin-fetcher` | `InputFetcher` | `export_fetcher!` | fetches jobset inputs |
+//! | `orthrus-plugin-notifier` | `Notifier` | `export_notifier!` | reports events (mail, webhooks, statuses) |
+//! | `orthrus-plugin-renderer` | `Renderer` | `export_renderer!` | shows build products |
+//! | `orthrus-plugin-release-set` | `ReleaseSet` | `export_release_set!` | computes release sets |
 //!
-//! # An input fetcher
-//!
-//! ```no_run
-//! # #[cfg(feature = "fetcher")] mod example {
-//! use orthrus_plugin_sdk::{Capability, Fetched, InputFetcher, Metadata, attr, export_fetcher, host};
-//!
-//! struct Tarball;
-//!
-//! impl InputFetcher for Tarball {
-//!     fn metadata() -> Metadata {
-//!         Metadata {
-//!             name: "tarball".into(),
-//!             version: env!("CARGO_PKG_VERSION").into(),
-//!             description: "Fetches a tarball with curl and unpacks it".into(),
-//!             handles: vec!["tarball".into()],
-//!             capabilities: vec![
-//!                 Capability::RunProgram("curl".into()),
-//!                 Capability::RunProgram("tar".into()),
-//!                 Capability::AddToStore,
-//!             ],
-//!         }
-//!     }
-//!
-//!     fn fetch(_input: &str, url: &str) -> Result<Fetched, String> {
-//!         std::fs::create_dir_all("/scratch/unpacked").map_err(|e| e.to_string())?;
-//!         host::run_ok("curl", &["-sSfL", "-o", "src.tar.gz", url], "")?;
-//!         host::run_ok("tar", &["-xzf", "src.tar.gz", "-C", "unpacked"], "")?;
-//!         let store_path = host::add_to_store("unpacked")?;
-//!         Ok(Fetched {
-//!             revision: store_path.clone(),
-//!             uri: url.to_owned(),
-//!             attrs: vec![attr::string("url", url)],
-//!             store_path,
-//!         })
-//!     }
-//! }
-//!
-//! export_fetcher!(Tarball);
-//! # }
-//! ```
-//!
-//! Build it with `cargo build --release --target wasm32-wasip2` (a crate
-//! of type `cdylib`), put the `.wasm` in the server's plugin directory and
-//! grant what it asks for; see the README's "Write your own plugin".
+//! `plugin-sdk/README.md` walks from an empty directory to a working
+//! fetcher, renderer and notifier.
 
 #![deny(missing_docs)]
 
@@ -70,26 +30,8 @@
 // resolve here as well as in the plugins.
 extern crate self as orthrus_plugin_sdk;
 
-#[cfg(feature = "fetcher")]
-mod fetcher;
-#[cfg(feature = "notifier")]
-mod notifier;
-#[cfg(feature = "release-set")]
-mod release_set;
-#[cfg(feature = "renderer")]
-mod renderer;
-
 /// Hydra's build statuses, the same words as the server's pages.
 pub use orthrus_types::{BuildStatus, UnknownStatus};
-
-#[cfg(feature = "fetcher")]
-pub use fetcher::*;
-#[cfg(feature = "notifier")]
-pub use notifier::*;
-#[cfg(feature = "release-set")]
-pub use release_set::*;
-#[cfg(feature = "renderer")]
-pub use renderer::*;
 
 #[doc(hidden)]
 pub mod bindings {
@@ -102,79 +44,8 @@ pub mod bindings {
             runtime_path: "::orthrus_plugin_sdk::__private::wit_bindgen::rt",
         });
     }
-
-    // Each world's exports, sharing the host's imports (and so its types).
-
-    #[cfg(feature = "fetcher")]
-    pub mod fetcher {
-        wit_bindgen::generate!({
-            path: "../wit/since_v0.1.0",
-            world: "input-fetcher",
-            with: {
-                "orthrus:plugin/types@0.1.0": crate::bindings::host::orthrus::plugin::types,
-                "orthrus:plugin/log@0.1.0": crate::bindings::host::orthrus::plugin::log,
-                "orthrus:plugin/process@0.1.0": crate::bindings::host::orthrus::plugin::process,
-                "orthrus:plugin/nix-store@0.1.0": crate::bindings::host::orthrus::plugin::nix_store,
-                "orthrus:plugin/key-value@0.1.0": crate::bindings::host::orthrus::plugin::key_value,
-            },
-            pub_export_macro: true,
-            export_macro_name: "__export_input_fetcher",
-            default_bindings_module: "::orthrus_plugin_sdk::bindings::fetcher",
-            runtime_path: "::orthrus_plugin_sdk::__private::wit_bindgen::rt",
-        });
-    }
-
-    #[cfg(feature = "notifier")]
-    pub mod notifier {
-        wit_bindgen::generate!({
-            path: "../wit/since_v0.1.0",
-            world: "notifier",
-            with: {
-                "orthrus:plugin/types@0.1.0": crate::bindings::host::orthrus::plugin::types,
-                "orthrus:plugin/log@0.1.0": crate::bindings::host::orthrus::plugin::log,
-                "orthrus:plugin/key-value@0.1.0": crate::bindings::host::orthrus::plugin::key_value,
-                "orthrus:plugin/http@0.1.0": crate::bindings::host::orthrus::plugin::http,
-                "orthrus:plugin/mail@0.1.0": crate::bindings::host::orthrus::plugin::mail,
-            },
-            pub_export_macro: true,
-            export_macro_name: "__export_notifier",
-            default_bindings_module: "::orthrus_plugin_sdk::bindings::notifier",
-            runtime_path: "::orthrus_plugin_sdk::__private::wit_bindgen::rt",
-        });
-    }
-
-    #[cfg(feature = "renderer")]
-    pub mod renderer {
-        wit_bindgen::generate!({
-            path: "../wit/since_v0.1.0",
-            world: "renderer",
-            with: {
-                "orthrus:plugin/types@0.1.0": crate::bindings::host::orthrus::plugin::types,
-                "orthrus:plugin/log@0.1.0": crate::bindings::host::orthrus::plugin::log,
-            },
-            pub_export_macro: true,
-            export_macro_name: "__export_renderer",
-            default_bindings_module: "::orthrus_plugin_sdk::bindings::renderer",
-            runtime_path: "::orthrus_plugin_sdk::__private::wit_bindgen::rt",
-        });
-    }
-
-    #[cfg(feature = "release-set")]
-    pub mod release_set {
-        wit_bindgen::generate!({
-            path: "../wit/since_v0.1.0",
-            world: "release-set",
-            with: {
-                "orthrus:plugin/types@0.1.0": crate::bindings::host::orthrus::plugin::types,
-                "orthrus:plugin/log@0.1.0": crate::bindings::host::orthrus::plugin::log,
-                "orthrus:plugin/builds@0.1.0": crate::bindings::host::orthrus::plugin::builds,
-            },
-            pub_export_macro: true,
-            export_macro_name: "__export_release_set",
-            default_bindings_module: "::orthrus_plugin_sdk::bindings::release_set",
-            runtime_path: "::orthrus_plugin_sdk::__private::wit_bindgen::rt",
-        });
-    }
+    // Each world's exports are generated by the crate of that world,
+    // sharing these imports (and so their types).
 }
 
 #[doc(hidden)]
@@ -188,6 +59,50 @@ pub use bindings::host::orthrus::plugin::types::Capability;
 pub use bindings::host::orthrus::plugin::types::PluginMetadata as Metadata;
 /// One setting of a notifier or a release set, from the configuration.
 pub use bindings::host::orthrus::plugin::types::Setting;
+
+impl Metadata {
+    /// A plugin named `name` (unique among the server's plugins: grants are
+    /// given under it) at `version`, handling nothing and asking for
+    /// nothing yet:
+    ///
+    /// ```
+    /// use orthrus_plugin_sdk::{Capability, Metadata};
+    /// let metadata = Metadata::new("tarball", "1.0.0")
+    ///     .describe("Fetches a tarball with curl")
+    ///     .handles(["tarball"])
+    ///     .needs(Capability::RunProgram("curl".into()))
+    ///     .needs(Capability::AddToStore);
+    /// assert_eq!(metadata.handles, ["tarball"]);
+    /// assert_eq!(metadata.capabilities.len(), 2);
+    /// ```
+    pub fn new(name: &str, version: &str) -> Metadata {
+        Metadata {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            description: String::new(),
+            handles: Vec::new(),
+            capabilities: Vec::new(),
+        }
+    }
+
+    /// What it does, in one sentence for the operator.
+    pub fn describe(mut self, description: &str) -> Metadata {
+        self.description = description.to_owned();
+        self
+    }
+
+    /// The input types (a fetcher) or product types (a renderer) it handles.
+    pub fn handles<S: Into<String>>(mut self, kinds: impl IntoIterator<Item = S>) -> Metadata {
+        self.handles.extend(kinds.into_iter().map(Into::into));
+        self
+    }
+
+    /// A capability it asks for; the operator grants it or not.
+    pub fn needs(mut self, capability: Capability) -> Metadata {
+        self.capabilities.push(capability);
+        self
+    }
+}
 
 /// The settings the operator gave a notifier or a release set.
 #[derive(Debug, Clone, Default)]

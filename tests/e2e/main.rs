@@ -28,6 +28,7 @@ mod rights;
 mod sandbox;
 mod scheduling;
 mod scopes;
+mod sdk_readme;
 mod sshd;
 mod strangers;
 mod ui;

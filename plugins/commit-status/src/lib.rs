@@ -13,8 +13,8 @@
 //! - `jobs`: only these jobs (default: all);
 //! - `context`: the status's name (default `orthrus/PROJECT:JOBSET:JOB`).
 
-use orthrus_plugin_sdk::host::http;
-use orthrus_plugin_sdk::{BuildStatus, Event, Settings};
+use orthrus_plugin_notifier::host::http;
+use orthrus_plugin_notifier::{BuildStatus, Event, Settings};
 
 /// Which forge's API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,8 +10,8 @@
 
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
-use orthrus_plugin_sdk::host::send_mail;
-use orthrus_plugin_sdk::{
+use orthrus_plugin_notifier::host::send_mail;
+use orthrus_plugin_notifier::{
     BuildInfo, BuildStatus, Capability, Event, JobsetInfo, Metadata, Notifier, Settings, export_notifier,
 };
 

@@ -14,7 +14,7 @@
 
 use std::hash::{Hash, Hasher};
 
-use orthrus_plugin_sdk::{Capability, Change, Fetched, InputFetcher, Metadata, attr, export_fetcher, host};
+use orthrus_plugin_fetcher::{Capability, Change, Fetched, InputFetcher, Metadata, attr, export_fetcher, host};
 
 /// A parsed input value.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use orthrus_commit_status::Forge;
-use orthrus_plugin_sdk::{Capability, Event, Metadata, Notifier, Settings, export_notifier};
+use orthrus_plugin_notifier::{Capability, Event, Metadata, Notifier, Settings, export_notifier};
 
 struct GiteaStatus;
 

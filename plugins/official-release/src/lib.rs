@@ -18,8 +18,8 @@
 
 use std::collections::BTreeMap;
 
-use orthrus_plugin_sdk::host::builds::{self, BuildSummary, EvalSummary};
-use orthrus_plugin_sdk::{Capability, Member, Metadata, Release, ReleaseSet, Settings, export_release_set};
+use orthrus_plugin_release_set::host::builds::{self, BuildSummary, EvalSummary};
+use orthrus_plugin_release_set::{Capability, Member, Metadata, Release, ReleaseSet, Settings, export_release_set};
 
 /// What the queries give, so that the rule can be tested without a host.
 pub trait Source {
@@ -154,7 +154,7 @@ export_release_set!(OfficialRelease);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orthrus_plugin_sdk::host::builds::EvalInput;
+    use orthrus_plugin_release_set::host::builds::EvalInput;
 
     struct Fake {
         builds: Vec<BuildSummary>,

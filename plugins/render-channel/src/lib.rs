@@ -5,8 +5,8 @@
 // built for WebAssembly alone.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
-use orthrus_plugin_sdk::html::escape;
-use orthrus_plugin_sdk::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
+use orthrus_plugin_renderer::html::escape;
+use orthrus_plugin_renderer::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
 
 pub fn fragment(product: &Product, build: &BuildRef) -> String {
     let root = build.url.rsplit_once("/build/").map(|(root, _)| root).unwrap_or(&build.url);

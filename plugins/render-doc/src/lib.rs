@@ -1,8 +1,8 @@
 //! Renders `doc` products: a link that opens the documentation in the
 //! browser at its default page (`doc SUBTYPE PATH DEFAULT`).
 
-use orthrus_plugin_sdk::html::browse_link;
-use orthrus_plugin_sdk::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
+use orthrus_plugin_renderer::html::browse_link;
+use orthrus_plugin_renderer::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
 
 // On the host only the metadata is compiled: the exports are built for
 // WebAssembly alone.

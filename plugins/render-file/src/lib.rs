@@ -6,8 +6,8 @@
 // built for WebAssembly alone.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
-use orthrus_plugin_sdk::html::{escape, size};
-use orthrus_plugin_sdk::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
+use orthrus_plugin_renderer::html::{escape, size};
+use orthrus_plugin_renderer::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
 
 /// The fragment for one file.
 pub fn fragment(product: &Product, build: &BuildRef) -> String {

@@ -5,8 +5,8 @@
 // built for WebAssembly alone.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
-use orthrus_plugin_sdk::html::escape;
-use orthrus_plugin_sdk::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
+use orthrus_plugin_renderer::html::escape;
+use orthrus_plugin_renderer::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
 
 /// The server's root, from the build's URL (`…/build/N`).
 fn server_root(build: &BuildRef) -> &str {

@@ -6,7 +6,7 @@
 // built for WebAssembly alone.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
-use orthrus_plugin_sdk::{Capability, Change, Fetched, InputFetcher, Metadata, attr, export_fetcher, host};
+use orthrus_plugin_fetcher::{Capability, Change, Fetched, InputFetcher, Metadata, attr, export_fetcher, host};
 
 /// A parsed input value.
 #[derive(Debug, Clone, PartialEq, Eq)]

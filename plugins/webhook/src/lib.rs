@@ -13,8 +13,8 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use hmac::{Hmac, Mac};
-use orthrus_plugin_sdk::host::http;
-use orthrus_plugin_sdk::{Capability, Event, Metadata, Notifier, Settings, export_notifier};
+use orthrus_plugin_notifier::host::http;
+use orthrus_plugin_notifier::{Capability, Event, Metadata, Notifier, Settings, export_notifier};
 use sha2::Sha256;
 
 /// `sha256=` and the hex HMAC-SHA256 of `body` under `secret`.

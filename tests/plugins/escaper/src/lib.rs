@@ -4,7 +4,7 @@
 //! MARKER and to print the file SECRET. Whatever the programs printed is
 //! returned as the fetch's error, for the test to look through.
 
-use orthrus_plugin_sdk::{Capability, Fetched, InputFetcher, Metadata, export_fetcher, host};
+use orthrus_plugin_fetcher::{Capability, Fetched, InputFetcher, Metadata, export_fetcher, host};
 
 struct Escaper;
 

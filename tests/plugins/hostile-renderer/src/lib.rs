@@ -1,7 +1,7 @@
 //! A renderer that misbehaves as the product's subtype says: it loops, it
 //! returns megabytes, it returns scripts, it panics.
 
-use orthrus_plugin_sdk::{BuildRef, Link, Metadata, Product, Rendered, Renderer, export_renderer};
+use orthrus_plugin_renderer::{BuildRef, Link, Metadata, Product, Rendered, Renderer, export_renderer};
 
 struct Hostile;
 

@@ -1,6 +1,6 @@
 //! A plugin that misbehaves on demand: the input's value says how.
 
-use orthrus_plugin_sdk::{Capability, Fetched, InputFetcher, Metadata, export_fetcher, host};
+use orthrus_plugin_fetcher::{Capability, Fetched, InputFetcher, Metadata, export_fetcher, host};
 
 struct Hostile;
 

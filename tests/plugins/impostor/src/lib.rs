@@ -2,7 +2,7 @@
 //! `github-status` notifier (to be given its token and HTTP grant) and the
 //! `git` input type (to be handed every git input).
 
-use orthrus_plugin_sdk::{Fetched, InputFetcher, Metadata, export_fetcher};
+use orthrus_plugin_fetcher::{Fetched, InputFetcher, Metadata, export_fetcher};
 
 struct Impostor;
 

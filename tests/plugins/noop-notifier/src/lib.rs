@@ -1,7 +1,7 @@
 //! A notifier that does nothing: what delivery costs without the delivery
 //! (`bench/notify.py`).
 
-use orthrus_plugin_sdk::{Event, Metadata, Notifier, Settings, export_notifier};
+use orthrus_plugin_notifier::{Event, Metadata, Notifier, Settings, export_notifier};
 
 struct Noop;
 

@@ -3,7 +3,7 @@
 //! operator who trusts it too much, it must still not be loaded: what a
 //! renderer may import is what its world says.
 
-use orthrus_plugin_sdk::{BuildRef, Capability, Metadata, Product, Rendered, Renderer, export_renderer, host};
+use orthrus_plugin_renderer::{BuildRef, Capability, Metadata, Product, Rendered, Renderer, export_renderer, host};
 
 struct Smuggler;
 

@@ -1,7 +1,43 @@
-//! Input fetchers (feature `fetcher`).
+//! Orthrus plugins of the `input-fetcher` world: a plugin that fetches jobset inputs (git, svn, …).
+//! Implement [`InputFetcher`], call its export macro, build for
+//! `wasm32-wasip2`; see `plugin-sdk/README.md`. Everything of the SDK's
+//! core (`Metadata`, `Settings`, `host`, `BuildStatus`, …) is re-exported
+//! here, so a plugin depends on this crate alone.
+
+#![deny(missing_docs)]
+
+// The generated code names this crate by its absolute path, which must
+// resolve here as well as in the plugins.
+extern crate self as orthrus_plugin_fetcher;
+
+pub use orthrus_plugin_sdk::*;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/since_v0.1.0",
+        world: "input-fetcher",
+        with: {
+            "orthrus:plugin/types@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::types,
+            "orthrus:plugin/log@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::log,
+            "orthrus:plugin/process@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::process,
+            "orthrus:plugin/nix-store@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::nix_store,
+            "orthrus:plugin/key-value@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::key_value,
+        },
+        pub_export_macro: true,
+        export_macro_name: "__export_input_fetcher",
+        default_bindings_module: "::orthrus_plugin_fetcher::bindings",
+        runtime_path: "::orthrus_plugin_fetcher::__private::wit_bindgen::rt",
+    });
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use wit_bindgen;
+}
 
 /// A fetched input, and the attributes the Nix expression receives.
-pub use crate::bindings::fetcher::exports::orthrus::plugin::fetcher::{Attr, AttrValue, Change, Fetched};
+pub use crate::bindings::exports::orthrus::plugin::fetcher::{Attr, AttrValue, Change, Fetched};
 
 /// A plugin that fetches jobset inputs of the types it [handles](Metadata::handles).
 pub trait InputFetcher {
@@ -56,13 +92,13 @@ macro_rules! export_fetcher {
         const _: () = {
             struct __OrthrusPlugin;
 
-            impl $crate::bindings::fetcher::Guest for __OrthrusPlugin {
+            impl $crate::bindings::Guest for __OrthrusPlugin {
                 fn metadata() -> $crate::Metadata {
                     <$fetcher as $crate::InputFetcher>::metadata()
                 }
             }
 
-            impl $crate::bindings::fetcher::exports::orthrus::plugin::fetcher::Guest for __OrthrusPlugin {
+            impl $crate::bindings::exports::orthrus::plugin::fetcher::Guest for __OrthrusPlugin {
                 fn check_value(value: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
                     <$fetcher as $crate::InputFetcher>::check_value(&value)
                 }
@@ -83,7 +119,7 @@ macro_rules! export_fetcher {
                 }
             }
 
-            $crate::bindings::fetcher::__export_input_fetcher!(__OrthrusPlugin);
+            $crate::bindings::__export_input_fetcher!(__OrthrusPlugin);
         };
     };
 }

@@ -1,7 +1,43 @@
-//! Notifiers (feature `notifier`).
+//! Orthrus plugins of the `notifier` world: a plugin that reports events: mail, webhooks, commit statuses.
+//! Implement [`Notifier`], call its export macro, build for
+//! `wasm32-wasip2`; see `plugin-sdk/README.md`. Everything of the SDK's
+//! core (`Metadata`, `Settings`, `host`, `BuildStatus`, …) is re-exported
+//! here, so a plugin depends on this crate alone.
+
+#![deny(missing_docs)]
+
+// The generated code names this crate by its absolute path, which must
+// resolve here as well as in the plugins.
+extern crate self as orthrus_plugin_notifier;
+
+pub use orthrus_plugin_sdk::*;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/since_v0.1.0",
+        world: "notifier",
+        with: {
+            "orthrus:plugin/types@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::types,
+            "orthrus:plugin/log@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::log,
+            "orthrus:plugin/key-value@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::key_value,
+            "orthrus:plugin/http@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::http,
+            "orthrus:plugin/mail@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::mail,
+        },
+        pub_export_macro: true,
+        export_macro_name: "__export_notifier",
+        default_bindings_module: "::orthrus_plugin_notifier::bindings",
+        runtime_path: "::orthrus_plugin_notifier::__private::wit_bindgen::rt",
+    });
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use wit_bindgen;
+}
 
 /// An event and what the host knows around it.
-pub use crate::bindings::notifier::exports::orthrus::plugin::notify::{
+pub use crate::bindings::exports::orthrus::plugin::notify::{
     BuildInfo, Event, InputRevision, JobsetInfo, Output as BuildOutput,
 };
 
@@ -63,13 +99,13 @@ macro_rules! export_notifier {
         const _: () = {
             struct __OrthrusPlugin;
 
-            impl $crate::bindings::notifier::Guest for __OrthrusPlugin {
+            impl $crate::bindings::Guest for __OrthrusPlugin {
                 fn metadata() -> $crate::Metadata {
                     <$notifier as $crate::Notifier>::metadata()
                 }
             }
 
-            impl $crate::bindings::notifier::exports::orthrus::plugin::notify::Guest for __OrthrusPlugin {
+            impl $crate::bindings::exports::orthrus::plugin::notify::Guest for __OrthrusPlugin {
                 fn notify(
                     settings: ::std::vec::Vec<$crate::Setting>,
                     event: $crate::Event,
@@ -78,7 +114,7 @@ macro_rules! export_notifier {
                 }
             }
 
-            $crate::bindings::notifier::__export_notifier!(__OrthrusPlugin);
+            $crate::bindings::__export_notifier!(__OrthrusPlugin);
         };
     };
 }

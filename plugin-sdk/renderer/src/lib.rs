@@ -1,7 +1,40 @@
-//! Build-product renderers (feature `renderer`).
+//! Orthrus plugins of the `renderer` world: a plugin that shows build products on a build's page.
+//! Implement [`Renderer`], call its export macro, build for
+//! `wasm32-wasip2`; see `plugin-sdk/README.md`. Everything of the SDK's
+//! core (`Metadata`, `Settings`, `host`, `BuildStatus`, …) is re-exported
+//! here, so a plugin depends on this crate alone.
+
+#![deny(missing_docs)]
+
+// The generated code names this crate by its absolute path, which must
+// resolve here as well as in the plugins.
+extern crate self as orthrus_plugin_renderer;
+
+pub use orthrus_plugin_sdk::*;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/since_v0.1.0",
+        world: "renderer",
+        with: {
+            "orthrus:plugin/types@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::types,
+            "orthrus:plugin/log@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::log,
+        },
+        pub_export_macro: true,
+        export_macro_name: "__export_renderer",
+        default_bindings_module: "::orthrus_plugin_renderer::bindings",
+        runtime_path: "::orthrus_plugin_renderer::__private::wit_bindgen::rt",
+    });
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use wit_bindgen;
+}
 
 /// A product, its build, and what a renderer returns.
-pub use crate::bindings::renderer::exports::orthrus::plugin::render::{BuildRef, Link, Product, Rendered};
+pub use crate::bindings::exports::orthrus::plugin::render::{BuildRef, Link, Product, Rendered};
 
 /// A plugin that shows build products of the types it
 /// [handles](crate::Metadata::handles) on the build's page.
@@ -78,13 +111,13 @@ macro_rules! export_renderer {
         const _: () = {
             struct __OrthrusPlugin;
 
-            impl $crate::bindings::renderer::Guest for __OrthrusPlugin {
+            impl $crate::bindings::Guest for __OrthrusPlugin {
                 fn metadata() -> $crate::Metadata {
                     <$renderer as $crate::Renderer>::metadata()
                 }
             }
 
-            impl $crate::bindings::renderer::exports::orthrus::plugin::render::Guest for __OrthrusPlugin {
+            impl $crate::bindings::exports::orthrus::plugin::render::Guest for __OrthrusPlugin {
                 fn render(
                     product: $crate::Product,
                     build: $crate::BuildRef,
@@ -93,7 +126,7 @@ macro_rules! export_renderer {
                 }
             }
 
-            $crate::bindings::renderer::__export_renderer!(__OrthrusPlugin);
+            $crate::bindings::__export_renderer!(__OrthrusPlugin);
         };
     };
 }
