@@ -76,19 +76,26 @@ pub fn test_plugin(name: &str) -> PathBuf {
     let component = target.join(format!("wasm32-wasip2/release/orthrus_test_plugin_{}.wasm", name.replace('-', "_")));
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|b| b == name) {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-            .arg(root.join(format!("tests/plugins/{name}/Cargo.toml")))
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("cargo");
-        assert!(status.success(), "building the test plugin {name} failed");
+        let built_ok = build_wasm(&root.join(format!("tests/plugins/{name}/Cargo.toml")), &target);
+        assert!(built_ok, "building the test plugin {name} failed");
         built.push(name.to_owned());
     }
     component
+}
+
+/// Builds a plugin crate for `wasm32-wasip2` in release mode, as a plugin
+/// author does (without this build's flags, meant for the host).
+pub fn build_wasm(manifest: &Path, target_dir: &Path) -> bool {
+    Command::new(env!("CARGO"))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("cargo")
+        .success()
 }
 
 // ---------------------------------------------------------------- PostgreSQL

@@ -4,10 +4,8 @@
 //! beside a "checkout" (this repository), built for `wasm32-wasip2` as a
 //! plugin author would, and inspected by the real `orthrus`.
 
+use crate::harness::{Backend, Server, build_wasm};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use crate::harness::{Backend, Server};
 
 /// The files the README shows, by path.
 fn files_of(readme: &str) -> Vec<(String, String)> {
@@ -78,16 +76,8 @@ fn sdk_readme_builds_and_loads() {
 fn build(root: &Path, crate_dir: &Path) -> PathBuf {
     std::fs::copy(root.join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
     let target = root.join("target").join("sdk-readme");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-        .arg(crate_dir.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .expect("cargo");
-    assert!(status.success(), "building {} as the README says failed", crate_dir.display());
+    let built_ok = build_wasm(&crate_dir.join("Cargo.toml"), &target);
+    assert!(built_ok, "building {} as the README says failed", crate_dir.display());
     let name = crate_dir.file_name().unwrap().to_string_lossy().replace('-', "_");
     let built = target.join(format!("wasm32-wasip2/release/{name}.wasm"));
     // Named as the plugin, as it would be in the plugin directory.

@@ -3,6 +3,8 @@
 //! `orthrus-types`, which the plugin SDK shares, so that a status reads
 //! the same on a page, in the log and in a plugin's mail.
 
+#[macro_use]
+mod words;
 mod event_kind;
 mod role;
 mod token_scope;
@@ -22,7 +24,7 @@ pub struct UnknownWord {
 }
 
 /// Parses one of `all` by its word.
-fn parse_word<T: Copy>(
+pub(crate) fn parse_word<T: Copy>(
     word: &str,
     what: &'static str,
     all: &[T],

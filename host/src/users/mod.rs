@@ -278,7 +278,7 @@ pub fn parse_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<BTre
     let mut scopes = BTreeSet::new();
     for name in names {
         match name {
-            "all" => scopes.extend(TokenScope::ALL),
+            "all" => scopes.extend(TokenScope::ALL.iter().copied()),
             word => match word.parse::<TokenScope>() {
                 Ok(scope) => {
                     scopes.insert(scope);

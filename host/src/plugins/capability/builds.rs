@@ -1,27 +1,22 @@
 //! `read-builds`: read-only queries on builds, evaluations and their
 //! inputs, limited to the project a release-set call is about.
 
-use super::{Capability, Grant};
+use super::{Capability, FlagGrant};
 use crate::config::PluginGrant;
 use crate::plugins::state::HostState;
 use crate::plugins::wit::latest::host_api::orthrus::plugin::builds;
 
 /// May read builds, evaluations and inputs of the project it is called for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BuildsGrant;
 
-impl Grant for BuildsGrant {
-    fn asked(capabilities: &[Capability]) -> Option<Self> {
-        super::asks(capabilities, &Capability::ReadBuilds).then_some(BuildsGrant)
+impl FlagGrant for BuildsGrant {
+    const CAPABILITY: Capability = Capability::ReadBuilds;
+    fn is_granted(grant: &PluginGrant) -> bool {
+        grant.read_builds
     }
-    fn from_config(grant: &PluginGrant) -> Option<Self> {
-        grant.read_builds.then_some(BuildsGrant)
-    }
-    fn write_config(&self, grant: &mut PluginGrant) {
+    fn grant(grant: &mut PluginGrant) {
         grant.read_builds = true;
-    }
-    fn capabilities(&self) -> Vec<Capability> {
-        vec![Capability::ReadBuilds]
     }
 }
 

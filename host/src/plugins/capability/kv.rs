@@ -1,27 +1,22 @@
 //! `key-value`: a small store of values kept between calls, one per
 //! plugin (its limits are the database's: `db::plugin_kv`).
 
-use super::{Capability, Grant};
+use super::{Capability, FlagGrant};
 use crate::config::PluginGrant;
 use crate::plugins::state::HostState;
 use crate::plugins::wit::latest::host_api::orthrus::plugin::key_value;
 
 /// May keep values in its key-value store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KeyValueGrant;
 
-impl Grant for KeyValueGrant {
-    fn asked(capabilities: &[Capability]) -> Option<Self> {
-        super::asks(capabilities, &Capability::KeyValue).then_some(KeyValueGrant)
+impl FlagGrant for KeyValueGrant {
+    const CAPABILITY: Capability = Capability::KeyValue;
+    fn is_granted(grant: &PluginGrant) -> bool {
+        grant.key_value
     }
-    fn from_config(grant: &PluginGrant) -> Option<Self> {
-        grant.key_value.then_some(KeyValueGrant)
-    }
-    fn write_config(&self, grant: &mut PluginGrant) {
+    fn grant(grant: &mut PluginGrant) {
         grant.key_value = true;
-    }
-    fn capabilities(&self) -> Vec<Capability> {
-        vec![Capability::KeyValue]
     }
 }
 

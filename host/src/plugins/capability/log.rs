@@ -1,26 +1,21 @@
 //! `log`: lines in the server's log, tagged with the plugin's name.
 
-use super::{Capability, Grant};
+use super::{Capability, FlagGrant};
 use crate::config::PluginGrant;
 use crate::plugins::state::HostState;
 use crate::plugins::wit::latest::host_api::orthrus::plugin::log;
 
 /// May write to the server's log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogGrant;
 
-impl Grant for LogGrant {
-    fn asked(capabilities: &[Capability]) -> Option<Self> {
-        super::asks(capabilities, &Capability::Log).then_some(LogGrant)
+impl FlagGrant for LogGrant {
+    const CAPABILITY: Capability = Capability::Log;
+    fn is_granted(grant: &PluginGrant) -> bool {
+        grant.log
     }
-    fn from_config(grant: &PluginGrant) -> Option<Self> {
-        grant.log.then_some(LogGrant)
-    }
-    fn write_config(&self, grant: &mut PluginGrant) {
+    fn grant(grant: &mut PluginGrant) {
         grant.log = true;
-    }
-    fn capabilities(&self) -> Vec<Capability> {
-        vec![Capability::Log]
     }
 }
 

@@ -1,26 +1,21 @@
 //! `mail`: mail through the server's SMTP relay, from the server's sender.
 
-use super::{Capability, Grant};
+use super::{Capability, FlagGrant};
 use crate::config::PluginGrant;
 use crate::plugins::state::HostState;
 use crate::plugins::wit::latest::host_api::orthrus::plugin::mail;
 
 /// May send mail through the relay of `[mail]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MailGrant;
 
-impl Grant for MailGrant {
-    fn asked(capabilities: &[Capability]) -> Option<Self> {
-        super::asks(capabilities, &Capability::Mail).then_some(MailGrant)
+impl FlagGrant for MailGrant {
+    const CAPABILITY: Capability = Capability::Mail;
+    fn is_granted(grant: &PluginGrant) -> bool {
+        grant.mail
     }
-    fn from_config(grant: &PluginGrant) -> Option<Self> {
-        grant.mail.then_some(MailGrant)
-    }
-    fn write_config(&self, grant: &mut PluginGrant) {
+    fn grant(grant: &mut PluginGrant) {
         grant.mail = true;
-    }
-    fn capabilities(&self) -> Vec<Capability> {
-        vec![Capability::Mail]
     }
 }
 

@@ -82,6 +82,31 @@ pub trait Grant: Sized {
     fn capabilities(&self) -> Vec<Capability>;
 }
 
+/// A grant that is given or not, with nothing more to say (`log = true`):
+/// one capability, one boolean of the configuration.
+pub trait FlagGrant: Default {
+    const CAPABILITY: Capability;
+    /// Whether `[plugins.grants.NAME]` sets its boolean.
+    fn is_granted(grant: &PluginGrant) -> bool;
+    /// Sets its boolean there.
+    fn grant(grant: &mut PluginGrant);
+}
+
+impl<G: FlagGrant> Grant for G {
+    fn asked(capabilities: &[Capability]) -> Option<Self> {
+        capabilities.contains(&G::CAPABILITY).then(G::default)
+    }
+    fn from_config(grant: &PluginGrant) -> Option<Self> {
+        G::is_granted(grant).then(G::default)
+    }
+    fn write_config(&self, grant: &mut PluginGrant) {
+        G::grant(grant);
+    }
+    fn capabilities(&self) -> Vec<Capability> {
+        vec![G::CAPABILITY]
+    }
+}
+
 /// What a plugin may do: one grant per capability, `None` when not granted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
@@ -192,11 +217,6 @@ impl From<NotGranted> for String {
     fn from(refusal: NotGranted) -> String {
         refusal.to_string()
     }
-}
-
-/// Whether `capabilities` asks for `wanted`.
-fn asks(capabilities: &[Capability], wanted: &Capability) -> bool {
-    capabilities.contains(wanted)
 }
 
 #[cfg(test)]

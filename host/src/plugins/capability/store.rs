@@ -1,27 +1,22 @@
 //! `add-to-store`: a file or directory of the plugin's scratch area added
 //! to the Nix store.
 
-use super::{Capability, Grant};
+use super::{Capability, FlagGrant};
 use crate::config::PluginGrant;
 use crate::plugins::state::HostState;
 use crate::plugins::wit::latest::host_api::orthrus::plugin::nix_store;
 
 /// May add paths of its scratch directory to the Nix store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreGrant;
 
-impl Grant for StoreGrant {
-    fn asked(capabilities: &[Capability]) -> Option<Self> {
-        super::asks(capabilities, &Capability::AddToStore).then_some(StoreGrant)
+impl FlagGrant for StoreGrant {
+    const CAPABILITY: Capability = Capability::AddToStore;
+    fn is_granted(grant: &PluginGrant) -> bool {
+        grant.add_to_store
     }
-    fn from_config(grant: &PluginGrant) -> Option<Self> {
-        grant.add_to_store.then_some(StoreGrant)
-    }
-    fn write_config(&self, grant: &mut PluginGrant) {
+    fn grant(grant: &mut PluginGrant) {
         grant.add_to_store = true;
-    }
-    fn capabilities(&self) -> Vec<Capability> {
-        vec![Capability::AddToStore]
     }
 }
 
