@@ -81,17 +81,7 @@ async fn main() {
                 NewJob::plain(&format!("job{i}"), &format!("job-{i}"), drv, "x86_64-linux", output.clone())
             })
             .collect();
-        let eval = NewEval {
-            jobset_id: jobset.id,
-            started: 1,
-            hash: format!("bench-{j}"),
-            flake: None,
-            checkout_time: 0,
-            eval_time: 0,
-            inputs: Vec::new(),
-            jobs,
-            errors: Vec::new(),
-        };
+        let eval = NewEval::of_jobs(jobset.id, 1, format!("bench-{j}"), jobs);
         build_ids.extend(db.record_eval(&eval).await.unwrap().new_builds);
     }
     let finished: Vec<FinishedBuild> =

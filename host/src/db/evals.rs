@@ -110,6 +110,24 @@ pub struct NewEval {
     pub errors: Vec<(String, String)>,
 }
 
+impl NewEval {
+    /// An evaluation of `jobs` with no inputs, errors or timings, whose
+    /// inputs' hash is `hash` (tests and benchmarks).
+    pub fn of_jobs(jobset_id: i64, started: i64, hash: String, jobs: Vec<NewJob>) -> NewEval {
+        NewEval {
+            jobset_id,
+            started,
+            hash,
+            flake: None,
+            checkout_time: 0,
+            eval_time: 0,
+            inputs: Vec::new(),
+            jobs,
+            errors: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RecordedEval {
     pub eval_id: i64,

@@ -28,17 +28,7 @@ pub fn job(name: &str, nonce: &str) -> NewJob {
 
 /// Records an evaluation of these jobs; returns the new builds.
 pub async fn eval(db: &Db, jobset_id: i64, started: i64, jobs: Vec<NewJob>) -> Vec<i64> {
-    let eval = NewEval {
-        jobset_id,
-        started,
-        hash: format!("h{started}"),
-        flake: None,
-        checkout_time: 0,
-        eval_time: 0,
-        inputs: Vec::new(),
-        jobs,
-        errors: Vec::new(),
-    };
+    let eval = NewEval::of_jobs(jobset_id, started, format!("h{started}"), jobs);
     db.record_eval(&eval).await.unwrap().new_builds
 }
 
