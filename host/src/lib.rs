@@ -20,6 +20,7 @@ pub mod plugins;
 pub mod projects;
 pub mod queue;
 pub mod redact;
+pub mod releases;
 pub mod retention;
 pub mod server;
 pub mod users;

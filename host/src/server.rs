@@ -131,6 +131,7 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     if let Some(key) = &cache_key {
         info!("binary cache signed with {} (public key {})", key.name(), key.public_key());
     }
+    let releases = Arc::new(crate::releases::ReleaseSets::new(db.clone(), plugins.clone()));
     let state = AppState {
         inputs,
         db,
@@ -144,7 +145,7 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         queue,
         plugins,
         rendered: Arc::default(),
-        releases: Arc::default(),
+        releases,
         plugin_calls: Arc::default(),
         channels: Arc::default(),
         gc: gc.clone(),

@@ -111,7 +111,6 @@ impl Nix {
         let infos = self.path_infos(&closure).await?;
         Ok((groups.iter().map(|group| closure_size(group, &infos)).collect(), closure))
     }
-
 }
 
 #[cfg(test)]

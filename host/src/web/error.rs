@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use crate::db::DbError;
 use crate::projects::FieldError;
 use crate::projects::save::ProjectError;
+use crate::releases::ReleaseError;
 use crate::users::Denied;
 
 #[derive(Debug)]
@@ -85,6 +86,17 @@ impl From<ProjectError> for ApiError {
             ProjectError::BadName(message) => ApiError::bad_request(message),
             ProjectError::Field(field) => field.into(),
             ProjectError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<ReleaseError> for ApiError {
+    fn from(error: ReleaseError) -> ApiError {
+        match error {
+            ReleaseError::NoSuchSet { .. } => ApiError::not_found(error.to_string()),
+            // The plugin failed, not this server: a bad gateway.
+            ReleaseError::Failed { .. } => ApiError::new(StatusCode::BAD_GATEWAY, error.to_string()),
+            ReleaseError::Db(e) => e.into(),
         }
     }
 }

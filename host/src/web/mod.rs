@@ -19,7 +19,6 @@ mod releases;
 mod rendered;
 pub mod serve;
 mod ui;
-pub use releases::ReleaseCache;
 pub use rendered::RenderCache;
 mod users;
 mod webhooks;
@@ -60,7 +59,7 @@ pub struct AppState {
     /// Renderers and release sets run here.
     pub plugins: crate::plugins::PluginRuntime,
     pub rendered: Arc<rendered::RenderCache>,
-    pub releases: Arc<releases::ReleaseCache>,
+    pub releases: Arc<crate::releases::ReleaseSets>,
     /// Failed logins, per user and per address.
     pub login_throttle: Arc<crate::users::throttle::LoginThrottle>,
     /// Plugin calls pages make, bounded.

@@ -1,7 +1,5 @@
-//! Release sets: named views over a project's finished builds, defined in
-//! the project's settings (`releasesets`) and computed by release-set
-//! plugins under a strict budget. A plugin that fails makes its set answer
-//! an error (502, naming the set and the plugin); nothing else is touched.
+//! Release sets over HTTP (computed by the `releases` part; a plugin that
+//! fails makes its set answer 502, naming the set and the plugin).
 //!
 //! - `/project/P/releasesets`: the definitions.
 //! - `/project/P/releaseset/S`: its releases, newest first (`?limit=`).
@@ -9,101 +7,18 @@
 //! - `/project/P/releaseset/S/latest[/LABEL]`: a redirect to the newest
 //!   release whose builds all succeeded (or to its build labelled LABEL).
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::{Path, Query};
 use super::{ApiError, ApiResult, AppState, find_project, json as hydra, redirect};
-use std::collections::HashMap;
 
-use crate::db::{BuildView, Project, ReleaseSetDefinition};
+use crate::db::{Project, ReleaseSetDefinition};
 use crate::plugins::api::Release;
-
-/// Releases computed per request at most; `?limit=` asks for fewer. A set
-/// is computed for one of these two limits only, so that the cache holds
-/// at most two entries per set.
-pub(super) const MAX_RELEASES: u32 = 1000;
-pub(super) const DEFAULT_RELEASES: u32 = 100;
-/// Release-set plugins computing at once: more requests wait, so that
-/// page views cannot take the plugin slots evaluations and notifiers need.
-const CONCURRENT_COMPUTATIONS: usize = 2;
-
-/// A release set's releases, or why its plugin could not compute them.
-type Computed = Arc<Result<Vec<Release>, String>>;
-/// Project id, set name with its definition, and how many releases.
-type CacheKey = (i64, String, u32);
-
-/// Computed release sets by (project, name and definition, limit), each
-/// with the newest event id when it was computed: kept until the next
-/// event (anything that can change a release writes one).
-pub struct ReleaseCache {
-    cache: quick_cache::sync::Cache<CacheKey, (i64, Computed)>,
-    computing: tokio::sync::Semaphore,
-}
-
-impl Default for ReleaseCache {
-    fn default() -> Self {
-        ReleaseCache {
-            cache: quick_cache::sync::Cache::new(1000),
-            computing: tokio::sync::Semaphore::new(CONCURRENT_COMPUTATIONS),
-        }
-    }
-}
-
-/// The limit a set is computed for, to serve a request for `wanted` releases.
-fn computed_limit(wanted: u32) -> u32 {
-    if wanted <= DEFAULT_RELEASES { DEFAULT_RELEASES } else { MAX_RELEASES }
-}
-
-/// Checks release-set definitions from a project's settings; the error
-/// names the set and what is wrong with it.
-fn find_set(project: &Project, name: &str) -> ApiResult<ReleaseSetDefinition> {
-    project
-        .release_sets()
-        .remove(name)
-        .ok_or_else(|| ApiError::not_found(format!("project ‘{}’ has no release set ‘{name}’", project.name)))
-}
-
-/// The set's releases, computed by its plugin or from the cache.
-async fn releases(
-    state: &AppState,
-    project: &Project,
-    name: &str,
-    definition: &ReleaseSetDefinition,
-    limit: u32,
-) -> ApiResult<Computed> {
-    let limit = computed_limit(limit);
-    let key = (project.id, format!("{name}\0{}", serde_json::to_string(definition).unwrap_or_default()), limit);
-    let cached = |latest_event: i64| {
-        state.releases.cache.get(&key).filter(|(event, _)| *event == latest_event).map(|(_, computed)| computed)
-    };
-    let latest_event = state.db.latest_event_id().await?;
-    if let Some(computed) = cached(latest_event) {
-        return Ok(computed);
-    }
-    let _turn = state.releases.computing.acquire().await.expect("the semaphore is never closed");
-    // Computed meanwhile by the request this one waited for?
-    if let Some(computed) = cached(latest_event) {
-        return Ok(computed);
-    }
-    let computed = state
-        .plugins
-        .releases(&definition.plugin, project.id, &definition.settings, limit)
-        .await
-        .map_err(|e| e.to_string());
-    if let Err(error) = &computed {
-        tracing::warn!(project = %project.name, release_set = %name, "release set failed: {error}");
-    }
-    let computed = Arc::new(computed);
-    state.releases.cache.insert(key, (latest_event, computed.clone()));
-    Ok(computed)
-}
+use crate::releases::{DEFAULT_RELEASES, MAX_RELEASES, all_succeeded};
 
 /// What a release name cannot hold as one path segment.
 const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
@@ -124,25 +39,14 @@ pub(super) fn segment(name: &str) -> String {
     percent_encoding::utf8_percent_encode(name, SEGMENT).to_string()
 }
 
-fn failed(name: &str, definition: &ReleaseSetDefinition, error: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        format!("release set ‘{name}’ (plugin ‘{}’) could not be computed: {error}", definition.plugin),
-    )
-}
-
+/// Set `name` of `project` with its releases (see `releases`).
 pub(super) async fn computed(
     state: &AppState,
     project: &Project,
     name: &str,
     limit: u32,
 ) -> ApiResult<(ReleaseSetDefinition, Vec<Release>)> {
-    let definition = find_set(project, name)?;
-    let result = releases(state, project, name, &definition, limit).await?;
-    match result.as_ref() {
-        Ok(list) => Ok((definition, list.clone())),
-        Err(error) => Err(failed(name, &definition, error)),
-    }
+    Ok(state.releases.computed(project, name, limit).await?)
 }
 
 fn set_json(state: &AppState, project: &str, name: &str, definition: &ReleaseSetDefinition) -> Value {
@@ -179,7 +83,7 @@ pub async fn get_set(
     let limit = query.limit.unwrap_or(DEFAULT_RELEASES).clamp(1, MAX_RELEASES);
     let (definition, list) = computed(&state, &project, &name, limit).await?;
     let list: Vec<Release> = list.into_iter().take(limit as usize).collect();
-    let views = member_views(&state, &list).await?;
+    let views = state.releases.member_views(&list).await?;
     let summary = |id: i64, label: &str| match views.get(&id) {
         Some(view) => json!({
             "id": id,
@@ -209,22 +113,6 @@ pub async fn get_set(
     Ok(Json(value))
 }
 
-/// The builds of the releases, by id.
-async fn member_views(state: &AppState, releases: &[Release]) -> ApiResult<HashMap<i64, BuildView>> {
-    let mut ids: Vec<i64> = releases.iter().flat_map(|r| r.members.iter().map(|(id, _)| *id)).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    Ok(state.db.build_views(&ids).await?.into_iter().map(|v| (v.build.id, v)).collect())
-}
-
-fn all_succeeded(release: &Release, views: &HashMap<i64, BuildView>) -> bool {
-    !release.members.is_empty()
-        && release
-            .members
-            .iter()
-            .all(|(id, _)| views.get(id).is_some_and(|v| v.build.finished && v.build.build_status == Some(0)))
-}
-
 /// `/project/P/releaseset/S/release/R`
 pub async fn get_release(
     State(state): State<AppState>,
@@ -238,7 +126,7 @@ pub async fn get_release(
             project.name
         ))
     })?;
-    let views = member_views(&state, std::slice::from_ref(release)).await?;
+    let views = state.releases.member_views(std::slice::from_ref(release)).await?;
     let builds: Vec<Value> = release
         .members
         .iter()
@@ -277,7 +165,7 @@ pub async fn latest_member(
 async fn latest_of(state: &AppState, project: &str, name: &str, label: Option<&str>) -> ApiResult<Response> {
     let project = find_project(state, project).await?;
     let (_, list) = computed(state, &project, name, DEFAULT_RELEASES).await?;
-    let views = member_views(state, &list).await?;
+    let views = state.releases.member_views(&list).await?;
     let release = list.iter().find(|r| all_succeeded(r, &views)).ok_or_else(|| {
         ApiError::not_found(format!("release set ‘{name}’ has no release whose builds all succeeded"))
     })?;

@@ -12,9 +12,10 @@ use super::pages::crumb;
 use super::{layout, render, status_badge, time};
 use crate::db::BuildRow;
 use crate::plugins::api::Release;
+use crate::releases::{DEFAULT_RELEASES, MAX_RELEASES};
 use crate::users::Caller;
 use crate::web::extract::Path;
-use crate::web::releases::{DEFAULT_RELEASES, MAX_RELEASES, computed, segment};
+use crate::web::releases::{computed, segment};
 use crate::web::{ApiError, AppState, find_project};
 
 /// The builds of `releases`, by id: one query.
