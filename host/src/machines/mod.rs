@@ -8,6 +8,7 @@
 //! runs one step on one machine. Which step goes where is the queue's
 //! business (`queue::scheduler`).
 
+mod connect_error;
 pub mod spec;
 mod ssh;
 mod step;
@@ -23,6 +24,7 @@ pub use crate::config::MachineFields;
 use crate::config::{Config, MachinesConfig};
 use crate::nix::local::LocalBuilds;
 use crate::nix::{Nix, ServeConnection, StorePath};
+pub use connect_error::ConnectError;
 pub use spec::{HostKey, MachineAddress, MachineSpec, parse_machines_file};
 pub use step::{StepOutcome, StepRequest, build};
 
@@ -99,7 +101,7 @@ impl Machine {
     }
 
     /// An idle connection, or a new one.
-    async fn connection(&self, nix: &Nix, connect_timeout: Duration) -> Result<ServeConnection, String> {
+    async fn connection(&self, nix: &Nix, connect_timeout: Duration) -> Result<ServeConnection, ConnectError> {
         loop {
             let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             match idle {
@@ -112,7 +114,7 @@ impl Machine {
             }
         }
         let connection = match &self.spec.address {
-            MachineAddress::Local => nix.serve_local().await.map_err(|e| e.to_string())?,
+            MachineAddress::Local => nix.serve_local().await?,
             MachineAddress::Ssh { .. } => ssh::connect(&self.spec, connect_timeout).await?,
         };
         self.health().protocol = Some(connection.version());

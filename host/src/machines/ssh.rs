@@ -18,6 +18,7 @@ use async_ssh2_tokio::{AuthMethod, Client, Config, ServerCheckMethod};
 use russh::ChannelMsg;
 use tokio::sync::mpsc;
 
+use super::connect_error::ConnectError;
 use super::spec::{MachineAddress, MachineSpec};
 use crate::nix::{Chunk, ServeConnection, ServeOutput};
 
@@ -26,9 +27,9 @@ use crate::nix::{Chunk, ServeConnection, ServeOutput};
 const CHANNEL_DEPTH: usize = 64;
 
 /// Opens a serve connection to a remote machine, giving up after `timeout`.
-pub async fn connect(spec: &MachineSpec, timeout: Duration) -> Result<ServeConnection, String> {
+pub async fn connect(spec: &MachineSpec, timeout: Duration) -> Result<ServeConnection, ConnectError> {
     let MachineAddress::Ssh { user, host, port, remote_program } = &spec.address else {
-        return Err("not an SSH machine".into());
+        unreachable!("only SSH machines are connected to over SSH")
     };
     let key = key_file(spec)?;
     let check = match &spec.host_key {
@@ -47,27 +48,31 @@ pub async fn connect(spec: &MachineSpec, timeout: Duration) -> Result<ServeConne
     // blocking call that no timeout can interrupt.
     let addresses = tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), *port)))
         .await
-        .map_err(|_| format!("no address for {host} within {} s", timeout.as_secs()))?
-        .map_err(|e| format!("no address for {host}: {e}"))?
+        .map_err(|_| ConnectError::NoAddressInTime { host: host.clone(), secs: timeout.as_secs() })?
+        .map_err(|e| ConnectError::NoAddress { host: host.clone(), detail: e.to_string() })?
         .collect();
     let target = Resolved { addresses, hostname: host.clone() };
     let connecting = Client::connect_with_config(target, user, AuthMethod::with_key_file(&key, None), check, config);
     let client = match tokio::time::timeout(timeout, connecting).await {
-        Err(_) => return Err(format!("no SSH connection to {host}:{port} within {} s", timeout.as_secs())),
+        Err(_) => return Err(ConnectError::Timeout { host: host.clone(), port: *port, secs: timeout.as_secs() }),
         Ok(Err(async_ssh2_tokio::Error::SshError(russh::Error::UnknownKey))) => {
             return Err(match &spec.host_key {
-                Some(expected) => format!(
-                    "host key of {host}:{port} does not match the configured public host key ({} …); \
-                     refusing the machine",
-                    expected.algorithm
-                ),
-                None => format!(
-                    "host key of {host}:{port} is not in ~/.ssh/known_hosts; refusing the machine \
-                     (give its public-host-key in the machines file)"
-                ),
+                Some(expected) => ConnectError::HostKeyMismatch {
+                    host: host.clone(),
+                    port: *port,
+                    algorithm: expected.algorithm.clone(),
+                },
+                None => ConnectError::HostKeyUnknown { host: host.clone(), port: *port },
             });
         }
-        Ok(Err(e)) => return Err(format!("SSH to {user}@{host}:{port}: {e}")),
+        Ok(Err(e)) => {
+            return Err(ConnectError::Ssh {
+                user: user.clone(),
+                host: host.clone(),
+                port: *port,
+                message: e.to_string(),
+            });
+        }
         Ok(Ok(client)) => client,
     };
     let command = crate::nix::Nix::serve_command(remote_program);
@@ -78,7 +83,9 @@ pub async fn connect(spec: &MachineSpec, timeout: Duration) -> Result<ServeConne
     };
     let channel = tokio::time::timeout(timeout, opening)
         .await
-        .map_err(|_| format!("{host}:{port} did not start {command:?} within {} s", timeout.as_secs()))??;
+        .map_err(|_| format!("{host}:{port} did not start {command:?} within {} s", timeout.as_secs()))
+        .and_then(|opened| opened)
+        .map_err(ConnectError::Serve)?;
     let (mut reader, writer) = channel.split();
     let input = Box::pin(writer.make_writer());
     let (sender, chunks) = mpsc::channel(CHANNEL_DEPTH);
@@ -101,8 +108,13 @@ pub async fn connect(spec: &MachineSpec, timeout: Duration) -> Result<ServeConne
     let greeting = ServeConnection::open(Box::new(output), input);
     tokio::time::timeout(timeout, greeting)
         .await
-        .map_err(|_| format!("{command:?} on {host} did not answer the greeting within {} s", timeout.as_secs()))?
-        .map_err(|e| format!("{command:?} on {host}: {e}"))
+        .map_err(|_| {
+            ConnectError::Serve(format!(
+                "{command:?} on {host} did not answer the greeting within {} s",
+                timeout.as_secs()
+            ))
+        })?
+        .map_err(|e| ConnectError::Serve(format!("{command:?} on {host}: {e}")))
 }
 
 /// Addresses looked up already, with the name the host key is known by.
@@ -122,7 +134,7 @@ impl async_ssh2_tokio::ToSocketAddrsWithHostname for Resolved {
 }
 
 /// The machine's SSH key, or the user's default one.
-fn key_file(spec: &MachineSpec) -> Result<PathBuf, String> {
+fn key_file(spec: &MachineSpec) -> Result<PathBuf, ConnectError> {
     if let Some(key) = &spec.ssh_key {
         return Ok(key.clone());
     }
@@ -131,7 +143,7 @@ fn key_file(spec: &MachineSpec) -> Result<PathBuf, String> {
         .iter()
         .map(|name| home.join(".ssh").join(name))
         .find(|path| path.exists())
-        .ok_or_else(|| "no ssh-key given for the machine and none in ~/.ssh".to_owned())
+        .ok_or(ConnectError::NoKey)
 }
 
 /// The far side's output, as the pump task passes it on.
