@@ -6,6 +6,7 @@
 //! one kind of action on every project. An API token (an Orthrus addition)
 //! acts for its user, but only within its scopes.
 
+pub mod accounts;
 pub mod throttle;
 
 use std::collections::BTreeSet;

@@ -10,6 +10,7 @@ use crate::projects::FieldError;
 use crate::projects::save::ProjectError;
 use crate::releases::ReleaseError;
 use crate::users::Denied;
+use crate::users::accounts::AccountError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -97,6 +98,24 @@ impl From<ReleaseError> for ApiError {
             // The plugin failed, not this server: a bad gateway.
             ReleaseError::Failed { .. } => ApiError::new(StatusCode::BAD_GATEWAY, error.to_string()),
             ReleaseError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(error: AccountError) -> ApiError {
+        match error {
+            AccountError::Denied(denied) => denied.into(),
+            AccountError::NotFound(message) => ApiError::not_found(message),
+            AccountError::BadName(message) => ApiError::bad_request(message),
+            AccountError::Field { field, message } => ApiError::invalid_field(field, message),
+            AccountError::WrongCurrentPassword => ApiError {
+                status: StatusCode::FORBIDDEN,
+                ..ApiError::invalid_field("currentpassword", "give your current password to change it")
+            },
+            AccountError::Forbidden(message) => ApiError::forbidden(message),
+            AccountError::Hashing => ApiError::internal("cannot hash the password"),
+            AccountError::Db(e) => e.into(),
         }
     }
 }

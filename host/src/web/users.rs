@@ -15,8 +15,9 @@ use super::auth::{SESSION_COOKIE, require, session_cookie};
 use super::body;
 use super::extract::{ClientAddress, Path};
 use super::{ApiError, ApiResult, AppState};
-use crate::db::{ApiToken, User, UserChanges, now};
-use crate::users::{self, Action, Auth, Caller};
+use crate::db::{ApiToken, User, now};
+use crate::users::accounts::{self, AccountChanges, AccountUse};
+use crate::users::{self, Action, Caller};
 
 pub fn user_json(user: &User) -> Value {
     json!({
@@ -133,30 +134,10 @@ pub async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiRes
     Ok(Json(Value::Array(state.db.users().await?.iter().map(user_json).collect())))
 }
 
-/// How far into an account a request goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum AccountUse {
-    /// Its name, e-mail and roles (`read` is enough for one's own).
-    See,
-    /// Its password, e-mail, name, and its API tokens, listed included
-    /// (`account` for one's own).
-    Change,
-}
-
 /// Users see and change their own account, a token only within its
 /// scopes; admins (with `admin`) every account.
 pub(super) fn require_account(caller: &Caller, username: &str, how: AccountUse) -> ApiResult<()> {
-    let is_self = caller.user.as_ref().is_some_and(|user| user.username == username);
-    if !is_self {
-        return require(caller, Action::ManageUsers);
-    }
-    let action = match how {
-        AccountUse::See => Action::Read,
-        AccountUse::Change => Action::EditOwnAccount,
-    };
-    // An admin's token without `account` may still act with `admin`; the
-    // refusal names the scope for one's own account.
-    require(caller, action).or_else(|refused| require(caller, Action::ManageUsers).map_err(|_| refused))
+    Ok(accounts::check_account(caller, username, how)?)
 }
 
 pub(super) async fn find_user(state: &AppState, username: &str) -> ApiResult<User> {
@@ -198,69 +179,16 @@ pub async fn put_user(
     body: Bytes,
 ) -> ApiResult<Response> {
     let request: UserRequest = body::parse(&headers, &body)?;
-    let existing = state.db.user(&name).await?;
-    match &existing {
-        None => require(&caller, Action::ManageUsers)?,
-        Some(user) => {
-            require_account(&caller, &name, AccountUse::Change)?;
-            if request.userroles.as_ref().is_some_and(|roles| roles != &user.roles) {
-                require(&caller, Action::ManageUsers)?;
-            }
-        }
-    }
-    if existing.is_some() && request.password.is_some() && require(&caller, Action::ManageUsers).is_err() {
-        check_current_password(&state, &name, request.currentpassword.unwrap_or_default()).await?;
-    }
-    users::check_username(&name).map_err(ApiError::bad_request)?;
-    if let Some(roles) = &request.userroles {
-        users::check_roles(roles).map_err(|e| ApiError::invalid_field("userroles", e))?;
-    }
-    let password_hash = match request.password {
-        Some(password) if password.len() < users::MIN_PASSWORD_LEN => {
-            return Err(ApiError::invalid_field(
-                "password",
-                format!("use at least {} characters", users::MIN_PASSWORD_LEN),
-            ));
-        }
-        Some(password) => Some(
-            users::hash_password_bounded(password)
-                .await
-                .ok_or_else(|| ApiError::internal("cannot hash the password"))?,
-        ),
-        None => None,
-    };
-    let changes = UserChanges {
+    let changes = AccountChanges {
         full_name: request.fullname,
         email: request.emailaddress,
-        password_hash,
+        password: request.password,
+        current_password: request.currentpassword,
         roles: request.userroles,
     };
-    let password_changed = changes.password_hash.is_some();
-    let (user, created) = state.db.save_user(&name, &changes).await?;
-    if password_changed && !created {
-        // Whoever knew the old password is logged out everywhere but here.
-        let keep = match &caller.auth {
-            Auth::Session { digest } if caller.user.as_ref().is_some_and(|me| me.id == user.id) => {
-                Some(digest.as_str())
-            }
-            _ => None,
-        };
-        state.db.end_sessions_of(user.id, keep).await?;
-    }
+    let (user, created) = accounts::save_account(&state.db, &caller, &name, changes).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(user_json(&user))).into_response())
-}
-
-/// Refuses unless `given` is the user's password (when they have one).
-async fn check_current_password(state: &AppState, name: &str, given: String) -> ApiResult<()> {
-    let Some((_, Some(hash))) = state.db.user_with_password(name).await? else { return Ok(()) };
-    if users::check_password(given, Some(hash)).await {
-        Ok(())
-    } else {
-        let mut refused = ApiError::invalid_field("currentpassword", "give your current password to change it");
-        refused.status = StatusCode::FORBIDDEN;
-        Err(refused)
-    }
 }
 
 pub async fn delete_user(
@@ -295,22 +223,9 @@ pub async fn create_token(
 ) -> ApiResult<Response> {
     require_account(&caller, &name, AccountUse::Change)?;
     let request: TokenRequest = body::parse(&headers, &body)?;
-    let scopes = users::parse_scopes(request.scopes.iter().map(String::as_str))
-        .map_err(|e| ApiError::invalid_field("scopes", e))?;
-    // A token cannot mint a token stronger than itself, nor one that
-    // outlives it.
-    let mut not_after = None;
-    if let Auth::Token { scopes: own, expires, .. } = &caller.auth {
-        if let Some(extra) = scopes.iter().find(|s| !own.contains(*s)) {
-            return Err(ApiError::forbidden(format!(
-                "this API token cannot create a token with scope ‘{extra}’ it lacks"
-            )));
-        }
-        not_after = *expires;
-    }
-    let user = find_user(&state, &name).await?;
     let (secret, token) =
-        users::issue_token(&state.db, user.id, &request.name, &scopes, request.expires_in_days, not_after).await?;
+        accounts::create_token(&state.db, &caller, &name, &request.name, &request.scopes, request.expires_in_days)
+            .await?;
     let mut value = token_json(&token);
     value["token"] = json!(secret);
     Ok((StatusCode::CREATED, Json(value)).into_response())

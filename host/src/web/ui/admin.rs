@@ -3,19 +3,18 @@
 //! outbox. Forms go through the JSON handlers (`web/users.rs`), so the
 //! rights and rules are the API's.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use serde_json::{Value, json};
 
-use super::forms::{Fields, Form, checkbox, field, form_error, json_headers, see_other, text};
+use super::forms::{Fields, Form, checkbox, field, form_error, see_other, text};
 use super::pages::{action_button, crumb};
 use super::{layout, render, time};
 use crate::db::User;
 use crate::domain::{Role, TokenScope};
 use crate::plugins::Capability;
+use crate::users::accounts::{self, AccountChanges, AccountUse};
 use crate::users::{Action, Caller};
 use crate::web::auth::require;
 use crate::web::extract::Path;
@@ -112,14 +111,14 @@ pub async fn create_user(State(state): State<AppState>, caller: Caller, Form(fie
         Ok(Some(_)) => Err(ApiError::invalid_field("username", format!("a user named ‘{name}’ already exists"))),
         Ok(None) if name.is_empty() => Err(ApiError::invalid_field("username", "give the user a name")),
         Ok(None) => {
-            let request = json!({
-                "fullname": get("fullname"),
-                "emailaddress": get("emailaddress"),
-                "password": get("password"),
-                "userroles": roles,
-            });
-            let body = Bytes::from(request.to_string());
-            users::put_user(State(state.clone()), caller.clone(), Path(name.clone()), json_headers(), body).await
+            let changes = AccountChanges {
+                full_name: Some(get("fullname")),
+                email: Some(get("emailaddress")),
+                password: Some(get("password")),
+                current_password: None,
+                roles: Some(roles.iter().map(|role| role.to_string()).collect()),
+            };
+            accounts::save_account(&state.db, &caller, &name, changes).await.map_err(ApiError::from)
         }
     };
     match answer {
@@ -156,7 +155,7 @@ fn token_form(name: &str, fields: &Fields, error: &(Option<String>, String)) -> 
 /// `/user/NAME` (the user or an admin): the account and its API tokens.
 pub async fn user_page(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Response {
     let page = async {
-        users::require_account(&caller, &name, users::AccountUse::Change)?;
+        users::require_account(&caller, &name, AccountUse::Change)?;
         let user = users::find_user(&state, &name).await?;
         account_page(&state, &caller, &user, None, &Fields::new(), &(None, String::new())).await
     }
@@ -225,42 +224,37 @@ pub async fn create_token(
     Form(fields): Form,
 ) -> Response {
     // First: the answer to a refused form shows the account.
-    if let Err(e) = users::require_account(&caller, &name, users::AccountUse::Change) {
+    if let Err(e) = users::require_account(&caller, &name, AccountUse::Change) {
         return render(&caller, Err(e));
     }
-    let scopes: Vec<&str> = TokenScope::ALL
+    let scopes: Vec<String> = TokenScope::ALL
         .iter()
-        .map(|scope| scope.as_str())
+        .map(|scope| scope.to_string())
         .filter(|s| fields.contains_key(&format!("scope.{s}")))
         .collect();
     let days = fields.get("expires_in_days").map(|d| d.trim()).filter(|d| !d.is_empty());
     let expires = match days.map(str::parse::<u32>) {
-        None => Ok(Value::Null),
-        Some(Ok(days)) if days > 0 => Ok(json!(days)),
+        None => Ok(None),
+        Some(Ok(days)) if days > 0 => Ok(Some(days)),
         Some(_) => Err(ApiError::invalid_field("expires_in_days", "a whole number of days, 1 or more")),
     };
     let answer = match expires {
         Err(e) => Err(e),
         Ok(expires) => {
-            let request = json!({ "name": fields.get("name").cloned().unwrap_or_default(), "scopes": scopes, "expires_in_days": expires });
-            let body = Bytes::from(request.to_string());
-            users::create_token(State(state.clone()), caller.clone(), Path(name.clone()), json_headers(), body).await
+            let token_name = fields.get("name").cloned().unwrap_or_default();
+            accounts::create_token(&state.db, &caller, &name, &token_name, &scopes, expires)
+                .await
+                .map(|(secret, _)| secret)
+                .map_err(ApiError::from)
         }
     };
     let result = async {
         let user = users::find_user(&state, &name).await?;
         match answer {
-            Ok(response) => {
-                let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-                    .await
-                    .map_err(|e| ApiError::internal(format!("reading the new token: {e}")))?;
-                let token: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
-                let secret = token["token"].as_str().unwrap_or_default().to_owned();
-                Ok((
-                    StatusCode::CREATED,
-                    account_page(&state, &caller, &user, Some(&secret), &Fields::new(), &(None, String::new())).await?,
-                ))
-            }
+            Ok(secret) => Ok((
+                StatusCode::CREATED,
+                account_page(&state, &caller, &user, Some(&secret), &Fields::new(), &(None, String::new())).await?,
+            )),
             Err(error) if matches!(error.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Err(error),
             Err(error) => {
                 let shown = super::forms::field_of(&error);

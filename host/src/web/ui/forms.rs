@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
@@ -50,12 +50,6 @@ pub(super) fn field_of(error: &ApiError) -> (Option<String>, String) {
         Some(field) => (Some(field.field.clone()), field.message.clone()),
         None => (None, error.message.clone()),
     }
-}
-
-pub(super) fn json_headers() -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers
 }
 
 /// A 303 to a page of this server, after a form was applied.
