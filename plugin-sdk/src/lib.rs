@@ -38,7 +38,7 @@ pub mod bindings {
     /// What the host offers; a component imports only what it uses.
     pub mod host {
         wit_bindgen::generate!({
-            path: "../wit/since_v0.1.0",
+            path: "../wit/since_v0.2.0",
             world: "host-api",
             default_bindings_module: "::orthrus_plugin_sdk::bindings::host",
             runtime_path: "::orthrus_plugin_sdk::__private::wit_bindgen::rt",
@@ -55,10 +55,63 @@ pub mod __private {
 
 /// One capability a plugin asks for; the operator grants it or not.
 pub use bindings::host::orthrus::plugin::types::Capability;
+/// Why a call did not do what was asked: what the host's functions return
+/// and what a plugin's functions answer. Choose the case that tells the
+/// server what to do: [`Error::InvalidInput`] (asking again will not help;
+/// say what is wrong and where), [`Error::Failed`], [`Error::TryLater`]
+/// (the same call may work later), [`Error::NotGranted`] (passed on from
+/// the host: the operator has not granted a capability). `?` turns a
+/// `String` error into a `Failed`, and an `Error` into words where a
+/// `String` is wanted.
+pub use bindings::host::orthrus::plugin::types::Error;
 /// What a plugin is, what it handles and which capabilities it asks for.
 pub use bindings::host::orthrus::plugin::types::PluginMetadata as Metadata;
 /// One setting of a notifier or a release set, from the configuration.
 pub use bindings::host::orthrus::plugin::types::Setting;
+
+impl Error {
+    /// The error in words, for people: what [`From<Error> for String`]
+    /// gives. (Its `Display` is the generated one, which shows the case.)
+    pub fn message(&self) -> String {
+        match self {
+            Error::InvalidInput(message) | Error::Failed(message) | Error::TryLater(message) => message.clone(),
+            Error::NotGranted(capability) => {
+                format!("not granted: this plugin {} (the operator grants it in [plugins.grants])", refused(capability))
+            }
+        }
+    }
+}
+
+/// What a plugin without `capability` may not do.
+fn refused(capability: &Capability) -> String {
+    match capability {
+        Capability::RunProgram(program) => format!("may not run {program:?}"),
+        Capability::AddToStore => "may not add paths to the Nix store".to_owned(),
+        Capability::KeyValue => "may not use a key-value store".to_owned(),
+        Capability::Log => "may not write to the log".to_owned(),
+        Capability::Http(host) => format!("may not send HTTP requests: host {host} is not granted"),
+        Capability::Mail => "may not send mail".to_owned(),
+        Capability::ReadBuilds => "may not read builds".to_owned(),
+    }
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Error {
+        Error::Failed(message)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(message: &str) -> Error {
+        Error::Failed(message.to_owned())
+    }
+}
+
+impl From<Error> for String {
+    fn from(error: Error) -> String {
+        error.message()
+    }
+}
 
 impl Metadata {
     /// A plugin named `name` (unique among the server's plugins: grants are
@@ -125,8 +178,10 @@ impl Settings {
     }
 
     /// The value of a setting that must be set; the error names it.
-    pub fn required(&self, name: &str) -> Result<&str, String> {
-        self.get(name).filter(|v| !v.is_empty()).ok_or_else(|| format!("the setting ‘{name}’ is missing"))
+    pub fn required(&self, name: &str) -> Result<&str, Error> {
+        self.get(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Error::InvalidInput(format!("the setting ‘{name}’ is missing")))
     }
 
     /// A setting given as words separated by commas or spaces.
@@ -138,8 +193,9 @@ impl Settings {
 }
 
 /// What plugins ask of the server. Each function needs its capability to
-/// be granted; without it, it returns an error saying so.
+/// be granted; without it, it returns [`Error::NotGranted`](crate::Error).
 pub mod host {
+    use super::Error;
     use super::bindings::host::orthrus::plugin::{key_value, log as wit_log, mail as wit_mail, nix_store, process};
 
     /// What a program did.
@@ -147,36 +203,42 @@ pub mod host {
 
     /// Runs a granted program with `args` in `directory` (relative to the
     /// scratch directory; "" is the scratch directory itself).
-    pub fn run(program: &str, args: &[&str], directory: &str) -> Result<Output, String> {
+    pub fn run(program: &str, args: &[&str], directory: &str) -> Result<Output, Error> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         process::run(program, &args, directory)
     }
 
     /// Like [`run`], but a non-zero exit is an error carrying the program's
     /// standard error; returns its standard output as text.
-    pub fn run_ok(program: &str, args: &[&str], directory: &str) -> Result<String, String> {
+    pub fn run_ok(program: &str, args: &[&str], directory: &str) -> Result<String, Error> {
         let output = run(program, args, directory)?;
         if output.status == 0 {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            Err(format!("{program} {} failed (exit status {}): {}", args.join(" "), output.status, stderr.trim()))
+            Err(Error::Failed(format!(
+                "{program} {} failed (exit status {}): {}",
+                args.join(" "),
+                output.status,
+                stderr.trim()
+            )))
         }
     }
 
     /// Adds a file or directory of the scratch area (relative to it) to the
     /// Nix store; returns the store path.
-    pub fn add_to_store(path: &str) -> Result<String, String> {
+    pub fn add_to_store(path: &str) -> Result<String, Error> {
         nix_store::add(path)
     }
 
     /// Sends a plain-text mail through the server's relay (capability `mail`).
-    pub fn send_mail(to: &[String], subject: &str, body: &str) -> Result<(), String> {
+    pub fn send_mail(to: &[String], subject: &str, body: &str) -> Result<(), Error> {
         wit_mail::send(&wit_mail::Message { to: to.to_vec(), subject: subject.to_owned(), body: body.to_owned() })
     }
 
     /// Outgoing HTTP (capability `http(HOST)` for each host).
     pub mod http {
+        use crate::Error;
         pub use crate::bindings::host::orthrus::plugin::http::{Header, Request, Response, send};
 
         /// A request with a JSON body, `Content-Type` set.
@@ -188,14 +250,20 @@ pub mod host {
 
         /// Sends the request; an answer outside 200–299 is an error that
         /// quotes the status and the start of the body.
-        pub fn send_ok(request: &Request) -> Result<Response, String> {
+        pub fn send_ok(request: &Request) -> Result<Response, Error> {
             let response = send(request)?;
             if (200..300).contains(&response.status) {
                 Ok(response)
             } else {
                 let body = String::from_utf8_lossy(&response.body);
                 let body: String = body.chars().take(300).collect();
-                Err(format!("{} {} answered {}: {}", request.method, request.url, response.status, body.trim()))
+                let answered =
+                    format!("{} {} answered {}: {}", request.method, request.url, response.status, body.trim());
+                // A busy or failing server may answer better later.
+                match response.status {
+                    429 | 500..=599 => Err(Error::TryLater(answered)),
+                    _ => Err(Error::Failed(answered)),
+                }
             }
         }
     }
@@ -209,20 +277,20 @@ pub mod host {
 
     /// The plugin's key-value store.
     pub mod kv {
-        use super::key_value;
+        use super::{Error, key_value};
 
         /// The value of `key`, if there is one.
-        pub fn get(key: &str) -> Result<Option<Vec<u8>>, String> {
+        pub fn get(key: &str) -> Result<Option<Vec<u8>>, Error> {
             key_value::get(key)
         }
 
         /// Sets `key` to `value`.
-        pub fn set(key: &str, value: &[u8]) -> Result<(), String> {
+        pub fn set(key: &str, value: &[u8]) -> Result<(), Error> {
             key_value::set(key, value)
         }
 
         /// Removes `key`.
-        pub fn delete(key: &str) -> Result<(), String> {
+        pub fn delete(key: &str) -> Result<(), Error> {
             key_value::delete(key)
         }
     }

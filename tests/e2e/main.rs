@@ -33,3 +33,4 @@ mod sshd;
 mod strangers;
 mod ui;
 mod vcs;
+mod wit_versions;

@@ -109,6 +109,10 @@ impl Config {
         if self.queue.max_jobs == 0 {
             return Err(("queue.max_jobs", "must be at least 1".into()));
         }
+        // The machines part parses an entry (`MachineFields::into_spec`); a
+        // build without the server (the plugin runtime alone) has no
+        // machines to check.
+        #[cfg(feature = "server")]
         for (index, fields) in self.machines.machine.iter().enumerate() {
             if let Err(message) = fields.clone().into_spec(format!("machines.machine[{index}]")) {
                 return Err(("machines.machine", format!("entry {} ({}): {message}", index + 1, fields.uri)));

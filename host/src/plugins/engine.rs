@@ -1,6 +1,7 @@
 //! The wasmtime engine (pooling allocator, fuel, epochs), the epoch
 //! ticker that makes deadlines, and the linkers of host functions.
 
+use super::wit::WitVersion;
 use super::*;
 
 /// How often the epoch advances; a call's deadline is counted in these.
@@ -46,17 +47,15 @@ pub(super) fn engine(memory: usize) -> Result<Engine, PluginError> {
     Engine::new(&config).map_err(|e| PluginError::Load { origin: "engine".into(), message: e.to_string() })
 }
 
-/// The linkers of host functions: one with everything the host offers
-/// (to tell which world a component exports), and one per world with WASI
-/// and only the interfaces that world imports, as its generated bindings
-/// add them. A component is instantiated through its own world's linker,
-/// so what a kind of plugin may import is what `worlds.wit` says.
+/// The linkers of host functions: one with everything the host offers,
+/// in every WIT version (to tell which world and version a component
+/// exports), and one per version and world with WASI and only the
+/// interfaces that world imports, as its generated bindings add them. A
+/// component is instantiated through its own world's linker, so what a
+/// kind of plugin may import is what its version's `worlds.wit` says.
 pub(super) struct Linkers {
     pub(super) any: Linker<HostState>,
-    pub(super) input_fetcher: Linker<HostState>,
-    pub(super) notifier: Linker<HostState>,
-    pub(super) renderer: Linker<HostState>,
-    pub(super) release_set: Linker<HostState>,
+    worlds: BTreeMap<(WitVersion, PluginKind), Linker<HostState>>,
 }
 
 impl Linkers {
@@ -71,26 +70,19 @@ impl Linkers {
             add(&mut linker).map_err(load)?;
             Ok(linker)
         }
-        type Own = HasSelf<HostState>;
-        Ok(Linkers {
-            any: linker(engine, |l| wit::latest::host_api::HostApi::add_to_linker::<HostState, Own>(l, |s| s))?,
-            input_fetcher: linker(engine, |l| {
-                wit::latest::fetcher::InputFetcher::add_to_linker::<HostState, Own>(l, |s| s)
-            })?,
-            notifier: linker(engine, |l| wit::latest::notifier::Notifier::add_to_linker::<HostState, Own>(l, |s| s))?,
-            renderer: linker(engine, |l| wit::latest::renderer::Renderer::add_to_linker::<HostState, Own>(l, |s| s))?,
-            release_set: linker(engine, |l| {
-                wit::latest::release_set::ReleaseSet::add_to_linker::<HostState, Own>(l, |s| s)
-            })?,
-        })
+        let any = linker(engine, |l| {
+            wit::since_v0_1_0::add_host_api(l)?;
+            wit::since_v0_2_0::add_host_api(l)
+        })?;
+        let mut worlds = BTreeMap::new();
+        for kind in PluginKind::ALL {
+            worlds.insert((WitVersion::V0_1_0, kind), linker(engine, |l| wit::since_v0_1_0::add_world(kind, l))?);
+            worlds.insert((WitVersion::V0_2_0, kind), linker(engine, |l| wit::since_v0_2_0::add_world(kind, l))?);
+        }
+        Ok(Linkers { any, worlds })
     }
 
-    pub(super) fn of(&self, kind: PluginKind) -> &Linker<HostState> {
-        match kind {
-            PluginKind::InputFetcher => &self.input_fetcher,
-            PluginKind::Notifier => &self.notifier,
-            PluginKind::Renderer => &self.renderer,
-            PluginKind::ReleaseSet => &self.release_set,
-        }
+    pub(super) fn of(&self, version: WitVersion, kind: PluginKind) -> &Linker<HostState> {
+        &self.worlds[&(version, kind)]
     }
 }

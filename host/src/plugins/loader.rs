@@ -50,6 +50,7 @@ impl Inner {
             info: PluginInfo {
                 id: PluginId::builtin(&probe_name),
                 kind: pre.kind(),
+                wit: pre.version(),
                 metadata: Metadata {
                     name: probe_name.clone(),
                     version: String::new(),
@@ -89,7 +90,7 @@ impl Inner {
         };
         let grants = grants_of(&id, &metadata, config);
         Ok(Arc::new(LoadedPlugin {
-            info: PluginInfo { id, kind: pre.kind(), metadata, grants, source, sha256 },
+            info: PluginInfo { id, kind: pre.kind(), wit: pre.version(), metadata, grants, source, sha256 },
             pre,
             lock: tokio::sync::Mutex::new(()),
         }))
@@ -174,7 +175,7 @@ pub(super) fn grants_of(id: &PluginId, metadata: &Metadata, config: &PluginsConf
     }
 }
 
-pub(super) fn metadata_from_wit(raw: wit::latest::host_api::orthrus::plugin::types::PluginMetadata) -> Metadata {
+pub(super) fn metadata_from_wit(raw: wit::latest::PluginMetadata) -> Metadata {
     Metadata {
         name: raw.name,
         version: raw.version,

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -45,11 +45,12 @@ pub use crate::config::HostGrant;
 use crate::config::{Config as ServerConfig, MailConfig, PluginsConfig};
 use crate::db::Db;
 use crate::nix::{Nix, StorePath};
-pub use capability::{Capability, Grants};
+pub use capability::{Capability, Grants, NotGranted};
 pub use identity::PluginId;
 use outbound::{HttpClient, Mailer};
 pub use sandbox::{Credentials, Sandbox, SandboxSettings};
 use state::HostState;
+pub use wit::WitVersion;
 use world::WorldPre;
 
 /// What host functions use, shared by every call.

@@ -2,6 +2,9 @@
 //! came from, and the errors of a call (capabilities and grants are
 //! `capability/`'s).
 
+use super::capability::NotGranted;
+use super::wit::WitVersion;
+use super::wit::latest::Error as WitError;
 use super::*;
 
 /// What a plugin says it is.
@@ -15,13 +18,18 @@ pub struct Metadata {
 }
 
 /// Which of the plugin worlds a plugin is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PluginKind {
     InputFetcher,
     Notifier,
     Renderer,
     ReleaseSet,
+}
+
+impl PluginKind {
+    pub const ALL: [PluginKind; 4] =
+        [PluginKind::InputFetcher, PluginKind::Notifier, PluginKind::Renderer, PluginKind::ReleaseSet];
 }
 
 impl std::fmt::Display for PluginKind {
@@ -60,6 +68,8 @@ pub struct PluginInfo {
     /// Who it is: where it came from.
     pub id: PluginId,
     pub kind: PluginKind,
+    /// The version of `orthrus:plugin` it was built against.
+    pub wit: WitVersion,
     pub metadata: Metadata,
     pub grants: Grants,
     pub source: Source,
@@ -98,6 +108,16 @@ pub enum PluginError {
     /// does not exist, say).
     #[error("{0}")]
     Failed(String),
+    /// The plugin says what it was given is wrong (an input value, a
+    /// setting): asking again will not help.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The plugin says: not now (unreachable, rate-limited).
+    #[error("{0} (the plugin asks to try again later)")]
+    TryLater(String),
+    /// The plugin needs a capability the operator has not granted it.
+    #[error(transparent)]
+    NotGranted(#[from] NotGranted),
     /// The plugin trapped, ran out of time or memory.
     #[error("plugin ‘{plugin}’ {what}")]
     Crashed {
@@ -122,8 +142,24 @@ impl PluginError {
     pub fn is_transient(&self) -> bool {
         match self {
             PluginError::Crashed { transient, .. } => *transient,
-            PluginError::Load { .. } => true,
-            PluginError::Failed(_) | PluginError::NoPlugin(_) | PluginError::NoSuchPlugin { .. } => false,
+            PluginError::Load { .. } | PluginError::TryLater(_) => true,
+            PluginError::Failed(_)
+            | PluginError::InvalidInput(_)
+            | PluginError::NotGranted(_)
+            | PluginError::NoPlugin(_)
+            | PluginError::NoSuchPlugin { .. } => false,
+        }
+    }
+
+    /// What a plugin's export answered instead of a result.
+    pub(super) fn answered(plugin: &PluginId, error: WitError) -> PluginError {
+        match error {
+            WitError::InvalidInput(message) => PluginError::InvalidInput(message),
+            WitError::Failed(message) => PluginError::Failed(message),
+            WitError::TryLater(message) => PluginError::TryLater(message),
+            WitError::NotGranted(capability) => {
+                PluginError::NotGranted(NotGranted { plugin: plugin.clone(), capability: capability.into() })
+            }
         }
     }
 }

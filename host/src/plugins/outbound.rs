@@ -29,6 +29,34 @@ impl HostGrant {
     }
 }
 
+/// Why a plugin's request or mail did not go out.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    /// What the plugin asked for is malformed or never allowed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request's host is not among those granted.
+    #[error("host {authority} is not granted")]
+    HostNotGranted { authority: String },
+    /// No answer, or a relay that refused: it may work later.
+    #[error("{0}")]
+    Unreachable(String),
+    /// This server is not set up for it.
+    #[error("{0}")]
+    NotConfigured(String),
+}
+
+/// The host (and port, if the URL names one) a URL goes to, as a grant
+/// names it; the URL itself if it has no host.
+pub fn authority(url: &str) -> String {
+    let parsed = reqwest::Url::parse(url).ok();
+    match parsed.as_ref().map(|u| (u.host_str(), u.port())) {
+        Some((Some(host), Some(port))) => format!("{host}:{port}"),
+        Some((Some(host), None)) => host.to_owned(),
+        _ => url.to_owned(),
+    }
+}
+
 /// An HTTP request a plugin wants sent.
 pub struct HttpRequest {
     pub method: String,
@@ -63,19 +91,18 @@ impl HttpClient {
     }
 
     /// Sends `request` if one of `granted` allows its URL.
-    pub async fn send(&self, granted: &[HostGrant], request: HttpRequest) -> Result<HttpResponse, String> {
-        let url = reqwest::Url::parse(&request.url).map_err(|e| format!("{:?} is not a URL: {e}", request.url))?;
+    pub async fn send(&self, granted: &[HostGrant], request: HttpRequest) -> Result<HttpResponse, OutboundError> {
+        use OutboundError::Invalid;
+        let url =
+            reqwest::Url::parse(&request.url).map_err(|e| Invalid(format!("{:?} is not a URL: {e}", request.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("{}: only http:// and https:// URLs can be sent", request.url));
+            return Err(Invalid(format!("{}: only http:// and https:// URLs can be sent", request.url)));
         }
         if !granted.iter().any(|g| g.allows(&url)) {
-            let authority = match (url.host_str(), url.port()) {
-                (Some(host), Some(port)) => format!("{host}:{port}"),
-                (Some(host), None) => host.to_owned(),
-                (None, _) => request.url.clone(),
-            };
+            let authority = authority(&request.url);
             let list: Vec<String> = granted.iter().map(ToString::to_string).collect();
-            return Err(format!("host {authority} is not granted (granted: {})", list.join(", ")));
+            tracing::debug!(%authority, granted = %list.join(", "), "a plugin's request to a host not granted");
+            return Err(OutboundError::HostNotGranted { authority });
         }
         let method = match request.method.to_ascii_uppercase().as_str() {
             "GET" => reqwest::Method::GET,
@@ -83,26 +110,30 @@ impl HttpClient {
             "PUT" => reqwest::Method::PUT,
             "PATCH" => reqwest::Method::PATCH,
             "DELETE" => reqwest::Method::DELETE,
-            other => return Err(format!("method {other:?} is not allowed (GET, POST, PUT, PATCH, DELETE)")),
+            other => return Err(Invalid(format!("method {other:?} is not allowed (GET, POST, PUT, PATCH, DELETE)"))),
         };
         if request.body.len() > MAX_HTTP_BODY {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "the request body is {} bytes; at most {MAX_HTTP_BODY} may be sent",
                 request.body.len()
-            ));
+            )));
         }
         let mut builder = self.client.request(method, url.clone());
         for (name, value) in &request.headers {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("{name:?} is not a header name"))?;
+                .map_err(|_| Invalid(format!("{name:?} is not a header name")))?;
             if name == reqwest::header::HOST || name == reqwest::header::CONTENT_LENGTH {
                 continue;
             }
             let value = reqwest::header::HeaderValue::from_str(value)
-                .map_err(|_| format!("the value of header {name} is not valid"))?;
+                .map_err(|_| Invalid(format!("the value of header {name} is not valid")))?;
             builder = builder.header(name, value);
         }
-        let mut response = builder.body(request.body).send().await.map_err(|e| describe_http_error(&url, &e))?;
+        let mut response = builder
+            .body(request.body)
+            .send()
+            .await
+            .map_err(|e| OutboundError::Unreachable(describe_http_error(&url, &e)))?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -110,7 +141,9 @@ impl HttpClient {
             .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
             .collect();
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| describe_http_error(&url, &e))? {
+        while let Some(chunk) =
+            response.chunk().await.map_err(|e| OutboundError::Unreachable(describe_http_error(&url, &e)))?
+        {
             let room = MAX_HTTP_BODY - body.len();
             body.extend_from_slice(&chunk[..chunk.len().min(room)]);
             if body.len() == MAX_HTTP_BODY {
@@ -172,12 +205,15 @@ impl Mailer {
         Ok(Mailer { transport: Some(builder.build()), from: Some(from) })
     }
 
-    pub async fn send(&self, to: &[String], subject: &str, body: &str) -> Result<(), String> {
+    pub async fn send(&self, to: &[String], subject: &str, body: &str) -> Result<(), OutboundError> {
+        use OutboundError::Invalid;
         let (Some(transport), Some(from)) = (&self.transport, &self.from) else {
-            return Err("mail is not configured on this server (set [mail] relay)".into());
+            return Err(OutboundError::NotConfigured(
+                "mail is not configured on this server (set [mail] relay)".into(),
+            ));
         };
         if to.is_empty() {
-            return Err("a mail needs at least one recipient".into());
+            return Err(Invalid("a mail needs at least one recipient".into()));
         }
         let mut message = Message::builder().from(from.clone()).subject(subject);
         let mut recipients = 0;
@@ -193,13 +229,17 @@ impl Mailer {
             }
         }
         if recipients == 0 {
-            return Err(format!("none of {to:?} is a mail address"));
+            return Err(Invalid(format!("none of {to:?} is a mail address")));
         }
         let message = message
             .header(lettre::message::header::ContentType::TEXT_PLAIN)
             .body(body.to_owned())
-            .map_err(|e| format!("cannot write the mail: {e}"))?;
-        transport.send(message).await.map(drop).map_err(|e| format!("the mail relay refused the mail: {e}"))
+            .map_err(|e| Invalid(format!("cannot write the mail: {e}")))?;
+        transport
+            .send(message)
+            .await
+            .map(drop)
+            .map_err(|e| OutboundError::Unreachable(format!("the mail relay refused the mail: {e}")))
     }
 }
 

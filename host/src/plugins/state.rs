@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::capability::NotGranted;
-use super::wit::latest::host_api::orthrus::plugin::types;
+use super::capability::{Capability, NotGranted};
+use super::wit::latest::Error as WitError;
 use super::{Grants, PluginId, Services};
 use crate::confined::{Confined, Refused};
 
@@ -33,29 +33,32 @@ impl WasiView for HostState {
 }
 
 impl HostState {
-    /// The refusal of a call that was not granted: `action` as in “may not …”.
-    pub(super) fn not_granted(&self, action: &str) -> NotGranted {
-        NotGranted { plugin: self.plugin.clone(), action: action.to_owned() }
+    /// The refusal of a call that needs `capability`.
+    pub(super) fn not_granted(&self, capability: Capability) -> NotGranted {
+        NotGranted { plugin: self.plugin.clone(), capability }
     }
 
-    /// The grant of a capability, or the refusal of `action`.
-    pub(super) fn granted<'a, G>(&self, grant: &'a Option<G>, action: &str) -> Result<&'a G, NotGranted> {
-        grant.as_ref().ok_or_else(|| self.not_granted(action))
+    /// The grant of a capability, or the refusal of a call that needs
+    /// `capability` (which that grant would give).
+    pub(super) fn granted<'a, G>(&self, grant: &'a Option<G>, capability: Capability) -> Result<&'a G, NotGranted> {
+        grant.as_ref().ok_or_else(|| self.not_granted(capability))
     }
 
     /// A path the plugin names, inside its scratch directory, without
     /// following anything outside it.
-    pub(super) fn scratch_path(&self, relative: &str) -> Result<PathBuf, String> {
+    pub(super) fn scratch_path(&self, relative: &str) -> Result<PathBuf, WitError> {
         let relative = relative.strip_prefix("/scratch").unwrap_or(relative).trim_start_matches('/');
         // Links could lead out: the resolved path must still be inside.
-        let scratch = Confined::open(&self.scratch).map_err(|e| e.to_string())?;
+        let scratch = Confined::open(&self.scratch).map_err(|e| WitError::Failed(e.to_string()))?;
         scratch.resolve(Path::new(relative)).map_err(|refused| match refused {
-            Refused::NotInside { .. } => format!("{relative:?} is not a path inside the scratch directory"),
-            Refused::LeadsOut { .. } => format!("{relative:?} leads outside the scratch directory"),
-            Refused::Io { source, .. } => format!("{relative:?}: {source}"),
-            other => format!("{relative:?}: {other}"),
+            Refused::NotInside { .. } => {
+                WitError::InvalidInput(format!("{relative:?} is not a path inside the scratch directory"))
+            }
+            Refused::LeadsOut { .. } => {
+                WitError::InvalidInput(format!("{relative:?} leads outside the scratch directory"))
+            }
+            Refused::Io { source, .. } => WitError::Failed(format!("{relative:?}: {source}")),
+            other => WitError::InvalidInput(format!("{relative:?}: {other}")),
         })
     }
 }
-
-impl types::Host for HostState {}

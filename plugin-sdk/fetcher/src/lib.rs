@@ -15,14 +15,14 @@ pub use orthrus_plugin_sdk::*;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/since_v0.1.0",
+        path: "../../wit/since_v0.2.0",
         world: "input-fetcher",
         with: {
-            "orthrus:plugin/types@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::types,
-            "orthrus:plugin/log@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::log,
-            "orthrus:plugin/process@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::process,
-            "orthrus:plugin/nix-store@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::nix_store,
-            "orthrus:plugin/key-value@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::key_value,
+            "orthrus:plugin/types@0.2.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::types,
+            "orthrus:plugin/log@0.2.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::log,
+            "orthrus:plugin/process@0.2.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::process,
+            "orthrus:plugin/nix-store@0.2.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::nix_store,
+            "orthrus:plugin/key-value@0.2.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::key_value,
         },
         pub_export_macro: true,
         export_macro_name: "__export_input_fetcher",
@@ -46,18 +46,18 @@ pub trait InputFetcher {
 
     /// Checks an input value when a user saves a jobset. The default
     /// accepts everything; an error should say what is wrong.
-    fn check_value(_value: &str) -> Result<(), String> {
+    fn check_value(_value: &str) -> Result<(), crate::Error> {
         Ok(())
     }
 
     /// Fetches the input named `input` whose value is `value`: puts the
     /// sources in the Nix store ([`host::add_to_store`]) and says which
     /// revision they are.
-    fn fetch(input: &str, value: &str) -> Result<Fetched, String>;
+    fn fetch(input: &str, value: &str) -> Result<Fetched, crate::Error>;
 
     /// The changes after revision `since` up to `until`, newest first, for
     /// telling who changed what. The default knows of none.
-    fn changes(_value: &str, _since: &str, _until: &str) -> Result<Vec<Change>, String> {
+    fn changes(_value: &str, _since: &str, _until: &str) -> Result<Vec<Change>, crate::Error> {
         Ok(Vec::new())
     }
 }
@@ -99,14 +99,14 @@ macro_rules! export_fetcher {
             }
 
             impl $crate::bindings::exports::orthrus::plugin::fetcher::Guest for __OrthrusPlugin {
-                fn check_value(value: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                fn check_value(value: ::std::string::String) -> ::std::result::Result<(), $crate::Error> {
                     <$fetcher as $crate::InputFetcher>::check_value(&value)
                 }
 
                 fn fetch(
                     input: ::std::string::String,
                     value: ::std::string::String,
-                ) -> ::std::result::Result<$crate::Fetched, ::std::string::String> {
+                ) -> ::std::result::Result<$crate::Fetched, $crate::Error> {
                     <$fetcher as $crate::InputFetcher>::fetch(&input, &value)
                 }
 
@@ -114,7 +114,7 @@ macro_rules! export_fetcher {
                     value: ::std::string::String,
                     since: ::std::string::String,
                     until: ::std::string::String,
-                ) -> ::std::result::Result<::std::vec::Vec<$crate::Change>, ::std::string::String> {
+                ) -> ::std::result::Result<::std::vec::Vec<$crate::Change>, $crate::Error> {
                     <$fetcher as $crate::InputFetcher>::changes(&value, &since, &until)
                 }
             }

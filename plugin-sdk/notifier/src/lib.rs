@@ -15,14 +15,14 @@ pub use orthrus_plugin_sdk::*;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/since_v0.1.0",
+        path: "../../wit/since_v0.2.0",
         world: "notifier",
         with: {
-            "orthrus:plugin/types@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::types,
-            "orthrus:plugin/log@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::log,
-            "orthrus:plugin/key-value@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::key_value,
-            "orthrus:plugin/http@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::http,
-            "orthrus:plugin/mail@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::mail,
+            "orthrus:plugin/types@0.2.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::types,
+            "orthrus:plugin/log@0.2.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::log,
+            "orthrus:plugin/key-value@0.2.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::key_value,
+            "orthrus:plugin/http@0.2.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::http,
+            "orthrus:plugin/mail@0.2.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::mail,
         },
         pub_export_macro: true,
         export_macro_name: "__export_notifier",
@@ -52,7 +52,7 @@ pub trait Notifier {
     fn metadata() -> crate::Metadata;
 
     /// Reports one event. An error is retried later.
-    fn notify(settings: &crate::Settings, event: &Event) -> Result<(), String>;
+    fn notify(settings: &crate::Settings, event: &Event) -> Result<(), crate::Error>;
 }
 
 impl BuildInfo {
@@ -109,7 +109,7 @@ macro_rules! export_notifier {
                 fn notify(
                     settings: ::std::vec::Vec<$crate::Setting>,
                     event: $crate::Event,
-                ) -> ::std::result::Result<(), ::std::string::String> {
+                ) -> ::std::result::Result<(), $crate::Error> {
                     <$notifier as $crate::Notifier>::notify(&$crate::Settings::from_wit(settings), &event)
                 }
             }

@@ -15,12 +15,12 @@ pub use orthrus_plugin_sdk::*;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/since_v0.1.0",
+        path: "../../wit/since_v0.2.0",
         world: "release-set",
         with: {
-            "orthrus:plugin/types@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::types,
-            "orthrus:plugin/log@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::log,
-            "orthrus:plugin/builds@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::builds,
+            "orthrus:plugin/types@0.2.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::types,
+            "orthrus:plugin/log@0.2.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::log,
+            "orthrus:plugin/builds@0.2.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::builds,
         },
         pub_export_macro: true,
         export_macro_name: "__export_release_set",
@@ -47,7 +47,7 @@ pub trait ReleaseSet {
     fn metadata() -> crate::Metadata;
 
     /// The releases of the set, newest first, at most `limit`.
-    fn releases(settings: &crate::Settings, limit: u32) -> Result<Vec<Release>, String>;
+    fn releases(settings: &crate::Settings, limit: u32) -> Result<Vec<Release>, crate::Error>;
 }
 
 /// Exports a type implementing [`ReleaseSet`] as the plugin's release-set definition.
@@ -68,7 +68,7 @@ macro_rules! export_release_set {
                 fn releases(
                     settings: ::std::vec::Vec<$crate::Setting>,
                     limit: u32,
-                ) -> ::std::result::Result<::std::vec::Vec<$crate::Release>, ::std::string::String> {
+                ) -> ::std::result::Result<::std::vec::Vec<$crate::Release>, $crate::Error> {
                     <$set as $crate::ReleaseSet>::releases(&$crate::Settings::from_wit(settings), limit)
                 }
             }

@@ -15,11 +15,11 @@ pub use orthrus_plugin_sdk::*;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/since_v0.1.0",
+        path: "../../wit/since_v0.2.0",
         world: "renderer",
         with: {
-            "orthrus:plugin/types@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::types,
-            "orthrus:plugin/log@0.1.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::log,
+            "orthrus:plugin/types@0.2.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::types,
+            "orthrus:plugin/log@0.2.0": ::orthrus_plugin_sdk::bindings::host::orthrus::plugin::log,
         },
         pub_export_macro: true,
         export_macro_name: "__export_renderer",
@@ -46,7 +46,7 @@ pub trait Renderer {
     fn metadata() -> crate::Metadata;
 
     /// An HTML fragment or a link for one product.
-    fn render(product: &Product, build: &BuildRef) -> Result<Rendered, String>;
+    fn render(product: &Product, build: &BuildRef) -> Result<Rendered, crate::Error>;
 }
 
 /// Helpers for writing HTML fragments.
@@ -121,7 +121,7 @@ macro_rules! export_renderer {
                 fn render(
                     product: $crate::Product,
                     build: $crate::BuildRef,
-                ) -> ::std::result::Result<$crate::Rendered, ::std::string::String> {
+                ) -> ::std::result::Result<$crate::Rendered, $crate::Error> {
                     <$renderer as $crate::Renderer>::render(&product, &build)
                 }
             }

@@ -14,7 +14,7 @@
 //! - `context`: the status's name (default `orthrus/PROJECT:JOBSET:JOB`).
 
 use orthrus_plugin_notifier::host::http;
-use orthrus_plugin_notifier::{BuildStatus, Event, Settings};
+use orthrus_plugin_notifier::{BuildStatus, Error, Event, Settings};
 
 /// Which forge's API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +79,7 @@ fn escape_json(text: &str) -> String {
 }
 
 /// The status updates an event calls for.
-pub fn updates(forge: Forge, settings: &Settings, event: &Event) -> Result<Vec<StatusUpdate>, String> {
+pub fn updates(forge: Forge, settings: &Settings, event: &Event) -> Result<Vec<StatusUpdate>, Error> {
     let Some((state, description)) = state_of(event) else { return Ok(Vec::new()) };
     let build = event.build.as_ref().expect("state_of saw a build");
     let jobs = settings.list("jobs");
@@ -89,7 +89,9 @@ pub fn updates(forge: Forge, settings: &Settings, event: &Event) -> Result<Vec<S
     let base = match (forge, settings.get("base_url").filter(|b| !b.is_empty())) {
         (_, Some(base)) => base.trim_end_matches('/').to_owned(),
         (Forge::GitHub, None) => "https://api.github.com".to_owned(),
-        (Forge::Gitea, None) => return Err("the setting ‘base_url’ is missing (the Gitea server's URL)".into()),
+        (Forge::Gitea, None) => {
+            return Err(Error::InvalidInput("the setting ‘base_url’ is missing (the Gitea server's URL)".into()));
+        }
     };
     let prefix = match forge {
         Forge::GitHub => "",
@@ -111,7 +113,10 @@ pub fn updates(forge: Forge, settings: &Settings, event: &Event) -> Result<Vec<S
         let repo = match settings.get("repo").filter(|r| !r.is_empty()) {
             Some(repo) => repo.to_owned(),
             None => repo_of(&input.uri).ok_or_else(|| {
-                format!("cannot tell the repository of input ‘{}’ ({}): set ‘repo’", input.name, input.uri)
+                Error::InvalidInput(format!(
+                    "cannot tell the repository of input ‘{}’ ({}): set ‘repo’",
+                    input.name, input.uri
+                ))
             })?,
         };
         let body = format!(
@@ -127,7 +132,7 @@ pub fn updates(forge: Forge, settings: &Settings, event: &Event) -> Result<Vec<S
 }
 
 /// Sends the updates an event calls for.
-pub fn notify(forge: Forge, settings: &Settings, event: &Event) -> Result<(), String> {
+pub fn notify(forge: Forge, settings: &Settings, event: &Event) -> Result<(), Error> {
     let token = settings.required("token")?;
     let authorization = match forge {
         Forge::GitHub => format!("Bearer {token}"),

@@ -12,7 +12,7 @@
 
 use orthrus_plugin_notifier::host::send_mail;
 use orthrus_plugin_notifier::{
-    BuildInfo, BuildStatus, Capability, Event, JobsetInfo, Metadata, Notifier, Settings, export_notifier,
+    BuildInfo, BuildStatus, Capability, Error, Event, JobsetInfo, Metadata, Notifier, Settings, export_notifier,
 };
 
 /// A mail to send: recipients, subject and body.
@@ -87,7 +87,7 @@ impl Notifier for Email {
         }
     }
 
-    fn notify(settings: &Settings, event: &Event) -> Result<(), String> {
+    fn notify(settings: &Settings, event: &Event) -> Result<(), Error> {
         if event.kind != "build-finished" {
             return Ok(());
         }

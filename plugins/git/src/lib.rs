@@ -14,7 +14,7 @@
 
 use std::hash::{Hash, Hasher};
 
-use orthrus_plugin_fetcher::{Capability, Change, Fetched, InputFetcher, Metadata, attr, export_fetcher, host};
+use orthrus_plugin_fetcher::{Capability, Change, Error, Fetched, InputFetcher, Metadata, attr, export_fetcher, host};
 
 /// A parsed input value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,17 +26,21 @@ pub struct Spec {
 
 /// Parses `URL [BRANCH [DEEPCLONE]]`. Words starting with `-` are refused:
 /// they would reach git as options.
-pub fn parse(value: &str) -> Result<Spec, String> {
+pub fn parse(value: &str) -> Result<Spec, Error> {
     let words: Vec<&str> = value.split_whitespace().collect();
     let (url, branch, deep) = match words.as_slice() {
-        [] => return Err("a git input needs a repository URL: ‘URL [BRANCH [DEEPCLONE]]’".into()),
+        [] => return Err(Error::InvalidInput("a git input needs a repository URL: ‘URL [BRANCH [DEEPCLONE]]’".into())),
         [url] => (*url, None, None),
         [url, branch] => (*url, Some(*branch), None),
         [url, branch, deep] => (*url, Some(*branch), Some(*deep)),
-        _ => return Err(format!("too many words in {value:?}: a git input is ‘URL [BRANCH [DEEPCLONE]]’")),
+        _ => {
+            return Err(Error::InvalidInput(format!(
+                "too many words in {value:?}: a git input is ‘URL [BRANCH [DEEPCLONE]]’"
+            )));
+        }
     };
     if url.starts_with('-') {
-        return Err(format!("{url:?} is not a repository URL"));
+        return Err(Error::InvalidInput(format!("{url:?} is not a repository URL")));
     }
     if let Some(branch) = branch {
         let valid = !branch.starts_with('-')
@@ -44,14 +48,18 @@ pub fn parse(value: &str) -> Result<Spec, String> {
             && !branch.ends_with(".lock")
             && branch.chars().all(|c| !c.is_control() && !" ~^:?*[\\".contains(c));
         if !valid {
-            return Err(format!("{branch:?} is not a valid branch name"));
+            return Err(Error::InvalidInput(format!("{branch:?} is not a valid branch name")));
         }
     }
     let deep_clone = match deep {
         None => false,
         Some("1" | "true" | "yes") => true,
         Some("0" | "false" | "no") => false,
-        Some(other) => return Err(format!("the third word says whether to keep .git: 1 or 0, not {other:?}")),
+        Some(other) => {
+            return Err(Error::InvalidInput(format!(
+                "the third word says whether to keep .git: 1 or 0, not {other:?}"
+            )));
+        }
     };
     Ok(Spec { url: url.to_owned(), branch: branch.map(str::to_owned), deep_clone })
 }
@@ -80,7 +88,7 @@ fn local_ref(branch: Option<&str>) -> String {
     }
 }
 
-fn git(repo: &str, args: &[&str]) -> Result<String, String> {
+fn git(repo: &str, args: &[&str]) -> Result<String, Error> {
     let git_dir = format!("--git-dir={repo}");
     let mut all = vec![git_dir.as_str()];
     all.extend_from_slice(args);
@@ -88,7 +96,7 @@ fn git(repo: &str, args: &[&str]) -> Result<String, String> {
 }
 
 /// Fetches the branch (or the remote HEAD) into the bare clone; returns the commit.
-fn update(spec: &Spec) -> Result<(String, String), String> {
+fn update(spec: &Spec) -> Result<(String, String), Error> {
     let repo = repo_dir(&spec.url);
     if std::fs::metadata(format!("/scratch/{repo}")).is_err() {
         std::fs::create_dir_all("/scratch/repos").map_err(|e| format!("cannot create the clone directory: {e}"))?;
@@ -117,11 +125,11 @@ impl InputFetcher for Git {
         }
     }
 
-    fn check_value(value: &str) -> Result<(), String> {
+    fn check_value(value: &str) -> Result<(), Error> {
         parse(value).map(drop)
     }
 
-    fn fetch(input: &str, value: &str) -> Result<Fetched, String> {
+    fn fetch(input: &str, value: &str) -> Result<Fetched, Error> {
         let spec = parse(value)?;
         let (repo, rev) = update(&spec)?;
         host::log::debug(&format!("{input}: {} is at {rev}", spec.url));
@@ -164,7 +172,7 @@ impl InputFetcher for Git {
         })
     }
 
-    fn changes(value: &str, since: &str, until: &str) -> Result<Vec<Change>, String> {
+    fn changes(value: &str, since: &str, until: &str) -> Result<Vec<Change>, Error> {
         let spec = parse(value)?;
         let repo = repo_dir(&spec.url);
         let range = format!("{since}..{until}");

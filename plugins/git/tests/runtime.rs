@@ -4,8 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use orthrus::plugins::AttrValue;
-use orthrus::plugins::testing::TestHost;
+use orthrus_plugin_test::{AttrValue, TestHost};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("git")

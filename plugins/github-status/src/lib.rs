@@ -7,7 +7,7 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use orthrus_commit_status::Forge;
-use orthrus_plugin_notifier::{Capability, Event, Metadata, Notifier, Settings, export_notifier};
+use orthrus_plugin_notifier::{Capability, Error, Event, Metadata, Notifier, Settings, export_notifier};
 
 struct GitHubStatus;
 
@@ -23,7 +23,7 @@ impl Notifier for GitHubStatus {
         }
     }
 
-    fn notify(settings: &Settings, event: &Event) -> Result<(), String> {
+    fn notify(settings: &Settings, event: &Event) -> Result<(), Error> {
         orthrus_commit_status::notify(Forge::GitHub, settings, event)
     }
 }

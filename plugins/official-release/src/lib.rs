@@ -19,29 +19,31 @@
 use std::collections::BTreeMap;
 
 use orthrus_plugin_release_set::host::builds::{self, BuildSummary, EvalSummary};
-use orthrus_plugin_release_set::{Capability, Member, Metadata, Release, ReleaseSet, Settings, export_release_set};
+use orthrus_plugin_release_set::{
+    Capability, Error, Member, Metadata, Release, ReleaseSet, Settings, export_release_set,
+};
 
 /// What the queries give, so that the rule can be tested without a host.
 pub trait Source {
-    fn jobsets(&self) -> Result<Vec<String>, String>;
-    fn job_builds(&self, jobset: &str, job: &str, limit: u32) -> Result<Vec<BuildSummary>, String>;
-    fn eval(&self, id: u64) -> Result<EvalSummary, String>;
-    fn eval_builds(&self, id: u64) -> Result<Vec<BuildSummary>, String>;
+    fn jobsets(&self) -> Result<Vec<String>, Error>;
+    fn job_builds(&self, jobset: &str, job: &str, limit: u32) -> Result<Vec<BuildSummary>, Error>;
+    fn eval(&self, id: u64) -> Result<EvalSummary, Error>;
+    fn eval_builds(&self, id: u64) -> Result<Vec<BuildSummary>, Error>;
 }
 
 struct Host;
 
 impl Source for Host {
-    fn jobsets(&self) -> Result<Vec<String>, String> {
+    fn jobsets(&self) -> Result<Vec<String>, Error> {
         builds::jobsets()
     }
-    fn job_builds(&self, jobset: &str, job: &str, limit: u32) -> Result<Vec<BuildSummary>, String> {
+    fn job_builds(&self, jobset: &str, job: &str, limit: u32) -> Result<Vec<BuildSummary>, Error> {
         builds::job_builds(jobset, job, limit)
     }
-    fn eval(&self, id: u64) -> Result<EvalSummary, String> {
+    fn eval(&self, id: u64) -> Result<EvalSummary, Error> {
         builds::eval(id)
     }
-    fn eval_builds(&self, id: u64) -> Result<Vec<BuildSummary>, String> {
+    fn eval_builds(&self, id: u64) -> Result<Vec<BuildSummary>, Error> {
         builds::eval_builds(id)
     }
 }
@@ -51,11 +53,11 @@ fn succeeded(build: &BuildSummary) -> bool {
 }
 
 /// The releases of the set, newest first.
-pub fn releases(source: &impl Source, settings: &Settings, limit: u32) -> Result<Vec<Release>, String> {
+pub fn releases(source: &impl Source, settings: &Settings, limit: u32) -> Result<Vec<Release>, Error> {
     let wanted = match settings.required("value")? {
         "true" | "1" => "true",
         "false" | "0" => "false",
-        other => return Err(format!("the setting ‘value’ is true or false, not {other:?}")),
+        other => return Err(Error::InvalidInput(format!("the setting ‘value’ is true or false, not {other:?}"))),
     };
     let job = settings.get("job").filter(|j| !j.is_empty()).unwrap_or("tarball");
     let input = settings.get("input").filter(|i| !i.is_empty()).unwrap_or("officialRelease");
@@ -144,7 +146,7 @@ impl ReleaseSet for OfficialRelease {
         }
     }
 
-    fn releases(settings: &Settings, limit: u32) -> Result<Vec<Release>, String> {
+    fn releases(settings: &Settings, limit: u32) -> Result<Vec<Release>, Error> {
         releases(&Host, settings, limit)
     }
 }
@@ -162,19 +164,19 @@ mod tests {
     }
 
     impl Source for Fake {
-        fn jobsets(&self) -> Result<Vec<String>, String> {
+        fn jobsets(&self) -> Result<Vec<String>, Error> {
             Ok(vec!["trunk".into()])
         }
-        fn job_builds(&self, _: &str, job: &str, limit: u32) -> Result<Vec<BuildSummary>, String> {
+        fn job_builds(&self, _: &str, job: &str, limit: u32) -> Result<Vec<BuildSummary>, Error> {
             let mut list: Vec<_> = self.builds.iter().filter(|b| b.job == job).cloned().collect();
             list.sort_by_key(|b| std::cmp::Reverse(b.id));
             list.truncate(limit as usize);
             Ok(list)
         }
-        fn eval(&self, id: u64) -> Result<EvalSummary, String> {
+        fn eval(&self, id: u64) -> Result<EvalSummary, Error> {
             self.evals.iter().find(|e| e.id == id).cloned().ok_or("no such eval".into())
         }
-        fn eval_builds(&self, id: u64) -> Result<Vec<BuildSummary>, String> {
+        fn eval_builds(&self, id: u64) -> Result<Vec<BuildSummary>, Error> {
             Ok(self.builds.iter().filter(|b| b.evals.contains(&id)).cloned().collect())
         }
     }

@@ -6,7 +6,7 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use orthrus_plugin_renderer::html::escape;
-use orthrus_plugin_renderer::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
+use orthrus_plugin_renderer::{BuildRef, Error, Metadata, Product, Rendered, Renderer, export_renderer};
 
 pub fn fragment(product: &Product, build: &BuildRef) -> String {
     let root = build.url.rsplit_once("/build/").map(|(root, _)| root).unwrap_or(&build.url);
@@ -35,7 +35,7 @@ impl Renderer for Channel {
         }
     }
 
-    fn render(product: &Product, build: &BuildRef) -> Result<Rendered, String> {
+    fn render(product: &Product, build: &BuildRef) -> Result<Rendered, Error> {
         Ok(Rendered::Html(fragment(product, build)))
     }
 }

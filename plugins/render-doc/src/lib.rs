@@ -2,7 +2,7 @@
 //! browser at its default page (`doc SUBTYPE PATH DEFAULT`).
 
 use orthrus_plugin_renderer::html::browse_link;
-use orthrus_plugin_renderer::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
+use orthrus_plugin_renderer::{BuildRef, Error, Metadata, Product, Rendered, Renderer, export_renderer};
 
 // On the host only the metadata is compiled: the exports are built for
 // WebAssembly alone.
@@ -20,7 +20,7 @@ impl Renderer for Doc {
         }
     }
 
-    fn render(product: &Product, build: &BuildRef) -> Result<Rendered, String> {
+    fn render(product: &Product, build: &BuildRef) -> Result<Rendered, Error> {
         Ok(Rendered::Link(browse_link(product, build, "Documentation")))
     }
 }

@@ -7,7 +7,7 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use orthrus_plugin_renderer::html::{escape, size};
-use orthrus_plugin_renderer::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
+use orthrus_plugin_renderer::{BuildRef, Error, Metadata, Product, Rendered, Renderer, export_renderer};
 
 /// The fragment for one file.
 pub fn fragment(product: &Product, build: &BuildRef) -> String {
@@ -42,7 +42,7 @@ impl Renderer for File {
         }
     }
 
-    fn render(product: &Product, build: &BuildRef) -> Result<Rendered, String> {
+    fn render(product: &Product, build: &BuildRef) -> Result<Rendered, Error> {
         Ok(Rendered::Html(fragment(product, build)))
     }
 }

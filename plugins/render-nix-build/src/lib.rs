@@ -6,7 +6,7 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use orthrus_plugin_renderer::html::escape;
-use orthrus_plugin_renderer::{BuildRef, Metadata, Product, Rendered, Renderer, export_renderer};
+use orthrus_plugin_renderer::{BuildRef, Error, Metadata, Product, Rendered, Renderer, export_renderer};
 
 /// The server's root, from the build's URL (`…/build/N`).
 fn server_root(build: &BuildRef) -> &str {
@@ -37,7 +37,7 @@ impl Renderer for NixBuild {
         }
     }
 
-    fn render(product: &Product, build: &BuildRef) -> Result<Rendered, String> {
+    fn render(product: &Product, build: &BuildRef) -> Result<Rendered, Error> {
         Ok(Rendered::Html(fragment(product, build)))
     }
 }

@@ -6,7 +6,7 @@
 // built for WebAssembly alone.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
-use orthrus_plugin_fetcher::{Capability, Change, Fetched, InputFetcher, Metadata, attr, export_fetcher, host};
+use orthrus_plugin_fetcher::{Capability, Change, Error, Fetched, InputFetcher, Metadata, attr, export_fetcher, host};
 
 /// A parsed input value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,19 +16,21 @@ pub struct Spec {
     pub revision: Option<u64>,
 }
 
-pub fn parse(value: &str) -> Result<Spec, String> {
+pub fn parse(value: &str) -> Result<Spec, Error> {
     let words: Vec<&str> = value.split_whitespace().collect();
     let (url, revision) = match words.as_slice() {
-        [] => return Err("an svn input needs a repository URL: ‘URL [REVISION]’".into()),
+        [] => return Err(Error::InvalidInput("an svn input needs a repository URL: ‘URL [REVISION]’".into())),
         [url] => (*url, None),
         [url, revision] => {
             let revision: u64 = revision.parse().map_err(|_| format!("{revision:?} is not a revision number"))?;
             (*url, Some(revision))
         }
-        _ => return Err(format!("too many words in {value:?}: an svn input is ‘URL [REVISION]’")),
+        _ => return Err(Error::InvalidInput(format!("too many words in {value:?}: an svn input is ‘URL [REVISION]’"))),
     };
     if url.starts_with('-') || !url.contains("://") {
-        return Err(format!("{url:?} is not a repository URL (svn://, http(s)://, file://, svn+ssh://)"));
+        return Err(Error::InvalidInput(format!(
+            "{url:?} is not a repository URL (svn://, http(s)://, file://, svn+ssh://)"
+        )));
     }
     Ok(Spec { url: url.to_owned(), revision })
 }
@@ -40,7 +42,7 @@ fn source_name(url: &str) -> String {
     if name.is_empty() || name.starts_with('.') { "source".to_owned() } else { name }
 }
 
-fn svn(args: &[&str], directory: &str) -> Result<String, String> {
+fn svn(args: &[&str], directory: &str) -> Result<String, Error> {
     let mut all = vec!["--non-interactive", "--quiet"];
     all.extend_from_slice(args);
     host::run_ok("svn", &all, directory)
@@ -71,11 +73,11 @@ impl InputFetcher for Svn {
         }
     }
 
-    fn check_value(value: &str) -> Result<(), String> {
+    fn check_value(value: &str) -> Result<(), Error> {
         parse(value).map(drop)
     }
 
-    fn fetch(input: &str, value: &str) -> Result<Fetched, String> {
+    fn fetch(input: &str, value: &str) -> Result<Fetched, Error> {
         let spec = parse(value)?;
         let peg = match spec.revision {
             Some(revision) => format!("{}@{revision}", spec.url),
@@ -90,7 +92,7 @@ impl InputFetcher for Svn {
         .trim()
         .to_owned();
         if revision.is_empty() || !revision.chars().all(|c| c.is_ascii_digit()) {
-            return Err(format!("svn info gave no revision for {}", spec.url));
+            return Err(Error::Failed(format!("svn info gave no revision for {}", spec.url)));
         }
         host::log::debug(&format!("{input}: {} is at r{revision}", spec.url));
         let nonce =
@@ -110,7 +112,7 @@ impl InputFetcher for Svn {
         })
     }
 
-    fn changes(value: &str, since: &str, until: &str) -> Result<Vec<Change>, String> {
+    fn changes(value: &str, since: &str, until: &str) -> Result<Vec<Change>, Error> {
         let spec = parse(value)?;
         let since: u64 = since.parse().map_err(|_| format!("{since:?} is not a revision"))?;
         let range = format!("{until}:{}", since + 1);

@@ -14,7 +14,7 @@
 
 use hmac::{Hmac, Mac};
 use orthrus_plugin_notifier::host::http;
-use orthrus_plugin_notifier::{Capability, Event, Metadata, Notifier, Settings, export_notifier};
+use orthrus_plugin_notifier::{Capability, Error, Event, Metadata, Notifier, Settings, export_notifier};
 use sha2::Sha256;
 
 /// `sha256=` and the hex HMAC-SHA256 of `body` under `secret`.
@@ -38,7 +38,7 @@ impl Notifier for Webhook {
         }
     }
 
-    fn notify(settings: &Settings, event: &Event) -> Result<(), String> {
+    fn notify(settings: &Settings, event: &Event) -> Result<(), Error> {
         let url = settings.required("url")?;
         let id = event.id.to_string();
         let mut headers = vec![("X-Orthrus-Event", event.kind.as_str()), ("X-Orthrus-Delivery", id.as_str())];

@@ -1,7 +1,7 @@
 //! `read-builds`: read-only queries on builds, evaluations and their
 //! inputs, limited to the project a release-set call is about.
 
-use super::{Capability, FlagGrant};
+use super::{Capability, FlagGrant, WitError, failed};
 use crate::config::PluginGrant;
 use crate::plugins::state::HostState;
 use crate::plugins::wit::latest::host_api::orthrus::plugin::builds;
@@ -25,16 +25,17 @@ const MAX_QUERY_BUILDS: u32 = 1000;
 
 impl HostState {
     /// The project a query may read, if the grant allows reading at all.
-    fn readable_project(&self) -> Result<i64, String> {
-        self.granted(&self.grants.builds, "read builds")?;
-        self.project_scope.ok_or_else(|| "builds can only be read while computing a release set".to_owned())
+    fn readable_project(&self) -> Result<i64, WitError> {
+        self.granted(&self.grants.builds, Capability::ReadBuilds)?;
+        self.project_scope
+            .ok_or_else(|| WitError::InvalidInput("builds can only be read while computing a release set".to_owned()))
     }
 }
 
 /// Builds as a release-set plugin sees them. (Free functions: the host
 /// state is not `Sync`, so the futures must not borrow it.)
-async fn summaries(db: &crate::db::Db, ids: &[i64]) -> Result<Vec<builds::BuildSummary>, String> {
-    let views = db.build_views(ids).await.map_err(|e| e.to_string())?;
+async fn summaries(db: &crate::db::Db, ids: &[i64]) -> Result<Vec<builds::BuildSummary>, WitError> {
+    let views = db.build_views(ids).await.map_err(failed)?;
     Ok(views
         .into_iter()
         .map(|view| builds::BuildSummary {
@@ -54,11 +55,10 @@ async fn summaries(db: &crate::db::Db, ids: &[i64]) -> Result<Vec<builds::BuildS
 }
 
 /// An evaluation of project `project`.
-async fn project_eval(db: &crate::db::Db, project: i64, id: u64) -> Result<(crate::db::JobsetEval, String), String> {
-    let not_found = || format!("evaluation {id} is not one of this project's");
-    let eval =
-        db.eval(i64::try_from(id).map_err(|_| not_found())?).await.map_err(|e| e.to_string())?.ok_or_else(not_found)?;
-    let (owner, jobset) = db.jobset_by_id(eval.jobset_id).await.map_err(|e| e.to_string())?.ok_or_else(not_found)?;
+async fn project_eval(db: &crate::db::Db, project: i64, id: u64) -> Result<(crate::db::JobsetEval, String), WitError> {
+    let not_found = || WitError::InvalidInput(format!("evaluation {id} is not one of this project's"));
+    let eval = db.eval(i64::try_from(id).map_err(|_| not_found())?).await.map_err(failed)?.ok_or_else(not_found)?;
+    let (owner, jobset) = db.jobset_by_id(eval.jobset_id).await.map_err(failed)?.ok_or_else(not_found)?;
     if owner.id != project {
         return Err(not_found());
     }
@@ -66,10 +66,10 @@ async fn project_eval(db: &crate::db::Db, project: i64, id: u64) -> Result<(crat
 }
 
 impl builds::Host for HostState {
-    async fn jobsets(&mut self) -> Result<Vec<String>, String> {
+    async fn jobsets(&mut self) -> Result<Vec<String>, WitError> {
         let project = self.readable_project()?;
         let db = self.services.db.clone();
-        let jobsets = db.jobsets_of(project).await.map_err(|e| e.to_string())?;
+        let jobsets = db.jobsets_of(project).await.map_err(failed)?;
         Ok(jobsets.into_iter().map(|j| j.name).collect())
     }
 
@@ -78,25 +78,22 @@ impl builds::Host for HostState {
         jobset: String,
         job: String,
         limit: u32,
-    ) -> Result<Vec<builds::BuildSummary>, String> {
+    ) -> Result<Vec<builds::BuildSummary>, WitError> {
         let project = self.readable_project()?;
         let db = self.services.db.clone();
-        let jobsets = db.jobsets_of(project).await.map_err(|e| e.to_string())?;
+        let jobsets = db.jobsets_of(project).await.map_err(failed)?;
         let Some(jobset_row) = jobsets.iter().find(|j| j.name == jobset) else {
-            return Err(format!("the project has no jobset ‘{jobset}’"));
+            return Err(WitError::InvalidInput(format!("the project has no jobset ‘{jobset}’")));
         };
-        let ids = db
-            .job_builds(jobset_row.id, &job, u64::from(limit.min(MAX_QUERY_BUILDS)))
-            .await
-            .map_err(|e| e.to_string())?;
+        let ids = db.job_builds(jobset_row.id, &job, u64::from(limit.min(MAX_QUERY_BUILDS))).await.map_err(failed)?;
         summaries(&db, &ids).await
     }
 
-    async fn eval(&mut self, id: u64) -> Result<builds::EvalSummary, String> {
+    async fn eval(&mut self, id: u64) -> Result<builds::EvalSummary, WitError> {
         let project = self.readable_project()?;
         let db = self.services.db.clone();
         let (eval, jobset) = project_eval(&db, project, id).await?;
-        let mut inputs = db.eval_inputs(&[eval.id]).await.map_err(|e| e.to_string())?;
+        let mut inputs = db.eval_inputs(&[eval.id]).await.map_err(failed)?;
         let inputs = inputs.remove(&eval.id).unwrap_or_default();
         Ok(builds::EvalSummary {
             id,
@@ -116,11 +113,11 @@ impl builds::Host for HostState {
         })
     }
 
-    async fn eval_builds(&mut self, id: u64) -> Result<Vec<builds::BuildSummary>, String> {
+    async fn eval_builds(&mut self, id: u64) -> Result<Vec<builds::BuildSummary>, WitError> {
         let project = self.readable_project()?;
         let db = self.services.db.clone();
         let (eval, _) = project_eval(&db, project, id).await?;
-        let mut members = db.eval_members(&[eval.id]).await.map_err(|e| e.to_string())?;
+        let mut members = db.eval_members(&[eval.id]).await.map_err(failed)?;
         let mut ids = members.remove(&eval.id).unwrap_or_default();
         ids.truncate(MAX_QUERY_BUILDS as usize * 10);
         summaries(&db, &ids).await

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use super::{Capability, Grant};
+use super::{Capability, Grant, WitError};
 use crate::config::{HostGrant, PluginGrant};
-use crate::plugins::outbound::HttpRequest;
+use crate::plugins::outbound::{HttpRequest, authority};
 use crate::plugins::state::HostState;
 use crate::plugins::wit::latest::host_api::orthrus::plugin::http;
 
@@ -36,9 +36,11 @@ impl Grant for HttpGrant {
 }
 
 impl http::Host for HostState {
-    async fn send(&mut self, request: http::Request) -> Result<http::Response, String> {
-        let granted: Vec<HostGrant> =
-            self.granted(&self.grants.http, "send HTTP requests")?.hosts.iter().cloned().collect();
+    async fn send(&mut self, request: http::Request) -> Result<http::Response, WitError> {
+        let Some(grant) = &self.grants.http else {
+            return Err(self.not_granted(Capability::Http(authority(&request.url))).into());
+        };
+        let granted: Vec<HostGrant> = grant.hosts.iter().cloned().collect();
         let url = request.url.clone();
         let request = HttpRequest {
             method: request.method,
@@ -46,7 +48,7 @@ impl http::Host for HostState {
             headers: request.headers.into_iter().map(|h| (h.name, h.value)).collect(),
             body: request.body,
         };
-        let response = self.services.http.send(&granted, request).await?;
+        let response = self.services.http.send(&granted, request).await.map_err(|e| self.outbound_refused(e))?;
         tracing::debug!(plugin = %self.plugin, %url, status = response.status, "HTTP request for a plugin");
         Ok(http::Response {
             status: response.status,

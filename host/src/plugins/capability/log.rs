@@ -1,6 +1,6 @@
 //! `log`: lines in the server's log, tagged with the plugin's name.
 
-use super::{Capability, FlagGrant};
+use super::{Capability, FlagGrant, WitError};
 use crate::config::PluginGrant;
 use crate::plugins::state::HostState;
 use crate::plugins::wit::latest::host_api::orthrus::plugin::log;
@@ -20,8 +20,8 @@ impl FlagGrant for LogGrant {
 }
 
 impl log::Host for HostState {
-    async fn write(&mut self, level: log::Level, message: String) -> Result<(), String> {
-        self.granted(&self.grants.log, "write to the log")?;
+    async fn write(&mut self, level: log::Level, message: String) -> Result<(), WitError> {
+        self.granted(&self.grants.log, Capability::Log)?;
         let plugin = self.plugin.as_str();
         match level {
             log::Level::Trace => tracing::trace!(plugin, "{message}"),

@@ -1,6 +1,6 @@
 //! `mail`: mail through the server's SMTP relay, from the server's sender.
 
-use super::{Capability, FlagGrant};
+use super::{Capability, FlagGrant, WitError};
 use crate::config::PluginGrant;
 use crate::plugins::state::HostState;
 use crate::plugins::wit::latest::host_api::orthrus::plugin::mail;
@@ -20,9 +20,10 @@ impl FlagGrant for MailGrant {
 }
 
 impl mail::Host for HostState {
-    async fn send(&mut self, message: mail::Message) -> Result<(), String> {
-        self.granted(&self.grants.mail, "send mail")?;
-        self.services.mailer.send(&message.to, &message.subject, &message.body).await?;
+    async fn send(&mut self, message: mail::Message) -> Result<(), WitError> {
+        self.granted(&self.grants.mail, Capability::Mail)?;
+        let mailer = &self.services.mailer;
+        mailer.send(&message.to, &message.subject, &message.body).await.map_err(|e| self.outbound_refused(e))?;
         tracing::info!(plugin = %self.plugin, to = ?message.to, subject = %message.subject, "mail sent for a plugin");
         Ok(())
     }

@@ -3,7 +3,9 @@
 //! grant is asked for, read from the configuration and written back, the
 //! capabilities it lists, and the host functions it guards. A call that
 //! was not granted is refused with [`NotGranted`], returned to the plugin
-//! as its error: never a trap, never a system call.
+//! as the typed WIT error `not-granted(CAPABILITY)`: never a trap, never a
+//! system call. Host functions implement the latest WIT version; older
+//! versions are adapted to them in `wit/`.
 //!
 //! Adding a capability: its WIT interface and `capability` variant, its
 //! key in `config::PluginGrant`, one file here, one field of [`Grants`].
@@ -25,6 +27,9 @@ pub use process::ProcessGrant;
 pub use store::StoreGrant;
 
 use super::PluginId;
+use super::outbound::OutboundError;
+use super::state::HostState;
+use super::wit::latest::Error as WitError;
 use super::wit::latest::host_api::orthrus::plugin::types::Capability as WitCapability;
 use crate::config::PluginGrant;
 
@@ -50,6 +55,35 @@ impl std::fmt::Display for Capability {
             Capability::Http(host) => write!(f, "http({host})"),
             Capability::Mail => f.write_str("mail"),
             Capability::ReadBuilds => f.write_str("read-builds"),
+        }
+    }
+}
+
+impl Capability {
+    /// What a plugin without it may not do, as in “plugin ‘x’ …”.
+    pub fn refused(&self) -> String {
+        match self {
+            Capability::RunProgram(program) => format!("may not run {program:?}"),
+            Capability::AddToStore => "may not add paths to the Nix store".to_owned(),
+            Capability::KeyValue => "may not use a key-value store".to_owned(),
+            Capability::Log => "may not write to the log".to_owned(),
+            Capability::Http(host) => format!("may not send HTTP requests: host {host} is not granted"),
+            Capability::Mail => "may not send mail".to_owned(),
+            Capability::ReadBuilds => "may not read builds".to_owned(),
+        }
+    }
+}
+
+impl From<Capability> for WitCapability {
+    fn from(capability: Capability) -> WitCapability {
+        match capability {
+            Capability::RunProgram(program) => WitCapability::RunProgram(program),
+            Capability::AddToStore => WitCapability::AddToStore,
+            Capability::KeyValue => WitCapability::KeyValue,
+            Capability::Log => WitCapability::Log,
+            Capability::Http(host) => WitCapability::Http(host),
+            Capability::Mail => WitCapability::Mail,
+            Capability::ReadBuilds => WitCapability::ReadBuilds,
         }
     }
 }
@@ -203,20 +237,39 @@ impl<G: Grant> DynGrant for G {
     }
 }
 
-/// A call the plugin was not granted.
-#[derive(Debug, thiserror::Error)]
-#[error("not granted: plugin ‘{}’ may not {action} (the operator grants it in {})", plugin, plugin.grant_table())]
+/// A call the plugin was not granted (also what the host says when a
+/// plugin answers `not-granted` itself, passing a refusal on).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not granted: plugin ‘{}’ {} (the operator grants {} in {})",
+    plugin, capability.refused(), capability, plugin.grant_table())]
 pub struct NotGranted {
     pub plugin: PluginId,
-    /// What it tried, as in “may not …”.
-    pub action: String,
+    /// What it lacks.
+    pub capability: Capability,
 }
 
-/// WIT 0.1.0 returns errors as strings: a refusal is worded there.
-impl From<NotGranted> for String {
-    fn from(refusal: NotGranted) -> String {
-        refusal.to_string()
+impl From<NotGranted> for WitError {
+    fn from(refusal: NotGranted) -> WitError {
+        WitError::NotGranted(refusal.capability.into())
     }
+}
+
+impl HostState {
+    /// Why a request or a mail did not go out, as the plugin is told.
+    fn outbound_refused(&self, error: OutboundError) -> WitError {
+        match error {
+            OutboundError::HostNotGranted { authority } => self.not_granted(Capability::Http(authority)).into(),
+            OutboundError::Invalid(message) => WitError::InvalidInput(message),
+            OutboundError::Unreachable(message) => WitError::TryLater(message),
+            OutboundError::NotConfigured(message) => WitError::Failed(message),
+        }
+    }
+}
+
+/// A host function's failure that is neither the plugin's fault nor
+/// passing: a database or store error, in words.
+pub(in crate::plugins) fn failed(error: impl std::fmt::Display) -> WitError {
+    WitError::Failed(error.to_string())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use tokio::io::AsyncReadExt;
 
-use super::{Capability, Grant};
+use super::{Capability, Grant, WitError};
 use crate::config::PluginGrant;
 use crate::plugins::sandbox::{Credentials, Run};
 use crate::plugins::state::HostState;
@@ -86,15 +86,24 @@ async fn read_capped(stream: &mut (impl AsyncReadExt + Unpin)) -> std::io::Resul
 }
 
 impl process::Host for HostState {
-    async fn run(&mut self, program: String, args: Vec<String>, directory: String) -> Result<process::Output, String> {
-        let grant = self.granted(&self.grants.process, &format!("run {program:?}"))?;
+    async fn run(
+        &mut self,
+        program: String,
+        args: Vec<String>,
+        directory: String,
+    ) -> Result<process::Output, WitError> {
+        let needed = Capability::RunProgram(program.clone());
+        let grant = self.granted(&self.grants.process, needed.clone())?;
         if !grant.programs.contains(&program) {
-            return Err(self.not_granted(&format!("run {program:?}")).into());
+            return Err(self.not_granted(needed).into());
         }
         let directory = self.scratch_path(&directory)?;
+        let failed = |what: String| WitError::Failed(what);
         // Where in its scratch directory (the box's `/scratch`) it starts.
-        let scratch = self.scratch.canonicalize().map_err(|e| format!("the scratch directory: {e}"))?;
-        let workdir = directory.strip_prefix(&scratch).map_err(|_| "not in the scratch directory".to_owned())?;
+        let scratch = self.scratch.canonicalize().map_err(|e| failed(format!("the scratch directory: {e}")))?;
+        let workdir = directory
+            .strip_prefix(&scratch)
+            .map_err(|_| WitError::InvalidInput(format!("{directory:?} is not in the scratch directory")))?;
         let run = Run {
             program: &program,
             args: &args,
@@ -103,22 +112,23 @@ impl process::Host for HostState {
             network: grant.network,
             credentials: &grant.credentials,
         };
-        let mut command = self.services.sandbox.command(&run).map_err(|e| format!("cannot run {program}: {e}"))?;
+        let mut command =
+            self.services.sandbox.command(&run).map_err(|e| failed(format!("cannot run {program}: {e}")))?;
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // The call's time limit drops this future, and the program with it.
             .kill_on_drop(true);
-        let mut child = command.spawn().map_err(|e| format!("cannot run {program}: {e}"))?;
+        let mut child = command.spawn().map_err(|e| failed(format!("cannot run {program}: {e}")))?;
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let (out, err) = tokio::join!(read_capped(&mut stdout), read_capped(&mut stderr));
         let (out, err) = (
-            out.map_err(|e| format!("reading the output of {program}: {e}"))?,
-            err.map_err(|e| format!("reading the output of {program}: {e}"))?,
+            out.map_err(|e| failed(format!("reading the output of {program}: {e}")))?,
+            err.map_err(|e| failed(format!("reading the output of {program}: {e}")))?,
         );
-        let status = child.wait().await.map_err(|e| format!("waiting for {program}: {e}"))?;
+        let status = child.wait().await.map_err(|e| failed(format!("waiting for {program}: {e}")))?;
         tracing::debug!(plugin = %self.plugin, %program, ?args, status = ?status.code(), "program run for a plugin");
         Ok(process::Output { status: status.code().unwrap_or(-1), stdout: out, stderr: err })
     }

@@ -1,7 +1,7 @@
 //! `add-to-store`: a file or directory of the plugin's scratch area added
 //! to the Nix store.
 
-use super::{Capability, FlagGrant};
+use super::{Capability, FlagGrant, WitError, failed};
 use crate::config::PluginGrant;
 use crate::plugins::state::HostState;
 use crate::plugins::wit::latest::host_api::orthrus::plugin::nix_store;
@@ -21,9 +21,9 @@ impl FlagGrant for StoreGrant {
 }
 
 impl nix_store::Host for HostState {
-    async fn add(&mut self, path: String) -> Result<String, String> {
-        self.granted(&self.grants.store, "add paths to the Nix store")?;
+    async fn add(&mut self, path: String) -> Result<String, WitError> {
+        self.granted(&self.grants.store, Capability::AddToStore)?;
         let path = self.scratch_path(&path)?;
-        self.services.nix.add_to_store(&path).await.map(|p| p.to_string()).map_err(|e| e.to_string())
+        self.services.nix.add_to_store(&path).await.map(|p| p.to_string()).map_err(failed)
     }
 }

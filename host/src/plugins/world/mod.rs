@@ -1,7 +1,8 @@
-//! The plugin worlds of `wit/since_v0.1.0/worlds.wit`: which one a
-//! component is, linked with that world's imports only; and one facade
-//! file per world with the runtime's calls of it and its conversions
-//! between the server's plain types (`api.rs`) and the WIT records.
+//! The plugin worlds of `wit/*/worlds.wit`: which one a component is, and
+//! of which WIT version, linked with that world's imports only; and one
+//! facade file per world with the runtime's calls of it and its
+//! conversions between the server's plain types (`api.rs`) and the latest
+//! WIT records (an older version's calls are adapted in `wit/`).
 
 mod fetcher;
 mod notifier;
@@ -15,89 +16,74 @@ use wasmtime::component::Component;
 
 use super::engine::Linkers;
 use super::wit::latest as bindings;
-use super::wit::latest::fetcher::InputFetcherPre;
-use super::wit::latest::notifier::NotifierPre;
-use super::wit::latest::release_set::ReleaseSetPre;
-use super::wit::latest::renderer::RendererPre;
+use super::wit::{WitVersion, since_v0_1_0 as v0_1, since_v0_2_0 as v0_2};
 use super::{HostState, PluginKind};
 
-/// A plugin ready to instantiate, as the world it exports.
+/// A plugin ready to instantiate: the world it exports, in its version.
 #[derive(Clone)]
 pub(super) enum WorldPre {
-    InputFetcher(InputFetcherPre<HostState>),
-    Notifier(NotifierPre<HostState>),
-    Renderer(RendererPre<HostState>),
-    ReleaseSet(ReleaseSetPre<HostState>),
+    V0_1(v0_1::Pre),
+    V0_2(v0_2::Pre),
 }
 
 impl WorldPre {
-    /// The world `component` exports, linked with that world's imports
-    /// only: a component of one kind that imports another kind's interface
-    /// is refused, whatever it is granted.
+    /// The world `component` exports, of the newest version it fits,
+    /// linked with that world's imports of that version only: a component
+    /// of one kind that imports another kind's interface (or another
+    /// version's) is refused, whatever it is granted.
     pub(super) fn new(component: &Component, linkers: &Linkers) -> Result<WorldPre, String> {
         let any = linkers.any.instantiate_pre(component).map_err(|e| format!("{e:#}"))?;
-        let kind = Self::exported(any)?.kind();
-        let own = linkers.of(kind).instantiate_pre(component).map_err(|e| {
-            format!(
-                "a {kind} may import only what its world imports (orthrus:plugin@{}, worlds.wit): {e:#}",
-                bindings::VERSION
-            )
+        let (version, kind) = match v0_2::Pre::exported(any.clone()) {
+            Ok(pre) => (WitVersion::V0_2_0, pre.kind()),
+            Err(newer) => match v0_1::Pre::exported(any) {
+                Ok(pre) => (WitVersion::V0_1_0, pre.kind()),
+                Err(older) => {
+                    return Err(format!(
+                        "it exports none of the worlds of orthrus:plugin@{} ({}) or @{} ({})",
+                        v0_2::VERSION,
+                        newer.join("; "),
+                        v0_1::VERSION,
+                        older.join("; ")
+                    ));
+                }
+            },
+        };
+        let own = linkers.of(version, kind).instantiate_pre(component).map_err(|e| {
+            format!("a {kind} may import only what its world imports (orthrus:plugin@{version}, worlds.wit): {e:#}")
         })?;
-        Self::exported(own)
-    }
-
-    /// The world whose exports `pre`'s component has.
-    fn exported(pre: wasmtime::component::InstancePre<HostState>) -> Result<WorldPre, String> {
-        let mut errors = Vec::new();
-        match InputFetcherPre::new(pre.clone()) {
-            Ok(p) => return Ok(WorldPre::InputFetcher(p)),
-            Err(e) => errors.push(format!("input-fetcher: {e:#}")),
-        }
-        match NotifierPre::new(pre.clone()) {
-            Ok(p) => return Ok(WorldPre::Notifier(p)),
-            Err(e) => errors.push(format!("notifier: {e:#}")),
-        }
-        match RendererPre::new(pre.clone()) {
-            Ok(p) => return Ok(WorldPre::Renderer(p)),
-            Err(e) => errors.push(format!("renderer: {e:#}")),
-        }
-        match ReleaseSetPre::new(pre) {
-            Ok(p) => return Ok(WorldPre::ReleaseSet(p)),
-            Err(e) => errors.push(format!("release-set: {e:#}")),
-        }
-        Err(format!("it exports none of the worlds of orthrus:plugin@{} ({})", bindings::VERSION, errors.join("; ")))
+        let mismatch = |errors: Vec<String>| errors.join("; ");
+        Ok(match version {
+            WitVersion::V0_1_0 => WorldPre::V0_1(v0_1::Pre::exported(own).map_err(mismatch)?),
+            WitVersion::V0_2_0 => WorldPre::V0_2(v0_2::Pre::exported(own).map_err(mismatch)?),
+        })
     }
 
     pub(super) fn kind(&self) -> PluginKind {
         match self {
-            WorldPre::InputFetcher(_) => PluginKind::InputFetcher,
-            WorldPre::Notifier(_) => PluginKind::Notifier,
-            WorldPre::Renderer(_) => PluginKind::Renderer,
-            WorldPre::ReleaseSet(_) => PluginKind::ReleaseSet,
+            WorldPre::V0_1(pre) => pre.kind(),
+            WorldPre::V0_2(pre) => pre.kind(),
         }
     }
 
-    pub(super) async fn metadata(
-        &self,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<bindings::host_api::orthrus::plugin::types::PluginMetadata> {
+    /// The WIT version the component was built against.
+    pub(super) fn version(&self) -> WitVersion {
         match self {
-            WorldPre::InputFetcher(pre) => pre.instantiate_async(&mut *store).await?.call_metadata(store).await,
-            WorldPre::Notifier(pre) => pre.instantiate_async(&mut *store).await?.call_metadata(store).await,
-            WorldPre::Renderer(pre) => pre.instantiate_async(&mut *store).await?.call_metadata(store).await,
-            WorldPre::ReleaseSet(pre) => pre.instantiate_async(&mut *store).await?.call_metadata(store).await,
+            WorldPre::V0_1(_) => WitVersion::V0_1_0,
+            WorldPre::V0_2(_) => WitVersion::V0_2_0,
+        }
+    }
+
+    /// What the plugin says it is, in the latest's words.
+    pub(super) async fn metadata(&self, store: &mut Store<HostState>) -> wasmtime::Result<bindings::PluginMetadata> {
+        match self {
+            WorldPre::V0_1(pre) => pre.latest_metadata(store).await,
+            WorldPre::V0_2(pre) => pre.metadata(store).await,
         }
     }
 }
 
-fn wit_settings(settings: &BTreeMap<String, String>) -> Vec<bindings::host_api::orthrus::plugin::types::Setting> {
-    settings
-        .iter()
-        .map(|(name, value)| bindings::host_api::orthrus::plugin::types::Setting {
-            name: name.clone(),
-            value: value.clone(),
-        })
-        .collect()
+fn wit_settings(settings: &BTreeMap<String, String>) -> Vec<bindings::Setting> {
+    settings.iter().map(|(name, value)| bindings::Setting { name: name.clone(), value: value.clone() }).collect()
 }
 
 /// A database id as the WIT's unsigned one.

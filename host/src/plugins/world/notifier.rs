@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::super::api::NotifyEvent;
 use super::super::wit::latest::notifier::exports::orthrus::plugin::notify as wit_notify;
+use super::super::wit::{since_v0_1_0 as v0_1, since_v0_2_0 as v0_2};
 use super::super::{PluginError, PluginKind, PluginRuntime};
 use super::{WorldPre, unsigned, wit_settings};
 
@@ -19,13 +20,16 @@ impl PluginRuntime {
         let settings = wit_settings(settings);
         let event = wit_event(event);
         self.inner
-            .call(&plugin, false, self.inner.io_limits, None, async move |store, pre| {
-                let WorldPre::Notifier(pre) = pre else { unreachable!("checked by plugin_of_kind") };
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance.orthrus_plugin_notify().call_notify(store, &settings, &event).await
+            .call(&plugin, false, self.inner.io_limits, None, async move |store, pre| match pre {
+                WorldPre::V0_1(v0_1::Pre::Notifier(pre)) => v0_1::call::notify(pre, store, settings, event).await,
+                WorldPre::V0_2(v0_2::Pre::Notifier(pre)) => {
+                    let instance = pre.instantiate_async(&mut *store).await?;
+                    instance.orthrus_plugin_notify().call_notify(store, &settings, &event).await
+                }
+                _ => unreachable!("checked by plugin_of_kind"),
             })
             .await?
-            .map_err(PluginError::Failed)
+            .map_err(|e| PluginError::answered(&plugin.info.id, e))
     }
 }
 

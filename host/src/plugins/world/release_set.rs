@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::super::api::Release;
 use super::super::wit::latest::release_set::exports::orthrus::plugin::releases as wit_releases;
+use super::super::wit::{since_v0_1_0 as v0_1, since_v0_2_0 as v0_2};
 use super::super::{PluginError, PluginKind, PluginRuntime};
 use super::{WorldPre, wit_settings};
 
@@ -22,13 +23,16 @@ impl PluginRuntime {
         let settings = wit_settings(settings);
         let releases = self
             .inner
-            .call(&plugin, false, self.inner.release_set_limits, Some(project_id), async move |store, pre| {
-                let WorldPre::ReleaseSet(pre) = pre else { unreachable!("checked by plugin_of_kind") };
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance.orthrus_plugin_releases().call_releases(store, &settings, limit).await
+            .call(&plugin, false, self.inner.release_set_limits, Some(project_id), async move |store, pre| match pre {
+                WorldPre::V0_1(v0_1::Pre::ReleaseSet(pre)) => v0_1::call::releases(pre, store, settings, limit).await,
+                WorldPre::V0_2(v0_2::Pre::ReleaseSet(pre)) => {
+                    let instance = pre.instantiate_async(&mut *store).await?;
+                    instance.orthrus_plugin_releases().call_releases(store, &settings, limit).await
+                }
+                _ => unreachable!("checked by plugin_of_kind"),
             })
             .await?
-            .map_err(PluginError::Failed)?;
+            .map_err(|e| PluginError::answered(&plugin.info.id, e))?;
         Ok(releases.into_iter().map(from_wit).collect())
     }
 }

@@ -2,6 +2,7 @@
 
 use super::super::api::{BuildRef, ProductToRender, Rendered};
 use super::super::wit::latest::renderer::exports::orthrus::plugin::render as wit_render;
+use super::super::wit::{since_v0_1_0 as v0_1, since_v0_2_0 as v0_2};
 use super::super::{PluginError, PluginKind, PluginRuntime};
 use super::{WorldPre, unsigned};
 
@@ -18,13 +19,16 @@ impl PluginRuntime {
         let (product, build) = (wit_product(product), wit_build_ref(build));
         let rendered = self
             .inner
-            .call(&plugin, false, self.inner.render_limits, None, async move |store, pre| {
-                let WorldPre::Renderer(pre) = pre else { unreachable!("checked by plugin_of_kind") };
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance.orthrus_plugin_render().call_render(store, &product, &build).await
+            .call(&plugin, false, self.inner.render_limits, None, async move |store, pre| match pre {
+                WorldPre::V0_1(v0_1::Pre::Renderer(pre)) => v0_1::call::render(pre, store, product, build).await,
+                WorldPre::V0_2(v0_2::Pre::Renderer(pre)) => {
+                    let instance = pre.instantiate_async(&mut *store).await?;
+                    instance.orthrus_plugin_render().call_render(store, &product, &build).await
+                }
+                _ => unreachable!("checked by plugin_of_kind"),
             })
             .await?
-            .map_err(PluginError::Failed)?;
+            .map_err(|e| PluginError::answered(&plugin.info.id, e))?;
         Ok(from_wit(rendered))
     }
 }

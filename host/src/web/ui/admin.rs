@@ -326,7 +326,7 @@ pub async fn plugins(State(state): State<AppState>, caller: Caller) -> Response 
                     td { strong { (plugin.id.as_str()) } " " span.muted { (plugin.metadata.version) }
                          @if plugin.grants.network() { br; span.muted { "its programs may use the network" } }
                          @if !plugin.metadata.description.is_empty() { br; span.muted { (plugin.metadata.description) } } }
-                    td { (plugin.kind.to_string()) }
+                    td { (plugin.kind.to_string()) br; span.muted title="the WIT version it was built against" { "orthrus:plugin@" (plugin.wit) } }
                     td { (plugin.metadata.handles.join(", ")) }
                     td { (capability_list(&plugin.metadata.capabilities, &granted, "denied")) }
                     td { (capability_list(&granted, &granted, "cap")) }

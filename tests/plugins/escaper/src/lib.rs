@@ -4,7 +4,7 @@
 //! MARKER and to print the file SECRET. Whatever the programs printed is
 //! returned as the fetch's error, for the test to look through.
 
-use orthrus_plugin_fetcher::{Capability, Fetched, InputFetcher, Metadata, export_fetcher, host};
+use orthrus_plugin_fetcher::{Capability, Error, Fetched, InputFetcher, Metadata, export_fetcher, host};
 
 struct Escaper;
 
@@ -13,7 +13,7 @@ fn payload(marker: &str, secret: &str) -> String {
     format!("touch {marker}; cat {secret}; cat /etc/shadow; ls -a /root")
 }
 
-fn attempt(name: &str, marker: &str, secret: &str) -> Result<Vec<host::Output>, String> {
+fn attempt(name: &str, marker: &str, secret: &str) -> Result<Vec<host::Output>, Error> {
     let payload = payload(marker, secret);
     let sh = format!("sh -c '{payload}' #");
     let runs = match name {
@@ -39,7 +39,13 @@ fn attempt(name: &str, marker: &str, secret: &str) -> Result<Vec<host::Output>, 
         ],
         "svn-tunnel" => vec![host::run(
             "svn",
-            &["--non-interactive", "--config-option", &format!("config:tunnels:evil={sh}"), "ls", "svn+evil://host/repo"],
+            &[
+                "--non-interactive",
+                "--config-option",
+                &format!("config:tunnels:evil={sh}"),
+                "ls",
+                "svn+evil://host/repo",
+            ],
             "",
         )?],
         "tar-to-command" => {
@@ -55,7 +61,7 @@ fn attempt(name: &str, marker: &str, secret: &str) -> Result<Vec<host::Output>, 
         ],
         // The network is off unless granted: the server itself is out of reach.
         "curl-network" => vec![host::run("curl", &["-s", "-m", "5", secret], "")?],
-        other => return Err(format!("unknown attempt {other:?}")),
+        other => return Err(Error::Failed(format!("unknown attempt {other:?}"))),
     };
     Ok(runs)
 }
@@ -71,7 +77,7 @@ impl InputFetcher for Escaper {
         }
     }
 
-    fn fetch(_input: &str, value: &str) -> Result<Fetched, String> {
+    fn fetch(_input: &str, value: &str) -> Result<Fetched, Error> {
         let words: Vec<&str> = value.split_whitespace().collect();
         let [name, marker, secret] = words.as_slice() else { return Err("value: ATTEMPT MARKER SECRET".into()) };
         let runs = attempt(name, marker, secret)?;
@@ -86,7 +92,7 @@ impl InputFetcher for Escaper {
                 )
             })
             .collect();
-        Err(format!("{name} done: {}", said.join(" | ")))
+        Err(Error::Failed(format!("{name} done: {}", said.join(" | "))))
     }
 }
 

@@ -1,7 +1,7 @@
 //! A renderer that misbehaves as the product's subtype says: it loops, it
 //! returns megabytes, it returns scripts, it panics.
 
-use orthrus_plugin_renderer::{BuildRef, Link, Metadata, Product, Rendered, Renderer, export_renderer};
+use orthrus_plugin_renderer::{BuildRef, Error, Link, Metadata, Product, Rendered, Renderer, export_renderer};
 
 struct Hostile;
 
@@ -16,7 +16,7 @@ impl Renderer for Hostile {
         }
     }
 
-    fn render(product: &Product, _build: &BuildRef) -> Result<Rendered, String> {
+    fn render(product: &Product, _build: &BuildRef) -> Result<Rendered, Error> {
         match product.subtype.as_str() {
             "loop" => {
                 let mut n: u64 = 0;
@@ -31,7 +31,7 @@ impl Renderer for Hostile {
             )),
             "link" => Ok(Rendered::Link(Link { href: "javascript:steal()".into(), text: "click".into() })),
             "panic" => panic!("this renderer panics on purpose"),
-            other => Err(format!("no idea how to show {other:?}")),
+            other => Err(Error::Failed(format!("no idea how to show {other:?}"))),
         }
     }
 }

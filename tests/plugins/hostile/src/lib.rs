@@ -1,6 +1,6 @@
 //! A plugin that misbehaves on demand: the input's value says how.
 
-use orthrus_plugin_fetcher::{Capability, Fetched, InputFetcher, Metadata, export_fetcher, host};
+use orthrus_plugin_fetcher::{Capability, Error, Fetched, InputFetcher, Metadata, export_fetcher, host};
 
 struct Hostile;
 
@@ -20,7 +20,7 @@ impl InputFetcher for Hostile {
         }
     }
 
-    fn fetch(_input: &str, value: &str) -> Result<Fetched, String> {
+    fn fetch(_input: &str, value: &str) -> Result<Fetched, Error> {
         match value {
             "loop" => {
                 let mut n: u64 = 0;
@@ -41,8 +41,8 @@ impl InputFetcher for Hostile {
                 Err("rm ran although it was not granted".into())
             }
             "escape" => match std::fs::read_to_string("/etc/passwd") {
-                Ok(text) => Err(format!("read /etc/passwd: {text}")),
-                Err(e) => Err(format!("cannot read /etc/passwd: {e}")),
+                Ok(text) => Err(Error::Failed(format!("read /etc/passwd: {text}"))),
+                Err(e) => Err(Error::Failed(format!("cannot read /etc/passwd: {e}"))),
             },
             "escape-dir" => {
                 host::run_ok("true", &[], "../..")?;
@@ -51,14 +51,14 @@ impl InputFetcher for Hostile {
             "escape-link" => {
                 // The test puts a link to /etc in the scratch directory.
                 let path = host::add_to_store("link")?;
-                Err(format!("added {path} through a link out of the scratch directory"))
+                Err(Error::Failed(format!("added {path} through a link out of the scratch directory")))
             }
             "kv" => {
                 host::kv::set("greeting", b"hello")?;
                 let back = host::kv::get("greeting")?.unwrap_or_default();
-                Err(format!("key-value said {}", String::from_utf8_lossy(&back)))
+                Err(Error::Failed(format!("key-value said {}", String::from_utf8_lossy(&back))))
             }
-            other => Err(format!("unknown misbehaviour {other:?}")),
+            other => Err(Error::Failed(format!("unknown misbehaviour {other:?}"))),
         }
     }
 }

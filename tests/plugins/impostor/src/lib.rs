@@ -2,7 +2,7 @@
 //! `github-status` notifier (to be given its token and HTTP grant) and the
 //! `git` input type (to be handed every git input).
 
-use orthrus_plugin_fetcher::{Fetched, InputFetcher, Metadata, export_fetcher};
+use orthrus_plugin_fetcher::{Error, Fetched, InputFetcher, Metadata, export_fetcher};
 
 struct Impostor;
 
@@ -17,7 +17,7 @@ impl InputFetcher for Impostor {
         }
     }
 
-    fn fetch(_input: &str, _value: &str) -> Result<Fetched, String> {
+    fn fetch(_input: &str, _value: &str) -> Result<Fetched, Error> {
         Err("the impostor was handed an input".into())
     }
 }

@@ -1,7 +1,7 @@
 //! A notifier that does nothing: what delivery costs without the delivery
 //! (`bench/notify.py`).
 
-use orthrus_plugin_notifier::{Event, Metadata, Notifier, Settings, export_notifier};
+use orthrus_plugin_notifier::{Error, Event, Metadata, Notifier, Settings, export_notifier};
 
 struct Noop;
 
@@ -16,7 +16,7 @@ impl Notifier for Noop {
         }
     }
 
-    fn notify(_settings: &Settings, _event: &Event) -> Result<(), String> {
+    fn notify(_settings: &Settings, _event: &Event) -> Result<(), Error> {
         Ok(())
     }
 }

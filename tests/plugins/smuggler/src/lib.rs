@@ -3,7 +3,9 @@
 //! operator who trusts it too much, it must still not be loaded: what a
 //! renderer may import is what its world says.
 
-use orthrus_plugin_renderer::{BuildRef, Capability, Metadata, Product, Rendered, Renderer, export_renderer, host};
+use orthrus_plugin_renderer::{
+    BuildRef, Capability, Error, Metadata, Product, Rendered, Renderer, export_renderer, host,
+};
 
 struct Smuggler;
 
@@ -18,7 +20,7 @@ impl Renderer for Smuggler {
         }
     }
 
-    fn render(_product: &Product, _build: &BuildRef) -> Result<Rendered, String> {
+    fn render(_product: &Product, _build: &BuildRef) -> Result<Rendered, Error> {
         let out = host::run_ok("sh", &["-c", "id"], "")?;
         Ok(Rendered::Html(format!("<pre>{out}</pre>")))
     }
