@@ -196,7 +196,7 @@ async fn plugin_command(config: &Config, command: PluginCommand) -> anyhow::Resu
     let runtime = Parts::open(config).await?.plugins;
     let show = |info: &PluginInfo| {
         let list = |caps: Vec<String>| if caps.is_empty() { "nothing".to_owned() } else { caps.join(", ") };
-        println!("{} {} ({}, {})", info.id, info.metadata.version, info.kind, info.source);
+        println!("{} {} ({}, orthrus:plugin@{}, {})", info.id, info.metadata.version, info.kind, info.wit, info.source);
         println!("  {}", info.metadata.description);
         if info.metadata.name != info.id.name() {
             println!(
@@ -236,9 +236,9 @@ async fn user_command(db: &Db, command: UserCommand) -> anyhow::Result<()> {
     use orthrus::users;
     match command {
         UserCommand::Add { username, full_name, email, roles, password_stdin } => {
-            users::check_username(&username).map_err(anyhow::Error::msg)?;
+            users::check_username(&username)?;
             let roles: std::collections::BTreeSet<String> = roles.into_iter().collect();
-            users::check_roles(&roles).map_err(anyhow::Error::msg)?;
+            users::check_roles(&roles)?;
             let password_hash = if password_stdin {
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
@@ -277,7 +277,7 @@ async fn user_command(db: &Db, command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Token { username, scopes, name, expires_days } => {
             let user = db.user(&username).await?.with_context(|| format!("there is no user {username}"))?;
-            let scopes = users::parse_scopes(scopes.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
+            let scopes = users::parse_scopes(scopes.iter().map(String::as_str))?;
             let (secret, _) = users::issue_token(db, user.id, &name, &scopes, expires_days, None).await?;
             println!("{secret}");
             Ok(())

@@ -314,7 +314,7 @@ impl Evaluator {
         }
         // What Nix locked (inputs missing from flake.lock included) and the
         // locked reference itself obey the same rule before evaluation.
-        let locked_url = self.fetcher.check_flake(&locked.url).err();
+        let locked_url = self.fetcher.check_flake(&locked.url).err().map(|refused| refused.to_string());
         if let Some(error) = locked_url.or_else(|| self.refused_input(&locked.inputs)) {
             return fetch_failed(format!("the flake {reference}: {error}")).await;
         }
@@ -350,7 +350,7 @@ impl Evaluator {
         inputs.iter().find_map(|input| {
             let error = match &input.reference {
                 Ok(None) => return None,
-                Ok(Some(reference)) => self.fetcher.check_flake(reference).err()?,
+                Ok(Some(reference)) => self.fetcher.check_flake(reference).err()?.to_string(),
                 Err(error) => error.clone(),
             };
             Some(format!("its input ‘{}’ is refused: {error}", input.node))

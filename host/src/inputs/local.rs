@@ -9,6 +9,26 @@
 
 use std::path::{Path, PathBuf};
 
+/// Why a project may not name a path or flake reference of this machine.
+#[derive(Debug, thiserror::Error)]
+pub enum PathRefused {
+    #[error("{0:?} is not an absolute path")]
+    NotAbsolute(String),
+    #[error("local paths are not allowed on this server (evaluator.allowed_path_roots is empty)")]
+    NoRoots,
+    #[error("cannot read {}: {source}", .path.display())]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("{} is not under a directory of evaluator.allowed_path_roots", .0.display())]
+    NotUnderRoot(PathBuf),
+    /// Inside the server's own files, or holding them (`how` says which).
+    #[error("{} is refused: it {how} the server's own files (its data directory, configuration or secrets)", .path.display())]
+    ServerFiles { path: PathBuf, how: &'static str },
+    #[error("{0:?} is not a flake reference")]
+    NotAFlakeReference(String),
+    #[error("{0:?} asks for submodules, which are not fetched here")]
+    Submodules(String),
+}
+
 /// The roots a project may read from, and what it may never read.
 #[derive(Debug, Clone, Default)]
 pub struct LocalFiles {
@@ -31,19 +51,19 @@ impl LocalFiles {
 
     /// The real location of the absolute path `value`, if a project may
     /// read it.
-    pub fn check(&self, value: &str) -> Result<PathBuf, String> {
+    pub fn check(&self, value: &str) -> Result<PathBuf, PathRefused> {
         let path = Path::new(value.trim());
         if !path.is_absolute() {
-            return Err(format!("{value:?} is not an absolute path"));
+            return Err(PathRefused::NotAbsolute(value.to_owned()));
         }
         if !self.configured {
-            return Err("local paths are not allowed on this server (evaluator.allowed_path_roots is empty)".into());
+            return Err(PathRefused::NoRoots);
         }
         // Links and `..` resolved first, so that none leads out of a root.
-        let real = path.canonicalize().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let real = path.canonicalize().map_err(|source| PathRefused::Unreadable { path: path.to_owned(), source })?;
         let Some(root) = self.roots.iter().filter(|root| real.starts_with(root)).max_by_key(|r| r.as_os_str().len())
         else {
-            return Err(format!("{} is not under a directory of evaluator.allowed_path_roots", path.display()));
+            return Err(PathRefused::NotUnderRoot(path.to_owned()));
         };
         for private in &self.private {
             // Inside the server's files, unless the root itself was allowed
@@ -52,11 +72,8 @@ impl LocalFiles {
             // Holding them: copying it would copy them.
             let holding = private.starts_with(&real);
             if inside || holding {
-                return Err(format!(
-                    "{} is refused: it {} the server's own files (its data directory, configuration or secrets)",
-                    path.display(),
-                    if inside { "is among" } else { "holds" }
-                ));
+                let how = if inside { "is among" } else { "holds" };
+                return Err(PathRefused::ServerFiles { path: path.to_owned(), how });
             }
         }
         Ok(real)
@@ -67,9 +84,9 @@ impl LocalFiles {
     /// Returns the reference to hand Nix: a bare path becomes `path:` with
     /// its real location, so that Nix does not look above it for a git
     /// repository (which would copy that whole repository).
-    pub fn check_flake(&self, reference: &str) -> Result<String, String> {
+    pub fn check_flake(&self, reference: &str) -> Result<String, PathRefused> {
         if reference.is_empty() || reference.contains(char::is_whitespace) {
-            return Err(format!("{reference:?} is not a flake reference"));
+            return Err(PathRefused::NotAFlakeReference(reference.to_owned()));
         }
         let (path, tail, scheme) = match FlakeReference::of(reference) {
             FlakeReference::Indirect => return Ok(reference.to_owned()),
@@ -77,7 +94,7 @@ impl LocalFiles {
                 let local = scheme == "path" || scheme == "file" || scheme.ends_with("+file");
                 if !local {
                     if scheme.starts_with("git+") && refuses_submodules(rest) {
-                        return Err(format!("{reference:?} asks for submodules, which are not fetched here"));
+                        return Err(PathRefused::Submodules(reference.to_owned()));
                     }
                     return Ok(reference.to_owned());
                 }
@@ -92,7 +109,7 @@ impl LocalFiles {
             }
         };
         if refuses_submodules(tail) {
-            return Err(format!("{reference:?} asks for submodules, which are not fetched here"));
+            return Err(PathRefused::Submodules(reference.to_owned()));
         }
         let real = self.check(&percent_decoded(path))?;
         Ok(match scheme {
@@ -104,7 +121,7 @@ impl LocalFiles {
     /// The repository of a `git` or `svn` input value, when it is on this
     /// machine. Anything git or svn would read from the local file system
     /// counts: a path, `file://`, and for git a relative path (refused).
-    pub fn check_repository(&self, kind: &str, value: &str) -> Result<(), String> {
+    pub fn check_repository(&self, kind: &str, value: &str) -> Result<(), PathRefused> {
         let Some(url) = value.split_whitespace().next() else { return Ok(()) };
         let local = if let Some(rest) = url.strip_prefix("file://") {
             Some(rest.strip_prefix("localhost").unwrap_or(rest).to_owned())
@@ -203,14 +220,14 @@ mod tests {
         assert!(files.check(&at("repo")).is_ok());
         assert!(files.check(&at("data/demo")).is_ok(), "a root allowed inside the data directory");
         for refused in ["data", "data/plugins", "orthrus.toml"] {
-            assert!(files.check(&at(refused)).unwrap_err().contains("is among"), "{refused}");
+            assert!(files.check(&at(refused)).unwrap_err().to_string().contains("is among"), "{refused}");
         }
-        assert!(files.check(&at("")).unwrap_err().contains("holds"), "a root holding the data directory");
-        assert!(files.check("/etc").unwrap_err().contains("not under"));
-        assert!(files.check("relative").unwrap_err().contains("absolute"));
+        assert!(files.check(&at("")).unwrap_err().to_string().contains("holds"), "a root holding the data directory");
+        assert!(files.check("/etc").unwrap_err().to_string().contains("not under"));
+        assert!(files.check("relative").unwrap_err().to_string().contains("absolute"));
         std::os::unix::fs::symlink(dir.path().join("data"), dir.path().join("repo/link")).unwrap();
         assert!(files.check(&at("repo/link")).is_err(), "a link into the data directory");
-        assert!(LocalFiles::new(&[], &[]).check(&at("repo")).unwrap_err().contains("not allowed"));
+        assert!(LocalFiles::new(&[], &[]).check(&at("repo")).unwrap_err().to_string().contains("not allowed"));
         // Allowing the data directory itself does not open it.
         let data = dir.path().join("data");
         let opened = LocalFiles::new(std::slice::from_ref(&data), std::slice::from_ref(&data));
@@ -227,7 +244,7 @@ mod tests {
         assert!(files.check_repository("git", &format!("file://{data}/plugins")).is_err());
         assert!(files.check_repository("git", "/etc").is_err());
         assert!(files.check_repository("git", "file:///etc/ssh").is_err());
-        assert!(files.check_repository("git", "relative/repo").unwrap_err().contains("absolute"));
+        assert!(files.check_repository("git", "relative/repo").unwrap_err().to_string().contains("absolute"));
         assert!(files.check_repository("svn", "file:///srv/svn").is_err());
         assert!(files.check_repository("svn", &format!("file://{repo}")).is_ok());
         for remote in ["https://example.org/r.git", "git@github.com:a/b.git", "ssh://h/r", "svn://h/r"] {
@@ -244,24 +261,26 @@ mod tests {
         assert!(files.check_flake(&format!("git+file://{repo}?ref=main")).is_ok());
         assert!(files.check_flake("git+file:///srv/repo?ref=main").is_err(), "outside the roots");
         assert!(files.check_flake(&format!("git+file://{}/data", dir.path().display())).is_err());
-        assert!(files.check_flake("path:/etc").unwrap_err().contains("not under"));
+        assert!(files.check_flake("path:/etc").unwrap_err().to_string().contains("not under"));
         assert!(files.check_flake("tarball+file:///etc/shadow").is_err());
         assert!(files.check_flake("file:///etc/passwd").is_err());
-        assert!(files.check_flake("./here").unwrap_err().contains("absolute"));
+        assert!(files.check_flake("./here").unwrap_err().to_string().contains("absolute"));
         assert!(files.check_flake("a b").is_err());
         assert!(files.check_flake("github:NixOS/patchelf").is_ok());
         assert!(files.check_flake("nixpkgs/nixos-24.05").is_ok(), "a name for the registry");
         assert!(files.check_flake("flake:nixpkgs").is_ok());
         assert!(files.check_flake("git+https://example.org/r").is_ok());
         // What Nix reads as paths, whatever they look like.
-        assert!(files.check_flake("/etc?x=a:b").unwrap_err().contains("not under"));
-        assert!(files.check_flake("usr/../etc/nixos").unwrap_err().contains("absolute"));
+        assert!(files.check_flake("/etc?x=a:b").unwrap_err().to_string().contains("not under"));
+        assert!(files.check_flake("usr/../etc/nixos").unwrap_err().to_string().contains("absolute"));
         assert!(files.check_flake("etc").is_ok(), "a name for the registry, not a path");
         // A bare path is handed to Nix as `path:` at its real location.
         let real = dir.path().join("repo").canonicalize().unwrap();
         assert_eq!(files.check_flake(&format!("{repo}?dir=x")).unwrap(), format!("path:{}?dir=x", real.display()));
         assert_eq!(files.check_flake(&format!("git+file://{repo}")).unwrap(), format!("git+file://{repo}"));
-        assert!(files.check_flake("git+https://example.org/r?submodules=1").unwrap_err().contains("submodules"));
+        assert!(
+            files.check_flake("git+https://example.org/r?submodules=1").unwrap_err().to_string().contains("submodules")
+        );
     }
 
     #[test]

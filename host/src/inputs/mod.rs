@@ -9,8 +9,8 @@
 
 mod local;
 
-use crate::db::{Db, Jobset, JobsetInput, NewEvalInput, Project, SuccessfulBuild};
-use crate::nix::{Nix, NixValue, StorePath};
+use crate::db::{Db, DbError, Jobset, JobsetInput, NewEvalInput, Project, SuccessfulBuild};
+use crate::nix::{InvalidStorePath, Nix, NixError, NixValue, StorePath};
 use crate::plugins::{AttrValue, Change, PluginError, PluginRuntime};
 
 /// Input types this server understands, sorted.
@@ -18,10 +18,62 @@ pub const INPUT_TYPES: [&str; 6] = ["boolean", "build", "eval", "nix", "path", "
 
 /// An input that could not be turned into a value, with the reason.
 #[derive(Debug, thiserror::Error)]
-#[error("input ‘{input}’: {message}")]
+#[error("input ‘{input}’: {reason}")]
 pub struct InputError {
     pub input: String,
-    pub message: String,
+    pub reason: FetchFailure,
+}
+
+/// What is wrong with an input's type or value, found when a jobset is
+/// saved (and again when it is fetched).
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    #[error("a boolean input is ‘true’ or ‘false’, not {0:?}")]
+    NotABoolean(String),
+    #[error("invalid input type ‘{kind}’; valid types: {known}")]
+    UnknownType { kind: String, known: String },
+    #[error("{0:?} is not a build reference of the form [project:][jobset:]job")]
+    NotABuildReference(String),
+    #[error("{0:?} is not an evaluation number, project:jobset or project:jobset:job")]
+    NotAnEvalReference(String),
+    #[error(transparent)]
+    Path(#[from] PathRefused),
+    /// What the plugin that handles the type said.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// Why an input could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchFailure {
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    #[error("there is no jobset {project}:{jobset}")]
+    NoJobset { project: String, jobset: String },
+    #[error("job {project}:{jobset}:{job} has no successful build")]
+    NoSuccessfulBuild { project: String, jobset: String, job: String },
+    #[error("the outputs of build {0} are no longer in the Nix store")]
+    OutputsGone(i64),
+    #[error("build {0} has no outputs")]
+    NoOutputs(i64),
+    #[error("there is no evaluation {0}")]
+    NoEval(i64),
+    #[error("jobset {project}:{jobset} has no finished evaluation")]
+    NoFinishedEval { project: String, jobset: String },
+    #[error("job {job} did not succeed in evaluation {eval} (the latest finished one of {project}:{jobset})")]
+    JobFailed { job: String, eval: i64, project: String, jobset: String },
+    #[error(transparent)]
+    StorePath(#[from] InvalidStorePath),
+    #[error(transparent)]
+    Nix(#[from] NixError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<PathRefused> for FetchFailure {
+    fn from(refused: PathRefused) -> FetchFailure {
+        FetchFailure::Value(refused.into())
+    }
 }
 
 /// One input, ready to be passed to the expression.
@@ -35,21 +87,21 @@ pub struct FetchedInput {
     pub record: NewEvalInput,
 }
 
-pub use local::LocalFiles;
+pub use local::{LocalFiles, PathRefused};
 
 /// Checks an input's type and value when a jobset is saved, so that a user
 /// learns of a mistake at once rather than at the next evaluation.
-fn validate(kind: &str, value: &str, local: &LocalFiles) -> Result<(), String> {
+fn validate(kind: &str, value: &str, local: &LocalFiles) -> Result<(), ValueError> {
     match kind {
         "string" | "nix" => Ok(()),
         "boolean" => match value.trim() {
             "true" | "false" => Ok(()),
-            other => Err(format!("a boolean input is ‘true’ or ‘false’, not {other:?}")),
+            other => Err(ValueError::NotABoolean(other.to_owned())),
         },
-        "path" => local.check(value).map(drop),
+        "path" => Ok(local.check(value).map(drop)?),
         "build" => BuildRef::parse(value).map(drop),
         "eval" => EvalRef::parse(value).map(drop),
-        other => Err(format!("invalid input type ‘{other}’; valid types: {}", INPUT_TYPES.join(", "))),
+        other => Err(ValueError::UnknownType { kind: other.to_owned(), known: INPUT_TYPES.join(", ") }),
     }
 }
 
@@ -62,9 +114,9 @@ struct BuildRef {
 }
 
 impl BuildRef {
-    fn parse(value: &str) -> Result<BuildRef, String> {
+    fn parse(value: &str) -> Result<BuildRef, ValueError> {
         let parts: Vec<&str> = value.trim().split(':').collect();
-        let bad = || format!("{value:?} is not a build reference of the form [project:][jobset:]job");
+        let bad = || ValueError::NotABuildReference(value.to_owned());
         if parts.iter().any(|p| p.is_empty()) {
             return Err(bad());
         }
@@ -88,7 +140,7 @@ enum EvalRef {
 }
 
 impl EvalRef {
-    fn parse(value: &str) -> Result<EvalRef, String> {
+    fn parse(value: &str) -> Result<EvalRef, ValueError> {
         let value = value.trim();
         if let Ok(id) = value.parse() {
             return Ok(EvalRef::Id(id));
@@ -105,7 +157,7 @@ impl EvalRef {
                     job: Some(job.to_string()),
                 })
             }
-            _ => Err(format!("{value:?} is not an evaluation number, project:jobset or project:jobset:job")),
+            _ => Err(ValueError::NotAnEvalReference(value.to_owned())),
         }
     }
 }
@@ -113,14 +165,14 @@ impl EvalRef {
 /// The attribute set passed for a build (a `build` input, or a job
 /// argument named like another job): Hydra's shape, plus one attribute per
 /// output.
-pub fn build_argument(build: &SuccessfulBuild) -> Result<NixValue, String> {
+pub fn build_argument(build: &SuccessfulBuild) -> Result<NixValue, FetchFailure> {
     let (main_name, main_path) = build
         .outputs
         .iter()
         .find(|(name, _)| name == "out")
         .or_else(|| build.outputs.first())
-        .ok_or_else(|| format!("build {} has no outputs", build.id))?;
-    let store_path = |p: &str| StorePath::parse(p).map(NixValue::StorePath).map_err(|e| e.to_string());
+        .ok_or(FetchFailure::NoOutputs(build.id))?;
+    let store_path = |p: &str| StorePath::parse(p).map(NixValue::StorePath);
     let mut attrs = vec![
         ("outPath".to_owned(), store_path(main_path)?),
         ("inputType".to_owned(), NixValue::String("build".into())),
@@ -174,12 +226,12 @@ impl InputFetcher {
         types
     }
 
-    fn unknown_type(&self, kind: &str) -> String {
-        format!("invalid input type ‘{kind}’; valid types: {}", self.input_types().join(", "))
+    fn unknown_type(&self, kind: &str) -> ValueError {
+        ValueError::UnknownType { kind: kind.to_owned(), known: self.input_types().join(", ") }
     }
 
     /// Checks an input's type and value when a jobset is saved.
-    pub async fn check(&self, kind: &str, value: &str) -> Result<(), String> {
+    pub async fn check(&self, kind: &str, value: &str) -> Result<(), ValueError> {
         if INPUT_TYPES.contains(&kind) {
             return validate(kind, value, &self.local);
         }
@@ -188,7 +240,7 @@ impl InputFetcher {
         }
         match self.plugins.check_value(kind, value).await {
             Err(PluginError::NoPlugin(_)) => Err(self.unknown_type(kind)),
-            other => other.map_err(|e| e.to_string()),
+            other => Ok(other?),
         }
     }
 
@@ -199,13 +251,13 @@ impl InputFetcher {
     /// project owner could copy any file of the server into the store it
     /// serves. Everything else is for Nix to fetch.
     /// Returns the reference to hand Nix (a bare path as `path:`).
-    pub fn check_flake(&self, reference: &str) -> Result<String, String> {
+    pub fn check_flake(&self, reference: &str) -> Result<String, PathRefused> {
         self.local.check_flake(reference)
     }
 
     /// The changes between two revisions of an input a plugin fetched.
-    pub async fn changes(&self, kind: &str, value: &str, since: &str, until: &str) -> Result<Vec<Change>, String> {
-        self.plugins.changes(kind, value, since, until).await.map_err(|e| e.to_string())
+    pub async fn changes(&self, kind: &str, value: &str, since: &str, until: &str) -> Result<Vec<Change>, PluginError> {
+        self.plugins.changes(kind, value, since, until).await
     }
 
     pub async fn fetch(
@@ -214,7 +266,7 @@ impl InputFetcher {
         jobset: &Jobset,
         input: &JobsetInput,
     ) -> Result<FetchedInput, InputError> {
-        let error = |message: String| InputError { input: input.name.clone(), message };
+        let error = |reason: FetchFailure| InputError { input: input.name.clone(), reason };
         let mut record = NewEvalInput {
             name: input.name.clone(),
             kind: input.kind.clone(),
@@ -224,14 +276,14 @@ impl InputFetcher {
         let (value, readable_path) = match input.kind.as_str() {
             "string" => (NixValue::String(input.value.clone()), None),
             "boolean" => {
-                validate("boolean", &input.value, &self.local).map_err(error)?;
+                validate("boolean", &input.value, &self.local).map_err(|e| error(e.into()))?;
                 (NixValue::Bool(input.value.trim() == "true"), None)
             }
             "nix" => (NixValue::Raw(input.value.clone()), None),
             "path" => {
-                let path = self.local.check(&input.value).map_err(error)?;
-                let store_path = self.nix.add_to_store(&path).await.map_err(|e| error(e.to_string()))?;
-                let hash = self.nix.nar_hash(&store_path).await.map_err(|e| error(e.to_string()))?;
+                let path = self.local.check(&input.value).map_err(|e| error(e.into()))?;
+                let store_path = self.nix.add_to_store(&path).await.map_err(|e| error(e.into()))?;
+                let hash = self.nix.nar_hash(&store_path).await.map_err(|e| error(e.into()))?;
                 record.uri = Some(path.display().to_string());
                 record.path = Some(store_path.to_string());
                 record.revision = Some(hash.clone());
@@ -244,22 +296,27 @@ impl InputFetcher {
                 (value, Some(store_path))
             }
             "build" => {
-                let reference = BuildRef::parse(&input.value).map_err(error)?;
+                let reference = BuildRef::parse(&input.value).map_err(|e| error(e.into()))?;
                 let project_name = reference.project.as_deref().unwrap_or(&project.name);
                 let jobset_name = reference.jobset.as_deref().unwrap_or(&jobset.name);
-                let (_, source) = self
-                    .db
-                    .jobset(project_name, jobset_name)
-                    .await
-                    .map_err(|e| error(e.to_string()))?
-                    .ok_or_else(|| error(format!("there is no jobset {project_name}:{jobset_name}")))?;
+                let (_, source) =
+                    self.db.jobset(project_name, jobset_name).await.map_err(|e| error(e.into()))?.ok_or_else(|| {
+                        error(FetchFailure::NoJobset {
+                            project: project_name.to_owned(),
+                            jobset: jobset_name.to_owned(),
+                        })
+                    })?;
                 let build = self
                     .db
                     .latest_successful_build(source.id, &reference.job)
                     .await
-                    .map_err(|e| error(e.to_string()))?
+                    .map_err(|e| error(e.into()))?
                     .ok_or_else(|| {
-                        error(format!("job {project_name}:{jobset_name}:{} has no successful build", reference.job))
+                        error(FetchFailure::NoSuccessfulBuild {
+                            project: project_name.to_owned(),
+                            jobset: jobset_name.to_owned(),
+                            job: reference.job.clone(),
+                        })
                     })?;
                 self.check_outputs_valid(&build).await.map_err(error)?;
                 let value = build_argument(&build).map_err(error)?;
@@ -273,7 +330,7 @@ impl InputFetcher {
                 let mut attrs = Vec::with_capacity(builds.len());
                 for build in &builds {
                     if let Some((_, path)) = build.outputs.iter().find(|(n, _)| n == "out").or(build.outputs.first()) {
-                        let path = StorePath::parse(path).map_err(|e| error(e.to_string()))?;
+                        let path = StorePath::parse(path).map_err(|e| error(e.into()))?;
                         attrs.push((build.job.clone(), NixValue::StorePath(path)));
                     }
                 }
@@ -283,12 +340,12 @@ impl InputFetcher {
             other => {
                 // Checked again: the allowed roots may have changed since it was saved.
                 if REPOSITORY_TYPES.contains(&other) {
-                    self.local.check_repository(other, &input.value).map_err(error)?;
+                    self.local.check_repository(other, &input.value).map_err(|e| error(e.into()))?;
                 }
                 let source = match self.plugins.fetch(other, &input.name, &input.value).await {
                     Ok(source) => source,
-                    Err(PluginError::NoPlugin(_)) => return Err(error(self.unknown_type(other))),
-                    Err(e) => return Err(error(e.to_string())),
+                    Err(PluginError::NoPlugin(_)) => return Err(error(self.unknown_type(other).into())),
+                    Err(e) => return Err(error(ValueError::Plugin(e).into())),
                 };
                 record.uri = Some(source.uri.clone());
                 record.revision = Some(source.revision.clone());
@@ -316,48 +373,34 @@ impl InputFetcher {
         Ok(FetchedInput { name: input.name.clone(), value, readable_path, record })
     }
 
-    async fn check_outputs_valid(&self, build: &SuccessfulBuild) -> Result<(), String> {
+    async fn check_outputs_valid(&self, build: &SuccessfulBuild) -> Result<(), FetchFailure> {
         let paths: Vec<StorePath> = build.outputs.iter().filter_map(|(_, p)| StorePath::parse(p).ok()).collect();
-        let invalid = self.nix.invalid_paths(&paths).await.map_err(|e| e.to_string())?;
-        if invalid.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("the outputs of build {} are no longer in the Nix store", build.id))
-        }
+        let invalid = self.nix.invalid_paths(&paths).await?;
+        if invalid.is_empty() { Ok(()) } else { Err(FetchFailure::OutputsGone(build.id)) }
     }
 
-    async fn eval_builds(&self, value: &str) -> Result<(i64, Vec<SuccessfulBuild>), String> {
+    async fn eval_builds(&self, value: &str) -> Result<(i64, Vec<SuccessfulBuild>), FetchFailure> {
         let eval_id = match EvalRef::parse(value)? {
             EvalRef::Id(id) => {
-                self.db
-                    .eval(id)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("there is no evaluation {id}"))?;
+                self.db.eval(id).await?.ok_or(FetchFailure::NoEval(id))?;
                 id
             }
             EvalRef::Latest { project, jobset, job } => {
-                let (_, source) = self
-                    .db
-                    .jobset(&project, &jobset)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("there is no jobset {project}:{jobset}"))?;
-                let eval = self.db.latest_finished_eval(source.id).await.map_err(|e| e.to_string())?;
-                let eval = eval.ok_or_else(|| format!("jobset {project}:{jobset} has no finished evaluation"))?;
+                let no_jobset = || FetchFailure::NoJobset { project: project.clone(), jobset: jobset.clone() };
+                let (_, source) = self.db.jobset(&project, &jobset).await?.ok_or_else(no_jobset)?;
+                let eval = self.db.latest_finished_eval(source.id).await?;
+                let eval = eval
+                    .ok_or_else(|| FetchFailure::NoFinishedEval { project: project.clone(), jobset: jobset.clone() })?;
                 if let Some(job) = job {
-                    let builds = self.db.eval_successful_builds(eval.id).await.map_err(|e| e.to_string())?;
+                    let builds = self.db.eval_successful_builds(eval.id).await?;
                     if !builds.iter().any(|b| b.job == job) {
-                        return Err(format!(
-                            "job {job} did not succeed in evaluation {} (the latest finished one of {project}:{jobset})",
-                            eval.id
-                        ));
+                        return Err(FetchFailure::JobFailed { job, eval: eval.id, project, jobset });
                     }
                 }
                 eval.id
             }
         };
-        let builds = self.db.eval_successful_builds(eval_id).await.map_err(|e| e.to_string())?;
+        let builds = self.db.eval_successful_builds(eval_id).await?;
         Ok((eval_id, builds))
     }
 }
@@ -370,8 +413,8 @@ mod tests {
     fn validates_values_by_type() {
         let none = LocalFiles::default();
         assert!(validate("boolean", "true", &none).is_ok());
-        assert!(validate("boolean", "yes", &none).unwrap_err().contains("‘true’ or ‘false’"));
-        let err = validate("gti", "x", &none).unwrap_err();
+        assert!(validate("boolean", "yes", &none).unwrap_err().to_string().contains("‘true’ or ‘false’"));
+        let err = validate("gti", "x", &none).unwrap_err().to_string();
         assert!(
             err.contains("invalid input type ‘gti’") && err.contains("boolean, build, eval, nix, path, string"),
             "{err}"
@@ -391,14 +434,14 @@ mod tests {
         std::fs::create_dir(&inside).unwrap();
         let roots = LocalFiles::new(&[root.path().to_owned()], &[]);
         assert!(validate("path", inside.to_str().unwrap(), &roots).is_ok());
-        assert!(validate("path", "/etc", &roots).unwrap_err().contains("not under"));
+        assert!(validate("path", "/etc", &roots).unwrap_err().to_string().contains("not under"));
         let none = LocalFiles::default();
-        assert!(validate("path", inside.to_str().unwrap(), &none).unwrap_err().contains("not allowed"));
-        assert!(validate("path", "relative", &roots).unwrap_err().contains("absolute"));
+        assert!(validate("path", inside.to_str().unwrap(), &none).unwrap_err().to_string().contains("not allowed"));
+        assert!(validate("path", "relative", &roots).unwrap_err().to_string().contains("absolute"));
         // A symlink inside a root that points outside it does not get out.
         let link = root.path().join("escape");
         std::os::unix::fs::symlink("/etc", &link).unwrap();
-        assert!(validate("path", link.to_str().unwrap(), &roots).unwrap_err().contains("not under"));
+        assert!(validate("path", link.to_str().unwrap(), &roots).unwrap_err().to_string().contains("not under"));
         let dotdot = format!("{}/src/../../", root.path().display());
         assert!(validate("path", &dotdot, &roots).is_err());
     }

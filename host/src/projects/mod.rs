@@ -39,11 +39,11 @@ pub async fn check_values(
         inputs
             .check(&input.kind, &input.value)
             .await
-            .map_err(|message| FieldError::new(format!("inputs.{}", input.name), message))?;
+            .map_err(|error| FieldError::new(format!("inputs.{}", input.name), error.to_string()))?;
     }
     let flake_unchanged = previous.is_some_and(|p| p.kind == settings.kind && p.flake == settings.flake);
     if let (spec::FLAKE, Some(flake), false) = (settings.kind, &settings.flake, flake_unchanged) {
-        inputs.check_flake(flake).map_err(|message| FieldError::new("flake", message))?;
+        inputs.check_flake(flake).map_err(|error| FieldError::new("flake", error.to_string()))?;
     }
     Ok(())
 }
@@ -109,7 +109,7 @@ pub async fn check_declarative(declarative: &Declarative, inputs: &InputFetcher)
     inputs
         .check(&declarative.kind, &declarative.value)
         .await
-        .map_err(|message| FieldError::new("declarative.value", message))
+        .map_err(|error| FieldError::new("declarative.value", error.to_string()))
 }
 
 /// Turns a spec's jobsets into settings, checking them all: the errors of

@@ -16,8 +16,8 @@ pub enum AccountError {
     #[error("{0}")]
     NotFound(String),
     /// A user name that breaks the rule (a 400).
-    #[error("{0}")]
-    BadName(String),
+    #[error(transparent)]
+    BadName(super::WordError),
     /// A field of the request at fault (a 400 naming it).
     #[error("field ‘{field}’: {message}")]
     Field { field: &'static str, message: String },
@@ -101,7 +101,8 @@ pub async fn save_account(
     }
     super::check_username(name).map_err(AccountError::BadName)?;
     if let Some(roles) = &changes.roles {
-        super::check_roles(roles).map_err(|message| AccountError::Field { field: "userroles", message })?;
+        super::check_roles(roles)
+            .map_err(|error| AccountError::Field { field: "userroles", message: error.to_string() })?;
     }
     let password_hash = match changes.password {
         Some(password) if password.len() < super::MIN_PASSWORD_LEN => {
@@ -148,7 +149,7 @@ pub async fn create_token(
 ) -> Result<(String, ApiToken), AccountError> {
     check_account(caller, name, AccountUse::Change)?;
     let scopes = super::parse_scopes(scope_words.iter().map(String::as_str))
-        .map_err(|message| AccountError::Field { field: "scopes", message })?;
+        .map_err(|error| AccountError::Field { field: "scopes", message: error.to_string() })?;
     // A token cannot mint a token stronger than itself, nor one that
     // outlives it.
     let mut not_after = None;

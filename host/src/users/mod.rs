@@ -18,7 +18,7 @@ use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 
 use crate::db::{ApiToken, Db, DbResult, User};
-use crate::domain::{Role, TokenScope};
+use crate::domain::{Role, TokenScope, UnknownWord};
 
 /// Passwords shorter than this are refused.
 pub const MIN_PASSWORD_LEN: usize = 8;
@@ -228,23 +228,30 @@ pub fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// What is wrong with a user name, a role or a list of token scopes
+/// someone gave: each names the word at fault and what would do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WordError {
+    #[error("invalid user name {0:?}: use letters, digits, ‘.’, ‘_’, ‘-’ and ‘@’, starting with a letter or digit")]
+    Username(String),
+    /// An unknown role or scope.
+    #[error(transparent)]
+    Unknown(#[from] UnknownWord),
+    #[error("a token needs at least one scope: all, {known}")]
+    NoScope { known: String },
+}
+
 /// User names: a letter or digit, then letters, digits, `.`, `_`, `-` or `@`.
-pub fn check_username(name: &str) -> Result<(), String> {
+pub fn check_username(name: &str) -> Result<(), WordError> {
     let mut chars = name.chars();
     let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || ".-_@".contains(c))
         && name.len() <= 64;
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid user name {name:?}: use letters, digits, ‘.’, ‘_’, ‘-’ and ‘@’, starting with a letter or digit"
-        ))
-    }
+    if valid { Ok(()) } else { Err(WordError::Username(name.to_owned())) }
 }
 
-pub fn check_roles(roles: &BTreeSet<String>) -> Result<(), String> {
-    roles.iter().try_for_each(|role| role.parse::<Role>().map(drop).map_err(|unknown| unknown.to_string()))
+pub fn check_roles(roles: &BTreeSet<String>) -> Result<(), WordError> {
+    Ok(roles.iter().try_for_each(|role| role.parse::<Role>().map(drop))?)
 }
 
 /// Words joined for a message: `a, b, c`.
@@ -274,7 +281,7 @@ pub async fn issue_token(
     Ok((secret, token))
 }
 
-pub fn parse_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<BTreeSet<TokenScope>, String> {
+pub fn parse_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<BTreeSet<TokenScope>, WordError> {
     let known = || words(TokenScope::ALL.iter().map(|scope| scope.as_str()));
     let mut scopes = BTreeSet::new();
     for name in names {
@@ -284,12 +291,15 @@ pub fn parse_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<BTre
                 Ok(scope) => {
                     scopes.insert(scope);
                 }
-                Err(_) => return Err(format!("unknown token scope ‘{word}’; scopes are: all, {}", known())),
+                Err(_) => {
+                    let known = format!("all, {}", known());
+                    Err(UnknownWord { what: "token scope", word: word.to_owned(), known })?
+                }
             },
         }
     }
     if scopes.is_empty() {
-        return Err(format!("a token needs at least one scope: all, {}", known()));
+        return Err(WordError::NoScope { known: known() });
     }
     Ok(scopes)
 }
@@ -403,7 +413,7 @@ mod tests {
         assert!(check_username("alice").is_ok());
         assert!(check_username("a b").is_err());
         assert!(check_roles(&["admin".to_owned()].into()).is_ok());
-        assert!(check_roles(&["root".to_owned()].into()).unwrap_err().contains("unknown role"));
+        assert!(check_roles(&["root".to_owned()].into()).unwrap_err().to_string().contains("unknown role"));
         assert!(parse_scopes(["nope"]).is_err());
         assert!(parse_scopes([]).is_err());
         assert_eq!(parse_scopes(["eval", "read"]).unwrap().len(), 2);

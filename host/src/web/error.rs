@@ -107,7 +107,7 @@ impl From<AccountError> for ApiError {
         match error {
             AccountError::Denied(denied) => denied.into(),
             AccountError::NotFound(message) => ApiError::not_found(message),
-            AccountError::BadName(message) => ApiError::bad_request(message),
+            AccountError::BadName(error) => ApiError::bad_request(error.to_string()),
             AccountError::Field { field, message } => ApiError::invalid_field(field, message),
             AccountError::WrongCurrentPassword => ApiError {
                 status: StatusCode::FORBIDDEN,

@@ -83,7 +83,7 @@ pub async fn changes(State(state): State<AppState>, Path(id): Path<i64>) -> ApiR
             .map_err(|_| busy())?;
         let entry = match state.inputs.changes(&input.kind, &value, &from, &to).await {
             Ok(changes) => json!({ "from": from, "to": to, "changes": changes }),
-            Err(error) => json!({ "from": from, "to": to, "error": error }),
+            Err(error) => json!({ "from": from, "to": to, "error": error.to_string() }),
         };
         result.insert(input.name, entry);
     }
