@@ -48,6 +48,23 @@ pub mod bindings {
     // sharing these imports (and so their types).
 }
 
+/// What every world's export macro has: the component's type and its
+/// `metadata()` export, from the plugin's trait `$kind`. The world crates'
+/// macros add their own exports beside it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_metadata {
+    ($guest:path, $plugin:ty, $kind:path) => {
+        struct __OrthrusPlugin;
+
+        impl $guest for __OrthrusPlugin {
+            fn metadata() -> $crate::Metadata {
+                <$plugin as $kind>::metadata()
+            }
+        }
+    };
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use wit_bindgen;

@@ -114,7 +114,9 @@ impl Config {
         // machines to check.
         #[cfg(feature = "server")]
         for (index, fields) in self.machines.machine.iter().enumerate() {
-            if let Err(message) = fields.clone().into_spec(format!("machines.machine[{index}]")) {
+            if let Err(message) =
+                fields.clone().into_spec(format!("machines.machine[{index}]")).map_err(|e| e.to_string())
+            {
                 return Err(("machines.machine", format!("entry {} ({}): {message}", index + 1, fields.uri)));
             }
         }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tracing::info;
 
-use super::Evaluator;
+use super::{EvalFailure, Evaluator, SpecRefused};
 use crate::db::{Declarative, DueJobset, GENERATOR_JOB, JobsetInput, SPEC_JOBSET, SpecSource, enabled, outcome};
 use crate::inputs::FetchedInput;
 use crate::nix::NixValue;
@@ -25,7 +25,7 @@ impl Evaluator {
         due: &DueJobset,
         started: i64,
         declarative: &Declarative,
-    ) -> Result<&'static str, String> {
+    ) -> Result<&'static str, EvalFailure> {
         let (project, jobset) = (&due.project, &due.jobset);
         let spec_input = JobsetInput {
             id: 0,
@@ -40,30 +40,30 @@ impl Evaluator {
             Err(e) => {
                 let message = format!("cannot fetch the spec: {e}");
                 info!("{message}");
-                self.db.record_spec_outcome(project.id, Some(&message), None).await.map_err(|e| e.to_string())?;
-                self.db.record_fetch_error(jobset.id, started, &message).await.map_err(|e| e.to_string())?;
+                self.db.record_spec_outcome(project.id, Some(&message), None).await?;
+                self.db.record_fetch_error(jobset.id, started, &message).await?;
                 return Ok(outcome::FETCH_FAILED);
             }
         };
         let read = self.read_spec(&fetched, declarative).await;
         let spec = match read {
             Ok(spec) => spec,
-            Err(message) => return self.spec_refused(due, started, &message).await,
+            Err(refused) => return self.spec_refused(due, started, &refused.to_string()).await,
         };
         match spec {
             SpecFile::Jobsets(specs) => {
-                self.db.record_spec_source(project.id, SpecSource::Static, false).await.map_err(|e| e.to_string())?;
+                self.db.record_spec_source(project.id, SpecSource::Static, false).await?;
                 match apply_spec(&self.db, &self.fetcher, project, specs, None).await {
                     Ok(changes) => {
                         if !changes.is_empty() {
                             self.handle.wake();
                         }
-                        self.db.clear_eval_error(jobset.id).await.map_err(|e| e.to_string())?;
-                        self.db.record_eval_unchanged(jobset.id, started).await.map_err(|e| e.to_string())?;
+                        self.db.clear_eval_error(jobset.id).await?;
+                        self.db.record_eval_unchanged(jobset.id, started).await?;
                         Ok(outcome::UNCHANGED)
                     }
                     Err(message) => {
-                        self.db.record_eval_failure(jobset.id, started, &message).await.map_err(|e| e.to_string())?;
+                        self.db.record_eval_failure(jobset.id, started, &message).await?;
                         Ok(outcome::EVAL_FAILED)
                     }
                 }
@@ -71,7 +71,7 @@ impl Evaluator {
             SpecFile::Generator(spec) => {
                 let generator = match self.configure_generator(due, *spec).await {
                     Ok(generator) => generator,
-                    Err(message) => return self.spec_refused(due, started, &message).await,
+                    Err(refused) => return self.spec_refused(due, started, &refused.to_string()).await,
                 };
                 let project_name = FetchedInput {
                     name: PROJECT_NAME_INPUT.into(),
@@ -94,20 +94,13 @@ impl Evaluator {
                     Ok(_) => None,
                 };
                 match failure {
-                    Some(message) => self
-                        .db
-                        .record_spec_outcome(project.id, Some(&message), None)
-                        .await
-                        .map_err(|e| e.to_string())?,
+                    Some(message) => self.db.record_spec_outcome(project.id, Some(&message), None).await?,
                     // The newest `jobsets` build is applied again if the spec
                     // was something else, or wrong, in between.
                     None => {
                         let reapply = project.declarative_source.as_deref() != Some(SpecSource::Generator.as_str())
                             || project.declarative_error.is_some();
-                        self.db
-                            .record_spec_source(project.id, SpecSource::Generator, reapply)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        self.db.record_spec_source(project.id, SpecSource::Generator, reapply).await?;
                     }
                 }
                 checked
@@ -116,26 +109,26 @@ impl Evaluator {
     }
 
     /// The spec file's text, parsed.
-    async fn read_spec(&self, fetched: &FetchedInput, declarative: &Declarative) -> Result<SpecFile, String> {
-        let root = fetched.readable_path.as_ref().ok_or_else(|| {
-            format!("the spec's input (type {}) is not a source tree; use a git, svn or path input", declarative.kind)
-        })?;
+    async fn read_spec(&self, fetched: &FetchedInput, declarative: &Declarative) -> Result<SpecFile, SpecRefused> {
+        let root =
+            fetched.readable_path.as_ref().ok_or_else(|| SpecRefused::NotASourceTree(declarative.kind.clone()))?;
         if !is_relative_inside(&declarative.file) {
-            return Err(format!("the spec file {:?} must be a relative path inside its input", declarative.file));
+            return Err(SpecRefused::FileOutsideInput(declarative.file.clone()));
         }
         let root = Path::new(root.as_str());
-        let text = read_contained(root, &root.join(&declarative.file))
-            .await
-            .map_err(|e| format!("the spec file ‘{}’ of {}: {e}", declarative.file, declarative.value))?;
-        parse_spec(&text, &declarative.file).map_err(|e| format!("{}: {e}", declarative.file))
+        let text = read_contained(root, &root.join(&declarative.file)).await.map_err(|reason| {
+            SpecRefused::Unreadable { file: declarative.file.clone(), input: declarative.value.clone(), reason }
+        })?;
+        parse_spec(&text, &declarative.file)
+            .map_err(|reason| SpecRefused::Malformed { file: declarative.file.clone(), reason })
     }
 
     /// Gives `.jobsets` the settings of a generator spec (checked first), and
     /// returns it as saved. It stays on and keeps its name whatever the spec
     /// says, or the spec could never be read again.
-    async fn configure_generator(&self, due: &DueJobset, spec: JobsetSpec) -> Result<crate::db::Jobset, String> {
-        let inputs = self.db.jobset_inputs(due.jobset.id).await.map_err(|e| e.to_string())?;
-        let in_settings = |e: FieldError| format!("{e} (in the settings of {SPEC_JOBSET})");
+    async fn configure_generator(&self, due: &DueJobset, spec: JobsetSpec) -> Result<crate::db::Jobset, SpecRefused> {
+        let inputs = self.db.jobset_inputs(due.jobset.id).await?;
+        let in_settings = SpecRefused::Settings;
         if spec.kind == Some(i64::from(FLAKE)) {
             return Err(in_settings(FieldError::new("type", "the generator of a spec is a legacy jobset (type 0)")));
         }
@@ -153,21 +146,17 @@ impl Evaluator {
         if due.jobset.settings(&inputs) == settings {
             return Ok(due.jobset.clone());
         }
-        let (saved, _) = self
-            .db
-            .save_jobset(&due.project, SPEC_JOBSET, &settings, crate::db::Expect::Anything)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (saved, _) = self.db.save_jobset(&due.project, SPEC_JOBSET, &settings, crate::db::Expect::Anything).await?;
         Ok(saved)
     }
 
     /// A spec that cannot be read or is wrong: recorded on the project and
     /// as the evaluation error of `.jobsets`; the jobsets stay as they are.
-    async fn spec_refused(&self, due: &DueJobset, started: i64, message: &str) -> Result<&'static str, String> {
+    async fn spec_refused(&self, due: &DueJobset, started: i64, message: &str) -> Result<&'static str, EvalFailure> {
         let message = format!("the spec was not applied: {message}");
         info!("{message}");
-        self.db.record_spec_outcome(due.project.id, Some(&message), None).await.map_err(|e| e.to_string())?;
-        self.db.record_eval_failure(due.jobset.id, started, &message).await.map_err(|e| e.to_string())?;
+        self.db.record_spec_outcome(due.project.id, Some(&message), None).await?;
+        self.db.record_eval_failure(due.jobset.id, started, &message).await?;
         Ok(outcome::EVAL_FAILED)
     }
 }

@@ -3,6 +3,7 @@
 //! builds, then wakes the queue runner.
 
 mod declarative;
+mod failure;
 mod instantiate;
 mod jobs;
 mod nix_eval_jobs;
@@ -25,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::nix::{Nix, NixValue, StorePath};
 use crate::projects::is_relative_inside;
 use crate::projects::spec::FLAKE;
+pub use failure::{EvalFailure, SpecRefused};
 use instantiate::JobsSource;
 pub use jobs::{JobDefaults, JobInfo};
 
@@ -128,7 +130,8 @@ impl Evaluator {
         let clock = Instant::now();
         let outcome = match self.check(due, started).await {
             Ok(outcome) => outcome,
-            Err(message) => {
+            Err(failure) => {
+                let message = failure.to_string();
                 warn!("evaluation failed: {message}");
                 if let Err(e) = self.db.record_eval_failure(due.jobset.id, started, &message).await {
                     warn!("cannot record the evaluation failure: {e}");
@@ -141,7 +144,7 @@ impl Evaluator {
 
     /// Fetches, evaluates and records; returns how the check ended
     /// (an `outcome::*`), or the error that failed the whole evaluation.
-    async fn check(&self, due: &DueJobset, started: i64) -> Result<&'static str, String> {
+    async fn check(&self, due: &DueJobset, started: i64) -> Result<&'static str, EvalFailure> {
         if due.jobset.name == SPEC_JOBSET {
             if let Some(declarative) = due.project.declarative() {
                 return self.check_spec(due, started, &declarative).await;
@@ -163,16 +166,16 @@ impl Evaluator {
         started: i64,
         extra: Vec<FetchedInput>,
         only_job: Option<&str>,
-    ) -> Result<&'static str, String> {
+    ) -> Result<&'static str, EvalFailure> {
         let fetch_start = Instant::now();
-        let inputs = self.db.jobset_inputs(jobset.id).await.map_err(|e| e.to_string())?;
+        let inputs = self.db.jobset_inputs(jobset.id).await?;
         let mut fetched = Vec::with_capacity(inputs.len() + extra.len());
         for input in &inputs {
             match self.fetcher.fetch(project, jobset, input).await {
                 Ok(input) => fetched.push(input),
                 Err(e) => {
                     info!("{e}");
-                    self.db.record_fetch_error(jobset.id, started, &e.to_string()).await.map_err(|e| e.to_string())?;
+                    self.db.record_fetch_error(jobset.id, started, &e.to_string()).await?;
                     return Ok(outcome::FETCH_FAILED);
                 }
             }
@@ -180,36 +183,33 @@ impl Evaluator {
         fetched.extend(extra);
         let checkout_time = fetch_start.elapsed().as_secs() as i64;
 
-        let expr_input = fetched.iter().find(|i| i.name == jobset.nixexpr_input).ok_or_else(|| {
-            format!("the Nix expression input ‘{}’ is not an input of this jobset", jobset.nixexpr_input)
-        })?;
-        let expr_root = expr_input.readable_path.as_ref().ok_or_else(|| {
-            format!(
-                "the Nix expression input ‘{}’ is not a source tree (use a path, git or svn input)",
-                jobset.nixexpr_input
-            )
-        })?;
+        let expr_input = fetched
+            .iter()
+            .find(|i| i.name == jobset.nixexpr_input)
+            .ok_or_else(|| EvalFailure::NoExpressionInput(jobset.nixexpr_input.clone()))?;
+        let expr_root = expr_input
+            .readable_path
+            .as_ref()
+            .ok_or_else(|| EvalFailure::NotASourceTree(jobset.nixexpr_input.clone()))?;
         if !is_relative_inside(&jobset.nixexpr_path) {
-            return Err(format!(
-                "the Nix expression path {:?} must be a relative path inside the input",
-                jobset.nixexpr_path
-            ));
+            return Err(EvalFailure::PathOutsideInput(jobset.nixexpr_path.clone()));
         }
         let expr_path = Path::new(expr_root.as_str()).join(&jobset.nixexpr_path);
         if !expr_path.is_file() {
-            return Err(format!(
-                "there is no file ‘{}’ in input ‘{}’ ({expr_root})",
-                jobset.nixexpr_path, jobset.nixexpr_input
-            ));
+            return Err(EvalFailure::NoExpressionFile {
+                path: jobset.nixexpr_path.clone(),
+                input: jobset.nixexpr_input.clone(),
+                root: expr_root.clone(),
+            });
         }
 
         // Jobs that took other jobs' builds as arguments last time: a new
         // build of those is a change of input, as in the paper.
-        let previous = self.db.last_eval(jobset.id).await.map_err(|e| e.to_string())?;
+        let previous = self.db.last_eval(jobset.id).await?;
         let configured: BTreeSet<String> = fetched.iter().map(|i| i.name.clone()).collect();
         let mut dep_records = Vec::new();
         if let Some(previous) = &previous {
-            let previous_inputs = self.db.eval_inputs(&[previous.id]).await.map_err(|e| e.to_string())?;
+            let previous_inputs = self.db.eval_inputs(&[previous.id]).await?;
             for input in previous_inputs.get(&previous.id).into_iter().flatten() {
                 if input.kind == "build" && !configured.contains(&input.name) {
                     dep_records.push(input.name.clone());
@@ -221,13 +221,13 @@ impl Evaluator {
         hash.update(format!("{}\0{}\0", jobset.nixexpr_input, jobset.nixexpr_path));
         hash.update(&inputs_nix);
         for name in &dep_records {
-            let latest = self.db.latest_successful_build(jobset.id, name).await.map_err(|e| e.to_string())?;
+            let latest = self.db.latest_successful_build(jobset.id, name).await?;
             hash.update(format!("\0dep {name}={}", latest.map(|b| b.id).unwrap_or(0)));
         }
         let hash = hex::encode(hash.finalize());
         if !jobset.force_eval && previous.as_ref().is_some_and(|p| p.hash == hash) {
             info!("inputs unchanged since evaluation {}", previous.as_ref().map(|p| p.id).unwrap_or(0));
-            self.db.record_eval_unchanged(jobset.id, started).await.map_err(|e| e.to_string())?;
+            self.db.record_eval_unchanged(jobset.id, started).await?;
             return Ok(outcome::UNCHANGED);
         }
 
@@ -241,7 +241,7 @@ impl Evaluator {
         }
         let mut eval_inputs: Vec<NewEvalInput> = fetched.iter().map(|i| i.record.clone()).collect();
         for name in resolved.used_deps.iter().filter(|n| !configured.contains(*n)) {
-            let latest = self.db.latest_successful_build(jobset.id, name).await.map_err(|e| e.to_string())?;
+            let latest = self.db.latest_successful_build(jobset.id, name).await?;
             eval_inputs.push(NewEvalInput {
                 name: name.clone(),
                 kind: "build".into(),
@@ -276,19 +276,22 @@ impl Evaluator {
     /// A flake jobset: the reference is locked first, and the locked
     /// reference is what is evaluated, hashed and recorded on the eval, so
     /// that an unchanged flake is not evaluated again.
-    async fn check_flake(&self, due: &DueJobset, started: i64) -> Result<&'static str, String> {
+    async fn check_flake(&self, due: &DueJobset, started: i64) -> Result<&'static str, EvalFailure> {
         let jobset = &due.jobset;
-        let reference = jobset.flake.as_deref().filter(|f| !f.is_empty()).ok_or("a flake jobset needs a flake")?;
+        let reference = jobset.flake.as_deref().filter(|f| !f.is_empty()).ok_or(EvalFailure::NoFlake)?;
         // Checked again: the allowed roots may have changed since it was
         // saved. What Nix is given is the checked reference (a bare path
         // becomes `path:` at its real location).
-        let reference = self.fetcher.check_flake(reference).map_err(|e| format!("flake {reference}: {e}"))?;
+        let reference = self
+            .fetcher
+            .check_flake(reference)
+            .map_err(|refused| EvalFailure::FlakeRefused { reference: reference.to_owned(), refused })?;
         let reference = reference.as_str();
         let fetch_start = Instant::now();
         let timeout = Duration::from_secs(self.config.evaluator.timeout_secs);
-        let fetch_failed = async |message: String| -> Result<&'static str, String> {
+        let fetch_failed = async |message: String| -> Result<&'static str, EvalFailure> {
             info!("{message}");
-            self.db.record_fetch_error(jobset.id, started, &message).await.map_err(|e| e.to_string())?;
+            self.db.record_fetch_error(jobset.id, started, &message).await?;
             Ok(outcome::FETCH_FAILED)
         };
         // Its inputs may name this machine's files too: checked from its
@@ -320,10 +323,10 @@ impl Evaluator {
         }
         let checkout_time = fetch_start.elapsed().as_secs() as i64;
         let hash = hex::encode(Sha256::digest(format!("flake\0{}", locked.url)));
-        let previous = self.db.last_eval(jobset.id).await.map_err(|e| e.to_string())?;
+        let previous = self.db.last_eval(jobset.id).await?;
         if !jobset.force_eval && previous.as_ref().is_some_and(|p| p.hash == hash) {
             info!(flake = %locked.url, "flake unchanged since evaluation {}", previous.map(|p| p.id).unwrap_or(0));
-            self.db.record_eval_unchanged(jobset.id, started).await.map_err(|e| e.to_string())?;
+            self.db.record_eval_unchanged(jobset.id, started).await?;
             return Ok(outcome::UNCHANGED);
         }
         let eval_start = Instant::now();
@@ -369,7 +372,7 @@ impl Evaluator {
     }
 
     /// Records an evaluation with its builds and wakes the queue runner.
-    async fn record(&self, new_eval: NewEval) -> Result<&'static str, String> {
+    async fn record(&self, new_eval: NewEval) -> Result<&'static str, EvalFailure> {
         // Rooted before the builds are queued, so that a collection while
         // they build cannot take their outputs or derivations.
         if let Some(gc) = &self.gc {
@@ -380,7 +383,7 @@ impl Evaluator {
                 .collect();
             gc.root(&paths).await;
         }
-        let recorded = self.db.record_eval(&new_eval).await.map_err(|e| e.to_string())?;
+        let recorded = self.db.record_eval(&new_eval).await?;
         if let Some(gc) = &self.gc {
             gc.wake();
         }
@@ -406,7 +409,7 @@ impl Evaluator {
         source: JobsSource,
         fetched: &[FetchedInput],
         inputs_nix: &str,
-    ) -> Result<instantiate::RawJobs, String> {
+    ) -> Result<instantiate::RawJobs, EvalFailure> {
         let work_dir = self.config.scratch_dir().join(format!("eval-{jobset_id}-{started}"));
         let result = self.evaluate_with_files(&work_dir, jobset_id, source, fetched, inputs_nix).await;
         let _ = tokio::fs::remove_dir_all(&work_dir).await;
@@ -420,12 +423,12 @@ impl Evaluator {
         source: JobsSource,
         fetched: &[FetchedInput],
         inputs_nix: &str,
-    ) -> Result<instantiate::RawJobs, String> {
-        let io = |e: std::io::Error| format!("cannot prepare the evaluation in {}: {e}", work_dir.display());
+    ) -> Result<instantiate::RawJobs, EvalFailure> {
+        let io = |source: std::io::Error| EvalFailure::Workspace { dir: work_dir.to_owned(), source };
         tokio::fs::create_dir_all(work_dir).await.map_err(io)?;
         tokio::fs::write(work_dir.join("wrapper.nix"), WRAPPER_NIX).await.map_err(io)?;
         tokio::fs::write(work_dir.join("inputs.nix"), inputs_nix).await.map_err(io)?;
-        let deps = self.db.latest_successful_builds(jobset_id).await.map_err(|e| e.to_string())?;
+        let deps = self.db.latest_successful_builds(jobset_id).await?;
         let deps_nix = NixValue::Attrs(
             deps.iter().filter_map(|b| build_argument(b).ok().map(|value| (b.job.clone(), value))).collect(),
         )
@@ -455,25 +458,25 @@ impl Evaluator {
                 }
             }
         }
-        instantiate::evaluate(&self.nix, workspace, evaluator.workers).await
+        instantiate::evaluate(&self.nix, workspace, evaluator.workers).await.map_err(EvalFailure::Evaluator)
     }
 }
 
 /// The generator of a declarative project must make its one job and
 /// nothing else (Hydra's rule), or its output could not be told apart.
-fn check_only_job(resolved: &jobs::ResolvedJobs, job: &str) -> Result<(), String> {
+fn check_only_job(resolved: &jobs::ResolvedJobs, job: &str) -> Result<(), EvalFailure> {
     let names: Vec<&str> = resolved.jobs.iter().map(|j| j.name.as_str()).collect();
     if names == [job] {
         return Ok(());
     }
-    let mut message = format!(
-        "this jobset must have exactly one job, named ‘{job}’, whose output is the spec; it has {}",
-        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
-    );
-    if let Some((name, error)) = resolved.errors.first() {
-        message.push_str(&format!(" (‘{name}’ failed to evaluate: {error})"));
-    }
-    Err(message)
+    Err(EvalFailure::NotOnlyJob {
+        job: job.to_owned(),
+        found: if names.is_empty() { "none".to_owned() } else { names.join(", ") },
+        why: match resolved.errors.first() {
+            Some((name, error)) => format!(" (‘{name}’ failed to evaluate: {error})"),
+            None => String::new(),
+        },
+    })
 }
 
 /// `inputs.nix`: the fetched inputs as one attribute set.

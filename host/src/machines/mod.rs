@@ -25,7 +25,7 @@ use crate::config::{Config, MachinesConfig};
 use crate::nix::local::LocalBuilds;
 use crate::nix::{Nix, ServeConnection, StorePath};
 pub use connect_error::ConnectError;
-pub use spec::{HostKey, MachineAddress, MachineSpec, parse_machines_file};
+pub use spec::{HostKey, HostKeyError, MachineAddress, MachineSpec, SpecError, parse_machines_file};
 pub use step::{StepOutcome, StepRequest, build};
 
 /// How often machines files are checked for changes.
@@ -215,14 +215,28 @@ pub struct Machines {
     pub local_builds: LocalBuilds,
 }
 
+/// Why the machines could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MachinesError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("cannot read machines file {}: {source}", .file.display())]
+    Unreadable { file: PathBuf, source: std::io::Error },
+    #[error("{origin}: machine {machine} lists no systems")]
+    NoSystems { origin: String, machine: String },
+    /// The local Nix could not say its system.
+    #[error(transparent)]
+    Nix(#[from] crate::nix::NixError),
+}
+
 impl Machines {
     /// Reads the machines of the configuration and its files. A bad file at
     /// start is an error; later, a bad edit keeps the machines as they were.
-    pub async fn load(nix: Nix, config: &Config, local_builds: LocalBuilds) -> Result<Machines, String> {
+    pub async fn load(nix: Nix, config: &Config, local_builds: LocalBuilds) -> Result<Machines, MachinesError> {
         let default_local = if config.machines.local {
             let (systems, features) = match nix.machine_settings().await {
                 Some(settings) => settings,
-                None => (vec![nix.current_system().await.map_err(|e| e.to_string())?], Vec::new()),
+                None => (vec![nix.current_system().await?], Vec::new()),
             };
             Some(local_spec(systems, features, config.queue.max_jobs))
         } else {
@@ -267,7 +281,7 @@ impl Machines {
 
     /// Every machine spec, from the configuration then the files in order;
     /// a later entry with the same URI replaces an earlier one.
-    fn read_specs(&self) -> Result<(Vec<MachineSpec>, Vec<FileStamp>), String> {
+    fn read_specs(&self) -> Result<(Vec<MachineSpec>, Vec<FileStamp>), MachinesError> {
         let mut specs: Vec<MachineSpec> = self.default_local.iter().cloned().collect();
         let add = |spec: MachineSpec, specs: &mut Vec<MachineSpec>| {
             let spec = match (&spec.address, &self.default_local) {
@@ -281,7 +295,8 @@ impl Machines {
             specs.push(spec);
         };
         for (index, fields) in self.config.machine.iter().enumerate() {
-            let spec = fields.clone().into_spec(format!("machines.machine[{index}]"))?;
+            let origin = format!("machines.machine[{index}]");
+            let spec = fields.clone().into_spec(origin.clone()).map_err(SpecError::at(&origin))?;
             add(spec, &mut specs);
         }
         let mut stamps = Vec::new();
@@ -291,7 +306,7 @@ impl Machines {
                 Ok(text) => text,
                 // A machines file that is not there (yet) lists no machines.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-                Err(e) => return Err(format!("cannot read machines file {}: {e}", file.display())),
+                Err(source) => return Err(MachinesError::Unreadable { file: file.clone(), source }),
             };
             for spec in parse_machines_file(&text, &file.display().to_string())? {
                 add(spec, &mut specs);
@@ -299,7 +314,7 @@ impl Machines {
         }
         for spec in &specs {
             if spec.systems.is_empty() {
-                return Err(format!("{}: machine {} lists no systems", spec.origin, spec.name));
+                return Err(MachinesError::NoSystems { origin: spec.origin.clone(), machine: spec.name.clone() });
             }
         }
         Ok((specs, stamps))

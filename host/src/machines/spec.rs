@@ -57,6 +57,62 @@ pub struct MachineSpec {
 
 /// An SSH public host key: algorithm and base64 key blob, as in
 /// `known_hosts` or a `.pub` file.
+/// What is wrong with a machine entry, of the configuration or of a
+/// machines file (`At` says which line or entry).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    #[error("a machine needs a uri")]
+    NoUri,
+    #[error("{0}: ssh-ng:// (the daemon protocol) is not supported; use ssh:// (nix-store --serve)")]
+    SshNg(String),
+    #[error("{uri}: unsupported scheme {scheme}:// (use ssh:// or localhost)")]
+    Scheme { uri: String, scheme: String },
+    #[error("{uri}: unsupported parameter {parameter:?} (only remote-program=…)")]
+    Parameter { uri: String, parameter: String },
+    #[error("{uri}: {port:?} is not a port")]
+    Port { uri: String, port: String },
+    #[error("{0}: expected ssh://user@host[:port]")]
+    Address(String),
+    #[error("speed factor {0} must be a positive number")]
+    SpeedFactor(f64),
+    #[error("{0:?} is not a system type")]
+    System(String),
+    #[error("ssh key {} must be an absolute path", .0.display())]
+    RelativeKey(PathBuf),
+    #[error(transparent)]
+    HostKey(#[from] HostKeyError),
+    #[error("localhost is the server's own store: it takes no SSH key or host key")]
+    LocalWithKeys,
+    #[error("{0} fields, at most 8 are known")]
+    TooManyFields(usize),
+    #[error("max-jobs {0:?} is not a number")]
+    MaxJobs(String),
+    #[error("speed factor {0:?} is not a number")]
+    SpeedFactorText(String),
+    /// Where the entry is: `FILE:LINE` or `machines.machine[N]`.
+    #[error("{origin}: {error}")]
+    At { origin: String, error: Box<SpecError> },
+}
+
+impl SpecError {
+    pub(crate) fn at(origin: &str) -> impl FnOnce(SpecError) -> SpecError + '_ {
+        move |error| SpecError::At { origin: origin.to_owned(), error: Box::new(error) }
+    }
+}
+
+/// What is wrong with a machine's public host key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostKeyError {
+    #[error("public host key is neither a key line nor base64 ({0})")]
+    NotBase64(String),
+    #[error("public host key: base64 does not decode to a key line")]
+    NotText,
+    #[error("public host key {0:?} is not of the form `ssh-ed25519 AAAA…`")]
+    Malformed(String),
+    #[error("public host key: the key part of {0:?} is not base64")]
+    KeyNotBase64(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostKey {
     pub algorithm: String,
@@ -73,22 +129,22 @@ impl HostKey {
     /// Reads the machines file's form (the base64 of a `.pub` line, as
     /// `base64 -w0 /etc/ssh/ssh_host_ed25519_key.pub` prints) or the
     /// `.pub` line itself.
-    pub fn parse(text: &str) -> Result<HostKey, String> {
+    pub fn parse(text: &str) -> Result<HostKey, HostKeyError> {
         let text = text.trim();
         let line = if text.contains(' ') {
             text.to_owned()
         } else {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(text)
-                .map_err(|e| format!("public host key is neither a key line nor base64 ({e})"))?;
-            String::from_utf8(bytes).map_err(|_| "public host key: base64 does not decode to a key line".to_owned())?
+                .map_err(|e| HostKeyError::NotBase64(e.to_string()))?;
+            String::from_utf8(bytes).map_err(|_| HostKeyError::NotText)?
         };
         let mut fields = line.split_whitespace();
         let (Some(algorithm), Some(blob)) = (fields.next(), fields.next()) else {
-            return Err(format!("public host key {line:?} is not of the form `ssh-ed25519 AAAA…`"));
+            return Err(HostKeyError::Malformed(line));
         };
         if base64::engine::general_purpose::STANDARD.decode(blob).is_err() {
-            return Err(format!("public host key: the key part of {line:?} is not base64"));
+            return Err(HostKeyError::KeyNotBase64(line));
         }
         Ok(HostKey { algorithm: algorithm.to_owned(), blob: blob.to_owned() })
     }
@@ -113,22 +169,22 @@ impl MachineSpec {
 
 impl MachineFields {
     /// Checks the fields and makes a machine of them.
-    pub fn into_spec(self, origin: String) -> Result<MachineSpec, String> {
+    pub fn into_spec(self, origin: String) -> Result<MachineSpec, SpecError> {
         let address = parse_uri(&self.uri)?;
         let max_jobs = self.max_jobs.unwrap_or(1);
         let speed_factor = self.speed_factor.unwrap_or(1.0);
         if !(speed_factor.is_finite() && speed_factor > 0.0) {
-            return Err(format!("speed factor {speed_factor} must be a positive number"));
+            return Err(SpecError::SpeedFactor(speed_factor));
         }
         for system in &self.systems {
             if system.is_empty() || system.contains(char::is_whitespace) {
-                return Err(format!("{system:?} is not a system type"));
+                return Err(SpecError::System(system.clone()));
             }
         }
         let ssh_key = (!self.ssh_key.is_empty()).then(|| PathBuf::from(&self.ssh_key));
         if let Some(key) = &ssh_key {
             if !key.is_absolute() {
-                return Err(format!("ssh key {} must be an absolute path", key.display()));
+                return Err(SpecError::RelativeKey(key.clone()));
             }
         }
         let host_key = match self.public_host_key.as_str() {
@@ -136,7 +192,7 @@ impl MachineFields {
             text => Some(HostKey::parse(text)?),
         };
         if address == MachineAddress::Local && (ssh_key.is_some() || host_key.is_some()) {
-            return Err("localhost is the server's own store: it takes no SSH key or host key".into());
+            return Err(SpecError::LocalWithKeys);
         }
         let mandatory_features: BTreeSet<String> = self.mandatory_features.into_iter().collect();
         let mut supported_features: BTreeSet<String> = self.supported_features.into_iter().collect();
@@ -158,21 +214,17 @@ impl MachineFields {
 
 /// Reads `ssh://[user@]host[:port][?remote-program=…]`, a bare
 /// `[user@]host`, or `localhost`.
-fn parse_uri(uri: &str) -> Result<MachineAddress, String> {
+fn parse_uri(uri: &str) -> Result<MachineAddress, SpecError> {
     if uri.is_empty() {
-        return Err("a machine needs a uri".into());
+        return Err(SpecError::NoUri);
     }
     if uri == "localhost" || uri == "local" || uri == "ssh://localhost" {
         return Ok(MachineAddress::Local);
     }
     let rest = match uri.split_once("://") {
         Some(("ssh", rest)) => rest,
-        Some(("ssh-ng", _)) => {
-            return Err(format!(
-                "{uri}: ssh-ng:// (the daemon protocol) is not supported; use ssh:// (nix-store --serve)"
-            ));
-        }
-        Some((scheme, _)) => return Err(format!("{uri}: unsupported scheme {scheme}:// (use ssh:// or localhost)")),
+        Some(("ssh-ng", _)) => return Err(SpecError::SshNg(uri.to_owned())),
+        Some((scheme, _)) => return Err(SpecError::Scheme { uri: uri.to_owned(), scheme: scheme.to_owned() }),
         None => uri,
     };
     let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -182,7 +234,7 @@ fn parse_uri(uri: &str) -> Result<MachineAddress, String> {
             Some(("remote-program", value)) if !value.is_empty() => {
                 remote_program = percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned()
             }
-            _ => return Err(format!("{uri}: unsupported parameter {pair:?} (only remote-program=…)")),
+            _ => return Err(SpecError::Parameter { uri: uri.to_owned(), parameter: pair.to_owned() }),
         }
     }
     let (user, host_port) = match authority.rsplit_once('@') {
@@ -191,21 +243,22 @@ fn parse_uri(uri: &str) -> Result<MachineAddress, String> {
     };
     let (host, port) = match host_port.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-            let port = port.parse::<u16>().map_err(|_| format!("{uri}: {port:?} is not a port"))?;
+            let port =
+                port.parse::<u16>().map_err(|_| SpecError::Port { uri: uri.to_owned(), port: port.to_owned() })?;
             (host, port)
         }
         _ => (host_port, 22),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || user.is_empty() || host.contains('/') {
-        return Err(format!("{uri}: expected ssh://user@host[:port]"));
+        return Err(SpecError::Address(uri.to_owned()));
     }
     Ok(MachineAddress::Ssh { user, host: host.to_owned(), port, remote_program })
 }
 
 /// Reads a machines file; `file` only names it in errors. Every line is
 /// checked, and the first bad one is reported with its number.
-pub fn parse_machines_file(text: &str, file: &str) -> Result<Vec<MachineSpec>, String> {
+pub fn parse_machines_file(text: &str, file: &str) -> Result<Vec<MachineSpec>, SpecError> {
     let mut machines = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let origin = format!("{file}:{}", index + 1);
@@ -216,7 +269,7 @@ pub fn parse_machines_file(text: &str, file: &str) -> Result<Vec<MachineSpec>, S
                 continue;
             }
             if tokens.len() > 8 {
-                return Err(format!("{origin}: {} fields, at most 8 are known", tokens.len()));
+                return Err(SpecError::at(&origin)(SpecError::TooManyFields(tokens.len())));
             }
             let field = |i: usize| tokens.get(i).copied().filter(|t| *t != "-").unwrap_or_default();
             let list = |i: usize| -> Vec<String> {
@@ -224,11 +277,13 @@ pub fn parse_machines_file(text: &str, file: &str) -> Result<Vec<MachineSpec>, S
             };
             let max_jobs = match field(3) {
                 "" => None,
-                n => Some(n.parse::<usize>().map_err(|_| format!("{origin}: max-jobs {n:?} is not a number"))?),
+                n => Some(n.parse::<usize>().map_err(|_| SpecError::at(&origin)(SpecError::MaxJobs(n.to_owned())))?),
             };
             let speed_factor = match field(4) {
                 "" => None,
-                n => Some(n.parse::<f64>().map_err(|_| format!("{origin}: speed factor {n:?} is not a number"))?),
+                n => Some(
+                    n.parse::<f64>().map_err(|_| SpecError::at(&origin)(SpecError::SpeedFactorText(n.to_owned())))?,
+                ),
             };
             let fields = MachineFields {
                 uri: tokens[0].to_owned(),
@@ -240,7 +295,7 @@ pub fn parse_machines_file(text: &str, file: &str) -> Result<Vec<MachineSpec>, S
                 mandatory_features: list(6),
                 public_host_key: field(7).to_owned(),
             };
-            machines.push(fields.into_spec(origin.clone()).map_err(|e| format!("{origin}: {e}"))?);
+            machines.push(fields.into_spec(origin.clone()).map_err(SpecError::at(&origin))?);
         }
     }
     Ok(machines)
@@ -298,15 +353,16 @@ mod tests {
 
     #[test]
     fn bad_lines_are_named() {
-        let err = parse_machines_file("ok x86_64-linux\nssh://b x86_64-linux - many\n", "/etc/m").unwrap_err();
+        let err =
+            parse_machines_file("ok x86_64-linux\nssh://b x86_64-linux - many\n", "/etc/m").unwrap_err().to_string();
         assert!(err.starts_with("/etc/m:2:") && err.contains("max-jobs"), "{err}");
-        let err = parse_machines_file("ssh-ng://b\n", "m").unwrap_err();
+        let err = parse_machines_file("ssh-ng://b\n", "m").unwrap_err().to_string();
         assert!(err.contains("ssh-ng") && err.contains("m:1"), "{err}");
-        let err = parse_machines_file("b - - 1 0\n", "m").unwrap_err();
+        let err = parse_machines_file("b - - 1 0\n", "m").unwrap_err().to_string();
         assert!(err.contains("speed factor"), "{err}");
-        let err = parse_machines_file("b - - 1 1 - - bm90IGEga2V5\n", "m").unwrap_err();
+        let err = parse_machines_file("b - - 1 1 - - bm90IGEga2V5\n", "m").unwrap_err().to_string();
         assert!(err.contains("public host key"), "{err}");
-        let err = parse_machines_file("b - relative/key\n", "m").unwrap_err();
+        let err = parse_machines_file("b - relative/key\n", "m").unwrap_err().to_string();
         assert!(err.contains("absolute"), "{err}");
     }
 

@@ -90,13 +90,7 @@ macro_rules! export_fetcher {
         // builds (and its unit tests run) without the component's symbols.
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            struct __OrthrusPlugin;
-
-            impl $crate::bindings::Guest for __OrthrusPlugin {
-                fn metadata() -> $crate::Metadata {
-                    <$fetcher as $crate::InputFetcher>::metadata()
-                }
-            }
+            $crate::__export_metadata!($crate::bindings::Guest, $fetcher, $crate::InputFetcher);
 
             impl $crate::bindings::exports::orthrus::plugin::fetcher::Guest for __OrthrusPlugin {
                 fn check_value(value: ::std::string::String) -> ::std::result::Result<(), $crate::Error> {

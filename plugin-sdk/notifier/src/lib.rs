@@ -97,13 +97,7 @@ macro_rules! export_notifier {
     ($notifier:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            struct __OrthrusPlugin;
-
-            impl $crate::bindings::Guest for __OrthrusPlugin {
-                fn metadata() -> $crate::Metadata {
-                    <$notifier as $crate::Notifier>::metadata()
-                }
-            }
+            $crate::__export_metadata!($crate::bindings::Guest, $notifier, $crate::Notifier);
 
             impl $crate::bindings::exports::orthrus::plugin::notify::Guest for __OrthrusPlugin {
                 fn notify(

@@ -56,13 +56,7 @@ macro_rules! export_release_set {
     ($set:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            struct __OrthrusPlugin;
-
-            impl $crate::bindings::Guest for __OrthrusPlugin {
-                fn metadata() -> $crate::Metadata {
-                    <$set as $crate::ReleaseSet>::metadata()
-                }
-            }
+            $crate::__export_metadata!($crate::bindings::Guest, $set, $crate::ReleaseSet);
 
             impl $crate::bindings::exports::orthrus::plugin::releases::Guest for __OrthrusPlugin {
                 fn releases(

@@ -109,13 +109,7 @@ macro_rules! export_renderer {
     ($renderer:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            struct __OrthrusPlugin;
-
-            impl $crate::bindings::Guest for __OrthrusPlugin {
-                fn metadata() -> $crate::Metadata {
-                    <$renderer as $crate::Renderer>::metadata()
-                }
-            }
+            $crate::__export_metadata!($crate::bindings::Guest, $renderer, $crate::Renderer);
 
             impl $crate::bindings::exports::orthrus::plugin::render::Guest for __OrthrusPlugin {
                 fn render(

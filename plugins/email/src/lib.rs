@@ -78,13 +78,9 @@ struct Email;
 
 impl Notifier for Email {
     fn metadata() -> Metadata {
-        Metadata {
-            name: "email".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Mails the maintainers (or the jobset's addresses) when a job's status changes".into(),
-            handles: vec![],
-            capabilities: vec![Capability::Mail],
-        }
+        Metadata::new("email", env!("CARGO_PKG_VERSION"))
+            .describe("Mails the maintainers (or the jobset's addresses) when a job's status changes")
+            .needs(Capability::Mail)
     }
 
     fn notify(settings: &Settings, event: &Event) -> Result<(), Error> {

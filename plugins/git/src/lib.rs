@@ -116,13 +116,12 @@ struct Git;
 
 impl InputFetcher for Git {
     fn metadata() -> Metadata {
-        Metadata {
-            name: "git".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Git repositories: ‘URL [BRANCH [DEEPCLONE]]’, as Hydra's git inputs".into(),
-            handles: vec!["git".into()],
-            capabilities: vec![Capability::RunProgram("git".into()), Capability::AddToStore, Capability::Log],
-        }
+        Metadata::new("git", env!("CARGO_PKG_VERSION"))
+            .describe("Git repositories: ‘URL [BRANCH [DEEPCLONE]]’, as Hydra's git inputs")
+            .handles(["git"])
+            .needs(Capability::RunProgram("git".into()))
+            .needs(Capability::AddToStore)
+            .needs(Capability::Log)
     }
 
     fn check_value(value: &str) -> Result<(), Error> {

@@ -13,14 +13,10 @@ struct GiteaStatus;
 
 impl Notifier for GiteaStatus {
     fn metadata() -> Metadata {
-        Metadata {
-            name: "gitea-status".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Sets commit statuses on Gitea for the revisions builds were evaluated from".into(),
-            handles: vec![],
+        Metadata::new("gitea-status", env!("CARGO_PKG_VERSION"))
+            .describe("Sets commit statuses on Gitea for the revisions builds were evaluated from")
             // The API's host is the operator's to grant.
-            capabilities: vec![Capability::Http("*".into())],
-        }
+            .needs(Capability::Http("*".into()))
     }
 
     fn notify(settings: &Settings, event: &Event) -> Result<(), Error> {

@@ -13,14 +13,10 @@ struct GitHubStatus;
 
 impl Notifier for GitHubStatus {
     fn metadata() -> Metadata {
-        Metadata {
-            name: "github-status".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Sets commit statuses on GitHub for the revisions builds were evaluated from".into(),
-            handles: vec![],
+        Metadata::new("github-status", env!("CARGO_PKG_VERSION"))
+            .describe("Sets commit statuses on GitHub for the revisions builds were evaluated from")
             // The API's host is the operator's to grant.
-            capabilities: vec![Capability::Http("*".into())],
-        }
+            .needs(Capability::Http("*".into()))
     }
 
     fn notify(settings: &Settings, event: &Event) -> Result<(), Error> {

@@ -136,14 +136,9 @@ struct OfficialRelease;
 
 impl ReleaseSet for OfficialRelease {
     fn metadata() -> Metadata {
-        Metadata {
-            name: "official-release".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Releases of a tarball job for one value of officialRelease, with the builds that took it"
-                .into(),
-            handles: vec![],
-            capabilities: vec![Capability::ReadBuilds],
-        }
+        Metadata::new("official-release", env!("CARGO_PKG_VERSION"))
+            .describe("Releases of a tarball job for one value of officialRelease, with the builds that took it")
+            .needs(Capability::ReadBuilds)
     }
 
     fn releases(settings: &Settings, limit: u32) -> Result<Vec<Release>, Error> {

@@ -26,13 +26,9 @@ struct Channel;
 
 impl Renderer for Channel {
     fn metadata() -> Metadata {
-        Metadata {
-            name: "channel".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Shows a channel product: how to subscribe to the jobset's channel".into(),
-            handles: vec!["channel".into()],
-            capabilities: vec![],
-        }
+        Metadata::new("channel", env!("CARGO_PKG_VERSION"))
+            .describe("Shows a channel product: how to subscribe to the jobset's channel")
+            .handles(["channel"])
     }
 
     fn render(product: &Product, build: &BuildRef) -> Result<Rendered, Error> {

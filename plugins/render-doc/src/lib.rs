@@ -11,13 +11,9 @@ struct Doc;
 
 impl Renderer for Doc {
     fn metadata() -> Metadata {
-        Metadata {
-            name: "doc".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Shows a doc product: a link to browse the documentation".into(),
-            handles: vec!["doc".into()],
-            capabilities: vec![],
-        }
+        Metadata::new("doc", env!("CARGO_PKG_VERSION"))
+            .describe("Shows a doc product: a link to browse the documentation")
+            .handles(["doc"])
     }
 
     fn render(product: &Product, build: &BuildRef) -> Result<Rendered, Error> {

@@ -33,13 +33,9 @@ struct File;
 
 impl Renderer for File {
     fn metadata() -> Metadata {
-        Metadata {
-            name: "file".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Shows a file product: a download link with its size and SHA-256".into(),
-            handles: vec!["file".into()],
-            capabilities: vec![],
-        }
+        Metadata::new("file", env!("CARGO_PKG_VERSION"))
+            .describe("Shows a file product: a download link with its size and SHA-256")
+            .handles(["file"])
     }
 
     fn render(product: &Product, build: &BuildRef) -> Result<Rendered, Error> {

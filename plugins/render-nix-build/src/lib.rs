@@ -28,13 +28,9 @@ struct NixBuild;
 
 impl Renderer for NixBuild {
     fn metadata() -> Metadata {
-        Metadata {
-            name: "nix-build".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Shows a nix-build product: how to get it from the binary cache".into(),
-            handles: vec!["nix-build".into()],
-            capabilities: vec![],
-        }
+        Metadata::new("nix-build", env!("CARGO_PKG_VERSION"))
+            .describe("Shows a nix-build product: how to get it from the binary cache")
+            .handles(["nix-build"])
     }
 
     fn render(product: &Product, build: &BuildRef) -> Result<Rendered, Error> {

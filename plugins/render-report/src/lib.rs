@@ -11,13 +11,9 @@ struct Report;
 
 impl Renderer for Report {
     fn metadata() -> Metadata {
-        Metadata {
-            name: "report".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Shows a report product (coverage, …): a link to browse it".into(),
-            handles: vec!["report".into()],
-            capabilities: vec![],
-        }
+        Metadata::new("report", env!("CARGO_PKG_VERSION"))
+            .describe("Shows a report product (coverage, …): a link to browse it")
+            .handles(["report"])
     }
 
     fn render(product: &Product, build: &BuildRef) -> Result<Rendered, Error> {

@@ -64,13 +64,12 @@ struct Svn;
 
 impl InputFetcher for Svn {
     fn metadata() -> Metadata {
-        Metadata {
-            name: "svn".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Subversion repositories: ‘URL [REVISION]’, as Hydra's svn inputs".into(),
-            handles: vec!["svn".into()],
-            capabilities: vec![Capability::RunProgram("svn".into()), Capability::AddToStore, Capability::Log],
-        }
+        Metadata::new("svn", env!("CARGO_PKG_VERSION"))
+            .describe("Subversion repositories: ‘URL [REVISION]’, as Hydra's svn inputs")
+            .handles(["svn"])
+            .needs(Capability::RunProgram("svn".into()))
+            .needs(Capability::AddToStore)
+            .needs(Capability::Log)
     }
 
     fn check_value(value: &str) -> Result<(), Error> {

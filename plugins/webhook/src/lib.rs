@@ -28,14 +28,10 @@ struct Webhook;
 
 impl Notifier for Webhook {
     fn metadata() -> Metadata {
-        Metadata {
-            name: "webhook".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "POSTs each event as JSON, signed with HMAC-SHA256".into(),
-            handles: vec![],
+        Metadata::new("webhook", env!("CARGO_PKG_VERSION"))
+            .describe("POSTs each event as JSON, signed with HMAC-SHA256")
             // The receiving host is the operator's to grant.
-            capabilities: vec![Capability::Http("*".into())],
-        }
+            .needs(Capability::Http("*".into()))
     }
 
     fn notify(settings: &Settings, event: &Event) -> Result<(), Error> {

@@ -1,24 +1,16 @@
 //! `read-builds`: read-only queries on builds, evaluations and their
 //! inputs, limited to the project a release-set call is about.
 
-use super::{Capability, FlagGrant, WitError, failed};
-use crate::config::PluginGrant;
+use super::{Capability, WitError, failed, flag_grant};
 use crate::plugins::state::HostState;
 use crate::plugins::wit::latest::host_api::orthrus::plugin::builds;
 
-/// May read builds, evaluations and inputs of the project it is called for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BuildsGrant;
-
-impl FlagGrant for BuildsGrant {
-    const CAPABILITY: Capability = Capability::ReadBuilds;
-    fn is_granted(grant: &PluginGrant) -> bool {
-        grant.read_builds
-    }
-    fn grant(grant: &mut PluginGrant) {
-        grant.read_builds = true;
-    }
-}
+flag_grant!(
+    /// May read builds, evaluations and inputs of the project it is called for.
+    BuildsGrant,
+    Capability::ReadBuilds,
+    read_builds
+);
 
 /// At most this many builds per query: a release set is a view, not a dump.
 const MAX_QUERY_BUILDS: u32 = 1000;

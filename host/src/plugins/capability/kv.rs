@@ -1,25 +1,17 @@
 //! `key-value`: a small store of values kept between calls, one per
 //! plugin (its limits are the database's: `db::plugin_kv`).
 
-use super::{Capability, FlagGrant, WitError, failed};
-use crate::config::PluginGrant;
+use super::{Capability, WitError, failed, flag_grant};
 use crate::db::DbError;
 use crate::plugins::state::HostState;
 use crate::plugins::wit::latest::host_api::orthrus::plugin::key_value;
 
-/// May keep values in its key-value store.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KeyValueGrant;
-
-impl FlagGrant for KeyValueGrant {
-    const CAPABILITY: Capability = Capability::KeyValue;
-    fn is_granted(grant: &PluginGrant) -> bool {
-        grant.key_value
-    }
-    fn grant(grant: &mut PluginGrant) {
-        grant.key_value = true;
-    }
-}
+flag_grant!(
+    /// May keep values in its key-value store.
+    KeyValueGrant,
+    Capability::KeyValue,
+    key_value
+);
 
 /// Over a limit (a key too long, a value too big, a full store) is the
 /// plugin's to fix; anything else is the database's.

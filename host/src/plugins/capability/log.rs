@@ -1,23 +1,15 @@
 //! `log`: lines in the server's log, tagged with the plugin's name.
 
-use super::{Capability, FlagGrant, WitError};
-use crate::config::PluginGrant;
+use super::{Capability, WitError, flag_grant};
 use crate::plugins::state::HostState;
 use crate::plugins::wit::latest::host_api::orthrus::plugin::log;
 
-/// May write to the server's log.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LogGrant;
-
-impl FlagGrant for LogGrant {
-    const CAPABILITY: Capability = Capability::Log;
-    fn is_granted(grant: &PluginGrant) -> bool {
-        grant.log
-    }
-    fn grant(grant: &mut PluginGrant) {
-        grant.log = true;
-    }
-}
+flag_grant!(
+    /// May write to the server's log.
+    LogGrant,
+    Capability::Log,
+    log
+);
 
 impl log::Host for HostState {
     async fn write(&mut self, level: log::Level, message: String) -> Result<(), WitError> {

@@ -1,23 +1,15 @@
 //! `mail`: mail through the server's SMTP relay, from the server's sender.
 
-use super::{Capability, FlagGrant, WitError};
-use crate::config::PluginGrant;
+use super::{Capability, WitError, flag_grant};
 use crate::plugins::state::HostState;
 use crate::plugins::wit::latest::host_api::orthrus::plugin::mail;
 
-/// May send mail through the relay of `[mail]`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MailGrant;
-
-impl FlagGrant for MailGrant {
-    const CAPABILITY: Capability = Capability::Mail;
-    fn is_granted(grant: &PluginGrant) -> bool {
-        grant.mail
-    }
-    fn grant(grant: &mut PluginGrant) {
-        grant.mail = true;
-    }
-}
+flag_grant!(
+    /// May send mail through the relay of `[mail]`.
+    MailGrant,
+    Capability::Mail,
+    mail
+);
 
 impl mail::Host for HostState {
     async fn send(&mut self, message: mail::Message) -> Result<(), WitError> {

@@ -126,6 +126,27 @@ pub trait FlagGrant: Default {
     fn grant(grant: &mut PluginGrant);
 }
 
+/// Defines a [`FlagGrant`]: its type, its capability, and the boolean of
+/// `[plugins.grants.NAME]` that gives it.
+macro_rules! flag_grant {
+    ($(#[$doc:meta])* $grant:ident, $capability:expr, $key:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct $grant;
+
+        impl $crate::plugins::capability::FlagGrant for $grant {
+            const CAPABILITY: $crate::plugins::Capability = $capability;
+            fn is_granted(grant: &$crate::config::PluginGrant) -> bool {
+                grant.$key
+            }
+            fn grant(grant: &mut $crate::config::PluginGrant) {
+                grant.$key = true;
+            }
+        }
+    };
+}
+use flag_grant;
+
 impl<G: FlagGrant> Grant for G {
     fn asked(capabilities: &[Capability]) -> Option<Self> {
         capabilities.contains(&G::CAPABILITY).then(G::default)
