@@ -244,6 +244,7 @@ impl PluginRuntime {
                 plugin = %id,
                 kind = %plugin.info.kind,
                 version = %plugin.info.metadata.version,
+                wit = %plugin.info.wit,
                 source = %source,
                 granted = ?plugin.info.grants.capabilities().iter().map(ToString::to_string).collect::<Vec<_>>(),
                 network = plugin.info.grants.network(),
