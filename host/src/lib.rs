@@ -30,6 +30,8 @@ pub mod plugins;
 #[cfg(feature = "server")]
 pub mod projects;
 #[cfg(feature = "server")]
+pub mod publish;
+#[cfg(feature = "server")]
 pub mod queue;
 #[cfg(feature = "server")]
 pub mod redact;

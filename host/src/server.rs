@@ -83,7 +83,10 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         }
     }
     crate::notify::check(&config, &plugins).map_err(anyhow::Error::msg)?;
-    let notifier_tasks = crate::notify::start(&config, &db, &plugins, &logs);
+    let mut notifier_tasks = crate::notify::start(&config, &db, &plugins, &logs);
+    let cache_key = load_cache_key(&config)?;
+    notifier_tasks
+        .extend(crate::publish::start(&config, &db, &nix, &logs, cache_key.clone()).map_err(anyhow::Error::msg)?);
     let metrics = Metrics::new();
     let watch = {
         let queue = queue.clone();
@@ -127,7 +130,6 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
         .run(),
     );
 
-    let cache_key = load_cache_key(&config)?;
     if let Some(key) = &cache_key {
         info!("binary cache signed with {} (public key {})", key.name(), key.public_key());
     }

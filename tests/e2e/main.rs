@@ -20,6 +20,7 @@ mod machines;
 mod notify;
 mod paper;
 mod plugins;
+mod publish;
 mod receiver;
 mod renderers;
 mod restart;

@@ -12,9 +12,11 @@ use crate::domain::EventKind;
 
 mod host_grant;
 mod machine;
+mod publish;
 mod validate;
 pub use host_grant::HostGrant;
 pub use machine::MachineFields;
+pub use publish::{CacheTarget, Compression, PublishConfig, S3Target};
 
 /// Why a configuration file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -360,6 +362,8 @@ pub struct BinaryCacheConfig {
     /// A secret key file from `nix-store --generate-binary-cache-key`;
     /// narinfos are signed with it. Empty: unsigned.
     pub secret_key_file: PathBuf,
+    /// Caches every successful build's outputs are published to.
+    pub publish: Vec<PublishConfig>,
 }
 
 /// Secrets shared with forges for push webhooks; empty disables one.

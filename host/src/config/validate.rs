@@ -106,6 +106,14 @@ impl Config {
         if self.web.session_days == 0 {
             return Err(("web.session_days", "must be at least 1".into()));
         }
+        for (index, publish) in self.binary_cache.publish.iter().enumerate() {
+            if let Err(message) = publish.target() {
+                return Err(("binary_cache.publish", format!("entry {} ({}): {message}", index + 1, publish.uri)));
+            }
+            if publish.concurrency == 0 {
+                return Err(("binary_cache.publish", format!("entry {}: concurrency must be at least 1", index + 1)));
+            }
+        }
         if self.queue.max_jobs == 0 {
             return Err(("queue.max_jobs", "must be at least 1".into()));
         }

@@ -89,12 +89,33 @@ pub fn fingerprint(path: &StorePath, nar_hash: &str, nar_size: u64, references: 
 /// The narinfo of a valid path whose NAR is served uncompressed at
 /// `nar/<hash part>.nar`.
 pub fn narinfo(path: &StorePath, info: &PathInfo, key: Option<&SigningKey>) -> Result<String, String> {
+    let url = format!("nar/{}.nar", path.hash_part());
+    narinfo_of(path, info, key, &NarFile { url: &url, compression: "none", file: None })
+}
+
+/// Where a path's NAR is in a cache, and how it is stored there.
+pub struct NarFile<'a> {
+    /// Relative to the cache's root.
+    pub url: &'a str,
+    /// `none`, `xz`, `zstd`.
+    pub compression: &'a str,
+    /// The stored file's SHA-256 (`sha256:<base-32>`) and size, once known.
+    pub file: Option<(&'a str, u64)>,
+}
+
+/// The narinfo of a valid path whose NAR is stored as `nar` says.
+pub fn narinfo_of(
+    path: &StorePath,
+    info: &PathInfo,
+    key: Option<&SigningKey>,
+    nar: &NarFile,
+) -> Result<String, String> {
     let nar_hash = nar_hash_for_narinfo(&info.nar_hash)?;
-    let mut text = format!(
-        "StorePath: {path}\nURL: nar/{}.nar\nCompression: none\nNarHash: {nar_hash}\nNarSize: {}\n",
-        path.hash_part(),
-        info.nar_size
-    );
+    let mut text = format!("StorePath: {path}\nURL: {}\nCompression: {}\n", nar.url, nar.compression);
+    if let Some((file_hash, file_size)) = nar.file {
+        text.push_str(&format!("FileHash: {file_hash}\nFileSize: {file_size}\n"));
+    }
+    text.push_str(&format!("NarHash: {nar_hash}\nNarSize: {}\n", info.nar_size));
     let refs: Vec<&str> = info.references.iter().map(StorePath::base_name).collect();
     text.push_str(&format!("References: {}\n", refs.join(" ")));
     if let Some(deriver) = &info.deriver {

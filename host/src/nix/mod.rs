@@ -27,7 +27,7 @@ use tokio::process::Command;
 
 pub use account::Account;
 pub use ansi::strip_ansi;
-pub use binary_cache::{SigningKey, narinfo};
+pub use binary_cache::{NarFile, SigningKey, narinfo, narinfo_of, nix32_encode};
 pub use derivation::{Derivation, DerivationError, DerivationOutput};
 pub use expr::{NixValue, string_literal};
 use flake::FLAKE_FEATURES;
@@ -296,6 +296,25 @@ impl Nix {
         let what = format!("nix-store --add {}", path.display());
         let out = self.run(cmd, what.clone()).await?;
         parse_single_path(&out, &what)
+    }
+
+    /// Copies paths with their closures to another store (`nix copy --to
+    /// URI`), signing them first with `key_file` if one is given (`nix
+    /// store sign`), so that a store that checks signatures takes them.
+    pub async fn copy_to(&self, uri: &str, paths: &[StorePath], key_file: Option<&Path>) -> Result<(), NixError> {
+        for chunk in paths.chunks(PATHS_PER_CALL) {
+            let names = chunk.iter().map(StorePath::as_str);
+            if let Some(key_file) = key_file {
+                let mut cmd = self.command("nix");
+                cmd.args(["--extra-experimental-features", "nix-command", "store", "sign", "--key-file"]);
+                cmd.arg(key_file).args(names.clone());
+                self.run(cmd, "nix store sign".into()).await?;
+            }
+            let mut cmd = self.command("nix");
+            cmd.args(["--extra-experimental-features", "nix-command", "copy", "--to", uri]).args(names);
+            self.run(cmd, format!("nix copy --to {uri}")).await?;
+        }
+        Ok(())
     }
 
     /// The NAR hash of a valid path, as `sha256:<base32>`.

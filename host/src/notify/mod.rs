@@ -1,6 +1,6 @@
 //! Notifications: each configured notifier reads the event outbox
 //! (`db/events.rs`) in order and hands each event it asked for to its
-//! plugin.
+//! plugin — or, for a binary cache publisher (`publish`), to its [`Sink`].
 //!
 //! Delivery is at least once and in order per build (per jobset for
 //! evaluation events): the cursor moves on only after a batch is dealt
@@ -23,6 +23,7 @@ use crate::config::{Config, NotifierConfig};
 use crate::db::{Db, DbResult, Event, NewPending, now};
 use crate::domain::EventKind;
 use crate::logs::LogStore;
+use crate::plugins::api::NotifyEvent;
 use crate::plugins::{PluginKind, PluginRuntime};
 use context::ContextReader;
 
@@ -54,6 +55,57 @@ pub fn check(config: &Config, plugins: &PluginRuntime) -> Result<(), String> {
     Ok(())
 }
 
+/// What a delivery task hands the events it subscribed to, one at a time
+/// and at least once each: an error is retried later, with back-off.
+pub trait Sink: Send + Sync + 'static {
+    /// What it is, for the log.
+    fn describe(&self) -> String;
+    fn deliver(&self, event: &NotifyEvent) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// What a delivery task reads of the outbox, under which name its cursor
+/// is kept, and how it retries.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// Names its delivery state (`/api/notifiers`).
+    pub name: String,
+    /// Event kinds; empty means all.
+    pub events: Vec<EventKind>,
+    /// Only events of these projects; empty means all.
+    pub projects: Vec<String>,
+    pub retry_delay_secs: u64,
+    pub retry_max_delay_secs: u64,
+}
+
+impl From<&NotifierConfig> for Subscription {
+    fn from(notifier: &NotifierConfig) -> Subscription {
+        Subscription {
+            name: notifier.name().to_owned(),
+            events: notifier.events.clone(),
+            projects: notifier.projects.clone(),
+            retry_delay_secs: notifier.retry_delay_secs,
+            retry_max_delay_secs: notifier.retry_max_delay_secs,
+        }
+    }
+}
+
+/// A notifier plugin, with its settings.
+struct PluginSink {
+    plugins: PluginRuntime,
+    plugin: String,
+    settings: BTreeMap<String, String>,
+}
+
+impl Sink for PluginSink {
+    fn describe(&self) -> String {
+        format!("plugin {}", self.plugin)
+    }
+
+    async fn deliver(&self, event: &NotifyEvent) -> Result<(), String> {
+        self.plugins.notify(&self.plugin, &self.settings, event).await.map_err(|e| e.to_string())
+    }
+}
+
 /// Starts one delivery task per configured notifier.
 pub fn start(
     config: &Arc<Config>,
@@ -65,38 +117,54 @@ pub fn start(
         .notifiers
         .iter()
         .map(|notifier| {
-            let task = Delivery {
-                notifier: notifier.clone(),
-                name: notifier.name().to_owned(),
-                db: db.clone(),
+            let sink = PluginSink {
                 plugins: plugins.clone(),
-                context: ContextReader::new(db.clone(), logs.clone(), config.base_url()),
+                plugin: notifier.plugin.clone(),
+                settings: notifier.settings.clone(),
             };
-            tokio::spawn(task.run())
+            spawn(notifier.into(), db, logs, config, sink)
         })
         .collect()
 }
 
-struct Delivery {
-    notifier: NotifierConfig,
+/// Starts a delivery task that hands `sink` the events `subscription` asks for.
+pub fn spawn<S: Sink>(
+    subscription: Subscription,
+    db: &Db,
+    logs: &LogStore,
+    config: &Config,
+    sink: S,
+) -> tokio::task::JoinHandle<()> {
+    let task = Delivery {
+        name: subscription.name.clone(),
+        subscription,
+        db: db.clone(),
+        context: ContextReader::new(db.clone(), logs.clone(), config.base_url()),
+        sink,
+    };
+    tokio::spawn(task.run())
+}
+
+struct Delivery<S> {
+    subscription: Subscription,
     name: String,
     db: Db,
-    plugins: PluginRuntime,
     context: ContextReader,
+    sink: S,
 }
 
 /// Why an event was not delivered.
 enum Failure {
-    /// The plugin said no (or crashed): retry later.
-    Plugin(String),
+    /// The sink said no (or its plugin crashed): retry later.
+    Sink(String),
     /// The database failed: stop this round, try again.
     Db(crate::db::DbError),
 }
 
-impl Delivery {
+impl<S: Sink> Delivery<S> {
     async fn run(mut self) {
         let mut wake = self.db.subscribe_events();
-        tracing::info!(notifier = %self.name, plugin = %self.notifier.plugin, "notifier started");
+        tracing::info!(notifier = %self.name, to = %self.sink.describe(), "notifier started");
         loop {
             wake.borrow_and_update();
             match self.round().await {
@@ -154,7 +222,7 @@ impl Delivery {
                     self.db.advance_notifier(&self.name, done.max(cursor), delivered, &parked).await?;
                     return Err(e);
                 }
-                Err(Failure::Plugin(error)) => {
+                Err(Failure::Sink(error)) => {
                     let delay = self.retry_delay(1);
                     self.report_failure(event.id, 1, &error);
                     parked.push(NewPending {
@@ -204,7 +272,7 @@ impl Delivery {
                     }
                 }
                 Err(Failure::Db(e)) => return Err(e),
-                Err(Failure::Plugin(error)) => {
+                Err(Failure::Sink(error)) => {
                     let attempts = head.attempts + 1;
                     let delay = self.retry_delay(attempts);
                     self.report_failure(head.event_id, attempts, &error);
@@ -221,7 +289,8 @@ impl Delivery {
     /// Hands one event to the plugin if the notifier wants it. `Ok(false)`:
     /// not wanted (another kind or project, or what it was about is gone).
     fn wants_kind(&self, event: &Event) -> bool {
-        self.notifier.events.is_empty() || self.notifier.events.iter().any(|kind| kind.as_str() == event.kind)
+        let events = &self.subscription.events;
+        events.is_empty() || events.iter().any(|kind| kind.as_str() == event.kind)
     }
 
     async fn deliver(&mut self, event: &Event) -> Result<bool, Failure> {
@@ -229,22 +298,23 @@ impl Delivery {
             return Ok(false);
         }
         let Some(full) = self.context.read(event).await.map_err(Failure::Db)? else { return Ok(false) };
-        if !self.notifier.projects.is_empty() && !self.notifier.projects.contains(&full.jobset.project) {
+        let projects = &self.subscription.projects;
+        if !projects.is_empty() && !projects.contains(&full.jobset.project) {
             return Ok(false);
         }
-        match self.plugins.notify(&self.notifier.plugin, &self.notifier.settings, &full).await {
+        match self.sink.deliver(&full).await {
             Ok(()) => {
                 tracing::debug!(notifier = %self.name, event = event.id, kind = %event.kind, "event delivered");
                 Ok(true)
             }
-            Err(e) => Err(Failure::Plugin(e.to_string())),
+            Err(error) => Err(Failure::Sink(error)),
         }
     }
 
     fn retry_delay(&self, attempts: i32) -> Duration {
-        let base = self.notifier.retry_delay_secs.max(1);
+        let base = self.subscription.retry_delay_secs.max(1);
         let exponent = attempts.saturating_sub(1).clamp(0, 20) as u32;
-        Duration::from_secs(base.saturating_mul(1u64 << exponent).min(self.notifier.retry_max_delay_secs.max(base)))
+        Duration::from_secs(base.saturating_mul(1u64 << exponent).min(self.subscription.retry_max_delay_secs.max(base)))
     }
 
     fn report_failure(&self, event_id: i64, attempts: i32, error: &str) {
@@ -298,14 +368,17 @@ pub async fn status(config: &Config, db: &Db) -> DbResult<Vec<NotifierStatus>> {
     let latest = db.latest_event_id().await?;
     let mut all_pending = db.all_pending_deliveries().await?;
     let mut list = Vec::new();
-    for notifier in &config.notifiers {
-        let name = notifier.name().to_owned();
+    let notifiers = config.notifiers.iter().map(|n| (n.name().to_owned(), n.plugin.clone(), n.events.clone()));
+    // Binary cache publishers read the outbox the same way.
+    let publishers =
+        config.binary_cache.publish.iter().map(|p| (p.name(), p.uri.clone(), vec![EventKind::BuildFinished]));
+    for (name, plugin, events) in notifiers.chain(publishers) {
         let pending = all_pending.remove(&name).unwrap_or_default();
         let worst = pending.iter().map(|p| p.attempts).max().unwrap_or(0);
         let cursor = cursors.get(&name);
         list.push(NotifierStatus {
-            plugin: notifier.plugin.clone(),
-            events: notifier.events.clone(),
+            plugin,
+            events,
             state: if worst >= FAILING_AFTER {
                 "failing"
             } else if worst > 0 {

@@ -1,0 +1,155 @@
+//! Publishing to binary caches: every successful build's outputs, with
+//! their closure and the logs of its steps, go to each cache of
+//! `[[binary_cache.publish]]`, so that other machines substitute from the
+//! cache and not only from this server's store.
+//!
+//! A publisher reads the event outbox like a notifier (`notify::spawn`):
+//! after the build is recorded, at least once, retried with back-off while
+//! the cache fails, its state in `/api/notifiers` and on `/status`, and
+//! nothing lost across a restart. A path the cache already has (its
+//! narinfo is there) is not written again; a NAR is written before the
+//! narinfo that points at it, so a reader never finds one without the
+//! other. `file://` and `s3://` caches are written here
+//! (`file_cache.rs`, `s3_cache.rs`, the NARs by `nar.rs`); `ssh://` and
+//! `ssh-ng://` stores through Nix (`nix copy --to`).
+
+mod file_cache;
+mod nar;
+mod s3_cache;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{CacheTarget, Config};
+use crate::db::Db;
+use crate::domain::EventKind;
+use crate::logs::LogStore;
+use crate::nix::{Nix, SigningKey, StorePath};
+use crate::notify::{Sink, Subscription};
+use crate::plugins::api::NotifyEvent;
+use file_cache::FileCache;
+use s3_cache::S3Cache;
+
+/// Where one publisher writes.
+enum Target {
+    File(FileCache),
+    S3(S3Cache),
+    /// A store Nix copies to.
+    NixCopy {
+        uri: String,
+    },
+}
+
+/// One cache of `[[binary_cache.publish]]`, as a sink of the outbox.
+struct Publisher {
+    uri: String,
+    target: Target,
+    nix: Nix,
+    db: Db,
+    logs: LogStore,
+    key: Option<Arc<SigningKey>>,
+    /// The key's file, for `nix store sign` before a `nix copy`.
+    key_file: Option<PathBuf>,
+    concurrency: usize,
+}
+
+/// Starts one publisher per cache of the configuration.
+pub fn start(
+    config: &Arc<Config>,
+    db: &Db,
+    nix: &Nix,
+    logs: &LogStore,
+    key: Option<Arc<SigningKey>>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let key_file = Some(config.binary_cache.secret_key_file.clone()).filter(|f| !f.as_os_str().is_empty());
+    let mut tasks = Vec::new();
+    for entry in &config.binary_cache.publish {
+        let target = match entry.target().map_err(|e| format!("binary_cache.publish {}: {e}", entry.uri))? {
+            CacheTarget::File { dir, compression } => Target::File(
+                FileCache::open(dir, compression).map_err(|e| format!("binary_cache.publish {}: {e}", entry.uri))?,
+            ),
+            CacheTarget::S3(target) => Target::S3(
+                S3Cache::open(&target, config.scratch_dir().join("publish"))
+                    .map_err(|e| format!("binary_cache.publish {}: {e}", entry.uri))?,
+            ),
+            CacheTarget::NixCopy { uri } => Target::NixCopy { uri },
+        };
+        let publisher = Publisher {
+            uri: entry.uri.clone(),
+            target,
+            nix: nix.clone(),
+            db: db.clone(),
+            logs: logs.clone(),
+            key: key.clone(),
+            key_file: key_file.clone(),
+            concurrency: entry.concurrency,
+        };
+        let subscription = Subscription {
+            name: entry.name(),
+            events: vec![EventKind::BuildFinished],
+            projects: Vec::new(),
+            retry_delay_secs: entry.retry_delay_secs,
+            retry_max_delay_secs: 3600,
+        };
+        tasks.push(crate::notify::spawn(subscription, db, logs, config, publisher));
+    }
+    Ok(tasks)
+}
+
+impl Publisher {
+    /// The logs of the build's steps, by the base name of each step's
+    /// derivation (what `nix log` asks a cache for).
+    async fn step_logs(&self, build_id: i64) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let steps = self.db.build_steps(build_id).await.map_err(|e| e.to_string())?;
+        let mut logs = Vec::new();
+        for step in steps {
+            let Ok(drv) = StorePath::parse(&step.drv_path) else { continue };
+            match self.logs.read(&drv) {
+                Ok(Some(log)) => logs.push((drv.base_name().to_owned(), log)),
+                Ok(None) => {}
+                Err(e) => return Err(format!("the log of {drv}: {e}")),
+            }
+        }
+        Ok(logs)
+    }
+}
+
+impl Sink for Publisher {
+    fn describe(&self) -> String {
+        format!("binary cache {}", self.uri)
+    }
+
+    async fn deliver(&self, event: &NotifyEvent) -> Result<(), String> {
+        let Some(build) = event.build.as_ref().filter(|b| event.kind == "build-finished" && b.status == Some(0)) else {
+            return Ok(());
+        };
+        let outputs: Vec<StorePath> = build.outputs.iter().filter_map(|(_, p)| StorePath::parse(p).ok()).collect();
+        if outputs.is_empty() {
+            return Ok(());
+        }
+        let gone = self.nix.invalid_paths(&outputs).await.map_err(|e| e.to_string())?;
+        if !gone.is_empty() {
+            tracing::warn!(build = build.id, cache = %self.uri, "not published: its outputs are no longer in the store");
+            return Ok(());
+        }
+        let closure =
+            self.nix.requisites(&outputs).await.map_err(|e| format!("the closure of build {}: {e}", build.id))?;
+        match &self.target {
+            Target::File(cache) => {
+                let logs = self.step_logs(build.id).await?;
+                let written = cache.publish(&self.nix, &closure, self.key.as_deref(), self.concurrency, &logs).await?;
+                tracing::info!(build = build.id, cache = %self.uri, paths = closure.len(), written, "build published");
+            }
+            Target::S3(cache) => {
+                let logs = self.step_logs(build.id).await?;
+                let written = cache.publish(&self.nix, &closure, self.key.as_deref(), self.concurrency, &logs).await?;
+                tracing::info!(build = build.id, cache = %self.uri, paths = closure.len(), written, "build published");
+            }
+            Target::NixCopy { uri } => {
+                self.nix.copy_to(uri, &closure, self.key_file.as_deref()).await.map_err(|e| e.to_string())?;
+                tracing::info!(build = build.id, cache = %self.uri, paths = closure.len(), "build copied");
+            }
+        }
+        Ok(())
+    }
+}
