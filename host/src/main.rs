@@ -61,6 +61,21 @@ enum Command {
     /// server runs (restore: put it in a data directory as orthrus.sqlite).
     /// PostgreSQL is backed up with pg_dump.
     Backup { file: PathBuf },
+    /// Publish store paths with their closures to a binary cache, as the
+    /// server publishes builds (signed with binary_cache.secret_key_file):
+    /// for outputs built before the cache was configured, say.
+    Publish {
+        /// A cache URI as in [[binary_cache.publish]] (s3://, file://, ssh://).
+        uri: String,
+        /// An AWS credentials file, for s3://.
+        #[arg(long)]
+        credentials_file: Option<PathBuf>,
+        /// How many paths are written at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -188,6 +203,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor => doctor(&config).await,
         Command::GcRoots { apply, .. } => gc_roots_command(&config, apply).await,
         Command::Backup { file } => backup_command(&config, &file).await,
+        Command::Publish { uri, credentials_file, concurrency, paths } => {
+            let credentials_file = credentials_file.unwrap_or_default();
+            let entry = orthrus::config::PublishConfig { uri, credentials_file, concurrency, ..Default::default() };
+            publish_command(&config, &entry, &paths).await
+        }
     }
 }
 
@@ -342,6 +362,28 @@ async fn backup_command(config: &Config, file: &std::path::Path) -> anyhow::Resu
     std::fs::File::open(file).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", file.display()))?;
     let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     println!("{}: {size} bytes, a consistent copy taken in {:.1} s", file.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn publish_command(
+    config: &Config,
+    entry: &orthrus::config::PublishConfig,
+    paths: &[String],
+) -> anyhow::Result<()> {
+    let nix = orthrus::nix::Nix::new(&config.nix);
+    let paths = paths.iter().map(|p| orthrus::nix::StorePath::parse(p)).collect::<Result<Vec<_>, _>>()?;
+    let key = orthrus::server::load_cache_key(config)?;
+    let key_file = Some(config.binary_cache.secret_key_file.as_path()).filter(|f| !f.as_os_str().is_empty());
+    let cache = orthrus::publish::Cache::open(entry, config).map_err(anyhow::Error::msg)?;
+    let started = std::time::Instant::now();
+    let closure = nix.requisites(&paths).await?;
+    let written = cache.publish(&nix, &closure, key.as_deref(), key_file, &[]).await.map_err(anyhow::Error::msg)?;
+    println!(
+        "{} paths in the closure, {written} written, {} there already, in {:.2} s",
+        closure.len(),
+        closure.len() - written,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -186,7 +186,7 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_cache_key(config: &Config) -> anyhow::Result<Option<Arc<crate::nix::SigningKey>>> {
+pub fn load_cache_key(config: &Config) -> anyhow::Result<Option<Arc<crate::nix::SigningKey>>> {
     let file = &config.binary_cache.secret_key_file;
     if file.as_os_str().is_empty() {
         return Ok(None);

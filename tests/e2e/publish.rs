@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Backend, MK, NIX_CONFIG, Options, Server, nonce, write};
+use crate::harness::{Backend, Identity, MK, NIX_CONFIG, Options, Server, nonce, write};
 
 fn nix(args: &[&str]) -> std::process::Output {
     Command::new(args[0]).args(&args[1..]).env("NIX_CONFIG", NIX_CONFIG).output().unwrap()
@@ -182,7 +182,7 @@ fn builds_are_published_to_s3_through_an_outage() {
     let credentials = dir.path().join("credentials");
     write(&credentials, "[default]\naws_access_key_id = orthrus-test\naws_secret_access_key = orthrus-test-secret\n");
     let port = crate::harness::free_port();
-    let server = Server::start_with(
+    let mut server = Server::start_with(
         Backend::Sqlite,
         Options {
             extra_tables: format!(
@@ -223,8 +223,12 @@ in rec {{
     });
     assert!(failing["attempts"].as_i64().unwrap() >= 1, "{failing}");
     assert!(!bucket.join(format!("{}.narinfo", &app["/nix/store/".len()..][..32])).exists());
+    let page = server.request_with(&Identity::Anonymous, "GET", "/status", None, &[("Accept", "text/html")]);
+    assert!(page.body.contains("Binary caches") && page.body.contains("s3://nix-cache"), "{}", page.body);
 
-    // It comes back: everything is published, nothing was lost.
+    // Orthrus restarts meanwhile; then the S3 server comes back: everything
+    // is published, nothing was lost.
+    server.restart();
     let _s3 = S3Server::start(&root, port);
     let narinfo = bucket.join(format!("{}.narinfo", &app["/nix/store/".len()..][..32]));
     server.wait_for("the app in the bucket", Duration::from_secs(60), || narinfo.exists().then_some(()));
@@ -249,4 +253,73 @@ in rec {{
     let drv = builds["app"]["drvpath"].as_str().unwrap().trim_start_matches("/nix/store/").to_owned();
     let log = Command::new("xz").args(["-dc"]).arg(bucket.join("log").join(&drv)).output().unwrap();
     assert!(String::from_utf8_lossy(&log.stdout).contains("building-the-app-for-s3"), "{log:?}");
+}
+
+#[test]
+fn builds_are_copied_to_ssh_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, _) = key_pair(dir.path(), "orthrus-ssh-1");
+    let sshd = crate::sshd::Sshd::start();
+    // The far side's store is a store of its own (a root under the test's
+    // directory), so that what arrives there can be seen.
+    let remote_root = dir.path().join("remote");
+    let wrapper = dir.path().join("remote-nix-store");
+    write(
+        &wrapper,
+        &format!(
+            "#!/bin/sh\nexec nix-store --option store 'local?root={}' --option build-users-group '' \
+             --option substituters '' \"$@\"\n",
+            remote_root.display()
+        ),
+    );
+    Command::new("chmod").arg("755").arg(&wrapper).status().unwrap();
+    let port = sshd.uri().rsplit_once(':').unwrap().1.split('?').next().unwrap().to_owned();
+    let ssh_options = format!(
+        "-p {port} -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        sshd.client_key().display()
+    );
+    let uri = format!("ssh://{}@127.0.0.1?remote-program={}", crate::sshd::Sshd::user(), wrapper.display());
+    let server = Server::start_with(
+        Backend::Sqlite,
+        Options {
+            extra_tables: format!(
+                "[binary_cache]\nsecret_key_file = \"{secret}\"\n\n\
+                 [[binary_cache.publish]]\nuri = \"{uri}\"\nretry_delay_secs = 1\n"
+            ),
+            env: vec![("NIX_SSHOPTS".into(), ssh_options)],
+            ..Options::default()
+        },
+    );
+    let src = server.source_dir("src");
+    write(
+        &src.join("release.nix"),
+        &format!(
+            r#"{{ nonce }}:
+let {MK}
+in rec {{
+  lib = mk "lib" "mkdir $out; echo 'the library' > $out/lib.txt";
+  app = mk "app" "mkdir -p $out/bin; echo 'cat ${{lib}}/lib.txt' > $out/bin/app";
+}}
+"#
+        ),
+    );
+    server.create_jobset(
+        "ssh",
+        "main",
+        &src,
+        "release.nix",
+        json!({ "nonce": { "type": "string", "value": nonce() } }),
+    );
+    let eval = server.wait_for_evals("ssh", "main", 1);
+    let builds = server.wait_for_eval_builds(eval["id"].as_i64().unwrap());
+    let app = builds["app"]["buildoutputs"]["out"]["path"].as_str().unwrap().to_owned();
+    let lib = builds["lib"]["buildoutputs"]["out"]["path"].as_str().unwrap().to_owned();
+    let arrived = remote_root.join(app.trim_start_matches('/')).join("bin/app");
+    server.wait_for("the app on the far side", Duration::from_secs(60), || arrived.exists().then_some(()));
+    assert!(remote_root.join(lib.trim_start_matches('/')).join("lib.txt").exists(), "with its closure");
+    // Signed with the server's key on the way.
+    let remote = format!("local?root={}", remote_root.display());
+    let info =
+        nix_ok(&[NIX_COMMAND[0], NIX_COMMAND[1], NIX_COMMAND[2], "path-info", "--sigs", "--store", &remote, &app]);
+    assert!(info.contains("orthrus-ssh-1:"), "{info}");
 }

@@ -17,10 +17,10 @@ mod file_cache;
 mod nar;
 mod s3_cache;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{CacheTarget, Config};
+use crate::config::{CacheTarget, Config, PublishConfig};
 use crate::db::Db;
 use crate::domain::EventKind;
 use crate::logs::LogStore;
@@ -40,17 +40,57 @@ enum Target {
     },
 }
 
-/// One cache of `[[binary_cache.publish]]`, as a sink of the outbox.
-struct Publisher {
+/// A cache of `[[binary_cache.publish]]`, opened.
+pub struct Cache {
     uri: String,
     target: Target,
+    concurrency: usize,
+}
+
+impl Cache {
+    pub fn open(entry: &PublishConfig, config: &Config) -> Result<Cache, String> {
+        let at = |e: String| format!("binary_cache.publish {}: {e}", entry.uri);
+        let target = match entry.target().map_err(at)? {
+            CacheTarget::File { dir, compression } => Target::File(FileCache::open(dir, compression).map_err(at)?),
+            CacheTarget::S3(target) => {
+                Target::S3(S3Cache::open(&target, config.scratch_dir().join("publish")).map_err(at)?)
+            }
+            CacheTarget::NixCopy { uri } => Target::NixCopy { uri },
+        };
+        Ok(Cache { uri: entry.uri.clone(), target, concurrency: entry.concurrency.max(1) })
+    }
+
+    /// Publishes `closure` (a closure: every path with its references) and
+    /// `logs` (by derivation base name); returns how many paths it wrote
+    /// (`nix copy` does not say: all of them).
+    pub async fn publish(
+        &self,
+        nix: &Nix,
+        closure: &[StorePath],
+        key: Option<&SigningKey>,
+        key_file: Option<&Path>,
+        logs: &[(String, Vec<u8>)],
+    ) -> Result<usize, String> {
+        match &self.target {
+            Target::File(cache) => cache.publish(nix, closure, key, self.concurrency, logs).await,
+            Target::S3(cache) => cache.publish(nix, closure, key, self.concurrency, logs).await,
+            Target::NixCopy { uri } => {
+                nix.copy_to(uri, closure, key_file).await.map_err(|e| e.to_string())?;
+                Ok(closure.len())
+            }
+        }
+    }
+}
+
+/// One cache of `[[binary_cache.publish]]`, as a sink of the outbox.
+struct Publisher {
+    cache: Cache,
     nix: Nix,
     db: Db,
     logs: LogStore,
     key: Option<Arc<SigningKey>>,
     /// The key's file, for `nix store sign` before a `nix copy`.
     key_file: Option<PathBuf>,
-    concurrency: usize,
 }
 
 /// Starts one publisher per cache of the configuration.
@@ -64,25 +104,13 @@ pub fn start(
     let key_file = Some(config.binary_cache.secret_key_file.clone()).filter(|f| !f.as_os_str().is_empty());
     let mut tasks = Vec::new();
     for entry in &config.binary_cache.publish {
-        let target = match entry.target().map_err(|e| format!("binary_cache.publish {}: {e}", entry.uri))? {
-            CacheTarget::File { dir, compression } => Target::File(
-                FileCache::open(dir, compression).map_err(|e| format!("binary_cache.publish {}: {e}", entry.uri))?,
-            ),
-            CacheTarget::S3(target) => Target::S3(
-                S3Cache::open(&target, config.scratch_dir().join("publish"))
-                    .map_err(|e| format!("binary_cache.publish {}: {e}", entry.uri))?,
-            ),
-            CacheTarget::NixCopy { uri } => Target::NixCopy { uri },
-        };
         let publisher = Publisher {
-            uri: entry.uri.clone(),
-            target,
+            cache: Cache::open(entry, config)?,
             nix: nix.clone(),
             db: db.clone(),
             logs: logs.clone(),
             key: key.clone(),
             key_file: key_file.clone(),
-            concurrency: entry.concurrency,
         };
         let subscription = Subscription {
             name: entry.name(),
@@ -116,7 +144,7 @@ impl Publisher {
 
 impl Sink for Publisher {
     fn describe(&self) -> String {
-        format!("binary cache {}", self.uri)
+        format!("binary cache {}", self.cache.uri)
     }
 
     async fn deliver(&self, event: &NotifyEvent) -> Result<(), String> {
@@ -129,27 +157,15 @@ impl Sink for Publisher {
         }
         let gone = self.nix.invalid_paths(&outputs).await.map_err(|e| e.to_string())?;
         if !gone.is_empty() {
-            tracing::warn!(build = build.id, cache = %self.uri, "not published: its outputs are no longer in the store");
+            tracing::warn!(build = build.id, cache = %self.cache.uri, "not published: its outputs are no longer in the store");
             return Ok(());
         }
         let closure =
             self.nix.requisites(&outputs).await.map_err(|e| format!("the closure of build {}: {e}", build.id))?;
-        match &self.target {
-            Target::File(cache) => {
-                let logs = self.step_logs(build.id).await?;
-                let written = cache.publish(&self.nix, &closure, self.key.as_deref(), self.concurrency, &logs).await?;
-                tracing::info!(build = build.id, cache = %self.uri, paths = closure.len(), written, "build published");
-            }
-            Target::S3(cache) => {
-                let logs = self.step_logs(build.id).await?;
-                let written = cache.publish(&self.nix, &closure, self.key.as_deref(), self.concurrency, &logs).await?;
-                tracing::info!(build = build.id, cache = %self.uri, paths = closure.len(), written, "build published");
-            }
-            Target::NixCopy { uri } => {
-                self.nix.copy_to(uri, &closure, self.key_file.as_deref()).await.map_err(|e| e.to_string())?;
-                tracing::info!(build = build.id, cache = %self.uri, paths = closure.len(), "build copied");
-            }
-        }
+        let logs = self.step_logs(build.id).await?;
+        let (key, key_file) = (self.key.as_deref(), self.key_file.as_deref());
+        let written = self.cache.publish(&self.nix, &closure, key, key_file, &logs).await?;
+        tracing::info!(build = build.id, cache = %self.cache.uri, paths = closure.len(), written, "build published");
         Ok(())
     }
 }

@@ -134,6 +134,11 @@ pub async fn status(State(state): State<AppState>, caller: Caller) -> Response {
         let queued = state.db.queued_count().await?;
         let now = crate::db::now();
         let machines = state.machines.views();
+        let publishers: Vec<_> = crate::notify::status(&state.config, &state.db)
+            .await?
+            .into_iter()
+            .filter(|n| n.name.starts_with("publish:"))
+            .collect();
         let body = html! {
             (super::pages::nix_problem(&state))
             p { (running.len()) " steps running; " a href="/queue" { (queued) " builds queued" } "." }
@@ -159,6 +164,19 @@ pub async fn status(State(state): State<AppState>, caller: Caller) -> Response {
             @if !orphans.is_empty() {
                 h2 { "On machines no longer configured" }
                 ul { @for s in &orphans { li { a href=(format!("/build/{}", s.step.build_id)) { (s.step.build_id) } " on " (s.step.machine) } } }
+            }
+            @if !publishers.is_empty() {
+                h2 { "Binary caches" }
+                div.scroll { table id="publishers" {
+                    thead { tr { th { "Cache" } th { "State" } th { "Builds published" } th { "Waiting" } th { "Last error" } } }
+                    tbody { @for p in &publishers { tr {
+                        td { code { (p.plugin) } }
+                        td { @match p.state { "ok" => { span.badge.ok { "ok" } } state => { span.badge.fail { (state) } } } }
+                        td { (p.delivered) }
+                        td { (p.pending.len()) }
+                        td { @if let Some(error) = p.pending.first().and_then(|f| f.last_error.as_ref()) { span.error { (error) } } }
+                    } } }
+                } }
             }
             (storage(state.retention.last()))
         };
