@@ -2,7 +2,8 @@
 //! closure land in `file://` caches (xz-compressed and uncompressed),
 //! signed, with the build's log; and the real Nix reads them back — `nix
 //! path-info`, `nix copy --from` into an empty store with signatures
-//! checked (and refused under another key), `nix log`.
+//! checked (and refused under another key), `nix-store --realise` with the
+//! cache as substituter, `nix log`.
 
 use std::path::Path;
 use std::process::Command;
@@ -120,6 +121,24 @@ in rec {{
         assert!(!output.status.success(), "a path signed by an untrusted key was accepted");
         let log = nix_ok(&[NIX_COMMAND[0], NIX_COMMAND[1], NIX_COMMAND[2], "log", "--store", &store, &app]);
         assert!(log.contains("building-the-app-now"), "{log}");
+        // And substitutes from it: nix-store --realise into another empty
+        // store, the cache its only substituter.
+        let substituted = dir.path().join(format!("substituted-{compression}"));
+        let root = format!("local?root={}", substituted.display());
+        nix_ok(&[
+            "nix-store",
+            "--store",
+            &root,
+            "--realise",
+            &app,
+            "--option",
+            "substituters",
+            &store,
+            "--option",
+            "trusted-public-keys",
+            &public_key,
+        ]);
+        assert!(substituted.join(app.trim_start_matches('/')).join("bin/app").exists(), "substituted");
     }
 
     // Each path once: as many NARs as narinfos, in both caches.
