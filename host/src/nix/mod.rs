@@ -12,6 +12,7 @@ mod derivation;
 mod expr;
 mod flake;
 pub mod local;
+pub mod nar;
 mod output;
 mod path_info;
 mod serve;

@@ -57,7 +57,7 @@ impl FileCache {
             futures_util::stream::iter(missing.clone())
                 .map(|path| async move {
                     let info = infos.get(&path).ok_or_else(|| format!("{path} is not valid in the store"))?;
-                    self.put(nix, &path, info, key).await
+                    self.put(&path, info, key).await
                 })
                 .buffer_unordered(concurrency.max(1))
                 .try_collect::<Vec<()>>()
@@ -73,8 +73,8 @@ impl FileCache {
     }
 
     /// Writes one path: its NAR, compressed, then its signed narinfo.
-    async fn put(&self, nix: &Nix, path: &StorePath, info: &PathInfo, key: Option<&SigningKey>) -> Result<(), String> {
-        let nar = CompressedNar::of(nix, path, self.compression, &self.dir.join("nar")).await?;
+    async fn put(&self, path: &StorePath, info: &PathInfo, key: Option<&SigningKey>) -> Result<(), String> {
+        let nar = CompressedNar::of(path, self.compression, &self.dir.join("nar")).await?;
         let text = nar.narinfo(path, info, key)?;
         nar.file.persist(self.dir.join(&nar.url)).map_err(|e| format!("cannot write {}: {e}", nar.url))?;
         write_atomically(&self.narinfo_file(path), text.as_bytes())

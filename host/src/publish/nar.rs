@@ -8,7 +8,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::config::Compression;
-use crate::nix::{NarFile, Nix, PathInfo, SigningKey, StorePath, narinfo_of, nix32_encode};
+use crate::nix::{NarFile, PathInfo, SigningKey, StorePath, narinfo_of, nix32_encode};
 
 pub(super) struct CompressedNar {
     /// The compressed NAR, not yet in place.
@@ -22,17 +22,12 @@ pub(super) struct CompressedNar {
 }
 
 impl CompressedNar {
-    /// Dumps `path` and compresses it into a temporary file of `dir`.
-    pub(super) async fn of(
-        nix: &Nix,
-        path: &StorePath,
-        compression: Compression,
-        dir: &Path,
-    ) -> Result<CompressedNar, String> {
-        let reader = nix.dump_nar(path).map_err(|e| e.to_string())?;
-        let reader = tokio_util::io::SyncIoBridge::new(reader);
-        let dir = dir.to_owned();
-        let (file, hash, file_size) = tokio::task::spawn_blocking(move || compress(reader, compression, &dir))
+    /// Writes `path`'s NAR (`nix::nar`: the bytes `nix-store --dump`
+    /// gives, without a process per path) compressed into a temporary
+    /// file of `dir`.
+    pub(super) async fn of(path: &StorePath, compression: Compression, dir: &Path) -> Result<CompressedNar, String> {
+        let (dir, store_path) = (dir.to_owned(), path.clone());
+        let (file, hash, file_size) = tokio::task::spawn_blocking(move || compress(&store_path, compression, &dir))
             .await
             .map_err(|e| format!("compressing {path}: {e}"))?
             .map_err(|e| format!("compressing {path}: {e}"))?;
@@ -85,7 +80,7 @@ impl<W: Write> Write for Hashing<W> {
 /// Compresses a NAR into a temporary file of `dir`; returns it with the
 /// SHA-256 and size of what it holds.
 fn compress(
-    mut nar: impl std::io::Read,
+    path: &StorePath,
     compression: Compression,
     dir: &Path,
 ) -> std::io::Result<(tempfile::NamedTempFile, [u8; 32], u64)> {
@@ -94,17 +89,17 @@ fn compress(
     let mut writer = match compression {
         Compression::None => {
             let mut writer = writer;
-            std::io::copy(&mut nar, &mut writer)?;
+            crate::nix::nar::dump(path, &mut writer)?;
             writer
         }
         Compression::Xz => {
             let mut encoder = liblzma::write::XzEncoder::new(writer, 6);
-            std::io::copy(&mut nar, &mut encoder)?;
+            crate::nix::nar::dump(path, &mut encoder)?;
             encoder.finish()?
         }
         Compression::Zstd => {
             let mut encoder = zstd::stream::write::Encoder::new(writer, 3)?;
-            std::io::copy(&mut nar, &mut encoder)?;
+            crate::nix::nar::dump(path, &mut encoder)?;
             encoder.finish()?
         }
     };

@@ -85,7 +85,7 @@ impl S3Cache {
             futures_util::stream::iter(missing.clone())
                 .map(|path| async move {
                     let info = infos.get(&path).ok_or_else(|| format!("{path} is not valid in the store"))?;
-                    self.put_path(nix, &path, info, key).await
+                    self.put_path(&path, info, key).await
                 })
                 .buffer_unordered(concurrency.max(1))
                 .try_collect::<Vec<()>>()
@@ -106,14 +106,8 @@ impl S3Cache {
     }
 
     /// One path: its NAR (a multipart upload when large), then its narinfo.
-    async fn put_path(
-        &self,
-        nix: &Nix,
-        path: &StorePath,
-        info: &PathInfo,
-        key: Option<&SigningKey>,
-    ) -> Result<(), String> {
-        let nar = CompressedNar::of(nix, path, self.compression, &self.scratch).await?;
+    async fn put_path(&self, path: &StorePath, info: &PathInfo, key: Option<&SigningKey>) -> Result<(), String> {
+        let nar = CompressedNar::of(path, self.compression, &self.scratch).await?;
         let mut file = tokio::fs::File::open(nar.file.path()).await.map_err(|e| e.to_string())?;
         let mut upload = object_store::buffered::BufWriter::new(self.store.clone(), ObjectPath::from(nar.url.as_str()));
         let uploaded = async {
