@@ -86,3 +86,15 @@ fn nix_settings_are_a_table() {
     assert_eq!(config.nix.settings.get("substituters").map(String::as_str), Some(""));
     assert_eq!(config.nix.settings.len(), 2);
 }
+
+#[test]
+fn publish_entries_are_checked_with_their_key() {
+    let ok = parse("[[binary_cache.publish]]\nuri = \"file:///srv/cache?compression=zstd\"\n").unwrap();
+    assert_eq!(ok.binary_cache.publish[0].concurrency, 4, "defaults apply");
+    let err = parse("[[binary_cache.publish]]\nuri = \"ftp://x\"\n").unwrap_err().to_string();
+    assert!(err.contains("binary_cache.publish") && err.contains("ftp://x"), "{err}");
+    let twice = "[[binary_cache.publish]]\nuri = \"file:///a\"\n[[binary_cache.publish]]\nuri = \"file:///a?compression=none\"\n";
+    assert!(parse(twice).unwrap_err().to_string().contains("two caches"));
+    let err = parse("[[notifiers]]\nplugin = \"webhook\"\nname = \"publish:x\"\n").unwrap_err().to_string();
+    assert!(err.contains("publish:"), "{err}");
+}

@@ -76,6 +76,22 @@ impl Config {
             if !notifier_names.insert(notifier.name()) {
                 return Err(("notifiers", format!("two notifiers are named {:?}: give one a `name`", notifier.name())));
             }
+            // Publishers keep their delivery state under these names.
+            if notifier.name().starts_with("publish:") {
+                return Err((
+                    "notifiers",
+                    format!("{:?}: names starting with publish: are the caches'", notifier.name()),
+                ));
+            }
+        }
+        let mut publish_names = std::collections::BTreeSet::new();
+        for publish in &self.binary_cache.publish {
+            if !publish_names.insert(publish.name()) {
+                return Err((
+                    "binary_cache.publish",
+                    format!("two caches are named {:?}: give one a `name`", publish.name()),
+                ));
+            }
         }
         if self.web.login_failures_per_user == 0 || self.web.login_failures_per_address == 0 {
             return Err(("web", "login_failures_per_user and login_failures_per_address must be at least 1".into()));
