@@ -377,7 +377,8 @@ async fn publish_command(
     let cache = orthrus::publish::Cache::open(entry, config).map_err(anyhow::Error::msg)?;
     let started = std::time::Instant::now();
     let closure = nix.requisites(&paths).await?;
-    let written = cache.publish(&nix, &closure, key.as_deref(), key_file, &[]).await.map_err(anyhow::Error::msg)?;
+    let written =
+        cache.publish(&nix, &closure, key.as_deref(), key_file, &[], None).await.map_err(anyhow::Error::msg)?;
     println!(
         "{} paths in the closure, {written} written, {} there already, in {:.2} s",
         closure.len(),

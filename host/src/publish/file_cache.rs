@@ -2,20 +2,18 @@
 //! `HASH.narinfo` (signed), `nar/FILEHASH.nar[.xz|.zst]`, and
 //! `log/DRV` (uncompressed: Nix reads a `file://` cache's logs as stored).
 //! Every file is written under a temporary name and renamed, so a reader
-//! sees a whole file or none.
+//! sees a whole file or none; the file system is touched off the async
+//! runtime's threads.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use futures_util::{StreamExt, TryStreamExt};
-
 use super::nar::CompressedNar;
 use crate::config::Compression;
-use crate::nix::{Nix, PathInfo, SigningKey, StorePath};
 
 pub(super) struct FileCache {
     dir: PathBuf,
-    compression: Compression,
+    pub(super) compression: Compression,
 }
 
 impl FileCache {
@@ -27,62 +25,40 @@ impl FileCache {
         }
         let info = dir.join("nix-cache-info");
         if !info.exists() {
-            let text = format!("StoreDir: {}\nWantMassQuery: 1\nPriority: 40\n", crate::nix::store_dir());
-            write_atomically(&info, text.as_bytes())?;
+            write_atomically(&info, super::cache_info().as_bytes())?;
         }
         Ok(FileCache { dir, compression })
     }
 
-    fn narinfo_file(&self, path: &StorePath) -> PathBuf {
-        self.dir.join(format!("{}.narinfo", path.hash_part()))
+    /// Where NARs are compressed: beside where they go, so that putting
+    /// one in place is a rename.
+    pub(super) fn scratch(&self) -> PathBuf {
+        self.dir.join("nar")
     }
 
-    /// Writes the paths the cache does not have yet, `concurrency` at a
-    /// time, and the logs it does not have; returns how many paths it wrote.
-    pub(super) async fn publish(
-        &self,
-        nix: &Nix,
-        paths: &[StorePath],
-        key: Option<&SigningKey>,
-        concurrency: usize,
-        logs: &[(String, Vec<u8>)],
-    ) -> Result<usize, String> {
-        // Look before writing: a narinfo is only written after its NAR.
-        let missing: Vec<StorePath> = paths.iter().filter(|p| !self.narinfo_file(p).exists()).cloned().collect();
-        if !missing.is_empty() {
-            let infos = nix.path_infos(&missing).await.map_err(|e| e.to_string())?;
-            let infos = &infos;
-            // Owned paths: a stream of borrowed ones makes a future that
-            // is not `Send` for every lifetime.
-            futures_util::stream::iter(missing.clone())
-                .map(|path| async move {
-                    let info = infos.get(&path).ok_or_else(|| format!("{path} is not valid in the store"))?;
-                    self.put(&path, info, key).await
-                })
-                .buffer_unordered(concurrency.max(1))
-                .try_collect::<Vec<()>>()
-                .await?;
-        }
-        for (drv, log) in logs {
-            let file = self.dir.join("log").join(drv);
-            if !file.exists() {
-                write_atomically(&file, log)?;
-            }
-        }
-        Ok(missing.len())
+    pub(super) async fn has(&self, key: &str) -> Result<bool, String> {
+        let file = self.dir.join(key);
+        tokio::fs::try_exists(&file).await.map_err(|e| format!("cannot look for {}: {e}", file.display()))
     }
 
-    /// Writes one path: its NAR, compressed, then its signed narinfo.
-    async fn put(&self, path: &StorePath, info: &PathInfo, key: Option<&SigningKey>) -> Result<(), String> {
-        let nar = CompressedNar::of(path, self.compression, &self.dir.join("nar")).await?;
-        let text = nar.narinfo(path, info, key)?;
-        nar.file.persist(self.dir.join(&nar.url)).map_err(|e| format!("cannot write {}: {e}", nar.url))?;
-        write_atomically(&self.narinfo_file(path), text.as_bytes())
+    pub(super) async fn put_nar(&self, nar: CompressedNar) -> Result<(), String> {
+        let file = self.dir.join(&nar.url);
+        tokio::task::spawn_blocking(move || {
+            nar.file.persist(&file).map(drop).map_err(|e| format!("cannot write {}: {e}", file.display()))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// A narinfo or a log, as given.
+    pub(super) async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), String> {
+        let file = self.dir.join(key);
+        tokio::task::spawn_blocking(move || write_atomically(&file, &bytes)).await.map_err(|e| e.to_string())?
     }
 }
 
 /// Writes a file under a temporary name and renames it into place.
-pub(super) fn write_atomically(file: &Path, bytes: &[u8]) -> Result<(), String> {
+fn write_atomically(file: &Path, bytes: &[u8]) -> Result<(), String> {
     let dir = file.parent().unwrap_or(Path::new("."));
     let mut temporary = tempfile::Builder::new()
         .prefix(".tmp-")

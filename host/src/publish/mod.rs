@@ -20,7 +20,9 @@ mod s3_cache;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{CacheTarget, Config, PublishConfig};
+use futures_util::{StreamExt, TryStreamExt};
+
+use crate::config::{CacheTarget, Compression, Config, PublishConfig};
 use crate::db::Db;
 use crate::domain::EventKind;
 use crate::logs::LogStore;
@@ -28,6 +30,7 @@ use crate::nix::{Nix, SigningKey, StorePath};
 use crate::notify::{Sink, Subscription};
 use crate::plugins::api::NotifyEvent;
 use file_cache::FileCache;
+use nar::CompressedNar;
 use s3_cache::S3Cache;
 
 /// Where one publisher writes.
@@ -60,24 +63,113 @@ impl Cache {
         Ok(Cache { uri: entry.uri.clone(), target, concurrency: entry.concurrency.max(1) })
     }
 
-    /// Publishes `closure` (a closure: every path with its references) and
-    /// `logs` (by derivation base name); returns how many paths it wrote
-    /// (`nix copy` does not say: all of them).
+    /// Publishes `closure` (a closure: every path with its references)
+    /// and, from `logs`, the logs of the derivations `steps`; returns how
+    /// many paths it wrote (`nix copy` does not say: all of them).
     pub async fn publish(
         &self,
         nix: &Nix,
         closure: &[StorePath],
         key: Option<&SigningKey>,
         key_file: Option<&Path>,
-        logs: &[(String, Vec<u8>)],
+        steps: &[StorePath],
+        logs: Option<&LogStore>,
     ) -> Result<usize, String> {
-        match &self.target {
-            Target::File(cache) => cache.publish(nix, closure, key, self.concurrency, logs).await,
-            Target::S3(cache) => cache.publish(nix, closure, key, self.concurrency, logs).await,
-            Target::NixCopy { uri } => {
-                nix.copy_to(uri, closure, key_file).await.map_err(|e| e.to_string())?;
-                Ok(closure.len())
+        if let Target::NixCopy { uri } = &self.target {
+            nix.copy_to(uri, closure, key_file).await.map_err(|e| e.to_string())?;
+            return Ok(closure.len());
+        }
+        let target = &self.target;
+        if !target.has("nix-cache-info").await? {
+            target.put_file("nix-cache-info", cache_info().into_bytes()).await?;
+        }
+        // Look before writing; a narinfo goes in only after its NAR.
+        let narinfo = |path: &StorePath| format!("{}.narinfo", path.hash_part());
+        let looked: Vec<(StorePath, bool)> = futures_util::stream::iter(closure.to_vec())
+            .map(|path| async move { Ok::<_, String>((path.clone(), target.has(&narinfo(&path)).await?)) })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
+        let missing: Vec<StorePath> = looked.into_iter().filter(|(_, has)| !has).map(|(path, _)| path).collect();
+        if !missing.is_empty() {
+            let infos = nix.path_infos(&missing).await.map_err(|e| e.to_string())?;
+            let infos = &infos;
+            // Owned paths: a stream of borrowed ones makes a future that is
+            // not `Send` for every lifetime.
+            futures_util::stream::iter(missing.clone())
+                .map(|path| async move {
+                    let info = infos.get(&path).ok_or_else(|| format!("{path} is not valid in the store"))?;
+                    let nar = CompressedNar::of(&path, target.compression(), &target.scratch()).await?;
+                    let text = nar.narinfo(&path, info, key)?;
+                    target.put_nar(nar).await?;
+                    target.put_file(&narinfo(&path), text.into_bytes()).await
+                })
+                .buffer_unordered(self.concurrency)
+                .try_collect::<Vec<()>>()
+                .await?;
+        }
+        // A log is read only when the cache lacks it.
+        for drv in steps.iter().filter(|_| logs.is_some()) {
+            let name = format!("log/{}", drv.base_name());
+            if target.has(&name).await? {
+                continue;
             }
+            let (logs, drv) = (logs.cloned().expect("filtered"), drv.clone());
+            let log =
+                tokio::task::spawn_blocking(move || logs.read(&drv).map_err(|e| format!("the log of {drv}: {e}")))
+                    .await
+                    .map_err(|e| e.to_string())??;
+            if let Some(log) = log {
+                target.put_file(&name, log).await?;
+            }
+        }
+        Ok(missing.len())
+    }
+}
+
+/// What a cache says of itself (`nix-cache-info`).
+fn cache_info() -> String {
+    format!("StoreDir: {}\nWantMassQuery: 1\nPriority: 40\n", crate::nix::store_dir())
+}
+
+impl Target {
+    fn compression(&self) -> Compression {
+        match self {
+            Target::File(cache) => cache.compression,
+            Target::S3(cache) => cache.compression,
+            Target::NixCopy { .. } => unreachable!("Nix writes those"),
+        }
+    }
+
+    fn scratch(&self) -> PathBuf {
+        match self {
+            Target::File(cache) => cache.scratch(),
+            Target::S3(cache) => cache.scratch(),
+            Target::NixCopy { .. } => unreachable!("Nix writes those"),
+        }
+    }
+
+    async fn has(&self, key: &str) -> Result<bool, String> {
+        match self {
+            Target::File(cache) => cache.has(key).await,
+            Target::S3(cache) => cache.has(key).await,
+            Target::NixCopy { .. } => unreachable!("Nix writes those"),
+        }
+    }
+
+    async fn put_nar(&self, nar: CompressedNar) -> Result<(), String> {
+        match self {
+            Target::File(cache) => cache.put_nar(nar).await,
+            Target::S3(cache) => cache.put_nar(nar).await,
+            Target::NixCopy { .. } => unreachable!("Nix writes those"),
+        }
+    }
+
+    async fn put_file(&self, key: &str, bytes: Vec<u8>) -> Result<(), String> {
+        match self {
+            Target::File(cache) => cache.put(key, bytes).await,
+            Target::S3(cache) => cache.put_file(key, bytes).await,
+            Target::NixCopy { .. } => unreachable!("Nix writes those"),
         }
     }
 }
@@ -125,20 +217,11 @@ pub fn start(
 }
 
 impl Publisher {
-    /// The logs of the build's steps, by the base name of each step's
-    /// derivation (what `nix log` asks a cache for).
-    async fn step_logs(&self, build_id: i64) -> Result<Vec<(String, Vec<u8>)>, String> {
+    /// The derivations of the build's steps (whose logs `nix log` asks a
+    /// cache for).
+    async fn step_derivations(&self, build_id: i64) -> Result<Vec<StorePath>, String> {
         let steps = self.db.build_steps(build_id).await.map_err(|e| e.to_string())?;
-        let mut logs = Vec::new();
-        for step in steps {
-            let Ok(drv) = StorePath::parse(&step.drv_path) else { continue };
-            match self.logs.read(&drv) {
-                Ok(Some(log)) => logs.push((drv.base_name().to_owned(), log)),
-                Ok(None) => {}
-                Err(e) => return Err(format!("the log of {drv}: {e}")),
-            }
-        }
-        Ok(logs)
+        Ok(steps.iter().filter_map(|step| StorePath::parse(&step.drv_path).ok()).collect())
     }
 }
 
@@ -162,9 +245,9 @@ impl Sink for Publisher {
         }
         let closure =
             self.nix.requisites(&outputs).await.map_err(|e| format!("the closure of build {}: {e}", build.id))?;
-        let logs = self.step_logs(build.id).await?;
+        let steps = self.step_derivations(build.id).await?;
         let (key, key_file) = (self.key.as_deref(), self.key_file.as_deref());
-        let written = self.cache.publish(&self.nix, &closure, key, key_file, &logs).await?;
+        let written = self.cache.publish(&self.nix, &closure, key, key_file, &steps, Some(&self.logs)).await?;
         tracing::info!(build = build.id, cache = %self.cache.uri, paths = closure.len(), written, "build published");
         Ok(())
     }

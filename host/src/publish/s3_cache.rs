@@ -4,9 +4,9 @@
 //! `HASH.narinfo`, `nar/FILEHASH.nar.xz`, and `log/DRV` compressed with a
 //! `Content-Encoding` header, which Nix's S3 and HTTP stores decode.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload};
@@ -14,17 +14,16 @@ use tokio::io::AsyncWriteExt;
 
 use super::nar::CompressedNar;
 use crate::config::{Compression, S3Target};
-use crate::nix::{Nix, PathInfo, SigningKey, StorePath};
 
 pub(super) struct S3Cache {
     store: Arc<dyn ObjectStore>,
-    compression: Compression,
+    pub(super) compression: Compression,
     /// Where NARs are compressed before they are uploaded.
-    scratch: std::path::PathBuf,
+    scratch: PathBuf,
 }
 
 impl S3Cache {
-    pub(super) fn open(target: &S3Target, scratch: std::path::PathBuf) -> Result<S3Cache, String> {
+    pub(super) fn open(target: &S3Target, scratch: PathBuf) -> Result<S3Cache, String> {
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(&target.bucket).with_region(&target.region);
         if let Some(endpoint) = &target.endpoint {
             builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
@@ -38,7 +37,11 @@ impl S3Cache {
         Ok(S3Cache { store: Arc::new(store), compression: target.compression, scratch })
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, String> {
+    pub(super) fn scratch(&self) -> PathBuf {
+        self.scratch.clone()
+    }
+
+    pub(super) async fn has(&self, key: &str) -> Result<bool, String> {
         match self.store.head(&ObjectPath::from(key)).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -55,59 +58,8 @@ impl S3Cache {
             .map_err(|e| format!("cannot write {key}: {e}"))
     }
 
-    /// As `FileCache::publish`, into the bucket.
-    pub(super) async fn publish(
-        &self,
-        nix: &Nix,
-        paths: &[StorePath],
-        key: Option<&SigningKey>,
-        concurrency: usize,
-        logs: &[(String, Vec<u8>)],
-    ) -> Result<usize, String> {
-        if !self.exists("nix-cache-info").await? {
-            let text = format!("StoreDir: {}\nWantMassQuery: 1\nPriority: 40\n", crate::nix::store_dir());
-            let attributes = Attributes::from_iter([(Attribute::ContentType, "text/x-nix-cache-info")]);
-            self.put("nix-cache-info", text.into_bytes(), attributes).await?;
-        }
-        // Look before writing (a narinfo is only written after its NAR).
-        let looked: Vec<(StorePath, bool)> = futures_util::stream::iter(paths.to_vec())
-            .map(|path| async move {
-                let has = self.exists(&format!("{}.narinfo", path.hash_part())).await?;
-                Ok::<_, String>((path, has))
-            })
-            .buffer_unordered(concurrency.max(1))
-            .try_collect()
-            .await?;
-        let missing: Vec<StorePath> = looked.into_iter().filter(|(_, has)| !has).map(|(path, _)| path).collect();
-        if !missing.is_empty() {
-            let infos = nix.path_infos(&missing).await.map_err(|e| e.to_string())?;
-            let infos = &infos;
-            futures_util::stream::iter(missing.clone())
-                .map(|path| async move {
-                    let info = infos.get(&path).ok_or_else(|| format!("{path} is not valid in the store"))?;
-                    self.put_path(&path, info, key).await
-                })
-                .buffer_unordered(concurrency.max(1))
-                .try_collect::<Vec<()>>()
-                .await?;
-        }
-        for (drv, log) in logs {
-            let name = format!("log/{drv}");
-            if !self.exists(&name).await? {
-                let compressed = compress_log(log)?;
-                let attributes = Attributes::from_iter([
-                    (Attribute::ContentType, "text/plain; charset=utf-8"),
-                    (Attribute::ContentEncoding, "xz"),
-                ]);
-                self.put(&name, compressed, attributes).await?;
-            }
-        }
-        Ok(missing.len())
-    }
-
-    /// One path: its NAR (a multipart upload when large), then its narinfo.
-    async fn put_path(&self, path: &StorePath, info: &PathInfo, key: Option<&SigningKey>) -> Result<(), String> {
-        let nar = CompressedNar::of(path, self.compression, &self.scratch).await?;
+    /// A NAR, as a multipart upload when large.
+    pub(super) async fn put_nar(&self, nar: CompressedNar) -> Result<(), String> {
         let mut file = tokio::fs::File::open(nar.file.path()).await.map_err(|e| e.to_string())?;
         let mut upload = object_store::buffered::BufWriter::new(self.store.clone(), ObjectPath::from(nar.url.as_str()));
         let uploaded = async {
@@ -118,9 +70,23 @@ impl S3Cache {
             let _ = upload.abort().await;
             return Err(format!("cannot upload {}: {e}", nar.url));
         }
-        let text = nar.narinfo(path, info, key)?;
-        let attributes = Attributes::from_iter([(Attribute::ContentType, "text/x-nix-narinfo")]);
-        self.put(&format!("{}.narinfo", path.hash_part()), text.into_bytes(), attributes).await
+        Ok(())
+    }
+
+    /// A narinfo, `nix-cache-info` or a log (xz, with `Content-Encoding`).
+    pub(super) async fn put_file(&self, key: &str, bytes: Vec<u8>) -> Result<(), String> {
+        let (bytes, attributes) = if key.starts_with("log/") {
+            let attributes = Attributes::from_iter([
+                (Attribute::ContentType, "text/plain; charset=utf-8"),
+                (Attribute::ContentEncoding, "xz"),
+            ]);
+            (compress_log(&bytes)?, attributes)
+        } else if key.ends_with(".narinfo") {
+            (bytes, Attributes::from_iter([(Attribute::ContentType, "text/x-nix-narinfo")]))
+        } else {
+            (bytes, Attributes::from_iter([(Attribute::ContentType, "text/x-nix-cache-info")]))
+        };
+        self.put(key, bytes, attributes).await
     }
 }
 
