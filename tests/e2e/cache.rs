@@ -4,23 +4,11 @@
 //! by `fetchTarball`.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::json;
 
-use crate::harness::{Backend, Identity, MK, NIX_CONFIG, Options, Server, nonce, write};
+use crate::harness::{Backend, Identity, MK, Options, Server, nix, nix_ok, nonce, write};
 use crate::on_both_backends;
-
-fn nix(args: &[&str]) -> std::process::Output {
-    Command::new(args[0]).args(&args[1..]).env("NIX_CONFIG", NIX_CONFIG).output().unwrap()
-}
-
-#[track_caller]
-fn nix_ok(args: &[&str]) -> String {
-    let output = nix(args);
-    assert!(output.status.success(), "{args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
 
 fn in_store(root: &Path, path: &str) -> bool {
     root.join(path.trim_start_matches('/')).exists()

@@ -786,6 +786,20 @@ pub fn write(path: &Path, text: &str) {
 
 /// The Nix helper every test expression starts with: a derivation built by
 /// /bin/sh with coreutils on PATH, made unique by the `nonce` input.
+/// A Nix command with the tests' settings (no build users, no sandbox,
+/// no substituters).
+pub fn nix(args: &[&str]) -> std::process::Output {
+    Command::new(args[0]).args(&args[1..]).env("NIX_CONFIG", NIX_CONFIG).output().unwrap()
+}
+
+/// The same, which must succeed; its standard output.
+#[track_caller]
+pub fn nix_ok(args: &[&str]) -> String {
+    let output = nix(args);
+    assert!(output.status.success(), "{args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
 pub const MK: &str = r#"
   mk = name: script: derivation {
     inherit name nonce;

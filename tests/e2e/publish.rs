@@ -11,18 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Backend, Identity, MK, NIX_CONFIG, Options, Server, nonce, write};
-
-fn nix(args: &[&str]) -> std::process::Output {
-    Command::new(args[0]).args(&args[1..]).env("NIX_CONFIG", NIX_CONFIG).output().unwrap()
-}
-
-#[track_caller]
-fn nix_ok(args: &[&str]) -> String {
-    let output = nix(args);
-    assert!(output.status.success(), "{args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
+use crate::harness::{Backend, Identity, MK, Options, Server, nix, nix_ok, nonce, write};
 
 fn key_pair(dir: &Path, name: &str) -> (String, String) {
     let (secret, public) = (dir.join(format!("{name}.secret")), dir.join(format!("{name}.public")));
