@@ -3,6 +3,8 @@
 //! each module below is one part of it. Without the default `server`
 //! feature only the plugin runtime and what it stands on are built.
 
+#[cfg(feature = "server")]
+pub mod cluster;
 pub mod config;
 pub mod confined;
 pub mod db;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orthrus::config::Config;
 use orthrus::db::Db;
+use orthrus::domain::ProcessRoles;
 use orthrus::parts::Parts;
 
 /// Orthrus: continuous integration and releases for Nix projects.
@@ -27,6 +28,12 @@ enum Command {
         /// Also create a demo project that builds with the local Nix.
         #[arg(long)]
         demo: bool,
+        /// The roles this process runs, comma-separated, of web, evaluator,
+        /// queue, notifier, publisher, maintenance (default: the
+        /// configuration's `roles`, else all). Only on PostgreSQL may a
+        /// process run fewer than all.
+        #[arg(long, value_parser = parse_roles)]
+        roles: Option<ProcessRoles>,
     },
     /// Bring the database schema up to date (serve does this too).
     Migrate {
@@ -143,6 +150,10 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+fn parse_roles(list: &str) -> Result<ProcessRoles, String> {
+    ProcessRoles::parse_list(list).map_err(|e| e.to_string())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -165,7 +176,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(cli.config.as_ref())?;
     match cli.command {
-        Command::Serve { demo } => orthrus::server::serve(config, demo).await,
+        Command::Serve { demo, roles } => orthrus::server::serve(config, demo, roles).await,
         Command::Migrate { status } => {
             let url = config.database_url();
             let db = Db::connect(&url)

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use tracing::info;
 
+use crate::cluster::{Cluster, RoleUnit};
 use crate::config::Config;
 use crate::db::Db;
+use crate::domain::{ProcessRole, ProcessRoles};
 use crate::eval::{Evaluator, EvaluatorHandle};
 use crate::gc::GcRoots;
 use crate::logs::LogStore;
@@ -20,13 +22,12 @@ use crate::retention::{Retention, RetentionStatus};
 use crate::users::throttle::{Limits, LoginThrottle};
 use crate::web::{AppState, router};
 
-pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
+/// Runs `orthrus serve` with `roles` (`None`: those of the configuration).
+pub async fn serve(mut config: Config, demo: bool, roles: Option<ProcessRoles>) -> anyhow::Result<()> {
+    let roles = roles.unwrap_or_else(|| config.process_roles());
+    config.check_roles(roles).map_err(|e| anyhow::anyhow!("roles: {e}"))?;
     for dir in [config.data_dir.clone(), config.logs_dir(), config.scratch_dir()] {
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    // Leftovers of evaluations interrupted by a crash.
-    for entry in std::fs::read_dir(config.scratch_dir())?.flatten() {
-        let _ = std::fs::remove_dir_all(entry.path());
     }
     if demo {
         let dir = crate::demo::write_files(&config).context("cannot write the demo project's files")?;
@@ -69,7 +70,8 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     let queue = QueueHandle::default();
     let evaluator = EvaluatorHandle::default();
     // What the server keeps in the store, so that collecting it is safe.
-    let gc = building.then(|| GcRoots::new(&config, db.clone(), nix.clone(), plugins.clone()));
+    let keeps_roots = roles.contains(ProcessRole::Evaluator) || roles.contains(ProcessRole::Maintenance);
+    let gc = (building && keeps_roots).then(|| GcRoots::new(&config, db.clone(), nix.clone(), plugins.clone()));
     if let Some(gc) = &gc {
         info!("GC roots kept in {}", gc.dir().display());
         if config.gc.min_root_age_secs < 300 {
@@ -82,53 +84,124 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
             tracing::warn!("{e}: what Orthrus builds is not protected from nix-collect-garbage until it can be");
         }
     }
-    crate::notify::check(&config, &plugins).map_err(anyhow::Error::msg)?;
-    let mut notifier_tasks = crate::notify::start(&config, &db, &plugins, &logs);
+    if roles.contains(ProcessRole::Notifier) {
+        crate::notify::check(&config, &plugins).map_err(anyhow::Error::msg)?;
+    }
     let cache_key = load_cache_key(&config)?;
-    notifier_tasks
-        .extend(crate::publish::start(&config, &db, &nix, &logs, cache_key.clone()).map_err(anyhow::Error::msg)?);
+    if roles.contains(ProcessRole::Publisher) {
+        crate::publish::check(&config).map_err(anyhow::Error::msg)?;
+    }
     let metrics = Metrics::new();
     let watch = {
         let queue = queue.clone();
         machines.clone().watch(move || queue.wake())
     };
-    let runner = QueueRunner::new(
-        db.clone(),
-        nix.clone(),
-        logs.clone(),
-        config.clone(),
-        queue.clone(),
-        machines.clone(),
-        metrics.clone(),
-    );
-    let queue_task = building.then(|| tokio::spawn(runner.run()));
-    let evaluator_task = Evaluator::new(
-        db.clone(),
-        nix.clone(),
-        inputs.clone(),
-        config.clone(),
-        evaluator.clone(),
-        queue.notify(),
-        metrics.clone(),
-    )
-    .with_gc_roots(gc.clone());
-    let eval_task = building.then(|| tokio::spawn(evaluator_task.run()));
-    let gc_task = gc.clone().map(|gc| tokio::spawn(gc.run()));
-    // Retention needs no Nix: it runs wherever the database is.
     let retention = Arc::new(RetentionStatus::default());
-    let retention_task =
-        tokio::spawn(Retention::new(&config, db.clone(), logs.clone(), metrics.clone(), retention.clone()).run());
-    let spec_task = tokio::spawn(
-        crate::projects::declarative::SpecApplier {
-            db: db.clone(),
-            inputs: inputs.clone(),
-            wake_evaluator: {
-                let evaluator = evaluator.clone();
-                Box::new(move || evaluator.wake())
-            },
-        }
-        .run(),
+    let wake_ups = crate::cluster::carry_wake_ups(
+        &db,
+        crate::cluster::Wakes { evaluate: evaluator.wake_handle().clone(), queue: queue.notify() },
     );
+
+    // Each elected role as it starts in the process that takes it, with
+    // the database handle its writes are fenced by.
+    let units = {
+        let (config, nix, plugins, inputs, logs, metrics) =
+            (config.clone(), nix.clone(), plugins.clone(), inputs.clone(), logs.clone(), metrics.clone());
+        let (gc, evaluator, queue, machines, retention, cache_key) =
+            (gc.clone(), evaluator.clone(), queue.clone(), machines.clone(), retention.clone(), cache_key.clone());
+        let with_db = move |gc: &Option<GcRoots>, db: &Db| gc.as_ref().map(|gc| gc.with_db(db.clone()));
+        vec![
+            RoleUnit::new(ProcessRole::Evaluator, {
+                let (config, nix, inputs, evaluator, queue, metrics, gc) = (
+                    config.clone(),
+                    nix.clone(),
+                    inputs.clone(),
+                    evaluator.clone(),
+                    queue.clone(),
+                    metrics.clone(),
+                    gc.clone(),
+                );
+                move |db| {
+                    // Leftovers of evaluations interrupted by a crash (the
+                    // evaluator of this data directory is this one now).
+                    for entry in std::fs::read_dir(config.scratch_dir()).into_iter().flatten().flatten() {
+                        let _ = std::fs::remove_dir_all(entry.path());
+                    }
+                    let wake_evaluator = {
+                        let evaluator = evaluator.clone();
+                        Box::new(move || evaluator.wake())
+                    };
+                    let specs = crate::projects::declarative::SpecApplier {
+                        db: db.clone(),
+                        inputs: inputs.clone(),
+                        wake_evaluator,
+                    };
+                    let mut tasks = vec![tokio::spawn(specs.run())];
+                    if building {
+                        let evaluator = Evaluator::new(
+                            db.clone(),
+                            nix.clone(),
+                            inputs.clone(),
+                            config.clone(),
+                            evaluator.clone(),
+                            queue.notify(),
+                            metrics.clone(),
+                        )
+                        .with_gc_roots(with_db(&gc, &db));
+                        tasks.push(tokio::spawn(evaluator.run()));
+                    }
+                    tasks
+                }
+            }),
+            RoleUnit::new(ProcessRole::Queue, {
+                let (config, nix, logs, metrics) = (config.clone(), nix.clone(), logs.clone(), metrics.clone());
+                move |db| {
+                    if !building {
+                        return Vec::new();
+                    }
+                    let runner = QueueRunner::new(
+                        db,
+                        nix.clone(),
+                        logs.clone(),
+                        config.clone(),
+                        queue.clone(),
+                        machines.clone(),
+                        metrics.clone(),
+                    );
+                    vec![tokio::spawn(runner.run())]
+                }
+            }),
+            RoleUnit::new(ProcessRole::Notifier, {
+                let (config, plugins, logs) = (config.clone(), plugins.clone(), logs.clone());
+                move |db| crate::notify::start(&config, &db, &plugins, &logs)
+            }),
+            RoleUnit::new(ProcessRole::Publisher, {
+                let (config, nix, logs) = (config.clone(), nix.clone(), logs.clone());
+                move |db| {
+                    crate::publish::start(&config, &db, &nix, &logs, cache_key.clone()).unwrap_or_else(|e| {
+                        tracing::error!("nothing is published: {e}");
+                        Vec::new()
+                    })
+                }
+            }),
+            RoleUnit::new(ProcessRole::Maintenance, move |db| {
+                let mut tasks = Vec::new();
+                if let Some(gc) = with_db(&gc, &db) {
+                    tasks.push(tokio::spawn(gc.run()));
+                }
+                // Retention needs no Nix: it runs wherever the database is.
+                tasks.push(tokio::spawn(
+                    Retention::new(&config, db, logs.clone(), metrics.clone(), retention.clone()).run(),
+                ));
+                tasks
+            }),
+        ]
+    };
+    let cluster = Cluster::new(db.clone(), &config, roles, units);
+    let member = cluster.id().clone();
+    info!("this process is {member}, running {roles}");
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let cluster_task = tokio::spawn(cluster.run(stopping.clone()));
 
     if let Some(key) = &cache_key {
         info!("binary cache signed with {} (public key {})", key.name(), key.public_key());
@@ -158,28 +231,36 @@ pub async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
             per_address: config.web.login_failures_per_address,
             window: std::time::Duration::from_secs(config.web.login_window_secs),
         })),
+        process: Arc::new(crate::web::ThisProcess::new(member, roles)),
     };
     let addr = config.listen_addr().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    info!("Orthrus listening on {} ({})", config.base_url(), listener.local_addr()?);
+    if roles.contains(ProcessRole::Web) {
+        info!("Orthrus listening on {} ({})", config.base_url(), listener.local_addr()?);
+    } else {
+        info!("serving logs and store paths to the other processes at {}", config.cluster_url());
+    }
     let header_timeout = std::time::Duration::from_secs(config.web.header_timeout_secs);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let mut web_stopping = stopping.clone();
     crate::web::serve::serve(
         listener,
         router(state),
         header_timeout,
-        shutdown_signal(),
+        async move {
+            let _ = web_stopping.wait_for(|stop| *stop).await;
+        },
         std::time::Duration::from_secs(10),
     )
     .await;
-    // Dropping the runner kills the builds it started; they are retried at
-    // the next start.
-    for task in [queue_task, eval_task, gc_task].into_iter().flatten() {
-        task.abort();
-    }
-    spec_task.abort();
-    retention_task.abort();
+    // Stopping the roles kills the builds the queue runner started; they
+    // are retried by whichever process runs the queue next.
+    let _ = cluster_task.await;
     watch.abort();
-    for task in notifier_tasks {
+    if let Some(task) = wake_ups {
         task.abort();
     }
     info!("stopped");

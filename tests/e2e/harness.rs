@@ -247,6 +247,15 @@ pub struct Server {
     agent: ureq::Agent,
     /// An API token of the `admin` user, which the plain request methods use.
     pub admin_token: String,
+    /// The database (empty: SQLite in the data directory).
+    database_url: String,
+    /// As started, for peers (`Server::peer`).
+    options: Options,
+    /// Whether its log is printed when the test fails (a peer's: the
+    /// test's messages quote the log of the process it asked).
+    tell_log_on_failure: bool,
+    /// Where its projects' `path` inputs may be (`evaluator.allowed_path_roots`).
+    root: PathBuf,
 }
 
 /// Who a request claims to be.
@@ -334,20 +343,11 @@ impl Answer {
     }
 }
 
-impl Server {
-    pub fn start(backend: Backend) -> Server {
-        Server::start_with(backend, Options::default())
-    }
-
-    pub fn start_with(backend: Backend, options: Options) -> Server {
-        let dir = tempfile::Builder::new().prefix("orthrus-e2e-").tempdir().unwrap();
-        let database_url = match backend {
-            Backend::Sqlite => String::new(),
-            Backend::Postgres => postgres_database(),
-        };
-        let port = free_port();
-        let config = format!(
-            r#"
+/// The configuration file of a server in `dir` on `database_url`.
+fn config_text(dir: &Path, root: &Path, database_url: &str, port: u16, options: &Options) -> String {
+    let poll = if options.evaluator_config.contains("poll_interval_secs") { "" } else { "poll_interval_secs = 1" };
+    format!(
+        r#"
 data_dir = "{data}"
 database_url = "{database_url}"
 
@@ -356,7 +356,7 @@ listen = "127.0.0.1:{port}"
 {web}
 
 [evaluator]
-poll_interval_secs = 1
+{poll}
 workers = 2
 allowed_path_roots = ["{root}"]
 {evaluator}
@@ -370,18 +370,30 @@ max_jobs = {max_jobs}
 
 {extra_tables}
 "#,
-            data = dir.path().join("data").display(),
-            root = dir.path().display(),
-            max_jobs = options.max_jobs,
-            evaluator = options.evaluator_config,
-            web = options.web_config,
-            extra_tables = options.extra_tables,
-            queue = options.queue_config,
-            gc = options
-                .gc_config
-                .clone()
-                .unwrap_or_else(|| format!("roots_dir = \"{}\"", dir.path().join("gcroots").display())),
-        );
+        data = dir.join("data").display(),
+        root = root.display(),
+        max_jobs = options.max_jobs,
+        evaluator = options.evaluator_config,
+        web = options.web_config,
+        extra_tables = options.extra_tables,
+        queue = options.queue_config,
+        gc = options.gc_config.clone().unwrap_or_else(|| format!("roots_dir = \"{}\"", dir.join("gcroots").display())),
+    )
+}
+
+impl Server {
+    pub fn start(backend: Backend) -> Server {
+        Server::start_with(backend, Options::default())
+    }
+
+    pub fn start_with(backend: Backend, options: Options) -> Server {
+        let dir = tempfile::Builder::new().prefix("orthrus-e2e-").tempdir().unwrap();
+        let database_url = match backend {
+            Backend::Sqlite => String::new(),
+            Backend::Postgres => postgres_database(),
+        };
+        let port = free_port();
+        let config = config_text(dir.path(), dir.path(), &database_url, port, &options);
         let config_path = dir.path().join("orthrus.toml");
         std::fs::write(&config_path, config).unwrap();
         let mut binary = PathBuf::from(env!("CARGO_BIN_EXE_orthrus"));
@@ -406,8 +418,11 @@ max_jobs = {max_jobs}
             .timeout_global(Some(Duration::from_secs(60)))
             .build()
             .into();
+        let root = dir.path().to_owned();
         let mut server = Server {
             url: format!("http://127.0.0.1:{port}"),
+            database_url,
+            options: options.clone(),
             dir,
             config_path,
             env: options.env.clone(),
@@ -418,12 +433,54 @@ max_jobs = {max_jobs}
             child: None,
             agent,
             admin_token: String::new(),
+            tell_log_on_failure: false,
+            root,
         };
         server.cli_ok(&["user", "add", "admin", "--role", "admin", "--password-stdin"], Some("admin-password\n"));
         server.admin_token =
             server.cli_ok(&["user", "token", "admin", "--scope", "all", "--name", "tests"], None).trim().to_owned();
         server.launch();
         server
+    }
+
+    /// Another process on this server's PostgreSQL database, in a directory
+    /// of its own (as on another host, but for the shared Nix store),
+    /// started with `orthrus serve ARGS`, `--roles …` say. It shares the
+    /// users and so the admin token.
+    pub fn peer(&self, serve_args: &[&str]) -> Server {
+        assert!(!self.database_url.is_empty(), "peers share a PostgreSQL database");
+        let dir = tempfile::Builder::new().prefix("orthrus-e2e-").tempdir().unwrap();
+        let port = free_port();
+        let options =
+            Options { serve_args: serve_args.iter().map(|a| a.to_string()).collect(), ..self.options.clone() };
+        let config_path = dir.path().join("orthrus.toml");
+        // Sources are written under the first process's directory.
+        let config = config_text(dir.path(), &self.root, &self.database_url, port, &options);
+        std::fs::write(&config_path, config).unwrap();
+        let mut peer = Server {
+            url: format!("http://127.0.0.1:{port}"),
+            database_url: self.database_url.clone(),
+            options: options.clone(),
+            dir,
+            config_path,
+            env: options.env.clone(),
+            nix_config: options.nix_config.clone(),
+            serve_args: options.serve_args.clone(),
+            run_as: None,
+            binary: self.binary.clone(),
+            child: None,
+            agent: self.agent.clone(),
+            admin_token: self.admin_token.clone(),
+            tell_log_on_failure: true,
+            root: self.root.clone(),
+        };
+        peer.launch();
+        peer
+    }
+
+    /// The server's process id (for signals a test sends it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
     }
 
     /// The environment and user every run of the binary gets.
@@ -773,6 +830,9 @@ max_jobs = {max_jobs}
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.tell_log_on_failure && std::thread::panicking() {
+            eprintln!("--- log of the process serve {:?} ({}) ---\n{}", self.serve_args, self.url, self.log());
+        }
         self.kill9();
     }
 }

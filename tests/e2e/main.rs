@@ -6,6 +6,7 @@ mod harness;
 
 mod api;
 mod cache;
+mod cluster;
 mod daemon;
 mod declarative;
 mod deploy;

@@ -31,6 +31,8 @@ struct State {
     /// Path prefix to the number of requests still to refuse with 500.
     refuse: BTreeMap<String, usize>,
     run: usize,
+    /// How long each answer waits (a slow receiver).
+    delay: Duration,
 }
 
 pub struct HttpReceiver {
@@ -62,6 +64,11 @@ impl HttpReceiver {
     /// Answers the next `count` requests under `prefix` with a 500.
     pub fn refuse(&self, prefix: &str, count: usize) {
         self.state.lock().unwrap().refuse.insert(prefix.to_owned(), count);
+    }
+
+    /// Answers each request only after `delay`.
+    pub fn slow_down(&self, delay: Duration) {
+        self.state.lock().unwrap().delay = delay;
     }
 
     /// Marks the requests that arrive from now on as those of the next run.
@@ -101,6 +108,8 @@ fn serve(stream: std::net::TcpStream, state: &Mutex<State>) -> std::io::Result<(
         let length: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
         let mut body = vec![0; length];
         reader.read_exact(&mut body)?;
+        let delay = state.lock().unwrap().delay;
+        std::thread::sleep(delay);
         let status = {
             let mut state = state.lock().unwrap();
             let refused =

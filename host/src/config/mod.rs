@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::domain::EventKind;
+use crate::domain::{EventKind, ProcessRole, ProcessRoles};
 
 mod host_grant;
 mod machine;
@@ -50,10 +50,33 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Notifier plugins and the events each is told about.
     pub notifiers: Vec<NotifierConfig>,
+    /// The roles this process runs; empty: all of them (`--roles` wins).
+    pub roles: Vec<ProcessRole>,
+    pub cluster: ClusterConfig,
     /// The file this was read from (absolute), if any: it holds secrets,
     /// so it is kept out of everything a project or plugin can reach.
     #[serde(skip)]
     pub file: Option<PathBuf>,
+}
+
+/// Several processes on one PostgreSQL (see `cluster/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Seconds a role's holder keeps it without renewing: a standby takes
+    /// over this long after the holder stopped answering. It renews four
+    /// times per period.
+    pub lease_secs: u64,
+    /// How the other processes reach this one's HTTP listener (a web
+    /// process without the store asks the queue runner's process for logs
+    /// and store paths there); empty: `http://` and `web.listen`.
+    pub url: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { lease_secs: 10, url: String::new() }
+    }
 }
 
 /// The GC roots of what the server keeps (see `gc/`).
@@ -447,6 +470,8 @@ impl Default for Config {
             notifiers: Vec::new(),
             gc: GcConfig::default(),
             retention: RetentionConfig::default(),
+            roles: Vec::new(),
+            cluster: ClusterConfig::default(),
             file: None,
         }
     }
@@ -595,6 +620,25 @@ impl Config {
         } else {
             self.web.base_url.trim_end_matches('/').to_owned()
         }
+    }
+
+    /// The roles this process runs, as configured (`roles`; empty: all).
+    pub fn process_roles(&self) -> ProcessRoles {
+        if self.roles.is_empty() { ProcessRoles::all() } else { self.roles.iter().copied().collect() }
+    }
+
+    /// Where the other processes reach this one.
+    pub fn cluster_url(&self) -> String {
+        if self.cluster.url.is_empty() {
+            format!("http://{}", self.web.listen)
+        } else {
+            self.cluster.url.trim_end_matches('/').to_owned()
+        }
+    }
+
+    /// Whether the database is SQLite (one process runs every role).
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url().starts_with("sqlite:")
     }
 
     /// The database URL, defaulting to SQLite inside `data_dir`.

@@ -2,8 +2,25 @@
 //! at fault and why.
 
 use super::{Config, HostGrant};
+use crate::domain::ProcessRoles;
 
 impl Config {
+    /// Whether this database lets a process run only `roles`: SQLite has
+    /// one writer and no way to tell another process to wake, so one
+    /// process runs them all there.
+    pub fn check_roles(&self, roles: ProcessRoles) -> Result<(), String> {
+        if roles.is_empty() {
+            return Err("name at least one role".into());
+        }
+        if self.is_sqlite() && !roles.is_all() {
+            return Err(format!(
+                "{roles} is not every role, and on SQLite one process runs every role: SQLite takes one writer at a \
+                 time and cannot wake another process; use a postgres:// database_url to split the roles"
+            ));
+        }
+        Ok(())
+    }
+
     /// The first setting that cannot work, with its key and the reason.
     pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
         self.listen_addr().map_err(|m| ("web.listen", m))?;
@@ -19,6 +36,14 @@ impl Config {
         {
             return Err(("database_url", "must be empty (SQLite in data_dir), sqlite:… or postgres://…".into()));
         }
+        if self.cluster.lease_secs < 2 {
+            return Err(("cluster.lease_secs", "must be at least 2".into()));
+        }
+        let url = &self.cluster.url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(("cluster.url", "must start with http:// or https://".into()));
+        }
+        self.check_roles(self.process_roles()).map_err(|m| ("roles", m))?;
         if self.evaluator.workers == 0 {
             return Err(("evaluator.workers", "must be at least 1".into()));
         }

@@ -12,6 +12,7 @@ use crate::nix::{StorePath, store_dir};
 impl Db {
     /// Records paths the cache may serve.
     pub async fn record_cache_paths(&self, paths: &[StorePath]) -> DbResult<()> {
+        let txn = self.begin_write().await?;
         for chunk in paths.chunks(super::INSERT_CHUNK) {
             let rows = chunk.iter().map(|path| cache_path::ActiveModel {
                 hash_part: Set(path.hash_part().to_owned()),
@@ -19,9 +20,10 @@ impl Db {
             });
             cache_path::Entity::insert_many(rows)
                 .on_conflict(OnConflict::column(cache_path::Column::HashPart).do_nothing().to_owned())
-                .exec_without_returning(self.write())
+                .exec_without_returning(&txn)
                 .await?;
         }
+        txn.commit().await?;
         Ok(())
     }
 

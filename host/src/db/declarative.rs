@@ -127,6 +127,7 @@ impl Db {
     /// the generator build dealt with last, so that the newest one is
     /// applied again (after a static spec, or an error, in between).
     pub async fn record_spec_source(&self, project_id: i64, source: SpecSource, reapply: bool) -> DbResult<()> {
+        let txn = self.begin_write().await?;
         let mut update = project::Entity::update_many()
             .col_expr(project::Column::DeclarativeSource, Expr::value(source.as_str()))
             .filter(project::Column::Id.eq(project_id));
@@ -135,7 +136,8 @@ impl Db {
                 .col_expr(project::Column::DeclarativeBuild, Expr::value(Option::<i64>::None))
                 .col_expr(project::Column::DeclarativeBuildFinish, Expr::value(Option::<String>::None));
         }
-        update.exec(self.write()).await?;
+        update.exec(&txn).await?;
+        txn.commit().await?;
         Ok(())
     }
 
@@ -148,6 +150,7 @@ impl Db {
         error: Option<&str>,
         build: Option<(i64, &str)>,
     ) -> DbResult<()> {
+        let txn = self.begin_write().await?;
         let mut update = project::Entity::update_many()
             .col_expr(project::Column::DeclarativeError, Expr::value(error.map(str::to_owned)))
             .col_expr(project::Column::DeclarativeCheckedTime, Expr::value(now()))
@@ -157,19 +160,22 @@ impl Db {
                 .col_expr(project::Column::DeclarativeBuild, Expr::value(build))
                 .col_expr(project::Column::DeclarativeBuildFinish, Expr::value(finish));
         }
-        update.exec(self.write()).await?;
+        update.exec(&txn).await?;
+        txn.commit().await?;
         Ok(())
     }
 
     /// Clears the evaluation error of a jobset (`.jobsets` once its static
     /// spec applied again).
     pub async fn clear_eval_error(&self, jobset_id: i64) -> DbResult<()> {
+        let txn = self.begin_write().await?;
         jobset::Entity::update_many()
             .col_expr(jobset::Column::ErrorMsg, Expr::value(Option::<String>::None))
             .col_expr(jobset::Column::ErrorTime, Expr::value(Option::<i64>::None))
             .filter(jobset::Column::Id.eq(jobset_id))
-            .exec(self.write())
+            .exec(&txn)
             .await?;
+        txn.commit().await?;
         Ok(())
     }
 

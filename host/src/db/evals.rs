@@ -245,11 +245,13 @@ impl Db {
 
     /// Forgets evaluations that were running when the server stopped.
     pub async fn clear_running_evaluations(&self) -> DbResult<()> {
+        let txn = self.begin_write().await?;
         jobset::Entity::update_many()
             .col_expr(jobset::Column::StartTime, Expr::value(Option::<i64>::None))
             .filter(jobset::Column::StartTime.is_not_null())
-            .exec(self.write())
+            .exec(&txn)
             .await?;
+        txn.commit().await?;
         Ok(())
     }
 

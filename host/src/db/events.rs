@@ -88,6 +88,8 @@ impl Db {
     /// Commits a transaction that wrote events, and wakes whoever waits
     /// for new ones.
     pub(super) async fn commit_events(&self, txn: sea_orm::DatabaseTransaction) -> DbResult<()> {
+        // Other processes (a notifier, a publisher) hear of it at commit.
+        Db::wake_others_on_commit(&txn, super::WakeChannel::Events).await?;
         txn.commit().await?;
         self.events_written.send_modify(|commits| *commits += 1);
         Ok(())
@@ -99,6 +101,11 @@ impl Db {
     /// faster; readers still poll now and then.
     pub fn subscribe_events(&self) -> tokio::sync::watch::Receiver<u64> {
         self.events_written.subscribe()
+    }
+
+    /// Another process wrote events (heard through `LISTEN`).
+    pub fn events_written_elsewhere(&self) {
+        self.events_written.send_modify(|commits| *commits += 1);
     }
 
     /// The id of the newest event (0 when there are none).

@@ -224,15 +224,17 @@ impl Db {
     /// Marks builds whose outputs are gone from the store — unless they were
     /// restarted since they were looked at.
     pub async fn set_outputs_collected(&self, ids: &[i64]) -> DbResult<()> {
+        let txn = self.begin_write().await?;
         for chunk in ids.chunks(INSERT_CHUNK) {
             build::Entity::update_many()
                 .col_expr(build::Column::OutputsCollected, Expr::value(true))
                 .filter(build::Column::Id.is_in(chunk.iter().copied()))
                 .filter(build::Column::Finished.eq(true))
                 .filter(build::Column::OutputsCollected.eq(false))
-                .exec(self.write())
+                .exec(&txn)
                 .await?;
         }
+        txn.commit().await?;
         self.builds.invalidate(ids.iter().copied());
         Ok(())
     }

@@ -12,6 +12,7 @@
 mod builds;
 mod cache;
 mod cache_paths;
+mod cluster;
 mod declarative;
 pub mod entities;
 mod evals;
@@ -37,6 +38,7 @@ use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 
 pub use builds::*;
+pub use cluster::{Fence, LeaseTerm, Member, MemberId, MemberInfo, WakeChannel};
 pub use declarative::*;
 pub use evals::*;
 pub use events::Event;
@@ -58,7 +60,12 @@ pub struct Db {
     builds: std::sync::Arc<cache::BuildCache>,
     /// Signalled after each commit that wrote events (see `events.rs`).
     events_written: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// The lease this handle writes under, for a role's holder (`cluster.rs`).
+    fence: Option<Fence>,
 }
+
+/// The advisory lock key the migrations run under ("orthrus" in ASCII).
+const MIGRATIONS_LOCK: i64 = 0x6f72_7468_7275_73;
 
 /// Current time as Unix seconds, the unit of every time column.
 pub fn now() -> i64 {
@@ -124,6 +131,7 @@ impl Db {
                 write,
                 builds: Default::default(),
                 events_written: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+                fence: None,
             })
         } else {
             let mut options = ConnectOptions::new(url);
@@ -140,6 +148,7 @@ impl Db {
                 write: conn,
                 builds: Default::default(),
                 events_written: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+                fence: None,
             })
         }
     }
@@ -151,8 +160,32 @@ impl Db {
         Ok(db)
     }
 
+    /// Applies the pending migrations. On PostgreSQL under a session
+    /// advisory lock, so that processes starting at once migrate one after
+    /// the other (the later ones find nothing to do).
     pub async fn migrate(&self) -> Result<(), DbErr> {
-        Migrator::up(&self.write, None).await
+        if self.backend() != DbBackend::Postgres {
+            return Migrator::up(&self.write, None).await;
+        }
+        use sea_orm::sqlx;
+        let mut lock = self
+            .write
+            .get_postgres_connection_pool()
+            .acquire()
+            .await
+            .map_err(|e| DbErr::Custom(format!("cannot take a connection for the migrations' lock: {e}")))?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATIONS_LOCK)
+            .execute(&mut *lock)
+            .await
+            .map_err(|e| DbErr::Custom(format!("cannot lock the migrations: {e}")))?;
+        let migrated = Migrator::up(&self.write, None).await;
+        if let Err(e) = sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATIONS_LOCK).execute(&mut *lock).await {
+            // The lock goes with the connection.
+            lock.close_on_drop();
+            tracing::warn!("cannot unlock the migrations: {e}");
+        }
+        migrated
     }
 
     /// Migrations applied so far and those still pending.
@@ -182,14 +215,20 @@ impl Db {
     /// first fails at once with "database is locked" when another process
     /// (such as `orthrus project apply` beside the server) wrote in between,
     /// whereas waiting for the lock at `BEGIN` honours the busy timeout.
-    pub(crate) async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+    ///
+    /// A fenced handle (a role's holder) checks its lease first and fails
+    /// with [`DbError::Fenced`] when another process took it.
+    pub(crate) async fn begin_write(&self) -> DbResult<sea_orm::DatabaseTransaction> {
         use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
-        self.write
+        let txn = self
+            .write
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..Default::default()
             })
-            .await
+            .await?;
+        self.pass_fence(&txn).await?;
+        Ok(txn)
     }
 }
 
@@ -243,6 +282,10 @@ pub enum DbError {
     /// The change contradicts what is stored (a name already taken, …).
     #[error("{0}")]
     Conflict(String),
+    /// This process wrote as the holder of a role that another process has
+    /// taken since (or its lease ran out): nothing was written.
+    #[error("this process no longer holds the {role} role (term {term}); another process runs it")]
+    Fenced { role: crate::domain::ProcessRole, term: i64 },
 }
 
 pub type DbResult<T> = Result<T, DbError>;

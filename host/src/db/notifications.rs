@@ -137,6 +137,7 @@ impl Db {
         next_attempt: i64,
         error: &str,
     ) -> DbResult<()> {
+        let txn = self.begin_write().await?;
         notifier_pending::Entity::update_many()
             .col_expr(
                 notifier_pending::Column::Attempts,
@@ -146,8 +147,9 @@ impl Db {
             .col_expr(notifier_pending::Column::LastError, sea_orm::sea_query::Expr::value(error))
             .filter(notifier_pending::Column::Notifier.eq(notifier))
             .filter(notifier_pending::Column::EventId.eq(event_id))
-            .exec(self.write())
+            .exec(&txn)
             .await?;
+        txn.commit().await?;
         Ok(())
     }
 

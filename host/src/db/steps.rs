@@ -78,28 +78,32 @@ impl Db {
     }
 
     pub async fn add_failed_path(&self, drv: &str) -> DbResult<()> {
+        let txn = self.begin_write().await?;
         failed_path::Entity::insert(failed_path::ActiveModel { path: Set(drv.to_owned()), time: Set(now()) })
             .on_conflict(
                 sea_orm::sea_query::OnConflict::column(failed_path::Column::Path)
                     .update_column(failed_path::Column::Time)
                     .to_owned(),
             )
-            .exec_without_returning(self.write())
+            .exec_without_returning(&txn)
             .await?;
+        txn.commit().await?;
         Ok(())
     }
 
     /// At start: steps that were running when the server stopped did not
     /// finish; they are recorded as aborted and will run again.
     pub async fn abort_busy_steps(&self) -> DbResult<u64> {
+        let txn = self.begin_write().await?;
         let result = build_step::Entity::update_many()
             .col_expr(build_step::Column::Busy, Expr::value(false))
             .col_expr(build_step::Column::Status, Expr::value(StepStatus::Aborted.code()))
             .col_expr(build_step::Column::ErrorMsg, Expr::value("interrupted: the server stopped during this step"))
             .col_expr(build_step::Column::StopTime, Expr::value(now()))
             .filter(build_step::Column::Busy.eq(true))
-            .exec(self.write())
+            .exec(&txn)
             .await?;
+        txn.commit().await?;
         Ok(result.rows_affected)
     }
 

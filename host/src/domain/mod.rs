@@ -6,13 +6,17 @@
 #[macro_use]
 mod words;
 mod event_kind;
+mod process_role;
 mod role;
 mod token_scope;
+mod wake;
 
 pub use event_kind::EventKind;
 pub use orthrus_types::{BuildStatus, StepStatus, UnknownStatus};
+pub use process_role::{ProcessRole, ProcessRoles};
 pub use role::Role;
 pub use token_scope::TokenScope;
+pub use wake::Wake;
 
 /// A word that names none of a domain type's values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -15,11 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::Config;
 use crate::db::{Db, DueJobset, Jobset, NewEval, NewEvalInput, Project, SPEC_JOBSET, now, outcome};
+use crate::domain::Wake;
 use crate::gc::GcRoots;
 use crate::inputs::{FetchedInput, InputFetcher, build_argument};
 use crate::metrics::Metrics;
@@ -35,12 +36,19 @@ const WRAPPER_NIX: &str = include_str!("wrapper.nix");
 /// Shared handle to wake the evaluator (after a push or a jobset change).
 #[derive(Clone, Default)]
 pub struct EvaluatorHandle {
-    wake: Arc<Notify>,
+    wake: Wake,
 }
 
 impl EvaluatorHandle {
+    /// Wakes the evaluator, in this process or the one that runs it.
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.wake.wake();
+    }
+
+    /// What wakes it (for the cluster, which carries wake-ups between
+    /// processes).
+    pub fn wake_handle(&self) -> &Wake {
+        &self.wake
     }
 }
 
@@ -51,7 +59,7 @@ pub struct Evaluator {
     config: Arc<Config>,
     handle: EvaluatorHandle,
     /// Woken when an evaluation queued new builds.
-    queue_wake: Arc<Notify>,
+    queue_wake: Wake,
     metrics: Arc<Metrics>,
     use_nix_eval_jobs: bool,
     /// Roots new evaluations' paths (none where roots cannot be kept).
@@ -65,7 +73,7 @@ impl Evaluator {
         fetcher: InputFetcher,
         config: Arc<Config>,
         handle: EvaluatorHandle,
-        queue_wake: Arc<Notify>,
+        queue_wake: Wake,
         metrics: Arc<Metrics>,
     ) -> Evaluator {
         let use_nix_eval_jobs = config.evaluator.use_nix_eval_jobs && nix.has_program("nix-eval-jobs");
@@ -109,7 +117,7 @@ impl Evaluator {
                             async move {
                                 this.evaluate_jobset(&jobset, started).await;
                                 drop(slot);
-                                this.handle.wake();
+                                this.handle.wake.wake_here();
                             }
                             .instrument(span),
                         );
@@ -118,7 +126,7 @@ impl Evaluator {
                 Err(e) => warn!("cannot look for jobsets to evaluate: {e}"),
             }
             tokio::select! {
-                _ = this.handle.wake.notified() => {}
+                _ = this.handle.wake.woken() => {}
                 _ = tokio::time::sleep(poll) => {}
             }
         }
@@ -395,7 +403,7 @@ impl Evaluator {
             "evaluation recorded"
         );
         if !recorded.new_builds.is_empty() {
-            self.queue_wake.notify_one();
+            self.queue_wake.wake();
         }
         Ok(outcome::EVALUATED)
     }

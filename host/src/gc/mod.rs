@@ -93,6 +93,11 @@ impl std::fmt::Debug for GcRoots {
 }
 
 impl GcRoots {
+    /// The same roots, written through `db` (a role holder's fenced handle).
+    pub fn with_db(&self, db: Db) -> GcRoots {
+        GcRoots { db, ..self.clone() }
+    }
+
     /// The roots of `config`: its `gc.roots_dir`, else the directory Nix
     /// scans for this user. The directory is made when first needed.
     pub fn new(config: &Config, db: Db, nix: Nix, plugins: PluginRuntime) -> GcRoots {
@@ -267,6 +272,9 @@ impl GcRoots {
     /// One full update: roots, then collected outputs (for `budget`).
     pub async fn update(&self, sweep: SweepCursor, budget: Duration) -> Result<Update, String> {
         let plan = self.plan().await?;
+        // Roots are files, which no transaction fences: not after another
+        // process took the maintenance role.
+        self.db.check_fence().map_err(|e| e.to_string())?;
         let removed = self.apply(&plan).await?;
         let (sweep, collected) = self.sweep_collected(sweep, &plan.wanted, budget).await?;
         Ok(Update { plan, removed, sweep, collected })

@@ -196,7 +196,6 @@ impl<S: Sink> Delivery<S> {
             return Ok(if retried { Some(Duration::ZERO) } else { retry_in });
         };
         let full = events.len() as u64 == BATCH;
-        let mut delivered = 0;
         let mut parked = Vec::new();
         for event in &events {
             let key = ordering_key(event);
@@ -214,12 +213,16 @@ impl<S: Sink> Delivery<S> {
                 continue;
             }
             match self.deliver(event).await {
-                Ok(true) => delivered += 1,
+                Ok(true) => {
+                    // Recorded at once: a crash repeats at most the delivery
+                    // that was in flight, not the batch before it.
+                    self.db.advance_notifier(&self.name, event.id, 1, &std::mem::take(&mut parked)).await?;
+                }
                 Ok(false) => {}
                 Err(Failure::Db(e)) => {
                     // Keep what was done; this event and the rest come again.
                     let done = event.id - 1;
-                    self.db.advance_notifier(&self.name, done.max(cursor), delivered, &parked).await?;
+                    self.db.advance_notifier(&self.name, done.max(cursor), 0, &parked).await?;
                     return Err(e);
                 }
                 Err(Failure::Sink(error)) => {
@@ -236,7 +239,7 @@ impl<S: Sink> Delivery<S> {
                 }
             }
         }
-        self.db.advance_notifier(&self.name, last, delivered, &parked).await?;
+        self.db.advance_notifier(&self.name, last, 0, &parked).await?;
         Ok(if full || retried { Some(Duration::ZERO) } else { retry_in.or(Some(POLL)) })
     }
 
@@ -302,6 +305,8 @@ impl<S: Sink> Delivery<S> {
         if !projects.is_empty() && !projects.contains(&full.jobset.project) {
             return Ok(false);
         }
+        // Not after another process took over this notifier's role.
+        self.db.check_fence().map_err(Failure::Db)?;
         match self.sink.deliver(&full).await {
             Ok(()) => {
                 tracing::debug!(notifier = %self.name, event = event.id, kind = %event.kind, "event delivered");

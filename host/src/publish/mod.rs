@@ -185,6 +185,15 @@ struct Publisher {
     key_file: Option<PathBuf>,
 }
 
+/// Whether every cache of the configuration opens (checked at start, so
+/// that a wrong one stops the server instead of only its publisher).
+pub fn check(config: &Config) -> Result<(), String> {
+    for entry in &config.binary_cache.publish {
+        Cache::open(entry, config)?;
+    }
+    Ok(())
+}
+
 /// Starts one publisher per cache of the configuration.
 pub fn start(
     config: &Arc<Config>,

@@ -25,13 +25,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::Config;
 use crate::db::{Db, FinishedBuild, NewStep, now};
-use crate::domain::{BuildStatus, StepStatus};
+use crate::domain::{BuildStatus, StepStatus, Wake};
 use crate::logs::LogStore;
 use crate::machines::{Machine, Machines, StepOutcome, StepRequest};
 use crate::metrics::Metrics;
@@ -49,15 +49,17 @@ const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 /// Shared handle to wake the queue runner after the queue changed.
 #[derive(Clone, Default)]
 pub struct QueueHandle {
-    wake: Arc<Notify>,
+    wake: Wake,
 }
 
 impl QueueHandle {
+    /// Wakes the queue runner, in this process or the one that runs it.
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.wake.wake();
     }
 
-    pub fn notify(&self) -> Arc<Notify> {
+    /// What wakes it (the evaluator's, and the cluster's, handle on it).
+    pub fn notify(&self) -> Wake {
         self.wake.clone()
     }
 }
@@ -179,7 +181,7 @@ impl QueueRunner {
             self.record_successes();
             let timer = self.next_timer().map(tokio::time::Instant::from_std);
             tokio::select! {
-                _ = wake.notified() => stale = true,
+                _ = wake.woken() => stale = true,
                 _ = tokio::time::sleep_until(timer.unwrap_or_else(tokio::time::Instant::now)), if timer.is_some() => {}
                 _ = tokio::time::sleep(RESYNC_INTERVAL) => stale = true,
                 Some(done) = self.steps.join_next_with_id(), if !self.steps.is_empty() => {

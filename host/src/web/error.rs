@@ -138,6 +138,8 @@ impl From<DbError> for ApiError {
             {
                 ApiError::new(StatusCode::CONFLICT, "another request made the same change meanwhile; try again")
             }
+            // Web handlers write unfenced; a role's task never answers HTTP.
+            e @ DbError::Fenced { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             DbError::Db(e) => {
                 tracing::error!("database error: {e}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error: the database call failed")

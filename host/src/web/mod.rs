@@ -6,6 +6,7 @@ mod body;
 mod builds;
 mod cache;
 mod channel;
+mod cluster;
 mod error;
 mod evals;
 mod extract;
@@ -37,6 +38,7 @@ use crate::db::Db;
 use crate::eval::EvaluatorHandle;
 use crate::logs::LogStore;
 use crate::queue::QueueHandle;
+pub use cluster::ThisProcess;
 pub use error::{ApiError, ApiResult};
 
 /// What every handler can reach.
@@ -73,6 +75,8 @@ pub struct AppState {
     pub retention: Arc<crate::retention::RetentionStatus>,
     /// Why nothing is evaluated or built (no usable Nix), in one sentence.
     pub nix_problem: Option<Arc<str>>,
+    /// This process in the cluster: its id and roles.
+    pub process: Arc<ThisProcess>,
 }
 
 /// Plugin calls made while answering a request, bounded so that a flood of
@@ -150,6 +154,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobsets", get(overview::api_jobsets))
         .route("/api/events", get(overview::events))
         .route("/api/notifiers", get(overview::notifiers))
+        .route("/api/cluster", get(cluster::api_cluster))
         .route("/project/{project}/releasesets", get(releases::list))
         .route("/project/{project}/releaseset/{name}", get(releases::get_set))
         .route("/project/{project}/releaseset/{name}/latest", get(releases::latest))
@@ -189,6 +194,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(negotiate::negotiate))
         .layer(middleware::from_fn(vary_accept))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(state.clone(), cluster::route_by_role))
         .with_state(state)
 }
 

@@ -133,6 +133,7 @@ pub async fn status(State(state): State<AppState>, caller: Caller) -> Response {
         let running = state.db.running_steps().await?;
         let queued = state.db.queued_count().await?;
         let now = crate::db::now();
+        let members = state.db.cluster_members().await?;
         let machines = state.machines.views();
         let publishers: Vec<_> = crate::notify::status(&state.config, &state.db)
             .await?
@@ -178,6 +179,19 @@ pub async fn status(State(state): State<AppState>, caller: Caller) -> Response {
                     } } }
                 } }
             }
+            h2 { "Processes" }
+            div.scroll { table id="cluster" {
+                thead { tr { th { "Process" } th { "Host" } th { "Holds" } th { "Standing by for" } th { "Version" } th { "Last heartbeat" } } }
+                tbody { @for m in &members { tr {
+                    td { code { (m.id) } @if m.id == state.process.member { " (this one)" } }
+                    td { (m.host) }
+                    td { @if m.roles.contains(crate::domain::ProcessRole::Web) { span.badge.ok { "web" } " " }
+                         @for role in m.holds.iter() { span.badge.ok { (role) } " " } }
+                    td { @for role in m.standing_by().iter() { span.badge { (role) } " " } }
+                    td { (m.version) }
+                    td { (time(Some(m.heartbeat_at))) }
+                } } }
+            } }
             (storage(state.retention.last()))
         };
         Ok::<_, ApiError>(layout(&caller, "Status", &[], body))

@@ -1,0 +1,200 @@
+//! The web side of several processes (`cluster/`): what a process serves
+//! by its roles, and where a request for what only the store holds goes.
+//!
+//! A web process may run on another host than the queue runner, without
+//! the store the builds land in and without the queue runner's live logs.
+//! Logs (whole, paged, tail and live), build products, NARs, narinfos and
+//! channels are therefore answered by the process that holds the `queue`
+//! role: a web process that does not forwards those requests to it, as
+//! they came, and streams its answer back. This was chosen over
+//!
+//! - a shared log directory: it needs a network file system on every web
+//!   host, and live logs are not in files yet (they go from the build to
+//!   their readers in the queue runner's memory);
+//! - redirecting to the published cache: publishing is optional and runs
+//!   behind the builds, so a running build's log, a build just finished
+//!   and every product download would be missing.
+//!
+//! The holder answers the forwarded request with its own rights checks
+//! (the caller's cookie or token go with it). A process without the `web`
+//! role answers only these requests (and `/status`, for health checks),
+//! on its own listener: `cluster.url` is where the others reach it.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, AppState};
+use crate::db::{Member, MemberId};
+use crate::domain::{ProcessRole, ProcessRoles};
+
+/// Marks a forwarded request (with the forwarding process's id): it is
+/// answered where it arrives, never forwarded again.
+const FORWARDED: &str = "x-orthrus-forwarded";
+
+/// This process, as the web side needs it.
+pub struct ThisProcess {
+    pub member: MemberId,
+    pub roles: ProcessRoles,
+    /// For forwarding: no redirects followed, a bound on connecting, none
+    /// on the answer (a live log lasts as long as its build).
+    client: reqwest::Client,
+}
+
+impl ThisProcess {
+    pub fn new(member: MemberId, roles: ProcessRoles) -> ThisProcess {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("a client without TLS settings of its own builds");
+        ThisProcess { member, roles, client }
+    }
+}
+
+/// Whether a path is answered from the store or the logs, which the
+/// queue runner's process has (see the module's doc).
+pub fn needs_the_store(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["nix-cache-info"] => true,
+        [file] => file.ends_with(".narinfo") || file.ends_with(".ls"),
+        ["nar", _] => true,
+        ["build", _, "log", ..]
+        | ["build", _, "nixlog", ..]
+        | ["build", _, "download", ..]
+        | ["build", _, "nix", ..] => true,
+        ["jobset", _, _, "channel", ..] => true,
+        _ => false,
+    }
+}
+
+/// Serves a request here, forwards it to the queue runner's process, or
+/// refuses it (a process without the `web` role), as the module's doc says.
+pub async fn route_by_role(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let forwarded = request.headers().contains_key(FORWARDED);
+    let store = needs_the_store(path);
+    let web = state.process.roles.contains(ProcessRole::Web);
+    if !web && !store && path != "/status" {
+        return ApiError::not_found(format!(
+            "this process does not serve the web (it runs {}); it answers other processes' requests for logs and \
+             store paths",
+            state.process.roles
+        ))
+        .into_response();
+    }
+    if !store || forwarded || !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    match state.db.holder_of(ProcessRole::Queue).await {
+        Ok(Some(holder)) if holder.id != state.process.member => match forward(&state, &holder, request).await {
+            Ok(response) => response,
+            Err((request, error)) => {
+                // Its host may share this one's store and logs: try here.
+                tracing::warn!("cannot forward to {} at {}: {error}; answering here", holder.id, holder.url);
+                next.run(request).await
+            }
+        },
+        Ok(_) => next.run(request).await,
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Headers that belong to one connection, not to the request or answer.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade" | "te" | "trailer" | "host"
+    )
+}
+
+/// Sends `request` to `holder` and streams its answer back; on no answer,
+/// gives the request back.
+async fn forward(state: &AppState, holder: &Member, request: Request) -> Result<Response, (Request, String)> {
+    let target = format!(
+        "{}{}",
+        holder.url.trim_end_matches('/'),
+        request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
+    let mut outgoing = state.process.client.request(request.method().clone(), &target);
+    for (name, value) in request.headers() {
+        if !hop_by_hop(name) {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    outgoing = outgoing.header(FORWARDED, state.process.member.as_str());
+    let answer = match outgoing.send().await {
+        Ok(answer) => answer,
+        Err(e) => return Err((request, e.to_string())),
+    };
+    let mut response = Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        if !hop_by_hop(name) {
+            response = response.header(name, value);
+        }
+    }
+    let response = response.header(
+        "x-orthrus-served-by",
+        HeaderValue::from_str(holder.id.as_str()).ok().unwrap_or(HeaderValue::from_static("?")),
+    );
+    Ok(response
+        .body(Body::from_stream(answer.bytes_stream()))
+        .unwrap_or_else(|e| (StatusCode::BAD_GATEWAY, e.to_string()).into_response()))
+}
+
+/// `GET /api/cluster`: every process with its host, roles held and
+/// standing by, version and last heartbeat. (`/status` keeps Hydra's
+/// shape, an array of running steps, which clients parse.)
+pub async fn api_cluster(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let members = state.db.cluster_members().await?;
+    Ok(Json(Value::Array(members.iter().map(|member| member_json(&state, member)).collect())))
+}
+
+fn member_json(state: &AppState, member: &Member) -> Value {
+    let words = |roles: ProcessRoles| roles.iter().map(ProcessRole::as_str).collect::<Vec<_>>();
+    json!({
+        "id": member.id.as_str(),
+        "host": member.host,
+        "pid": member.pid,
+        "version": member.version,
+        "roles": words(member.roles),
+        "holds": words(member.holds),
+        "standingby": words(member.standing_by()),
+        "url": member.url,
+        "started": member.started_at,
+        "lastheartbeat": member.heartbeat_at,
+        "self": member.id == state.process.member,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_the_store;
+
+    #[test]
+    fn what_needs_the_store_is_logs_products_and_the_cache() {
+        for path in [
+            "/build/3/log",
+            "/build/3/log/tail",
+            "/build/3/nixlog/1/live",
+            "/build/3/download/1/a/b",
+            "/build/3/nix/nar/x.nar",
+            "/nar/abc.nar.xz",
+            "/abc.narinfo",
+            "/nix-cache-info",
+            "/jobset/p/j/channel/latest/nixexprs.tar.xz",
+        ] {
+            assert!(needs_the_store(path), "{path}");
+        }
+        for path in ["/build/3", "/build/3/steps", "/job/p/j/hello/latest", "/status", "/", "/project/p"] {
+            assert!(!needs_the_store(path), "{path}");
+        }
+    }
+}
