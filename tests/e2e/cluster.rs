@@ -312,3 +312,39 @@ fn sqlite_refuses_a_split() {
     assert_eq!(members.len(), 1, "{members:?}");
     assert_eq!(members[0]["holds"], json!(ELECTED), "SQLite's one process holds every role");
 }
+
+/// Processes starting at once on an empty PostgreSQL database migrate one
+/// after the other (the migrations take a lock): none fails.
+#[test]
+fn processes_starting_together_migrate_once() {
+    let database_url = crate::harness::postgres_database();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("orthrus.toml");
+    write(
+        &config,
+        &format!("data_dir = \"{}\"\ndatabase_url = \"{database_url}\"\n", dir.path().join("data").display()),
+    );
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_orthrus"))
+                .args(["migrate", "--config"])
+                .arg(&config)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for start in starts {
+        let output = start.wait_with_output().unwrap();
+        assert!(output.status.success(), "a migration failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_orthrus"))
+        .args(["migrate", "--status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("applied  m20261202_000010_cluster") && !text.contains("pending"), "{text}");
+}

@@ -45,7 +45,14 @@ pub struct ThisProcess {
     /// For forwarding: no redirects followed, a bound on connecting, none
     /// on the answer (a live log lasts as long as its build).
     client: reqwest::Client,
+    /// The queue runner's process as last looked up, and when: a log or a
+    /// NAR costs no lookup of its own (after a failover, forwarding to the
+    /// old holder fails for this long at most, and is answered here).
+    queue_holder: std::sync::Mutex<Option<(std::time::Instant, Option<Member>)>>,
 }
+
+/// How long a lookup of the queue runner's process is used.
+const HOLDER_FRESH_FOR: Duration = Duration::from_secs(2);
 
 impl ThisProcess {
     pub fn new(member: MemberId, roles: ProcessRoles) -> ThisProcess {
@@ -54,7 +61,21 @@ impl ThisProcess {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .expect("a client without TLS settings of its own builds");
-        ThisProcess { member, roles, client }
+        ThisProcess { member, roles, client, queue_holder: Default::default() }
+    }
+
+    /// The process holding the `queue` role, looked up at most every
+    /// [`HOLDER_FRESH_FOR`].
+    async fn queue_holder(&self, db: &crate::db::Db) -> crate::db::DbResult<Option<Member>> {
+        let cached = self.queue_holder.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((at, holder)) = cached {
+            if at.elapsed() < HOLDER_FRESH_FOR {
+                return Ok(holder);
+            }
+        }
+        let holder = db.holder_of(ProcessRole::Queue).await?;
+        *self.queue_holder.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), holder.clone()));
+        Ok(holder)
     }
 }
 
@@ -90,10 +111,12 @@ pub async fn route_by_role(State(state): State<AppState>, request: Request, next
         ))
         .into_response();
     }
-    if !store || forwarded || !matches!(*request.method(), Method::GET | Method::HEAD) {
+    // On SQLite this process runs every role.
+    let single = state.db.backend() != sea_orm::DbBackend::Postgres;
+    if !store || forwarded || single || !matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }
-    match state.db.holder_of(ProcessRole::Queue).await {
+    match state.process.queue_holder(&state.db).await {
         Ok(Some(holder)) if holder.id != state.process.member => match forward(&state, &holder, request).await {
             Ok(response) => response,
             Err((request, error)) => {
