@@ -86,7 +86,8 @@ impl Evaluator {
         self
     }
 
-    /// Runs until the task is dropped.
+    /// Runs until the task is dropped (which stops the evaluations it
+    /// started: a process that lost the evaluator role stops evaluating).
     pub async fn run(self) {
         if let Err(e) = self.db.clear_running_evaluations().await {
             warn!("cannot reset evaluations interrupted by the last shutdown: {e}");
@@ -97,6 +98,7 @@ impl Evaluator {
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(this.config.evaluator.max_concurrent_evals));
         let poll = Duration::from_secs(this.config.evaluator.poll_interval_secs);
+        let mut evaluations = tokio::task::JoinSet::new();
         loop {
             match this.db.due_jobsets(now()).await {
                 Ok(due) => {
@@ -113,7 +115,7 @@ impl Evaluator {
                         };
                         let this = this.clone();
                         let span = info_span!("eval", project = %jobset.project.name, jobset = %jobset.jobset.name);
-                        tokio::spawn(
+                        evaluations.spawn(
                             async move {
                                 this.evaluate_jobset(&jobset, started).await;
                                 drop(slot);
@@ -128,6 +130,7 @@ impl Evaluator {
             tokio::select! {
                 _ = this.handle.wake.woken() => {}
                 _ = tokio::time::sleep(poll) => {}
+                Some(_) = evaluations.join_next(), if !evaluations.is_empty() => {}
             }
         }
     }

@@ -74,7 +74,8 @@ impl ThisProcess {
             }
         }
         let holder = db.holder_of(ProcessRole::Queue).await?;
-        *self.queue_holder.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), holder.clone()));
+        *self.queue_holder.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), holder.clone()));
         Ok(holder)
     }
 }
