@@ -68,7 +68,8 @@ def throughput(binary, env, jobs):
     try:
         plugins = os.path.join(work, "plugins")
         os.makedirs(plugins)
-        shutil.copy(build_noop_plugin(env), plugins)
+        # A plugin is named by its file.
+        shutil.copy(build_noop_plugin(env), os.path.join(plugins, "noop-notifier.wasm"))
         plugin_dir = f'[plugins]\ndir = "{plugins}"\n'
         with_notifier = plugin_dir + '\n[[notifiers]]\nname = "noop"\nplugin = "noop-notifier"\n'
         server = Server(binary, work, env, with_notifier)

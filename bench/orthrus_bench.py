@@ -69,7 +69,8 @@ max_jobs = {self.max_jobs}
         log = open(os.path.join(self.work, "server.log"), "a")
         self.process = subprocess.Popen([self.binary, "serve", "--config", self.config], env=self.env,
                                         stdout=log, stderr=log)
-        for _ in range(600):
+        # A first start compiles the built-in plugins (cached afterwards).
+        for _ in range(3000):
             try:
                 self.request("GET", "/")
                 return

@@ -197,9 +197,22 @@ pub async fn serve(mut config: Config, demo: bool, roles: Option<ProcessRoles>) 
             }),
         ]
     };
-    let cluster = Cluster::new(db.clone(), &config, roles, units);
+    // Without a Nix that builds, this process neither evaluates nor builds,
+    // and does not stand by for those roles.
+    let units = units
+        .into_iter()
+        .filter(|unit| building || !matches!(unit.role, ProcessRole::Evaluator | ProcessRole::Queue))
+        .collect();
+    // Leases and heartbeats on connections of their own (PostgreSQL).
+    let lease_db = match config.is_sqlite() {
+        true => db.clone(),
+        false => Db::connect_with(&config.database_url(), 2, idle_transactions(&config))
+            .await
+            .with_context(|| format!("cannot open the database {}", redact(&config.database_url())))?,
+    };
+    let cluster = Cluster::new(lease_db, db.clone(), &config, roles, units);
     let member = cluster.id().clone();
-    info!("this process is {member}, running {roles}");
+    info!("this process is {member}, running {}", cluster.roles());
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let cluster_task = tokio::spawn(cluster.run(stopping.clone()));
 
@@ -293,7 +306,20 @@ async fn shutdown_signal() {
 /// Opens (and migrates) the configured database.
 pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
     let url = config.database_url();
-    Db::open(&url).await.with_context(|| format!("cannot open the database {}", redact(&url)))
+    let opened = async {
+        let db = Db::connect_with(&url, 16, idle_transactions(config)).await?;
+        db.migrate().await?;
+        Ok::<_, sea_orm::DbErr>(db)
+    };
+    opened.await.with_context(|| format!("cannot open the database {}", redact(&url)))
+}
+
+/// How long PostgreSQL lets a transaction sit idle before ending it: a
+/// process stopped inside one holds its locks, and its role's lease cannot
+/// be taken over, until then. Never shorter than half a minute, which no
+/// transaction of Orthrus sits idle for.
+fn idle_transactions(config: &Config) -> std::time::Duration {
+    std::time::Duration::from_secs(config.cluster.lease_secs.max(30))
 }
 
 pub fn redact(url: &str) -> String {

@@ -16,13 +16,13 @@
 mod wake;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::db::{Db, Fence, MemberId, MemberInfo, now};
+use crate::db::{Db, Fence, LeaseInstant, MemberId, MemberInfo, now};
 use crate::domain::{ProcessRole, ProcessRoles};
 pub use wake::{Wakes, carry_wake_ups};
 
@@ -60,6 +60,7 @@ impl Held {
 /// This process as a member of the cluster.
 pub struct Cluster {
     db: Db,
+    roles_db: Db,
     me: MemberInfo,
     lease: Duration,
     units: Vec<RoleUnit>,
@@ -69,25 +70,40 @@ pub struct Cluster {
 const FORGET_AFTER_SECS: i64 = 24 * 3600;
 
 impl Cluster {
-    /// This process, running `roles`, with the units of its elected roles.
-    pub fn new(db: Db, config: &Config, roles: ProcessRoles, units: Vec<RoleUnit>) -> Cluster {
+    /// This process, running `roles`, with the units of its elected roles
+    /// (those it can run: a process without a usable Nix gives none for
+    /// the queue, and does not stand by for it). `db` keeps the leases and
+    /// the heartbeat: a pool of its own, so that a busy web cannot hold up
+    /// a renewal; the units get fenced clones of `roles_db`.
+    pub fn new(db: Db, roles_db: Db, config: &Config, roles: ProcessRoles, units: Vec<RoleUnit>) -> Cluster {
         let host = hostname();
         let pid = std::process::id();
-        let me = MemberInfo {
+        let mut me = MemberInfo {
             id: MemberId::new(&host, pid),
             host,
             pid,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             roles,
-            url: if roles.contains(ProcessRole::Web) { config.base_url() } else { config.cluster_url() },
+            // Where the others reach it directly, never through a load
+            // balancer (which may lead to a process without the store).
+            url: config.cluster_url(),
             started_at: now(),
         };
-        let units = units.into_iter().filter(|unit| roles.contains(unit.role)).collect();
-        Cluster { db, me, lease: Duration::from_secs(config.cluster.lease_secs), units }
+        let roles = units.iter().map(|unit| unit.role).filter(|role| roles.contains(*role)).chain(
+            roles.contains(ProcessRole::Web).then_some(ProcessRole::Web),
+        );
+        me.roles = roles.collect();
+        let units = units.into_iter().filter(|unit| me.roles.contains(unit.role)).collect();
+        Cluster { db, roles_db, me, lease: Duration::from_secs(config.cluster.lease_secs), units }
     }
 
     pub fn id(&self) -> &MemberId {
         &self.me.id
+    }
+
+    /// The roles it runs: those asked for that it can run.
+    pub fn roles(&self) -> ProcessRoles {
+        self.me.roles
     }
 
     /// Heartbeats, takes roles as they come free and keeps them, until
@@ -109,7 +125,7 @@ impl Cluster {
             }
             for unit in &self.units {
                 if !elected {
-                    held.entry(unit.role).or_insert_with(|| Held { fence: None, tasks: (unit.start)(self.db.clone()) });
+                    held.entry(unit.role).or_insert_with(|| Held { fence: None, tasks: (unit.start)(self.roles_db.clone()) });
                     continue;
                 }
                 match held.remove(&unit.role) {
@@ -142,7 +158,15 @@ impl Cluster {
     /// stopped then).
     async fn keep(&self, role: ProcessRole, held: Held) -> Option<Held> {
         let fence = held.fence.clone()?;
-        let asked = Instant::now();
+        if held.tasks.iter().any(JoinHandle::is_finished) {
+            // A task that ends (a panic, say) leaves the role half run:
+            // give it up, so that this process or a standby starts it anew.
+            warn!("a task of the {role} role ended; giving the role up");
+            held.stop();
+            let _ = self.db.release_lease(fence.lease()).await;
+            return None;
+        }
+        let asked = LeaseInstant::now();
         match self.db.renew_lease(fence.lease(), self.lease).await {
             Ok(true) if fence.locally_valid() => {
                 fence.extend(asked + self.lease);
@@ -174,12 +198,12 @@ impl Cluster {
 
     /// Takes a role if it is free, and starts it.
     async fn take(&self, unit: &RoleUnit) -> Option<Held> {
-        let asked = Instant::now();
+        let asked = LeaseInstant::now();
         match self.db.try_acquire(unit.role, &self.me.id, self.lease).await {
             Ok(Some(lease)) => {
                 info!(term = lease.term, "took the {} role", unit.role);
                 let fence = Fence::new(lease, asked + self.lease);
-                let tasks = (unit.start)(self.db.fenced(fence.clone()));
+                let tasks = (unit.start)(self.roles_db.fenced(fence.clone()));
                 Some(Held { fence: Some(fence), tasks })
             }
             Ok(None) => None,

@@ -16,7 +16,7 @@
 //! SQLite runs one process: there are no leases there, and no fence.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, Value};
 
@@ -92,6 +92,30 @@ pub struct LeaseTerm {
     pub term: i64,
 }
 
+/// A point on the clock that leases are kept by here: `CLOCK_BOOTTIME`,
+/// which, unlike the monotonic clock, goes on while the process is
+/// stopped and while the machine is suspended — a holder suspended past
+/// its lease must not believe it still holds it when it wakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LeaseInstant(Duration);
+
+impl LeaseInstant {
+    pub fn now() -> LeaseInstant {
+        let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime only writes the timespec it is given.
+        let done = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut time) };
+        assert_eq!(done, 0, "CLOCK_BOOTTIME is there on every Linux since 2.6.39");
+        LeaseInstant(Duration::new(time.tv_sec as u64, time.tv_nsec as u32))
+    }
+}
+
+impl std::ops::Add<Duration> for LeaseInstant {
+    type Output = LeaseInstant;
+    fn add(self, other: Duration) -> LeaseInstant {
+        LeaseInstant(self.0 + other)
+    }
+}
+
 /// A holder's right to write as its role, checked by every write
 /// transaction of a fenced [`Db`]: first against the holder's own clock
 /// (the lease cannot have outlived the time since its last renewal), then
@@ -99,13 +123,13 @@ pub struct LeaseTerm {
 #[derive(Debug, Clone)]
 pub struct Fence {
     lease: LeaseTerm,
-    /// Until when the lease surely holds, by this process's monotonic clock
-    /// (which runs on while the process is stopped); `None`: revoked.
-    valid_until: Arc<Mutex<Option<Instant>>>,
+    /// Until when the lease surely holds, by [`LeaseInstant`]; `None`:
+    /// revoked.
+    valid_until: Arc<Mutex<Option<LeaseInstant>>>,
 }
 
 impl Fence {
-    pub fn new(lease: LeaseTerm, valid_until: Instant) -> Fence {
+    pub fn new(lease: LeaseTerm, valid_until: LeaseInstant) -> Fence {
         Fence { lease, valid_until: Arc::new(Mutex::new(Some(valid_until))) }
     }
 
@@ -114,7 +138,7 @@ impl Fence {
     }
 
     /// After a renewal: it holds until then (never shortened).
-    pub fn extend(&self, until: Instant) {
+    pub fn extend(&self, until: LeaseInstant) {
         let mut valid = self.valid_until.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(current) = valid.as_mut() {
             *current = (*current).max(until);
@@ -128,7 +152,7 @@ impl Fence {
 
     /// Whether the holder's own clock still vouches for the lease.
     pub fn locally_valid(&self) -> bool {
-        self.valid_until.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|until| Instant::now() < until)
+        self.valid_until.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|until| LeaseInstant::now() < until)
     }
 
     fn lost(&self) -> DbError {
@@ -331,6 +355,12 @@ impl Db {
     /// write transactions in flight to end first (see the module's doc).
     pub async fn try_acquire(&self, role: ProcessRole, me: &MemberId, lease: Duration) -> DbResult<Option<LeaseTerm>> {
         let txn = self.write().begin().await?;
+        // A holder stopped inside a transaction holds its fence lock until
+        // PostgreSQL ends that transaction (`idle_in_transaction_session_
+        // timeout`, set on every connection to the lease's length): wait a
+        // little, then give up until the next look rather than stall the
+        // loop that renews this process's other leases.
+        txn.execute_raw(pg("SET LOCAL lock_timeout = '1s'", [])).await?;
         txn.execute_raw(pg(
             "INSERT INTO cluster_leases (role, holder, term, acquired_at, expires_ms) VALUES ($1, '', 0, 0, 0) \
              ON CONFLICT (role) DO NOTHING",
@@ -377,6 +407,18 @@ impl Db {
             ))
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives a lease up at once (its role stopped here): a standby need
+    /// not wait for it to run out.
+    pub async fn release_lease(&self, held: &LeaseTerm) -> DbResult<()> {
+        self.write()
+            .execute_raw(pg(
+                "UPDATE cluster_leases SET expires_ms = 0 WHERE role = $1 AND holder = $2 AND term = $3",
+                [held.role.as_str().into(), held.holder.as_str().into(), held.term.into()],
+            ))
+            .await?;
+        Ok(())
     }
 
     /// Wakes the processes listening on `channel` (PostgreSQL only: on
@@ -446,13 +488,13 @@ mod tests {
     #[test]
     fn a_revoked_or_outlived_fence_lets_nothing_pass() {
         let lease = LeaseTerm { role: ProcessRole::Queue, holder: MemberId::new("here", 1), term: 3 };
-        let fence = Fence::new(lease.clone(), Instant::now() + Duration::from_secs(60));
+        let fence = Fence::new(lease.clone(), LeaseInstant::now() + Duration::from_secs(60));
         assert!(fence.locally_valid());
-        fence.extend(Instant::now());
+        fence.extend(LeaseInstant::now());
         assert!(fence.locally_valid(), "a renewal never shortens the lease");
         fence.revoke();
         assert!(!fence.locally_valid());
-        let outlived = Fence::new(lease, Instant::now());
+        let outlived = Fence::new(lease, LeaseInstant::now());
         assert!(!outlived.locally_valid());
     }
 

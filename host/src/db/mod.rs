@@ -38,7 +38,7 @@ use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 
 pub use builds::*;
-pub use cluster::{Fence, LeaseTerm, Member, MemberId, MemberInfo, WakeChannel};
+pub use cluster::{Fence, LeaseInstant, LeaseTerm, Member, MemberId, MemberInfo, WakeChannel};
 pub use declarative::*;
 pub use evals::*;
 pub use events::Event;
@@ -114,6 +114,14 @@ pub mod query_count {
 impl Db {
     /// Connects (creating the SQLite file if needed) without migrating.
     pub async fn connect(url: &str) -> Result<Db, DbErr> {
+        Db::connect_with(url, 16, Duration::from_secs(60)).await
+    }
+
+    /// Connects with up to `connections` PostgreSQL connections, on which
+    /// a transaction left idle (its process stopped) is ended after
+    /// `idle_transactions`, releasing its locks: a role's lease cannot be
+    /// taken over while its holder's fenced transaction holds them.
+    pub async fn connect_with(url: &str, connections: u32, idle_transactions: Duration) -> Result<Db, DbErr> {
         if url.starts_with("sqlite:") {
             if let Some(parent) = sqlite_file(url).and_then(|f| std::path::Path::new(f).parent().map(ToOwned::to_owned))
             {
@@ -135,9 +143,11 @@ impl Db {
             })
         } else {
             let mut options = ConnectOptions::new(url);
+            let idle = format!("{}ms", idle_transactions.as_millis().max(1));
             options
-                .max_connections(16)
+                .max_connections(connections)
                 .min_connections(1)
+                .map_sqlx_postgres_opts(move |o| o.options([("idle_in_transaction_session_timeout", idle.as_str())]))
                 .connect_timeout(Duration::from_secs(10))
                 .acquire_timeout(Duration::from_secs(60))
                 .sqlx_logging(false);

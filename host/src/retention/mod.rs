@@ -154,6 +154,9 @@ impl Retention {
 
     /// Deletes the logs older than `before` that no retained build shows.
     async fn sweep_logs(&self, now: i64, before: i64) -> Result<crate::logs::Swept, String> {
+        // Files, which no transaction fences: not after another process
+        // took the maintenance role.
+        self.db.check_fence().map_err(|e| e.to_string())?;
         let kept = self.db.gc_kept_builds(now, &[]).await.map_err(|e| e.to_string())?;
         let mut builds: Vec<i64> = kept.iter().map(|b| b.id).collect();
         builds.extend(self.db.latest_build_ids(None).await.map_err(|e| e.to_string())?);

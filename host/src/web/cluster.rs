@@ -25,7 +25,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderName, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -102,7 +102,7 @@ pub fn needs_the_store(path: &str) -> bool {
 pub async fn route_by_role(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let forwarded = request.headers().contains_key(FORWARDED);
-    let store = needs_the_store(path);
+    let store = needs_the_store(path) && !rewritable(path);
     let web = state.process.roles.contains(ProcessRole::Web);
     if !web && !store && path != "/status" {
         return ApiError::not_found(format!(
@@ -131,12 +131,45 @@ pub async fn route_by_role(State(state): State<AppState>, request: Request, next
     }
 }
 
-/// Headers that belong to one connection, not to the request or answer.
+/// The request headers forwarded: who asks and what they accept (a
+/// forwarded request has no body, so nothing about one goes along).
+fn forwarded_request_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "cookie"
+            | "authorization"
+            | "accept"
+            | "accept-encoding"
+            | "accept-language"
+            | "range"
+            | "if-range"
+            | "if-none-match"
+            | "if-modified-since"
+            | "user-agent"
+            | "origin"
+            | "last-event-id"
+    )
+}
+
+/// Headers of an answer that belong to its connection, not to it.
 fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade" | "te" | "trailer" | "host"
+        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade" | "te" | "trailer"
     )
+}
+
+/// How long the holder has to start answering (the answer itself, a live
+/// log, may last as long as its build).
+const ANSWER_STARTS_WITHIN: Duration = Duration::from_secs(15);
+
+/// A path whose segments a URL parser would rewrite (`..`, `.`, encoded
+/// dots or slashes, backslashes): not forwarded, lest it reach another
+/// route than the one checked.
+fn rewritable(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") || path.contains('\\')
+        || path.split('/').any(|segment| segment == "." || segment == "..")
 }
 
 /// Sends `request` to `holder` and streams its answer back; on no answer,
@@ -149,14 +182,15 @@ async fn forward(state: &AppState, holder: &Member, request: Request) -> Result<
     );
     let mut outgoing = state.process.client.request(request.method().clone(), &target);
     for (name, value) in request.headers() {
-        if !hop_by_hop(name) {
+        if forwarded_request_header(name) {
             outgoing = outgoing.header(name, value);
         }
     }
     outgoing = outgoing.header(FORWARDED, state.process.member.as_str());
-    let answer = match outgoing.send().await {
-        Ok(answer) => answer,
-        Err(e) => return Err((request, e.to_string())),
+    let answer = match tokio::time::timeout(ANSWER_STARTS_WITHIN, outgoing.send()).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => return Err((request, e.to_string())),
+        Err(_) => return Err((request, format!("no answer within {} s", ANSWER_STARTS_WITHIN.as_secs()))),
     };
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
@@ -164,10 +198,6 @@ async fn forward(state: &AppState, holder: &Member, request: Request) -> Result<
             response = response.header(name, value);
         }
     }
-    let response = response.header(
-        "x-orthrus-served-by",
-        HeaderValue::from_str(holder.id.as_str()).ok().unwrap_or(HeaderValue::from_static("?")),
-    );
     Ok(response
         .body(Body::from_stream(answer.bytes_stream()))
         .unwrap_or_else(|e| (StatusCode::BAD_GATEWAY, e.to_string()).into_response()))
@@ -175,8 +205,10 @@ async fn forward(state: &AppState, holder: &Member, request: Request) -> Result<
 
 /// `GET /api/cluster`: every process with its host, roles held and
 /// standing by, version and last heartbeat. (`/status` keeps Hydra's
-/// shape, an array of running steps, which clients parse.)
-pub async fn api_cluster(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+/// shape, an array of running steps, which clients parse.) Admins only:
+/// it names internal hosts and addresses.
+pub async fn api_cluster(State(state): State<AppState>, caller: crate::users::Caller) -> ApiResult<Json<Value>> {
+    super::auth::require(&caller, crate::users::Action::ManageUsers)?;
     let members = state.db.cluster_members().await?;
     Ok(Json(Value::Array(members.iter().map(|member| member_json(&state, member)).collect())))
 }
@@ -201,6 +233,15 @@ fn member_json(state: &AppState, member: &Member) -> Value {
 #[cfg(test)]
 mod tests {
     use super::needs_the_store;
+
+    #[test]
+    fn paths_a_parser_would_rewrite_are_not_forwarded() {
+        use super::rewritable;
+        for path in ["/build/1/log/../../api/cluster", "/build/1/log/%2e%2e/x", "/build/1/log/./x", "/nar/a%2Fb", "/build/1/log\\x"] {
+            assert!(rewritable(path), "{path}");
+        }
+        assert!(!rewritable("/build/1/log/tail"));
+    }
 
     #[test]
     fn what_needs_the_store_is_logs_products_and_the_cache() {

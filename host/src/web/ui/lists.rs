@@ -133,7 +133,11 @@ pub async fn status(State(state): State<AppState>, caller: Caller) -> Response {
         let running = state.db.running_steps().await?;
         let queued = state.db.queued_count().await?;
         let now = crate::db::now();
-        let members = state.db.cluster_members().await?;
+        // Internal hosts and addresses: for admins.
+        let members = match caller.check(crate::users::Action::ManageUsers, None) {
+            Ok(()) => state.db.cluster_members().await?,
+            Err(_) => Vec::new(),
+        };
         let machines = state.machines.views();
         let publishers: Vec<_> = crate::notify::status(&state.config, &state.db)
             .await?
@@ -179,8 +183,8 @@ pub async fn status(State(state): State<AppState>, caller: Caller) -> Response {
                     } } }
                 } }
             }
-            h2 { "Processes" }
-            div.scroll { table id="cluster" {
+            @if !members.is_empty() { h2 { "Processes" } }
+            @if !members.is_empty() { div.scroll { table id="cluster" {
                 thead { tr { th { "Process" } th { "Host" } th { "Holds" } th { "Standing by for" } th { "Version" } th { "Last heartbeat" } } }
                 tbody { @for m in &members { tr {
                     td { code { (m.id) } @if m.id == state.process.member { " (this one)" } }
@@ -191,7 +195,7 @@ pub async fn status(State(state): State<AppState>, caller: Caller) -> Response {
                     td { (m.version) }
                     td { (time(Some(m.heartbeat_at))) }
                 } } }
-            } }
+            } } }
             (storage(state.retention.last()))
         };
         Ok::<_, ApiError>(layout(&caller, "Status", &[], body))
