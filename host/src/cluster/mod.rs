@@ -89,9 +89,11 @@ impl Cluster {
             url: config.cluster_url(),
             started_at: now(),
         };
-        let roles = units.iter().map(|unit| unit.role).filter(|role| roles.contains(*role)).chain(
-            roles.contains(ProcessRole::Web).then_some(ProcessRole::Web),
-        );
+        let roles = units
+            .iter()
+            .map(|unit| unit.role)
+            .filter(|role| roles.contains(*role))
+            .chain(roles.contains(ProcessRole::Web).then_some(ProcessRole::Web));
         me.roles = roles.collect();
         let units = units.into_iter().filter(|unit| me.roles.contains(unit.role)).collect();
         Cluster { db, roles_db, me, lease: Duration::from_secs(config.cluster.lease_secs), units }
@@ -125,7 +127,8 @@ impl Cluster {
             }
             for unit in &self.units {
                 if !elected {
-                    held.entry(unit.role).or_insert_with(|| Held { fence: None, tasks: (unit.start)(self.roles_db.clone()) });
+                    held.entry(unit.role)
+                        .or_insert_with(|| Held { fence: None, tasks: (unit.start)(self.roles_db.clone()) });
                     continue;
                 }
                 match held.remove(&unit.role) {

@@ -225,7 +225,9 @@ impl<S: Sink> Delivery<S> {
                     unrecorded += 1;
                     if recorded_at.elapsed() >= RECORD_EVERY {
                         let parked = std::mem::take(&mut parked);
-                        self.db.advance_notifier(&self.name, event.id, std::mem::take(&mut unrecorded), &parked).await?;
+                        self.db
+                            .advance_notifier(&self.name, event.id, std::mem::take(&mut unrecorded), &parked)
+                            .await?;
                         recorded_at = std::time::Instant::now();
                     }
                 }

@@ -168,7 +168,10 @@ const ANSWER_STARTS_WITHIN: Duration = Duration::from_secs(15);
 /// route than the one checked.
 fn rewritable(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
-    lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") || path.contains('\\')
+    lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || path.contains('\\')
         || path.split('/').any(|segment| segment == "." || segment == "..")
 }
 
@@ -237,7 +240,13 @@ mod tests {
     #[test]
     fn paths_a_parser_would_rewrite_are_not_forwarded() {
         use super::rewritable;
-        for path in ["/build/1/log/../../api/cluster", "/build/1/log/%2e%2e/x", "/build/1/log/./x", "/nar/a%2Fb", "/build/1/log\\x"] {
+        for path in [
+            "/build/1/log/../../api/cluster",
+            "/build/1/log/%2e%2e/x",
+            "/build/1/log/./x",
+            "/nar/a%2Fb",
+            "/build/1/log\\x",
+        ] {
             assert!(rewritable(path), "{path}");
         }
         assert!(!rewritable("/build/1/log/tail"));
