@@ -21,6 +21,7 @@ mod m20261201_000007_confined_results;
 mod m20261202_000008_cache_paths;
 mod m20261202_000009_outputs_collected;
 mod m20261202_000010_cluster;
+mod m20261202_000011_eval_progress;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000008_cache_paths::Migration),
             Box::new(m20261202_000009_outputs_collected::Migration),
             Box::new(m20261202_000010_cluster::Migration),
+            Box::new(m20261202_000011_eval_progress::Migration),
         ]
     }
 }

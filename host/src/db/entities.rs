@@ -72,6 +72,9 @@ pub mod jobset {
         pub kind: i32,
         pub flake: Option<String>,
         pub enable_dynamic_run_command: bool,
+        /// While it is evaluated: jobs evaluated and known so far.
+        pub eval_evaluated: Option<i64>,
+        pub eval_total: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,7 +15,7 @@ use super::entities::{
 };
 use super::events::{NewEvent, write_events};
 use super::{Db, DbResult, INSERT_CHUNK, Jobset, Project, now};
-use crate::domain::EventKind;
+use crate::domain::{EvalProgressCount, EventKind};
 
 pub use super::entities::evaluation_error::Model as EvaluationError;
 pub use super::entities::jobset_eval::Model as JobsetEval;
@@ -248,6 +248,23 @@ impl Db {
         let txn = self.begin_write().await?;
         jobset::Entity::update_many()
             .col_expr(jobset::Column::StartTime, Expr::value(Option::<i64>::None))
+            .col_expr(jobset::Column::EvalEvaluated, Expr::value(Option::<i64>::None))
+            .col_expr(jobset::Column::EvalTotal, Expr::value(Option::<i64>::None))
+            .filter(jobset::Column::StartTime.is_not_null())
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// How far the running evaluation of a jobset is (ignored once its
+    /// check has ended).
+    pub async fn record_eval_progress(&self, jobset_id: i64, progress: EvalProgressCount) -> DbResult<()> {
+        let txn = self.begin_write().await?;
+        jobset::Entity::update_many()
+            .col_expr(jobset::Column::EvalEvaluated, Expr::value(progress.evaluated as i64))
+            .col_expr(jobset::Column::EvalTotal, Expr::value(progress.total.map(|t| t as i64)))
+            .filter(jobset::Column::Id.eq(jobset_id))
             .filter(jobset::Column::StartTime.is_not_null())
             .exec(&txn)
             .await?;
@@ -268,6 +285,8 @@ impl Db {
         let time = now();
         let mut update = jobset::Entity::update_many()
             .col_expr(jobset::Column::StartTime, Expr::value(Option::<i64>::None))
+            .col_expr(jobset::Column::EvalEvaluated, Expr::value(Option::<i64>::None))
+            .col_expr(jobset::Column::EvalTotal, Expr::value(Option::<i64>::None))
             .col_expr(jobset::Column::LastCheckedTime, Expr::value(time))
             .col_expr(jobset::Column::LastCheckOutcome, Expr::value(outcome))
             .col_expr(

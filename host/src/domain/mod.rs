@@ -5,12 +5,14 @@
 
 #[macro_use]
 mod words;
+mod eval_progress;
 mod event_kind;
 mod process_role;
 mod role;
 mod token_scope;
 mod wake;
 
+pub use eval_progress::EvalProgressCount;
 pub use event_kind::EventKind;
 pub use orthrus_types::{BuildStatus, StepStatus, UnknownStatus};
 pub use process_role::{ProcessRole, ProcessRoles};

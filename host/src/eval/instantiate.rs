@@ -1,31 +1,51 @@
 //! Evaluation with `nix-instantiate` worker processes, for Nix versions
 //! without `nix-eval-jobs` (Debian's Nix 2.8 among them).
 //!
-//! `wrapper.nix` evaluates a list of attribute paths to JSON in one process
-//! (in read-write mode, so the `.drv` files are written). The job names are
+//! `wrapper.nix` evaluates a list of attribute paths in one process (in
+//! read-write mode, so the `.drv` files are written) and reports each
+//! result as soon as it has it, one line on stderr. The job names are
 //! discovered level by level: the root gives the top-level names, a nested
-//! attribute set gives its own. Disjoint slices run in parallel worker
-//! processes, each under a memory cap. A slice that fails is split in two
-//! until the failing job is alone, so that its error is recorded and every
-//! other job is still evaluated: `builtins.tryEval` alone would not do, as
-//! it does not catch every error (nor a blown memory cap).
+//! attribute set gives its own. Each level is cut into a few contiguous
+//! chunks per worker (so that a worker evaluates the expression's root once
+//! for many jobs, and a fast worker takes more chunks), run by at most
+//! `workers` processes at once.
+//!
+//! A worker is followed job by job, as nix-eval-jobs does it: its resident
+//! memory is sampled, and when it is above `evaluator.worker_memory_mb`
+//! between two jobs the worker is replaced by a fresh one that goes on with
+//! the rest of its chunk (a Nix process never frees memory). A job that
+//! fails stops its worker; the error is that job's (the one after the last
+//! reported), and a fresh worker goes on after it: one bad job costs one
+//! process start, and every other job is still evaluated (`tryEval` alone
+//! would not do: it catches neither every error nor a blown memory cap).
+//! A job that runs out of memory after others shared its worker is tried
+//! again alone in a fresh one; only a job that is over the cap alone is
+//! recorded as failed for it.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::jobs::JobInfo;
-use crate::nix::{EvalCall, Nix, string_literal};
+use super::progress::EvalProgress;
+use crate::nix::{EvalCall, MAX_ERROR_OUTPUT, Nix, Tail, string_literal};
 
-/// Jobs per worker call at most: a Nix process never frees memory, so
-/// bounded slices keep each worker's footprint bounded.
-const MAX_SLICE: usize = 250;
+/// Chunks per worker and level: enough that a worker which is done early
+/// takes work that would otherwise wait, few enough that evaluating the
+/// expression's root again for each chunk stays negligible.
+const CHUNKS_PER_WORKER: usize = 4;
+/// How often a worker's resident memory is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+/// Derivations rooted at once, as they are reported.
+const ROOT_BATCH: usize = 500;
+/// One result line at most: more is a job whose meta is absurd.
+const MAX_LINE: usize = 16 << 20;
 
 /// The evaluation's files and settings, shared by its workers.
 #[derive(Debug, Clone)]
@@ -36,12 +56,15 @@ pub struct Workspace {
     pub jobs: JobsSource,
     /// `-I` entries: the workspace itself and the readable inputs.
     pub search_path: Vec<(String, PathBuf)>,
-    pub memory_limit: Option<u64>,
+    /// A worker's resident memory cap in MiB, checked between jobs (0: none).
+    pub memory_cap_mb: u64,
     pub deadline: Instant,
     /// Where the derivations are rooted as soon as they are instantiated,
     /// so that a collection before the evaluation is recorded cannot take
     /// them.
     pub gc_roots: Option<crate::gc::GcRoots>,
+    /// Jobs evaluated so far, and known so far.
+    pub progress: Arc<EvalProgress>,
 }
 
 /// Where a jobset's jobs come from.
@@ -69,6 +92,7 @@ impl JobsSource {
     }
 }
 
+
 /// What the evaluation found: jobs by name and per-job errors.
 #[derive(Debug, Default)]
 pub struct RawJobs {
@@ -76,6 +100,7 @@ pub struct RawJobs {
     pub errors: Vec<(String, String)>,
 }
 
+/// One entry of `wrapper.nix`'s results.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 enum ItemResult {
@@ -90,6 +115,13 @@ enum ItemResult {
     },
 }
 
+/// What became of one attribute path.
+#[derive(Debug)]
+enum Outcome {
+    Evaluated(ItemResult),
+    Failed(String),
+}
+
 type AttrPath = Vec<String>;
 
 fn job_name(path: &AttrPath) -> String {
@@ -97,84 +129,62 @@ fn job_name(path: &AttrPath) -> String {
 }
 
 /// Evaluates all jobs. `Err` is a failure of the expression as a whole
-/// (a syntax error, a top-level `throw`, not an attribute set, …).
+/// (a syntax error, a top-level `throw`, not an attribute set, …) or of the
+/// evaluator (it cannot be started, the evaluation ran out of time).
 pub async fn evaluate(nix: &Nix, workspace: Workspace, workers: usize) -> Result<RawJobs, String> {
-    let workspace = Arc::new(workspace);
-    let calls = Arc::new(AtomicUsize::new(0));
-    let root = run_slice(nix.clone(), workspace.clone(), calls.clone(), vec![Vec::new()]).await?;
+    let evaluation = Arc::new(Evaluation::new(nix.clone(), workspace));
+    let root = evaluation.run_chunk(&[Vec::new()]).await?;
+    // From here on, what is evaluated are jobs (or sets of them).
+    evaluation.counting.store(true, Ordering::Relaxed);
     let mut pending: Vec<AttrPath> = match root.into_iter().next() {
-        Some(ItemResult::Attrs { names }) => names.into_iter().map(|n| vec![n]).collect(),
-        Some(ItemResult::Job(_)) => {
+        Some(Outcome::Evaluated(ItemResult::Attrs { names })) => names.into_iter().map(|n| vec![n]).collect(),
+        Some(Outcome::Evaluated(ItemResult::Job(_))) => {
             return Err("the expression is a single derivation; it must be an attribute set of jobs".into());
         }
-        Some(ItemResult::Skip) => {
+        Some(Outcome::Evaluated(ItemResult::Skip)) => {
             return Err("the expression evaluates to null, not an attribute set of jobs".into());
         }
-        Some(ItemResult::Unsupported { value_type }) => {
+        Some(Outcome::Evaluated(ItemResult::Unsupported { value_type })) => {
             return Err(format!("the expression evaluates to a {value_type}, not an attribute set of jobs"));
         }
+        Some(Outcome::Failed(message)) => return Err(message),
         None => return Err("the evaluator returned nothing for the expression".into()),
     };
 
     let semaphore = Arc::new(Semaphore::new(workers.max(1)));
     let mut result = RawJobs::default();
     while !pending.is_empty() {
+        evaluation.workspace.progress.add_total(pending.len());
         let mut next_level = Vec::new();
-        let mut queue: VecDeque<Vec<AttrPath>> = slices(std::mem::take(&mut pending), workers).into();
         let mut running = JoinSet::new();
-        loop {
-            while let Some(slice) = queue.pop_front() {
-                let permit = semaphore.clone().acquire_owned().await.expect("semaphore is never closed");
-                let (nix, workspace, calls) = (nix.clone(), workspace.clone(), calls.clone());
-                running.spawn(async move {
-                    let outcome = run_slice(nix, workspace, calls, slice.clone()).await;
-                    drop(permit);
-                    (slice, outcome)
-                });
-            }
-            let Some(joined) = running.join_next().await else {
-                break;
-            };
-            let (slice, outcome) = joined.map_err(|e| format!("evaluation worker task failed: {e}"))?;
-            match outcome {
-                Ok(items) => {
-                    if let Some(gc) = &workspace.gc_roots {
-                        let drvs: Vec<String> = items
-                            .iter()
-                            .filter_map(|item| match item {
-                                ItemResult::Job(job) => Some(job.drv_path.clone()),
-                                _ => None,
-                            })
-                            .collect();
-                        gc.root(&drvs).await;
-                    }
-                    for (path, item) in slice.into_iter().zip(items) {
-                        match item {
-                            ItemResult::Job(job) => result.jobs.push((job_name(&path), *job)),
-                            ItemResult::Attrs { names } => {
-                                for name in names {
-                                    let mut child = path.clone();
-                                    child.push(name);
-                                    next_level.push(child);
-                                }
-                            }
-                            ItemResult::Skip => {}
-                            ItemResult::Unsupported { value_type } => result.errors.push((
-                                job_name(&path),
-                                format!("attribute ‘{}’ is a {value_type}, which is not a job", job_name(&path)),
-                            )),
+        for chunk in chunks(std::mem::take(&mut pending), workers) {
+            let evaluation = evaluation.clone();
+            let semaphore = semaphore.clone();
+            running.spawn(async move {
+                let _permit = semaphore.acquire_owned().await.expect("semaphore is never closed");
+                let outcomes = evaluation.run_chunk(&chunk).await;
+                (chunk, outcomes)
+            });
+        }
+        while let Some(joined) = running.join_next().await {
+            let (chunk, outcomes) = joined.map_err(|e| format!("evaluation worker task failed: {e}"))?;
+            for (path, outcome) in chunk.into_iter().zip(outcomes?) {
+                match outcome {
+                    Outcome::Evaluated(ItemResult::Job(job)) => result.jobs.push((job_name(&path), *job)),
+                    Outcome::Evaluated(ItemResult::Attrs { names }) => {
+                        for name in names {
+                            let mut child = path.clone();
+                            child.push(name);
+                            next_level.push(child);
                         }
                     }
+                    Outcome::Evaluated(ItemResult::Skip) => {}
+                    Outcome::Evaluated(ItemResult::Unsupported { value_type }) => result.errors.push((
+                        job_name(&path),
+                        format!("attribute ‘{}’ is a {value_type}, which is not a job", job_name(&path)),
+                    )),
+                    Outcome::Failed(message) => result.errors.push((job_name(&path), message)),
                 }
-                Err(message) if slice.len() > 1 => {
-                    let mut first = slice;
-                    let second = first.split_off(first.len() / 2);
-                    tracing::debug!(jobs = first.len() + second.len(), "evaluation slice failed; splitting it");
-                    queue.push_back(first);
-                    queue.push_back(second);
-                    drop(message);
-                }
-                Err(message) => result.errors.push((job_name(&slice[0]), message)),
             }
         }
         // Names with whitespace cannot be addressed as Hydra jobs.
@@ -185,59 +195,319 @@ pub async fn evaluate(nix: &Nix, workspace: Workspace, workers: usize) -> Result
         }
         pending = good;
     }
-    tracing::debug!(calls = calls.load(Ordering::Relaxed), jobs = result.jobs.len(), "evaluation done");
+    tracing::debug!(
+        workers = evaluation.workers_started.load(Ordering::Relaxed),
+        jobs = result.jobs.len(),
+        "evaluation done"
+    );
     result.jobs.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(result)
 }
 
-/// Splits items into at least `workers` slices of at most [`MAX_SLICE`].
-fn slices(items: Vec<AttrPath>, workers: usize) -> Vec<Vec<AttrPath>> {
-    let per_slice = items.len().div_ceil(workers.max(1)).clamp(1, MAX_SLICE);
-    let mut slices = Vec::new();
+/// Cuts a level's items into [`CHUNKS_PER_WORKER`] contiguous chunks per
+/// worker (fewer when there are fewer items).
+fn chunks(items: Vec<AttrPath>, workers: usize) -> Vec<Vec<AttrPath>> {
+    let per_chunk = items.len().div_ceil(workers.max(1) * CHUNKS_PER_WORKER).max(1);
+    let mut chunks = Vec::new();
     let mut items = items.into_iter().peekable();
     while items.peek().is_some() {
-        slices.push(items.by_ref().take(per_slice).collect());
+        chunks.push(items.by_ref().take(per_chunk).collect());
     }
-    slices
+    chunks
 }
 
-/// One worker process evaluating `items`.
-async fn run_slice(
+/// How a worker process ended.
+enum WorkerEnd {
+    /// It reported every item it was given.
+    Finished,
+    /// Its memory was over the cap after a job: a fresh worker goes on.
+    Replaced,
+    /// It stopped at the item after the last it reported.
+    Failed { message: String, out_of_memory: bool },
+}
+
+/// One evaluation's workers: what they share.
+struct Evaluation {
     nix: Nix,
-    workspace: Arc<Workspace>,
-    calls: Arc<AtomicUsize>,
-    items: Vec<AttrPath>,
-) -> Result<Vec<ItemResult>, String> {
-    let remaining = workspace.deadline.saturating_duration_since(Instant::now());
-    if remaining.is_zero() {
-        return Err("the evaluation ran out of time (evaluator.timeout_secs)".into());
+    workspace: Workspace,
+    /// What marks a result line; random, so that an expression's own
+    /// `builtins.trace` cannot pass for one by chance.
+    marker: String,
+    workers_started: AtomicUsize,
+    /// Whether outcomes count towards the progress shown (the root does not).
+    counting: AtomicBool,
+}
+
+impl Evaluation {
+    fn new(nix: Nix, workspace: Workspace) -> Evaluation {
+        use rand_core::RngCore;
+        let mut nonce = [0u8; 12];
+        rand_core::OsRng.fill_bytes(&mut nonce);
+        let marker = format!("orthrus-{}:", hex::encode(nonce));
+        Evaluation { nix, workspace, marker, workers_started: AtomicUsize::new(0), counting: AtomicBool::new(false) }
     }
-    let n = calls.fetch_add(1, Ordering::Relaxed);
-    let items_file = workspace.dir.join(format!("items-{n}.json"));
-    let json = serde_json::to_vec(&items).expect("attribute paths serialise");
-    tokio::fs::write(&items_file, json).await.map_err(|e| format!("cannot write {}: {e}", items_file.display()))?;
-    let mut call = EvalCall {
-        file: workspace.dir.join("wrapper.nix"),
-        args: Vec::new(),
-        string_args: vec![("itemsFile".into(), items_file.to_string_lossy().into_owned())],
-        search_path: workspace.search_path.clone(),
-        memory_limit: workspace.memory_limit,
-        timeout: remaining,
-        flakes: false,
+
+    fn memory_cap_bytes(&self) -> Option<u64> {
+        (self.workspace.memory_cap_mb > 0).then(|| self.workspace.memory_cap_mb << 20)
+    }
+
+    /// Evaluates `items`, in as many successive workers as it takes: one
+    /// outcome per item, in order. `Err` when no worker can run at all.
+    async fn run_chunk(&self, items: &[AttrPath]) -> Result<Vec<Outcome>, String> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        while outcomes.len() < items.len() {
+            let first = outcomes.len();
+            let failure = match self.run_worker(&items[first..], &mut outcomes).await? {
+                WorkerEnd::Replaced => None,
+                WorkerEnd::Finished if outcomes.len() == items.len() => None,
+                WorkerEnd::Finished => {
+                    Some("the evaluator stopped without reporting this job (see the server's log)".to_owned())
+                }
+                // Others may have filled the worker: alone, it may fit.
+                WorkerEnd::Failed { out_of_memory: true, .. } if outcomes.len() > first => None,
+                WorkerEnd::Failed { out_of_memory: true, .. } => Some(self.over_cap()),
+                WorkerEnd::Failed { message, .. } => Some(message),
+            };
+            if let Some(message) = failure {
+                outcomes.push(Outcome::Failed(message));
+                self.count_evaluated(1);
+            }
+        }
+        Ok(outcomes)
+    }
+
+    fn count_evaluated(&self, items: usize) {
+        if self.counting.load(Ordering::Relaxed) {
+            self.workspace.progress.add_evaluated(items);
+        }
+    }
+
+    fn over_cap(&self) -> String {
+        format!(
+            "out of memory: evaluating this job alone took more than evaluator.worker_memory_mb ({} MiB)",
+            self.workspace.memory_cap_mb
+        )
+    }
+
+    /// One worker process over `items`, whose outcomes it appends to
+    /// `outcomes` as they are reported.
+    async fn run_worker(&self, items: &[AttrPath], outcomes: &mut Vec<Outcome>) -> Result<WorkerEnd, String> {
+        let workspace = &self.workspace;
+        if workspace.deadline <= Instant::now() {
+            return Err(timed_out());
+        }
+        let n = self.workers_started.fetch_add(1, Ordering::Relaxed);
+        let items_file = workspace.dir.join(format!("items-{n}.json"));
+        let json = serde_json::to_vec(items).expect("attribute paths serialise");
+        tokio::fs::write(&items_file, json).await.map_err(|e| format!("cannot write {}: {e}", items_file.display()))?;
+        let mut call = EvalCall {
+            file: workspace.dir.join("wrapper.nix"),
+            args: Vec::new(),
+            string_args: vec![
+                ("itemsFile".into(), items_file.to_string_lossy().into_owned()),
+                ("marker".into(), self.marker.clone()),
+            ],
+            search_path: workspace.search_path.clone(),
+            // A backstop for a job that allocates faster than it is sampled.
+            memory_limit: self.memory_cap_bytes().map(|cap| cap.saturating_mul(4)),
+            timeout: workspace.deadline.saturating_duration_since(Instant::now()),
+            flakes: false,
+        };
+        workspace.jobs.pass_to(&mut call);
+        let outcome = self.follow_worker(&call, items, outcomes).await;
+        let _ = tokio::fs::remove_file(&items_file).await;
+        outcome
+    }
+
+    async fn follow_worker(
+        &self,
+        call: &EvalCall,
+        items: &[AttrPath],
+        outcomes: &mut Vec<Outcome>,
+    ) -> Result<WorkerEnd, String> {
+        let mut child = self.nix.spawn_streaming_evaluation(call).map_err(|e| e.to_string())?;
+        let pid = child.id();
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (lines_tx, mut lines) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_lines(stderr, lines_tx));
+
+        let base = outcomes.len();
+        let cap = self.memory_cap_bytes();
+        let mut resident = 0u64;
+        let mut killed_for_memory = false;
+        let mut replaced = false;
+        // What the worker printed since its last result: the next job's messages.
+        let mut messages = Tail::default();
+        let mut to_root = Vec::new();
+        let mut sample = tokio::time::interval(SAMPLE_EVERY);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let deadline = tokio::time::sleep_until(self.workspace.deadline.into());
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                line = lines.recv() => {
+                    let Some(line) = line else { break };
+                    let reported = outcomes.len() - base;
+                    match line {
+                        Line::Text(text) => match self.result_in(&text) {
+                            Some((index, json)) if index >= reported && index < items.len() => {
+                                // Jobs skipped over printed lines too long to keep.
+                                while outcomes.len() - base < index {
+                                    outcomes.push(Outcome::Failed(format!(
+                                        "its result is larger than {} MiB: its name, meta or outputs are too large",
+                                        MAX_LINE >> 20
+                                    )));
+                                }
+                                let outcome = match serde_json::from_str::<ItemResult>(json) {
+                                    Ok(item) => Outcome::Evaluated(item),
+                                    Err(e) => Outcome::Failed(format!("cannot read the evaluator's result: {e}")),
+                                };
+                                if let Outcome::Evaluated(ItemResult::Job(job)) = &outcome {
+                                    to_root.push(job.drv_path.clone());
+                                }
+                                outcomes.push(outcome);
+                                self.count_evaluated(index + 1 - reported);
+                                messages.clear();
+                                if to_root.len() >= ROOT_BATCH {
+                                    self.root(&mut to_root).await;
+                                }
+                                if cap.is_some_and(|cap| resident > cap) && outcomes.len() - base < items.len() {
+                                    if index == 0 {
+                                        // Alone in a fresh worker, over the cap.
+                                        *outcomes.last_mut().expect("just pushed") = Outcome::Failed(self.over_cap());
+                                    }
+                                    replaced = true;
+                                    let _ = child.start_kill();
+                                }
+                            }
+                            _ => {
+                                messages.push(&text, MAX_ERROR_OUTPUT);
+                                messages.push(b"\n", MAX_ERROR_OUTPUT);
+                            }
+                        },
+                        Line::TooLong => messages.push(
+                            format!("(a line of over {} MiB was left out)\n", MAX_LINE >> 20).as_bytes(),
+                            MAX_ERROR_OUTPUT,
+                        ),
+                    }
+                }
+                _ = sample.tick(), if cap.is_some() && !replaced && !killed_for_memory => {
+                    resident = pid.map(resident_bytes).unwrap_or(0);
+                    let cap = cap.expect("sampled only with a cap");
+                    // Mid-job: alone over the cap, or far over it with others.
+                    let alone = outcomes.len() == base;
+                    if resident > cap.saturating_mul(2) || (alone && resident > cap) {
+                        killed_for_memory = true;
+                        let _ = child.start_kill();
+                    }
+                }
+                _ = &mut deadline => {
+                    let _ = child.start_kill();
+                    reader.abort();
+                    self.root(&mut to_root).await;
+                    return Err(timed_out());
+                }
+            }
+        }
+        self.root(&mut to_root).await;
+        let status = child.wait().await.map_err(|e| format!("cannot wait for the evaluator: {e}"))?;
+        if replaced {
+            return Ok(WorkerEnd::Replaced);
+        }
+        if status.success() {
+            return Ok(WorkerEnd::Finished);
+        }
+        let message = crate::nix::error_text(&messages, status);
+        let out_of_memory = killed_for_memory || is_out_of_memory(&message);
+        Ok(WorkerEnd::Failed { message, out_of_memory })
+    }
+
+    /// The index and JSON of a result line, if it is one.
+    fn result_in<'a>(&self, line: &'a [u8]) -> Option<(usize, &'a str)> {
+        let line = std::str::from_utf8(line).ok()?;
+        let rest = line.strip_prefix("trace: ")?.strip_prefix(self.marker.as_str())?;
+        let (index, json) = rest.split_once(':')?;
+        Some((index.parse().ok()?, json))
+    }
+
+    async fn root(&self, drvs: &mut Vec<String>) {
+        if let Some(gc) = &self.workspace.gc_roots {
+            if !drvs.is_empty() {
+                gc.root(drvs).await;
+            }
+        }
+        drvs.clear();
+    }
+}
+
+fn timed_out() -> String {
+    "the evaluation ran out of time (evaluator.timeout_secs)".into()
+}
+
+/// Whether Nix's message says it ran out of memory (its address-space
+/// backstop).
+fn is_out_of_memory(message: &str) -> bool {
+    message.contains("out of memory") || message.contains("std::bad_alloc")
+}
+
+/// A process's resident memory (0 once it is gone).
+fn resident_bytes(pid: u32) -> u64 {
+    let Ok(statm) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
+        return 0;
     };
-    workspace.jobs.pass_to(&mut call);
-    let outcome = nix.evaluate_json(&call).await;
-    let _ = tokio::fs::remove_file(&items_file).await;
-    let stdout = outcome.map_err(|e| match e {
-        crate::nix::NixError::Failed { message, .. } => message,
-        other => other.to_string(),
-    })?;
-    let results: Vec<ItemResult> =
-        serde_json::from_slice(&stdout).map_err(|e| format!("cannot read the evaluator's output: {e}"))?;
-    if results.len() != items.len() {
-        return Err(format!("the evaluator returned {} results for {} jobs", results.len(), items.len()));
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    pages * page_size
+}
+
+/// A line of a worker's stderr.
+#[derive(Debug, PartialEq)]
+enum Line {
+    Text(Vec<u8>),
+    /// A line longer than [`MAX_LINE`], skipped.
+    TooLong,
+}
+
+/// Reads a worker's stderr line by line until it ends, without ever keeping
+/// more than [`MAX_LINE`] of one (colour codes removed).
+async fn read_lines(stream: impl AsyncRead + Unpin, lines: mpsc::UnboundedSender<Line>) {
+    let mut stream = BufReader::with_capacity(1 << 16, stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let Ok(n) = (&mut stream).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        let message = if line.last() == Some(&b'\n') || line.len() <= MAX_LINE {
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            let text = if line.contains(&0x1b) {
+                crate::nix::strip_ansi(&String::from_utf8_lossy(&line)).into_bytes()
+            } else {
+                std::mem::take(&mut line)
+            };
+            Line::Text(text)
+        } else {
+            // Skip the rest of the long line, a bounded piece at a time.
+            loop {
+                line.clear();
+                match (&mut stream).take(1 << 16).read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if line.last() == Some(&b'\n') => break,
+                    Ok(_) => {}
+                }
+            }
+            Line::TooLong
+        };
+        if lines.send(message).is_err() {
+            return;
+        }
     }
-    Ok(results)
 }
 
 #[cfg(test)]
@@ -245,13 +515,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slices_are_balanced_and_bounded() {
+    fn chunks_are_contiguous_and_balanced() {
         let items: Vec<AttrPath> = (0..1000).map(|i| vec![i.to_string()]).collect();
-        let s = slices(items.clone(), 2);
-        assert_eq!(s.len(), 4);
-        assert!(s.iter().all(|s| s.len() == MAX_SLICE));
-        let s = slices(items[..10].to_vec(), 4);
-        assert_eq!(s.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 3, 1]);
-        assert!(slices(Vec::new(), 3).is_empty());
+        let c = chunks(items.clone(), 2);
+        assert_eq!(c.len(), 8);
+        assert!(c.iter().all(|c| c.len() == 125));
+        assert_eq!(c.concat(), items);
+        let c = chunks(items[..10].to_vec(), 4);
+        assert_eq!(c.iter().map(Vec::len).collect::<Vec<_>>(), [1; 10]);
+        assert!(chunks(Vec::new(), 3).is_empty());
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_skipped_not_kept() {
+        let mut text = b"first\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', MAX_LINE + 100));
+        text.extend_from_slice(b"\n\x1b[31;1merror:\x1b[0m last");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        read_lines(&text[..], tx).await;
+        assert_eq!(rx.recv().await, Some(Line::Text(b"first".to_vec())));
+        assert_eq!(rx.recv().await, Some(Line::TooLong));
+        assert_eq!(rx.recv().await, Some(Line::Text(b"error: last".to_vec())));
+        assert_eq!(rx.recv().await, None);
+    }
+
+    #[test]
+    fn result_lines_need_the_marker() {
+        let nix = Nix::new(&crate::config::NixConfig::default());
+        let workspace = Workspace {
+            dir: PathBuf::new(),
+            jobs: JobsSource::Flake(String::new()),
+            search_path: Vec::new(),
+            memory_cap_mb: 0,
+            deadline: Instant::now(),
+            gc_roots: None,
+            progress: Arc::default(),
+        };
+        let evaluation = Evaluation::new(nix, workspace);
+        let line = format!("trace: {}12:{{\"kind\":\"skip\"}}", evaluation.marker);
+        assert_eq!(evaluation.result_in(line.as_bytes()), Some((12, "{\"kind\":\"skip\"}")));
+        assert_eq!(evaluation.result_in(b"trace: orthrus-00:1:{}"), None);
+        assert_eq!(evaluation.result_in(b"trace: hello"), None);
     }
 }

@@ -7,6 +7,7 @@ mod failure;
 mod instantiate;
 mod jobs;
 mod nix_eval_jobs;
+mod progress;
 mod untrusted;
 
 use std::collections::BTreeSet;
@@ -374,7 +375,9 @@ impl Evaluator {
     /// Jobs as recorded: checked against their derivations, then with
     /// Hydra's semantics (aggregates, defaults) applied.
     async fn resolve(&self, raw: instantiate::RawJobs) -> jobs::ResolvedJobs {
+        let clock = Instant::now();
         let raw = untrusted::check(&self.nix, raw).await;
+        info!(jobs = raw.jobs.len(), check_ms = clock.elapsed().as_millis() as u64, "jobs checked against their derivations");
         let defaults = JobDefaults {
             timeout: self.config.queue.default_timeout_secs as i64,
             max_silent: self.config.queue.default_max_silent_secs as i64,
@@ -394,7 +397,9 @@ impl Evaluator {
                 .collect();
             gc.root(&paths).await;
         }
+        let clock = Instant::now();
         let recorded = self.db.record_eval(&new_eval).await?;
+        let record_ms = clock.elapsed().as_millis() as u64;
         if let Some(gc) = &self.gc {
             gc.wake();
         }
@@ -403,6 +408,7 @@ impl Evaluator {
             jobs = new_eval.jobs.len(),
             new_builds = recorded.new_builds.len(),
             errors = new_eval.errors.len(),
+            record_ms,
             "evaluation recorded"
         );
         if !recorded.new_builds.is_empty() {
@@ -422,7 +428,15 @@ impl Evaluator {
         inputs_nix: &str,
     ) -> Result<instantiate::RawJobs, EvalFailure> {
         let work_dir = self.config.scratch_dir().join(format!("eval-{jobset_id}-{started}"));
-        let result = self.evaluate_with_files(&work_dir, jobset_id, source, fetched, inputs_nix).await;
+        let progress = Arc::new(progress::EvalProgress::default());
+        // The progress is written on the jobset while the evaluation runs
+        // (the recording loop never ends on its own).
+        let showing = progress::record(self.db.clone(), jobset_id, progress.clone());
+        let evaluating = self.evaluate_with_files(&work_dir, jobset_id, source, fetched, inputs_nix, progress);
+        let result = tokio::select! {
+            result = evaluating => result,
+            () = showing => unreachable!("the progress is recorded until the evaluation ends"),
+        };
         let _ = tokio::fs::remove_dir_all(&work_dir).await;
         result
     }
@@ -434,6 +448,7 @@ impl Evaluator {
         source: JobsSource,
         fetched: &[FetchedInput],
         inputs_nix: &str,
+        progress: Arc<progress::EvalProgress>,
     ) -> Result<instantiate::RawJobs, EvalFailure> {
         let io = |source: std::io::Error| EvalFailure::Workspace { dir: work_dir.to_owned(), source };
         tokio::fs::create_dir_all(work_dir).await.map_err(io)?;
@@ -457,9 +472,10 @@ impl Evaluator {
             dir: work_dir.to_owned(),
             jobs: source,
             search_path,
-            memory_limit: (evaluator.worker_memory_mb > 0).then_some(evaluator.worker_memory_mb << 20),
+            memory_cap_mb: evaluator.worker_memory_mb,
             deadline: Instant::now() + Duration::from_secs(evaluator.timeout_secs),
             gc_roots: self.gc.clone(),
+            progress,
         };
         if self.use_nix_eval_jobs && matches!(workspace.jobs, JobsSource::File(_)) {
             match nix_eval_jobs::evaluate(&self.nix, &workspace, evaluator.workers, evaluator.worker_memory_mb).await {

@@ -207,6 +207,7 @@ pub async fn evaluate(nix: &Nix, workspace: &Workspace, workers: usize, memory_m
                 Parsed::Job(name, job) => result.jobs.push((name, *job)),
                 Parsed::Error(name, message) => result.errors.push((name, message)),
             }
+            workspace.progress.add_evaluated(1);
         }
         Ok::<_, String>(())
     })

@@ -9,14 +9,19 @@
 #   { kind = "skip"; }           null, which Hydra ignores as well
 #   { kind = "unsupported"; type; }
 #
+# Each entry is reported as soon as it is evaluated, as one line on stderr
+# (`builtins.trace`): `trace: <marker><index>:<entry as JSON>`, so that the
+# evaluator can follow the worker, watch its memory between jobs, and know
+# which job an error belongs to (the one after the last reported).
+#
 # The jobs are those of the file `exprPath` (a legacy jobset), or of the flake
 # `flakeUrl`, a locked reference: its `hydraJobs`, else its `checks`, as in Hydra.
-{ exprPath ? null, flakeUrl ? null, itemsFile }:
+{ exprPath ? null, flakeUrl ? null, itemsFile, marker }:
 
 let
   inherit (builtins)
     attrNames concatStringsSep filter foldl' fromJSON functionArgs intersectAttrs
-    isAttrs isFunction isInt isList isString listToAttrs readFile removeAttrs typeOf;
+    isAttrs isFunction isInt isList isString listToAttrs readFile removeAttrs toJSON trace typeOf;
 
   inputs = import ./inputs.nix;
   jobDeps = import ./deps.nix;
@@ -95,4 +100,7 @@ let
       then { kind = "skip"; }
       else { kind = "unsupported"; type = typeOf value; };
 
-in map evalItem (fromJSON (readFile itemsFile))
+  report = index: path: trace "${marker}${toString index}:${toJSON (evalItem path)}" (index + 1);
+
+# The number of entries; the results are what was traced.
+in foldl' report 0 (fromJSON (readFile itemsFile))

@@ -437,6 +437,20 @@ impl Nix {
         Ok(out.bytes)
     }
 
+    /// Starts a long-lived evaluation of `call.file` in read-write mode (so
+    /// that `.drv` files are written) whose results the expression reports
+    /// itself, line by line on stderr (with `builtins.trace`), as it goes:
+    /// the caller reads them while it runs, watches its memory, and stops it
+    /// when it likes. Its final value is not printed.
+    pub fn spawn_streaming_evaluation(&self, call: &EvalCall) -> Result<tokio::process::Child, NixError> {
+        let mut cmd = self.command("nix-instantiate");
+        cmd.args(["--eval", "--read-write-mode"]);
+        self.add_eval_arguments(&mut cmd, call);
+        limit_memory(&mut cmd, call.memory_limit);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.spawn().map_err(|source| NixError::Spawn { program: "nix-instantiate".into(), source })
+    }
+
     /// Starts `nix-eval-jobs` on `call.file`; the caller reads its JSON lines
     /// from stdout (stderr is piped too).
     pub fn spawn_eval_jobs(&self, call: &EvalJobsCall) -> Result<tokio::process::Child, NixError> {
@@ -516,7 +530,7 @@ fn limit_memory(cmd: &mut Command, limit: Option<u64>) {
 /// The readable part of a failed command's stderr: without colours, and
 /// with a note when the process was killed by a signal (such as running out
 /// of its memory cap).
-fn error_text(stderr: &Tail, status: std::process::ExitStatus) -> String {
+pub fn error_text(stderr: &Tail, status: std::process::ExitStatus) -> String {
     // The tail may begin inside a character: lossy, then lines.
     let whole = String::from_utf8_lossy(&stderr.bytes);
     // Boehm GC's complaints before an out-of-memory error are noise.

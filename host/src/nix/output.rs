@@ -33,12 +33,25 @@ pub async fn read_tail(stream: &mut (impl AsyncRead + Unpin), keep: usize) -> st
         if n == 0 {
             return Ok(tail);
         }
-        tail.bytes.extend_from_slice(&buf[..n]);
-        if tail.bytes.len() > 2 * keep {
-            let drop = tail.bytes.len() - keep;
-            tail.bytes.drain(..drop);
-            tail.cut += drop as u64;
+        tail.push(&buf[..n], keep);
+    }
+}
+
+impl Tail {
+    /// Appends `bytes`, keeping the last `keep` (at most twice that between
+    /// trims, so that trimming stays rare).
+    pub fn push(&mut self, bytes: &[u8], keep: usize) {
+        self.bytes.extend_from_slice(bytes);
+        if self.bytes.len() > 2 * keep {
+            let drop = self.bytes.len() - keep;
+            self.bytes.drain(..drop);
+            self.cut += drop as u64;
         }
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.cut = 0;
     }
 }
 

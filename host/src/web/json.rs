@@ -76,10 +76,23 @@ pub fn jobset(project: &Project, jobset: &Jobset, inputs: &[JobsetInput]) -> Val
         "schedulingshares": jobset.scheduling_shares,
         "fetcherrormsg": jobset.fetch_error_msg.clone().unwrap_or_default(),
         "starttime": jobset.start_time,
+        // While it is evaluated: how far (null otherwise).
+        "evaluation": eval_progress(jobset),
         "type": jobset.kind,
         "flake": jobset.flake.clone().unwrap_or_default(),
         "inputs": inputs,
     })
+}
+
+/// How far a running evaluation of the jobset is, if one runs.
+pub fn eval_progress(jobset: &Jobset) -> Option<crate::domain::EvalProgressCount> {
+    match (jobset.start_time, jobset.eval_evaluated) {
+        (Some(_), Some(evaluated)) => Some(crate::domain::EvalProgressCount {
+            evaluated: evaluated.max(0) as usize,
+            total: jobset.eval_total.map(|total| total.max(0) as usize),
+        }),
+        _ => None,
+    }
 }
 
 pub fn eval(

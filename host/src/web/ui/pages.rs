@@ -179,6 +179,19 @@ pub async fn jobset(
                 } @else {
                     dt { "Expression" } dd { code { (jobset.nixexpr_path) } " in input " code { (jobset.nixexpr_input) } }
                 }
+                @if let Some(started) = jobset.start_time {
+                    dt { "Evaluating" } dd.evaluation-progress {
+                        "since " (time(Some(started)))
+                        @if let Some(progress) = crate::web::json::eval_progress(&jobset) {
+                            @if let Some(total) = progress.total {
+                                ": " (progress.evaluated) " of " (total) " jobs "
+                                progress max=(total) value=(progress.evaluated) {}
+                            } @else {
+                                ": " (progress.evaluated) " jobs so far"
+                            }
+                        }
+                    }
+                }
                 dt { "Last checked" } dd { (time(jobset.last_checked_time)) " " span.muted { (jobset.last_check_outcome.clone().unwrap_or_default()) } }
                 dt { "Checked" } dd {
                     @if jobset.check_interval == 0 { "on push only" } @else { "every " (duration(i64::from(jobset.check_interval))) }

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Evaluation at nixpkgs scale, against one `nix-instantiate` of the same expression.
+
+The workload (issue 22): a flat attribute set of N jobs, each a derivation
+whose build script embeds a small fold over a 200-element list, with
+`meta.description` beside it, and a `salt` string input so that every run
+makes new derivations. For each worker count it times Orthrus from the
+jobset being created to the evaluation recorded with its N builds, and
+`nix-instantiate` of the same expression with a fresh salt, in the same run.
+
+    bench/eval.py [--jobs 20000] [--workers 1,2] [--binary target/release/orthrus] [--postgres URL]
+
+Also printed: the server's resident memory before and at its peak during
+the evaluation, and how long recording took (from the server's log line
+`evaluation recorded`). The derivations written are deleted afterwards
+(`nix-store --delete`), so the store does not grow run after run.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from orthrus_bench import BINARY, Server, nix_env
+
+EXPRESSION = """{ salt }:
+let
+  mk = i: (derivation {
+    name = "job-${toString i}";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "echo ${salt} ${toString (builtins.foldl' (acc: x: acc + x) 0 (builtins.genList (x: x * i) 200))} > $out" ];
+  }) // { meta.description = "job number ${toString i}"; };
+in builtins.listToAttrs (builtins.genList (i: { name = "job${toString i}"; value = mk i; }) N)
+"""
+
+
+def write_expression(directory, n):
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "release.nix"), "w") as f:
+        f.write(EXPRESSION.replace(" N)", f" {n})"))
+
+
+def rss_mib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def delete_paths(paths, env):
+    """Deletes the run's derivations (those nothing else holds)."""
+    for i in range(0, len(paths), 5000):
+        subprocess.run(["nix-store", "--delete", "--ignore-liveness", *paths[i:i + 5000]], env=env,
+                       capture_output=True)
+
+
+def bench_nix(n, env):
+    work = tempfile.mkdtemp(prefix="orthrus-bench-eval-nix-")
+    try:
+        write_expression(work, n)
+        start = time.monotonic()
+        drvs = subprocess.run(["nix-instantiate", os.path.join(work, "release.nix"), "--argstr", "salt",
+                               f"nix-{time.time_ns()}"], env=env, check=True, capture_output=True,
+                              text=True).stdout.split()
+        elapsed = time.monotonic() - start
+        if len(drvs) != n:
+            sys.exit(f"nix-instantiate made {len(drvs)} derivations, not {n}")
+        delete_paths(drvs, env)
+        return elapsed
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_orthrus(binary, n, workers, env, extra):
+    work = tempfile.mkdtemp(prefix="orthrus-bench-eval-")
+    src = os.path.join(work, "src")
+    write_expression(src, n)
+    env = dict(env, RUST_LOG="warn,orthrus::eval=info")
+    # Nothing is built: only the evaluation is measured.
+    server = Server(binary, work, env, extra + "\n[machines]\nlocal = false\n", workers=workers)
+    server.start()
+    try:
+        time.sleep(1)
+        before = rss_mib(server.process.pid)
+        peak = [before]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], rss_mib(server.process.pid))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        start = time.monotonic()
+        server.request("PUT", "/project/bench", {"displayname": "bench"})
+        server.request("PUT", "/jobset/bench/main", {
+            "nixexprinput": "src", "nixexprpath": "release.nix", "checkinterval": 0,
+            "inputs": {"src": {"type": "path", "value": src},
+                       "salt": {"type": "string", "value": f"orthrus-{time.time_ns()}"}},
+        })
+        progress_seen = False
+        while True:
+            jobset = server.request("GET", "/jobset/bench/main")
+            progress = jobset.get("evaluation")
+            if progress and progress.get("evaluated", 0) > 0:
+                progress_seen = True
+            if jobset.get("lastcheckedtime") and not jobset.get("starttime"):
+                break
+            time.sleep(0.05)
+        elapsed = time.monotonic() - start
+        done.set()
+        sampler.join()
+        evals = server.request("GET", "/jobset/bench/main/evals")["evals"]
+        if not evals or len(evals[0]["builds"]) != n:
+            sys.exit(f"expected one evaluation of {n} builds: {jobset.get('errormsg') or 'see ' + work}")
+        builds = server.request("GET", f"/eval/{evals[0]['id']}/builds")
+        drvs = [b["drvpath"] for b in builds]
+        with open(os.path.join(work, "server.log")) as f:
+            log = f.read()
+        recorded = re.findall(r"record_ms=(\d+)", log)
+        record_s = int(recorded[-1]) / 1000 if recorded else None
+        server.stop()
+        delete_paths(drvs, env)
+        return elapsed, before, peak[0], record_s, progress_seen
+    finally:
+        if server.process.poll() is None:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=20000)
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--binary", default=BINARY)
+    parser.add_argument("--postgres", default="", help="a PostgreSQL URL for the server's database")
+    args = parser.parse_args()
+    if not os.path.exists(args.binary):
+        sys.exit(f"{args.binary} does not exist: run `cargo build --release` first")
+    env = nix_env()
+    extra = f'[database]\nurl = "{args.postgres}"\n' if args.postgres else ""
+    print(f"jobs: {args.jobs}, database: {'PostgreSQL' if args.postgres else 'SQLite'}")
+    for workers in [int(w) for w in args.workers.split(",")]:
+        elapsed, before, peak, record_s, progress_seen = bench_orthrus(args.binary, args.jobs, workers, env, extra)
+        nix = bench_nix(args.jobs, env)
+        recording = f"{record_s:.2f} s ({record_s / elapsed * 100:.0f}% of it)" if record_s is not None else "n/a"
+        print(f"workers {workers}: orthrus {elapsed:7.2f} s   nix-instantiate {nix:7.2f} s   "
+              f"ratio {elapsed / nix:.2f}")
+        print(f"  recording {recording}; server RSS {before:.0f} MiB before, {peak:.0f} MiB at peak "
+              f"(+{peak - before:.0f} MiB); progress shown: {'yes' if progress_seen else 'no'}")
+
+
+if __name__ == "__main__":
+    main()
