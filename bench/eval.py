@@ -28,7 +28,7 @@ import time
 
 from orthrus_bench import BINARY, Server, nix_env
 
-EXPRESSION = """{ salt }:
+EXPRESSION = """{ salt, lo ? 0, hi ? N }:
 let
   mk = i: (derivation {
     name = "job-${toString i}";
@@ -36,14 +36,14 @@ let
     builder = "/bin/sh";
     args = [ "-c" "echo ${salt} ${toString (builtins.foldl' (acc: x: acc + x) 0 (builtins.genList (x: x * i) 200))} > $out" ];
   }) // { meta.description = "job number ${toString i}"; };
-in builtins.listToAttrs (builtins.genList (i: { name = "job${toString i}"; value = mk i; }) N)
+in builtins.listToAttrs (builtins.genList (k: { name = "job${toString (lo + k)}"; value = mk (lo + k); }) (hi - lo))
 """
 
 
 def write_expression(directory, n):
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "release.nix"), "w") as f:
-        f.write(EXPRESSION.replace(" N)", f" {n})"))
+        f.write(EXPRESSION.replace("hi ? N", f"hi ? {n}"))
 
 
 def rss_mib(pid):
@@ -64,14 +64,21 @@ def delete_paths(paths, env):
                        capture_output=True)
 
 
-def bench_nix(n, env):
+def bench_nix(n, env, processes=1):
+    """`nix-instantiate` of the N jobs with a fresh salt, in one process or
+    split in contiguous parts over several at once (the floor for as many
+    workers on this store)."""
     work = tempfile.mkdtemp(prefix="orthrus-bench-eval-nix-")
     try:
         write_expression(work, n)
+        salt = f"nix-{time.time_ns()}"
+        bounds = [(n * p // processes, n * (p + 1) // processes) for p in range(processes)]
         start = time.monotonic()
-        drvs = subprocess.run(["nix-instantiate", os.path.join(work, "release.nix"), "--argstr", "salt",
-                               f"nix-{time.time_ns()}"], env=env, check=True, capture_output=True,
-                              text=True).stdout.split()
+        running = [subprocess.Popen(["nix-instantiate", os.path.join(work, "release.nix"), "--argstr", "salt", salt,
+                                     "--arg", "lo", str(lo), "--arg", "hi", str(hi)],
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                   for lo, hi in bounds]
+        drvs = [path for process in running for path in process.communicate()[0].split()]
         elapsed = time.monotonic() - start
         if len(drvs) != n:
             sys.exit(f"nix-instantiate made {len(drvs)} derivations, not {n}")
@@ -81,13 +88,20 @@ def bench_nix(n, env):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def bench_orthrus(binary, n, workers, env, extra):
+def bench_orthrus(binary, n, workers, env, extra, postgres=""):
     work = tempfile.mkdtemp(prefix="orthrus-bench-eval-")
     src = os.path.join(work, "src")
     write_expression(src, n)
-    env = dict(env, RUST_LOG="warn,orthrus::eval=info")
-    # Nothing is built: only the evaluation is measured.
-    server = Server(binary, work, env, extra + "\n[machines]\nlocal = false\n", workers=workers)
+    env = dict(env, RUST_LOG="warn,orthrus::eval=info", NO_COLOR="1")
+    # Nothing is built: only the evaluation is measured. The GC roots go
+    # in the work directory, removed with it.
+    server = Server(binary, work, env, extra + f'\n[machines]\nlocal = false\n\n',
+                    workers=workers)
+    if postgres:
+        with open(server.config) as f:
+            config = f.read()
+        with open(server.config, "w") as f:
+            f.write(f'database_url = "{postgres}"\n' + config)
     server.start()
     try:
         time.sleep(1)
@@ -130,9 +144,11 @@ def bench_orthrus(binary, n, workers, env, extra):
             log = f.read()
         recorded = re.findall(r"record_ms=(\d+)", log)
         record_s = int(recorded[-1]) / 1000 if recorded else None
+        checked = re.findall(r"check_ms=(\d+)", log)
+        check_s = int(checked[-1]) / 1000 if checked else None
         server.stop()
         delete_paths(drvs, env)
-        return elapsed, before, peak[0], record_s, progress_seen
+        return elapsed, before, peak[0], record_s, check_s, progress_seen
     finally:
         if server.process.poll() is None:
             server.stop()
@@ -149,14 +165,20 @@ def main():
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} does not exist: run `cargo build --release` first")
     env = nix_env()
-    extra = f'[database]\nurl = "{args.postgres}"\n' if args.postgres else ""
+    extra = ""
     print(f"jobs: {args.jobs}, database: {'PostgreSQL' if args.postgres else 'SQLite'}")
     for workers in [int(w) for w in args.workers.split(",")]:
-        elapsed, before, peak, record_s, progress_seen = bench_orthrus(args.binary, args.jobs, workers, env, extra)
+        elapsed, before, peak, record_s, check_s, progress_seen = bench_orthrus(args.binary, args.jobs, workers, env, extra, args.postgres)
         nix = bench_nix(args.jobs, env)
         recording = f"{record_s:.2f} s ({record_s / elapsed * 100:.0f}% of it)" if record_s is not None else "n/a"
         print(f"workers {workers}: orthrus {elapsed:7.2f} s   nix-instantiate {nix:7.2f} s   "
               f"ratio {elapsed / nix:.2f}")
+        if workers > 1:
+            parallel = bench_nix(args.jobs, env, workers)
+            print(f"  {workers} nix-instantiate at once on parts of it: {parallel:.2f} s "
+                  f"({parallel / nix:.2f} of one; orthrus / that: {elapsed / parallel:.2f})")
+        if check_s is not None:
+            recording += f"; checking outputs against the .drv files {check_s:.2f} s"
         print(f"  recording {recording}; server RSS {before:.0f} MiB before, {peak:.0f} MiB at peak "
               f"(+{peak - before:.0f} MiB); progress shown: {'yes' if progress_seen else 'no'}")
 

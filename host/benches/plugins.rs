@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use orthrus::config::{NixConfig, PluginsConfig};
 use orthrus::db::Db;
 use orthrus::nix::Nix;
-use orthrus::plugins::{PluginRuntime, RuntimeSetup};
+use orthrus::plugins::{EngineTuning, PluginRuntime, RuntimeSetup};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -66,26 +66,58 @@ async fn main() {
         );
     }
 
-    // One call: a fresh store, instantiation, `metadata()`.
+    // One call: a fresh store, instantiation, `metadata()`; in production
+    // trim, then with one piece of the engine off at a time (interleaved
+    // rounds, so that the machine's drift hits them all alike), to tell
+    // what each costs.
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
-    let setup = RuntimeSetup::in_dir(dir.path(), config.clone(), vec![repo.clone()]).await;
-    let runtime = PluginRuntime::start(setup, db.clone(), nix.clone()).await.unwrap();
-    for _ in 0..200 {
-        runtime.describe("git").await.unwrap();
+    let production = EngineTuning::default();
+    let variants = [
+        ("production (pooling, pagemap reset, fuel, epoch)", production),
+        ("without fuel metering", EngineTuning { fuel: false, ..production }),
+        ("without epoch interruption", EngineTuning { epoch: false, ..production }),
+        ("without fuel and epoch", EngineTuning { fuel: false, epoch: false, ..production }),
+        ("memory reset by madvise (no pagemap)", EngineTuning { pagemap: false, ..production }),
+        ("without the pooling allocator", EngineTuning { pooling: false, pagemap: false, ..production }),
+    ];
+    let mut runtimes = Vec::new();
+    for (_, tuning) in variants {
+        let mut setup = RuntimeSetup::in_dir(dir.path(), config.clone(), vec![repo.clone()]).await;
+        setup.tuning = tuning;
+        let runtime = PluginRuntime::start(setup, db.clone(), nix.clone()).await.unwrap();
+        for _ in 0..200 {
+            runtime.describe("git").await.unwrap();
+        }
+        runtimes.push(runtime);
     }
-    let mut times = Vec::with_capacity(5000);
-    for _ in 0..5000 {
-        let started = Instant::now();
-        runtime.describe("git").await.unwrap();
-        times.push(started.elapsed());
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(5000); variants.len()];
+    for _round in 0..10 {
+        for (runtime, times) in runtimes.iter().zip(&mut times) {
+            for _ in 0..500 {
+                let started = Instant::now();
+                runtime.describe("git").await.unwrap();
+                times.push(started.elapsed());
+            }
+        }
     }
-    times.sort();
-    println!(
-        "\none call (instantiate + metadata), 5000 calls: median {:.1} µs, p99 {:.1} µs",
-        percentile(&times, 0.5).as_secs_f64() * 1e6,
-        percentile(&times, 0.99).as_secs_f64() * 1e6
-    );
+    println!("\none call (instantiate + metadata), 5000 calls each     median      p99   vs production");
+    let production_median = {
+        let mut sorted = times[0].clone();
+        sorted.sort();
+        percentile(&sorted, 0.5)
+    };
+    for ((label, _), times) in variants.iter().zip(&mut times) {
+        times.sort();
+        let median = percentile(times, 0.5);
+        println!(
+            "{label:52} {:6.1} µs {:6.1} µs   {:+5.1} µs",
+            median.as_secs_f64() * 1e6,
+            percentile(times, 0.99).as_secs_f64() * 1e6,
+            (median.as_secs_f64() - production_median.as_secs_f64()) * 1e6
+        );
+    }
+    let runtime = runtimes.swap_remove(0);
 
     // A git fetch through the plugin (its git in the sandbox), beside git clone.
     git(&repo, &["init", "-q", "-b", "main"]);

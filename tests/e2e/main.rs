@@ -10,6 +10,7 @@ mod cluster;
 mod daemon;
 mod declarative;
 mod deploy;
+mod evaluation;
 mod events;
 mod failures;
 mod first_run;

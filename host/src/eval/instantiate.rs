@@ -92,7 +92,6 @@ impl JobsSource {
     }
 }
 
-
 /// What the evaluation found: jobs by name and per-job errors.
 #[derive(Debug, Default)]
 pub struct RawJobs {
@@ -195,10 +194,11 @@ pub async fn evaluate(nix: &Nix, workspace: Workspace, workers: usize) -> Result
         }
         pending = good;
     }
-    tracing::debug!(
+    tracing::info!(
         workers = evaluation.workers_started.load(Ordering::Relaxed),
         jobs = result.jobs.len(),
-        "evaluation done"
+        errors = result.errors.len(),
+        "jobs evaluated"
     );
     result.jobs.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(result)
@@ -376,6 +376,11 @@ impl Evaluation {
                                         // Alone in a fresh worker, over the cap.
                                         *outcomes.last_mut().expect("just pushed") = Outcome::Failed(self.over_cap());
                                     }
+                                    tracing::info!(
+                                        jobs = outcomes.len() - base,
+                                        resident_mib = resident >> 20,
+                                        "evaluator worker replaced: over evaluator.worker_memory_mb after a job"
+                                    );
                                     replaced = true;
                                     let _ = child.start_kill();
                                 }

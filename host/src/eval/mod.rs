@@ -377,7 +377,11 @@ impl Evaluator {
     async fn resolve(&self, raw: instantiate::RawJobs) -> jobs::ResolvedJobs {
         let clock = Instant::now();
         let raw = untrusted::check(&self.nix, raw).await;
-        info!(jobs = raw.jobs.len(), check_ms = clock.elapsed().as_millis() as u64, "jobs checked against their derivations");
+        info!(
+            jobs = raw.jobs.len(),
+            check_ms = clock.elapsed().as_millis() as u64,
+            "jobs checked against their derivations"
+        );
         let defaults = JobDefaults {
             timeout: self.config.queue.default_timeout_secs as i64,
             max_silent: self.config.queue.default_max_silent_secs as i64,
@@ -388,13 +392,11 @@ impl Evaluator {
     /// Records an evaluation with its builds and wakes the queue runner.
     async fn record(&self, new_eval: NewEval) -> Result<&'static str, EvalFailure> {
         // Rooted before the builds are queued, so that a collection while
-        // they build cannot take their outputs or derivations.
+        // they build cannot take their outputs (the derivations were rooted
+        // as they were instantiated).
         if let Some(gc) = &self.gc {
-            let paths: Vec<String> = new_eval
-                .jobs
-                .iter()
-                .flat_map(|job| job.outputs.iter().map(|(_, path)| path.clone()).chain([job.drv_path.clone()]))
-                .collect();
+            let paths: Vec<String> =
+                new_eval.jobs.iter().flat_map(|job| job.outputs.iter().map(|(_, path)| path.clone())).collect();
             gc.root(&paths).await;
         }
         let clock = Instant::now();

@@ -37,15 +37,15 @@ impl Inner {
         let exclusive = exclusive || grants.uses_scratch_paths();
         let _guard = if exclusive { Some(plugin.lock.lock().await) } else { None };
         let scratch = plugin.info.id.scratch_dir(&self.scratch_root);
-        std::fs::create_dir_all(&scratch).map_err(|e| crashed(format!("has no scratch directory: {e}")))?;
+        let filesystem = plugin.scratch.filesystem(&scratch).map_err(crashed)?;
         // Nothing ambient: no network, no environment, no arguments, no
         // standard streams; the scratch directory is the whole file system.
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
-        wasi.preopened_dir(&scratch, "/scratch", FsPerms::ReadWrite)
-            .map_err(|e| crashed(format!("cannot open its scratch directory: {e}")))?;
+        let mut wasi = wasi.build();
+        *wasi.filesystem() = filesystem;
         let state = HostState {
-            wasi: wasi.build(),
+            wasi,
             table: Default::default(),
             limiter: CallLimiter { memory: self.memory },
             plugin: plugin.info.id.clone(),
@@ -56,19 +56,23 @@ impl Inner {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        // At every tick the plugin yields to the runtime (a plugin that
-        // computes does not hold a worker thread), until its time is up.
-        store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| crashed(e.to_string()))?;
+        if self.tuning.fuel {
+            store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| crashed(e.to_string()))?;
+        }
         let timeout = limits.timeout;
         let deadline = std::time::Instant::now() + timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if std::time::Instant::now() >= deadline {
-                wasmtime::UpdateDeadline::Interrupt
-            } else {
-                wasmtime::UpdateDeadline::Yield(1)
-            })
-        });
+        // At every tick the plugin yields to the runtime (a plugin that
+        // computes does not hold a worker thread), until its time is up.
+        if self.tuning.epoch {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                Ok(if std::time::Instant::now() >= deadline {
+                    wasmtime::UpdateDeadline::Interrupt
+                } else {
+                    wasmtime::UpdateDeadline::Yield(1)
+                })
+            });
+        }
         let work = f(&mut store, &plugin.pre);
         // The outer limit also covers time spent in host calls (programs,
         // requests), which the epoch does not interrupt.
@@ -81,6 +85,42 @@ impl Inner {
                 Err(failed(what, transient))
             }
         }
+    }
+}
+
+/// A plugin's scratch directory as its calls see it: made and opened at
+/// the first call, then shared by the calls that follow (no `mkdir` and
+/// `open` per call), unless it was removed or replaced meanwhile (an
+/// operator cleaning up), which one `stat` per call notices.
+#[derive(Default)]
+pub(super) struct ScratchDir {
+    opened: std::sync::Mutex<Option<OpenedScratch>>,
+}
+
+struct OpenedScratch {
+    /// Device and inode of the directory opened.
+    identity: (u64, u64),
+    filesystem: wasmtime_wasi::filesystem::WasiFilesystemCtx,
+}
+
+impl ScratchDir {
+    /// The file system of a call: `path` as `/scratch`, read-write.
+    pub(super) fn filesystem(&self, path: &Path) -> Result<wasmtime_wasi::filesystem::WasiFilesystemCtx, String> {
+        use std::os::unix::fs::MetadataExt;
+        let identity = |metadata: std::fs::Metadata| (metadata.dev(), metadata.ino());
+        let current = std::fs::metadata(path).ok().map(identity);
+        let mut opened = self.opened.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(open) = opened.as_ref().filter(|open| Some(open.identity) == current) {
+            return Ok(open.filesystem.clone());
+        }
+        std::fs::create_dir_all(path).map_err(|e| format!("has no scratch directory: {e}"))?;
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.preopened_dir(path, "/scratch", FsPerms::ReadWrite)
+            .map_err(|e| format!("cannot open its scratch directory: {e}"))?;
+        let filesystem = wasi.build().filesystem().clone();
+        let identity = std::fs::metadata(path).map(identity).map_err(|e| format!("has no scratch directory: {e}"))?;
+        *opened = Some(OpenedScratch { identity, filesystem: filesystem.clone() });
+        Ok(filesystem)
     }
 }
 

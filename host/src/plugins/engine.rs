@@ -26,25 +26,73 @@ pub(super) fn start_ticker(engine: &Engine) -> Arc<()> {
     alive
 }
 
-pub(super) fn engine(memory: usize) -> Result<Engine, PluginError> {
-    let mut pooling = PoolingAllocationConfig::default();
-    pooling
-        .total_component_instances(64)
-        .max_core_instances_per_component(32)
-        .total_core_instances(1024)
-        .total_memories(256)
-        .total_tables(512)
-        .total_stacks(64)
-        .max_memory_size(memory);
-    let mut config = Config::new();
-    config
-        .wasm_component_model(true)
-        .epoch_interruption(true)
-        // Renderers and release sets get a deterministic budget.
-        .consume_fuel(true)
-        .concurrency_support(false)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-    Engine::new(&config).map_err(|e| PluginError::Load { origin: "engine".into(), message: e.to_string() })
+/// What the engine is built with. Production uses [`EngineTuning::default`];
+/// the plugins benchmark turns one piece off at a time to measure what it
+/// costs a call.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineTuning {
+    /// Fuel metering (the instruction budget of renderers and release sets).
+    pub fuel: bool,
+    /// Epoch interruption (every call's deadline, and yielding to the runtime).
+    pub epoch: bool,
+    /// The pooling allocator (else every instance maps its memory anew).
+    pub pooling: bool,
+    /// Resetting a pooled memory by restoring only the pages the last call
+    /// wrote (`PAGEMAP_SCAN`, Linux 6.7 and later), instead of discarding
+    /// them all so that the next call faults them in again.
+    pub pagemap: bool,
+}
+
+impl Default for EngineTuning {
+    fn default() -> Self {
+        EngineTuning { fuel: true, epoch: true, pooling: true, pagemap: true }
+    }
+}
+
+/// Pages of a pooled memory restored in place after a call, at most: more
+/// written pages than this are discarded instead. A call's stack, data and
+/// small heap fit.
+const KEEP_RESIDENT: usize = 1 << 20;
+
+pub(super) fn engine(memory: usize, tuning: EngineTuning) -> Result<Engine, PluginError> {
+    let build = |pagemap: bool| {
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(64)
+            .max_core_instances_per_component(32)
+            .total_core_instances(1024)
+            .total_memories(256)
+            .total_tables(512)
+            .total_stacks(64)
+            .max_memory_size(memory);
+        if pagemap {
+            // Every instance still starts from the module's pristine image:
+            // only how the written pages are put back changes. Without the
+            // scan, keeping memory resident would reset the lowest bytes
+            // (the unused bottom of the stack) and miss what was written.
+            pooling
+                .pagemap_scan(wasmtime::Enabled::Yes)
+                .linear_memory_keep_resident(KEEP_RESIDENT)
+                .table_keep_resident(64 << 10);
+        }
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(tuning.epoch)
+            // Renderers and release sets get a deterministic budget.
+            .consume_fuel(tuning.fuel)
+            .concurrency_support(false)
+            .allocation_strategy(if tuning.pooling {
+                InstanceAllocationStrategy::Pooling(pooling)
+            } else {
+                InstanceAllocationStrategy::OnDemand
+            });
+        Engine::new(&config)
+    };
+    // A kernel without PAGEMAP_SCAN (before 6.7) gets the plain reset.
+    let engine = if tuning.pagemap && tuning.pooling { build(true).or_else(|_| build(false)) } else { build(false) };
+    engine.map_err(|e| PluginError::Load { origin: "engine".into(), message: e.to_string() })
 }
 
 /// The linkers of host functions: one with everything the host offers,

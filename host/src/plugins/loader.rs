@@ -64,6 +64,7 @@ impl Inner {
             },
             pre: pre.clone(),
             lock: tokio::sync::Mutex::new(()),
+            scratch: Default::default(),
         };
         let raw =
             self.call(&probe, false, self.io_limits, None, async move |store, pre| pre.metadata(store).await).await;
@@ -93,6 +94,7 @@ impl Inner {
             info: PluginInfo { id, kind: pre.kind(), wit: pre.version(), metadata, grants, source, sha256 },
             pre,
             lock: tokio::sync::Mutex::new(()),
+            scratch: Default::default(),
         }))
     }
 

@@ -26,6 +26,7 @@ mod loader;
 mod model;
 
 use call::CallLimits;
+pub use engine::EngineTuning;
 use engine::{Linkers, engine, start_ticker};
 use loader::metadata_from_wit;
 pub use model::*;
@@ -73,6 +74,8 @@ pub struct RuntimeSetup {
     /// Compiled components are kept here.
     pub cache_dir: PathBuf,
     pub sandbox: Sandbox,
+    #[doc(hidden)]
+    pub tuning: EngineTuning,
 }
 
 impl RuntimeSetup {
@@ -91,6 +94,7 @@ impl RuntimeSetup {
             scratch_root: config.plugin_scratch_dir(),
             cache_dir: config.plugin_cache_dir(),
             sandbox: Sandbox::new(&settings).await,
+            tuning: EngineTuning::default(),
         }
     }
 
@@ -110,6 +114,7 @@ impl RuntimeSetup {
             scratch_root: dir.join("scratch"),
             cache_dir: dir.join("cache"),
             sandbox: Sandbox::new(&settings).await,
+            tuning: EngineTuning::default(),
         }
     }
 }
@@ -120,6 +125,8 @@ struct LoadedPlugin {
     /// Calls of one plugin run one at a time: its scratch directory (a
     /// cache of clones, say) is not built for concurrent use.
     lock: tokio::sync::Mutex<()>,
+    /// Its scratch directory, opened once and handed to every call.
+    scratch: call::ScratchDir,
 }
 
 /// The plugin runtime. Cheap to clone.
@@ -142,6 +149,7 @@ struct Inner {
     scratch_root: PathBuf,
     cache_dir: PathBuf,
     memory: usize,
+    tuning: EngineTuning,
     /// Input fetchers and notifiers: they wait on the network.
     io_limits: CallLimits,
     /// Renderers run while a page is served: a strict budget.
@@ -156,9 +164,9 @@ impl PluginRuntime {
     /// fails to load, or would take another's name or types without the
     /// operator's `replaces`, is reported and left out; the server goes on.
     pub async fn start(setup: RuntimeSetup, db: Db, nix: Nix) -> Result<PluginRuntime, PluginError> {
-        let RuntimeSetup { plugins: config, mail, scratch_root, cache_dir, sandbox } = setup;
+        let RuntimeSetup { plugins: config, mail, scratch_root, cache_dir, sandbox, tuning } = setup;
         let memory = (config.memory_mb << 20) as usize;
-        let engine = engine(memory)?;
+        let engine = engine(memory, tuning)?;
         let linkers = Linkers::new(&engine)?;
         let ticker = start_ticker(&engine);
         let mailer = Mailer::new(&mail).map_err(|message| PluginError::Load { origin: "[mail]".into(), message })?;
@@ -175,6 +183,7 @@ impl PluginRuntime {
             scratch_root,
             cache_dir,
             memory,
+            tuning,
             io_limits: CallLimits { timeout: Duration::from_secs(config.timeout_secs), fuel: None },
             render_limits: CallLimits { timeout: Duration::from_millis(config.render_timeout_ms), fuel },
             release_set_limits: CallLimits { timeout: Duration::from_millis(config.release_set_timeout_ms), fuel },
