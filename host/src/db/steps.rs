@@ -1,7 +1,7 @@
 //! Build steps: recording them as they start and end, the cache of
 //! derivations that failed, and the history the scheduler's shares read.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -54,6 +54,24 @@ impl Db {
             .order_by_asc(build_step::Column::StepNr)
             .all(self.read())
             .await?)
+    }
+
+    /// The steps of each of these builds, in order, in a query per 500
+    /// builds (a notifier reads a batch's at once).
+    pub async fn steps_of_builds(&self, build_ids: &[i64]) -> DbResult<HashMap<i64, Vec<BuildStep>>> {
+        let mut steps: HashMap<i64, Vec<BuildStep>> = HashMap::new();
+        for chunk in build_ids.chunks(500) {
+            let rows = build_step::Entity::find()
+                .filter(build_step::Column::BuildId.is_in(chunk.iter().copied()))
+                .order_by_asc(build_step::Column::BuildId)
+                .order_by_asc(build_step::Column::StepNr)
+                .all(self.read())
+                .await?;
+            for step in rows {
+                steps.entry(step.build_id).or_default().push(step);
+            }
+        }
+        Ok(steps)
     }
 
     pub async fn build_step(&self, build_id: i64, step_nr: i32) -> DbResult<Option<BuildStep>> {

@@ -57,6 +57,16 @@ fn parse_dump_db(text: &str, infos: &mut HashMap<StorePath, PathInfo>) -> Result
     Ok(())
 }
 
+/// For each group of paths (a build's outputs): the NAR size of the group
+/// and of its closure, from what is known of the paths; and every path of
+/// all the groups' closures.
+pub fn group_sizes_from(
+    groups: &[Vec<StorePath>],
+    infos: &HashMap<StorePath, PathInfo>,
+) -> (Vec<(u64, u64)>, Vec<StorePath>) {
+    (groups.iter().map(|group| closure_size(group, infos)).collect(), infos.keys().cloned().collect())
+}
+
 /// NAR size of `group` and of everything it references, transitively.
 fn closure_size(group: &[StorePath], infos: &HashMap<StorePath, PathInfo>) -> (u64, u64) {
     let own = group.iter().filter_map(|p| infos.get(p)).map(|i| i.nar_size).sum();

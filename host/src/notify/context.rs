@@ -20,11 +20,21 @@ pub struct ContextReader {
     inputs: HashMap<i64, Vec<InputRevision>>,
     /// The builds of the current batch's events, read in one go.
     builds: HashMap<i64, BuildView>,
+    /// The steps of the builds whose events carry them, read in one go.
+    steps: HashMap<i64, Vec<crate::db::BuildStep>>,
 }
 
 impl ContextReader {
     pub fn new(db: Db, logs: LogStore, base_url: String) -> ContextReader {
-        ContextReader { db, logs, base_url, jobsets: HashMap::new(), inputs: HashMap::new(), builds: HashMap::new() }
+        ContextReader {
+            db,
+            logs,
+            base_url,
+            jobsets: HashMap::new(),
+            inputs: HashMap::new(),
+            builds: HashMap::new(),
+            steps: HashMap::new(),
+        }
     }
 
     /// Forgets what it read for the last round: jobsets may be edited,
@@ -32,6 +42,7 @@ impl ContextReader {
     pub fn forget(&mut self) {
         self.jobsets.clear();
         self.builds.clear();
+        self.steps.clear();
         if self.inputs.len() > 1000 {
             self.inputs.clear();
         }
@@ -44,6 +55,11 @@ impl ContextReader {
         ids.sort_unstable();
         ids.dedup();
         self.builds = self.db.build_views(&ids).await?.into_iter().map(|v| (v.build.id, v)).collect();
+        let mut with_steps: Vec<i64> =
+            events.iter().filter(|e| carries_steps(&e.kind)).filter_map(|e| e.build_id).collect();
+        with_steps.sort_unstable();
+        with_steps.dedup();
+        self.steps = self.db.steps_of_builds(&with_steps).await?;
         Ok(())
     }
 
@@ -68,8 +84,13 @@ impl ContextReader {
             // What the status changed from matters once the build is done.
             let previous =
                 if finished { self.db.previous_finished_build(b.jobset_id, &b.job, b.id).await? } else { None };
-            let steps =
-                if finished || event.kind == "step-finished" { self.db.build_steps(b.id).await? } else { Vec::new() };
+            let steps = if !carries_steps(&event.kind) {
+                Vec::new()
+            } else if let Some(steps) = self.steps.get(&b.id) {
+                steps.clone()
+            } else {
+                self.db.build_steps(b.id).await?
+            };
             let machine = match event.data.get("machine").and_then(|m| m.as_str()) {
                 Some(machine) => machine.to_owned(),
                 None => {
@@ -170,6 +191,12 @@ impl ContextReader {
             }
         }
     }
+}
+
+/// Whether an event of this kind tells the build's steps (and so the
+/// machine, and the log a finished build's tail comes from).
+fn carries_steps(kind: &str) -> bool {
+    kind == "build-finished" || kind == "step-finished"
 }
 
 /// Addresses in a list written by people: `a@x, b@y` or `a@x b@y`.

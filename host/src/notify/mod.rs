@@ -28,7 +28,7 @@ use crate::plugins::{PluginKind, PluginRuntime};
 use context::ContextReader;
 
 /// Events read from the outbox at a time.
-const BATCH: u64 = 200;
+const BATCH: u64 = 1000;
 /// Even without a wake-up, the outbox is read this often.
 const POLL: Duration = Duration::from_secs(5);
 /// How often the cursor is recorded while a batch is delivered.

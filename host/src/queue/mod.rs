@@ -560,10 +560,11 @@ impl QueueRunner {
         self.success_batch_running = true;
         let builds = std::mem::take(&mut self.successes);
         let (db, nix, metrics) = (self.db.clone(), self.nix.clone(), self.metrics.clone());
+        let machines = self.machines.clone();
         let max_output_size = self.config.queue.max_output_size;
         self.recording.spawn(async move {
             let ids = builds.iter().map(|b| b.id).collect();
-            record_successes(&db, &nix, &metrics, builds, max_output_size).await;
+            record_successes(&db, &nix, &machines, &metrics, builds, max_output_size).await;
             Recorded { ids, success_batch: true }
         });
     }

@@ -4,11 +4,14 @@
 use super::*;
 
 /// Reads what successful builds left (products, metrics, release name,
-/// sizes) and records them, with two calls of Nix and one transaction for
-/// the whole batch.
+/// sizes) and records them, with one transaction for the whole batch.
+/// Sizes and closures come through the open connection to the local store
+/// (two Nix processes only if it fails): the build's end, and its
+/// notifications, wait for them.
 pub(super) async fn record_successes(
     db: &Db,
     nix: &Nix,
+    machines: &Machines,
     metrics: &Metrics,
     builds: Vec<TrackedBuild>,
     max_output_size: u64,
@@ -31,7 +34,15 @@ pub(super) async fn record_successes(
     };
     let groups: Vec<Vec<StorePath>> =
         outputs.iter().map(|o| o.iter().filter_map(|(_, p)| StorePath::parse(p).ok()).collect()).collect();
-    let sizes = match nix.group_sizes(&groups).await {
+    let roots: Vec<StorePath> = groups.iter().flatten().cloned().collect();
+    let sizes = match machines.closure_infos(&roots).await {
+        Ok(infos) => Ok(crate::nix::group_sizes_from(&groups, &infos)),
+        Err(e) => {
+            debug!("{e}; asking Nix");
+            nix.group_sizes(&groups).await
+        }
+    };
+    let sizes = match sizes {
         Ok((sizes, closure)) => {
             // What the binary cache serves from now on.
             if let Err(e) = db.record_cache_paths(&closure).await {
