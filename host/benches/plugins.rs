@@ -74,10 +74,10 @@ async fn main() {
     std::fs::create_dir(&repo).unwrap();
     let production = EngineTuning::default();
     let variants = [
-        ("production (pooling, pagemap reset, fuel, epoch)", production),
-        ("without fuel metering", EngineTuning { fuel: false, ..production }),
-        ("without epoch interruption", EngineTuning { epoch: false, ..production }),
-        ("without fuel and epoch", EngineTuning { fuel: false, epoch: false, ..production }),
+        ("production (pooling, pagemap reset, fuel yields)", production),
+        ("with epoch interruption as well", EngineTuning { epoch: true, ..production }),
+        ("epoch interruption instead of fuel", EngineTuning { epoch: true, fuel: false, ..production }),
+        ("neither fuel nor epoch (no preemption)", EngineTuning { fuel: false, ..production }),
         ("memory reset by madvise (no pagemap)", EngineTuning { pagemap: false, ..production }),
         ("without the pooling allocator", EngineTuning { pooling: false, pagemap: false, ..production }),
     ];

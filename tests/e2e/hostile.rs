@@ -88,7 +88,7 @@ fn hostile_builds(backend: Backend) {
     assert!(failed.contains("bytes of output cut here"), "{}", &failed[..500.min(failed.len())]);
     assert!(failed.len() < 70 * 1024, "an error of {} bytes was kept", failed.len());
     let big_meta = error_of("bigMeta");
-    assert!(big_meta.contains("larger than 16 MiB"), "{big_meta}");
+    assert!(big_meta.contains("larger than 4 MiB"), "{big_meta}");
     assert_eq!(builds["traced"]["buildstatus"], 0, "tracing is not failing");
     let liar = error_of("liar");
     assert!(liar.contains(r#"output ‘out’ is said to be "/""#) && liar.contains("-liar"), "{liar}");

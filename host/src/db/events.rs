@@ -64,22 +64,26 @@ pub(super) async fn write_events(txn: &impl ConnectionTrait, events: Vec<NewEven
         txn.execute_unprepared("SELECT pg_advisory_xact_lock(7305566471862351190)").await?;
     }
     let time = now();
-    let rows: Vec<event::ActiveModel> = events
-        .into_iter()
-        .map(|e| event::ActiveModel {
-            kind: Set(e.kind.as_str().to_owned()),
-            time: Set(time),
-            jobset_id: Set(e.jobset_id),
-            eval_id: Set(e.eval_id),
-            build_id: Set(e.build_id),
-            step_nr: Set(e.step_nr),
-            data: Set(e.data.to_string()),
-            ..Default::default()
-        })
-        .collect();
     // In order, in chunks: one statement per chunk keeps the ids in order.
-    for chunk in rows.chunks(super::INSERT_CHUNK) {
-        event::Entity::insert_many(chunk.to_vec()).exec_without_returning(txn).await?;
+    // Rows are made a chunk at a time (an evaluation of 100,000 jobs
+    // writes as many events: they are not all held twice).
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let chunk: Vec<event::ActiveModel> = events
+            .by_ref()
+            .take(super::INSERT_CHUNK)
+            .map(|e| event::ActiveModel {
+                kind: Set(e.kind.as_str().to_owned()),
+                time: Set(time),
+                jobset_id: Set(e.jobset_id),
+                eval_id: Set(e.eval_id),
+                build_id: Set(e.build_id),
+                step_nr: Set(e.step_nr),
+                data: Set(e.data.to_string()),
+                ..Default::default()
+            })
+            .collect();
+        event::Entity::insert_many(chunk).exec_without_returning(txn).await?;
     }
     Ok(())
 }

@@ -45,7 +45,10 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 /// Derivations rooted at once, as they are reported.
 const ROOT_BATCH: usize = 500;
 /// One result line at most: more is a job whose meta is absurd.
-const MAX_LINE: usize = 16 << 20;
+const MAX_LINE: usize = 4 << 20;
+/// Lines read ahead of the worker's follower at most: what an expression
+/// prints waits in its pipe, not in the server's memory.
+const LINES_AHEAD: usize = 8;
 
 /// The evaluation's files and settings, shared by its workers.
 #[derive(Debug, Clone)]
@@ -328,7 +331,7 @@ impl Evaluation {
         let mut child = self.nix.spawn_streaming_evaluation(call).map_err(|e| e.to_string())?;
         let pid = child.id();
         let stderr = child.stderr.take().expect("stderr is piped");
-        let (lines_tx, mut lines) = mpsc::unbounded_channel();
+        let (lines_tx, mut lines) = mpsc::channel(LINES_AHEAD);
         let reader = tokio::spawn(read_lines(stderr, lines_tx));
 
         let base = outcomes.len();
@@ -359,6 +362,10 @@ impl Evaluation {
                                     )));
                                 }
                                 let outcome = match serde_json::from_str::<ItemResult>(json) {
+                                    Ok(ItemResult::Job(mut job)) => {
+                                        super::untrusted::cut_fields(&mut job);
+                                        Outcome::Evaluated(ItemResult::Job(job))
+                                    }
                                     Ok(item) => Outcome::Evaluated(item),
                                     Err(e) => Outcome::Failed(format!("cannot read the evaluator's result: {e}")),
                                 };
@@ -476,7 +483,7 @@ enum Line {
 
 /// Reads a worker's stderr line by line until it ends, without ever keeping
 /// more than [`MAX_LINE`] of one (colour codes removed).
-async fn read_lines(stream: impl AsyncRead + Unpin, lines: mpsc::UnboundedSender<Line>) {
+async fn read_lines(stream: impl AsyncRead + Unpin, lines: mpsc::Sender<Line>) {
     let mut stream = BufReader::with_capacity(1 << 16, stream);
     let mut line = Vec::new();
     loop {
@@ -509,7 +516,7 @@ async fn read_lines(stream: impl AsyncRead + Unpin, lines: mpsc::UnboundedSender
             }
             Line::TooLong
         };
-        if lines.send(message).is_err() {
+        if lines.send(message).await.is_err() {
             return;
         }
     }
@@ -536,7 +543,7 @@ mod tests {
         let mut text = b"first\n".to_vec();
         text.extend(std::iter::repeat_n(b'x', MAX_LINE + 100));
         text.extend_from_slice(b"\n\x1b[31;1merror:\x1b[0m last");
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(8);
         read_lines(&text[..], tx).await;
         assert_eq!(rx.recv().await, Some(Line::Text(b"first".to_vec())));
         assert_eq!(rx.recv().await, Some(Line::TooLong));

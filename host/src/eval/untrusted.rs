@@ -77,7 +77,9 @@ async fn outputs_match(nix: &Nix, job: &JobInfo) -> Result<(), String> {
     Ok(())
 }
 
-fn cut_fields(job: &mut JobInfo) {
+/// Cuts a job's free text to what a page shows (done as soon as a result
+/// is read, so that an evaluation never holds more).
+pub(super) fn cut_fields(job: &mut JobInfo) {
     cut(&mut job.nix_name, MAX_NAME);
     for text in [&mut job.description, &mut job.license, &mut job.homepage, &mut job.maintainers].into_iter().flatten()
     {

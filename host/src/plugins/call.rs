@@ -61,8 +61,13 @@ impl Inner {
         }
         let timeout = limits.timeout;
         let deadline = std::time::Instant::now() + timeout;
-        // At every tick the plugin yields to the runtime (a plugin that
-        // computes does not hold a worker thread), until its time is up.
+        // A computing plugin yields to the runtime now and then, so that it
+        // does not hold a worker thread, and so that its deadline can stop
+        // it: every few million instructions (fuel), or at every epoch tick
+        // until its time is up (the bench's variant).
+        if !self.tuning.epoch && self.tuning.fuel {
+            store.fuel_async_yield_interval(Some(YIELD_EVERY)).map_err(|e| crashed(e.to_string()))?;
+        }
         if self.tuning.epoch {
             store.set_epoch_deadline(1);
             store.epoch_deadline_callback(move |_| {
@@ -74,9 +79,9 @@ impl Inner {
             });
         }
         let work = f(&mut store, &plugin.pre);
-        // The outer limit also covers time spent in host calls (programs,
-        // requests), which the epoch does not interrupt.
-        let outer = timeout + timeout.min(Duration::from_secs(5));
+        // The deadline of the whole call, host calls (programs, requests)
+        // included; with epochs, these get a margin beyond the guest's own.
+        let outer = if self.tuning.epoch { timeout + timeout.min(Duration::from_secs(5)) } else { timeout };
         match tokio::time::timeout(outer, work).await {
             Err(_) => Err(failed(timed_out(timeout), true)),
             Ok(Ok(result)) => Ok(result),

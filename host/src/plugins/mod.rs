@@ -27,7 +27,7 @@ mod model;
 
 use call::CallLimits;
 pub use engine::EngineTuning;
-use engine::{Linkers, engine, start_ticker};
+use engine::{Linkers, YIELD_EVERY, engine, start_ticker};
 use loader::metadata_from_wit;
 pub use model::*;
 
@@ -155,8 +155,9 @@ struct Inner {
     /// Renderers run while a page is served: a strict budget.
     render_limits: CallLimits,
     release_set_limits: CallLimits,
-    /// Keeps the epoch ticker thread going; it stops when this is dropped.
-    _ticker: Arc<()>,
+    /// Keeps the epoch ticker thread going (when epochs are used); it stops
+    /// when this is dropped.
+    _ticker: Option<Arc<()>>,
 }
 
 impl PluginRuntime {
@@ -168,7 +169,7 @@ impl PluginRuntime {
         let memory = (config.memory_mb << 20) as usize;
         let engine = engine(memory, tuning)?;
         let linkers = Linkers::new(&engine)?;
-        let ticker = start_ticker(&engine);
+        let ticker = tuning.epoch.then(|| start_ticker(&engine));
         let mailer = Mailer::new(&mail).map_err(|message| PluginError::Load { origin: "[mail]".into(), message })?;
         let services = Services { db, nix, sandbox, http: HttpClient::new(), mailer };
         let fuel = Some(config.fuel_millions.saturating_mul(1_000_000));
