@@ -179,6 +179,16 @@ fn metrics(backend: Backend) {
     assert!(steps["samples"].as_array().unwrap().iter().any(|s| s[1]["machine"] == "localhost"
         && s[0] == "orthrus_build_step_duration_seconds_count"
         && s[2].as_f64().unwrap() >= 2.0));
+    // Each scheduling pass is timed (steps were given to the machine).
+    let passes = family(&families, "orthrus_queue_scheduling_pass_seconds");
+    assert_eq!(passes["type"], "histogram");
+    assert!(
+        passes["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s[0] == "orthrus_queue_scheduling_pass_seconds_count" && s[2].as_f64().unwrap() >= 1.0)
+    );
     let finished = family(&families, "orthrus_builds_finished");
     let by_status = |status: &str| {
         finished["samples"]

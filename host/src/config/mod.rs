@@ -420,7 +420,9 @@ pub struct NixConfig {
 pub struct EvaluatorConfig {
     /// Evaluator worker processes per evaluation.
     pub workers: usize,
-    /// Address-space cap of one worker process, in MiB (0: no cap).
+    /// Resident memory of one worker process, in MiB, checked between jobs
+    /// (above it the worker is replaced by a fresh one); a job that needs
+    /// more alone fails (0: no cap).
     pub worker_memory_mb: u64,
     /// Jobsets evaluated at the same time.
     pub max_concurrent_evals: usize,

@@ -20,6 +20,7 @@ pub struct Metrics {
     evaluations: IntCounterVec,
     evaluation_duration: Histogram,
     step_duration: HistogramVec,
+    scheduling_pass: Histogram,
     steps: IntCounterVec,
     builds: IntCounterVec,
     queued_builds: IntGauge,
@@ -119,6 +120,17 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            scheduling_pass: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "orthrus_queue_scheduling_pass_seconds",
+                        "Time of one scheduling pass: ranking the steps that became runnable and giving free machine slots to the most urgent",
+                    )
+                    .buckets(seconds(0.00001, 18)),
+                )
+                .expect("valid metric"),
+            ),
             steps: register(
                 &registry,
                 IntCounterVec::new(
@@ -210,6 +222,10 @@ impl Metrics {
     pub fn step_finished(&self, machine: &str, status: &str, duration: Duration) {
         self.steps.with_label_values(&[machine, status]).inc();
         self.step_duration.with_label_values(&[machine]).observe(duration.as_secs_f64());
+    }
+
+    pub fn scheduling_pass(&self, duration: Duration) {
+        self.scheduling_pass.observe(duration.as_secs_f64());
     }
 
     pub fn build_finished(&self, status: &str) {

@@ -41,9 +41,9 @@ pub struct EngineTuning {
     /// stop it).
     pub fuel: bool,
     /// Epoch interruption: the other way to preempt a guest (a tick every
-    /// 10 ms), off in production: measured by the plugins bench, it cost a
-    /// call about 12 µs of 40 here, while the fuel it would replace is
-    /// needed anyway and costs 4.
+    /// 10 ms, from a thread of its own). Off in production: the plugins
+    /// bench finds the two within a few µs of each other, and fuel is
+    /// needed anyway for renderers' and release sets' budgets.
     pub epoch: bool,
     /// The pooling allocator (else every instance maps its memory anew).
     pub pooling: bool,

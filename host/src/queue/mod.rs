@@ -312,7 +312,14 @@ impl QueueRunner {
 
     /// Gives free machine slots to the most urgent runnable steps, and
     /// fails the steps no machine can build once they waited long enough.
+    /// How long it takes is a metric (`orthrus_queue_scheduling_pass_seconds`).
     fn dispatch(&mut self) {
+        let started = Instant::now();
+        self.dispatch_pass();
+        self.metrics.scheduling_pass(started.elapsed());
+    }
+
+    fn dispatch_pass(&mut self) {
         let now = Instant::now();
         for drv in self.graph.take_ready() {
             if let Some(step) = self.graph.rank(&drv, now) {
