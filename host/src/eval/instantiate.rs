@@ -268,7 +268,10 @@ impl Evaluation {
                 }
                 // Others may have filled the worker: alone, it may fit.
                 WorkerEnd::Failed { out_of_memory: true, .. } if outcomes.len() > first => None,
-                WorkerEnd::Failed { out_of_memory: true, .. } => Some(self.over_cap()),
+                // Alone over the cap; without a cap, the system's limit: Nix says.
+                WorkerEnd::Failed { out_of_memory: true, message } => {
+                    Some(if self.memory_cap_bytes().is_some() { self.over_cap() } else { message })
+                }
                 WorkerEnd::Failed { message, .. } => Some(message),
             };
             if let Some(message) = failure {
