@@ -88,14 +88,13 @@ def bench_nix(n, env, processes=1):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def bench_orthrus(binary, n, workers, env, extra, postgres=""):
+def bench_orthrus(binary, n, workers, env, postgres=""):
     work = tempfile.mkdtemp(prefix="orthrus-bench-eval-")
     src = os.path.join(work, "src")
     write_expression(src, n)
     env = dict(env, RUST_LOG="warn,orthrus::eval=info", NO_COLOR="1")
-    # Nothing is built: only the evaluation is measured. The GC roots go
-    # in the work directory, removed with it.
-    server = Server(binary, work, env, extra + f'\n[machines]\nlocal = false\n\n',
+    # Nothing is built: only the evaluation is measured.
+    server = Server(binary, work, env, '[machines]\nlocal = false\n',
                     workers=workers)
     if postgres:
         with open(server.config) as f:
@@ -165,10 +164,9 @@ def main():
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} does not exist: run `cargo build --release` first")
     env = nix_env()
-    extra = ""
     print(f"jobs: {args.jobs}, database: {'PostgreSQL' if args.postgres else 'SQLite'}")
     for workers in [int(w) for w in args.workers.split(",")]:
-        elapsed, before, peak, record_s, check_s, progress_seen = bench_orthrus(args.binary, args.jobs, workers, env, extra, args.postgres)
+        elapsed, before, peak, record_s, check_s, progress_seen = bench_orthrus(args.binary, args.jobs, workers, env, args.postgres)
         nix = bench_nix(args.jobs, env)
         recording = f"{record_s:.2f} s ({record_s / elapsed * 100:.0f}% of it)" if record_s is not None else "n/a"
         print(f"workers {workers}: orthrus {elapsed:7.2f} s   nix-instantiate {nix:7.2f} s   "

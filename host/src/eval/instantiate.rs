@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
@@ -489,35 +489,13 @@ enum Line {
 async fn read_lines(stream: impl AsyncRead + Unpin, lines: mpsc::Sender<Line>) {
     let mut stream = BufReader::with_capacity(1 << 16, stream);
     let mut line = Vec::new();
-    loop {
-        line.clear();
-        let Ok(n) = (&mut stream).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await else {
-            return;
-        };
-        if n == 0 {
-            return;
-        }
-        let message = if line.last() == Some(&b'\n') || line.len() <= MAX_LINE {
-            if line.last() == Some(&b'\n') {
-                line.pop();
-            }
-            let text = if line.contains(&0x1b) {
-                crate::nix::strip_ansi(&String::from_utf8_lossy(&line)).into_bytes()
-            } else {
-                std::mem::take(&mut line)
-            };
-            Line::Text(text)
-        } else {
-            // Skip the rest of the long line, a bounded piece at a time.
-            loop {
-                line.clear();
-                match (&mut stream).take(1 << 16).read_until(b'\n', &mut line).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) if line.last() == Some(&b'\n') => break,
-                    Ok(_) => {}
-                }
-            }
+    while let Ok(Some(whole)) = crate::nix::read_bounded_line(&mut stream, &mut line, MAX_LINE).await {
+        let message = if !whole {
             Line::TooLong
+        } else if line.contains(&0x1b) {
+            Line::Text(crate::nix::strip_ansi(&String::from_utf8_lossy(&line)).into_bytes())
+        } else {
+            Line::Text(std::mem::take(&mut line))
         };
         if lines.send(message).await.is_err() {
             return;

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::instantiate::{JobsSource, RawJobs, Workspace};
 use super::jobs::{ConstituentRef, JobInfo};
@@ -232,32 +232,9 @@ pub async fn evaluate(nix: &Nix, workspace: &Workspace, workers: usize, memory_m
 /// One job's line at most: more is a job whose meta is absurd.
 const MAX_LINE: usize = 16 << 20;
 
-/// Reads the next line into `line` (without its newline); `Some(false)`
-/// when it was longer than [`MAX_LINE`] (it is skipped, never kept whole),
-/// `None` at the end.
+/// The next line of nix-eval-jobs' output (see [`crate::nix::read_bounded_line`]).
 async fn read_line(stream: &mut (impl AsyncBufReadExt + Unpin), line: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
-    line.clear();
-    let n = (&mut *stream).take(MAX_LINE as u64 + 1).read_until(b'\n', line).await?;
-    if n == 0 {
-        return Ok(None);
-    }
-    if line.last() == Some(&b'\n') {
-        line.pop();
-        return Ok(Some(true));
-    }
-    if line.len() <= MAX_LINE {
-        // The last line, without a newline.
-        return Ok(Some(true));
-    }
-    // Skip the rest of the long line, a bounded piece at a time.
-    loop {
-        line.clear();
-        let n = (&mut *stream).take(1 << 16).read_until(b'\n', line).await?;
-        if n == 0 || line.last() == Some(&b'\n') {
-            line.clear();
-            return Ok(Some(false));
-        }
-    }
+    crate::nix::read_bounded_line(stream, line, MAX_LINE).await
 }
 
 #[cfg(test)]

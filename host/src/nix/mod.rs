@@ -33,7 +33,7 @@ pub use derivation::{Derivation, DerivationError, DerivationOutput};
 pub use expr::{NixValue, string_literal};
 use flake::FLAKE_FEATURES;
 pub use flake::{FlakeSource, LockInput, LockedFlake};
-pub use output::{Head, Tail, cut_marker, read_head, read_tail};
+pub use output::{Head, Tail, cut_marker, read_bounded_line, read_head, read_tail};
 pub use path_info::{NarReader, PathInfo, group_sizes_from};
 pub use serve::{
     BasicDerivation, BuildOptions, BuildResult, BuildResultStatus, Chunk, RemotePathInfo, ServeConnection, ServeError,

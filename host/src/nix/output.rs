@@ -5,7 +5,7 @@
 //! pipe — keeping a bounded part: the beginning of results, the end of
 //! messages (where the error is).
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt};
 
 /// The last bytes of a stream, and how many came before them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -67,6 +67,37 @@ pub async fn read_head(stream: &mut (impl AsyncRead + Unpin), cap: usize) -> std
         let room = cap.saturating_sub(head.bytes.len()).min(n);
         head.bytes.extend_from_slice(&buf[..room]);
         head.cut += (n - room) as u64;
+    }
+}
+
+/// Reads the next line into `line` (without its newline); `Some(false)`
+/// when it was longer than `max` bytes (it is skipped, a bounded piece at a
+/// time, never kept whole), `None` at the end.
+pub async fn read_bounded_line(
+    stream: &mut (impl AsyncBufReadExt + Unpin),
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    line.clear();
+    let n = (&mut *stream).take(max as u64 + 1).read_until(b'\n', line).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        return Ok(Some(true));
+    }
+    if line.len() <= max {
+        // The last line, without a newline.
+        return Ok(Some(true));
+    }
+    loop {
+        line.clear();
+        let n = (&mut *stream).take(1 << 16).read_until(b'\n', line).await?;
+        if n == 0 || line.last() == Some(&b'\n') {
+            line.clear();
+            return Ok(Some(false));
+        }
     }
 }
 
