@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 
-from orthrus_bench import BINARY, Server, nix_env
+from orthrus_bench import BINARY, Server, delete_paths, nix_env, rss_mib
 
 EXPRESSION = """{ salt, lo ? 0, hi ? N }:
 let
@@ -44,24 +44,6 @@ def write_expression(directory, n):
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "release.nix"), "w") as f:
         f.write(EXPRESSION.replace("hi ? N", f"hi ? {n}"))
-
-
-def rss_mib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def delete_paths(paths, env):
-    """Deletes the run's derivations (those nothing else holds)."""
-    for i in range(0, len(paths), 5000):
-        subprocess.run(["nix-store", "--delete", "--ignore-liveness", *paths[i:i + 5000]], env=env,
-                       capture_output=True)
 
 
 def bench_nix(n, env, processes=1):

@@ -21,6 +21,40 @@ def free_port():
         return s.getsockname()[1]
 
 
+def rss_mib(pid):
+    """A process's resident memory in MiB (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def delete_paths(paths, env):
+    """Deletes a run's store paths (those nothing outside the run holds), a
+    few thousand per call to stay under the argument-length limit. A path
+    still referred to by one in a later call survives its call: the
+    leftovers go round again while that makes progress."""
+    while paths:
+        for i in range(0, len(paths), 5000):
+            subprocess.run(["nix-store", "--delete", "--ignore-liveness", *paths[i:i + 5000]], env=env,
+                           capture_output=True)
+        left = [p for p in paths if os.path.lexists(p)]
+        if len(left) == len(paths):
+            break
+        paths = left
+
+
+def store_paths_named(marker):
+    """The store paths whose name holds `marker` (a run's salt), outputs
+    and derivations alike."""
+    store = "/nix/store"
+    return [os.path.join(store, name) for name in os.listdir(store) if marker in name]
+
+
 def nix_env():
     """The environment for Orthrus and Nix: NIX_CONFIG defaults to the settings above."""
     env = dict(os.environ)

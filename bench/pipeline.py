@@ -13,7 +13,7 @@ started on a loopback port with a key pair and host key made for the run,
 speaking Nix's serve protocol over SSH (the same store, so no copies).
 
 Each run uses fresh derivations (a nonce in every one), so nothing is
-found already built. Nix runs with the settings of NIX_CONFIG, defaulting
+found already built; the store paths a run made are deleted after it. Nix runs with the settings of NIX_CONFIG, defaulting
 to those of a root install without daemon or network.
 """
 
@@ -27,12 +27,12 @@ import sys
 import tempfile
 import time
 
-from orthrus_bench import BINARY, Server, free_port, nix_env
+from orthrus_bench import BINARY, Server, delete_paths, free_port, nix_env, store_paths_named
 
 EXPRESSION = """{ nonce }:
 let
   mk = i: derivation {
-    name = "bench-${toString i}";
+    name = "bench-${nonce}-${toString i}";
     inherit nonce;
     system = builtins.currentSystem;
     builder = "/bin/sh";
@@ -101,9 +101,9 @@ def bench_orthrus(binary, n, max_jobs, workers, env, machines=""):
     src = os.path.join(work, "src")
     write_expression(src, n)
     server = Server(binary, work, env, machines, max_jobs=max_jobs, workers=workers)
+    nonce = f"orthrus-{time.time_ns()}"
     server.start()
     try:
-        nonce = f"orthrus-{time.time_ns()}"
         start = time.monotonic()
         server.create_jobset(src, nonce)
         evaluated = None
@@ -125,13 +125,14 @@ def bench_orthrus(binary, n, max_jobs, workers, env, machines=""):
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
+        delete_paths(store_paths_named(f"bench-{nonce}-"), env)
 
 
 def bench_nix(n, max_jobs, env):
     work = tempfile.mkdtemp(prefix="orthrus-bench-nix-")
+    nonce = f"nix-{time.time_ns()}"
     try:
         write_expression(work, n)
-        nonce = f"nix-{time.time_ns()}"
         start = time.monotonic()
         drvs = subprocess.run(["nix-instantiate", os.path.join(work, "release.nix"), "--argstr", "nonce", nonce],
                               env=env, check=True, capture_output=True, text=True).stdout.split()
@@ -142,6 +143,7 @@ def bench_nix(n, max_jobs, env):
         return done - instantiated, instantiated - start
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        delete_paths(store_paths_named(f"bench-{nonce}-"), env)
 
 
 def main():

@@ -225,8 +225,16 @@ fn api_shapes(backend: Backend) {
             ("nrsucceeded", "int"),
             ("nrfailed", "int"),
             ("nrtotal", "int"),
+            ("lastcheckedtime", "int"),
+            ("starttime", "int?"),
+            ("checkinterval", "int"),
+            ("triggertime", "int?"),
+            ("errortime", "int?"),
+            ("haserrormsg", "bool"),
+            ("fetcherrormsg", "string"),
         ],
     );
+    assert!(summary[0]["starttime"].is_null(), "no evaluation runs: {summary}");
     assert_eq!((summary[0]["nrsucceeded"].clone(), summary[0]["nrtotal"].clone()), (json!(2), json!(2)));
     assert!(server.get_json("/queue").is_array());
     assert!(server.get_json("/status").is_array());

@@ -254,6 +254,17 @@ fn svn_inputs(backend: Backend) {
     let changes = server.get_json(&format!("/eval/{}/changes", eval["id"]));
     assert_eq!(changes["src"]["changes"][0]["message"], "version 1.1");
 
+    // Every check on the interval shows in /api/jobsets, inputs unchanged
+    // or not: Hydra's clients wait for the next check by polling it.
+    let last_checked = || {
+        let jobsets = server.get_json("/api/jobsets?project=svn");
+        let trunk = jobsets.as_array().unwrap().iter().find(|j| j["name"] == "trunk").cloned().unwrap();
+        trunk["lastcheckedtime"].as_i64()
+    };
+    let checked = last_checked().expect("checked once at least");
+    server.wait_for("a check of unchanged inputs", Duration::from_secs(60), || last_checked().filter(|t| *t > checked));
+    assert_eq!(server.get_json("/jobset/svn/trunk/evals")["evals"].as_array().unwrap().len(), 2, "nothing changed");
+
     // A fixed revision stays there.
     let answer = server.put(
         "/jobset/svn/pinned",

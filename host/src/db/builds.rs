@@ -251,9 +251,36 @@ impl Db {
 
     /// Every unfinished build, with what scheduling needs.
     pub async fn queued_builds(&self) -> DbResult<Vec<QueuedBuild>> {
+        /// What the queue runner reads of a build: the queue is re-read
+        /// at every change, a hundred thousand rows at a time.
+        #[derive(sea_orm::FromQueryResult)]
+        struct Queued {
+            id: i64,
+            jobset_id: i64,
+            job: String,
+            drv_path: String,
+            priority: i32,
+            global_priority: i64,
+            timeout: i32,
+            max_silent: i32,
+            is_aggregate: bool,
+        }
         let builds = build::Entity::find()
+            .select_only()
+            .columns([
+                build::Column::Id,
+                build::Column::JobsetId,
+                build::Column::Job,
+                build::Column::DrvPath,
+                build::Column::Priority,
+                build::Column::GlobalPriority,
+                build::Column::Timeout,
+                build::Column::MaxSilent,
+                build::Column::IsAggregate,
+            ])
             .filter(build::Column::Finished.eq(false))
             .order_by_asc(build::Column::Id)
+            .into_model::<Queued>()
             .all(self.read())
             .await?;
         let aggregates: Vec<i64> = builds.iter().filter(|b| b.is_aggregate).map(|b| b.id).collect();

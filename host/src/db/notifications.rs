@@ -2,7 +2,12 @@
 //! outbox, and the events it has yet to deliver after a failure.
 
 use sea_orm::sea_query::{ExprTrait, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use std::collections::HashMap;
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
+};
 
 use super::entities::{build, notifier_cursor, notifier_pending};
 use super::{Db, DbResult, now};
@@ -173,6 +178,38 @@ impl Db {
             .into_tuple()
             .one(self.read())
             .await?)
+    }
+
+    /// `previous_finished_build` of many builds, in a query per few
+    /// hundred: a notifier's batch of a thousand `build-finished` events
+    /// waits for one answer, not a thousand. Builds without one are left
+    /// out.
+    pub async fn previous_finished_builds(&self, build_ids: &[i64]) -> DbResult<HashMap<i64, (i64, Option<i32>)>> {
+        let backend = self.read().get_database_backend();
+        let mut previous = HashMap::new();
+        for chunk in build_ids.chunks(super::INSERT_CHUNK) {
+            let placeholders: Vec<String> = (1..=chunk.len())
+                .map(|n| if backend == DbBackend::Postgres { format!("${n}") } else { "?".to_owned() })
+                .collect();
+            // For each build, the newest finished build of its job before it
+            // (the index on jobset, job and id answers the inner query).
+            let sql = format!(
+                "SELECT b.id, p.id, p.build_status FROM builds b JOIN builds p ON p.id = \
+                 (SELECT q.id FROM builds q WHERE q.jobset_id = b.jobset_id AND q.job = b.job \
+                 AND q.finished AND q.id < b.id ORDER BY q.id DESC LIMIT 1) \
+                 WHERE b.id IN ({})",
+                placeholders.join(", ")
+            );
+            let values = chunk.iter().map(|id| (*id).into());
+            let rows = self.read().query_all_raw(Statement::from_sql_and_values(backend, sql, values)).await?;
+            for row in rows {
+                let build: i64 = row.try_get_by_index(0)?;
+                let id: i64 = row.try_get_by_index(1)?;
+                let status: Option<i32> = row.try_get_by_index(2)?;
+                previous.insert(build, (id, status));
+            }
+        }
+        Ok(previous)
     }
 }
 

@@ -47,6 +47,30 @@ impl StepType {
     }
 }
 
+/// The row of a step starting now, or decided now (with its status).
+fn step_row(build_id: i64, step_nr: i32, step: &NewStep, time: i64) -> build_step::ActiveModel {
+    build_step::ActiveModel {
+        build_id: Set(build_id),
+        step_nr: Set(step_nr),
+        kind: Set(step.kind.code()),
+        drv_path: Set(step.drv_path.clone()),
+        busy: Set(step.status.is_none()),
+        status: Set(step.status.map(StepStatus::code)),
+        error_msg: Set(step.error_msg.clone()),
+        start_time: Set(Some(time)),
+        stop_time: Set(step.status.map(|_| time)),
+        machine: Set(step.machine.clone()),
+        system: Set(Some(step.system.clone())),
+        propagated_from: Set(step.propagated_from),
+        times_built: Set(None),
+    }
+}
+
+fn step_finished_event(build_id: i64, step_nr: i32, step: &NewStep, status: StepStatus) -> NewEvent {
+    let data = serde_json::json!({ "status": status.code(), "drvpath": step.drv_path, "propagatedfrom": step.propagated_from });
+    NewEvent { step_nr: Some(step_nr), ..NewEvent::build(EventKind::StepFinished, build_id, data) }
+}
+
 impl Db {
     pub async fn build_steps(&self, build_id: i64) -> DbResult<Vec<BuildStep>> {
         Ok(build_step::Entity::find()
@@ -139,23 +163,7 @@ impl Db {
             .await?
             .flatten();
         let step_nr = last.unwrap_or(0) + 1;
-        build_step::ActiveModel {
-            build_id: Set(build_id),
-            step_nr: Set(step_nr),
-            kind: Set(step.kind.code()),
-            drv_path: Set(step.drv_path.clone()),
-            busy: Set(step.status.is_none()),
-            status: Set(step.status.map(StepStatus::code)),
-            error_msg: Set(step.error_msg.clone()),
-            start_time: Set(Some(time)),
-            stop_time: Set(step.status.map(|_| time)),
-            machine: Set(step.machine.clone()),
-            system: Set(Some(step.system.clone())),
-            propagated_from: Set(step.propagated_from),
-            times_built: Set(None),
-        }
-        .insert(&txn)
-        .await?;
+        step_row(build_id, step_nr, step, time).insert(&txn).await?;
         match step.status {
             None => {
                 // The build has started when its first step does.
@@ -170,15 +178,52 @@ impl Db {
                     write_events(&txn, vec![NewEvent::build(EventKind::BuildStarted, build_id, data)]).await?;
                 }
             }
-            Some(status) => {
-                let data = serde_json::json!({ "status": status.code(), "drvpath": step.drv_path, "propagatedfrom": step.propagated_from });
-                let event =
-                    NewEvent { step_nr: Some(step_nr), ..NewEvent::build(EventKind::StepFinished, build_id, data) };
-                write_events(&txn, vec![event]).await?;
-            }
+            Some(status) => write_events(&txn, vec![step_finished_event(build_id, step_nr, step, status)]).await?,
         }
         self.commit_events(txn).await?;
         Ok(step_nr)
+    }
+
+    /// Records steps that ended without running, each on its build (the
+    /// failure of a shared dependency shown on every build it failed): a
+    /// transaction per few hundred builds, not per build.
+    pub async fn create_finished_steps(&self, steps: &[(i64, NewStep)]) -> DbResult<()> {
+        let time = now();
+        for chunk in steps.chunks(super::INSERT_CHUNK) {
+            let txn = self.begin_write().await?;
+            let mut ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for id in &ids {
+                super::lock_row(&txn, "builds", *id).await?;
+            }
+            let mut last: HashMap<i64, i32> = build_step::Entity::find()
+                .select_only()
+                .column(build_step::Column::BuildId)
+                .column_as(build_step::Column::StepNr.max(), "max")
+                .filter(build_step::Column::BuildId.is_in(ids))
+                .group_by(build_step::Column::BuildId)
+                .into_tuple::<(i64, Option<i32>)>()
+                .all(&txn)
+                .await?
+                .into_iter()
+                .map(|(id, max)| (id, max.unwrap_or(0)))
+                .collect();
+            let mut rows = Vec::with_capacity(chunk.len());
+            let mut events = Vec::new();
+            for (build_id, step) in chunk {
+                let step_nr = last.entry(*build_id).or_insert(0);
+                *step_nr += 1;
+                rows.push(step_row(*build_id, *step_nr, step, time));
+                if let Some(status) = step.status {
+                    events.push(step_finished_event(*build_id, *step_nr, step, status));
+                }
+            }
+            insert_chunked(&txn, rows).await?;
+            write_events(&txn, events).await?;
+            self.commit_events(txn).await?;
+        }
+        Ok(())
     }
 
     /// The steps that ran since `since` (unix time), as (jobset, stop time,

@@ -225,6 +225,34 @@ impl LogStore {
         let path = self.path_for(drv);
         self.blocking(move || read_tail(&path, lines)).await
     }
+
+    /// The tails of many logs in one trip off the async threads, until
+    /// they add up to `budget` bytes: those left out (and those that could
+    /// not be read) are missing from the answer, for `tail` to read.
+    pub async fn tails(&self, drvs: Vec<StorePath>, lines: usize, budget: u64) -> HashMap<StorePath, Vec<u8>> {
+        let paths: Vec<(StorePath, PathBuf)> = drvs
+            .into_iter()
+            .map(|drv| {
+                let path = self.path_for(&drv);
+                (drv, path)
+            })
+            .collect();
+        let read = self.blocking(move || {
+            let mut tails = HashMap::new();
+            let mut total = 0u64;
+            for (drv, path) in paths {
+                if let Ok(Some(tail)) = read_tail(&path, lines) {
+                    total += tail.len() as u64;
+                    tails.insert(drv, tail);
+                }
+                if total >= budget {
+                    break;
+                }
+            }
+            Ok(tails)
+        });
+        read.await.unwrap_or_default()
+    }
 }
 
 /// A tail is at most this long, however long its lines.

@@ -419,6 +419,19 @@ impl Machines {
     }
 
     /// A connection to the server's own store.
+    /// Which of `paths` are not valid in the local store, through a
+    /// connection kept open (no Nix process per question).
+    pub async fn invalid_paths(&self, paths: &[StorePath]) -> Result<HashSet<StorePath>, String> {
+        let mut store = self.store_connection().await?;
+        let mut invalid = HashSet::new();
+        for chunk in paths.chunks(CLOSURE_QUERY_BATCH) {
+            let valid = store.valid_paths_now(chunk).await.map_err(|e| format!("cannot query the local store: {e}"))?;
+            invalid.extend(chunk.iter().filter(|p| !valid.contains(*p)).cloned());
+        }
+        self.keep_store_connection(store);
+        Ok(invalid)
+    }
+
     async fn store_connection(&self) -> Result<ServeConnection, String> {
         let idle = self.store.lock().unwrap_or_else(|p| p.into_inner()).pop();
         if let Some(mut connection) = idle {

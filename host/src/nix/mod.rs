@@ -396,6 +396,39 @@ impl Nix {
         Derivation::parse(&text).map_err(|e| NixError::Derivation { path: path.to_string(), message: e.to_string() })
     }
 
+    /// Reads and parses many `.drv` files at once, off the async threads:
+    /// the queue reads a hundred thousand when it loads.
+    pub async fn read_derivations(&self, paths: Vec<StorePath>) -> Vec<(StorePath, Result<Derivation, NixError>)> {
+        let read = |path: &StorePath| {
+            let text = std::fs::read(path.as_str())
+                .map_err(|e| NixError::Derivation { path: path.to_string(), message: e.to_string() })?;
+            Derivation::parse(&text)
+                .map_err(|e| NixError::Derivation { path: path.to_string(), message: e.to_string() })
+        };
+        let paths_for_error = paths.clone();
+        match tokio::task::spawn_blocking(move || {
+            paths
+                .into_iter()
+                .map(|path| {
+                    let result = read(&path);
+                    (path, result)
+                })
+                .collect()
+        })
+        .await
+        {
+            Ok(read) => read,
+            Err(e) => paths_for_error
+                .into_iter()
+                .map(|path| {
+                    let message = format!("reading the derivation failed: {e}");
+                    let error = NixError::Derivation { path: path.to_string(), message };
+                    (path, Err(error))
+                })
+                .collect(),
+        }
+    }
+
     /// Registers `path` as a GC root through the symlink `link`.
     pub async fn add_gc_root(&self, path: &StorePath, link: &Path) -> Result<(), NixError> {
         let mut cmd = self.command("nix-store");

@@ -8,16 +8,16 @@
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::scheduler::{RunnableStep, StepKind};
 use crate::db::{Db, NewStep, QueuedBuild, StepType};
 use crate::domain::StepStatus;
+use crate::machines::Machines;
 use crate::nix::{Derivation, Nix, NixError, StorePath};
 
 /// Counting the steps that wait for a step stops here: beyond, the count
-/// no longer changes the order much and would cost too much in huge graphs.
+/// no longer changes the order much.
 const MAX_DEPENDENTS_COUNTED: u32 = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,10 @@ pub enum StepState {
 
 #[derive(Debug)]
 pub struct Step {
-    pub derivation: Arc<Derivation>,
+    /// Where it may be built. The derivation itself is not kept: a
+    /// nixpkgs derivation's environment runs to kilobytes, times a hundred
+    /// thousand steps; the step's task reads it again when it starts.
+    pub kind: StepKind,
     pub state: StepState,
     /// Unfinished steps this one waits for.
     deps: HashSet<StorePath>,
@@ -43,6 +46,25 @@ pub struct Step {
     rdeps: HashSet<StorePath>,
     /// Builds for which this is a root.
     roots_of: HashSet<i64>,
+    /// The most urgent build this step serves, directly or through the
+    /// steps waiting for it; `None` once it serves none. Kept current by
+    /// `refresh` whenever the builds a step serves change, so that ranking
+    /// a step costs the same in a graph of ten steps and of a million.
+    primary: Option<i64>,
+    /// Steps waiting for this one, directly or not, counted along every
+    /// path (a step reached twice counts twice) up to
+    /// `MAX_DEPENDENTS_COUNTED`: a tie-breaker, cheap to keep current.
+    dependents: u32,
+}
+
+/// How urgent a build is, the most urgent the smallest: bumped builds
+/// first (global priority), then the job's `schedulingPriority`, then the
+/// oldest build.
+pub type Urgency = (Reverse<i64>, Reverse<i32>, i64);
+
+/// The order in which queued builds are loaded: the most urgent first.
+pub fn load_order(build: &QueuedBuild) -> Urgency {
+    (Reverse(build.global_priority), Reverse(build.priority), build.id)
 }
 
 /// A queued build as the graph tracks it.
@@ -61,6 +83,23 @@ pub struct TrackedBuild {
     pub never_started: bool,
 }
 
+impl TrackedBuild {
+    fn urgency(&self) -> Urgency {
+        (Reverse(self.global_priority), Reverse(self.priority), self.id)
+    }
+}
+
+/// What adding builds to the graph changed.
+#[derive(Debug, Default)]
+pub struct Expanded {
+    /// Steps whose rank may have changed: the new builds' closures, steps
+    /// of earlier builds included.
+    pub reranked: Vec<StorePath>,
+    /// New steps that fail without running (a cached failure, an
+    /// unreadable derivation), with their status and message.
+    pub fails_at_once: Vec<(StorePath, StepStatus, String)>,
+}
+
 #[derive(Debug, Default)]
 pub struct Graph {
     steps: HashMap<StorePath, Step>,
@@ -74,29 +113,38 @@ impl Graph {
         self.builds.keys().copied()
     }
 
+    pub fn step_count(&self) -> usize {
+        self.steps.len()
+    }
+
     pub fn has_build(&self, id: i64) -> bool {
         self.builds.contains_key(&id)
     }
 
     pub fn system_of(&self, drv: &StorePath) -> Option<String> {
-        self.steps.get(drv).map(|s| s.derivation.system.clone())
+        self.steps.get(drv).map(|s| s.kind.system.clone())
     }
 
     pub fn is_complete(&self, build_id: i64) -> bool {
         self.builds.get(&build_id).is_some_and(|b| b.pending.is_empty())
     }
 
-    /// Sets a build's global priority; true when it changed (and so the
-    /// rank of the steps it needs).
-    pub fn update_priority(&mut self, build_id: i64, global_priority: i64) -> bool {
-        let Some(build) = self.builds.get_mut(&build_id) else {
-            return false;
-        };
-        if build.global_priority == global_priority {
-            return false;
+    /// Whether a build's global priority differs from `global_priority`.
+    pub fn priority_changed(&self, build_id: i64, global_priority: i64) -> bool {
+        self.builds.get(&build_id).is_some_and(|b| b.global_priority != global_priority)
+    }
+
+    /// Sets builds' global priorities (a user bumped them); returns the
+    /// steps whose rank may have changed.
+    pub fn update_priorities(&mut self, changes: &[(i64, i64)]) -> Vec<StorePath> {
+        let mut seeds = Vec::new();
+        for &(build_id, global_priority) in changes {
+            if let Some(build) = self.builds.get_mut(&build_id) {
+                build.global_priority = global_priority;
+                seeds.extend(build.pending.iter().cloned());
+            }
         }
-        build.global_priority = global_priority;
-        true
+        self.refresh(seeds)
     }
 
     /// Builds served by a step, directly or through the steps waiting for it.
@@ -118,12 +166,72 @@ impl Graph {
 
     /// The build a step runs for: the most urgent one it serves. Its
     /// timeouts apply, and the step is recorded under it.
-    pub fn primary_build(&self, drv: &StorePath) -> Option<TrackedBuild> {
-        self.builds_served_by(drv)
-            .into_iter()
-            .filter_map(|id| self.builds.get(&id))
-            .min_by_key(|b| (Reverse(b.global_priority), Reverse(b.priority), b.id))
-            .cloned()
+    pub fn primary_build(&self, drv: &StorePath) -> Option<&TrackedBuild> {
+        let primary = self.steps.get(drv)?.primary?;
+        self.builds.get(&primary)
+    }
+
+    /// Recomputes which build each step runs for and how many steps wait
+    /// for it, for `seeds` and every step they wait for — the only steps
+    /// whose served builds can change when builds whose roots are `seeds`
+    /// come, go or change priority. A step's figures follow from those of
+    /// the steps waiting for it, so they are computed in an order where
+    /// those come first (Kahn's algorithm on the waiting-for edges); steps
+    /// outside the region keep theirs. Returns the region's steps.
+    fn refresh(&mut self, seeds: impl IntoIterator<Item = StorePath>) -> Vec<StorePath> {
+        let mut region: HashSet<StorePath> = HashSet::new();
+        let mut stack: Vec<StorePath> = seeds.into_iter().collect();
+        while let Some(drv) = stack.pop() {
+            if region.contains(&drv) {
+                continue;
+            }
+            if let Some(step) = self.steps.get(&drv) {
+                stack.extend(step.deps.iter().filter(|d| !region.contains(*d)).cloned());
+                region.insert(drv);
+            }
+        }
+        let mut waiting_on: HashMap<&StorePath, usize> = region
+            .iter()
+            .map(|drv| (drv, self.steps[drv].rdeps.iter().filter(|r| region.contains(*r)).count()))
+            .collect();
+        let mut next: Vec<&StorePath> = waiting_on.iter().filter(|(_, n)| **n == 0).map(|(d, _)| *d).collect();
+        let mut order: Vec<StorePath> = Vec::with_capacity(region.len());
+        while let Some(drv) = next.pop() {
+            order.push(drv.clone());
+            for dep in &self.steps[drv].deps {
+                if let Some(count) = waiting_on.get_mut(dep) {
+                    *count -= 1;
+                    if *count == 0 {
+                        next.push(dep);
+                    }
+                }
+            }
+        }
+        if order.len() < region.len() {
+            // Only a cycle leaves steps behind, and derivations have none;
+            // still, every step of the region gets figures.
+            let placed: HashSet<&StorePath> = order.iter().collect();
+            let left: Vec<StorePath> = region.iter().filter(|d| !placed.contains(d)).cloned().collect();
+            order.extend(left);
+        }
+        for drv in &order {
+            let step = &self.steps[drv];
+            let mut primary: Option<Urgency> =
+                step.roots_of.iter().filter_map(|id| self.builds.get(id)).map(TrackedBuild::urgency).min();
+            let mut dependents: u32 = 0;
+            for waiting in step.rdeps.iter().filter_map(|r| self.steps.get(r)) {
+                dependents = dependents.saturating_add(1).saturating_add(waiting.dependents);
+                let served = waiting.primary.and_then(|id| self.builds.get(&id)).map(TrackedBuild::urgency);
+                primary = match (primary, served) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            let step = self.steps.get_mut(drv).expect("a step of the region");
+            step.primary = primary.map(|(_, _, id)| id);
+            step.dependents = dependents.min(MAX_DEPENDENTS_COUNTED);
+        }
+        order
     }
 
     fn make_runnable(&mut self, drv: StorePath) {
@@ -139,53 +247,18 @@ impl Graph {
     /// no build needs it any more.
     pub fn rank(&self, drv: &StorePath, now: Instant) -> Option<RunnableStep> {
         let step = self.steps.get(drv)?;
-        let primary = self.primary_build(drv)?;
-        let kind = step_kind(&step.derivation);
+        let primary = self.builds.get(&step.primary?)?;
+        let kind = step.kind.clone();
         Some(RunnableStep {
             drv: drv.clone(),
             kind,
             global_priority: primary.global_priority,
             jobset: primary.jobset_id,
             scheduling_priority: primary.priority,
-            dependents: self.dependents(drv),
+            dependents: step.dependents,
             build_id: primary.id,
             since: now,
         })
-    }
-
-    /// How many steps wait for this one, directly or not.
-    fn dependents(&self, drv: &StorePath) -> u32 {
-        let mut seen: HashSet<&StorePath> = HashSet::new();
-        let mut stack: Vec<&StorePath> = self.steps.get(drv).map(|s| s.rdeps.iter().collect()).unwrap_or_default();
-        while let Some(current) = stack.pop() {
-            if seen.len() as u32 >= MAX_DEPENDENTS_COUNTED {
-                break;
-            }
-            if seen.insert(current) {
-                if let Some(step) = self.steps.get(current) {
-                    stack.extend(step.rdeps.iter());
-                }
-            }
-        }
-        seen.len() as u32
-    }
-
-    /// The given steps and every step they wait for, directly or not.
-    pub fn with_dependencies(&self, drvs: Vec<StorePath>) -> Vec<StorePath> {
-        let mut seen: HashSet<StorePath> = HashSet::new();
-        let mut stack = drvs;
-        while let Some(drv) = stack.pop() {
-            if let Some(step) = self.steps.get(&drv) {
-                if seen.insert(drv) {
-                    stack.extend(step.deps.iter().cloned());
-                }
-            }
-        }
-        seen.into_iter().collect()
-    }
-
-    pub fn derivation(&self, drv: &StorePath) -> Option<Arc<Derivation>> {
-        self.steps.get(drv).map(|s| s.derivation.clone())
     }
 
     pub fn set_state(&mut self, drv: &StorePath, state: StepState) {
@@ -214,16 +287,48 @@ impl Graph {
         }
     }
 
-    /// Forgets a build (finished or cancelled); its steps stay while other
-    /// builds need them.
-    pub fn remove_build(&mut self, id: i64) -> Option<TrackedBuild> {
+    /// Forgets a build whose roots were all built (its closure is empty).
+    pub fn remove_finished_build(&mut self, id: i64) -> Option<TrackedBuild> {
         let build = self.builds.remove(&id)?;
-        for drv in &build.pending {
-            if let Some(step) = self.steps.get_mut(drv) {
-                step.roots_of.remove(&id);
+        debug_assert!(build.pending.is_empty(), "a finished build has nothing left to build");
+        Some(build)
+    }
+
+    /// Forgets builds that left the queue unfinished (cancelled, or failed
+    /// by a step): their steps stay while other builds need them. Returns
+    /// the steps no build needs any more; those not running are dropped
+    /// already, the running ones are the caller's to cancel and remove.
+    pub fn remove_builds(&mut self, ids: &[i64]) -> Vec<StorePath> {
+        self.forget_builds(ids, Vec::new())
+    }
+
+    /// `remove_builds`, also looking again at `seeds` and what they wait
+    /// for (the dependencies of a step removed with them).
+    fn forget_builds(&mut self, ids: &[i64], mut seeds: Vec<StorePath>) -> Vec<StorePath> {
+        for id in ids {
+            let Some(build) = self.builds.remove(id) else { continue };
+            for drv in &build.pending {
+                if let Some(step) = self.steps.get_mut(drv) {
+                    step.roots_of.remove(id);
+                }
+            }
+            seeds.extend(build.pending);
+        }
+        let region = self.refresh(seeds);
+        self.drop_unneeded(region)
+    }
+
+    /// Of these steps, those that serve no build: drops the waiting ones,
+    /// and returns them all.
+    fn drop_unneeded(&mut self, steps: Vec<StorePath>) -> Vec<StorePath> {
+        let unneeded: Vec<StorePath> =
+            steps.into_iter().filter(|drv| self.steps.get(drv).is_some_and(|s| s.primary.is_none())).collect();
+        for drv in &unneeded {
+            if self.steps[drv].state != StepState::Running {
+                self.remove_step(drv);
             }
         }
-        Some(build)
+        unneeded
     }
 
     /// A step built successfully: steps waiting for it may become runnable,
@@ -246,59 +351,31 @@ impl Graph {
     }
 
     /// A step failed: every build it serves fails. Returns those builds,
-    /// each with whether the failed step is the build's own derivation.
-    pub fn step_failed(&mut self, drv: &StorePath) -> Vec<(i64, bool)> {
+    /// each with whether the failed step is the build's own derivation,
+    /// and the steps no build needs any more (as `remove_builds`).
+    pub fn step_failed(&mut self, drv: &StorePath) -> (Vec<(i64, bool)>, Vec<StorePath>) {
         let mut affected: Vec<i64> = self.builds_served_by(drv).into_iter().collect();
         affected.sort_unstable();
-        let result =
-            affected.into_iter().filter_map(|id| self.remove_build(id)).map(|b| (b.id, &b.top == drv)).collect();
+        let failed: Vec<(i64, bool)> =
+            affected.iter().filter_map(|id| self.builds.get(id)).map(|b| (b.id, &b.top == drv)).collect();
+        // A step known to fail at once may still wait for others: those may
+        // serve no build any more.
+        let deps: Vec<StorePath> = self.steps.get(drv).map(|s| s.deps.iter().cloned().collect()).unwrap_or_default();
         self.remove_step(drv);
-        result
-    }
-
-    /// Steps some queued build still needs (transitively).
-    fn needed(&self) -> HashSet<StorePath> {
-        let mut needed = HashSet::new();
-        let mut stack: Vec<&StorePath> =
-            self.steps.iter().filter(|(_, s)| !s.roots_of.is_empty()).map(|(drv, _)| drv).collect();
-        while let Some(drv) = stack.pop() {
-            if needed.insert(drv.clone()) {
-                if let Some(step) = self.steps.get(drv) {
-                    stack.extend(step.deps.iter());
-                }
-            }
-        }
-        needed
+        let unneeded = self.forget_builds(&affected, deps);
+        (failed, unneeded)
     }
 
     pub fn is_needed(&self, drv: &StorePath) -> bool {
-        !self.builds_served_by(drv).is_empty()
+        self.steps.get(drv).is_some_and(|s| s.primary.is_some())
     }
 
-    /// Drops waiting steps no build needs any more; returns them.
+    /// Drops every waiting step no build needs (after adding builds
+    /// failed half-way); returns them, as `remove_builds`.
     pub fn prune_unneeded(&mut self) -> Vec<StorePath> {
-        let needed = self.needed();
-        let unneeded: Vec<StorePath> = self
-            .steps
-            .iter()
-            .filter(|(drv, s)| !needed.contains(*drv) && s.state != StepState::Running)
-            .map(|(drv, _)| drv.clone())
-            .collect();
-        for drv in &unneeded {
-            self.remove_step(drv);
-        }
-        unneeded
-    }
-
-    /// Steps that fail without running, with their status and message.
-    pub fn fails_at_once(&self) -> Vec<(StorePath, StepStatus, String)> {
-        self.steps
-            .iter()
-            .filter_map(|(drv, s)| match &s.state {
-                StepState::FailsAtOnce { status, message } => Some((drv.clone(), *status, message.clone())),
-                _ => None,
-            })
-            .collect()
+        let all: Vec<StorePath> = self.steps.keys().cloned().collect();
+        let region = self.refresh(all);
+        self.drop_unneeded(region)
     }
 }
 
@@ -321,17 +398,20 @@ impl Substitutes {
 /// need no building), with one validity query per level for all builds.
 /// With `substitutes`, outputs a substituter has are fetched instead of
 /// built (as Hydra's `use-substitutes`), recorded as a substitution step
-/// of the build that first needed them. Returns the steps of earlier
-/// builds that the new ones need too (and so whose rank may have changed).
+/// of the build that first needed them. Derivations are read a level at a
+/// time off the async threads, and validity is asked of the local store's
+/// open connection (a `nix-store` process per level only if that fails).
 pub async fn expand(
     nix: &Nix,
+    machines: &Machines,
     db: &Db,
     graph: &mut Graph,
     builds: &[QueuedBuild],
     substitutes: Substitutes,
-) -> Result<Vec<StorePath>, NixError> {
-    let mut shared: Vec<StorePath> = Vec::new();
+) -> Result<Expanded, NixError> {
     let mut new_steps: Vec<StorePath> = Vec::new();
+    // The derivations each new step waits for, until the edges are made.
+    let mut inputs_of: HashMap<StorePath, Vec<StorePath>> = HashMap::new();
     let mut checked: HashSet<StorePath> = HashSet::new();
     let mut frontier: Vec<(StorePath, i64)> = Vec::new();
     // The build that first reached each derivation: substitutions are
@@ -361,25 +441,20 @@ pub async fn expand(
                 continue;
             }
             reached_by.insert(drv.clone(), build_id);
-            if graph.steps.contains_key(&drv) {
-                shared.push(drv);
-            } else {
+            if !graph.steps.contains_key(&drv) {
                 level.push(drv);
             }
         }
         let mut derivations = Vec::with_capacity(level.len());
-        for drv in level {
-            match nix.read_derivation(&drv).await {
-                Ok(derivation) => derivations.push((drv, Arc::new(derivation))),
+        for (drv, read) in nix.read_derivations(level).await {
+            match read {
+                Ok(derivation) => derivations.push((drv, derivation)),
                 Err(e) => {
                     // Garbage-collected, say: whatever needs it fails, the rest goes on.
                     let message = e.to_string();
                     graph.steps.insert(
                         drv.clone(),
-                        new_step(
-                            Arc::new(empty_derivation()),
-                            StepState::FailsAtOnce { status: StepStatus::Aborted, message },
-                        ),
+                        new_step(StepKind::default(), StepState::FailsAtOnce { status: StepStatus::Aborted, message }),
                     );
                     new_steps.push(drv);
                 }
@@ -387,7 +462,13 @@ pub async fn expand(
         }
         let outputs: Vec<StorePath> =
             derivations.iter().flat_map(|(_, d)| d.output_paths().map(|(_, p)| p.clone())).collect();
-        let mut invalid = nix.invalid_paths(&outputs).await?;
+        let mut invalid = match machines.invalid_paths(&outputs).await {
+            Ok(invalid) => invalid,
+            Err(e) => {
+                tracing::debug!("{e}; asking nix-store");
+                nix.invalid_paths(&outputs).await?
+            }
+        };
         if substitutes == Substitutes::Use && !invalid.is_empty() {
             let mut wanted: Vec<StorePath> = invalid.iter().cloned().collect();
             wanted.sort();
@@ -403,11 +484,13 @@ pub async fn expand(
             invalid.retain(|p| !fetched.contains(p));
         }
         for (drv, derivation) in derivations {
+            let kind = step_kind(&derivation);
             let needs_build = derivation.outputs.values().any(|o| o.path.as_ref().is_none_or(|p| invalid.contains(p)));
             if needs_build {
                 let build_id = reached_by[&drv];
                 frontier.extend(derivation.input_drvs.keys().map(|input| (input.clone(), build_id)));
-                graph.steps.insert(drv.clone(), new_step(derivation, StepState::Pending));
+                inputs_of.insert(drv.clone(), derivation.input_drvs.into_keys().collect());
+                graph.steps.insert(drv.clone(), new_step(kind, StepState::Pending));
                 new_steps.push(drv);
             }
         }
@@ -415,7 +498,7 @@ pub async fn expand(
 
     // Edges between the new steps and the steps they wait for.
     for drv in &new_steps {
-        let inputs: Vec<StorePath> = graph.steps[drv].derivation.input_drvs.keys().cloned().collect();
+        let inputs: Vec<StorePath> = inputs_of.remove(drv).unwrap_or_default();
         let inputs: Vec<StorePath> = inputs.into_iter().filter(|i| graph.steps.contains_key(i)).collect();
         for input in inputs {
             graph.steps.get_mut(drv).expect("new step").deps.insert(input.clone());
@@ -494,6 +577,16 @@ pub async fn expand(
             },
         );
     }
+    let seeds: Vec<StorePath> =
+        builds.iter().filter_map(|b| graph.builds.get(&b.id)).flat_map(|b| b.pending.iter().cloned()).collect();
+    let reranked = graph.refresh(seeds);
+    let fails_at_once = new_steps
+        .iter()
+        .filter_map(|drv| match &graph.steps.get(drv)?.state {
+            StepState::FailsAtOnce { status, message } => Some((drv.clone(), *status, message.clone())),
+            _ => None,
+        })
+        .collect();
     // Whatever waits for nothing can run now.
     let ready: Vec<StorePath> = new_steps
         .iter()
@@ -503,7 +596,7 @@ pub async fn expand(
     for drv in ready {
         graph.make_runnable(drv);
     }
-    Ok(graph.with_dependencies(shared))
+    Ok(Expanded { reranked, fails_at_once })
 }
 
 /// Where a derivation may be built: its system, `requiredSystemFeatures`
@@ -516,19 +609,15 @@ fn step_kind(derivation: &Derivation) -> StepKind {
     }
 }
 
-fn new_step(derivation: Arc<Derivation>, state: StepState) -> Step {
-    Step { derivation, state, deps: HashSet::new(), rdeps: HashSet::new(), roots_of: HashSet::new() }
-}
-
-fn empty_derivation() -> Derivation {
-    Derivation {
-        outputs: Default::default(),
-        input_drvs: Default::default(),
-        input_srcs: Default::default(),
-        system: String::new(),
-        builder: String::new(),
-        args: Vec::new(),
-        env: Default::default(),
+fn new_step(kind: StepKind, state: StepState) -> Step {
+    Step {
+        kind,
+        state,
+        deps: HashSet::new(),
+        rdeps: HashSet::new(),
+        roots_of: HashSet::new(),
+        primary: None,
+        dependents: 0,
     }
 }
 
@@ -536,58 +625,84 @@ fn empty_derivation() -> Derivation {
 mod tests {
     use super::*;
 
+    fn empty_derivation() -> Derivation {
+        Derivation {
+            outputs: Default::default(),
+            input_drvs: Default::default(),
+            input_srcs: Default::default(),
+            system: String::new(),
+            builder: String::new(),
+            args: Vec::new(),
+            env: Default::default(),
+        }
+    }
+
     fn path(name: &str) -> StorePath {
         StorePath::parse(&format!("/nix/store/{:0<32}-{name}.drv", name.len())).unwrap()
     }
 
-    fn new_pending_step() -> Step {
-        new_step(Arc::new(empty_derivation()), StepState::Pending)
-    }
-
-    fn build(id: i64, top: &StorePath, pending: &[&StorePath]) -> TrackedBuild {
-        TrackedBuild {
-            id,
-            jobset_id: 1,
-            top: top.clone(),
-            global_priority: 0,
-            priority: 100,
-            timeout: 10,
-            max_silent: 10,
-            pending: pending.iter().map(|p| (*p).clone()).collect(),
-            never_started: pending.is_empty(),
+    /// Adds a waiting step that waits for `deps` (steps already there).
+    fn add_step(graph: &mut Graph, drv: &StorePath, deps: &[&StorePath]) {
+        graph.steps.insert(drv.clone(), new_step(StepKind::default(), StepState::Pending));
+        for dep in deps {
+            graph.steps.get_mut(drv).unwrap().deps.insert((*dep).clone());
+            graph.steps.get_mut(*dep).unwrap().rdeps.insert(drv.clone());
+        }
+        if deps.is_empty() {
+            graph.make_runnable(drv.clone());
         }
     }
 
-    /// dep <- a (build 1), dep <- b (build 2, bumped)
+    /// Adds a build waiting for `roots`, as `expand` does.
+    fn add_build(graph: &mut Graph, id: i64, global_priority: i64, roots: &[&StorePath]) {
+        for root in roots {
+            graph.steps.get_mut(*root).unwrap().roots_of.insert(id);
+        }
+        graph.builds.insert(
+            id,
+            TrackedBuild {
+                id,
+                jobset_id: 1,
+                top: roots[0].clone(),
+                global_priority,
+                priority: 100,
+                timeout: 10,
+                max_silent: 10,
+                pending: roots.iter().map(|p| (*p).clone()).collect(),
+                never_started: roots.is_empty(),
+            },
+        );
+        graph.refresh(roots.iter().map(|r| (*r).clone()));
+    }
+
+    /// dep <- a (build 1), dep <- b (build 2)
     fn shared_dependency() -> (Graph, StorePath, StorePath, StorePath) {
         let (dep, a, b) = (path("dep"), path("a"), path("bb"));
         let mut graph = Graph::default();
-        for drv in [&dep, &a, &b] {
-            graph.steps.insert(drv.clone(), new_pending_step());
-        }
-        for top in [&a, &b] {
-            graph.steps.get_mut(top).unwrap().deps.insert(dep.clone());
-            graph.steps.get_mut(&dep).unwrap().rdeps.insert(top.clone());
-        }
-        graph.steps.get_mut(&a).unwrap().roots_of.insert(1);
-        graph.steps.get_mut(&b).unwrap().roots_of.insert(2);
-        graph.builds.insert(1, build(1, &a, &[&a]));
-        graph.builds.insert(2, build(2, &b, &[&b]));
-        graph.make_runnable(dep.clone());
+        add_step(&mut graph, &dep, &[]);
+        add_step(&mut graph, &a, &[&dep]);
+        add_step(&mut graph, &b, &[&dep]);
+        add_build(&mut graph, 1, 0, &[&a]);
+        add_build(&mut graph, 2, 0, &[&b]);
         (graph, dep, a, b)
     }
 
     #[test]
     fn shared_step_runs_for_the_most_urgent_build() {
         let (mut graph, dep, _, _) = shared_dependency();
-        assert_eq!(graph.primary_build(&dep).unwrap().id, 1);
-        assert!(graph.update_priority(2, 1000));
-        assert!(!graph.update_priority(2, 1000));
-        assert_eq!(graph.primary_build(&dep).unwrap().id, 2);
+        assert_eq!(graph.primary_build(&dep).unwrap().id, 1, "the oldest, at equal priority");
+        assert!(graph.priority_changed(2, 1000));
+        let reranked = graph.update_priorities(&[(2, 1000)]);
+        assert!(reranked.contains(&dep));
+        assert!(!graph.priority_changed(2, 1000));
+        assert_eq!(graph.primary_build(&dep).unwrap().id, 2, "bumped");
         assert_eq!(graph.take_ready(), vec![dep.clone()]);
         let rank = graph.rank(&dep, Instant::now()).unwrap();
         assert_eq!((rank.global_priority, rank.build_id, rank.dependents), (1000, 2, 2));
         assert!(graph.take_ready().is_empty());
+        // Bumped down again: back to the oldest.
+        graph.update_priorities(&[(2, 0)]);
+        assert_eq!(graph.primary_build(&dep).unwrap().id, 1);
     }
 
     #[test]
@@ -601,14 +716,37 @@ mod tests {
         expected.sort();
         assert_eq!(runnable, expected);
         assert_eq!(graph.step_succeeded(&a), vec![1]);
+        assert!(graph.remove_finished_build(1).is_some());
+        assert_eq!(graph.build_ids().collect::<Vec<_>>(), vec![2]);
     }
 
     #[test]
     fn failure_fails_every_build_it_serves() {
         let (mut graph, dep, _, _) = shared_dependency();
-        assert_eq!(graph.step_failed(&dep), vec![(1, false), (2, false)]);
+        let (failed, unneeded) = graph.step_failed(&dep);
+        assert_eq!(failed, vec![(1, false), (2, false)]);
+        assert_eq!(unneeded.len(), 2, "both tops serve nothing now: {unneeded:?}");
         assert!(!graph.has_build(1) && !graph.has_build(2));
-        graph.prune_unneeded();
+        assert!(graph.steps.is_empty(), "the waiting steps are dropped at once");
+    }
+
+    #[test]
+    fn a_step_failing_at_once_frees_what_it_waited_for() {
+        // leaf <- cached (fails at once) <- top (build 1); leaf <- other (build 2)
+        let (leaf, cached, top, other) = (path("leaf"), path("cached"), path("top"), path("other"));
+        let mut graph = Graph::default();
+        add_step(&mut graph, &leaf, &[]);
+        add_step(&mut graph, &cached, &[&leaf]);
+        add_step(&mut graph, &top, &[&cached]);
+        add_step(&mut graph, &other, &[&leaf]);
+        add_build(&mut graph, 1, 0, &[&top]);
+        add_build(&mut graph, 2, 0, &[&other]);
+        let (failed, _) = graph.step_failed(&cached);
+        assert_eq!(failed, vec![(1, false)]);
+        assert_eq!(graph.primary_build(&leaf).unwrap().id, 2, "the leaf now runs for build 2 only");
+        let (failed, unneeded) = graph.step_failed(&other);
+        assert_eq!(failed, vec![(2, true)]);
+        assert_eq!(unneeded, vec![leaf.clone()]);
         assert!(graph.steps.is_empty());
     }
 
@@ -631,11 +769,88 @@ mod tests {
     #[test]
     fn cancelling_one_build_keeps_shared_steps() {
         let (mut graph, dep, a, _) = shared_dependency();
-        graph.remove_build(1);
-        graph.prune_unneeded();
+        assert_eq!(graph.remove_builds(&[1]), vec![a.clone()]);
         assert!(!graph.steps.contains_key(&a));
         assert!(graph.is_needed(&dep));
-        graph.remove_build(2);
-        assert!(!graph.is_needed(&dep));
+        assert_eq!(graph.primary_build(&dep).unwrap().id, 2);
+        assert_eq!(graph.rank(&dep, Instant::now()).unwrap().build_id, 2);
+        graph.set_state(&dep, StepState::Running);
+        let unneeded = graph.remove_builds(&[2]);
+        assert!(unneeded.contains(&dep), "running, unneeded, the caller's to cancel");
+        assert!(graph.steps.contains_key(&dep) && !graph.is_needed(&dep));
+    }
+
+    /// What `refresh` keeps must be what walking the graph finds, whatever
+    /// came and went: builds added over shared steps, bumped, cancelled,
+    /// failed by a step, finished.
+    #[test]
+    fn kept_ranks_match_a_walk_of_the_graph() {
+        // A small deterministic generator (xorshift): the same graphs every run.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        for round in 0..40 {
+            let mut graph = Graph::default();
+            let mut drvs: Vec<StorePath> = Vec::new();
+            for i in 0..30 {
+                let drv = path(&format!("r{round}s{i}"));
+                let deps: Vec<StorePath> = if drvs.is_empty() {
+                    Vec::new()
+                } else {
+                    (0..next(3)).map(|_| drvs[next(drvs.len())].clone()).collect()
+                };
+                add_step(&mut graph, &drv, &deps.iter().collect::<Vec<_>>());
+                drvs.push(drv);
+            }
+            // Every step starts needed: a build for each that nothing waits for.
+            let mut next_id = 1;
+            let sinks: Vec<StorePath> = drvs.iter().filter(|d| graph.steps[*d].rdeps.is_empty()).cloned().collect();
+            for sink in &sinks {
+                add_build(&mut graph, next_id, 0, &[sink]);
+                next_id += 1;
+            }
+            for _ in 0..60 {
+                let live: Vec<StorePath> = graph.steps.keys().cloned().collect();
+                let ids: Vec<i64> = graph.build_ids().collect();
+                match next(5) {
+                    0 | 1 if !live.is_empty() => {
+                        let roots: Vec<StorePath> = (0..1 + next(2)).map(|_| live[next(live.len())].clone()).collect();
+                        add_build(&mut graph, next_id, next(3) as i64, &roots.iter().collect::<Vec<_>>());
+                        next_id += 1;
+                    }
+                    2 if !ids.is_empty() => {
+                        graph.update_priorities(&[(ids[next(ids.len())], next(3) as i64)]);
+                    }
+                    3 if !ids.is_empty() => {
+                        graph.remove_builds(&[ids[next(ids.len())]]);
+                    }
+                    _ if !live.is_empty() => {
+                        let drv = &live[next(live.len())];
+                        if graph.steps[drv].deps.is_empty() && next(2) == 0 {
+                            for id in graph.step_succeeded(drv) {
+                                graph.remove_finished_build(id);
+                            }
+                        } else {
+                            graph.step_failed(drv);
+                        }
+                    }
+                    _ => {}
+                }
+                for (drv, step) in &graph.steps {
+                    let walked = graph
+                        .builds_served_by(drv)
+                        .into_iter()
+                        .filter_map(|id| graph.builds.get(&id))
+                        .min_by_key(|b| b.urgency())
+                        .map(|b| b.id);
+                    assert_eq!(step.primary, walked, "round {round}: the build {drv} runs for");
+                    assert!(walked.is_some() || step.state == StepState::Running, "round {round}: {drv} kept unneeded");
+                }
+            }
+        }
     }
 }

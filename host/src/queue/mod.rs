@@ -21,7 +21,7 @@ mod run_step;
 pub mod scheduler;
 pub mod shares;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::Config;
-use crate::db::{Db, FinishedBuild, NewStep, now};
+use crate::db::{Db, FinishedBuild, NewStep, QueuedBuild, now};
 use crate::domain::{BuildStatus, StepStatus, Wake};
 use crate::logs::LogStore;
 use crate::machines::{Machine, Machines, StepOutcome, StepRequest};
@@ -39,12 +39,17 @@ use crate::nix::{Nix, StorePath};
 use graph::{Graph, StepState, TrackedBuild};
 use record::{record_successes, report_finished};
 pub use results::{BuildResults, ProductLine, parse_metric_line, read_build_results};
-use run_step::{StepContext, run_step};
+use run_step::{StepContext, StepLimits, run_step};
 use scheduler::{JobsetId, MachineLoad, Runnable};
 use shares::Shares;
 
 /// The queue is re-read at least this often, in case a wake-up was missed.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Queued builds added to the graph per turn of the runner's loop: a
+/// queue of a hundred thousand builds loads a chunk at a time, the most
+/// urgent first, and the first chunk's steps build while the rest loads.
+const LOAD_CHUNK: usize = 1000;
 
 /// Shared handle to wake the queue runner after the queue changed.
 #[derive(Clone, Default)]
@@ -93,6 +98,10 @@ pub struct QueueRunner {
     machines: Arc<Machines>,
     metrics: Arc<Metrics>,
     graph: Graph,
+    /// Queued builds not in the graph yet, the most urgent first.
+    loading: VecDeque<QueuedBuild>,
+    /// When the current load began, and how many builds it had.
+    load_started: Option<(Instant, usize)>,
     /// Steps waiting for a machine.
     runnable: Runnable,
     /// Build time per jobset over the last day, for fair shares.
@@ -144,6 +153,8 @@ impl QueueRunner {
             machines,
             metrics,
             graph: Graph::default(),
+            loading: VecDeque::new(),
+            load_started: None,
             runnable: Runnable::default(),
             shares: Shares::default(),
             running: HashMap::new(),
@@ -168,6 +179,7 @@ impl QueueRunner {
         self.load_shares().await;
         let wake = self.handle.notify();
         let mut stale = true;
+        let mut resync_at = tokio::time::Instant::now();
         loop {
             // Re-reading the queue is only needed when someone changed it;
             // a finished step only changes what this runner already knows.
@@ -176,14 +188,18 @@ impl QueueRunner {
                     warn!("cannot read the queue: {e}");
                 }
                 stale = false;
+                resync_at = tokio::time::Instant::now() + RESYNC_INTERVAL;
             }
+            self.load_some().await;
             self.dispatch();
             self.record_successes();
             let timer = self.next_timer().map(tokio::time::Instant::from_std);
             tokio::select! {
                 _ = wake.woken() => stale = true,
+                // More of the queue to load: a turn at once, after whatever else is ready.
+                _ = std::future::ready(()), if !self.loading.is_empty() => {}
                 _ = tokio::time::sleep_until(timer.unwrap_or_else(tokio::time::Instant::now)), if timer.is_some() => {}
-                _ = tokio::time::sleep(RESYNC_INTERVAL) => stale = true,
+                _ = tokio::time::sleep_until(resync_at) => stale = true,
                 Some(done) = self.steps.join_next_with_id(), if !self.steps.is_empty() => {
                     self.handle_step_result(done);
                     // Every step that finished meanwhile, before starting others.
@@ -228,86 +244,115 @@ impl QueueRunner {
         }
     }
 
-    /// Brings the in-memory queue in line with the database's unfinished builds.
+    /// Brings the in-memory queue in line with the database's unfinished
+    /// builds: those that left it leave the graph, bumps re-rank their
+    /// steps, and those not in the graph yet are queued for loading, the
+    /// most urgent first (`load_some`).
     async fn sync(&mut self) -> Result<(), crate::db::DbError> {
         let queued = self.db.queued_builds().await?;
         let queued_ids: HashSet<i64> = queued.iter().map(|b| b.id).collect();
 
         // Builds finished behind our back (cancelled by a user) leave the queue.
         let gone: Vec<i64> = self.graph.build_ids().filter(|id| !queued_ids.contains(id)).collect();
-        for id in gone {
-            self.graph.remove_build(id);
-        }
-        self.cancel_unneeded_steps();
+        let unneeded = self.graph.remove_builds(&gone);
+        self.release_unneeded(unneeded);
 
         let mut new = Vec::new();
-        let mut reranked = false;
+        let mut bumped = Vec::new();
         for build in queued {
             if self.graph.has_build(build.id) {
-                reranked |= self.graph.update_priority(build.id, build.global_priority);
+                if self.graph.priority_changed(build.id, build.global_priority) {
+                    bumped.push((build.id, build.global_priority));
+                }
             } else if !self.being_recorded.contains(&build.id) {
                 new.push(build);
             }
         }
-        if reranked {
-            // Rare (a user bumped a build): rank everything runnable again.
-            let now = Instant::now();
-            let drvs: Vec<StorePath> = self.runnable.drvs().cloned().collect();
-            for drv in drvs {
-                if let Some(step) = self.graph.rank(&drv, now) {
-                    self.runnable.insert(step);
-                }
-            }
+        if !bumped.is_empty() {
+            // Rare (a user bumped builds): their steps are ranked again.
+            let reranked = self.graph.update_priorities(&bumped);
+            self.rerank(reranked);
         }
         match self.db.jobset_shares().await {
             Ok(shares) => self.shares.set_shares(shares),
             Err(e) => warn!("cannot read the jobsets' scheduling shares: {e}"),
         }
+        new.sort_unstable_by_key(graph::load_order);
         if new.is_empty() {
-            return Ok(());
+            self.load_started = None;
+        } else if self.load_started.is_none() {
+            self.load_started = Some((Instant::now(), new.len()));
         }
-        debug!(builds = new.len(), "adding builds to the queue");
-        let shared = match graph::expand(
+        self.loading = new.into();
+        Ok(())
+    }
+
+    /// Adds the next chunk of queued builds to the graph: reads their
+    /// derivations, and makes runnable what waits for nothing.
+    async fn load_some(&mut self) {
+        if self.loading.is_empty() {
+            return;
+        }
+        let chunk: Vec<QueuedBuild> = self.loading.drain(..LOAD_CHUNK.min(self.loading.len())).collect();
+        let expanded = match graph::expand(
             &self.nix,
+            &self.machines,
             &self.db,
             &mut self.graph,
-            &new,
+            &chunk,
             graph::Substitutes::from_config(self.config.queue.use_substitutes),
         )
         .await
         {
-            Ok(shared) => shared,
+            Ok(expanded) => expanded,
             Err(e) => {
                 // Nix itself could not be asked: try again at the next sync.
-                warn!("cannot read the derivations of {} new builds: {e}", new.len());
-                for build in &new {
-                    self.graph.remove_build(build.id);
-                }
-                self.prune_unneeded();
-                return Ok(());
+                warn!("cannot read the derivations of {} queued builds: {e}", chunk.len() + self.loading.len());
+                let ids: Vec<i64> = chunk.iter().map(|b| b.id).collect();
+                let unneeded = self.graph.remove_builds(&ids);
+                self.release_unneeded(unneeded);
+                let unneeded = self.graph.prune_unneeded();
+                self.release_unneeded(unneeded);
+                self.loading.clear();
+                self.load_started = None;
+                return;
             }
         };
         // Runnable steps the new builds share with earlier ones may be more
         // urgent now.
+        self.rerank(expanded.reranked);
+        // Builds with nothing left to build finish at once.
+        for build in &chunk {
+            if self.graph.is_complete(build.id) {
+                self.finish_successful(build.id);
+            }
+        }
+        // Cached failures and unreadable derivations fail their builds at once.
+        for (drv, code, message) in expanded.fails_at_once {
+            self.step_failed(&drv, code, message, None);
+        }
+        if self.loading.is_empty() {
+            if let Some((started, builds)) = self.load_started.take() {
+                info!(
+                    builds,
+                    steps = self.graph.step_count(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "queued builds loaded"
+                );
+            }
+        }
+    }
+
+    /// Ranks these steps again where they are runnable.
+    fn rerank(&mut self, steps: Vec<StorePath>) {
         let now = Instant::now();
-        for drv in shared {
+        for drv in steps {
             if self.runnable.contains(&drv) {
                 if let Some(step) = self.graph.rank(&drv, now) {
                     self.runnable.insert(step);
                 }
             }
         }
-        // Builds with nothing left to build finish at once.
-        for build in &new {
-            if self.graph.is_complete(build.id) {
-                self.finish_successful(build.id);
-            }
-        }
-        // Cached failures and unreadable derivations fail their builds at once.
-        for (drv, code, message) in self.graph.fails_at_once() {
-            self.step_failed(&drv, code, message, None);
-        }
-        Ok(())
     }
 
     /// Gives free machine slots to the most urgent runnable steps, and
@@ -389,21 +434,20 @@ impl QueueRunner {
             self.graph.remove_step(&drv);
             return;
         };
-        let Some(derivation) = self.graph.derivation(&drv) else { return };
-        self.graph.set_state(&drv, StepState::Running);
-        let (cancel, cancelled) = oneshot::channel();
-        let request = StepRequest {
-            drv: drv.clone(),
+        let (build_id, jobset_id) = (primary.id, primary.jobset_id);
+        let limits = StepLimits {
             timeout: Duration::from_secs(primary.timeout.max(1) as u64),
             max_silent: Duration::from_secs(primary.max_silent.max(1) as u64),
             max_log_size: self.config.queue.max_log_size,
             max_output_size: self.config.queue.max_output_size,
-            derivation: derivation.clone(),
         };
+        let Some(system) = self.graph.system_of(&drv) else { return };
+        self.graph.set_state(&drv, StepState::Running);
+        let (cancel, cancelled) = oneshot::channel();
         let step = NewStep {
             kind: crate::db::StepType::Build,
             drv_path: drv.to_string(),
-            system: derivation.system.clone(),
+            system,
             machine: machine.spec.name.clone(),
             status: None,
             error_msg: None,
@@ -411,18 +455,20 @@ impl QueueRunner {
         };
         let context = StepContext {
             db: self.db.clone(),
+            nix: self.nix.clone(),
             machines: self.machines.clone(),
             machine: machine.clone(),
             logs: self.logs.clone(),
             metrics: self.metrics.clone(),
         };
-        let span = info_span!("step", build = primary.id, drv = %drv, machine = %machine.spec.name);
-        let task = self.steps.spawn(run_step(context, primary.id, step, request, cancelled).instrument(span)).id();
+        let span = info_span!("step", build = build_id, drv = %drv, machine = %machine.spec.name);
+        let task =
+            self.steps.spawn(run_step(context, build_id, step, drv.clone(), limits, cancelled).instrument(span)).id();
         let running = RunningStep {
             task,
             cancel,
             machine: machine.spec.name.clone(),
-            jobset: primary.jobset_id,
+            jobset: jobset_id,
             started: Instant::now(),
         };
         self.running.insert(drv, running);
@@ -508,8 +554,8 @@ impl QueueRunner {
     fn step_failed(&mut self, drv: &StorePath, code: StepStatus, message: String, recorded_in: Option<i64>) {
         self.runnable.remove(drv);
         let system = self.graph.system_of(drv).unwrap_or_default();
-        let affected = self.graph.step_failed(drv);
-        self.cancel_unneeded_steps();
+        let (affected, unneeded) = self.graph.step_failed(drv);
+        self.release_unneeded(unneeded);
         if affected.is_empty() {
             return;
         }
@@ -519,6 +565,7 @@ impl QueueRunner {
         self.recording.spawn(async move {
             let time = now();
             let mut results = Vec::with_capacity(affected.len());
+            let mut steps = Vec::new();
             for (build_id, is_top) in affected {
                 let build_status = match code {
                     StepStatus::Failed | StepStatus::CachedFailure if !is_top => BuildStatus::DependencyFailed,
@@ -536,14 +583,15 @@ impl QueueRunner {
                         error_msg: Some(message.clone()),
                         propagated_from: recorded_in,
                     };
-                    if let Err(e) = db.create_step(build_id, &step).await {
-                        warn!(build = build_id, "cannot record the failed step: {e}");
-                    }
+                    steps.push((build_id, step));
                 }
                 results.push(FinishedBuild {
                     is_cached: code == StepStatus::CachedFailure,
                     ..FinishedBuild::ended(build_id, build_status, time, time)
                 });
+            }
+            if let Err(e) = db.create_finished_steps(&steps).await {
+                warn!("cannot record the failed step {drv} on {} builds: {e}", steps.len());
             }
             report_finished(&db, &metrics, &results).await;
             Recorded { ids, success_batch: false }
@@ -553,7 +601,7 @@ impl QueueRunner {
     /// Queues a build whose steps all succeeded (or that had none) for
     /// recording.
     fn finish_successful(&mut self, build_id: i64) {
-        let Some(build) = self.graph.remove_build(build_id) else { return };
+        let Some(build) = self.graph.remove_finished_build(build_id) else { return };
         self.being_recorded.insert(build_id);
         self.successes.push(build);
     }
@@ -576,27 +624,23 @@ impl QueueRunner {
         });
     }
 
-    /// Cancels running steps that no queued build needs any more (all their
-    /// builds were cancelled or failed otherwise), and forgets waiting ones.
-    fn cancel_unneeded_steps(&mut self) {
-        let unneeded: Vec<StorePath> = self.running.keys().filter(|drv| !self.graph.is_needed(drv)).cloned().collect();
-        for drv in unneeded {
-            if let Some(running) = self.running.remove(&drv) {
+    /// Lets go of steps no queued build needs any more (all their builds
+    /// were cancelled or failed otherwise): a running one is cancelled, a
+    /// waiting one forgotten (the graph dropped it already).
+    fn release_unneeded(&mut self, unneeded: Vec<StorePath>) {
+        if unneeded.is_empty() {
+            return;
+        }
+        let released: HashSet<&StorePath> = unneeded.iter().collect();
+        self.retries.retain(|(_, drv)| !released.contains(drv));
+        for drv in &unneeded {
+            self.runnable.remove(drv);
+            self.tries.remove(drv);
+            if let Some(running) = self.running.remove(drv) {
                 info!(%drv, "cancelling step: no build needs it any more");
                 let _ = running.cancel.send(());
+                self.graph.remove_step(drv);
             }
-            self.tries.remove(&drv);
-            self.graph.remove_step(&drv);
-        }
-        self.prune_unneeded();
-    }
-
-    /// Drops waiting steps no build needs any more, runnable ones included.
-    fn prune_unneeded(&mut self) {
-        for drv in self.graph.prune_unneeded() {
-            self.runnable.remove(&drv);
-            self.tries.remove(&drv);
-            self.retries.retain(|(_, d)| *d != drv);
         }
     }
 

@@ -44,7 +44,7 @@ pub struct RunnableStep {
 }
 
 /// Steps the same machines can take.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StepKind {
     pub system: String,
     pub required_features: BTreeSet<String>,

@@ -104,7 +104,12 @@ pub async fn api_jobsets(State(state): State<AppState>, Query(query): Query<Jobs
                     "nrsucceeded": c.succeeded,
                     "nrfailed": c.failed,
                     "nrtotal": c.total,
+                    // Clients poll these to wait for the next check.
+                    "lastcheckedtime": j.last_checked_time,
+                    "starttime": j.start_time,
                     "checkinterval": j.check_interval,
+                    "triggertime": j.trigger_time,
+                    "errortime": j.error_time,
                     "haserrormsg": j.error_msg.as_deref().is_some_and(|m| !m.is_empty()),
                     "fetcherrormsg": j.fetch_error_msg.clone().unwrap_or_default(),
                     "enabled": j.enabled,

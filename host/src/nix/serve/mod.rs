@@ -237,12 +237,23 @@ impl ServeConnection {
     /// Which of `paths` are valid on the far side. They are also held
     /// against garbage collection there for as long as the connection lasts.
     pub async fn query_valid_paths(&mut self, paths: &[StorePath]) -> Result<HashSet<StorePath>, ServeError> {
-        self.guarded(async |this| this.query_valid_paths_unguarded(paths).await).await
+        self.guarded(async |this| this.query_valid_paths_unguarded(paths, true).await).await
     }
 
-    async fn query_valid_paths_unguarded(&mut self, paths: &[StorePath]) -> Result<HashSet<StorePath>, ServeError> {
+    /// Which of `paths` are valid on the far side now, holding none: for a
+    /// connection kept open for many questions, whose temporary roots
+    /// would otherwise pile up for as long as it lasts.
+    pub async fn valid_paths_now(&mut self, paths: &[StorePath]) -> Result<HashSet<StorePath>, ServeError> {
+        self.guarded(async |this| this.query_valid_paths_unguarded(paths, false).await).await
+    }
+
+    async fn query_valid_paths_unguarded(
+        &mut self,
+        paths: &[StorePath],
+        hold: bool,
+    ) -> Result<HashSet<StorePath>, ServeError> {
         self.write_u64(QUERY_VALID_PATHS).await?;
-        self.write_u64(1).await?; // lock: a temporary GC root until the build
+        self.write_u64(u64::from(hold)).await?; // lock: a temporary GC root until the build
         self.write_u64(0).await?; // substitute
         self.write_paths(paths).await?;
         self.flush().await?;
