@@ -2,7 +2,7 @@
 //! boundary so that the rest of the host can pass them around as values.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// The Nix store directory, `/nix/store` unless `NIX_STORE_DIR` says otherwise
 /// (as for Nix itself).
@@ -29,9 +29,10 @@ pub struct InvalidStorePath {
 }
 
 /// A validated, absolute store path (the top-level entry, without a
-/// subpath inside it).
+/// subpath inside it). Shared, not copied, when cloned: the queue holds
+/// each of a hundred thousand steps' paths in several maps at once.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StorePath(String);
+pub struct StorePath(Arc<str>);
 
 impl StorePath {
     pub fn parse(path: &str) -> Result<StorePath, InvalidStorePath> {
@@ -54,7 +55,7 @@ impl StorePath {
         if name.starts_with('.') || !name.bytes().all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c)) {
             return Err(invalid("name has characters Nix does not allow"));
         }
-        Ok(StorePath(path.to_owned()))
+        Ok(StorePath(Arc::from(path)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -106,7 +107,7 @@ impl AsRef<str> for StorePath {
 
 impl AsRef<std::path::Path> for StorePath {
     fn as_ref(&self) -> &std::path::Path {
-        std::path::Path::new(&self.0)
+        std::path::Path::new(&*self.0)
     }
 }
 
