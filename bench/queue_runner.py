@@ -184,6 +184,12 @@ def main():
     finally:
         if server.process and server.process.poll() is None:
             server.stop()
+        # The server logs each pass over 10 ms with what it did.
+        log = os.path.join(work, "server.log")
+        if os.path.exists(log):
+            with open(log) as f:
+                slow = [line.strip() for line in f if "slow scheduling pass" in line]
+            print(f"passes the server logged as slow: {len(slow)}", *slow[:5], sep="\n  ")
         shutil.rmtree(work, ignore_errors=True)
         # Referrers first: a derivation outlives its call while a higher
         # level still refers to it.

@@ -238,9 +238,16 @@ impl Graph {
         self.ready.push(drv);
     }
 
-    /// The steps that became runnable since the last call.
-    pub fn take_ready(&mut self) -> Vec<StorePath> {
-        std::mem::take(&mut self.ready)
+    /// Up to `most` of the steps that became runnable since they were
+    /// last asked for; the rest wait for the next call.
+    pub fn take_ready(&mut self, most: usize) -> Vec<StorePath> {
+        let keep = self.ready.len().saturating_sub(most);
+        self.ready.split_off(keep)
+    }
+
+    /// Whether steps that became runnable wait for `take_ready`.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
     }
 
     /// Everything the scheduler weighs about a runnable step; `None` when
@@ -696,10 +703,10 @@ mod tests {
         assert!(reranked.contains(&dep));
         assert!(!graph.priority_changed(2, 1000));
         assert_eq!(graph.primary_build(&dep).unwrap().id, 2, "bumped");
-        assert_eq!(graph.take_ready(), vec![dep.clone()]);
+        assert_eq!(graph.take_ready(usize::MAX), vec![dep.clone()]);
         let rank = graph.rank(&dep, Instant::now()).unwrap();
         assert_eq!((rank.global_priority, rank.build_id, rank.dependents), (1000, 2, 2));
-        assert!(graph.take_ready().is_empty());
+        assert!(graph.take_ready(usize::MAX).is_empty());
         // Bumped down again: back to the oldest.
         graph.update_priorities(&[(2, 0)]);
         assert_eq!(graph.primary_build(&dep).unwrap().id, 1);
@@ -708,9 +715,9 @@ mod tests {
     #[test]
     fn success_unblocks_dependents_and_completes_builds() {
         let (mut graph, dep, a, b) = shared_dependency();
-        graph.take_ready();
+        graph.take_ready(usize::MAX);
         assert!(graph.step_succeeded(&dep).is_empty());
-        let mut runnable = graph.take_ready();
+        let mut runnable = graph.take_ready(usize::MAX);
         runnable.sort();
         let mut expected = vec![a.clone(), b];
         expected.sort();

@@ -46,6 +46,14 @@ use shares::Shares;
 /// The queue is re-read at least this often, in case a wake-up was missed.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Steps that became runnable ranked per scheduling pass: a loaded chunk
+/// or a shared step's success can make thousands runnable at once, and a
+/// pass stays short (the rest are ranked in the turns right after).
+const RANK_PER_PASS: usize = 500;
+
+/// A pass longer than this is logged, with what it did.
+const SLOW_PASS: Duration = Duration::from_millis(10);
+
 /// Queued builds added to the graph per turn of the runner's loop: a
 /// queue of a hundred thousand builds loads a chunk at a time, the most
 /// urgent first, and the first chunk's steps build while the rest loads.
@@ -196,8 +204,9 @@ impl QueueRunner {
             let timer = self.next_timer().map(tokio::time::Instant::from_std);
             tokio::select! {
                 _ = wake.woken() => stale = true,
-                // More of the queue to load: a turn at once, after whatever else is ready.
-                _ = std::future::ready(()), if !self.loading.is_empty() => {}
+                // More of the queue to load, or runnable steps to rank: a
+                // turn at once, after whatever else is ready.
+                _ = std::future::ready(()), if !self.loading.is_empty() || self.graph.has_ready() => {}
                 _ = tokio::time::sleep_until(timer.unwrap_or_else(tokio::time::Instant::now)), if timer.is_some() => {}
                 _ = tokio::time::sleep_until(resync_at) => stale = true,
                 Some(done) = self.steps.join_next_with_id(), if !self.steps.is_empty() => {
@@ -360,13 +369,20 @@ impl QueueRunner {
     /// How long it takes is a metric (`orthrus_queue_scheduling_pass_seconds`).
     fn dispatch(&mut self) {
         let started = Instant::now();
-        self.dispatch_pass();
-        self.metrics.scheduling_pass(started.elapsed());
+        let (ranked, started_steps) = self.dispatch_pass();
+        let took = started.elapsed();
+        self.metrics.scheduling_pass(took);
+        if took > SLOW_PASS {
+            warn!(ranked, started = started_steps, ms = took.as_millis() as u64, "slow scheduling pass");
+        }
     }
 
-    fn dispatch_pass(&mut self) {
+    /// Returns how many steps it ranked and how many it started.
+    fn dispatch_pass(&mut self) -> (usize, usize) {
         let now = Instant::now();
-        for drv in self.graph.take_ready() {
+        let ready = self.graph.take_ready(RANK_PER_PASS);
+        let ranked = ready.len();
+        for drv in ready {
             if let Some(step) = self.graph.rank(&drv, now) {
                 self.runnable.insert(step);
             }
@@ -383,7 +399,7 @@ impl QueueRunner {
         }
         if self.runnable.is_empty() {
             self.unsupported_deadline = None;
-            return;
+            return (ranked, 0);
         }
 
         let machines = self.machines.list();
@@ -402,7 +418,9 @@ impl QueueRunner {
         let mut usage = self
             .shares
             .usage(crate::db::now(), self.running.values().map(|r| (r.jobset, r.started.elapsed().as_secs_f64())));
-        for assignment in self.runnable.pass(&mut loads, &mut usage) {
+        let assignments = self.runnable.pass(&mut loads, &mut usage);
+        let started = assignments.len();
+        for assignment in assignments {
             self.start_step(assignment.drv, &machines[assignment.machine]);
         }
 
@@ -425,6 +443,7 @@ impl QueueRunner {
             );
             self.step_failed(&drv, StepStatus::Unsupported, message, None);
         }
+        (ranked, started)
     }
 
     /// Starts one step on one machine.
