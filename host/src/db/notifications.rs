@@ -1,9 +1,9 @@
 //! Delivery state of the notifiers: how far each has read the event
 //! outbox, and the events it has yet to deliver after a failure.
 
-use sea_orm::sea_query::{ExprTrait, OnConflict};
 use std::collections::HashMap;
 
+use sea_orm::sea_query::{ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     Statement,
