@@ -1,8 +1,9 @@
 //! The database schema of Orthrus as sea-orm migrations.
 //!
 //! The same migrations serve SQLite (the embedded default) and PostgreSQL:
-//! they are written with sea-query's schema builder only, never raw SQL of
-//! one dialect. Identifiers are 64-bit (`big_pk_auto`), which SQLite turns
+//! they are written with sea-query's schema builder, not raw SQL of one
+//! dialect — except where each backend's own kind of index is the point
+//! (`m20261203_000012_search`: trigram indexes). Identifiers are 64-bit (`big_pk_auto`), which SQLite turns
 //! into its `INTEGER PRIMARY KEY` rowid alias and PostgreSQL into `bigserial`.
 //!
 //! A migration, once released, is never edited: later schema changes are new
@@ -22,6 +23,7 @@ mod m20261202_000008_cache_paths;
 mod m20261202_000009_outputs_collected;
 mod m20261202_000010_cluster;
 mod m20261202_000011_eval_progress;
+mod m20261203_000012_search;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -40,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_outputs_collected::Migration),
             Box::new(m20261202_000010_cluster::Migration),
             Box::new(m20261202_000011_eval_progress::Migration),
+            Box::new(m20261203_000012_search::Migration),
         ]
     }
 }

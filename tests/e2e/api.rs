@@ -250,6 +250,24 @@ fn api_shapes(backend: Backend) {
     assert_eq!(found["projects"][0]["name"], "shapes");
     let by_drv = server.get_json(&format!("/search?query={}", pkg["drvpath"].as_str().unwrap()));
     assert_eq!(by_drv["buildsdrv"][0]["id"], id);
+    // As Hydra's: anywhere in an output or derivation path (a hash prefix,
+    // a piece from the middle of the hash), whatever the case.
+    let ids = |found: &Value| found.as_array().unwrap().iter().filter_map(|b| b["id"].as_i64()).collect::<Vec<_>>();
+    let out_hash = &pkg["buildoutputs"]["out"]["path"].as_str().unwrap()["/nix/store/".len()..][..32];
+    let drv_hash = &pkg["drvpath"].as_str().unwrap()["/nix/store/".len()..][..32];
+    for piece in [&out_hash[..8], &out_hash[9..20], &out_hash[..12].to_uppercase()] {
+        let found = server.get_json(&format!("/search?query={piece}"));
+        assert!(ids(&found["builds"]).contains(&id), "{piece}: {found}");
+        assert!(!ids(&found["buildsdrv"]).contains(&id), "{piece}: {found}");
+    }
+    let found = server.get_json(&format!("/search?query={}", &drv_hash[..8]));
+    assert!(ids(&found["buildsdrv"]).contains(&id) && !ids(&found["builds"]).contains(&id), "{found}");
+    let found = server.get_json(&format!("/search?query=/nix/store/{}", &out_hash[..10]));
+    assert!(ids(&found["builds"]).contains(&id), "{found}");
+    assert_eq!(server.get_json("/search?query=SHAPES")["projects"][0]["name"], "shapes");
+    let refused = server.get("/search?query=a%25b");
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("invalid character ‘%’"), "{}", refused.body);
     let shield = server.get_json("/job/shapes/main/pkg/shield");
     assert_eq!(shield, json!({ "schemaVersion": 1, "label": "hydra build", "color": "green", "message": "passing" }));
 

@@ -25,6 +25,7 @@ mod plugin_kv;
 mod projects;
 mod releases;
 mod retention;
+mod search;
 mod steps;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -48,6 +49,7 @@ pub use overview::*;
 pub use projects::*;
 pub use releases::*;
 pub use retention::Pruned;
+pub use search::SearchResults;
 pub use steps::*;
 pub use users::*;
 pub use views::*;

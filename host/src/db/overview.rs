@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ColumnTrait, EntityTrait, JoinType, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, RelationTrait,
 };
 
 use super::entities::{build, build_output, build_step, jobset, jobset_eval, jobset_eval_member, project};
-use super::{BuildStep, Db, DbResult, Jobset, JobsetEval, Project};
+use super::{BuildStep, Db, DbResult, JobsetEval};
 
 /// Filters of `/api/latestbuilds`.
 #[derive(Debug, Clone, Default)]
@@ -38,27 +38,6 @@ pub struct StepView {
     pub project: String,
     pub jobset: String,
     pub job: String,
-}
-
-/// What `/search` finds.
-#[derive(Debug, Clone, Default)]
-pub struct SearchResults {
-    pub projects: Vec<Project>,
-    pub jobsets: Vec<(Project, Jobset)>,
-    pub builds: Vec<i64>,
-    pub builds_by_drv: Vec<i64>,
-}
-
-/// `LIKE` pattern of a substring, with the wildcards in it escaped.
-fn contains_pattern(text: &str) -> String {
-    let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-    format!("%{escaped}%")
-}
-
-/// `column LIKE pattern ESCAPE '\'`: SQLite has no escape character unless
-/// told, so without it `hello_world` would not find `hello_world`.
-fn like(column: Expr, pattern: &str) -> Expr {
-    column.like(LikeExpr::new(pattern).escape('\\'))
 }
 
 impl Db {
@@ -253,57 +232,5 @@ impl Db {
             .into_tuple()
             .all(self.read())
             .await?)
-    }
-
-    /// Projects and jobsets whose name or description contains `query`,
-    /// and builds whose job, output or derivation is `query` (or contains it).
-    pub async fn search(&self, query: &str, limit: u64) -> DbResult<SearchResults> {
-        let pattern = contains_pattern(query);
-        let projects = project::Entity::find()
-            .filter(
-                like(Expr::col(project::Column::Name), &pattern)
-                    .or(like(Expr::col(project::Column::DisplayName), &pattern))
-                    .or(like(Expr::col(project::Column::Description), &pattern)),
-            )
-            .order_by_asc(project::Column::Name)
-            .limit(limit)
-            .all(self.read())
-            .await?;
-        let jobsets: Vec<(Jobset, Option<Project>)> = jobset::Entity::find()
-            .find_also_related(project::Entity)
-            .filter(
-                like(Expr::col((jobset::Entity, jobset::Column::Name)), &pattern)
-                    .or(like(Expr::col((jobset::Entity, jobset::Column::Description)), &pattern)),
-            )
-            .order_by_asc(jobset::Column::Name)
-            .limit(limit)
-            .all(self.read())
-            .await?;
-        let jobsets = jobsets.into_iter().filter_map(|(j, p)| p.map(|p| (p, j))).collect();
-        // One query for the builds: by job name, by output path, or by
-        // derivation (told apart afterwards by their derivation).
-        let found: Vec<(i64, String)> = build::Entity::find()
-            .select_only()
-            .columns([build::Column::Id, build::Column::DrvPath])
-            .filter(
-                like(Expr::col(build::Column::Job), &pattern).or(Expr::col(build::Column::DrvPath).eq(query)).or(
-                    Expr::col(build::Column::Id).in_subquery(
-                        Query::select()
-                            .column(build_output::Column::BuildId)
-                            .from(build_output::Entity)
-                            .and_where(Expr::col(build_output::Column::Path).eq(query))
-                            .to_owned(),
-                    ),
-                ),
-            )
-            .order_by_desc(build::Column::Id)
-            .limit(2 * limit)
-            .into_tuple()
-            .all(self.read())
-            .await?;
-        let (by_drv, builds): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, drv)| drv == query);
-        let builds_by_drv = by_drv.into_iter().map(|(id, _)| id).take(limit as usize).collect();
-        let builds = builds.into_iter().map(|(id, _)| id).take(limit as usize).collect();
-        Ok(SearchResults { projects, jobsets, builds, builds_by_drv })
     }
 }

@@ -9,6 +9,7 @@ mod eval_progress;
 mod event_kind;
 mod process_role;
 mod role;
+mod search_query;
 mod token_scope;
 mod wake;
 
@@ -17,6 +18,7 @@ pub use event_kind::EventKind;
 pub use orthrus_types::{BuildStatus, StepStatus, UnknownStatus};
 pub use process_role::{ProcessRole, ProcessRoles};
 pub use role::Role;
+pub use search_query::{InvalidSearch, MAX_SEARCH_CHARS, SearchQuery};
 pub use token_scope::TokenScope;
 pub use wake::Wake;
 

@@ -283,12 +283,9 @@ pub struct SearchQuery {
 
 /// `/search?query=Q`: `{projects, jobsets, builds, buildsdrv}`.
 pub async fn search(State(state): State<AppState>, Query(query): Query<SearchQuery>) -> ApiResult<Json<Value>> {
-    let text = query.query.unwrap_or_default();
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(ApiError::bad_request("parameter ‘query’ is missing"));
-    }
-    let found = state.db.search(text, 50).await?;
+    let query = crate::domain::SearchQuery::parse(query.query.as_deref().unwrap_or_default())
+        .map_err(|invalid| ApiError::bad_request(invalid.to_string()))?;
+    let found = state.db.search(&query, 50).await?;
     let mut jobset_inputs = Vec::new();
     for (project, jobset) in &found.jobsets {
         jobset_inputs.push(hydra::jobset(project, jobset, &state.db.jobset_inputs(jobset.id).await?));

@@ -267,7 +267,14 @@ pub async fn search(State(state): State<AppState>, caller: Caller, Query(query):
             let body = html! { (form) p.muted { "Search projects, jobsets, jobs, store paths and derivations." } };
             return Ok::<_, ApiError>(layout(&caller, "Search", &[], body));
         }
-        let found = state.db.search(&text, FOUND_SHOWN).await?;
+        let query = match crate::domain::SearchQuery::parse(&text) {
+            Ok(query) => query,
+            Err(invalid) => {
+                let body = html! { (form) p.error { (invalid.to_string()) } };
+                return Ok(layout(&caller, "Search", &[], body));
+            }
+        };
+        let found = state.db.search(&query, FOUND_SHOWN).await?;
         let ids: Vec<i64> = found.builds.iter().chain(&found.builds_by_drv).copied().collect();
         let rows = state.db.build_rows(&ids).await?;
         let visible = |hidden: bool| !hidden || caller.user.is_some();
