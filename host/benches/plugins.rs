@@ -2,8 +2,10 @@
 //! cold compilation and the cached load of each shipped plugin, and a git
 //! fetch through the plugin beside `git clone` of the same repository.
 //!
-//!     cargo bench -p orthrus --bench plugins
+//!     cargo bench -p orthrus --bench plugins [-- SECTION…]
 //!
+//! SECTION is `compile`, `call` or `git` (all three without one); `profile`
+//! makes 200,000 production calls and nothing else, for `perf record`.
 //! Prints figures; asserts nothing.
 
 use std::path::Path;
@@ -39,8 +41,31 @@ async fn main() {
     let db = Db::open(&format!("sqlite://{}", dir.path().join("db.sqlite").display())).await.unwrap();
     let nix = Nix::new(&NixConfig::default());
     let config = PluginsConfig::default();
+    let sections: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted = |section: &str| sections.is_empty() || sections.iter().any(|s| s == section);
 
-    // Cold compilation and cached load, per shipped plugin.
+    if sections.iter().any(|s| s == "profile") {
+        let setup = RuntimeSetup::in_dir(dir.path(), config.clone(), Vec::new()).await;
+        let runtime = PluginRuntime::start(setup, db.clone(), nix.clone()).await.unwrap();
+        println!("calling (pid {}): attach `perf record -g -p PID` now", std::process::id());
+        let started = Instant::now();
+        for _ in 0..200_000 {
+            runtime.describe("git").await.unwrap();
+        }
+        println!("200,000 calls: {:.1} µs each", started.elapsed().as_secs_f64() * 1e6 / 200_000.0);
+        return;
+    }
+    if wanted("compile") {
+        compile_and_load(dir.path(), &db, &nix, &config).await;
+    }
+    if wanted("call") || wanted("git") {
+        calls_and_git(dir.path(), &db, &nix, &config, wanted("call"), wanted("git")).await;
+    }
+}
+
+/// Cold compilation and cached load, per shipped plugin.
+async fn compile_and_load(dir: &Path, db: &Db, nix: &Nix, config: &PluginsConfig) {
+    let dir = tempfile::tempdir_in(dir).unwrap();
     println!("plugin            cold compile+load   cached load");
     let components = PluginRuntime::builtin_components();
     for (i, bytes) in components.iter().enumerate() {
@@ -65,12 +90,15 @@ async fn main() {
             cached.as_secs_f64() * 1e3
         );
     }
+}
 
+/// One call, in each engine variant; then a git fetch beside `git clone`.
+async fn calls_and_git(dir: &Path, db: &Db, nix: &Nix, config: &PluginsConfig, call: bool, fetch: bool) {
     // One call: a fresh store, instantiation, `metadata()`; in production
     // trim, then with one piece of the engine off at a time (interleaved
     // rounds, so that the machine's drift hits them all alike), to tell
     // what each costs.
-    let repo = dir.path().join("repo");
+    let repo = dir.join("repo");
     std::fs::create_dir(&repo).unwrap();
     let production = EngineTuning::default();
     let variants = [
@@ -83,7 +111,7 @@ async fn main() {
     ];
     let mut runtimes = Vec::new();
     for (_, tuning) in variants {
-        let mut setup = RuntimeSetup::in_dir(dir.path(), config.clone(), vec![repo.clone()]).await;
+        let mut setup = RuntimeSetup::in_dir(dir, config.clone(), vec![repo.clone()]).await;
         setup.tuning = tuning;
         let runtime = PluginRuntime::start(setup, db.clone(), nix.clone()).await.unwrap();
         for _ in 0..200 {
@@ -92,7 +120,7 @@ async fn main() {
         runtimes.push(runtime);
     }
     let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(5000); variants.len()];
-    for _round in 0..10 {
+    for _round in 0..if call { 10 } else { 0 } {
         for (runtime, times) in runtimes.iter().zip(&mut times) {
             for _ in 0..500 {
                 let started = Instant::now();
@@ -101,13 +129,23 @@ async fn main() {
             }
         }
     }
+    let runtime = runtimes.swap_remove(0);
+    if call {
+        print_calls(&variants, &mut times);
+    }
+    if fetch {
+        git_fetch(dir, &repo, &runtime).await;
+    }
+}
+
+fn print_calls(variants: &[(&str, EngineTuning)], times: &mut [Vec<Duration>]) {
     println!("\none call (instantiate + metadata), 5000 calls each     median      p99   vs production");
     let production_median = {
         let mut sorted = times[0].clone();
         sorted.sort();
         percentile(&sorted, 0.5)
     };
-    for ((label, _), times) in variants.iter().zip(&mut times) {
+    for ((label, _), times) in variants.iter().zip(times.iter_mut()) {
         times.sort();
         let median = percentile(times, 0.5);
         println!(
@@ -117,22 +155,23 @@ async fn main() {
             (median.as_secs_f64() - production_median.as_secs_f64()) * 1e6
         );
     }
-    let runtime = runtimes.swap_remove(0);
+}
 
+async fn git_fetch(dir: &Path, repo: &Path, runtime: &PluginRuntime) {
     // A git fetch through the plugin (its git in the sandbox), beside git clone.
-    git(&repo, &["init", "-q", "-b", "main"]);
+    git(repo, &["init", "-q", "-b", "main"]);
     for commit in 0..50 {
         for file in 0..20 {
             std::fs::write(repo.join(format!("file{file}.txt")), format!("commit {commit} file {file}\n").repeat(200))
                 .unwrap();
         }
-        git(&repo, &["add", "-A"]);
-        git(&repo, &["commit", "-q", "-m", &format!("commit {commit}")]);
+        git(repo, &["add", "-A"]);
+        git(repo, &["commit", "-q", "-m", &format!("commit {commit}")]);
     }
     let url = format!("file://{}", repo.display());
     let mut direct = Vec::new();
     for run in 0..5 {
-        let target = dir.path().join(format!("clone-{run}"));
+        let target = dir.join(format!("clone-{run}"));
         let started = Instant::now();
         let status = Command::new("git").args(["clone", "-q", "--no-local", &url]).arg(&target).status().unwrap();
         assert!(status.success());

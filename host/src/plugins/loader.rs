@@ -58,7 +58,7 @@ impl Inner {
                     handles: vec![],
                     capabilities: vec![],
                 },
-                grants: Grants::default(),
+                grants: Default::default(),
                 source: source.clone(),
                 sha256: sha256.clone(),
             },
@@ -89,7 +89,7 @@ impl Inner {
                 id
             }
         };
-        let grants = grants_of(&id, &metadata, config);
+        let grants = Arc::new(grants_of(&id, &metadata, config));
         Ok(Arc::new(LoadedPlugin {
             info: PluginInfo { id, kind: pre.kind(), wit: pre.version(), metadata, grants, source, sha256 },
             pre,

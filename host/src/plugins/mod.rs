@@ -145,7 +145,8 @@ struct Inner {
     renderers: BTreeMap<String, String>,
     /// Why plugins that were found could not be loaded.
     load_errors: Vec<String>,
-    services: Services,
+    /// Shared with each call's store (no copy per call).
+    services: Arc<Services>,
     scratch_root: PathBuf,
     cache_dir: PathBuf,
     memory: usize,
@@ -171,7 +172,7 @@ impl PluginRuntime {
         let linkers = Linkers::new(&engine)?;
         let ticker = tuning.epoch.then(|| start_ticker(&engine));
         let mailer = Mailer::new(&mail).map_err(|message| PluginError::Load { origin: "[mail]".into(), message })?;
-        let services = Services { db, nix, sandbox, http: HttpClient::new(), mailer };
+        let services = Arc::new(Services { db, nix, sandbox, http: HttpClient::new(), mailer });
         let fuel = Some(config.fuel_millions.saturating_mul(1_000_000));
         let mut inner = Inner {
             engine,

@@ -71,7 +71,8 @@ pub struct PluginInfo {
     /// The version of `orthrus:plugin` it was built against.
     pub wit: WitVersion,
     pub metadata: Metadata,
-    pub grants: Grants,
+    /// Shared with each call's store (no copy per call).
+    pub grants: Arc<Grants>,
     pub source: Source,
     pub sha256: String,
 }

@@ -3,6 +3,7 @@
 //! on every call by the host functions of `capability/`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -18,10 +19,10 @@ pub struct HostState {
     pub(super) table: ResourceTable,
     pub(super) limiter: super::call::CallLimiter,
     pub(super) plugin: PluginId,
-    pub(super) grants: Grants,
+    pub(super) grants: Arc<Grants>,
     /// The plugin's scratch directory (`/scratch` for the plugin).
     pub(super) scratch: PathBuf,
-    pub(super) services: Services,
+    pub(super) services: Arc<Services>,
     /// The project a release-set call is about: its queries see no other.
     pub(super) project_scope: Option<i64>,
 }
