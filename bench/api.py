@@ -11,6 +11,8 @@ nginx serving the same build JSON as a static file in the same run:
     GET /build.json           from nginx, the physical limit of a JSON answer
 
 Prints requests per second and p50/p99 latency of each, and the ratios.
+The load part is `compare_with_nginx()`, which bench/scale.py runs against
+its server too.
 
     bench/api.py [--builds 100000] [--seconds 10] [--connections 32]
 """
@@ -29,6 +31,14 @@ import urllib.request
 from orthrus_bench import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+OHA = shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha")
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX_NAME = "nginx: the same JSON, static"
+
+
+def missing_tools():
+    """The load tools that are not installed: oha (`cargo install oha`) and nginx."""
+    return [name for name, path in [("oha", OHA), ("nginx", NGINX)] if not os.path.exists(path)]
 
 
 def seed(db_path, jobs, evals):
@@ -71,13 +81,64 @@ def seed(db_path, jobs, evals):
 
 
 def oha(url, seconds, connections):
-    output = subprocess.run(["oha", "-z", f"{seconds}s", "-c", str(connections), "--redirect", "10", "--no-tui",
+    output = subprocess.run([OHA, "-z", f"{seconds}s", "-c", str(connections), "--redirect", "10", "--no-tui",
                              "--output-format", "json", url],
                             check=True, capture_output=True, text=True).stdout
     report = json.loads(output)
     summary, percentiles = report["summary"], report["latencyPercentiles"]
     codes = report.get("statusCodeDistribution", {})
     return summary["requestsPerSec"], percentiles["p50"] * 1000, percentiles["p99"] * 1000, codes
+
+
+def compare_with_nginx(base, build, latest_path, work, seconds, connections):
+    """Loads the Orthrus server at `base` with oha: `latest_path` (a
+    `.../latest` URL, the redirect followed) and /build/`build`, as JSON;
+    then nginx serving the same build JSON from a file in `work`. Returns
+    {name: (requests/s, p50 ms, p99 ms, status codes)}."""
+    build_url = f"{base}/build/{build}?content-type=application/json"
+    body = urllib.request.urlopen(build_url).read()
+    root = os.path.join(work, "nginx")
+    os.makedirs(os.path.join(root, "logs"), exist_ok=True)
+    with open(os.path.join(root, "build.json"), "wb") as f:
+        f.write(body)
+    # nginx's workers run as an unprivileged user: let them read it.
+    for path in [work, root]:
+        os.chmod(path, 0o755)
+    os.chmod(os.path.join(root, "build.json"), 0o644)
+    nginx_port = free_port()
+    with open(os.path.join(root, "nginx.conf"), "w") as f:
+        f.write(f"""worker_processes auto;
+pid {root}/nginx.pid;
+error_log {root}/logs/error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  default_type application/json;
+  server {{ listen 127.0.0.1:{nginx_port}; root {root}; }}
+}}
+""")
+    nginx = subprocess.Popen([NGINX, "-p", root, "-c", os.path.join(root, "nginx.conf"), "-g", "daemon off;"])
+    try:
+        time.sleep(0.5)
+        targets = [
+            ("GET /job/P/J/JOB/latest (redirect followed)", f"{base}{latest_path}?content-type=application/json"),
+            ("GET /build/N", build_url),
+            (NGINX_NAME, f"http://127.0.0.1:{nginx_port}/build.json"),
+        ]
+        return {name: oha(url, seconds, connections) for name, url in targets}
+    finally:
+        nginx.terminate()
+        nginx.wait()
+
+
+def print_comparison(results):
+    print(f"{'request':48} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}  statuses")
+    for name, (rps, p50, p99, codes) in results.items():
+        print(f"{name:48} {rps:10.0f} {p50:8.2f} {p99:8.2f}  {codes}")
+    nginx_rps = results[NGINX_NAME][0]
+    for name, (rps, *_rest) in results.items():
+        if name != NGINX_NAME:
+            print(f"ratio nginx / {name}: {nginx_rps / rps:.1f}")
 
 
 def main():
@@ -88,14 +149,13 @@ def main():
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--binary", default=os.path.join(HERE, "..", "target", "release", "orthrus"))
     args = parser.parse_args()
-    for tool in ["oha", "nginx"]:
-        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
-            sys.exit(f"{tool} is needed: `cargo install oha`, `apt install nginx-light`")
+    if missing_tools():
+        sys.exit(f"{' and '.join(missing_tools())} needed: `cargo install oha`, `apt install nginx-light`")
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} does not exist: run `cargo build --release` first")
 
     work = tempfile.mkdtemp(prefix="orthrus-bench-api-")
-    port, nginx_port = free_port(), free_port()
+    port = free_port()
     config = os.path.join(work, "orthrus.toml")
     with open(config, "w") as f:
         f.write(f'data_dir = "{work}/data"\n[web]\nlisten = "127.0.0.1:{port}"\n')
@@ -106,7 +166,6 @@ def main():
     print(f"seeded {last} builds in {time.monotonic() - start:.1f} s")
 
     server = subprocess.Popen([args.binary, "serve", "--config", config], env=env)
-    nginx = None
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(300):
@@ -115,53 +174,13 @@ def main():
                 break
             except OSError:
                 time.sleep(0.05)
-        build_url = f"{base}/build/{last}?content-type=application/json"
-        body = urllib.request.urlopen(build_url).read()
-        root = os.path.join(work, "nginx")
-        os.makedirs(os.path.join(root, "logs"))
-        with open(os.path.join(root, "build.json"), "wb") as f:
-            f.write(body)
-        # nginx's workers run as an unprivileged user: let them read it.
-        for path in [work, root]:
-            os.chmod(path, 0o755)
-        os.chmod(os.path.join(root, "build.json"), 0o644)
-        with open(os.path.join(root, "nginx.conf"), "w") as f:
-            f.write(f"""worker_processes auto;
-pid {root}/nginx.pid;
-error_log {root}/logs/error.log;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  default_type application/json;
-  server {{ listen 127.0.0.1:{nginx_port}; root {root}; }}
-}}
-""")
-        nginx = subprocess.Popen(["nginx", "-p", root, "-c", os.path.join(root, "nginx.conf"), "-g", "daemon off;"])
-        time.sleep(0.5)
-
-        job = f"job{args.jobs // 2}"
-        targets = [
-            ("GET /job/P/J/JOB/latest (redirect followed)", f"{base}/job/bench/main/{job}/latest?content-type=application/json"),
-            ("GET /build/N", build_url),
-            ("nginx: the same JSON, static", f"http://127.0.0.1:{nginx_port}/build.json"),
-        ]
-        results = {}
-        for name, url in targets:
-            results[name] = oha(url, args.seconds, args.connections)
+        results = compare_with_nginx(base, last, f"/job/bench/main/job{args.jobs // 2}/latest", work, args.seconds,
+                                     args.connections)
         print(f"\n{last} builds; {args.connections} connections, {args.seconds} s each; {os.cpu_count()} cores shared by server and load\n")
-        print(f"{'request':48} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}  statuses")
-        for name, (rps, p50, p99, codes) in results.items():
-            print(f"{name:48} {rps:10.0f} {p50:8.2f} {p99:8.2f}  {codes}")
-        nginx_rps = results["nginx: the same JSON, static"][0]
-        for name, (rps, *_rest) in results.items():
-            if not name.startswith("nginx"):
-                print(f"ratio nginx / {name}: {nginx_rps / rps:.1f}")
+        print_comparison(results)
     finally:
         server.terminate()
         server.wait()
-        if nginx:
-            nginx.terminate()
-            nginx.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 
