@@ -8,12 +8,12 @@ byte of --requests sequential answers on one keep-alive connection
 (its time is the "first" column: caches cold). A request type stops early
 after --budget seconds (the n column says how many were timed).
 
-Database statements per request come from the server's Prometheus counter
-`orthrus_db_statements*` on `GET /metrics` (all its samples summed): read
-before and after one request, three times, the median difference, less the
-median difference of two readings with no request in between (the scrape's
-own statements, and the background tasks' at that moment, which also
-query: a figure off by one or two is noise). Without the metric: n/a.
+Queries per request come from the server's `Server-Timing` header
+(`db;dur=…;desc="N queries"`), which it sends to a logged-in caller: one
+authenticated request of each kind after the timed ones. It counts the
+queries of the handler; an answer streamed after its first byte (the
+evaluation lists' build ids) reads more as it writes, which the "last ms"
+column (the whole answer read) shows.
 
 The server runs every role, as on one machine, configured so that its
 background work leaves the history as it is: no local machine (the queued
@@ -59,7 +59,6 @@ from orthrus_bench import BINARY, NIX_CONFIG, free_port  # noqa: E402
 
 JSON = "application/json"
 HTML = "text/html"
-STATEMENTS = "orthrus_db_statements"
 # What the server logs when its startup work is done (RUST_LOG below).
 SETTLED = {"GC roots": "GC roots updated", "queue": "queued builds loaded"}
 
@@ -201,7 +200,7 @@ class Client:
         self.connection = None
 
     def get(self, path, accept, auth=False):
-        """(status, seconds to the first byte, body)."""
+        """(status, seconds to the first byte, seconds to the last, body, headers)."""
         headers = {"Accept": accept}
         if auth:
             headers["Authorization"] = "Bearer " + self.token
@@ -214,10 +213,11 @@ class Client:
                 response = self.connection.getresponse()
                 first_byte = time.perf_counter() - started
                 body = response.read()
+                last_byte = time.perf_counter() - started
                 if response.getheader("Connection", "").lower() == "close":
                     self.connection.close()
                     self.connection = None
-                return response.status, first_byte, body
+                return response.status, first_byte, last_byte, body, response.headers
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 self.connection.close()
                 self.connection = None
@@ -225,20 +225,11 @@ class Client:
                     raise
         raise AssertionError
 
-    def statements(self):
-        """The sum of the `orthrus_db_statements*` samples, or None."""
-        status, _, body = self.get("/metrics", "text/plain", auth=True)
-        if status != 200:
-            return None
-        total, seen = 0.0, False
-        for line in body.decode(errors="replace").splitlines():
-            if line.startswith(STATEMENTS):
-                try:
-                    total += float(line.rsplit(None, 1)[1])
-                    seen = True
-                except (IndexError, ValueError):
-                    pass
-        return total if seen else None
+    def queries(self, path, accept):
+        """The queries the server says (Server-Timing) one answer took, or None."""
+        _, _, _, _, headers = self.get(path, accept, auth=True)
+        found = re.search(r'desc="(\d+) queries"', headers.get("Server-Timing", ""))
+        return int(found.group(1)) if found else None
 
 
 def requests(f):
@@ -300,52 +291,31 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def measure(client, label, path, accept, n, budget, baseline):
-    status, first, body = client.get(path, accept)
-    times = []
+def measure(client, label, path, accept, n, budget):
+    status, first, _, body, _ = client.get(path, accept)
+    times, totals = [], []
     started = time.monotonic()
     statuses = {status}
     while len(times) < n and time.monotonic() - started < budget:
-        status, seconds, body = client.get(path, accept)
+        status, seconds, total, body, _ = client.get(path, accept)
         statuses.add(status)
         times.append(seconds)
-    statements = None
-    if baseline is not None:
-        deltas = []
-        for _ in range(3):
-            before = client.statements()
-            client.get(path, accept)
-            after = client.statements()
-            if before is not None and after is not None:
-                deltas.append(after - before)
-        if deltas:
-            statements = statistics.median(deltas) - baseline
+        totals.append(total)
     return dict(label=label, path=path, accept=accept, statuses=sorted(statuses), first=first * 1000,
-                p50=percentile(times, 0.5) * 1000, p90=percentile(times, 0.9) * 1000, n=len(times),
-                statements=statements, bytes=len(body), body=body)
-
-
-def statement_baseline(client):
-    first = client.statements()
-    if first is None:
-        return None
-    deltas = []
-    for _ in range(5):
-        a = client.statements()
-        b = client.statements()
-        deltas.append(b - a)
-    return statistics.median(deltas)
+                p50=percentile(times, 0.5) * 1000, p90=percentile(times, 0.9) * 1000,
+                last=percentile(totals, 0.5) * 1000, n=len(times), queries=client.queries(path, accept),
+                bytes=len(body), body=body)
 
 
 def print_table(results, title):
     print(f"\n{title}\n")
-    print(f"{'request':52} {'status':>7} {'first ms':>9} {'p50 ms':>9} {'p90 ms':>9} {'n':>4} {'statements':>10} "
-          f"{'bytes':>10}")
+    print(f"{'request':52} {'status':>7} {'first ms':>9} {'p50 ms':>9} {'p90 ms':>9} {'last ms':>9} {'n':>4} "
+          f"{'queries':>7} {'bytes':>10}")
     for r in results:
-        statements = "n/a" if r["statements"] is None else f"{r['statements']:.0f}"
+        queries = "n/a" if r["queries"] is None else str(r["queries"])
         status = ",".join(map(str, r["statuses"]))
-        print(f"{r['label']:52} {status:>7} {r['first']:9.1f} {r['p50']:9.1f} {r['p90']:9.1f} {r['n']:4} "
-              f"{statements:>10} {r['bytes']:10,}")
+        print(f"{r['label']:52} {status:>7} {r['first']:9.1f} {r['p50']:9.1f} {r['p90']:9.1f} {r['last']:9.1f} "
+              f"{r['n']:4} {queries:>7} {r['bytes']:10,}")
 
 
 def log_problems(text):
@@ -412,25 +382,20 @@ def main():
             print(f"  {what}: " + (f"done {seconds:.1f} s after the start" if seconds is not None
                                    else f"not done after {args.settle:.0f} s"))
         client = Client(server.port, server.token)
-        baseline = statement_baseline(client)
-        if baseline is None:
-            print("no orthrus_db_statements* metric on /metrics: statements are n/a")
-        else:
-            print(f"statements of a /metrics scrape and the background, subtracted: {baseline:.0f}")
         results = []
         for label, path, accept in requests(f):
             try:
-                result = measure(client, label, path, accept, args.requests, args.budget, baseline)
+                result = measure(client, label, path, accept, args.requests, args.budget)
             except (OSError, http.client.HTTPException) as e:
                 client = Client(server.port, server.token)
                 result = dict(label=label, path=path, accept=accept, statuses=[f"error: {e}"], first=0, p50=0, p90=0,
-                              n=0, statements=None, bytes=0, body=b"")
+                              last=0, n=0, queries=None, bytes=0, body=b"")
             results.append(result)
             print(f"  {label}: p50 {result['p50']:.1f} ms ({result['n']} requests, status "
                   f"{','.join(map(str, result['statuses']))})", flush=True)
         rss = server.rss()
-        title = (f"{f['builds']:,} builds, {backend}; {os.cpu_count()} cores; time to first byte over "
-                 f"{args.requests} sequential requests on one keep-alive connection")
+        title = (f"{f['builds']:,} builds, {backend}; {os.cpu_count()} cores; time to first byte (p50, p90) and "
+                 f"to the last (median) over {args.requests} sequential requests on one keep-alive connection")
         print_table(results, title)
         print("\nsearches (did the answer hold the build searched for?):")
         targets = search_targets(f)

@@ -2,8 +2,9 @@
 //!
 //! The same migrations serve SQLite (the embedded default) and PostgreSQL:
 //! they are written with sea-query's schema builder, not raw SQL of one
-//! dialect — except where each backend's own kind of index is the point
-//! (`m20261203_000012_search`: trigram indexes). Identifiers are 64-bit (`big_pk_auto`), which SQLite turns
+//! dialect — except where each backend's own kind of index or trigger is
+//! the point (`m20261203_000012_search`: trigram indexes;
+//! `m20261203_000013_eval_counts`: counts kept by triggers). Identifiers are 64-bit (`big_pk_auto`), which SQLite turns
 //! into its `INTEGER PRIMARY KEY` rowid alias and PostgreSQL into `bigserial`.
 //!
 //! A migration, once released, is never edited: later schema changes are new
@@ -24,6 +25,8 @@ mod m20261202_000009_outputs_collected;
 mod m20261202_000010_cluster;
 mod m20261202_000011_eval_progress;
 mod m20261203_000012_search;
+mod m20261203_000013_eval_counts;
+mod m20261203_000014_hot_paths;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -43,6 +46,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000010_cluster::Migration),
             Box::new(m20261202_000011_eval_progress::Migration),
             Box::new(m20261203_000012_search::Migration),
+            Box::new(m20261203_000013_eval_counts::Migration),
+            Box::new(m20261203_000014_hot_paths::Migration),
         ]
     }
 }

@@ -138,10 +138,20 @@ fn failures(backend: Backend) {
         let steps = server.get_json(&format!("/build/{long_id}/steps"));
         (steps.as_array().unwrap().first().is_some_and(|s| s["busy"] == 1)).then_some(())
     });
+    // The jobset's counts (kept by the database as builds change) see the
+    // running build, then its cancellation.
+    let counts = || {
+        let jobsets = server.get_json("/api/jobsets?project=broken");
+        let main = jobsets.as_array().unwrap().iter().find(|j| j["name"] == "main").unwrap().clone();
+        ["nrscheduled", "nrsucceeded", "nrfailed", "nrtotal"].map(|field| main[field].as_u64().unwrap())
+    };
+    let [scheduled, succeeded, failed, total] = counts();
+    assert_eq!((scheduled, succeeded + failed + scheduled), (1, total), "only the long build runs");
     let answer = server.post(&format!("/build/{long_id}/cancel"));
     assert_eq!(answer.status, 302);
     let cancelled = server.get_json(&format!("/build/{long_id}"));
     assert_eq!((cancelled["finished"].clone(), cancelled["buildstatus"].clone()), (json!(1), json!(4)));
+    assert_eq!(counts(), [0, succeeded, failed + 1, total], "the cancelled build counts as failed");
     let step = server.wait_for("the cancelled step to stop", Duration::from_secs(30), || {
         let steps = server.get_json(&format!("/build/{long_id}/steps"));
         (steps[0]["busy"] == 0).then(|| steps[0].clone())

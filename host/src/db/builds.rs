@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sea_orm::sea_query::{Expr, Func};
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, JoinType, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
     RelationTrait,
@@ -579,7 +579,7 @@ impl Db {
 
     /// How many builds are queued or running.
     pub async fn queued_count(&self) -> DbResult<u64> {
-        Ok(build::Entity::find().filter(build::Column::Finished.eq(false)).count(self.read()).await?)
+        Ok(build::Entity::find().filter(queued()).count(self.read()).await?)
     }
 
     /// Unfinished builds in the queue, highest priority first.
@@ -587,7 +587,7 @@ impl Db {
         Ok(build::Entity::find()
             .select_only()
             .column(build::Column::Id)
-            .filter(build::Column::Finished.eq(false))
+            .filter(queued())
             .order_by_desc(build::Column::GlobalPriority)
             .order_by_asc(build::Column::Id)
             .limit(limit)
@@ -595,6 +595,12 @@ impl Db {
             .all(self.read())
             .await?)
     }
+}
+
+/// Unfinished builds, said as the queue's partial index says it (`WHERE
+/// NOT finished`: a bound `finished = false` would not match it).
+fn queued() -> Expr {
+    Expr::col((build::Entity, build::Column::Finished)).not()
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -131,6 +131,10 @@ pub mod jobset_eval {
         pub nr_builds: i32,
         pub nr_errors: i32,
         pub flake: Option<String>,
+        /// Kept by triggers (migration 13) as members' builds finish,
+        /// fail, are cancelled or restarted.
+        pub nr_finished: i32,
+        pub nr_succeeded: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

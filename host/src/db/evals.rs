@@ -627,21 +627,21 @@ impl Db {
         Ok((evals, total))
     }
 
-    /// Build ids of each of the given evaluations.
-    pub async fn eval_members(&self, eval_ids: &[i64]) -> DbResult<HashMap<i64, Vec<i64>>> {
-        let rows: Vec<(i64, i64)> = jobset_eval_member::Entity::find()
+    /// Up to `limit` build ids of an evaluation above `after`, ascending: a
+    /// range of the members' primary key, so that an evaluation of 100,000
+    /// builds is read a chunk at a time (and written out as it is read).
+    pub async fn eval_members_after(&self, eval_id: i64, after: i64, limit: u64) -> DbResult<Vec<i64>> {
+        Ok(jobset_eval_member::Entity::find()
             .select_only()
-            .columns([jobset_eval_member::Column::EvalId, jobset_eval_member::Column::BuildId])
-            .filter(jobset_eval_member::Column::EvalId.is_in(eval_ids.iter().copied()))
+            .column(jobset_eval_member::Column::BuildId)
+            .filter(jobset_eval_member::Column::EvalId.eq(eval_id))
+            .filter(jobset_eval_member::Column::BuildId.gt(after))
+            .order_by_asc(jobset_eval_member::Column::EvalId)
             .order_by_asc(jobset_eval_member::Column::BuildId)
+            .limit(limit)
             .into_tuple()
             .all(self.read())
-            .await?;
-        let mut map: HashMap<i64, Vec<i64>> = HashMap::new();
-        for (eval, build) in rows {
-            map.entry(eval).or_default().push(build);
-        }
-        Ok(map)
+            .await?)
     }
 
     pub async fn eval_inputs(&self, eval_ids: &[i64]) -> DbResult<HashMap<i64, Vec<JobsetEvalInput>>> {

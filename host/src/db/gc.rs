@@ -133,12 +133,11 @@ impl Db {
     /// unfinished build, and the newest `keep_nr` finished ones that had
     /// new builds.
     async fn gc_evals(&self, jobset_id: i64, keep_nr: i32) -> DbResult<BTreeSet<i64>> {
-        let unfinished_member = super::latest::unfinished_member_of_eval();
         let mut evals: BTreeSet<i64> = jobset_eval::Entity::find()
             .select_only()
             .column(jobset_eval::Column::Id)
             .filter(jobset_eval::Column::JobsetId.eq(jobset_id))
-            .filter(Expr::exists(unfinished_member.clone()))
+            .filter(super::latest::eval_is_finished().not())
             .into_tuple::<i64>()
             .all(self.read())
             .await?
@@ -150,7 +149,7 @@ impl Db {
                 .column(jobset_eval::Column::Id)
                 .filter(jobset_eval::Column::JobsetId.eq(jobset_id))
                 .filter(jobset_eval::Column::HasNewBuilds.eq(true))
-                .filter(Expr::not_exists(unfinished_member))
+                .filter(super::latest::eval_is_finished())
                 .order_by_desc(jobset_eval::Column::Id)
                 .limit(keep_nr as u64)
                 .into_tuple()

@@ -2,7 +2,7 @@
 //! job or of every job of a jobset, and the newest evaluation with nothing
 //! left to build.
 
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement};
+use sea_orm::sea_query::{Expr, ExprTrait, Query, SelectStatement, SimpleExpr};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{build, jobset, jobset_eval, jobset_eval_member};
@@ -100,10 +100,9 @@ impl Db {
 
     /// The newest evaluation of a jobset none of whose builds is unfinished.
     pub async fn latest_finished_eval(&self, jobset_id: i64) -> DbResult<Option<JobsetEval>> {
-        let unfinished_member = unfinished_member_of_eval();
         Ok(jobset_eval::Entity::find()
             .filter(jobset_eval::Column::JobsetId.eq(jobset_id))
-            .filter(Expr::not_exists(unfinished_member))
+            .filter(eval_is_finished())
             .order_by_desc(jobset_eval::Column::Id)
             .one(self.read())
             .await?)
@@ -150,51 +149,29 @@ impl Db {
     }
 }
 
-/// `EXISTS`-subquery: the evaluation (of the outer query) has a build that
-/// is not finished.
-pub(super) fn unfinished_member_of_eval() -> SelectStatement {
-    Query::select()
-        .expr(Expr::val(1))
-        .from(jobset_eval_member::Entity)
-        .inner_join(
-            build::Entity,
-            Expr::col((build::Entity, build::Column::Id))
-                .equals((jobset_eval_member::Entity, jobset_eval_member::Column::BuildId)),
-        )
-        .and_where(
-            Expr::col((jobset_eval_member::Entity, jobset_eval_member::Column::EvalId))
-                .equals((jobset_eval::Entity, jobset_eval::Column::Id)),
-        )
-        .and_where(Expr::col((build::Entity, build::Column::Finished)).eq(false))
-        .to_owned()
+/// The evaluation (`jobset_evals` of the outer query) has no unfinished
+/// build: its counts, kept by the database's triggers, say so (no look at
+/// its up to 100,000 members).
+pub(super) fn eval_is_finished() -> SimpleExpr {
+    Expr::col((jobset_eval::Entity, jobset_eval::Column::NrFinished))
+        .equals((jobset_eval::Entity, jobset_eval::Column::NrBuilds))
 }
 
 /// `EXISTS`-subquery: the build (of the outer query) is a member of an
 /// evaluation that has no unfinished build.
 fn member_of_finished_eval() -> SelectStatement {
-    let member = Alias::new("m");
-    let other = Alias::new("m2");
-    let other_build = Alias::new("b2");
-    let unfinished_in_same_eval = Query::select()
-        .expr(Expr::val(1))
-        .from_as(jobset_eval_member::Entity, other.clone())
-        .join_as(
-            sea_orm::JoinType::InnerJoin,
-            build::Entity,
-            other_build.clone(),
-            Expr::col((other_build.clone(), build::Column::Id))
-                .equals((other.clone(), jobset_eval_member::Column::BuildId)),
-        )
-        .and_where(
-            Expr::col((other.clone(), jobset_eval_member::Column::EvalId))
-                .equals((member.clone(), jobset_eval_member::Column::EvalId)),
-        )
-        .and_where(Expr::col((other_build, build::Column::Finished)).eq(false))
-        .to_owned();
     Query::select()
         .expr(Expr::val(1))
-        .from_as(jobset_eval_member::Entity, member.clone())
-        .and_where(Expr::col((member, jobset_eval_member::Column::BuildId)).equals((build::Entity, build::Column::Id)))
-        .and_where(Expr::not_exists(unfinished_in_same_eval))
+        .from(jobset_eval_member::Entity)
+        .inner_join(
+            jobset_eval::Entity,
+            Expr::col((jobset_eval::Entity, jobset_eval::Column::Id))
+                .equals((jobset_eval_member::Entity, jobset_eval_member::Column::EvalId)),
+        )
+        .and_where(
+            Expr::col((jobset_eval_member::Entity, jobset_eval_member::Column::BuildId))
+                .equals((build::Entity, build::Column::Id)),
+        )
+        .and_where(eval_is_finished())
         .to_owned()
 }

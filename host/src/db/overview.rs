@@ -31,6 +31,20 @@ pub struct BuildCounts {
     pub total: u64,
 }
 
+impl BuildCounts {
+    /// The counts kept on the evaluation (by the database's triggers).
+    pub fn of(eval: &JobsetEval) -> BuildCounts {
+        let count = |n: i32| u64::try_from(n).unwrap_or(0);
+        let (total, finished, succeeded) = (count(eval.nr_builds), count(eval.nr_finished), count(eval.nr_succeeded));
+        BuildCounts {
+            scheduled: total.saturating_sub(finished),
+            succeeded,
+            failed: finished.saturating_sub(succeeded),
+            total,
+        }
+    }
+}
+
 /// A build step with the names of the build it belongs to.
 #[derive(Debug, Clone)]
 pub struct StepView {
@@ -42,36 +56,56 @@ pub struct StepView {
 
 impl Db {
     /// The newest finished builds matching a filter.
+    ///
+    /// With a project, jobset or job, the newest of each matching jobset
+    /// (walking its `(jobset_id, finished, id)` or `(jobset_id, job, id)`
+    /// index) and then the newest of those: a jobset's builds are found
+    /// by its index whatever the other jobsets built since, where walking
+    /// all finished builds newest first would pass over them (measured:
+    /// 1.2–4.2 s at a million builds on SQLite).
     pub async fn latest_builds(&self, filter: &BuildFilter, limit: u64) -> DbResult<Vec<i64>> {
-        let mut query = build::Entity::find()
+        let finished = |query: sea_orm::Select<build::Entity>| {
+            let mut query = query.select_only().column(build::Column::Id).filter(build::Column::Finished.eq(true));
+            if let Some(job) = &filter.job {
+                query = query.filter(build::Column::Job.eq(job.as_str()));
+            }
+            if let Some(system) = &filter.system {
+                query = query.filter(build::Column::System.eq(system.as_str()));
+            }
+            query.order_by_desc(build::Column::Id).limit(limit)
+        };
+        if filter.project.is_none() && filter.jobset.is_none() && filter.job.is_none() {
+            return Ok(finished(build::Entity::find()).into_tuple().all(self.read()).await?);
+        }
+        let mut jobsets = jobset::Entity::find()
             .select_only()
-            .column(build::Column::Id)
-            .join(JoinType::InnerJoin, build::Relation::Jobset.def())
-            .join(JoinType::InnerJoin, jobset::Relation::Project.def())
-            .filter(build::Column::Finished.eq(true));
+            .column(jobset::Column::Id)
+            .join(JoinType::InnerJoin, jobset::Relation::Project.def());
         if let Some(p) = &filter.project {
-            query = query.filter(project::Column::Name.eq(p.as_str()));
+            jobsets = jobsets.filter(project::Column::Name.eq(p.as_str()));
         }
         if let Some(j) = &filter.jobset {
-            query = query.filter(jobset::Column::Name.eq(j.as_str()));
+            jobsets = jobsets.filter(jobset::Column::Name.eq(j.as_str()));
         }
-        if let Some(job) = &filter.job {
-            query = query.filter(build::Column::Job.eq(job.as_str()));
+        let jobsets: Vec<i64> = jobsets.into_tuple().all(self.read()).await?;
+        let mut newest: Vec<i64> = Vec::new();
+        for jobset_id in jobsets {
+            let query = finished(build::Entity::find().filter(build::Column::JobsetId.eq(jobset_id)));
+            newest.extend(query.into_tuple::<i64>().all(self.read()).await?);
         }
-        if let Some(system) = &filter.system {
-            query = query.filter(build::Column::System.eq(system.as_str()));
-        }
-        Ok(query.order_by_desc(build::Column::Id).limit(limit).into_tuple().all(self.read()).await?)
+        newest.sort_unstable_by(|a, b| b.cmp(a));
+        newest.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(newest)
     }
 
-    /// Counts of the current builds of each of a project's jobsets.
+    /// Counts of the current builds (those of the latest evaluation) of
+    /// each of a project's jobsets: one query.
     pub async fn jobset_counts(&self, project_id: i64) -> DbResult<HashMap<i64, BuildCounts>> {
-        let latest: Vec<(i64, Option<i64>)> = jobset_eval::Entity::find()
-            .select_only()
-            .column(jobset_eval::Column::JobsetId)
-            .column_as(jobset_eval::Column::Id.max(), "latest")
-            .filter(
-                jobset_eval::Column::JobsetId.in_subquery(
+        let latest = Query::select()
+            .expr(Expr::col(jobset_eval::Column::Id).max())
+            .from(jobset_eval::Entity)
+            .and_where(
+                Expr::col(jobset_eval::Column::JobsetId).in_subquery(
                     Query::select()
                         .column(jobset::Column::Id)
                         .from(jobset::Entity)
@@ -79,44 +113,11 @@ impl Db {
                         .to_owned(),
                 ),
             )
-            .group_by(jobset_eval::Column::JobsetId)
-            .into_tuple()
-            .all(self.read())
-            .await?;
-        let eval_to_jobset: HashMap<i64, i64> =
-            latest.into_iter().filter_map(|(jobset, eval)| eval.map(|e| (e, jobset))).collect();
-        let by_eval = self.eval_counts(&eval_to_jobset.keys().copied().collect::<Vec<_>>()).await?;
-        Ok(by_eval.into_iter().map(|(eval, counts)| (eval_to_jobset[&eval], counts)).collect())
-    }
-
-    /// Counts of the builds of each of `eval_ids`: one query.
-    pub async fn eval_counts(&self, eval_ids: &[i64]) -> DbResult<HashMap<i64, BuildCounts>> {
-        let rows: Vec<(i64, bool, Option<i32>, i64)> = jobset_eval_member::Entity::find()
-            .select_only()
-            .column(jobset_eval_member::Column::EvalId)
-            .column(build::Column::Finished)
-            .column(build::Column::BuildStatus)
-            .column_as(build::Column::Id.count(), "n")
-            .inner_join(build::Entity)
-            .filter(jobset_eval_member::Column::EvalId.is_in(eval_ids.iter().copied()))
-            .group_by(jobset_eval_member::Column::EvalId)
-            .group_by(build::Column::Finished)
-            .group_by(build::Column::BuildStatus)
-            .into_tuple()
-            .all(self.read())
-            .await?;
-        let mut counts: HashMap<i64, BuildCounts> = HashMap::new();
-        for (eval, finished, status, n) in rows {
-            let entry = counts.entry(eval).or_default();
-            let n = n as u64;
-            entry.total += n;
-            match (finished, status) {
-                (false, _) => entry.scheduled += n,
-                (true, Some(0)) => entry.succeeded += n,
-                (true, _) => entry.failed += n,
-            }
-        }
-        Ok(counts)
+            .group_by_col(jobset_eval::Column::JobsetId)
+            .to_owned();
+        let evals =
+            jobset_eval::Entity::find().filter(jobset_eval::Column::Id.in_subquery(latest)).all(self.read()).await?;
+        Ok(evals.iter().map(|eval| (eval.jobset_id, BuildCounts::of(eval))).collect())
     }
 
     async fn step_views(&self, steps: Vec<BuildStep>) -> DbResult<Vec<StepView>> {
@@ -145,13 +146,13 @@ impl Db {
     }
 
     pub async fn running_step_count(&self) -> DbResult<u64> {
-        Ok(build_step::Entity::find().filter(build_step::Column::Busy.eq(true)).count(self.read()).await?)
+        Ok(build_step::Entity::find().filter(running()).count(self.read()).await?)
     }
 
     /// Steps running now, oldest first.
     pub async fn running_steps(&self) -> DbResult<Vec<StepView>> {
         let steps = build_step::Entity::find()
-            .filter(build_step::Column::Busy.eq(true))
+            .filter(running())
             .order_by_asc(build_step::Column::StartTime)
             .all(self.read())
             .await?;
@@ -233,4 +234,10 @@ impl Db {
             .all(self.read())
             .await?)
     }
+}
+
+/// Running steps, said as their partial index says it (`WHERE busy`: a
+/// bound `busy = true` would not let the planner use it).
+pub(super) fn running() -> Expr {
+    Expr::col((build_step::Entity, build_step::Column::Busy))
 }

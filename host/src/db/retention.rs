@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use sea_orm::sea_query::{Expr, Query};
+use sea_orm::sea_query::Query;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement};
 
 use super::entities::{
@@ -180,7 +180,7 @@ impl Db {
                     .filter(jobset_eval_member::Column::BuildId.is_in(chunk.iter().copied()))
                     .group_by(jobset_eval_member::Column::BuildId);
                 if finished_only {
-                    query = query.filter(Expr::not_exists(super::latest::unfinished_member_of_eval()));
+                    query = query.filter(super::latest::eval_is_finished());
                 }
                 let newest: Vec<Option<i64>> = query.into_tuple().all(self.read()).await?;
                 held.extend(newest.into_iter().flatten().filter(|eval| candidate_set.contains(eval)));

@@ -142,7 +142,7 @@ impl Db {
             .col_expr(build_step::Column::Status, Expr::value(StepStatus::Aborted.code()))
             .col_expr(build_step::Column::ErrorMsg, Expr::value("interrupted: the server stopped during this step"))
             .col_expr(build_step::Column::StopTime, Expr::value(now()))
-            .filter(build_step::Column::Busy.eq(true))
+            .filter(super::overview::running())
             .exec(&txn)
             .await?;
         txn.commit().await?;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::require_on;
+use super::eval_stream::{self, Shape};
 use super::{ApiError, ApiResult, AppState, find_jobset, json as hydra, redirect};
 use crate::db::EvalBuildFilter;
 use crate::domain::BuildStatus;
@@ -30,20 +31,14 @@ async fn find_eval_with_jobset(
     state.db.eval_with_jobset(id).await?.ok_or_else(|| ApiError::not_found(format!("evaluation {id} does not exist")))
 }
 
-pub async fn get_eval(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
+pub async fn get_eval(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Response> {
     let (eval, project, jobset) = find_eval_with_jobset(&state, id).await?;
-    let members = state.db.eval_members(&[id]).await?;
     let inputs = state.db.eval_inputs(&[id]).await?;
     let errors = state.db.eval_errors(id).await?;
-    let mut value = hydra::eval(
-        &eval,
-        members.get(&id).map(Vec::as_slice).unwrap_or_default(),
-        inputs.get(&id).map(Vec::as_slice).unwrap_or_default(),
-        Some(&errors),
-    );
-    value["project"] = json!(project.name);
-    value["jobset"] = json!(jobset.name);
-    Ok(Json(value))
+    let mut object = hydra::eval(&eval, inputs.get(&id).map(Vec::as_slice).unwrap_or_default(), Some(&errors));
+    object.fields.insert("project".into(), json!(project.name));
+    object.fields.insert("jobset".into(), json!(jobset.name));
+    Ok(eval_stream::respond(state.db.clone(), Shape::One(object)))
 }
 
 pub async fn eval_builds(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
@@ -117,30 +112,37 @@ pub async fn jobset_evals(
     State(state): State<AppState>,
     Path((project, jobset)): Path<(String, String)>,
     Query(query): Query<PageQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let (_, jobset_row) = find_jobset(&state, &project, &jobset).await?;
     // Bounded: the database takes offsets as signed 64-bit numbers.
     let page = query.page.unwrap_or(1).clamp(1, 1 << 40);
     let (evals, total) = state.db.jobset_evals(jobset_row.id, (page - 1) * EVALS_PER_PAGE, EVALS_PER_PAGE).await?;
     let ids: Vec<i64> = evals.iter().map(|e| e.id).collect();
-    let members = state.db.eval_members(&ids).await?;
     let inputs = state.db.eval_inputs(&ids).await?;
-    let last_page = total.div_ceil(EVALS_PER_PAGE).max(1);
-    let base = format!("/jobset/{project}/{jobset}/evals");
-    let mut value = json!({
-        "evals": hydra::evals_page(&evals, &members, &inputs),
-        "first": format!("?page=1"),
-        "last": format!("?page={last_page}"),
-        "total": total,
-        "uri": state.url(&base),
-    });
-    if page < last_page {
-        value["next"] = json!(format!("?page={}", page + 1));
+    let objects = evals
+        .iter()
+        .map(|eval| hydra::eval(eval, inputs.get(&eval.id).map(Vec::as_slice).unwrap_or_default(), None))
+        .collect();
+    let mut head = page_links(page, total, EVALS_PER_PAGE);
+    head.insert("uri".into(), json!(state.url(&format!("/jobset/{project}/{jobset}/evals"))));
+    Ok(eval_stream::respond(state.db.clone(), Shape::Page { head, list_key: "evals", evals: objects }))
+}
+
+/// A page's `first`, `last`, `total` and, where there are, `next` and
+/// `previous` (as Hydra's: `?page=N`).
+pub(super) fn page_links(page: u64, total: u64, per_page: u64) -> serde_json::Map<String, Value> {
+    let last = total.div_ceil(per_page).max(1);
+    let mut head = serde_json::Map::new();
+    head.insert("first".into(), json!("?page=1"));
+    head.insert("last".into(), json!(format!("?page={last}")));
+    head.insert("total".into(), json!(total));
+    if page < last {
+        head.insert("next".into(), json!(format!("?page={}", page + 1)));
     }
     if page > 1 {
-        value["previous"] = json!(format!("?page={}", page - 1));
+        head.insert("previous".into(), json!(format!("?page={}", page - 1)));
     }
-    Ok(Json(value))
+    head
 }
 
 /// 302 to the newest evaluation none of whose builds is unfinished.

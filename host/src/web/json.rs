@@ -3,10 +3,9 @@
 //! strings are `""`, times are Unix seconds or null); Orthrus only adds
 //! fields.
 
-use std::collections::HashMap;
-
 use serde_json::{Map, Value, json};
 
+use super::eval_stream::EvalObject;
 use crate::db::{BuildView, EvaluationError, Jobset, JobsetEval, JobsetEvalInput, JobsetInput, Project};
 
 fn int_bool(b: bool) -> i64 {
@@ -95,12 +94,9 @@ pub fn eval_progress(jobset: &Jobset) -> Option<crate::domain::EvalProgressCount
     }
 }
 
-pub fn eval(
-    eval: &JobsetEval,
-    builds: &[i64],
-    inputs: &[JobsetEvalInput],
-    errors: Option<&[EvaluationError]>,
-) -> Value {
+/// An evaluation as Hydra's JSON has it; its `builds` are written from
+/// its members as the answer streams (see `eval_stream`).
+pub fn eval(eval: &JobsetEval, inputs: &[JobsetEvalInput], errors: Option<&[EvaluationError]>) -> EvalObject {
     let inputs: Map<String, Value> = inputs
         .iter()
         .map(|i| {
@@ -124,7 +120,6 @@ pub fn eval(
         "evaltime": eval.eval_time,
         "hasnewbuilds": int_bool(eval.has_new_builds),
         "flake": eval.flake,
-        "builds": builds,
         "jobsetevalinputs": inputs,
         "nrbuilds": eval.nr_builds,
         "nrerrors": eval.nr_errors,
@@ -133,7 +128,8 @@ pub fn eval(
         value["errors"] =
             errors.iter().map(|e| json!({ "job": e.job.clone().unwrap_or_default(), "message": e.message })).collect();
     }
-    value
+    let fields = value.as_object_mut().map(std::mem::take).unwrap_or_default();
+    EvalObject { eval_id: eval.id, fields }
 }
 
 pub fn build(view: &BuildView) -> Value {
@@ -215,23 +211,4 @@ pub fn step(step: &crate::db::BuildStep) -> Value {
         "propagatedfrom": step.propagated_from,
         "type": step.kind,
     })
-}
-
-/// Inputs of several evals, keyed by eval, for the paged evals list.
-pub fn evals_page(
-    evals: &[JobsetEval],
-    members: &HashMap<i64, Vec<i64>>,
-    inputs: &HashMap<i64, Vec<JobsetEvalInput>>,
-) -> Vec<Value> {
-    evals
-        .iter()
-        .map(|e| {
-            eval(
-                e,
-                members.get(&e.id).map(Vec::as_slice).unwrap_or_default(),
-                inputs.get(&e.id).map(Vec::as_slice).unwrap_or_default(),
-                None,
-            )
-        })
-        .collect()
 }

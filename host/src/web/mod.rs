@@ -8,6 +8,7 @@ mod cache;
 mod channel;
 mod cluster;
 mod error;
+mod eval_stream;
 mod evals;
 mod extract;
 mod jobs;

@@ -236,38 +236,25 @@ pub async fn notifiers(State(state): State<AppState>, caller: crate::users::Call
 const EVALS_PER_PAGE: u64 = 20;
 
 /// `/evals`: every project's evaluations, newest first, by page.
-pub async fn evals(
-    State(state): State<AppState>,
-    Query(query): Query<super::evals::PageQuery>,
-) -> ApiResult<Json<Value>> {
-    let page = query.page.unwrap_or(1).max(1);
+pub async fn evals(State(state): State<AppState>, Query(query): Query<super::evals::PageQuery>) -> ApiResult<Response> {
+    let page = query.page.unwrap_or(1).clamp(1, 1 << 40);
     let (evals, total) = state.db.all_evals((page - 1) * EVALS_PER_PAGE, EVALS_PER_PAGE, false).await?;
     let ids: Vec<i64> = evals.iter().map(|(e, _, _)| e.id).collect();
-    let members = state.db.eval_members(&ids).await?;
     let inputs = state.db.eval_inputs(&ids).await?;
-    let list: Vec<Value> = evals
+    let objects = evals
         .iter()
         .map(|(eval, project, jobset)| {
-            let mut value = hydra::eval(
-                eval,
-                members.get(&eval.id).map(Vec::as_slice).unwrap_or_default(),
-                inputs.get(&eval.id).map(Vec::as_slice).unwrap_or_default(),
-                None,
-            );
-            value["project"] = json!(project);
-            value["jobset"] = json!(jobset);
-            value
+            let mut object = hydra::eval(eval, inputs.get(&eval.id).map(Vec::as_slice).unwrap_or_default(), None);
+            object.fields.insert("project".into(), json!(project));
+            object.fields.insert("jobset".into(), json!(jobset));
+            object
         })
         .collect();
-    let last = total.div_ceil(EVALS_PER_PAGE).max(1);
-    let mut value = json!({ "evals": list, "first": "?page=1", "last": format!("?page={last}"), "total": total });
-    if page < last {
-        value["next"] = json!(format!("?page={}", page + 1));
-    }
-    if page > 1 {
-        value["previous"] = json!(format!("?page={}", page - 1));
-    }
-    Ok(Json(value))
+    let head = super::evals::page_links(page, total, EVALS_PER_PAGE);
+    Ok(super::eval_stream::respond(
+        state.db.clone(),
+        super::eval_stream::Shape::Page { head, list_key: "evals", evals: objects },
+    ))
 }
 
 /// `/steps`: the most recently finished build steps.

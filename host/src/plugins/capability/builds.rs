@@ -109,9 +109,7 @@ impl builds::Host for HostState {
         let project = self.readable_project()?;
         let db = self.services.db.clone();
         let (eval, _) = project_eval(&db, project, id).await?;
-        let mut members = db.eval_members(&[eval.id]).await.map_err(failed)?;
-        let mut ids = members.remove(&eval.id).unwrap_or_default();
-        ids.truncate(MAX_QUERY_BUILDS as usize * 10);
+        let ids = db.eval_members_after(eval.id, i64::MIN, u64::from(MAX_QUERY_BUILDS) * 10).await.map_err(failed)?;
         summaries(&db, &ids).await
     }
 }

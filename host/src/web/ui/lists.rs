@@ -50,10 +50,7 @@ fn page_links(base: &str, page: u64, total: u64, per_page: u64) -> Markup {
 
 /// A table of evaluations with the state of their builds; `jobsets` names
 /// each one's jobset when the list spans several.
-fn eval_table(
-    evals: &[(JobsetEval, Option<(String, String)>)],
-    counts: &std::collections::HashMap<i64, BuildCounts>,
-) -> Markup {
+fn eval_table(evals: &[(JobsetEval, Option<(String, String)>)]) -> Markup {
     let spans_jobsets = evals.iter().any(|(_, names)| names.is_some());
     html! {
         div.scroll { table {
@@ -62,7 +59,7 @@ fn eval_table(
                 th { "Builds" } th { "Succeeded" } th { "Failed" } th { "Queued" } th { "Errors" }
             } }
             tbody { @for (eval, names) in evals {
-                @let count = counts.get(&eval.id).cloned().unwrap_or_default();
+                @let count = BuildCounts::of(eval);
                 tr {
                     td { a href=(format!("/eval/{}", eval.id)) { (eval.id) } }
                     @if let Some((project, jobset)) = names {
@@ -84,12 +81,10 @@ pub async fn all_evals(State(state): State<AppState>, caller: Caller, Query(quer
         let number = query.get();
         let listed_only = caller.user.is_none();
         let (evals, total) = state.db.all_evals((number - 1) * EVALS_PER_PAGE, EVALS_PER_PAGE, listed_only).await?;
-        let ids: Vec<i64> = evals.iter().map(|(e, _, _)| e.id).collect();
-        let counts = state.db.eval_counts(&ids).await?;
         let evals: Vec<_> = evals.into_iter().map(|(e, p, j)| (e, Some((p, j)))).collect();
         let body = html! {
             @if evals.is_empty() { p.muted { "Nothing was evaluated yet." } }
-            @else { (eval_table(&evals, &counts)) (page_links("/evals", number, total, EVALS_PER_PAGE)) }
+            @else { (eval_table(&evals)) (page_links("/evals", number, total, EVALS_PER_PAGE)) }
         };
         Ok::<_, ApiError>(layout(&caller, "Evaluations", &[], body))
     }
@@ -108,13 +103,11 @@ pub async fn jobset_evals(
         let (project, jobset) = find_jobset(&state, &project_name, &jobset_name).await?;
         let number = query.get();
         let (evals, total) = state.db.jobset_evals(jobset.id, (number - 1) * EVALS_PER_PAGE, EVALS_PER_PAGE).await?;
-        let ids: Vec<i64> = evals.iter().map(|e| e.id).collect();
-        let counts = state.db.eval_counts(&ids).await?;
         let evals: Vec<_> = evals.into_iter().map(|e| (e, None)).collect();
         let base = format!("/jobset/{}/{}", project.name, jobset.name);
         let body = html! {
             @if evals.is_empty() { p.muted { "Not evaluated yet." } }
-            @else { (eval_table(&evals, &counts)) (page_links(&format!("{base}/evals"), number, total, EVALS_PER_PAGE)) }
+            @else { (eval_table(&evals)) (page_links(&format!("{base}/evals"), number, total, EVALS_PER_PAGE)) }
         };
         let crumbs = [
             crumb(&project.name, format!("/project/{}", project.name)),

@@ -157,8 +157,7 @@ pub async fn jobset(
         let (project, jobset) = find_jobset(&state, &project_name, &jobset_name).await?;
         let inputs = state.db.jobset_inputs(jobset.id).await?;
         let (evals, total_evals) = state.db.jobset_evals(jobset.id, 0, MATRIX_EVALS).await?;
-        let eval_ids: Vec<i64> = evals.iter().map(|e| e.id).collect();
-        let matrix = state.db.job_matrix(&eval_ids, paging.offset(), PAGE).await?;
+        let matrix = state.db.job_matrix(&evals, paging.offset(), PAGE).await?;
         let errors = match evals.first() {
             Some(latest) if latest.nr_errors > 0 => state.db.eval_errors(latest.id).await?,
             _ => Vec::new(),
@@ -299,12 +298,12 @@ pub async fn eval(
             .ok_or_else(|| ApiError::not_found(format!("evaluation {id} does not exist")))?;
         let inputs = state.db.eval_inputs(&[id]).await?.remove(&id).unwrap_or_default();
         let status = paging.status.as_deref();
-        let (cells, total) = state.db.eval_cells(id, filter_of(status), paging.offset(), PAGE).await?;
+        let (cells, total) = state.db.eval_cells(&eval, filter_of(status), paging.offset(), PAGE).await?;
         let previous = state.db.previous_eval(&eval).await?;
-        // The comparison reads both evaluations' jobs: on the first page only.
+        // On the first page only.
         let comparison = match &previous {
             Some(previous) if paging.offset() == 0 && status.is_none() => {
-                Some(state.db.compare_evals(id, previous.id).await?)
+                Some(state.db.compare_evals(&eval, previous).await?)
             }
             _ => None,
         };
