@@ -153,56 +153,35 @@ impl Db {
             project_name: String,
             jobset_name: String,
         }
-        let mut builds: HashMap<i64, Build> = HashMap::new();
-        let mut names: HashMap<i64, (String, String)> = HashMap::new();
-        for chunk in ids.chunks(super::INSERT_CHUNK) {
-            let rows = build::Entity::find()
-                .column_as(project::Column::Name, "project_name")
-                .column_as(jobset::Column::Name, "jobset_name")
-                .join(JoinType::InnerJoin, build::Relation::Jobset.def())
-                .join(JoinType::InnerJoin, jobset::Relation::Project.def())
-                .filter(build::Column::Id.is_in(chunk.iter().copied()))
-                .into_model::<Named>()
-                .all(self.read())
-                .await?;
-            for Named { build, project_name, jobset_name } in rows {
-                names.insert(build.id, (project_name, jobset_name));
-                builds.insert(build.id, build);
+        let named = async {
+            let mut builds: HashMap<i64, Build> = HashMap::new();
+            let mut names: HashMap<i64, (String, String)> = HashMap::new();
+            for chunk in ids.chunks(super::INSERT_CHUNK) {
+                let rows = build::Entity::find()
+                    .column_as(project::Column::Name, "project_name")
+                    .column_as(jobset::Column::Name, "jobset_name")
+                    .join(JoinType::InnerJoin, build::Relation::Jobset.def())
+                    .join(JoinType::InnerJoin, jobset::Relation::Project.def())
+                    .filter(build::Column::Id.is_in(chunk.iter().copied()))
+                    .into_model::<Named>()
+                    .all(self.read())
+                    .await?;
+                for Named { build, project_name, jobset_name } in rows {
+                    names.insert(build.id, (project_name, jobset_name));
+                    builds.insert(build.id, build);
+                }
             }
-        }
-        let mut outputs = self.outputs_of(ids).await?;
-        let mut products: HashMap<i64, Vec<BuildProduct>> = HashMap::new();
-        let mut metrics: HashMap<i64, Vec<BuildMetric>> = HashMap::new();
-        let mut evals: HashMap<i64, Vec<i64>> = HashMap::new();
-        for chunk in ids.chunks(super::INSERT_CHUNK) {
-            for p in build_product::Entity::find()
-                .filter(build_product::Column::BuildId.is_in(chunk.iter().copied()))
-                .order_by_asc(build_product::Column::ProductNr)
-                .all(self.read())
-                .await?
-            {
-                products.entry(p.build_id).or_default().push(p);
-            }
-            for m in build_metric::Entity::find()
-                .filter(build_metric::Column::BuildId.is_in(chunk.iter().copied()))
-                .order_by_asc(build_metric::Column::Name)
-                .all(self.read())
-                .await?
-            {
-                metrics.entry(m.build_id).or_default().push(m);
-            }
-            let rows: Vec<(i64, i64)> = jobset_eval_member::Entity::find()
-                .select_only()
-                .columns([jobset_eval_member::Column::BuildId, jobset_eval_member::Column::EvalId])
-                .filter(jobset_eval_member::Column::BuildId.is_in(chunk.iter().copied()))
-                .order_by_asc(jobset_eval_member::Column::EvalId)
-                .into_tuple()
-                .all(self.read())
-                .await?;
-            for (build_id, eval_id) in rows {
-                evals.entry(build_id).or_default().push(eval_id);
-            }
-        }
+            Ok::<_, super::DbError>((builds, names))
+        };
+        // All at once, each on a connection of its own: on PostgreSQL a
+        // query is a round trip, and these five do not wait for each other.
+        let ((mut builds, mut names), mut outputs, mut products, mut metrics, mut evals) = tokio::try_join!(
+            named,
+            self.outputs_of(ids),
+            self.products_of(ids),
+            self.metrics_of(ids),
+            self.evals_of(ids)
+        )?;
         Ok(ids
             .iter()
             .filter_map(|id| {
@@ -219,6 +198,57 @@ impl Db {
                 })
             })
             .collect())
+    }
+
+    /// Products of each build, by number.
+    async fn products_of(&self, ids: &[i64]) -> DbResult<HashMap<i64, Vec<BuildProduct>>> {
+        let mut products: HashMap<i64, Vec<BuildProduct>> = HashMap::new();
+        for chunk in ids.chunks(super::INSERT_CHUNK) {
+            for p in build_product::Entity::find()
+                .filter(build_product::Column::BuildId.is_in(chunk.iter().copied()))
+                .order_by_asc(build_product::Column::ProductNr)
+                .all(self.read())
+                .await?
+            {
+                products.entry(p.build_id).or_default().push(p);
+            }
+        }
+        Ok(products)
+    }
+
+    /// Metrics of each build, by name.
+    async fn metrics_of(&self, ids: &[i64]) -> DbResult<HashMap<i64, Vec<BuildMetric>>> {
+        let mut metrics: HashMap<i64, Vec<BuildMetric>> = HashMap::new();
+        for chunk in ids.chunks(super::INSERT_CHUNK) {
+            for m in build_metric::Entity::find()
+                .filter(build_metric::Column::BuildId.is_in(chunk.iter().copied()))
+                .order_by_asc(build_metric::Column::Name)
+                .all(self.read())
+                .await?
+            {
+                metrics.entry(m.build_id).or_default().push(m);
+            }
+        }
+        Ok(metrics)
+    }
+
+    /// The evaluations each build belongs to, oldest first.
+    async fn evals_of(&self, ids: &[i64]) -> DbResult<HashMap<i64, Vec<i64>>> {
+        let mut evals: HashMap<i64, Vec<i64>> = HashMap::new();
+        for chunk in ids.chunks(super::INSERT_CHUNK) {
+            let rows: Vec<(i64, i64)> = jobset_eval_member::Entity::find()
+                .select_only()
+                .columns([jobset_eval_member::Column::BuildId, jobset_eval_member::Column::EvalId])
+                .filter(jobset_eval_member::Column::BuildId.is_in(chunk.iter().copied()))
+                .order_by_asc(jobset_eval_member::Column::EvalId)
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            for (build_id, eval_id) in rows {
+                evals.entry(build_id).or_default().push(eval_id);
+            }
+        }
+        Ok(evals)
     }
 
     /// Outputs (name, path) of each build, sorted by name.

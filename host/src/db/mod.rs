@@ -200,6 +200,17 @@ impl Db {
         migrated
     }
 
+    /// Keeps SQLite's planner statistics current as the history grows
+    /// (`PRAGMA optimize`, as SQLite advises for long-lived connections;
+    /// sampled). PostgreSQL's autovacuum does this itself.
+    pub async fn refresh_statistics(&self) -> DbResult<()> {
+        if self.backend() == DbBackend::Sqlite {
+            use sea_orm::ConnectionTrait;
+            self.write.execute_unprepared("PRAGMA analysis_limit = 1000; PRAGMA optimize;").await?;
+        }
+        Ok(())
+    }
+
     /// Migrations applied so far and those still pending.
     pub async fn migration_status(&self) -> Result<(Vec<String>, Vec<String>), DbErr> {
         let applied = Migrator::get_applied_migrations(&self.read).await?;

@@ -115,6 +115,11 @@ impl Retention {
             }
             self.metrics.retention(&report.figures);
             self.status.add(report);
+            // What retention deleted, and what was added since, changes
+            // what the planner should choose.
+            if let Err(e) = self.db.refresh_statistics().await {
+                tracing::warn!("retention: cannot refresh the database's statistics: {e}");
+            }
             tokio::time::sleep(interval).await;
         }
     }
