@@ -7,13 +7,14 @@
 //! `m20261203_000012_search`): `pg_trgm` GIN indexes that PostgreSQL's
 //! `ILIKE '%q%'` uses, or SQLite's FTS5 table `build_search` with the
 //! trigram tokenizer, whose rows hold base names (no store directory). A
-//! query of fewer than three characters has no trigram: it is matched by
-//! scanning the newest builds, which such a short query meets at once.
+//! query of fewer than three characters has no trigram: it is matched
+//! against the newest builds only (`RECENT_SCANNED`), so that no request
+//! of an anonymous visitor reads every build.
 
-use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
-use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement};
 
-use super::entities::{jobset, project};
+use super::entities::{build, build_output, jobset, project};
 use super::{Db, DbResult, Jobset, Project};
 use crate::domain::SearchQuery;
 
@@ -30,6 +31,10 @@ pub struct SearchResults {
 
 /// Fewest characters a trigram index can look up.
 const TRIGRAM: usize = 3;
+
+/// How many of the newest builds a query too short for the index is
+/// matched against.
+const RECENT_SCANNED: i64 = 100_000;
 
 /// `lower(column) LIKE pattern ESCAPE '\'`: case-insensitive on both
 /// backends (PostgreSQL's `LIKE` is not), with `_` escaped.
@@ -60,9 +65,18 @@ impl Db {
             .all(self.read())
             .await?;
         let jobsets = jobsets.into_iter().filter_map(|(j, p)| p.map(|p| (p, j))).collect();
-        let (builds, builds_by_drv) = match self.backend() {
-            DbBackend::Postgres => self.search_builds_postgres(query, limit).await?,
-            _ => self.search_builds_sqlite(query, limit).await?,
+        // What each backend's index looks up: PostgreSQL's, the whole
+        // pattern; SQLite's, the part after the last `/`.
+        let (indexed, backend) = match self.backend() {
+            DbBackend::Postgres => (query.as_str(), DbBackend::Postgres),
+            backend => (query.base_name(), backend),
+        };
+        let (builds, builds_by_drv) = if indexed.len() < TRIGRAM {
+            self.search_recent_builds(query, limit).await?
+        } else if backend == DbBackend::Postgres {
+            self.search_builds_postgres(query, limit).await?
+        } else {
+            self.search_builds_sqlite(query, limit).await?
         };
         Ok(SearchResults { projects, jobsets, builds, builds_by_drv })
     }
@@ -90,57 +104,66 @@ impl Db {
     /// is looked up as a phrase of trigrams, which is a substring match;
     /// a query with a `/` is then checked against the whole paths.
     async fn search_builds_sqlite(&self, query: &SearchQuery, limit: u64) -> DbResult<(Vec<i64>, Vec<i64>)> {
-        let pattern = query.contains_pattern();
-        let limit = limit as i64;
         let term = query.base_name();
         let whole_query = term.len() == query.as_str().len();
-        let (builds, by_drv) = if term.len() >= TRIGRAM {
+        // `column` of the FTS row, and the paths a query with a `/` is
+        // checked against.
+        let statement = |column: &str, paths: &str| {
+            let check = if whole_query { String::new() } else { format!("AND EXISTS ({paths} LIKE ?3 ESCAPE '\\')") };
+            let sql = format!(
+                "SELECT s.rowid AS id FROM build_search s WHERE build_search MATCH ?1 {check} ORDER BY s.rowid DESC LIMIT ?2"
+            );
             // The term holds letters, digits and `_-.` only (`SearchQuery`):
             // quoted, it is one FTS5 phrase and no query syntax.
-            let phrase = |column: &str| format!("{{{column}}} : \"{term}\"");
-            let builds = format!(
-                "SELECT s.rowid AS id FROM build_search s WHERE build_search MATCH ?1 {} ORDER BY s.rowid DESC LIMIT ?2",
-                if whole_query {
-                    String::new()
-                } else {
-                    "AND EXISTS (SELECT 1 FROM build_outputs o WHERE o.build_id = s.rowid AND o.path LIKE ?3 ESCAPE '\\')"
-                        .to_owned()
-                }
-            );
-            let by_drv = format!(
-                "SELECT s.rowid AS id FROM build_search s WHERE build_search MATCH ?1 {} ORDER BY s.rowid DESC LIMIT ?2",
-                if whole_query {
-                    String::new()
-                } else {
-                    "AND EXISTS (SELECT 1 FROM builds b WHERE b.id = s.rowid AND b.drv_path LIKE ?3 ESCAPE '\\')"
-                        .to_owned()
-                }
-            );
-            let values = |column: &str| {
-                let mut values = vec![phrase(column).into(), limit.into()];
-                if !whole_query {
-                    values.push(pattern.clone().into());
-                }
-                values
-            };
-            (
-                Statement::from_sql_and_values(DbBackend::Sqlite, builds, values("names")),
-                Statement::from_sql_and_values(DbBackend::Sqlite, by_drv, values("drv")),
-            )
-        } else {
-            // Too short for the index, so common that the newest builds
-            // hold enough matches.
-            let builds = "SELECT b.id FROM builds b WHERE b.job LIKE ?1 ESCAPE '\\' \
-                          OR EXISTS (SELECT 1 FROM build_outputs o WHERE o.build_id = b.id AND o.path LIKE ?1 ESCAPE '\\') \
-                          ORDER BY b.id DESC LIMIT ?2";
-            let by_drv = "SELECT id FROM builds WHERE drv_path LIKE ?1 ESCAPE '\\' ORDER BY id DESC LIMIT ?2";
-            let values = || vec![pattern.clone().into(), limit.into()];
-            (
-                Statement::from_sql_and_values(DbBackend::Sqlite, builds, values()),
-                Statement::from_sql_and_values(DbBackend::Sqlite, by_drv, values()),
-            )
+            let mut values = vec![format!("{{{column}}} : \"{term}\"").into(), (limit as i64).into()];
+            if !whole_query {
+                values.push(query.contains_pattern().into());
+            }
+            Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
         };
+        let builds = statement("names", "SELECT 1 FROM build_outputs o WHERE o.build_id = s.rowid AND o.path");
+        let by_drv = statement("drv", "SELECT 1 FROM builds b WHERE b.id = s.rowid AND b.drv_path");
         Ok((self.found(builds).await?, self.found(by_drv).await?))
+    }
+
+    /// A query too short for a trigram index, matched against the newest
+    /// `RECENT_SCANNED` builds: bounded work whatever it is (such a short
+    /// query, when it is meant, matches among them at once).
+    async fn search_recent_builds(&self, query: &SearchQuery, limit: u64) -> DbResult<(Vec<i64>, Vec<i64>)> {
+        let newest: Option<i64> = build::Entity::find()
+            .select_only()
+            .column_as(build::Column::Id.max(), "id")
+            .into_tuple::<Option<i64>>()
+            .one(self.read())
+            .await?
+            .flatten();
+        let floor = newest.unwrap_or(0) - RECENT_SCANNED;
+        let recent = || {
+            build::Entity::find()
+                .select_only()
+                .column(build::Column::Id)
+                .filter(build::Column::Id.gt(floor))
+                .order_by_desc(build::Column::Id)
+                .limit(limit)
+        };
+        let output_matches = Query::select()
+            .expr(Expr::val(1))
+            .from(build_output::Entity)
+            .and_where(
+                Expr::col((build_output::Entity, build_output::Column::BuildId))
+                    .equals((build::Entity, build::Column::Id)),
+            )
+            .and_where(contains(Expr::col((build_output::Entity, build_output::Column::Path)), query))
+            .to_owned();
+        let builds = recent()
+            .filter(contains(Expr::col((build::Entity, build::Column::Job)), query).or(Expr::exists(output_matches)))
+            .into_tuple::<i64>()
+            .all(self.read());
+        let by_drv = recent()
+            .filter(contains(Expr::col((build::Entity, build::Column::DrvPath)), query))
+            .into_tuple::<i64>()
+            .all(self.read());
+        Ok(tokio::try_join!(builds, by_drv)?)
     }
 
     /// The `id` column of a query's rows.

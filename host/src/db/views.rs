@@ -138,7 +138,7 @@ impl Db {
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
-    /// Builds of an evaluation as cells, with a filter, paged by job name.
+    /// The builds of an evaluation as cells, through its members.
     fn eval_cells_query(eval_id: i64) -> sea_orm::Select<build::Entity> {
         build::Entity::find()
             .select_only()
