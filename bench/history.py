@@ -463,7 +463,12 @@ class Rows:
         job_of = p.job_of
         for e, js, ts, seq, first, k in p.evals():
             c = cur[js.index]
+            # Each new build with the build its job had in the evaluation
+            # before, as the server records them (0: a job new then, NULL).
+            NULL = "\\N"
+            predecessor = {}
             for b in range(first, first + k):
+                predecessor[b] = c[job_of[b - 1]]
                 c[job_of[b - 1]] = b
             ids = sorted(c)
             n_old = len(ids) - k
@@ -471,11 +476,12 @@ class Rows:
                 pre = f"{e}\t"
                 parts = []
                 if n_old:
-                    parts.append(pre + f"\tf\n{pre}".join(map(str, ids[:n_old])) + "\tf\n")
-                parts.append(pre + f"\tt\n{pre}".join(map(str, ids[n_old:])) + "\tt\n")
+                    parts.append(pre + f"\tf\t\\N\n{pre}".join(map(str, ids[:n_old])) + "\tf\t\\N\n")
+                parts.append("".join(f"{pre}{b}\tt\t{predecessor[b] or NULL}\n" for b in ids[n_old:]))
                 sink.text("".join(parts), len(ids))
             else:
-                sink.rows([(e, b, False) for b in ids[:n_old]] + [(e, b, True) for b in ids[n_old:]])
+                sink.rows([(e, b, False, None) for b in ids[:n_old]] +
+                          [(e, b, True, predecessor[b] or None) for b in ids[n_old:]])
             for agg, members in js.aggregate_jobs.items():
                 a = c[agg]
                 self.constituents.extend(sorted((a, c[m]) for m in members if c[m] != a))
@@ -750,12 +756,14 @@ class Rows:
     def jobset_evals(self):
         rng = random.Random(self.p.seed + 3)
         batch = []
+        previous = {}
         for e, js, ts, seq, first, k in self.p.evals():
             flake = js.o.get("flake")
             locked = f"{flake}/{rng.getrandbits(160):040x}" if flake else None
             eval_time = rng.randint(400, 1500) if js.big else rng.randint(3, 120)
             batch.append((e, js.id, ts, rng.randint(1, 60), eval_time, True, f"{rng.getrandbits(256):064x}",
-                          js.n_jobs, len(self.eval_errors.get(e, ())), locked))
+                          js.n_jobs, len(self.eval_errors.get(e, ())), locked, previous.get(js.index)))
+            previous[js.index] = e
             if len(batch) >= BATCH:
                 yield batch
                 batch = []
@@ -807,9 +815,10 @@ COLUMNS = {
                "check_interval scheduling_shares fetch_error_msg start_time type flake enable_dynamic_run_command "
                "eval_evaluated eval_total",
     "jobset_inputs": "id jobset_id name type value email_responsible",
-    "jobset_evals": "id jobset_id timestamp checkout_time eval_time has_new_builds hash nr_builds nr_errors flake",
+    "jobset_evals": "id jobset_id timestamp checkout_time eval_time has_new_builds hash nr_builds nr_errors flake "
+                    "previous_eval_id",
     "jobset_eval_inputs": "id eval_id name type uri revision value dependency path sha256_hash",
-    "jobset_eval_members": "eval_id build_id is_new",
+    "jobset_eval_members": "eval_id build_id is_new previous_build_id",
     # Left to their defaults: max_silent, timeout, priority, global_priority,
     # release_name, output_errors (fewer fields to format).
     "builds": "id finished timestamp jobset_id job nix_name description drv_path system license homepage "

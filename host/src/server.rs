@@ -220,7 +220,7 @@ pub async fn serve(mut config: Config, demo: bool, roles: Option<ProcessRoles>) 
         info!("binary cache signed with {} (public key {})", key.name(), key.public_key());
     }
     let releases = Arc::new(crate::releases::ReleaseSets::new(db.clone(), plugins.clone()));
-    let state = AppState {
+    let state = AppState::new(crate::web::Services {
         inputs,
         db,
         nix,
@@ -233,6 +233,7 @@ pub async fn serve(mut config: Config, demo: bool, roles: Option<ProcessRoles>) 
         queue,
         plugins,
         rendered: Arc::default(),
+        build_answers: Default::default(),
         releases,
         plugin_calls: Arc::default(),
         channels: Arc::default(),
@@ -245,7 +246,7 @@ pub async fn serve(mut config: Config, demo: bool, roles: Option<ProcessRoles>) 
             window: std::time::Duration::from_secs(config.web.login_window_secs),
         })),
         process: Arc::new(crate::web::ThisProcess::new(member, roles)),
-    };
+    });
     let addr = config.listen_addr().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     if roles.contains(ProcessRole::Web) {

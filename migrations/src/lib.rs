@@ -27,6 +27,7 @@ mod m20261202_000011_eval_progress;
 mod m20261203_000012_search;
 mod m20261203_000013_eval_counts;
 mod m20261203_000014_hot_paths;
+mod m20261203_000015_predecessors;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000012_search::Migration),
             Box::new(m20261203_000013_eval_counts::Migration),
             Box::new(m20261203_000014_hot_paths::Migration),
+            Box::new(m20261203_000015_predecessors::Migration),
         ]
     }
 }

@@ -3,6 +3,7 @@
 //! in `steps.rs`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
@@ -130,18 +131,24 @@ impl Db {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // The common case of the API: one finished build, from memory.
         if let [id] = ids {
-            if let Some(view) = self.builds.get(*id) {
-                return Ok(vec![view.as_ref().clone()]);
-            }
+            return Ok(self.build_view(*id).await?.map(Arc::unwrap_or_clone).into_iter().collect());
+        }
+        self.load_build_views(ids).await
+    }
+
+    /// One build as the API shows it. The common case of the API, a
+    /// finished build, is shared from memory: callers that keep what they
+    /// made of it can tell by the `Arc` whether it is still current.
+    pub async fn build_view(&self, id: i64) -> DbResult<Option<Arc<BuildView>>> {
+        if let Some(view) = self.builds.get(id) {
+            return Ok(Some(view));
         }
         let epoch = self.builds.epoch();
-        let views = self.load_build_views(ids).await?;
-        if let [view] = views.as_slice() {
-            self.builds.store(view, epoch);
-        }
-        Ok(views)
+        let Some(view) = self.load_build_views(&[id]).await?.pop() else { return Ok(None) };
+        let view = Arc::new(view);
+        self.builds.store(&view, epoch);
+        Ok(Some(view))
     }
 
     async fn load_build_views(&self, ids: &[i64]) -> DbResult<Vec<BuildView>> {

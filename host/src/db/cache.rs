@@ -50,9 +50,9 @@ impl BuildCache {
 
     /// Keeps a finished build read when the epoch was `epoch`, unless
     /// something was invalidated since.
-    pub fn store(&self, view: &BuildView, epoch: u64) {
+    pub fn store(&self, view: &Arc<BuildView>, epoch: u64) {
         if view.build.finished && self.epoch() == epoch {
-            self.views.insert(view.build.id, Arc::new(view.clone()));
+            self.views.insert(view.build.id, view.clone());
         }
     }
 
@@ -82,51 +82,56 @@ impl BuildCache {
     }
 }
 
+/// A finished or unfinished build's view with nothing but its id, for tests.
+#[cfg(test)]
+pub(crate) fn test_view(id: i64, finished: bool) -> Arc<BuildView> {
+    let build = crate::db::Build {
+        id,
+        finished,
+        timestamp: 0,
+        jobset_id: 1,
+        job: "job".into(),
+        nix_name: "x".into(),
+        description: None,
+        drv_path: String::new(),
+        system: String::new(),
+        license: None,
+        homepage: None,
+        maintainers: None,
+        max_silent: 0,
+        timeout: 0,
+        is_channel: false,
+        is_aggregate: false,
+        priority: 100,
+        global_priority: 0,
+        start_time: None,
+        stop_time: None,
+        is_cached_build: None,
+        build_status: Some(0),
+        size: None,
+        closure_size: None,
+        release_name: None,
+        keep: false,
+        output_errors: None,
+        outputs_collected: false,
+    };
+    Arc::new(BuildView {
+        build,
+        project: "p".into(),
+        jobset: "j".into(),
+        outputs: vec![],
+        products: vec![],
+        metrics: vec![],
+        evals: vec![],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Build;
 
-    fn view(id: i64, finished: bool) -> BuildView {
-        let build = Build {
-            id,
-            finished,
-            timestamp: 0,
-            jobset_id: 1,
-            job: "job".into(),
-            nix_name: "x".into(),
-            description: None,
-            drv_path: String::new(),
-            system: String::new(),
-            license: None,
-            homepage: None,
-            maintainers: None,
-            max_silent: 0,
-            timeout: 0,
-            is_channel: false,
-            is_aggregate: false,
-            priority: 100,
-            global_priority: 0,
-            start_time: None,
-            stop_time: None,
-            is_cached_build: None,
-            build_status: Some(0),
-            size: None,
-            closure_size: None,
-            release_name: None,
-            keep: false,
-            output_errors: None,
-            outputs_collected: false,
-        };
-        BuildView {
-            build,
-            project: "p".into(),
-            jobset: "j".into(),
-            outputs: vec![],
-            products: vec![],
-            metrics: vec![],
-            evals: vec![],
-        }
+    fn view(id: i64, finished: bool) -> Arc<BuildView> {
+        test_view(id, finished)
     }
 
     #[test]

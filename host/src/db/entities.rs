@@ -135,6 +135,9 @@ pub mod jobset_eval {
         /// fail, are cancelled or restarted.
         pub nr_finished: i32,
         pub nr_succeeded: i32,
+        /// The evaluation this one's new builds were told apart from, when
+        /// recorded (migration 15; NULL before it and for a jobset's first).
+        pub previous_eval_id: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -197,6 +200,10 @@ pub mod jobset_eval_member {
         #[sea_orm(primary_key, auto_increment = false)]
         pub build_id: i64,
         pub is_new: bool,
+        /// For a new member, the build its job had in the evaluation
+        /// before (`jobset_evals.previous_eval_id`); NULL for a job new
+        /// then.
+        pub previous_build_id: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -386,6 +386,9 @@ impl Db {
             .one(&txn)
             .await?;
         let mut reusable: HashMap<(String, String), i64> = HashMap::new();
+        // Each job's build in the previous evaluation, kept with the new
+        // builds so that comparing the two needs no search (migration 15).
+        let mut previous_build_of: HashMap<String, i64> = HashMap::new();
         let mut previous_count = 0;
         if let Some(previous) = &previous {
             let rows: Vec<(i64, String, String)> = build::Entity::find()
@@ -397,6 +400,7 @@ impl Db {
                 .all(&txn)
                 .await?;
             previous_count = rows.len();
+            previous_build_of = rows.iter().map(|(id, job, _)| (job.clone(), *id)).collect();
             reusable = rows.into_iter().map(|(id, job, drv)| ((job, drv), id)).collect();
         }
 
@@ -465,17 +469,19 @@ impl Db {
             nr_builds: Set(build_of_job.len() as i32),
             nr_errors: Set(new.errors.len() as i32),
             flake: Set(new.flake.clone()),
+            previous_eval_id: Set(previous.as_ref().map(|p| p.id)),
             ..Default::default()
         }
         .insert(&txn)
         .await?;
 
         let members: Vec<jobset_eval_member::ActiveModel> = build_of_job
-            .values()
-            .map(|&(build_id, is_new)| jobset_eval_member::ActiveModel {
+            .iter()
+            .map(|(&job, &(build_id, is_new))| jobset_eval_member::ActiveModel {
                 eval_id: Set(eval.id),
                 build_id: Set(build_id),
                 is_new: Set(is_new),
+                previous_build_id: Set(if is_new { previous_build_of.get(job).copied() } else { None }),
             })
             .collect();
         insert_chunked(&txn, members).await?;

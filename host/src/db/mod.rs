@@ -10,7 +10,7 @@
 //! on PostgreSQL both are the same pool.
 
 mod builds;
-mod cache;
+pub(crate) mod cache;
 mod cache_paths;
 mod cluster;
 mod declarative;

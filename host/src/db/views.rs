@@ -230,29 +230,40 @@ impl Db {
     }
 
     /// The jobs of `evals[0]` (the newest), `limit` from `offset` by name,
-    /// with their builds in each of `evals` (all of one jobset): the page,
-    /// then the jobset's builds of its jobs (by `(jobset_id, job, id)`),
-    /// then which of those are in which of `evals` (by build). Never a
-    /// join over the evaluations' members, which a planner picks when it
-    /// underestimates them (measured: 238 ms at ten million builds).
+    /// with their builds in each of `evals` (the newest of one jobset, in
+    /// order): the page, then for each job its newest `evals.len()` builds
+    /// up to its build in `evals[0]` (by `(jobset_id, job, id)`), then which
+    /// of those are in which of `evals` (by build). Never a join over the
+    /// evaluations' members, which a planner picks when it underestimates
+    /// them (measured: 238 ms at ten million builds), nor every build of
+    /// the jobs (253 ms there: a job has a build per change in its history).
+    ///
+    /// Why so few builds suffice: an evaluation reuses a job's build only
+    /// from the evaluation just before it (`record_eval`), so a job's build
+    /// in an evaluation is the newest of the job made up to it; between the
+    /// oldest evaluation shown and the newest, each evaluation made at most
+    /// one more.
     pub async fn job_matrix(&self, evals: &[JobsetEval], offset: u64, limit: u64) -> DbResult<JobMatrix> {
         let Some(newest) = evals.first() else {
             return Ok(JobMatrix::default());
         };
         let (page, total_jobs) = self.eval_cells(newest, StatusFilter::All, offset, limit).await?;
+        let mut builds: HashMap<i64, BuildCell> = HashMap::new();
+        for newest_build in &page {
+            let rows: Vec<(i64, String, bool, Option<i32>)> = build::Entity::find()
+                .select_only()
+                .columns([build::Column::Id, build::Column::Job, build::Column::Finished, build::Column::BuildStatus])
+                .filter(build::Column::JobsetId.eq(newest.jobset_id))
+                .filter(build::Column::Job.eq(newest_build.job.as_str()))
+                .filter(build::Column::Id.lte(newest_build.id))
+                .order_by_desc(build::Column::Id)
+                .limit(evals.len() as u64)
+                .into_tuple()
+                .all(self.read())
+                .await?;
+            builds.extend(rows.into_iter().map(cell).map(|c| (c.id, c)));
+        }
         let jobs: Vec<String> = page.into_iter().map(|c| c.job).collect();
-        let builds: HashMap<i64, BuildCell> = build::Entity::find()
-            .select_only()
-            .columns([build::Column::Id, build::Column::Job, build::Column::Finished, build::Column::BuildStatus])
-            .filter(build::Column::JobsetId.eq(newest.jobset_id))
-            .filter(build::Column::Job.is_in(jobs.iter().cloned()))
-            .into_tuple()
-            .all(self.read())
-            .await?
-            .into_iter()
-            .map(cell)
-            .map(|c| (c.id, c))
-            .collect();
         let ids: Vec<i64> = builds.keys().copied().collect();
         let mut cells = HashMap::new();
         // Looked up by build (the members' index on `build_id`), the
@@ -300,6 +311,9 @@ impl Db {
     /// plus, only when `previous` had jobs that are gone, one pass over
     /// its members to name them.
     pub async fn compare_evals(&self, eval: &JobsetEval, previous: &JobsetEval) -> DbResult<EvalComparison> {
+        if eval.previous_eval_id == Some(previous.id) {
+            return self.compare_with_recorded_predecessors(eval, previous).await;
+        }
         // The bare column, as the partial index on new members says it (a
         // bound `= true` would not let the planner use it).
         let new_builds: Vec<BuildCell> = Self::eval_cells_query(eval.id)
@@ -364,6 +378,67 @@ impl Db {
         Ok(comparison)
     }
 
+    /// [`Db::compare_evals`] for an evaluation recorded with its
+    /// predecessors (migration 15): one query joining each new member to
+    /// its build and to the build its job had in `previous`, by primary
+    /// keys, that returns only what the page lists (new jobs and changed
+    /// outcomes); the unchanged are what remains of the evaluation.
+    async fn compare_with_recorded_predecessors(
+        &self,
+        eval: &JobsetEval,
+        previous: &JobsetEval,
+    ) -> DbResult<EvalComparison> {
+        let predecessor = Alias::new("predecessor");
+        let member_col = |column| Expr::col((jobset_eval_member::Entity, column));
+        let predecessor_col = |column| Expr::col((predecessor.clone(), column));
+        let mut query = build::Entity::find()
+            .select_only()
+            .columns([build::Column::Id, build::Column::Job, build::Column::Finished, build::Column::BuildStatus])
+            .expr(predecessor_col(build::Column::Id))
+            .inner_join(jobset_eval_member::Entity)
+            .filter(member_col(jobset_eval_member::Column::EvalId).eq(eval.id))
+            // The bare column, as the partial index on new members says it.
+            .filter(member_col(jobset_eval_member::Column::IsNew))
+            .filter(
+                member_col(jobset_eval_member::Column::PreviousBuildId).is_null().or(build::Column::Finished
+                    .eq(true)
+                    .and(predecessor_col(build::Column::Finished).eq(true))
+                    .and(Expr::cust(
+                        r#"(COALESCE("builds"."build_status", -1) = 0) <> (COALESCE("predecessor"."build_status", -1) = 0)"#,
+                    ))),
+            )
+            .order_by_asc(build::Column::Job);
+        sea_orm::QueryTrait::query(&mut query).join_as(
+            JoinType::LeftJoin,
+            build::Entity,
+            predecessor.clone(),
+            Expr::col((predecessor.clone(), build::Column::Id))
+                .equals((jobset_eval_member::Entity, jobset_eval_member::Column::PreviousBuildId)),
+        );
+        let rows: Vec<(i64, String, bool, Option<i32>, Option<i64>)> = query.into_tuple().all(self.read()).await?;
+        let mut comparison = EvalComparison::default();
+        for (id, job, finished, status, predecessor) in rows {
+            let build = BuildCell { id, job, finished, status };
+            // A job with a predecessor is listed only when both finished
+            // with outcomes that differ.
+            match predecessor {
+                None => comparison.new_jobs.push(build),
+                Some(_) if build.succeeded() => comparison.newly_succeeding.push(build),
+                Some(_) => comparison.newly_failing.push(build),
+            }
+        }
+        let listed = comparison.new_jobs.len() + comparison.newly_failing.len() + comparison.newly_succeeding.len();
+        let members = u64::try_from(eval.nr_builds).unwrap_or(0);
+        comparison.unchanged = members.saturating_sub(listed as u64);
+        // Every job of `eval` but the new ones had a build in `previous`:
+        // if `previous` had more jobs than that, some are gone.
+        let kept_jobs = members.saturating_sub(comparison.new_jobs.len() as u64);
+        if u64::try_from(previous.nr_builds).unwrap_or(0) > kept_jobs {
+            comparison.removed_jobs = self.removed_jobs(eval, previous).await?;
+        }
+        Ok(comparison)
+    }
+
     /// The builds of `previous` whose jobs `eval` no longer has.
     async fn removed_jobs(&self, eval: &JobsetEval, previous: &JobsetEval) -> DbResult<Vec<BuildCell>> {
         let later = Alias::new("later");
@@ -392,7 +467,7 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use crate::db::test_support::{eval, finish, fresh_db, job};
-    use crate::db::{BuildCounts, Db, Expect, JobsetSettings, ProjectSettings, StatusFilter};
+    use crate::db::{BuildCounts, Db, Expect, JobsetEval, JobsetSettings, ProjectSettings, StatusFilter};
     use crate::domain::BuildStatus;
 
     fn jobs(cells: &[super::BuildCell]) -> Vec<&str> {
@@ -431,15 +506,35 @@ mod tests {
         finish(&db, new_b, BuildStatus::Failed).await;
         finish(&db, new_c, BuildStatus::Succeeded).await;
 
-        let compared = db.compare_evals(&db.eval(second_eval.id).await.unwrap().unwrap(), &first_eval).await.unwrap();
-        assert_eq!(jobs(&compared.newly_failing), ["b"]);
-        assert_eq!(jobs(&compared.newly_succeeding), ["c"]);
-        assert_eq!(jobs(&compared.new_jobs), ["e"]);
-        assert_eq!(jobs(&compared.removed_jobs), ["d"]);
-        assert_eq!(compared.unchanged, 1, "a");
+        let recorded = db.eval(second_eval.id).await.unwrap().unwrap();
+        assert_eq!(recorded.previous_eval_id, Some(first_eval.id), "recorded with what it was told apart from");
+        // Recorded with its predecessors, and as an evaluation recorded
+        // before migration 15 is compared, by searching for them.
+        let unrecorded = JobsetEval { previous_eval_id: None, ..recorded.clone() };
+        for second in [recorded, unrecorded] {
+            let compared = db.compare_evals(&second, &first_eval).await.unwrap();
+            let recorded = second.previous_eval_id.is_some();
+            assert_eq!(jobs(&compared.newly_failing), ["b"], "recorded: {recorded}");
+            assert_eq!(jobs(&compared.newly_succeeding), ["c"], "recorded: {recorded}");
+            assert_eq!(jobs(&compared.new_jobs), ["e"], "recorded: {recorded}");
+            assert_eq!(jobs(&compared.removed_jobs), ["d"], "recorded: {recorded}");
+            assert_eq!(compared.unchanged, 1, "a; recorded: {recorded}");
+        }
+
+        // The matrix: each job's build in each evaluation, carried or new;
+        // none where the evaluation does not have the job.
+        let second_eval = db.eval(second_eval.id).await.unwrap().unwrap();
+        let matrix = db.job_matrix(&[second_eval.clone(), first_eval.clone()], 0, 10).await.unwrap();
+        assert_eq!((matrix.jobs.clone(), matrix.total_jobs), (vec!["a".into(), "b".into(), "c".into(), "e".into()], 4));
+        let in_matrix = |eval: i64, job: &str| matrix.cells.get(&(eval, job.to_owned())).map(|c| c.id);
+        let (first_id, second_id) = (first_eval.id, second_eval.id);
+        assert_eq!([in_matrix(first_id, "a"), in_matrix(second_id, "a")], [Some(a), Some(a)]);
+        assert_eq!([in_matrix(first_id, "b"), in_matrix(second_id, "b")], [Some(b), Some(new_b)]);
+        assert_eq!([in_matrix(first_id, "c"), in_matrix(second_id, "c")], [Some(c), Some(new_c)]);
+        assert_eq!([in_matrix(first_id, "e"), in_matrix(second_id, "e")], [None, Some(second[2])]);
+        assert_eq!(matrix.cells.len(), 7, "d is not a job of the newest evaluation: not on the page");
 
         // The page: in job order; the filters' totals from the counts.
-        let second_eval = db.eval(second_eval.id).await.unwrap().unwrap();
         let (page, total) = db.eval_cells(&second_eval, StatusFilter::All, 0, 3).await.unwrap();
         assert_eq!((jobs(&page), total), (vec!["a", "b", "c"], 4));
         let (page, total) = db.eval_cells(&second_eval, StatusFilter::All, 3, 3).await.unwrap();
@@ -459,5 +554,19 @@ mod tests {
         let second_counts = counts(&db, second_eval.id).await;
         assert_eq!(second_counts, BuildCounts { scheduled: 1, succeeded: 1, failed: 2, total: 4 });
         assert_eq!(db.latest_finished_eval(jobset.id).await.unwrap().map(|e| e.id), Some(first_eval.id));
+
+        // b once more with a new derivation, failing again: a new build
+        // with the outcome of its predecessor is not a change.
+        let third = eval(&db, jobset.id, 3, vec![job("a", "1"), job("b", "3"), job("c", "2"), job("e", "2")]).await;
+        assert_eq!(third.len(), 1, "only b is new");
+        finish(&db, third[0], BuildStatus::Failed).await;
+        let recorded = db.last_eval(jobset.id).await.unwrap().unwrap();
+        let unrecorded = JobsetEval { previous_eval_id: None, ..recorded.clone() };
+        for third_eval in [recorded, unrecorded] {
+            let compared = db.compare_evals(&third_eval, &second_eval).await.unwrap();
+            let changed = [&compared.newly_failing, &compared.newly_succeeding, &compared.new_jobs];
+            assert!(changed.iter().all(|list| list.is_empty()) && compared.removed_jobs.is_empty(), "{compared:?}");
+            assert_eq!(compared.unchanged, 4);
+        }
     }
 }

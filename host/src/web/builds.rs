@@ -1,6 +1,8 @@
 //! Builds: the build JSON, its constituents and steps, its logs, the
 //! actions on it (restart, cancel, bump, keep) and the queue.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 
@@ -26,20 +28,31 @@ const PATH_SEGMENT: &AsciiSet =
 /// Lines of `/log/tail`.
 const TAIL_LINES: usize = 50;
 
-pub(super) async fn find_build(state: &AppState, id: i64) -> ApiResult<BuildView> {
-    state.db.build_views(&[id]).await?.pop().ok_or_else(|| ApiError::not_found(format!("build {id} does not exist")))
+pub(super) async fn find_build(state: &AppState, id: i64) -> ApiResult<Arc<BuildView>> {
+    state.db.build_view(id).await?.ok_or_else(|| ApiError::not_found(format!("build {id} does not exist")))
 }
 
 /// `/build/N`: Hydra's JSON, each product with its rendered view.
-pub async fn get_build(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
+pub async fn get_build(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Response> {
     let view = find_build(&state, id).await?;
-    let mut value = hydra::build(&view);
-    for (nr, rendered) in super::rendered::render_products(&state, &view).await {
-        if let Some(product) = value["buildproducts"].get_mut(nr.to_string()) {
-            product["rendered"] = rendered.to_json();
+    let body = match state.build_answers.get(&view) {
+        Some(body) => body,
+        None => {
+            let mut value = hydra::build(&view);
+            let rendered = super::rendered::render_products(&state, &view).await;
+            for (nr, product) in &rendered.products {
+                if let Some(shown) = value["buildproducts"].get_mut(nr.to_string()) {
+                    shown["rendered"] = product.to_json();
+                }
+            }
+            let body = axum::body::Bytes::from(value.to_string());
+            if rendered.lasting {
+                state.build_answers.keep(&view, body.clone());
+            }
+            body
         }
-    }
-    Ok(Json(value))
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 pub async fn constituents(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
@@ -94,7 +107,7 @@ pub(super) async fn build_log_drv(state: &AppState, id: i64) -> ApiResult<String
     let view = find_build(state, id).await?;
     let drv = StorePath::parse(&view.build.drv_path).map_err(|e| ApiError::not_found(e.to_string()))?;
     if state.logs.exists(&drv) {
-        return Ok(view.build.drv_path);
+        return Ok(view.build.drv_path.clone());
     }
     let steps = state.db.build_steps(id).await?;
     state

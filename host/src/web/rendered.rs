@@ -82,11 +82,21 @@ impl Default for RenderCache {
     }
 }
 
+/// The products of one build that renderers handle, as they showed them.
+pub struct RenderedProducts {
+    /// By product number.
+    pub products: Vec<(i32, Arc<RenderedProduct>)>,
+    /// Whether the next view will show the same: none was left plain
+    /// because the renderers were busy or missed a deadline.
+    pub lasting: bool,
+}
+
 /// The rendered view of each product of a finished build that a renderer
 /// handles, by product number.
-pub async fn render_products(state: &AppState, view: &BuildView) -> Vec<(i32, Arc<RenderedProduct>)> {
+pub async fn render_products(state: &AppState, view: &BuildView) -> RenderedProducts {
     let b = &view.build;
     let mut rendered = Vec::new();
+    let mut all_lasting = true;
     // A product refused at ingestion (its path leads out of its output)
     // is never handed to a plugin.
     for product in view.products.iter().filter(|p| p.error.is_none()) {
@@ -123,6 +133,7 @@ pub async fn render_products(state: &AppState, view: &BuildView) -> Vec<(i32, Ar
         let Ok(_slot) = state.plugin_calls.renders.try_acquire() else {
             let busy = Shown::Error("the renderers are busy".into());
             rendered.push((product.product_nr, Arc::new(RenderedProduct { renderer, shown: busy })));
+            all_lasting = false;
             continue;
         };
         // What the plugin does with this product is kept, failures
@@ -145,9 +156,10 @@ pub async fn render_products(state: &AppState, view: &BuildView) -> Vec<(i32, Ar
         if lasting {
             state.rendered.cache.insert(key, value.clone());
         }
+        all_lasting &= lasting;
         rendered.push((product.product_nr, value));
     }
-    rendered
+    RenderedProducts { products: rendered, lasting: all_lasting }
 }
 
 /// Safe HTML from what a renderer returned.

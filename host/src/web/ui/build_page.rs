@@ -79,7 +79,7 @@ async fn load(state: &AppState, caller: &Caller, id: i64) -> Result<BuildPage, A
     } else {
         (Vec::new(), 0)
     };
-    let rendered = render_products(state, &view).await;
+    let rendered = render_products(state, &view).await.products;
     // Anonymous readers have no buttons: no need to read the project.
     let [restart, cancel, bump, keep] = match caller.user {
         None => [false; 4],
