@@ -256,7 +256,12 @@ impl Db {
         for chunk in page.chunks(100) {
             let newest_builds_of = |newest_build: &BuildCell| {
                 let builds_of_job = Query::select()
-                    .columns([build::Column::Id, build::Column::Job, build::Column::Finished, build::Column::BuildStatus])
+                    .columns([
+                        build::Column::Id,
+                        build::Column::Job,
+                        build::Column::Finished,
+                        build::Column::BuildStatus,
+                    ])
                     .from(build::Entity)
                     .and_where(build::Column::JobsetId.eq(newest.jobset_id))
                     .and_where(build::Column::Job.eq(newest_build.job.as_str()))
@@ -271,12 +276,7 @@ impl Db {
                 statement.union(UnionType::All, newest_builds_of(newest_build));
             }
             for row in self.read().query_all_raw(self.backend().build(&statement)).await? {
-                let found = BuildCell {
-                    id: row.try_get("", "id")?,
-                    job: row.try_get("", "job")?,
-                    finished: row.try_get("", "finished")?,
-                    status: row.try_get("", "build_status")?,
-                };
+                let found = cell(row.try_get_many("", &["id", "job", "finished", "build_status"].map(String::from))?);
                 builds.insert(found.id, found);
             }
         }
@@ -432,7 +432,9 @@ impl Db {
             Expr::col((predecessor.clone(), build::Column::Id))
                 .equals((jobset_eval_member::Entity, jobset_eval_member::Column::PreviousBuildId)),
         );
-        let rows: Vec<(i64, String, bool, Option<i32>, Option<i64>)> = query.into_tuple().all(self.read()).await?;
+        // A new member's build as a cell's columns, and its predecessor's id.
+        type Row = (i64, String, bool, Option<i32>, Option<i64>);
+        let rows: Vec<Row> = query.into_tuple().all(self.read()).await?;
         let mut comparison = EvalComparison::default();
         for (id, job, finished, status, predecessor) in rows {
             let build = BuildCell { id, job, finished, status };

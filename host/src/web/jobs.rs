@@ -11,7 +11,12 @@ use super::extract::Path;
 use super::{ApiError, ApiResult, AppState, find_jobset};
 use crate::db::BuildView;
 
-async fn last_finished(state: &AppState, project: &str, jobset: &str, job: &str) -> ApiResult<std::sync::Arc<BuildView>> {
+async fn last_finished(
+    state: &AppState,
+    project: &str,
+    jobset: &str,
+    job: &str,
+) -> ApiResult<std::sync::Arc<BuildView>> {
     let (_, jobset_row) = find_jobset(state, project, jobset).await?;
     let id = state
         .db
