@@ -986,6 +986,9 @@ class Postgres:
         started = time.monotonic()
         self.psql(RECOUNT_EVALS)
         say(f"  evaluation counts {time.monotonic() - started:7.1f} s")
+        started = time.monotonic()
+        self.psql(OUTCOME_CHANGES)
+        say(f"  changed outcomes {time.monotonic() - started:7.1f} s")
         identity = self.query("SELECT table_name, column_name FROM information_schema.columns "
                               "WHERE table_schema = 'public' AND is_identity = 'YES'")
         self.psql("\n".join(f"SELECT setval(pg_get_serial_sequence('{t}', '{c}'), GREATEST(max({c}), 1), "
@@ -1013,6 +1016,15 @@ RECOUNT_EVALS = (
     "WHERE m.eval_id = jobset_evals.id AND b.finished = TRUE), "
     "nr_succeeded = (SELECT count(*) FROM jobset_eval_members m JOIN builds b ON b.id = m.build_id "
     "WHERE m.eval_id = jobset_evals.id AND b.finished = TRUE AND b.build_status = 0)")
+
+# Whether each new member's build and its predecessor both finished with
+# different outcomes, as migration 16 computes it (its triggers keep it from
+# then on).
+OUTCOME_CHANGES = (
+    "UPDATE jobset_eval_members SET outcome_changed = TRUE WHERE is_new AND previous_build_id IS NOT NULL "
+    "AND EXISTS (SELECT 1 FROM builds b, builds p WHERE b.id = jobset_eval_members.build_id "
+    "AND p.id = jobset_eval_members.previous_build_id AND b.finished = TRUE AND p.finished = TRUE "
+    "AND (coalesce(b.build_status, -1) = 0) <> (coalesce(p.build_status, -1) = 0))")
 
 
 class Sqlite:
@@ -1120,6 +1132,9 @@ class Sqlite:
         started = time.monotonic()
         db.execute(RECOUNT_EVALS)
         say(f"  evaluation counts {time.monotonic() - started:7.1f} s")
+        started = time.monotonic()
+        db.execute(OUTCOME_CHANGES)
+        say(f"  changed outcomes {time.monotonic() - started:7.1f} s")
         started = time.monotonic()
         problems = db.execute("PRAGMA foreign_key_check").fetchmany(10)
         if problems:

@@ -28,6 +28,7 @@ mod m20261203_000012_search;
 mod m20261203_000013_eval_counts;
 mod m20261203_000014_hot_paths;
 mod m20261203_000015_predecessors;
+mod m20261203_000016_outcome_changes;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -50,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000013_eval_counts::Migration),
             Box::new(m20261203_000014_hot_paths::Migration),
             Box::new(m20261203_000015_predecessors::Migration),
+            Box::new(m20261203_000016_outcome_changes::Migration),
         ]
     }
 }

@@ -7,6 +7,7 @@ mod harness;
 mod api;
 mod cache;
 mod cluster;
+mod comparison;
 mod daemon;
 mod declarative;
 mod deploy;

@@ -204,6 +204,10 @@ pub mod jobset_eval_member {
         /// before (`jobset_evals.previous_eval_id`); NULL for a job new
         /// then.
         pub previous_build_id: Option<i64>,
+        /// For a new member with a predecessor: whether both builds have
+        /// finished, one succeeding and the other not. Kept by triggers
+        /// (migration 16), never written here.
+        pub outcome_changed: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

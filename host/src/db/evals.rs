@@ -482,6 +482,8 @@ impl Db {
                 build_id: Set(build_id),
                 is_new: Set(is_new),
                 previous_build_id: Set(if is_new { previous_build_of.get(job).copied() } else { None }),
+                // The triggers' to write.
+                outcome_changed: sea_orm::ActiveValue::NotSet,
             })
             .collect();
         insert_chunked(&txn, members).await?;

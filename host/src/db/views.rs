@@ -396,42 +396,29 @@ impl Db {
     }
 
     /// [`Db::compare_evals`] for an evaluation recorded with its
-    /// predecessors (migration 15): one query joining each new member to
-    /// its build and to the build its job had in `previous`, by primary
-    /// keys, that returns only what the page lists (new jobs and changed
-    /// outcomes); the unchanged are what remains of the evaluation.
+    /// predecessors (migration 15): the members that the page lists (new
+    /// jobs, and those whose outcome differs from their predecessor's, as
+    /// the triggers of migration 16 keep it) read from their own index,
+    /// joined to their builds by primary key; the unchanged are what
+    /// remains of the evaluation.
     async fn compare_with_recorded_predecessors(
         &self,
         eval: &JobsetEval,
         previous: &JobsetEval,
     ) -> DbResult<EvalComparison> {
-        let predecessor = Alias::new("predecessor");
-        let member_col = |column| Expr::col((jobset_eval_member::Entity, column));
-        let predecessor_col = |column| Expr::col((predecessor.clone(), column));
-        let mut query = build::Entity::find()
+        let member = |column| Expr::col((jobset_eval_member::Entity, column));
+        let query = build::Entity::find()
             .select_only()
             .columns([build::Column::Id, build::Column::Job, build::Column::Finished, build::Column::BuildStatus])
-            .expr(predecessor_col(build::Column::Id))
+            .expr(member(jobset_eval_member::Column::PreviousBuildId))
             .inner_join(jobset_eval_member::Entity)
-            .filter(member_col(jobset_eval_member::Column::EvalId).eq(eval.id))
-            // The bare column, as the partial index on new members says it.
-            .filter(member_col(jobset_eval_member::Column::IsNew))
-            .filter(
-                member_col(jobset_eval_member::Column::PreviousBuildId).is_null().or(build::Column::Finished
-                    .eq(true)
-                    .and(predecessor_col(build::Column::Finished).eq(true))
-                    .and(Expr::cust(
-                        r#"(COALESCE("builds"."build_status", -1) = 0) <> (COALESCE("predecessor"."build_status", -1) = 0)"#,
-                    ))),
-            )
+            .filter(member(jobset_eval_member::Column::EvalId).eq(eval.id))
+            // Word for word the predicate of the partial index
+            // `idx_jobset_eval_members_changes`.
+            .filter(Expr::cust(
+                r#"("jobset_eval_members"."is_new" AND ("jobset_eval_members"."previous_build_id" IS NULL OR "jobset_eval_members"."outcome_changed"))"#,
+            ))
             .order_by_asc(build::Column::Job);
-        sea_orm::QueryTrait::query(&mut query).join_as(
-            JoinType::LeftJoin,
-            build::Entity,
-            predecessor.clone(),
-            Expr::col((predecessor.clone(), build::Column::Id))
-                .equals((jobset_eval_member::Entity, jobset_eval_member::Column::PreviousBuildId)),
-        );
         // A new member's build as a cell's columns, and its predecessor's id.
         type Row = (i64, String, bool, Option<i32>, Option<i64>);
         let rows: Vec<Row> = query.into_tuple().all(self.read()).await?;
@@ -495,6 +482,46 @@ mod tests {
 
     async fn counts(db: &Db, eval_id: i64) -> BuildCounts {
         BuildCounts::of(&db.eval(eval_id).await.unwrap().unwrap())
+    }
+
+    /// Whether a new build's outcome differs from its predecessor's
+    /// follows both builds, whichever finishes first, and their restarts.
+    #[tokio::test]
+    async fn changed_outcomes_follow_both_builds_of_a_pair() {
+        let (_dir, db) = fresh_db().await;
+        let (project, _) = db.save_project("p", &ProjectSettings::new("p"), Expect::Anything).await.unwrap();
+        let (jobset, _) =
+            db.save_jobset(&project, "main", &JobsetSettings::new("main"), Expect::Anything).await.unwrap();
+        let first = eval(&db, jobset.id, 1, vec![job("x", "1"), job("y", "1")]).await;
+        let first_eval = db.last_eval(jobset.id).await.unwrap().unwrap();
+        let second = eval(&db, jobset.id, 2, vec![job("x", "2"), job("y", "2")]).await;
+        let ((x1, y1), (x2, y2)) = ((first[0], first[1]), (second[0], second[1]));
+        let compared = async || {
+            let second_eval = db.last_eval(jobset.id).await.unwrap().unwrap();
+            assert_eq!(second_eval.previous_eval_id, Some(first_eval.id));
+            let compared = db.compare_evals(&second_eval, &first_eval).await.unwrap();
+            assert!(compared.new_jobs.is_empty() && compared.removed_jobs.is_empty(), "{compared:?}");
+            let listed = compared.newly_failing.len() + compared.newly_succeeding.len();
+            assert_eq!(compared.unchanged as usize, 2 - listed);
+            (jobs(&compared.newly_failing).join(" "), jobs(&compared.newly_succeeding).join(" "))
+        };
+
+        // x: the new build first, failing; then its predecessor, succeeding.
+        finish(&db, x2, BuildStatus::Failed).await;
+        assert_eq!(compared().await, ("".into(), "".into()), "the predecessor has not finished");
+        finish(&db, x1, BuildStatus::Succeeded).await;
+        assert_eq!(compared().await, ("x".into(), "".into()));
+        // y: the predecessor first.
+        finish(&db, y1, BuildStatus::Failed).await;
+        finish(&db, y2, BuildStatus::Succeeded).await;
+        assert_eq!(compared().await, ("x".into(), "y".into()));
+        // A restart of either build of a pair takes it off the list, and
+        // its next outcome decides again.
+        db.restart_builds(&[x2, y1]).await.unwrap();
+        assert_eq!(compared().await, ("".into(), "".into()));
+        finish(&db, x2, BuildStatus::Succeeded).await;
+        finish(&db, y1, BuildStatus::Failed).await;
+        assert_eq!(compared().await, ("".into(), "y".into()));
     }
 
     /// Two evaluations compared from the builds new in the second; the

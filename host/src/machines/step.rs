@@ -170,7 +170,11 @@ async fn run(
             if by_path {
                 connection.build_stored_derivation(&request.drv, options, &mut sink).await
             } else {
-                connection.build_derivation(&request.drv, &basic, options, &mut sink).await
+                let result = connection.build_derivation(&request.drv, &basic, options, &mut sink).await?;
+                if remote {
+                    connection.collect_stderr(&mut sink).await?;
+                }
+                Ok(result)
             }
         });
         // The far side enforces the log limit too; this is for one that does not.

@@ -237,28 +237,41 @@ impl ServeConnection {
     /// Which of `paths` are valid on the far side. They are also held
     /// against garbage collection there for as long as the connection lasts.
     pub async fn query_valid_paths(&mut self, paths: &[StorePath]) -> Result<HashSet<StorePath>, ServeError> {
-        self.guarded(async |this| this.query_valid_paths_unguarded(paths, true).await).await
+        self.guarded(async |this| this.query_valid_paths_unguarded(paths, true, &mut ignore_stderr()).await).await
     }
 
     /// Which of `paths` are valid on the far side now, holding none: for a
     /// connection kept open for many questions, whose temporary roots
     /// would otherwise pile up for as long as it lasts.
     pub async fn valid_paths_now(&mut self, paths: &[StorePath]) -> Result<HashSet<StorePath>, ServeError> {
-        self.guarded(async |this| this.query_valid_paths_unguarded(paths, false).await).await
+        self.guarded(async |this| this.query_valid_paths_unguarded(paths, false, &mut ignore_stderr()).await).await
+    }
+
+    /// Waits until everything the far side wrote on stderr before its last
+    /// reply has been passed to `log`. Over SSH the far side's stdout and
+    /// stderr are two pipes that sshd forwards in whatever order it reads
+    /// them (OpenSSH sends stdout first when both are ready), so a build's
+    /// last log lines may arrive just after its result. They were written
+    /// before the result, so they are read by sshd no later than the
+    /// result is; a question asked after the result has come back is
+    /// answered after them. The question is the cheapest there is: which
+    /// of no paths are valid.
+    pub async fn collect_stderr(&mut self, log: StderrSink<'_>) -> Result<(), ServeError> {
+        self.guarded(async |this| this.query_valid_paths_unguarded(&[], false, log).await.map(drop)).await
     }
 
     async fn query_valid_paths_unguarded(
         &mut self,
         paths: &[StorePath],
         hold: bool,
+        stderr: StderrSink<'_>,
     ) -> Result<HashSet<StorePath>, ServeError> {
         self.write_u64(QUERY_VALID_PATHS).await?;
         self.write_u64(u64::from(hold)).await?; // lock: a temporary GC root until the build
         self.write_u64(0).await?; // substitute
         self.write_paths(paths).await?;
         self.flush().await?;
-        let sink = &mut ignore_stderr();
-        let valid = self.read_paths(sink).await.map_err(|e| e.context("querying valid paths"))?;
+        let valid = self.read_paths(stderr).await.map_err(|e| e.context("querying valid paths"))?;
         Ok(valid.into_iter().collect())
     }
 
