@@ -128,13 +128,20 @@ impl Db {
     /// Builds with outputs, products, metrics and evals, in the order of
     /// `ids`, in a fixed number of queries whatever their count.
     pub async fn build_views(&self, ids: &[i64]) -> DbResult<Vec<BuildView>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        // The finished ones from memory, as `build_view` does; the rest
+        // read together, and the finished among them kept.
+        let mut views: HashMap<i64, Arc<BuildView>> =
+            ids.iter().filter_map(|&id| Some((id, self.builds.get(id)?))).collect();
+        let missing: Vec<i64> = ids.iter().copied().filter(|id| !views.contains_key(id)).collect();
+        if !missing.is_empty() {
+            let epoch = self.builds.epoch();
+            for view in self.load_build_views(&missing).await? {
+                let view = Arc::new(view);
+                self.builds.store(&view, epoch);
+                views.insert(view.build.id, view);
+            }
         }
-        if let [id] = ids {
-            return Ok(self.build_view(*id).await?.map(Arc::unwrap_or_clone).into_iter().collect());
-        }
-        self.load_build_views(ids).await
+        Ok(ids.iter().filter_map(|id| views.get(id)).map(|view| BuildView::clone(view)).collect())
     }
 
     /// One build as the API shows it. The common case of the API, a

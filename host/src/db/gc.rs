@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, Order, Query};
 use sea_orm::{ColumnTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{build, build_output, jobset, jobset_eval, jobset_eval_member, project};
@@ -176,23 +176,23 @@ impl Db {
             jobs.extend(names);
         }
         let jobs: Vec<String> = jobs.into_iter().collect();
-        let mut newest = Vec::new();
-        for chunk in jobs.chunks(INSERT_CHUNK) {
-            let ids: Vec<Option<i64>> = build::Entity::find()
-                .select_only()
-                .column_as(build::Column::Id.max(), "id")
-                .filter(build::Column::JobsetId.eq(jobset_id))
-                .filter(build::Column::Job.is_in(chunk.iter().cloned()))
-                .filter(build::Column::Finished.eq(true))
-                .filter(build::Column::BuildStatus.is_in(WITH_OUTPUTS))
-                .filter(build::Column::OutputsCollected.eq(false))
-                .group_by(build::Column::Job)
-                .into_tuple()
-                .all(self.read())
-                .await?;
-            newest.extend(ids.into_iter().flatten());
-        }
-        Ok(newest)
+        // Most often a job's newest build or the one before: a short walk
+        // back through its builds each.
+        let newest_successful = |job: &String| {
+            Query::select()
+                .column(build::Column::Id)
+                .from(build::Entity)
+                .and_where(build::Column::JobsetId.eq(jobset_id))
+                .and_where(build::Column::Job.eq(job.as_str()))
+                .and_where(build::Column::Finished.eq(true))
+                .and_where(build::Column::BuildStatus.is_in(WITH_OUTPUTS))
+                .and_where(build::Column::OutputsCollected.eq(false))
+                .order_by(build::Column::Id, Order::Desc)
+                .limit(1)
+                .to_owned()
+        };
+        let rows = self.each_job(&jobs, newest_successful).await?;
+        Ok(rows.iter().map(|row| row.try_get("", "id")).collect::<Result<_, _>>()?)
     }
 
     /// Finished builds with outputs (successes, failures with output)

@@ -21,6 +21,7 @@ mod gc;
 mod latest;
 mod notifications;
 mod overview;
+mod per_job;
 mod plugin_kv;
 mod projects;
 mod releases;

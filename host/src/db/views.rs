@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Order, Query, SelectStatement, UnionType};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter, QueryOrder, QuerySelect, RelationTrait,
+    ColumnTrait, EntityTrait, JoinType, QueryFilter, QueryOrder, QuerySelect, RelationTrait,
 };
 
 use super::entities::{build, jobset, jobset_eval_member, project};
@@ -250,35 +250,21 @@ impl Db {
             return Ok(JobMatrix::default());
         };
         let (page, total_jobs) = self.eval_cells(newest, StatusFilter::All, offset, limit).await?;
-        // One statement per 100 jobs (SQLite allows 500 terms in a
-        // compound select): a query per job cost as much again on SQLite.
+        let newest_builds_of = |newest_build: &BuildCell| {
+            Query::select()
+                .columns([build::Column::Id, build::Column::Job, build::Column::Finished, build::Column::BuildStatus])
+                .from(build::Entity)
+                .and_where(build::Column::JobsetId.eq(newest.jobset_id))
+                .and_where(build::Column::Job.eq(newest_build.job.as_str()))
+                .and_where(build::Column::Id.lte(newest_build.id))
+                .order_by(build::Column::Id, Order::Desc)
+                .limit(evals.len() as u64)
+                .to_owned()
+        };
         let mut builds: HashMap<i64, BuildCell> = HashMap::new();
-        for chunk in page.chunks(100) {
-            let newest_builds_of = |newest_build: &BuildCell| {
-                let builds_of_job = Query::select()
-                    .columns([
-                        build::Column::Id,
-                        build::Column::Job,
-                        build::Column::Finished,
-                        build::Column::BuildStatus,
-                    ])
-                    .from(build::Entity)
-                    .and_where(build::Column::JobsetId.eq(newest.jobset_id))
-                    .and_where(build::Column::Job.eq(newest_build.job.as_str()))
-                    .and_where(build::Column::Id.lte(newest_build.id))
-                    .order_by(build::Column::Id, Order::Desc)
-                    .limit(evals.len() as u64)
-                    .to_owned();
-                Query::select().column(Asterisk).from_subquery(builds_of_job, Alias::new("newest")).to_owned()
-            };
-            let mut statement = newest_builds_of(&chunk[0]);
-            for newest_build in &chunk[1..] {
-                statement.union(UnionType::All, newest_builds_of(newest_build));
-            }
-            for row in self.read().query_all_raw(self.backend().build(&statement)).await? {
-                let found = cell(row.try_get_many("", &["id", "job", "finished", "build_status"].map(String::from))?);
-                builds.insert(found.id, found);
-            }
+        for row in self.each_job(&page, newest_builds_of).await? {
+            let found = cell(row.try_get_many("", &["id", "job", "finished", "build_status"].map(String::from))?);
+            builds.insert(found.id, found);
         }
         let jobs: Vec<String> = page.into_iter().map(|c| c.job).collect();
         let ids: Vec<i64> = builds.keys().copied().collect();
