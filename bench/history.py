@@ -989,6 +989,10 @@ class Postgres:
         started = time.monotonic()
         self.psql(OUTCOME_CHANGES)
         say(f"  changed outcomes {time.monotonic() - started:7.1f} s")
+        # The jobsets' job names, as migration 17 fills them (its trigger
+        # on builds was off during the load).
+        self.psql("INSERT INTO jobset_jobs (jobset_id, name) SELECT DISTINCT jobset_id, job FROM builds "
+                  "ON CONFLICT DO NOTHING")
         identity = self.query("SELECT table_name, column_name FROM information_schema.columns "
                               "WHERE table_schema = 'public' AND is_identity = 'YES'")
         self.psql("\n".join(f"SELECT setval(pg_get_serial_sequence('{t}', '{c}'), GREATEST(max({c}), 1), "

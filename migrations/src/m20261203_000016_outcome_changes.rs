@@ -32,8 +32,15 @@ pub struct Migration;
 macro_rules! differ {
     ($b:literal, $p:literal) => {
         concat!(
-            "(", $b, ".finished = TRUE AND ", $p, ".finished = TRUE AND (coalesce(", $b, ".build_status, -1) = 0) <> (coalesce(",
-            $p, ".build_status, -1) = 0))"
+            "(",
+            $b,
+            ".finished = TRUE AND ",
+            $p,
+            ".finished = TRUE AND (coalesce(",
+            $b,
+            ".build_status, -1) = 0) <> (coalesce(",
+            $p,
+            ".build_status, -1) = 0))"
         )
     };
 }

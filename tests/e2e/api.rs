@@ -46,7 +46,7 @@ in {{
     echo "size 42 KiB" > $out/nix-support/hydra-metrics
     echo "pkg-1.0" > $out/nix-support/hydra-release-name
   '';
-  other = mk "other" "echo other > $out";
+  other = mk "second" "echo other > $out";
 }}
 "#
     )
@@ -265,6 +265,12 @@ fn api_shapes(backend: Backend) {
     let found = server.get_json(&format!("/search?query=/nix/store/{}", &out_hash[..10]));
     assert!(ids(&found["builds"]).contains(&id), "{found}");
     assert_eq!(server.get_json("/search?query=SHAPES")["projects"][0]["name"], "shapes");
+    // Anywhere in a job name, whatever the case (on PostgreSQL through the
+    // jobsets' job names): job `other` has output `second`.
+    let other = &builds["other"];
+    assert!(!other["buildoutputs"]["out"]["path"].as_str().unwrap().contains("other"));
+    let found = server.get_json("/search?query=OTHE");
+    assert_eq!(ids(&found["builds"]), [other["id"].as_i64().unwrap()], "{found}");
     // Too short for a trigram index: matched against the newest builds.
     assert!(ids(&server.get_json("/search?query=pk")["builds"]).contains(&id));
     let refused = server.get("/search?query=a%25b");

@@ -27,7 +27,13 @@ fn outcome_changes(backend: Backend) {
     let server = Server::start_with(backend, Default::default());
     let src = server.source_dir("src");
     write(&src.join("release.nix"), &release_nix("exit 1", r#"mk "late" "echo waiting; sleep 600""#));
-    server.create_jobset("cmp", "main", &src, "release.nix", json!({ "nonce": { "type": "string", "value": nonce() } }));
+    server.create_jobset(
+        "cmp",
+        "main",
+        &src,
+        "release.nix",
+        json!({ "nonce": { "type": "string", "value": nonce() } }),
+    );
     let first = server.wait_for_evals("cmp", "main", 1);
     let first_late = server.get_following(&format!("/eval/{}/job/late", first["id"])).json();
     server.wait_for("the first flip to fail", Duration::from_secs(60), || {

@@ -24,7 +24,8 @@ impl Db {
         per_job: impl Fn(&I) -> SelectStatement,
     ) -> DbResult<Vec<QueryResult>> {
         // A subquery each, so that each keeps its own ORDER BY and LIMIT.
-        let term = |item: &I| Query::select().column(Asterisk).from_subquery(per_job(item), Alias::new("newest")).to_owned();
+        let term =
+            |item: &I| Query::select().column(Asterisk).from_subquery(per_job(item), Alias::new("newest")).to_owned();
         let mut rows = Vec::new();
         for chunk in items.chunks(JOBS_PER_STATEMENT) {
             let mut statement = term(&chunk[0]);

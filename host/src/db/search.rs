@@ -5,7 +5,8 @@
 //!
 //! The builds are found through a substring index (migration
 //! `m20261203_000012_search`): `pg_trgm` GIN indexes that PostgreSQL's
-//! `ILIKE '%q%'` uses, or SQLite's FTS5 table `build_search` with the
+//! `ILIKE '%q%'` uses (job names through the jobsets' distinct names,
+//! `m20261203_000017_job_names`), or SQLite's FTS5 table `build_search` with the
 //! trigram tokenizer, whose rows hold base names (no store directory). A
 //! query of fewer than three characters has no trigram: it is matched
 //! against the newest builds only (`RECENT_SCANNED`), so that no request
@@ -81,14 +82,19 @@ impl Db {
         Ok(SearchResults { projects, jobsets, builds, builds_by_drv })
     }
 
-    /// Through the trigram indexes `ILIKE` uses. A build's outputs may
-    /// all match (`-dev`, `-doc`): a few more rows than shown are asked
-    /// for, and the `UNION` keeps each build once.
+    /// Through the trigram indexes `ILIKE` uses: on output and derivation
+    /// paths, and on the jobsets' job names (migration 17), whose builds
+    /// are then read by `(jobset_id, job)`; for a name that most builds
+    /// have, PostgreSQL walks the newest builds instead and checks their
+    /// names. A build's outputs may all match (`-dev`, `-doc`): a few more
+    /// rows than shown are asked for, and the `UNION` keeps each build once.
     async fn search_builds_postgres(&self, query: &SearchQuery, limit: u64) -> DbResult<(Vec<i64>, Vec<i64>)> {
         let pattern = query.contains_pattern();
         let limit = limit as i64;
         let builds = "(SELECT build_id AS id FROM build_outputs WHERE path ILIKE $1 ORDER BY build_id DESC LIMIT $3) \
-                      UNION (SELECT id FROM builds WHERE job ILIKE $1 ORDER BY id DESC LIMIT $2) \
+                      UNION (SELECT id FROM builds WHERE (jobset_id, job) IN \
+                               (SELECT jobset_id, name FROM jobset_jobs WHERE name ILIKE $1) \
+                             ORDER BY id DESC LIMIT $2) \
                       ORDER BY id DESC LIMIT $2";
         let by_drv = "SELECT id FROM builds WHERE drv_path ILIKE $1 ORDER BY id DESC LIMIT $2";
         let values = || [pattern.clone().into(), limit.into(), (limit * 4).into()];
