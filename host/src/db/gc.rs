@@ -10,6 +10,7 @@ use sea_orm::sea_query::{Expr, Order, Query};
 use sea_orm::{ColumnTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{build, build_output, jobset, jobset_eval, jobset_eval_member, project};
+use super::per_job::JobBound;
 use super::{Db, DbResult, INSERT_CHUNK};
 use crate::domain::BuildStatus;
 
@@ -178,12 +179,12 @@ impl Db {
         let jobs: Vec<String> = jobs.into_iter().collect();
         // Most often a job's newest build or the one before: a short walk
         // back through its builds each.
-        let newest_successful = |job: &String| {
+        let newest_successful = |job: Expr, _up_to: Expr| {
             Query::select()
                 .column(build::Column::Id)
                 .from(build::Entity)
                 .and_where(build::Column::JobsetId.eq(jobset_id))
-                .and_where(build::Column::Job.eq(job.as_str()))
+                .and_where(Expr::col((build::Entity, build::Column::Job)).eq(job))
                 .and_where(build::Column::Finished.eq(true))
                 .and_where(build::Column::BuildStatus.is_in(WITH_OUTPUTS))
                 .and_where(build::Column::OutputsCollected.eq(false))
@@ -191,6 +192,7 @@ impl Db {
                 .limit(1)
                 .to_owned()
         };
+        let jobs: Vec<JobBound> = jobs.iter().map(|job| JobBound { job, up_to: i64::MAX }).collect();
         let rows = self.each_job(&jobs, newest_successful).await?;
         Ok(rows.iter().map(|row| row.try_get("", "id")).collect::<Result<_, _>>()?)
     }

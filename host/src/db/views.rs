@@ -12,6 +12,7 @@ use sea_orm::{
 };
 
 use super::entities::{build, jobset, jobset_eval_member, project};
+use super::per_job::JobBound;
 use super::{BuildCounts, Db, DbResult, JobsetEval};
 use crate::domain::BuildStatus;
 
@@ -310,19 +311,20 @@ impl Db {
             return Ok(JobMatrix::default());
         };
         let (page, total_jobs) = self.eval_cells(newest, StatusFilter::All, offset, limit).await?;
-        let newest_builds_of = |newest_build: &BuildCell| {
+        let newest_builds_of = |job: Expr, up_to: Expr| {
             Query::select()
                 .columns([build::Column::Id, build::Column::Job, build::Column::Finished, build::Column::BuildStatus])
                 .from(build::Entity)
                 .and_where(build::Column::JobsetId.eq(newest.jobset_id))
-                .and_where(build::Column::Job.eq(newest_build.job.as_str()))
-                .and_where(build::Column::Id.lte(newest_build.id))
+                .and_where(Expr::col((build::Entity, build::Column::Job)).eq(job))
+                .and_where(Expr::col((build::Entity, build::Column::Id)).lte(up_to))
                 .order_by(build::Column::Id, Order::Desc)
                 .limit(evals.len() as u64)
                 .to_owned()
         };
+        let bounds: Vec<JobBound> = page.iter().map(|c| JobBound { job: &c.job, up_to: c.id }).collect();
         let mut builds: HashMap<i64, BuildCell> = HashMap::new();
-        for row in self.each_job(&page, newest_builds_of).await? {
+        for row in self.each_job(&bounds, newest_builds_of).await? {
             let found = cell(row.try_get_many("", &["id", "job", "finished", "build_status"].map(String::from))?);
             builds.insert(found.id, found);
         }
