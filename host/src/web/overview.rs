@@ -278,6 +278,12 @@ pub async fn search(State(state): State<AppState>, Query(query): Query<SearchQue
         jobset_inputs.push(hydra::jobset(project, jobset, &state.db.jobset_inputs(jobset.id).await?));
     }
     let mut jobsets_by_project = state.db.jobsets_by_project().await?;
+    // Both lists' builds read together (a build may be in both).
+    let mut wanted = found.builds.clone();
+    wanted.extend(found.builds_by_drv.iter().filter(|id| !found.builds.contains(id)));
+    let views: std::collections::HashMap<i64, _> =
+        state.db.build_views(&wanted).await?.into_iter().map(|view| (view.build.id, view)).collect();
+    let listed = |ids: &[i64]| ids.iter().filter_map(|id| views.get(id).cloned()).collect::<Vec<_>>();
     Ok(Json(json!({
         "projects": found
             .projects
@@ -285,8 +291,8 @@ pub async fn search(State(state): State<AppState>, Query(query): Query<SearchQue
             .map(|p| hydra::project(p, &jobsets_by_project.remove(&p.id).unwrap_or_default()))
             .collect::<Vec<_>>(),
         "jobsets": jobset_inputs,
-        "builds": hydra::builds(&state.db.build_views(&found.builds).await?),
-        "buildsdrv": hydra::builds(&state.db.build_views(&found.builds_by_drv).await?),
+        "builds": hydra::builds(&listed(&found.builds)),
+        "buildsdrv": hydra::builds(&listed(&found.builds_by_drv)),
     })))
 }
 
