@@ -78,10 +78,10 @@ async fn compile_and_load(dir: &Path, db: &Db, nix: &Nix, config: &PluginsConfig
         // Starting compiled the built-in plugins into the cache: empty it.
         std::fs::remove_dir_all(&cache).unwrap();
         let started = Instant::now();
-        let info = runtime.inspect(&file, &config).await.unwrap();
+        let info = runtime.inspect(&file, config).await.unwrap();
         let cold = started.elapsed();
         let started = Instant::now();
-        runtime.inspect(&file, &config).await.unwrap();
+        runtime.inspect(&file, config).await.unwrap();
         let cached = started.elapsed();
         println!(
             "{:17} {:>10.1} ms {:>16.2} ms",

@@ -45,6 +45,18 @@ macro_rules! differ {
     };
 }
 
+/// SQLite: a member's flag from its two builds as they are now.
+macro_rules! sqlite_recompute {
+    () => {
+        concat!(
+            "SET outcome_changed = coalesce((SELECT ",
+            differ!("b", "p"),
+            " FROM builds b, builds p WHERE b.id = jobset_eval_members.build_id \
+               AND p.id = jobset_eval_members.previous_build_id), 0)"
+        )
+    };
+}
+
 /// Every new member's flag from its builds as they are now.
 const BACKFILL: &str = concat!(
     "UPDATE jobset_eval_members SET outcome_changed = TRUE WHERE is_new AND previous_build_id IS NOT NULL AND EXISTS (",
@@ -133,20 +145,12 @@ END;
 CREATE TRIGGER outcome_changes_builds AFTER UPDATE OF finished, build_status ON builds
   WHEN OLD.finished IS NOT NEW.finished OR OLD.build_status IS NOT NEW.build_status
 BEGIN
-  UPDATE jobset_eval_members
-     SET outcome_changed = coalesce((SELECT ",
-    differ!("b", "p"),
-    " FROM builds b, builds p
-                                      WHERE b.id = jobset_eval_members.build_id
-                                        AND p.id = jobset_eval_members.previous_build_id), 0)
-   WHERE is_new AND previous_build_id IS NOT NULL AND build_id = NEW.id;
-  UPDATE jobset_eval_members
-     SET outcome_changed = coalesce((SELECT ",
-    differ!("b", "p"),
-    " FROM builds b, builds p
-                                      WHERE b.id = jobset_eval_members.build_id
-                                        AND p.id = jobset_eval_members.previous_build_id), 0)
-   WHERE is_new AND previous_build_id = NEW.id;
+  UPDATE jobset_eval_members ",
+    sqlite_recompute!(),
+    " WHERE is_new AND previous_build_id IS NOT NULL AND build_id = NEW.id;
+  UPDATE jobset_eval_members ",
+    sqlite_recompute!(),
+    " WHERE is_new AND previous_build_id = NEW.id;
 END;
 "
 );

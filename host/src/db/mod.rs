@@ -68,7 +68,7 @@ pub struct Db {
 }
 
 /// The advisory lock key the migrations run under ("orthrus" in ASCII).
-const MIGRATIONS_LOCK: i64 = 0x6f72_7468_7275_73;
+const MIGRATIONS_LOCK: i64 = 0x006f_7274_6872_7573;
 
 /// Current time as Unix seconds, the unit of every time column.
 pub fn now() -> i64 {

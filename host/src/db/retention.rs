@@ -373,8 +373,8 @@ fn deletable_build() -> sea_orm::Condition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::test_support::{eval, finish, fresh_db, job};
-    use crate::db::{Expect, JobsetSettings, NewPending, ProjectSettings};
+    use crate::db::NewPending;
+    use crate::db::test_support::{eval, finish, fresh_db, job, main_jobset};
     use crate::domain::BuildStatus;
 
     fn parked(event_id: i64) -> NewPending {
@@ -390,9 +390,7 @@ mod tests {
     #[tokio::test]
     async fn events_wait_for_every_configured_notifier() {
         let (_dir, db) = fresh_db().await;
-        let (project, _) = db.save_project("p", &ProjectSettings::new("p"), Expect::Anything).await.unwrap();
-        let (jobset, _) =
-            db.save_jobset(&project, "main", &JobsetSettings::new("main"), Expect::Anything).await.unwrap();
+        let jobset = main_jobset(&db).await;
         eval(&db, jobset.id, 1, vec![job("a", "1")]).await;
         let first = event_ids(&db).await;
         assert!(first.len() >= 2, "{first:?}");
@@ -431,9 +429,7 @@ mod tests {
     #[tokio::test]
     async fn evaluations_pruned_keep_what_is_still_needed() {
         let (_dir, db) = fresh_db().await;
-        let (project, _) = db.save_project("p", &ProjectSettings::new("p"), Expect::Anything).await.unwrap();
-        let (jobset, _) =
-            db.save_jobset(&project, "main", &JobsetSettings::new("main"), Expect::Anything).await.unwrap();
+        let jobset = main_jobset(&db).await;
         let a1 = eval(&db, jobset.id, 1, vec![job("a", "1")]).await[0];
         finish(&db, a1, BuildStatus::Succeeded).await;
         let e2 = eval(&db, jobset.id, 2, vec![job("a", "2"), job("x", "2")]).await;

@@ -12,6 +12,14 @@ pub async fn fresh_db() -> (tempfile::TempDir, Db) {
     (dir, db)
 }
 
+/// A project `p` with a jobset `main`, both with default settings.
+pub async fn main_jobset(db: &Db) -> super::Jobset {
+    let settings = super::ProjectSettings::new("p");
+    let (project, _) = db.save_project("p", &settings, super::Expect::Anything).await.unwrap();
+    let settings = super::JobsetSettings::new("main");
+    db.save_jobset(&project, "main", &settings, super::Expect::Anything).await.unwrap().0
+}
+
 /// A job whose derivation and output are named after it and `nonce`.
 pub fn job(name: &str, nonce: &str) -> NewJob {
     let hash = format!("{:0>32}", format!("{name}{nonce}").chars().filter(|c| c.is_ascii_digit()).collect::<String>());

@@ -520,8 +520,8 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
-    use crate::db::test_support::{eval, finish, fresh_db, job};
-    use crate::db::{BuildCounts, Db, Expect, JobsetEval, JobsetSettings, ProjectSettings, StatusFilter};
+    use crate::db::test_support::{eval, finish, fresh_db, job, main_jobset};
+    use crate::db::{BuildCounts, Db, JobsetEval, StatusFilter};
     use crate::domain::BuildStatus;
 
     fn jobs(cells: &[super::BuildCell]) -> Vec<&str> {
@@ -537,9 +537,7 @@ mod tests {
     #[tokio::test]
     async fn changed_outcomes_follow_both_builds_of_a_pair() {
         let (_dir, db) = fresh_db().await;
-        let (project, _) = db.save_project("p", &ProjectSettings::new("p"), Expect::Anything).await.unwrap();
-        let (jobset, _) =
-            db.save_jobset(&project, "main", &JobsetSettings::new("main"), Expect::Anything).await.unwrap();
+        let jobset = main_jobset(&db).await;
         let first = eval(&db, jobset.id, 1, vec![job("x", "1"), job("y", "1")]).await;
         let first_eval = db.last_eval(jobset.id).await.unwrap().unwrap();
         let second = eval(&db, jobset.id, 2, vec![job("x", "2"), job("y", "2")]).await;
@@ -578,9 +576,7 @@ mod tests {
     #[tokio::test]
     async fn comparison_and_counts_follow_the_builds() {
         let (_dir, db) = fresh_db().await;
-        let (project, _) = db.save_project("p", &ProjectSettings::new("p"), Expect::Anything).await.unwrap();
-        let (jobset, _) =
-            db.save_jobset(&project, "main", &JobsetSettings::new("main"), Expect::Anything).await.unwrap();
+        let jobset = main_jobset(&db).await;
         let first = eval(&db, jobset.id, 1, vec![job("d", "1"), job("a", "1"), job("b", "1"), job("c", "1")]).await;
         let first_eval = db.last_eval(jobset.id).await.unwrap().unwrap();
         assert_eq!(counts(&db, first_eval.id).await, BuildCounts { scheduled: 4, succeeded: 0, failed: 0, total: 4 });

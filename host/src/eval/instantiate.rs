@@ -251,7 +251,7 @@ impl Evaluation {
     }
 
     fn memory_cap_bytes(&self) -> Option<u64> {
-        (self.workspace.memory_cap_mb > 0).then(|| self.workspace.memory_cap_mb << 20)
+        (self.workspace.memory_cap_mb > 0).then_some(self.workspace.memory_cap_mb << 20)
     }
 
     /// Evaluates `items`, in as many successive workers as it takes: one
