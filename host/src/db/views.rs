@@ -225,7 +225,9 @@ impl Db {
     /// 100,000 builds when its members were sorted) nor the jobs' histories
     /// (35 ms at ten million builds walking every build of each job).
     async fn eval_page_in_job_order(&self, eval: &JobsetEval, offset: u64, limit: u64) -> DbResult<Vec<BuildCell>> {
-        if eval.nr_builds == 0 || limit == 0 {
+        // Past the evaluation's end nothing is walked (an anonymous visitor
+        // chooses the offset).
+        if limit == 0 || offset >= u64::try_from(eval.nr_builds).unwrap_or(0) {
             return Ok(Vec::new());
         }
         let backend = self.backend();
@@ -622,6 +624,8 @@ mod tests {
         assert_eq!((jobs(&page), total), (vec!["a", "b", "c"], 4));
         let (page, total) = db.eval_cells(&second_eval, StatusFilter::All, 3, 3).await.unwrap();
         assert_eq!((jobs(&page), total), (vec!["e"], 4));
+        let (page, total) = db.eval_cells(&second_eval, StatusFilter::All, 4, 3).await.unwrap();
+        assert_eq!((jobs(&page), total), (vec![], 4), "past the end");
         // d, a job of the jobset but not of this evaluation, is walked past.
         let (page, _) = db.eval_cells(&second_eval, StatusFilter::All, 0, 4).await.unwrap();
         assert_eq!(jobs(&page), ["a", "b", "c", "e"]);
