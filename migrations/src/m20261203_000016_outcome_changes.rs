@@ -57,6 +57,31 @@ macro_rules! sqlite_recompute {
     };
 }
 
+/// PostgreSQL, in a statement trigger on `builds`: build `n` (new) changed
+/// its outcome from `o` (old).
+macro_rules! moved {
+    () => {
+        "(n.finished IS DISTINCT FROM o.finished OR n.build_status IS DISTINCT FROM o.build_status)"
+    };
+}
+
+/// PostgreSQL, in a statement trigger on `builds`: the members whose pair
+/// of builds holds one that changed its outcome, as the build or as its
+/// predecessor (two index lookups, not an `OR` that none serves).
+macro_rules! touched_pairs {
+    () => {
+        concat!(
+            "(SELECT m.eval_id, m.build_id FROM jobset_eval_members m JOIN new_builds n ON m.build_id = n.id \
+               JOIN old_builds o ON o.id = n.id WHERE m.is_new AND m.previous_build_id IS NOT NULL AND ",
+            moved!(),
+            " UNION SELECT m.eval_id, m.build_id FROM jobset_eval_members m JOIN new_builds n \
+               ON m.previous_build_id = n.id JOIN old_builds o ON o.id = n.id WHERE m.is_new AND ",
+            moved!(),
+            ")"
+        )
+    };
+}
+
 /// Every new member's flag from its builds as they are now.
 const BACKFILL: &str = concat!(
     "UPDATE jobset_eval_members SET outcome_changed = TRUE WHERE is_new AND previous_build_id IS NOT NULL AND EXISTS (",
@@ -91,17 +116,14 @@ CREATE TRIGGER outcome_changes_members AFTER INSERT ON jobset_eval_members
 
 CREATE FUNCTION orthrus_outcome_changes_builds() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM new_builds n JOIN old_builds o ON o.id = n.id
-                  WHERE n.finished IS DISTINCT FROM o.finished OR n.build_status IS DISTINCT FROM o.build_status) THEN
+  IF NOT EXISTS (SELECT 1 FROM new_builds n JOIN old_builds o ON o.id = n.id WHERE "#,
+    moved!(),
+    r#") THEN
     RETURN NULL;
   END IF;
-  PERFORM 1 FROM jobset_eval_members m JOIN (SELECT m.eval_id, m.build_id FROM jobset_eval_members m JOIN new_builds n ON m.build_id = n.id JOIN old_builds o ON o.id = n.id
-            WHERE m.is_new AND m.previous_build_id IS NOT NULL
-              AND (n.finished IS DISTINCT FROM o.finished OR n.build_status IS DISTINCT FROM o.build_status)
-           UNION
-           SELECT m.eval_id, m.build_id FROM jobset_eval_members m JOIN new_builds n ON m.previous_build_id = n.id JOIN old_builds o ON o.id = n.id
-            WHERE m.is_new
-              AND (n.finished IS DISTINCT FROM o.finished OR n.build_status IS DISTINCT FROM o.build_status)) t ON m.eval_id = t.eval_id AND m.build_id = t.build_id
+  PERFORM 1 FROM jobset_eval_members m JOIN "#,
+    touched_pairs!(),
+    r#" t ON m.eval_id = t.eval_id AND m.build_id = t.build_id
    ORDER BY m.eval_id, m.build_id
      FOR UPDATE OF m;
   -- A statement of its own: its snapshot is taken after the locks above,
@@ -109,13 +131,9 @@ BEGIN
   UPDATE jobset_eval_members m SET outcome_changed = "#,
     differ!("b", "p"),
     r#"
-    FROM (SELECT m.eval_id, m.build_id FROM jobset_eval_members m JOIN new_builds n ON m.build_id = n.id JOIN old_builds o ON o.id = n.id
-            WHERE m.is_new AND m.previous_build_id IS NOT NULL
-              AND (n.finished IS DISTINCT FROM o.finished OR n.build_status IS DISTINCT FROM o.build_status)
-           UNION
-           SELECT m.eval_id, m.build_id FROM jobset_eval_members m JOIN new_builds n ON m.previous_build_id = n.id JOIN old_builds o ON o.id = n.id
-            WHERE m.is_new
-              AND (n.finished IS DISTINCT FROM o.finished OR n.build_status IS DISTINCT FROM o.build_status)) t, builds b, builds p
+    FROM "#,
+    touched_pairs!(),
+    r#" t, builds b, builds p
    WHERE m.eval_id = t.eval_id AND m.build_id = t.build_id
      AND b.id = m.build_id AND p.id = m.previous_build_id
      AND m.outcome_changed IS DISTINCT FROM "#,
