@@ -87,6 +87,10 @@ type OrderKey = (Reverse<i32>, Reverse<u32>, i64, StorePath);
 struct KindQueue {
     kind: StepKind,
     levels: BTreeMap<Reverse<i64>, HashMap<JobsetId, BTreeSet<OrderKey>>>,
+    /// The same steps by when they became runnable: the steps of a kind no
+    /// machine builds time out oldest first, so a pass reads only those
+    /// that expired and the next one (not 100,000 waiting steps each pass).
+    by_age: BTreeSet<(Instant, StorePath)>,
 }
 
 /// The first step of a queue, with everything its rank depends on.
@@ -162,7 +166,11 @@ impl Runnable {
         let queue = match self.queue_of_kind.get(&step.kind) {
             Some(&queue) => queue,
             None => {
-                self.queues.push(KindQueue { kind: step.kind.clone(), levels: BTreeMap::new() });
+                self.queues.push(KindQueue {
+                    kind: step.kind.clone(),
+                    levels: BTreeMap::new(),
+                    by_age: BTreeSet::new(),
+                });
                 self.queue_of_kind.insert(step.kind, self.queues.len() - 1);
                 self.queues.len() - 1
             }
@@ -170,6 +178,7 @@ impl Runnable {
         let key = (Reverse(step.scheduling_priority), Reverse(step.dependents), step.build_id, step.drv.clone());
         let q = &mut self.queues[queue];
         q.levels.entry(Reverse(step.global_priority)).or_default().entry(step.jobset).or_default().insert(key.clone());
+        q.by_age.insert((since, step.drv.clone()));
         self.entries
             .insert(step.drv, Entry { queue, global_priority: step.global_priority, jobset: step.jobset, key, since });
     }
@@ -179,6 +188,7 @@ impl Runnable {
             return false;
         };
         let q = &mut self.queues[entry.queue];
+        q.by_age.remove(&(entry.since, drv.clone()));
         let level = Reverse(entry.global_priority);
         if let Some(jobsets) = q.levels.get_mut(&level) {
             if let Some(keys) = jobsets.get_mut(&entry.jobset) {
@@ -256,13 +266,13 @@ impl Runnable {
             if machines.iter().any(|m| m.spec.can_build(&q.kind.system, &q.kind.required_features)) {
                 continue;
             }
-            for key in q.levels.values().flat_map(|jobsets| jobsets.values()).flatten() {
-                let deadline = self.entries[&key.3].since + timeout;
-                if deadline <= now {
-                    expired.push(key.3.clone());
-                } else {
+            for (since, drv) in &q.by_age {
+                let deadline = *since + timeout;
+                if deadline > now {
                     next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                    break;
                 }
+                expired.push(drv.clone());
             }
         }
         (expired, next)
@@ -353,6 +363,30 @@ mod tests {
             runnable.unsupported(&machines, Instant::now() + Duration::from_secs(11), Duration::from_secs(10));
         expired.sort();
         assert_eq!(expired, [drv("arm"), drv("bench")]);
+    }
+
+    #[test]
+    fn unsupported_steps_expire_oldest_first_and_keep_their_age_when_reranked() {
+        let start = Instant::now();
+        let arm = kind("aarch64-linux", &[]);
+        let mut runnable = Runnable::default();
+        for (i, name) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            let since = start + Duration::from_secs(i as u64);
+            runnable.insert(RunnableStep { since, ..step(name, arm.clone(), 1, i as i64) });
+        }
+        // Ranked again (more dependents now): it keeps the time it became
+        // runnable, so it neither expires later nor moves in the order.
+        runnable.insert(RunnableStep { dependents: 9, since: start + Duration::from_secs(60), ..step("a", arm, 1, 0) });
+        runnable.remove(&drv("b"));
+        let machines = vec![machine("localhost", &["x86_64-linux"], 4, 1.0, &[], &[])];
+        let timeout = Duration::from_secs(10);
+
+        let (expired, next) = runnable.unsupported(&machines, start + Duration::from_secs(12), timeout);
+        assert_eq!(expired, [drv("a"), drv("c")]);
+        assert_eq!(next, Some(start + Duration::from_secs(13)), "d, which became runnable at 3 s");
+        let (expired, next) = runnable.unsupported(&machines, start + Duration::from_secs(9), timeout);
+        assert!(expired.is_empty());
+        assert_eq!(next, Some(start + Duration::from_secs(10)));
     }
 
     #[test]
