@@ -125,6 +125,11 @@ def bench_orthrus(binary, n, workers, env, postgres=""):
             log = f.read()
         recorded = re.findall(r"record_ms=(\d+)", log)
         record_s = int(recorded[-1]) / 1000 if recorded else None
+        # The parts of recording (and the rooting of outputs before it).
+        line = [l for l in log.splitlines() if "evaluation recorded" in l]
+        phases = " ".join(f"{k[:-3]} {int(v) / 1000:.2f}" for k, v in re.findall(r"(\w+_ms)=(\d+)", line[-1])
+                          if k != "record_ms") if line else ""
+        print(f"  recording's parts (s): {phases}")
         checked = re.findall(r"check_ms=(\d+)", log)
         check_s = int(checked[-1]) / 1000 if checked else None
         server.stop()

@@ -89,6 +89,11 @@ workers = {self.workers}
 allowed_path_roots = ["{self.work}"]
 [queue]
 max_jobs = {self.max_jobs}
+[gc]
+# The run's own roots: the machine's directory (gcroots/orthrus) would keep
+# every run's links after its paths are deleted, and each server would
+# read all of them when it updates its roots.
+roots_dir = "{self.work}/gcroots"
 {extra}
 """)
 

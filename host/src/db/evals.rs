@@ -133,6 +133,31 @@ pub struct RecordedEval {
     pub eval_id: i64,
     pub new_builds: Vec<i64>,
     pub has_new_builds: bool,
+    /// How long each part of recording took, for the evaluator's log line.
+    pub phases: RecordPhases,
+}
+
+/// Milliseconds spent in each part of recording an evaluation, in order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordPhases {
+    /// Waiting for the write lock, and reading the previous evaluation.
+    pub previous_ms: u64,
+    /// Inserting the new builds (and on PostgreSQL their job names).
+    pub builds_ms: u64,
+    /// Inserting their outputs (and on SQLite their search rows).
+    pub outputs_ms: u64,
+    /// The evaluation row and its members (with their triggers' counts).
+    pub members_ms: u64,
+    /// Inputs, constituents, errors, the jobset and the events.
+    pub rest_ms: u64,
+    pub commit_ms: u64,
+}
+
+/// Milliseconds since `clock`, and `clock` restarted.
+fn lap(clock: &mut std::time::Instant) -> u64 {
+    let ms = clock.elapsed().as_millis() as u64;
+    *clock = std::time::Instant::now();
+    ms
 }
 
 /// A jobset the evaluator should look at now.
@@ -377,6 +402,8 @@ impl Db {
     /// one transaction (a crash leaves either all of it or none).
     pub async fn record_eval(&self, new: &NewEval) -> DbResult<RecordedEval> {
         let time = now();
+        let mut phases = RecordPhases::default();
+        let mut clock = std::time::Instant::now();
         let txn = self.begin_write().await?;
         super::lock_row(&txn, "jobsets", new.jobset_id).await?;
 
@@ -415,7 +442,9 @@ impl Db {
                 None => new_jobs.push(job),
             }
         }
+        phases.previous_ms = lap(&mut clock);
         let new_builds = insert_new_builds(&txn, new.jobset_id, time, &new_jobs).await?;
+        phases.builds_ms = lap(&mut clock);
         for (job, &id) in new_jobs.iter().zip(&new_builds) {
             build_of_job.insert(&job.name, (id, true));
         }
@@ -431,6 +460,7 @@ impl Db {
             })
             .collect();
         insert_chunked(&txn, outputs).await?;
+        phases.outputs_ms = lap(&mut clock);
 
         let has_new_builds = !new_builds.is_empty() || previous.is_none() || previous_count != build_of_job.len();
         let eval = jobset_eval::ActiveModel {
@@ -461,6 +491,7 @@ impl Db {
             })
             .collect();
         insert_chunked(&txn, members).await?;
+        phases.members_ms = lap(&mut clock);
 
         let inputs: Vec<jobset_eval_input::ActiveModel> = new
             .inputs
@@ -541,10 +572,12 @@ impl Db {
             )
         }));
         write_events(&txn, events).await?;
+        phases.rest_ms = lap(&mut clock);
         self.commit_events(txn).await?;
+        phases.commit_ms = lap(&mut clock);
         // Reused builds now list this evaluation too.
         self.builds.invalidate(build_of_job.values().filter(|(_, is_new)| !is_new).map(|(id, _)| *id));
-        Ok(RecordedEval { eval_id: eval.id, new_builds, has_new_builds })
+        Ok(RecordedEval { eval_id: eval.id, new_builds, has_new_builds, phases })
     }
 
     /// The successful builds of an evaluation, with their outputs.

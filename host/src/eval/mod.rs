@@ -394,11 +394,13 @@ impl Evaluator {
         // Rooted before the builds are queued, so that a collection while
         // they build cannot take their outputs (the derivations were rooted
         // as they were instantiated).
+        let clock = Instant::now();
         if let Some(gc) = &self.gc {
             let paths: Vec<String> =
                 new_eval.jobs.iter().flat_map(|job| job.outputs.iter().map(|(_, path)| path.clone())).collect();
             gc.root(&paths).await;
         }
+        let root_ms = clock.elapsed().as_millis() as u64;
         let clock = Instant::now();
         let recorded = self.db.record_eval(&new_eval).await?;
         let record_ms = clock.elapsed().as_millis() as u64;
@@ -410,7 +412,14 @@ impl Evaluator {
             jobs = new_eval.jobs.len(),
             new_builds = recorded.new_builds.len(),
             errors = new_eval.errors.len(),
+            root_ms,
             record_ms,
+            previous_ms = recorded.phases.previous_ms,
+            builds_ms = recorded.phases.builds_ms,
+            outputs_ms = recorded.phases.outputs_ms,
+            members_ms = recorded.phases.members_ms,
+            rest_ms = recorded.phases.rest_ms,
+            commit_ms = recorded.phases.commit_ms,
             "evaluation recorded"
         );
         if !recorded.new_builds.is_empty() {
