@@ -30,6 +30,7 @@ mod m20261203_000014_hot_paths;
 mod m20261203_000015_predecessors;
 mod m20261203_000016_outcome_changes;
 mod m20261203_000017_job_names;
+mod m20261203_000018_search_buffer;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -54,6 +55,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000015_predecessors::Migration),
             Box::new(m20261203_000016_outcome_changes::Migration),
             Box::new(m20261203_000017_job_names::Migration),
+            Box::new(m20261203_000018_search_buffer::Migration),
         ]
     }
 }
