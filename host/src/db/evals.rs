@@ -695,13 +695,11 @@ impl Db {
     }
 }
 
-/// Inserts rows in chunks within a transaction; nothing for an empty list.
 /// Inserts the builds of an evaluation's new jobs, a chunk per statement
-/// (one statement per build took a quarter of a millisecond each: 5 s of
-/// a 20,000-job evaluation), and returns their ids in the jobs' order.
-/// The ids come back with their job's name, which is unique within an
-/// evaluation: `RETURNING` of a multi-row insert has no order that every
-/// backend promises.
+/// (not a round trip per build), and returns their ids in the jobs'
+/// order. The ids come back with their job's name, which is unique within
+/// an evaluation: `RETURNING` of a multi-row insert has no order that
+/// every backend promises.
 async fn insert_new_builds(
     txn: &DatabaseTransaction,
     jobset_id: i64,
@@ -748,6 +746,7 @@ async fn insert_new_builds(
         .collect()
 }
 
+/// Inserts rows in chunks within a transaction; nothing for an empty list.
 pub(crate) async fn insert_chunked<A>(txn: &DatabaseTransaction, rows: Vec<A>) -> DbResult<()>
 where
     A: ActiveModelTrait + Send,
