@@ -64,13 +64,14 @@ def bench_nix(n, env, processes=1):
         elapsed = time.monotonic() - start
         if len(drvs) != n:
             sys.exit(f"nix-instantiate made {len(drvs)} derivations, not {n}")
-        delete_paths(drvs, env)
-        return elapsed
+        return elapsed, drvs
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def bench_orthrus(binary, n, workers, env, postgres=""):
+    """Returns the figures, the derivations written and the work directory
+    (with the server's GC roots), both to delete at the end."""
     work = tempfile.mkdtemp(prefix="orthrus-bench-eval-")
     src = os.path.join(work, "src")
     write_expression(src, n)
@@ -98,15 +99,17 @@ def bench_orthrus(binary, n, workers, env, postgres=""):
         sampler = threading.Thread(target=sample)
         sampler.start()
         start = time.monotonic()
-        server.request("PUT", "/project/bench", {"displayname": "bench"})
-        server.request("PUT", "/jobset/bench/main", {
+        # A project of its own: a PostgreSQL database is shared by the runs.
+        project = f"bench-{time.time_ns()}"
+        server.request("PUT", f"/project/{project}", {"displayname": "bench"})
+        server.request("PUT", f"/jobset/{project}/main", {
             "nixexprinput": "src", "nixexprpath": "release.nix", "checkinterval": 0,
             "inputs": {"src": {"type": "path", "value": src},
                        "salt": {"type": "string", "value": f"orthrus-{time.time_ns()}"}},
         })
         progress_seen = False
         while True:
-            jobset = server.request("GET", "/jobset/bench/main")
+            jobset = server.request("GET", f"/jobset/{project}/main")
             progress = jobset.get("evaluation")
             if progress and progress.get("evaluated", 0) > 0:
                 progress_seen = True
@@ -116,7 +119,7 @@ def bench_orthrus(binary, n, workers, env, postgres=""):
         elapsed = time.monotonic() - start
         done.set()
         sampler.join()
-        evals = server.request("GET", "/jobset/bench/main/evals")["evals"]
+        evals = server.request("GET", f"/jobset/{project}/main/evals")["evals"]
         if not evals or len(evals[0]["builds"]) != n:
             sys.exit(f"expected one evaluation of {n} builds: {jobset.get('errormsg') or 'see ' + work}")
         builds = server.request("GET", f"/eval/{evals[0]['id']}/builds")
@@ -133,12 +136,10 @@ def bench_orthrus(binary, n, workers, env, postgres=""):
         checked = re.findall(r"check_ms=(\d+)", log)
         check_s = int(checked[-1]) / 1000 if checked else None
         server.stop()
-        delete_paths(drvs, env)
-        return elapsed, before, peak[0], record_s, check_s, progress_seen
+        return (elapsed, before, peak[0], record_s, check_s, progress_seen), drvs, work
     finally:
         if server.process.poll() is None:
             server.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main():
@@ -152,20 +153,42 @@ def main():
         sys.exit(f"{args.binary} does not exist: run `cargo build --release` first")
     env = nix_env()
     print(f"jobs: {args.jobs}, database: {'PostgreSQL' if args.postgres else 'SQLite'}")
-    for workers in [int(w) for w in args.workers.split(",")]:
-        elapsed, before, peak, record_s, check_s, progress_seen = bench_orthrus(args.binary, args.jobs, workers, env, args.postgres)
-        nix = bench_nix(args.jobs, env)
-        recording = f"{record_s:.2f} s ({record_s / elapsed * 100:.0f}% of it)" if record_s is not None else "n/a"
-        print(f"workers {workers}: orthrus {elapsed:7.2f} s   nix-instantiate {nix:7.2f} s   "
-              f"ratio {elapsed / nix:.2f}")
-        if workers > 1:
-            parallel = bench_nix(args.jobs, env, workers)
-            print(f"  {workers} nix-instantiate at once on parts of it: {parallel:.2f} s "
-                  f"({parallel / nix:.2f} of one; orthrus / that: {elapsed / parallel:.2f})")
-        if check_s is not None:
-            recording += f"; checking outputs against the .drv files {check_s:.2f} s"
-        print(f"  recording {recording}; server RSS {before:.0f} MiB before, {peak:.0f} MiB at peak "
-              f"(+{peak - before:.0f} MiB); progress shown: {'yes' if progress_seen else 'no'}")
+    # What the runs wrote is deleted once they are all done: ext4 passes
+    # over inodes freed in the last minutes when it allocates one (its
+    # `recently_deleted`), so 60,000 files deleted between two runs made
+    # every file the next one wrote slower, Nix's as much as Orthrus's
+    # (nix-instantiate of 20,000 jobs: 5 s after a quiet minute, 20 s
+    # right after a deletion).
+    leftovers, work_dirs = [], []
+    try:
+        for workers in [int(w) for w in args.workers.split(",")]:
+            run_workers(args, workers, env, leftovers, work_dirs)
+    finally:
+        for work in work_dirs:
+            shutil.rmtree(work, ignore_errors=True)
+        delete_paths(leftovers, env)
+
+
+def run_workers(args, workers, env, leftovers, work_dirs):
+    """One worker count: Orthrus, then nix-instantiate, in the same run."""
+    figures, drvs, work = bench_orthrus(args.binary, args.jobs, workers, env, args.postgres)
+    leftovers += drvs
+    work_dirs.append(work)
+    elapsed, before, peak, record_s, check_s, progress_seen = figures
+    nix, drvs = bench_nix(args.jobs, env)
+    leftovers += drvs
+    recording = f"{record_s:.2f} s ({record_s / elapsed * 100:.0f}% of it)" if record_s is not None else "n/a"
+    print(f"workers {workers}: orthrus {elapsed:7.2f} s   nix-instantiate {nix:7.2f} s   "
+          f"ratio {elapsed / nix:.2f}")
+    if workers > 1:
+        parallel, drvs = bench_nix(args.jobs, env, workers)
+        leftovers += drvs
+        print(f"  {workers} nix-instantiate at once on parts of it: {parallel:.2f} s "
+              f"({parallel / nix:.2f} of one; orthrus / that: {elapsed / parallel:.2f})")
+    if check_s is not None:
+        recording += f"; checking outputs against the .drv files {check_s:.2f} s"
+    print(f"  recording {recording}; server RSS {before:.0f} MiB before, {peak:.0f} MiB at peak "
+          f"(+{peak - before:.0f} MiB); progress shown: {'yes' if progress_seen else 'no'}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ mod m20261203_000015_predecessors;
 mod m20261203_000016_outcome_changes;
 mod m20261203_000017_job_names;
 mod m20261203_000018_search_buffer;
+mod m20261204_000019_fresh_members;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -56,6 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000016_outcome_changes::Migration),
             Box::new(m20261203_000017_job_names::Migration),
             Box::new(m20261203_000018_search_buffer::Migration),
+            Box::new(m20261204_000019_fresh_members::Migration),
         ]
     }
 }

@@ -406,6 +406,7 @@ impl Db {
         let mut clock = std::time::Instant::now();
         let txn = self.begin_write().await?;
         super::lock_row(&txn, "jobsets", new.jobset_id).await?;
+        Self::defer_search_index(&txn).await?;
 
         let previous = jobset_eval::Entity::find()
             .filter(jobset_eval::Column::JobsetId.eq(new.jobset_id))

@@ -27,6 +27,7 @@ mod projects;
 mod releases;
 mod retention;
 mod search;
+mod search_index;
 mod steps;
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -44,6 +44,8 @@ const CHUNKS_PER_WORKER: usize = 4;
 const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 /// Derivations rooted at once, as they are reported.
 const ROOT_BATCH: usize = 500;
+/// Batches of derivations waiting for the rooter at most (a few MiB).
+const ROOT_BATCHES_AHEAD: usize = 64;
 /// One result line at most: more is a job whose meta is absurd.
 const MAX_LINE: usize = 4 << 20;
 /// Lines read ahead of the worker's follower at most: what an expression
@@ -134,7 +136,26 @@ fn job_name(path: &AttrPath) -> String {
 /// (a syntax error, a top-level `throw`, not an attribute set, …) or of the
 /// evaluator (it cannot be started, the evaluation ran out of time).
 pub async fn evaluate(nix: &Nix, workspace: Workspace, workers: usize) -> Result<RawJobs, String> {
-    let evaluation = Arc::new(Evaluation::new(nix.clone(), workspace));
+    let (rooter, roots) = match &workspace.gc_roots {
+        Some(gc) => {
+            let (roots, rooter) = Rooter::start(gc.clone());
+            (Some(rooter), Some(roots))
+        }
+        None => (None, None),
+    };
+    let evaluation = Arc::new(Evaluation::new(nix.clone(), workspace, roots));
+    let result = evaluate_levels(&evaluation, workers).await;
+    // Every worker is done: the last derivations are rooted before the
+    // jobs are handed on.
+    drop(evaluation);
+    if let Some(rooter) = rooter {
+        rooter.finish().await;
+    }
+    result
+}
+
+/// Evaluates the expression's root, then its attribute sets level by level.
+async fn evaluate_levels(evaluation: &Arc<Evaluation>, workers: usize) -> Result<RawJobs, String> {
     let root = evaluation.run_chunk(&[Vec::new()]).await?;
     // From here on, what is evaluated are jobs (or sets of them).
     evaluation.counting.store(true, Ordering::Relaxed);
@@ -239,15 +260,24 @@ struct Evaluation {
     workers_started: AtomicUsize,
     /// Whether outcomes count towards the progress shown (the root does not).
     counting: AtomicBool,
+    /// Where reported derivations go to be rooted (with GC roots).
+    roots: Option<mpsc::Sender<Vec<String>>>,
 }
 
 impl Evaluation {
-    fn new(nix: Nix, workspace: Workspace) -> Evaluation {
+    fn new(nix: Nix, workspace: Workspace, roots: Option<mpsc::Sender<Vec<String>>>) -> Evaluation {
         use rand_core::RngCore;
         let mut nonce = [0u8; 12];
         rand_core::OsRng.fill_bytes(&mut nonce);
         let marker = format!("orthrus-{}:", hex::encode(nonce));
-        Evaluation { nix, workspace, marker, workers_started: AtomicUsize::new(0), counting: AtomicBool::new(false) }
+        Evaluation {
+            nix,
+            workspace,
+            marker,
+            workers_started: AtomicUsize::new(0),
+            counting: AtomicBool::new(false),
+            roots,
+        }
     }
 
     fn memory_cap_bytes(&self) -> Option<u64> {
@@ -445,13 +475,43 @@ impl Evaluation {
         Some((index.parse().ok()?, json))
     }
 
+    /// Hands `drvs` to the rooter; waits only when it is far behind.
     async fn root(&self, drvs: &mut Vec<String>) {
-        if let Some(gc) = &self.workspace.gc_roots {
-            if !drvs.is_empty() {
-                gc.root(drvs).await;
-            }
+        let batch = std::mem::take(drvs);
+        if let Some(roots) = &self.roots
+            && !batch.is_empty()
+        {
+            // The rooter ends only after every sender is gone.
+            let _ = roots.send(batch).await;
         }
-        drvs.clear();
+    }
+}
+
+/// Roots an evaluation's derivations as they are reported, beside its
+/// workers. Linking is a file system write per derivation (40 µs each
+/// here, most of it the file system finding an inode): done in line, it
+/// held up the reading of the worker's results, and the worker with them
+/// once its pipe was full (one worker ran at a third of a core).
+struct Rooter {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Rooter {
+    fn start(gc: crate::gc::GcRoots) -> (mpsc::Sender<Vec<String>>, Rooter) {
+        let (roots, mut batches) = mpsc::channel::<Vec<String>>(ROOT_BATCHES_AHEAD);
+        let task = tokio::spawn(async move {
+            while let Some(batch) = batches.recv().await {
+                gc.root(&batch).await;
+            }
+        });
+        (roots, Rooter { task })
+    }
+
+    /// Waits until every batch sent is rooted (once all senders are gone).
+    async fn finish(self) {
+        if let Err(e) = self.task.await {
+            tracing::warn!("the evaluation's GC rooting task failed: {e}");
+        }
     }
 }
 
@@ -544,7 +604,7 @@ mod tests {
             gc_roots: None,
             progress: Arc::default(),
         };
-        let evaluation = Evaluation::new(nix, workspace);
+        let evaluation = Evaluation::new(nix, workspace, None);
         let line = format!("trace: {}12:{{\"kind\":\"skip\"}}", evaluation.marker);
         assert_eq!(evaluation.result_in(line.as_bytes()), Some((12, "{\"kind\":\"skip\"}")));
         assert_eq!(evaluation.result_in(b"trace: orthrus-00:1:{}"), None);

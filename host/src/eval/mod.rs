@@ -424,6 +424,11 @@ impl Evaluator {
         );
         if !recorded.new_builds.is_empty() {
             self.queue_wake.wake();
+            // Once the builds are queued: what recording left for later.
+            match self.db.merge_search_index().await {
+                Ok(took) => info!(eval = recorded.eval_id, ms = took.as_millis() as u64, "search index merged"),
+                Err(e) => warn!(eval = recorded.eval_id, "merging the search index: {e} (a vacuum will)"),
+            }
         }
         Ok(outcome::EVALUATED)
     }

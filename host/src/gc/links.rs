@@ -80,6 +80,10 @@ pub fn plan(dir: &Path, wanted: &BTreeSet<StorePath>, min_age: Duration, now: Sy
 /// Links each path, replacing a link of that name at once (a rename, so
 /// that it is never missing): its change time says it was rooted again.
 /// Returns how many could not be linked, and the first reason.
+///
+/// A new link is made in place, one system call; only one that exists
+/// already takes the three of a replacement (most of an evaluation's
+/// derivations and outputs are new).
 pub fn link_all(dir: &Path, paths: &[StorePath]) -> (usize, Option<io::Error>) {
     if paths.is_empty() {
         return (0, None);
@@ -90,10 +94,20 @@ pub fn link_all(dir: &Path, paths: &[StorePath]) -> (usize, Option<io::Error>) {
     let mut failed = (0, None);
     for path in paths {
         let name = path.base_name();
+        let link = dir.join(name);
+        match std::os::unix::fs::symlink(path.as_str(), &link) {
+            Ok(()) => continue,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                failed.0 += 1;
+                failed.1.get_or_insert(e);
+                continue;
+            }
+        }
         let temporary = dir.join(format!(".new-{name}"));
         let _ = std::fs::remove_file(&temporary);
-        let linked = std::os::unix::fs::symlink(path.as_str(), &temporary)
-            .and_then(|()| std::fs::rename(&temporary, dir.join(name)));
+        let linked =
+            std::os::unix::fs::symlink(path.as_str(), &temporary).and_then(|()| std::fs::rename(&temporary, &link));
         if let Err(e) = linked {
             let _ = std::fs::remove_file(&temporary);
             failed.0 += 1;
