@@ -10,6 +10,9 @@
 //! A migration, once released, is never edited: later schema changes are new
 //! migrations appended to [`Migrator::migrations`].
 
+/// The SQL of SQLite's search rows of builds (`… FROM builds b`), which
+/// the server writes after an evaluation (migration 20).
+pub use m20261203_000012_search::SQLITE_ROW as SQLITE_SEARCH_ROW;
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
 
@@ -32,6 +35,7 @@ mod m20261203_000016_outcome_changes;
 mod m20261203_000017_job_names;
 mod m20261203_000018_search_buffer;
 mod m20261204_000019_fresh_members;
+mod m20261204_000020_search_cursor;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -58,6 +62,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000017_job_names::Migration),
             Box::new(m20261203_000018_search_buffer::Migration),
             Box::new(m20261204_000019_fresh_members::Migration),
+            Box::new(m20261204_000020_search_cursor::Migration),
         ]
     }
 }

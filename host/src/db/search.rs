@@ -7,10 +7,12 @@
 //! `m20261203_000012_search`): `pg_trgm` GIN indexes that PostgreSQL's
 //! `ILIKE '%q%'` uses (job names through the jobsets' distinct names,
 //! `m20261203_000017_job_names`), or SQLite's FTS5 table `build_search` with the
-//! trigram tokenizer, whose rows hold base names (no store directory). A
-//! query of fewer than three characters has no trigram: it is matched
-//! against the newest builds only (`RECENT_SCANNED`), so that no request
-//! of an anonymous visitor reads every build.
+//! trigram tokenizer, whose rows hold base names (no store directory) and
+//! are written just after an evaluation is recorded (migration 20): the
+//! builds not in it yet are scanned. A query of fewer than three
+//! characters has no trigram: it is matched against the newest builds
+//! only (`RECENT_SCANNED`), so that no request of an anonymous visitor
+//! reads every build.
 
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement};
@@ -77,7 +79,14 @@ impl Db {
         } else if backend == DbBackend::Postgres {
             self.search_builds_postgres(query, limit).await?
         } else {
-            self.search_builds_sqlite(query, limit).await?
+            // The newest builds may not be in the index yet (migration 20):
+            // those after its cursor are scanned. The cursor may move
+            // between the two statements: a build then found by both is
+            // kept once.
+            let unindexed = Expr::cust("(SELECT last_build_id FROM build_search_cursor WHERE id = 1)");
+            let (scanned, scanned_by_drv) = self.search_builds_after(query, unindexed, limit).await?;
+            let (indexed, indexed_by_drv) = self.search_builds_sqlite(query, limit).await?;
+            (newest_of(scanned, indexed, limit), newest_of(scanned_by_drv, indexed_by_drv, limit))
         };
         Ok(SearchResults { projects, jobsets, builds, builds_by_drv })
     }
@@ -143,12 +152,22 @@ impl Db {
             .one(self.read())
             .await?
             .flatten();
-        let floor = newest.unwrap_or(0) - RECENT_SCANNED;
+        self.search_builds_after(query, Expr::val(newest.unwrap_or(0) - RECENT_SCANNED), limit).await
+    }
+
+    /// The builds after `floor` (a build id) matching the query, newest
+    /// first, by a scan of their names and paths (no index).
+    async fn search_builds_after(
+        &self,
+        query: &SearchQuery,
+        floor: Expr,
+        limit: u64,
+    ) -> DbResult<(Vec<i64>, Vec<i64>)> {
         let recent = || {
             build::Entity::find()
                 .select_only()
                 .column(build::Column::Id)
-                .filter(build::Column::Id.gt(floor))
+                .filter(Expr::col((build::Entity, build::Column::Id)).gt(floor.clone()))
                 .order_by_desc(build::Column::Id)
                 .limit(limit)
         };
@@ -177,4 +196,13 @@ impl Db {
         let rows = self.read().query_all_raw(statement).await?;
         Ok(rows.iter().map(|row| row.try_get("", "id")).collect::<Result<_, _>>()?)
     }
+}
+
+/// The newest `limit` of two lists of build ids, each once.
+fn newest_of(mut ids: Vec<i64>, more: Vec<i64>, limit: u64) -> Vec<i64> {
+    ids.extend(more);
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids.dedup();
+    ids.truncate(limit as usize);
+    ids
 }

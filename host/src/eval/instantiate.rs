@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 
 use super::jobs::JobInfo;
 use super::progress::EvalProgress;
+use super::rooter::{RootBatch, RootSender, Rooter};
 use crate::nix::{EvalCall, MAX_ERROR_OUTPUT, Nix, Tail, string_literal};
 
 /// Chunks per worker and level: enough that a worker which is done early
@@ -42,10 +43,6 @@ use crate::nix::{EvalCall, MAX_ERROR_OUTPUT, Nix, Tail, string_literal};
 const CHUNKS_PER_WORKER: usize = 4;
 /// How often a worker's resident memory is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(20);
-/// Derivations rooted at once, as they are reported.
-const ROOT_BATCH: usize = 500;
-/// Batches of derivations waiting for the rooter at most (a few MiB).
-const ROOT_BATCHES_AHEAD: usize = 64;
 /// One result line at most: more is a job whose meta is absurd.
 const MAX_LINE: usize = 4 << 20;
 /// Lines read ahead of the worker's follower at most: what an expression
@@ -64,9 +61,9 @@ pub struct Workspace {
     /// A worker's resident memory cap in MiB, checked between jobs (0: none).
     pub memory_cap_mb: u64,
     pub deadline: Instant,
-    /// Where the derivations are rooted as soon as they are instantiated,
-    /// so that a collection before the evaluation is recorded cannot take
-    /// them.
+    /// Where the derivations and outputs are rooted as soon as they are
+    /// reported (`rooter.rs`), so that a collection before the evaluation
+    /// is recorded, or while its builds run, cannot take them.
     pub gc_roots: Option<crate::gc::GcRoots>,
     /// Jobs evaluated so far, and known so far.
     pub progress: Arc<EvalProgress>,
@@ -136,17 +133,11 @@ fn job_name(path: &AttrPath) -> String {
 /// (a syntax error, a top-level `throw`, not an attribute set, …) or of the
 /// evaluator (it cannot be started, the evaluation ran out of time).
 pub async fn evaluate(nix: &Nix, workspace: Workspace, workers: usize) -> Result<RawJobs, String> {
-    let (rooter, roots) = match &workspace.gc_roots {
-        Some(gc) => {
-            let (roots, rooter) = Rooter::start(gc.clone());
-            (Some(rooter), Some(roots))
-        }
-        None => (None, None),
-    };
+    let (roots, rooter) = Rooter::start(workspace.gc_roots.as_ref());
     let evaluation = Arc::new(Evaluation::new(nix.clone(), workspace, roots));
     let result = evaluate_levels(&evaluation, workers).await;
-    // Every worker is done: the last derivations are rooted before the
-    // jobs are handed on.
+    // Every worker is done: the last paths are rooted before the jobs are
+    // handed on.
     drop(evaluation);
     if let Some(rooter) = rooter {
         rooter.finish().await;
@@ -178,6 +169,8 @@ async fn evaluate_levels(evaluation: &Arc<Evaluation>, workers: usize) -> Result
     let mut result = RawJobs::default();
     while !pending.is_empty() {
         evaluation.workspace.progress.add_total(pending.len());
+        // At most one job per item: the list grows once, not by doubling.
+        result.jobs.reserve(pending.len());
         let mut next_level = Vec::new();
         let mut running = JoinSet::new();
         for chunk in chunks(std::mem::take(&mut pending), workers) {
@@ -260,12 +253,12 @@ struct Evaluation {
     workers_started: AtomicUsize,
     /// Whether outcomes count towards the progress shown (the root does not).
     counting: AtomicBool,
-    /// Where reported derivations go to be rooted (with GC roots).
-    roots: Option<mpsc::Sender<Vec<String>>>,
+    /// Where reported derivations and outputs go to be rooted.
+    roots: Option<RootSender>,
 }
 
 impl Evaluation {
-    fn new(nix: Nix, workspace: Workspace, roots: Option<mpsc::Sender<Vec<String>>>) -> Evaluation {
+    fn new(nix: Nix, workspace: Workspace, roots: Option<RootSender>) -> Evaluation {
         use rand_core::RngCore;
         let mut nonce = [0u8; 12];
         rand_core::OsRng.fill_bytes(&mut nonce);
@@ -374,7 +367,7 @@ impl Evaluation {
         let mut replaced = false;
         // What the worker printed since its last result: the next job's messages.
         let mut messages = Tail::default();
-        let mut to_root = Vec::new();
+        let mut to_root = RootBatch::new(self.roots.clone());
         let mut sample = tokio::time::interval(SAMPLE_EVERY);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let deadline = tokio::time::sleep_until(self.workspace.deadline.into());
@@ -403,14 +396,11 @@ impl Evaluation {
                                     Err(e) => Outcome::Failed(format!("cannot read the evaluator's result: {e}")),
                                 };
                                 if let Outcome::Evaluated(ItemResult::Job(job)) = &outcome {
-                                    to_root.push(job.drv_path.clone());
+                                    to_root.add(job, true).await;
                                 }
                                 outcomes.push(outcome);
                                 self.count_evaluated(index + 1 - reported);
                                 messages.clear();
-                                if to_root.len() >= ROOT_BATCH {
-                                    self.root(&mut to_root).await;
-                                }
                                 if cap.is_some_and(|cap| resident > cap) && outcomes.len() - base < items.len() {
                                     if index == 0 {
                                         // Alone in a fresh worker, over the cap.
@@ -449,12 +439,12 @@ impl Evaluation {
                 _ = &mut deadline => {
                     let _ = child.start_kill();
                     reader.abort();
-                    self.root(&mut to_root).await;
+                    to_root.send().await;
                     return Err(timed_out());
                 }
             }
         }
-        self.root(&mut to_root).await;
+        to_root.send().await;
         let status = child.wait().await.map_err(|e| format!("cannot wait for the evaluator: {e}"))?;
         if replaced {
             return Ok(WorkerEnd::Replaced);
@@ -473,45 +463,6 @@ impl Evaluation {
         let rest = line.strip_prefix("trace: ")?.strip_prefix(self.marker.as_str())?;
         let (index, json) = rest.split_once(':')?;
         Some((index.parse().ok()?, json))
-    }
-
-    /// Hands `drvs` to the rooter; waits only when it is far behind.
-    async fn root(&self, drvs: &mut Vec<String>) {
-        let batch = std::mem::take(drvs);
-        if let Some(roots) = &self.roots
-            && !batch.is_empty()
-        {
-            // The rooter ends only after every sender is gone.
-            let _ = roots.send(batch).await;
-        }
-    }
-}
-
-/// Roots an evaluation's derivations as they are reported, beside its
-/// workers. Linking is a file system write per derivation (40 µs each
-/// here, most of it the file system finding an inode): done in line, it
-/// held up the reading of the worker's results, and the worker with them
-/// once its pipe was full (one worker ran at a third of a core).
-struct Rooter {
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Rooter {
-    fn start(gc: crate::gc::GcRoots) -> (mpsc::Sender<Vec<String>>, Rooter) {
-        let (roots, mut batches) = mpsc::channel::<Vec<String>>(ROOT_BATCHES_AHEAD);
-        let task = tokio::spawn(async move {
-            while let Some(batch) = batches.recv().await {
-                gc.root(&batch).await;
-            }
-        });
-        (roots, Rooter { task })
-    }
-
-    /// Waits until every batch sent is rooted (once all senders are gone).
-    async fn finish(self) {
-        if let Err(e) = self.task.await {
-            tracing::warn!("the evaluation's GC rooting task failed: {e}");
-        }
     }
 }
 

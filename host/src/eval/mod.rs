@@ -8,6 +8,7 @@ mod instantiate;
 mod jobs;
 mod nix_eval_jobs;
 mod progress;
+mod rooter;
 mod untrusted;
 
 use std::collections::BTreeSet;
@@ -93,6 +94,8 @@ impl Evaluator {
         if let Err(e) = self.db.clear_running_evaluations().await {
             warn!("cannot reset evaluations interrupted by the last shutdown: {e}");
         }
+        // What an evaluation recorded before a crash left unindexed.
+        self.merge_search_index(None).await;
         if self.use_nix_eval_jobs {
             info!("evaluating with nix-eval-jobs");
         }
@@ -391,16 +394,9 @@ impl Evaluator {
 
     /// Records an evaluation with its builds and wakes the queue runner.
     async fn record(&self, new_eval: NewEval) -> Result<&'static str, EvalFailure> {
-        // Rooted before the builds are queued, so that a collection while
-        // they build cannot take their outputs (the derivations were rooted
-        // as they were instantiated).
-        let clock = Instant::now();
-        if let Some(gc) = &self.gc {
-            let paths: Vec<String> =
-                new_eval.jobs.iter().flat_map(|job| job.outputs.iter().map(|(_, path)| path.clone())).collect();
-            gc.root(&paths).await;
-        }
-        let root_ms = clock.elapsed().as_millis() as u64;
+        // The derivations and outputs were rooted as the jobs were reported
+        // (`rooter.rs`), so that a collection while they build cannot take
+        // them.
         let clock = Instant::now();
         let recorded = self.db.record_eval(&new_eval).await?;
         let record_ms = clock.elapsed().as_millis() as u64;
@@ -412,7 +408,6 @@ impl Evaluator {
             jobs = new_eval.jobs.len(),
             new_builds = recorded.new_builds.len(),
             errors = new_eval.errors.len(),
-            root_ms,
             record_ms,
             previous_ms = recorded.phases.previous_ms,
             builds_ms = recorded.phases.builds_ms,
@@ -425,12 +420,19 @@ impl Evaluator {
         if !recorded.new_builds.is_empty() {
             self.queue_wake.wake();
             // Once the builds are queued: what recording left for later.
-            match self.db.merge_search_index().await {
-                Ok(took) => info!(eval = recorded.eval_id, ms = took.as_millis() as u64, "search index merged"),
-                Err(e) => warn!(eval = recorded.eval_id, "merging the search index: {e} (a vacuum will)"),
-            }
+            self.merge_search_index(Some(recorded.eval_id)).await;
         }
         Ok(outcome::EVALUATED)
+    }
+
+    /// Brings the search index up to date with the builds recorded (see
+    /// `db/search_index.rs`); a failure is retried after the next
+    /// evaluation, and a search finds the builds meanwhile.
+    async fn merge_search_index(&self, eval: Option<i64>) {
+        match self.db.merge_search_index().await {
+            Ok(took) => info!(eval, ms = took.as_millis() as u64, "search index merged"),
+            Err(e) => warn!(eval, "cannot bring the search index up to date: {e}"),
+        }
     }
 
     /// Writes the evaluation's files in a scratch directory of its own,

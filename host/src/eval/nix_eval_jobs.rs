@@ -19,6 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::instantiate::{JobsSource, RawJobs, Workspace};
 use super::jobs::{ConstituentRef, JobInfo};
+use super::rooter::{RootBatch, Rooter};
 use crate::nix::{EvalCall, EvalJobsCall, Nix, string_literal};
 
 /// The expression given to nix-eval-jobs; it reuses `wrapper.nix`'s inputs.
@@ -183,6 +184,9 @@ pub async fn evaluate(nix: &Nix, workspace: &Workspace, workers: usize, memory_m
     let stderr_task = tokio::spawn(async move {
         crate::nix::read_tail(&mut stderr, crate::nix::MAX_ERROR_OUTPUT).await.unwrap_or_default()
     });
+    // nix-eval-jobs roots the derivations; the outputs are rooted here.
+    let (roots, rooter) = Rooter::start(workspace.gc_roots.as_ref());
+    let mut to_root = RootBatch::new(roots);
     let mut result = RawJobs::default();
     let mut stdout = BufReader::new(stdout);
     let remaining = workspace.deadline.saturating_duration_since(std::time::Instant::now());
@@ -204,7 +208,10 @@ pub async fn evaluate(nix: &Nix, workspace: &Workspace, workers: usize, memory_m
                 continue;
             }
             match parse_line(&line)? {
-                Parsed::Job(name, job) => result.jobs.push((name, *job)),
+                Parsed::Job(name, job) => {
+                    to_root.add(&job, false).await;
+                    result.jobs.push((name, *job));
+                }
                 Parsed::Error(name, message) => result.errors.push((name, message)),
             }
             workspace.progress.add_evaluated(1);
@@ -212,6 +219,11 @@ pub async fn evaluate(nix: &Nix, workspace: &Workspace, workers: usize, memory_m
         Ok::<_, String>(())
     })
     .await;
+    to_root.send().await;
+    drop(to_root);
+    if let Some(rooter) = rooter {
+        rooter.finish().await;
+    }
     match read {
         Err(_) => return Err("the evaluation ran out of time (evaluator.timeout_secs)".into()),
         Ok(outcome) => outcome?,

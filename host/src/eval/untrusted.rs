@@ -24,37 +24,44 @@ const MAX_ERROR: usize = 64 * 1024;
 const CONCURRENT_READS: usize = 32;
 
 /// Moves every job whose outputs are not its derivation's to the errors,
-/// and cuts what is too long.
+/// and cuts what is too long. The jobs stay where they are (only a verdict
+/// a job is collected): a second list of them, growing as it is filled,
+/// held 40 MiB more at 100,000 jobs.
 pub async fn check(nix: &Nix, raw: RawJobs) -> RawJobs {
-    let RawJobs { jobs, mut errors } = raw;
-    let checked: Vec<(String, JobInfo, Result<(), String>)> = futures_util::stream::iter(jobs)
-        .map(|(name, job)| async move {
-            let verdict = if name.len() > MAX_NAME {
-                Err(format!("its name is longer than {MAX_NAME} bytes"))
-            } else {
-                outputs_match(nix, &job).await
-            };
-            (name, job, verdict)
-        })
-        .buffer_unordered(CONCURRENT_READS)
+    let RawJobs { mut jobs, mut errors } = raw;
+    // By index: a closure over `&(String, JobInfo)` would make the future
+    // generic over that reference's lifetime, which the task cannot be.
+    let jobs_ref = &jobs;
+    let verdicts: Vec<Result<(), String>> = futures_util::stream::iter(0..jobs.len())
+        .map(|i| verdict(nix, &jobs_ref[i].0, &jobs_ref[i].1))
+        .buffered(CONCURRENT_READS)
         .collect()
         .await;
-    let mut kept = Vec::with_capacity(checked.len());
-    for (name, mut job, verdict) in checked {
-        match verdict {
-            Ok(()) => {
-                cut_fields(&mut job);
-                kept.push((name, job));
-            }
-            Err(message) => errors.push((name, message)),
+    let mut verdicts = verdicts.into_iter();
+    jobs.retain_mut(|(name, job)| match verdicts.next().unwrap_or_else(|| Err("it was not checked".into())) {
+        Ok(()) => {
+            cut_fields(job);
+            true
         }
-    }
+        Err(message) => {
+            errors.push((std::mem::take(name), message));
+            false
+        }
+    });
     for (name, message) in &mut errors {
         cut(name, MAX_NAME);
         cut(message, MAX_ERROR);
     }
-    kept.sort_by(|a, b| a.0.cmp(&b.0));
-    RawJobs { jobs: kept, errors }
+    jobs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    RawJobs { jobs, errors }
+}
+
+/// Whether a job may be recorded: its name, then its outputs.
+async fn verdict(nix: &Nix, name: &str, job: &JobInfo) -> Result<(), String> {
+    if name.len() > MAX_NAME {
+        return Err(format!("its name is longer than {MAX_NAME} bytes"));
+    }
+    outputs_match(nix, job).await
 }
 
 /// The job's outputs are the paths its derivation makes, each of them.
