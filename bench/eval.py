@@ -69,6 +69,16 @@ def bench_nix(n, env, processes=1):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def fresh_database(url):
+    """An empty database beside the one `url` names (which the runs' user
+    may create databases from), so that no run finds another's builds
+    still queued (a server loads its queue as it starts)."""
+    base, _, _ = url.rpartition("/")
+    name = f"orthrus_bench_{time.time_ns()}"
+    subprocess.run(["psql", url, "-qc", f"CREATE DATABASE {name}"], check=True)
+    return f"{base}/{name}"
+
+
 def bench_orthrus(binary, n, workers, env, postgres=""):
     """Returns the figures, the derivations written and the work directory
     (with the server's GC roots), both to delete at the end."""
@@ -83,7 +93,7 @@ def bench_orthrus(binary, n, workers, env, postgres=""):
         with open(server.config) as f:
             config = f.read()
         with open(server.config, "w") as f:
-            f.write(f'database_url = "{postgres}"\n' + config)
+            f.write(f'database_url = "{fresh_database(postgres)}"\n' + config)
     server.start()
     try:
         time.sleep(1)
@@ -147,7 +157,8 @@ def main():
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--binary", default=BINARY)
-    parser.add_argument("--postgres", default="", help="a PostgreSQL URL for the server's database")
+    parser.add_argument("--postgres", default="",
+                        help="a PostgreSQL URL: each run gets a new database beside it, left for inspection")
     args = parser.parse_args()
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} does not exist: run `cargo build --release` first")
