@@ -80,10 +80,14 @@ impl Db {
             self.search_builds_postgres(query, limit).await?
         } else {
             // The newest builds may not be in the index yet (migration 20):
-            // those after its cursor are scanned. The cursor may move
-            // between the two statements: a build then found by both is
-            // kept once.
-            let unindexed = Expr::cust("(SELECT last_build_id FROM build_search_cursor WHERE id = 1)");
+            // those after its cursor are scanned, the newest
+            // `RECENT_SCANNED` at most (an anonymous search stays bounded
+            // work if indexing falls behind). The cursor may move between
+            // the two statements: a build then found by both is kept once.
+            let unindexed = Expr::cust(format!(
+                "(SELECT max(({}), coalesce((SELECT max(id) FROM builds), 0) - {RECENT_SCANNED}))",
+                super::search_index::INDEXED_UP_TO
+            ));
             let (scanned, scanned_by_drv) = self.search_builds_after(query, unindexed, limit).await?;
             let (indexed, indexed_by_drv) = self.search_builds_sqlite(query, limit).await?;
             (newest_of(scanned, indexed, limit), newest_of(scanned_by_drv, indexed_by_drv, limit))

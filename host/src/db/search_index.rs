@@ -41,6 +41,9 @@ const RECORDING_PENDING_LIMIT: &str = "1GB";
 /// trigrams), so that builds finishing meanwhile wait no longer than that.
 const INDEX_BATCH: i64 = 5_000;
 
+/// SQLite: the newest build whose search row is written.
+pub(super) const INDEXED_UP_TO: &str = "SELECT last_build_id FROM build_search_cursor WHERE id = 1";
+
 /// The GIN indexes of the tables an evaluation writes.
 const PENDING_INDEXES: &str = "\
     SELECT i.indexrelid::regclass::text AS name FROM pg_index i \
@@ -74,13 +77,7 @@ impl Db {
     /// after the cursor and moves it past them; whether there were any.
     async fn index_next_builds(&self) -> DbResult<bool> {
         let txn = self.begin_write().await?;
-        let indexed: i64 = match txn
-            .query_one_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "SELECT last_build_id FROM build_search_cursor WHERE id = 1",
-            ))
-            .await?
-        {
+        let indexed: i64 = match txn.query_one_raw(Statement::from_string(DbBackend::Sqlite, INDEXED_UP_TO)).await? {
             Some(row) => row.try_get("", "last_build_id")?,
             None => 0,
         };
@@ -144,10 +141,7 @@ mod tests {
     async fn indexed_up_to(db: &crate::db::Db) -> i64 {
         let row = db
             .read()
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Sqlite,
-                "SELECT last_build_id FROM build_search_cursor WHERE id = 1",
-            ))
+            .query_one_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Sqlite, super::INDEXED_UP_TO))
             .await
             .unwrap()
             .unwrap();
