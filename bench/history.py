@@ -1083,9 +1083,160 @@ class Sqlite:
                                        f"AND tbl_name IN ({listed})").fetchall()
         for name, _ in self.indexes:
             self.db.execute(f'DROP INDEX "{name}"')
-        # Triggers (the search index's) would run once per row loaded, each
-        # a lookup in an index just dropped: off, and their work done once
-        # at the end.
+        # Triggers would run once per row loaded, each a lookup in an index
+        # just dropped: off, and their work done once at the end. (The
+        # search rows and the job names are the server's to write: it
+        # writes those of every build after its cursor when it starts.)
+        self.triggers = self.db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall()
+        for name, _ in self.triggers:
+            self.db.execute(f'DROP TRIGGER "{name}"')
+        say(f"  dropped {len(self.indexes)} indexes and {len(self.triggers)} triggers")
+
+    def load(self, table, columns, batches, fast):
+        process = subprocess.Popen(
+            ["psql", self.url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-c", f"TRUNCATE {table}",
+             "-c", f"COPY {table} ({', '.join(columns)}) FROM STDIN (FREEZE)"], stdin=subprocess.PIPE, env=PSQL_ENV)
+        progress = Progress(table)
+        write = process.stdin.write
+        sink = Sink(self, write, progress)
+        fmt = "\t".join(["%s"] * len(columns)) + "\n"
+        try:
+            for batch in batches(sink) if callable(batches) else batches:
+                if not batch:
+                    continue
+                if fast:
+                    text = "".join([fmt % row for row in batch])
+                    text = text.replace("\tNone", "\t\\N")  # PostgreSQL reads True and False
+                else:
+                    text = "".join("\t".join(map(pg_escape, row)) + "\n" for row in batch)
+                write(text.encode())
+                progress.add(len(batch))
+            process.stdin.close()
+        except BrokenPipeError:
+            pass
+        if process.wait() != 0:
+            raise SystemExit(f"COPY {table} failed")
+        return progress
+
+    def finish(self):
+        timings = {}
+        for name, definition in self.indexes:
+            started = time.monotonic()
+            self.psql(f"SET maintenance_work_mem = '1GB'; {definition}")
+            timings[name] = time.monotonic() - started
+            say(f"  index {name:40} {timings[name]:7.1f} s")
+        for table, name, definition in self.fks:
+            started = time.monotonic()
+            self.psql(f'SET maintenance_work_mem = \'1GB\'; ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+            timings[name] = time.monotonic() - started
+            if timings[name] > 1:
+                say(f"  foreign key {name:34} {timings[name]:7.1f} s (validated)")
+        say(f"  {len(self.fks)} foreign keys added back and validated")
+        self.psql("\n".join(f"ALTER TABLE {t} ENABLE TRIGGER USER;" for t in self.triggered))
+        started = time.monotonic()
+        self.psql(RECOUNT_EVALS)
+        say(f"  evaluation counts {time.monotonic() - started:7.1f} s")
+        started = time.monotonic()
+        self.psql(OUTCOME_CHANGES)
+        say(f"  changed outcomes {time.monotonic() - started:7.1f} s")
+        # The jobsets' job names, as migration 17 fills them (its trigger
+        # on builds was off during the load).
+        self.psql("INSERT INTO jobset_jobs (jobset_id, name) SELECT DISTINCT jobset_id, job FROM builds "
+                  "ON CONFLICT DO NOTHING")
+        identity = self.query("SELECT table_name, column_name FROM information_schema.columns "
+                              "WHERE table_schema = 'public' AND is_identity = 'YES'")
+        self.psql("\n".join(f"SELECT setval(pg_get_serial_sequence('{t}', '{c}'), GREATEST(max({c}), 1), "
+                            f"max({c}) IS NOT NULL) FROM {t};" for t, c in identity))
+        started = time.monotonic()
+        self.psql("VACUUM (ANALYZE)")
+        say(f"  VACUUM (ANALYZE) {time.monotonic() - started:.1f} s")
+        return timings
+
+    def size(self):
+        return int(self.psql(f"SELECT pg_database_size('{self.name}')").strip())
+
+    def table_sizes(self):
+        return {t: int(s) for t, s in self.query(
+            "SELECT relname, pg_total_relation_size(oid) FROM pg_class WHERE relkind = 'r' "
+            "AND relnamespace = 'public'::regnamespace")}
+
+
+# Each evaluation's counts of finished and succeeded builds, as migration 13
+# computes them (its triggers keep them from then on; they are off during a
+# load).
+RECOUNT_EVALS = (
+    "UPDATE jobset_evals SET "
+    "nr_finished = (SELECT count(*) FROM jobset_eval_members m JOIN builds b ON b.id = m.build_id "
+    "WHERE m.eval_id = jobset_evals.id AND b.finished = TRUE), "
+    "nr_succeeded = (SELECT count(*) FROM jobset_eval_members m JOIN builds b ON b.id = m.build_id "
+    "WHERE m.eval_id = jobset_evals.id AND b.finished = TRUE AND b.build_status = 0)")
+
+# Whether each new member's build and its predecessor both finished with
+# different outcomes, as migration 16 computes it (its triggers keep it from
+# then on).
+OUTCOME_CHANGES = (
+    "UPDATE jobset_eval_members SET outcome_changed = TRUE WHERE is_new AND previous_build_id IS NOT NULL "
+    "AND EXISTS (SELECT 1 FROM builds b, builds p WHERE b.id = jobset_eval_members.build_id "
+    "AND p.id = jobset_eval_members.previous_build_id AND b.finished = TRUE AND p.finished = TRUE "
+    "AND (coalesce(b.build_status, -1) = 0) <> (coalesce(p.build_status, -1) = 0))")
+
+
+class Sqlite:
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+        self.name = self.path
+        self.url = "sqlite://" + self.path
+
+    def connect(self):
+        return sqlite3.connect(self.path, isolation_level=None)
+
+    def query(self, sql):
+        db = self.connect()
+        try:
+            return [tuple("" if v is None else str(v) for v in row) for row in db.execute(sql)]
+        finally:
+            db.close()
+
+    def exists(self):
+        return os.path.exists(self.path)
+
+    def create(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+
+    def drop(self):
+        for suffix in ["", "-wal", "-shm", "-journal"]:
+            if os.path.exists(self.path + suffix):
+                os.remove(self.path + suffix)
+
+    def config(self, data_dir):
+        return f'data_dir = "{data_dir}"\ndatabase_url = "{self.url}"\n'
+
+    def columns(self):
+        db = self.connect()
+        out = {}
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            for _, column, _, notnull, default, pk in db.execute(f"PRAGMA table_info({table})"):
+                # An INTEGER PRIMARY KEY is the rowid: given when omitted.
+                out.setdefault(table, {})[column] = (bool(notnull), default is not None or pk == 1)
+        db.close()
+        return out
+
+    def prepare(self, tables):
+        self.db = self.connect()
+        self.db.execute("PRAGMA journal_mode = OFF")
+        self.db.execute("PRAGMA synchronous = OFF")
+        self.db.execute("PRAGMA foreign_keys = OFF")
+        self.db.execute("PRAGMA cache_size = -1000000")
+        self.db.execute("PRAGMA temp_store = MEMORY")
+        listed = ",".join(f"'{t}'" for t in tables)
+        self.indexes = self.db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+                                       f"AND tbl_name IN ({listed})").fetchall()
+        for name, _ in self.indexes:
+            self.db.execute(f'DROP INDEX "{name}"')
+        # Triggers would run once per row loaded, each a lookup in an index
+        # just dropped: off, and their work done once at the end. (The
+        # search rows and the job names are the server's to write: it
+        # writes those of every build after its cursor when it starts.)
         self.triggers = self.db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall()
         for name, _ in self.triggers:
             self.db.execute(f'DROP TRIGGER "{name}"')
@@ -1132,7 +1283,6 @@ class Sqlite:
             say(f"  index {name:40} {timings[name]:7.1f} s")
         for name, sql in self.triggers:
             db.execute(sql)
-        self.fill_search(db)
         started = time.monotonic()
         db.execute(RECOUNT_EVALS)
         say(f"  evaluation counts {time.monotonic() - started:7.1f} s")

@@ -60,7 +60,7 @@ from orthrus_bench import BINARY, NIX_CONFIG, free_port  # noqa: E402
 JSON = "application/json"
 HTML = "text/html"
 # What the server logs when its startup work is done (RUST_LOG below).
-SETTLED = {"GC roots": "GC roots updated", "queue": "queued builds loaded"}
+SETTLED = {"GC roots": "GC roots updated", "queue": "queued builds loaded", "search index": "search index merged"}
 
 
 def nix_state(work, target):
@@ -106,7 +106,7 @@ class ScaleServer:
         self.port = free_port()
         self.config = os.path.join(work, "orthrus.toml")
         self.log_path = os.path.join(work, "server.log")
-        self.env = dict(os.environ, RUST_LOG="warn,orthrus::gc=info,orthrus::queue=info,orthrus::retention=info",
+        self.env = dict(os.environ, RUST_LOG="warn,orthrus::gc=info,orthrus::queue=info,orthrus::retention=info,orthrus::eval=info",
                         NIX_STATE_DIR=nix_state_dir)
         self.env.setdefault("NIX_CONFIG", NIX_CONFIG)
         with open(self.config, "w") as f:

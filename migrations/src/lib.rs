@@ -11,8 +11,11 @@
 //! migrations appended to [`Migrator::migrations`].
 
 /// The SQL of SQLite's search rows of builds (`… FROM builds b`), which
-/// the server writes after an evaluation (migration 20).
-pub use m20261203_000012_search::SQLITE_ROW as SQLITE_SEARCH_ROW;
+/// the server writes after an evaluation (migrations 20 and 21).
+pub use m20261204_000021_job_name_search::SQLITE_ROW as SQLITE_SEARCH_ROW;
+/// The SQL that writes SQLite's job names of some builds (migration 21),
+/// beside their search rows.
+pub use m20261204_000021_job_name_search::sqlite_job_names;
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
 
@@ -36,6 +39,7 @@ mod m20261203_000017_job_names;
 mod m20261203_000018_search_buffer;
 mod m20261204_000019_fresh_members;
 mod m20261204_000020_search_cursor;
+mod m20261204_000021_job_name_search;
 
 /// Applies all migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -63,6 +67,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000018_search_buffer::Migration),
             Box::new(m20261204_000019_fresh_members::Migration),
             Box::new(m20261204_000020_search_cursor::Migration),
+            Box::new(m20261204_000021_job_name_search::Migration),
         ]
     }
 }

@@ -29,7 +29,7 @@ pub struct Migration;
 /// (`substr(path, instr(substr(path, 2), '/') + …)` would be shorter but
 /// wrong for a store elsewhere than /nix/store: the basename is after
 /// the last `/`, which `rtrim(path, replace(path, '/', ''))` finds.)
-pub const SQLITE_ROW: &str = "\
+const SQLITE_ROW: &str = "\
     SELECT b.id, \
            b.job || ' ' || coalesce((SELECT group_concat(substr(o.path, length(rtrim(o.path, replace(o.path, '/', ''))) + 1), ' ') \
                                      FROM build_outputs o WHERE o.build_id = b.id), ''), \

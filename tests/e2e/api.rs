@@ -265,8 +265,8 @@ fn api_shapes(backend: Backend) {
     let found = server.get_json(&format!("/search?query=/nix/store/{}", &out_hash[..10]));
     assert!(ids(&found["builds"]).contains(&id), "{found}");
     assert_eq!(server.get_json("/search?query=SHAPES")["projects"][0]["name"], "shapes");
-    // Anywhere in a job name, whatever the case (on PostgreSQL through the
-    // jobsets' job names): job `other` has output `second`.
+    // Anywhere in a job name, whatever the case (through the jobsets' job
+    // names, on both backends): job `other` has output `second`.
     let other = &builds["other"];
     assert!(!other["buildoutputs"]["out"]["path"].as_str().unwrap().contains("other"));
     let found = server.get_json("/search?query=OTHE");

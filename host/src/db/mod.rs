@@ -18,6 +18,7 @@ pub mod entities;
 mod evals;
 mod events;
 mod gc;
+mod job_names;
 mod latest;
 mod notifications;
 mod overview;
@@ -62,6 +63,8 @@ pub struct Db {
     read: DatabaseConnection,
     write: DatabaseConnection,
     builds: std::sync::Arc<cache::BuildCache>,
+    /// SQLite: the job names a search matches (`job_names.rs`).
+    job_names: std::sync::Arc<job_names::JobNames>,
     /// Signalled after each commit that wrote events (see `events.rs`).
     events_written: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// The lease this handle writes under, for a role's holder (`cluster.rs`).
@@ -142,6 +145,7 @@ impl Db {
                 read,
                 write,
                 builds: Default::default(),
+                job_names: Default::default(),
                 events_written: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
                 fence: None,
             })
@@ -172,6 +176,7 @@ impl Db {
                 read: conn.clone(),
                 write: conn,
                 builds: Default::default(),
+                job_names: Default::default(),
                 events_written: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
                 fence: None,
             })

@@ -7,9 +7,10 @@
 //! `m20261203_000012_search`): `pg_trgm` GIN indexes that PostgreSQL's
 //! `ILIKE '%q%'` uses (job names through the jobsets' distinct names,
 //! `m20261203_000017_job_names`), or SQLite's FTS5 table `build_search` with the
-//! trigram tokenizer, whose rows hold base names (no store directory) and
-//! are written just after an evaluation is recorded (migration 20): the
-//! builds not in it yet are scanned. A query of fewer than three
+//! trigram tokenizer, whose rows hold the paths' base names (no store
+//! directory) and are written just after an evaluation is recorded
+//! (migration 20): the builds not in it yet are scanned. SQLite's job
+//! names are matched in memory (migration 21, `job_names.rs`). A query of fewer than three
 //! characters has no trigram: it is matched against the newest builds
 //! only (`RECENT_SCANNED`), so that no request of an anonymous visitor
 //! reads every build.
@@ -88,8 +89,10 @@ impl Db {
                 "(SELECT max(({}), coalesce((SELECT max(id) FROM builds), 0) - {RECENT_SCANNED}))",
                 super::search_index::INDEXED_UP_TO
             ));
-            let (scanned, scanned_by_drv) = self.search_builds_after(query, unindexed, limit).await?;
-            let (indexed, indexed_by_drv) = self.search_builds_sqlite(query, limit).await?;
+            let ((scanned, scanned_by_drv), (indexed, indexed_by_drv)) = tokio::try_join!(
+                self.search_builds_after(query, unindexed, limit),
+                self.search_builds_sqlite(query, limit)
+            )?;
             (newest_of(scanned, indexed, limit), newest_of(scanned_by_drv, indexed_by_drv, limit))
         };
         Ok(SearchResults { projects, jobsets, builds, builds_by_drv })
@@ -118,10 +121,11 @@ impl Db {
         Ok((builds, by_drv))
     }
 
-    /// Through the FTS5 table `build_search` (one row per build: `names`
+    /// Through the FTS5 table `build_search` (one row per build: `outputs`
     /// and `drv`, base names only): the query's part after its last `/`
     /// is looked up as a phrase of trigrams, which is a substring match;
-    /// a query with a `/` is then checked against the whole paths.
+    /// a query with a `/` is then checked against the whole paths. Job
+    /// names are matched in memory (`job_names.rs`).
     async fn search_builds_sqlite(&self, query: &SearchQuery, limit: u64) -> DbResult<(Vec<i64>, Vec<i64>)> {
         let term = query.base_name();
         let whole_query = term.len() == query.as_str().len();
@@ -140,9 +144,14 @@ impl Db {
             }
             Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
         };
-        let builds = statement("names", "SELECT 1 FROM build_outputs o WHERE o.build_id = s.rowid AND o.path");
+        let by_outputs = statement("outputs", "SELECT 1 FROM build_outputs o WHERE o.build_id = s.rowid AND o.path");
         let by_drv = statement("drv", "SELECT 1 FROM builds b WHERE b.id = s.rowid AND b.drv_path");
-        Ok((self.found(builds).await?, self.found(by_drv).await?))
+        let (by_outputs, by_job, by_drv) = tokio::try_join!(
+            self.found(by_outputs),
+            self.builds_by_job_name(query.as_str(), limit),
+            self.found(by_drv)
+        )?;
+        Ok((newest_of(by_outputs, by_job, limit), by_drv))
     }
 
     /// A query too short for a trigram index, matched against the newest

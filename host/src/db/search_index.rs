@@ -21,8 +21,11 @@
 //! (migration 20): [`Db::merge_search_index`] writes the search rows of
 //! the builds after `build_search_cursor`, [`INDEX_BATCH`] builds a
 //! transaction that also moves the cursor, after an evaluation commits
-//! and when the server starts (what a crash left behind). A search scans
-//! the builds after the cursor (`Db::search`).
+//! and when the server starts (what a crash left behind, or a migration
+//! set back). The same transaction writes the builds' job names, or moves
+//! their newest build forward (`jobset_jobs`, migration 21, which
+//! `job_names.rs` matches). A search scans the builds after the cursor
+//! (`Db::search`).
 
 use std::time::{Duration, Instant};
 
@@ -94,12 +97,19 @@ impl Db {
         let Some(upto) = upto else {
             return Ok(false);
         };
+        let batch = "b.id > ?1 AND b.id <= ?2";
         txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Sqlite,
             format!(
-                "INSERT OR REPLACE INTO build_search (rowid, names, drv) {} WHERE b.id > ?1 AND b.id <= ?2",
+                "INSERT OR REPLACE INTO build_search (rowid, outputs, drv) {} WHERE {batch}",
                 orthrus_migrations::SQLITE_SEARCH_ROW
             ),
+            [indexed.into(), upto.into()],
+        ))
+        .await?;
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            orthrus_migrations::sqlite_job_names(batch),
             [indexed.into(), upto.into()],
         ))
         .await?;
