@@ -21,8 +21,10 @@ builds wait as unsupported for 30 days), GC roots in its work directory,
 retention keeping every evaluation, and a Nix state directory of its own
 (NIX_STATE_DIR) in which the outputs the GC roots keep are registered as
 valid, so that its GC sweep does not mark every build collected (see
-nix_state()). Timing starts once its first GC roots update and the loading
-of the queue are done (both printed).
+nix_state()). Timing starts once its first GC roots update, the loading of
+the queue and the writing of the search rows and job names of every build
+(bench/history.py leaves them to the server, which writes those after its
+cursor when it starts, as after an upgrade) are done (each printed).
 
     bench/scale.py --builds N [--postgres URL | --sqlite PATH | --reuse TARGET] [--requests 50]
                    [--budget 60] [--load] [--keep] [--binary target/release/orthrus]
@@ -381,6 +383,9 @@ def main():
         for what, seconds in settled.items():
             print(f"  {what}: " + (f"done {seconds:.1f} s after the start" if seconds is not None
                                    else f"not done after {args.settle:.0f} s"))
+        size = history.open_target(target).size()
+        print(f"database with the server's search rows and job names: {size / 2 ** 30:.2f} GiB, "
+              f"{size / f['builds']:.0f} bytes per build")
         client = Client(server.port, server.token)
         results = []
         for label, path, accept in requests(f):

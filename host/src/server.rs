@@ -251,6 +251,13 @@ pub async fn serve(mut config: Config, demo: bool, roles: Option<ProcessRoles>) 
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     if roles.contains(ProcessRole::Web) {
         info!("Orthrus listening on {} ({})", config.base_url(), listener.local_addr()?);
+        // Read before the first search needs them (0.3 s at a million builds).
+        let db = state.db.clone();
+        tokio::spawn(async move {
+            if let Err(e) = db.load_job_names().await {
+                tracing::warn!("cannot read the job names searched: {e}");
+            }
+        });
     } else {
         info!("serving logs and store paths to the other processes at {}", config.cluster_url());
     }

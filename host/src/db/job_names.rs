@@ -128,6 +128,16 @@ impl Db {
         self.newest_builds_of(&found, limit as usize).await
     }
 
+    /// Reads the job names a search matches (SQLite; nothing to do on
+    /// PostgreSQL, which matches them in its own index).
+    pub async fn load_job_names(&self) -> DbResult<()> {
+        if self.backend() == DbBackend::Sqlite {
+            let mut names = self.job_names.names.lock().await;
+            self.read_new_job_names(&mut names).await?;
+        }
+        Ok(())
+    }
+
     /// Reads the rows of `jobset_jobs` new or moved since `names` last did.
     async fn read_new_job_names(&self, names: &mut Names) -> DbResult<()> {
         let rows = self
