@@ -15,7 +15,7 @@
 //! only (`RECENT_SCANNED`), so that no request of an anonymous visitor
 //! reads every build.
 
-use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, LikeExpr, Order, Query, SelectStatement, UnionType};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement};
 
 use super::entities::{build, build_output, jobset, project};
@@ -129,27 +129,30 @@ impl Db {
     async fn search_builds_sqlite(&self, query: &SearchQuery, limit: u64) -> DbResult<(Vec<i64>, Vec<i64>)> {
         let term = query.base_name();
         let whole_query = term.len() == query.as_str().len();
-        // `column` of the FTS row, and the paths a query with a `/` is
-        // checked against.
-        let statement = |column: &str, paths: &str| {
-            let check = if whole_query { String::new() } else { format!("AND EXISTS ({paths} LIKE ?3 ESCAPE '\\')") };
-            let sql = format!(
-                "SELECT s.rowid AS id FROM build_search s WHERE build_search MATCH ?1 {check} ORDER BY s.rowid DESC LIMIT ?2"
-            );
-            // The term holds letters, digits and `_-.` only (`SearchQuery`):
-            // quoted, it is one FTS5 phrase and no query syntax.
-            let mut values = vec![format!("{{{column}}} : \"{term}\"").into(), (limit as i64).into()];
-            if !whole_query {
-                values.push(query.contains_pattern().into());
-            }
-            Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
+        // The newest matches (`?1` of them) of the FTS phrase `?{phrase}`,
+        // and the paths a query with a `/` is checked against (`?4`, the
+        // whole query's pattern).
+        let newest = |phrase: u8, paths: &str| {
+            let check = if whole_query { String::new() } else { format!("AND EXISTS ({paths} LIKE ?4 ESCAPE '\\')") };
+            format!(
+                "SELECT s.rowid AS id FROM build_search s WHERE build_search MATCH ?{phrase} {check} \
+                 ORDER BY s.rowid DESC LIMIT ?1"
+            )
         };
-        let by_outputs = statement("outputs", "SELECT 1 FROM build_outputs o WHERE o.build_id = s.rowid AND o.path");
-        let by_drv = statement("drv", "SELECT 1 FROM builds b WHERE b.id = s.rowid AND b.drv_path");
-        let (by_outputs, by_job, by_drv) = tokio::try_join!(
-            self.found(by_outputs),
+        let sql = both_lists(
+            &newest(2, "SELECT 1 FROM build_outputs o WHERE o.build_id = s.rowid AND o.path"),
+            &newest(3, "SELECT 1 FROM builds b WHERE b.id = s.rowid AND b.drv_path"),
+        );
+        // The term holds letters, digits and `_-.` only (`SearchQuery`):
+        // quoted, it is one FTS5 phrase and no query syntax.
+        let phrase = |column: &str| format!("{{{column}}} : \"{term}\"");
+        let mut values = vec![(limit as i64).into(), phrase("outputs").into(), phrase("drv").into()];
+        if !whole_query {
+            values.push(query.contains_pattern().into());
+        }
+        let ((by_outputs, by_drv), by_job) = tokio::try_join!(
+            self.found_both(Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)),
             self.builds_by_job_name(query.as_str(), limit),
-            self.found(by_drv)
         )?;
         Ok((newest_of(by_outputs, by_job, limit), by_drv))
     }
@@ -176,13 +179,15 @@ impl Db {
         floor: Expr,
         limit: u64,
     ) -> DbResult<(Vec<i64>, Vec<i64>)> {
-        let recent = || {
-            build::Entity::find()
-                .select_only()
-                .column(build::Column::Id)
-                .filter(Expr::col((build::Entity, build::Column::Id)).gt(floor.clone()))
-                .order_by_desc(build::Column::Id)
+        let newest = |matches: Expr| {
+            Query::select()
+                .column((build::Entity, build::Column::Id))
+                .from(build::Entity)
+                .and_where(Expr::col((build::Entity, build::Column::Id)).gt(floor.clone()))
+                .and_where(matches)
+                .order_by((build::Entity, build::Column::Id), Order::Desc)
                 .limit(limit)
+                .to_owned()
         };
         let output_matches = Query::select()
             .expr(Expr::val(1))
@@ -193,15 +198,35 @@ impl Db {
             )
             .and_where(contains(Expr::col((build_output::Entity, build_output::Column::Path)), query))
             .to_owned();
-        let builds = recent()
-            .filter(contains(Expr::col((build::Entity, build::Column::Job)), query).or(Expr::exists(output_matches)))
-            .into_tuple::<i64>()
-            .all(self.read());
-        let by_drv = recent()
-            .filter(contains(Expr::col((build::Entity, build::Column::DrvPath)), query))
-            .into_tuple::<i64>()
-            .all(self.read());
-        Ok(tokio::try_join!(builds, by_drv)?)
+        let builds =
+            newest(contains(Expr::col((build::Entity, build::Column::Job)), query).or(Expr::exists(output_matches)));
+        let by_drv = newest(contains(Expr::col((build::Entity, build::Column::DrvPath)), query));
+        // One statement for both lists: each in a subquery of its own, so
+        // that each keeps its own order and limit.
+        let list = |select: SelectStatement, list: &'static str, name: &str| {
+            Query::select()
+                .expr_as(Expr::cust(list), Alias::new("list"))
+                .column(Alias::new("id"))
+                .from_subquery(select, Alias::new(name))
+                .to_owned()
+        };
+        let mut both = list(builds, "0", "list0");
+        both.union(UnionType::All, list(by_drv, "1", "list1"));
+        self.found_both(self.backend().build(&both)).await
+    }
+
+    /// The two lists of build ids of a statement whose rows say which list
+    /// each is in (`list`: 0 or 1), each newest first.
+    async fn found_both(&self, statement: Statement) -> DbResult<(Vec<i64>, Vec<i64>)> {
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        for row in self.read().query_all_raw(statement).await? {
+            let list: i32 = row.try_get("", "list")?;
+            let id: i64 = row.try_get("", "id")?;
+            if list == 0 { first.push(id) } else { second.push(id) }
+        }
+        first.sort_unstable_by(|a, b| b.cmp(a));
+        second.sort_unstable_by(|a, b| b.cmp(a));
+        Ok((first, second))
     }
 
     /// The `id` column of a query's rows.
@@ -209,6 +234,13 @@ impl Db {
         let rows = self.read().query_all_raw(statement).await?;
         Ok(rows.iter().map(|row| row.try_get("", "id")).collect::<Result<_, _>>()?)
     }
+}
+
+/// Two selects of build ids (`id`) as one statement whose rows say which
+/// list each is in (`list`: 0 or 1): one query for two lists (a page makes
+/// a handful of queries, whatever it shows).
+fn both_lists(first: &str, second: &str) -> String {
+    format!("SELECT 0 AS list, id FROM ({first}) AS list0 UNION ALL SELECT 1 AS list, id FROM ({second}) AS list1")
 }
 
 /// The newest `limit` of two lists of build ids, each once.
