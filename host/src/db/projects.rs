@@ -434,6 +434,11 @@ impl Db {
         Ok(found.and_then(|(jobset, project)| project.map(|p| (p, jobset))))
     }
 
+    /// The inputs of each of these jobsets, by name, in one query.
+    pub async fn jobsets_inputs(&self, jobset_ids: &[i64]) -> DbResult<HashMap<i64, Vec<JobsetInput>>> {
+        inputs_of(self.read(), jobset_ids).await
+    }
+
     pub async fn jobset_inputs(&self, jobset_id: i64) -> DbResult<Vec<JobsetInput>> {
         Ok(jobset_input::Entity::find()
             .filter(jobset_input::Column::JobsetId.eq(jobset_id))
@@ -489,15 +494,7 @@ impl Db {
         let txn = self.begin_write().await?;
         let existing = jobset::Entity::find().filter(jobset::Column::ProjectId.eq(project.id)).all(&txn).await?;
         let ids: Vec<i64> = existing.iter().map(|j| j.id).collect();
-        let mut inputs: HashMap<i64, Vec<JobsetInput>> = HashMap::new();
-        for input in jobset_input::Entity::find()
-            .filter(jobset_input::Column::JobsetId.is_in(ids))
-            .order_by_asc(jobset_input::Column::Name)
-            .all(&txn)
-            .await?
-        {
-            inputs.entry(input.jobset_id).or_default().push(input);
-        }
+        let inputs = inputs_of(&txn, &ids).await?;
         let mut existing: HashMap<String, Jobset> = existing.into_iter().map(|j| (j.name.clone(), j)).collect();
         let mut changes = JobsetChanges::default();
         for (name, settings) in desired {
@@ -615,6 +612,23 @@ impl Db {
         }
         Ok(triggered)
     }
+}
+
+/// The inputs of each of these jobsets, by name.
+async fn inputs_of(db: &impl sea_orm::ConnectionTrait, jobset_ids: &[i64]) -> DbResult<HashMap<i64, Vec<JobsetInput>>> {
+    let mut inputs: HashMap<i64, Vec<JobsetInput>> = HashMap::new();
+    if jobset_ids.is_empty() {
+        return Ok(inputs);
+    }
+    for input in jobset_input::Entity::find()
+        .filter(jobset_input::Column::JobsetId.is_in(jobset_ids.iter().copied()))
+        .order_by_asc(jobset_input::Column::Name)
+        .all(db)
+        .await?
+    {
+        inputs.entry(input.jobset_id).or_default().push(input);
+    }
+    Ok(inputs)
 }
 
 #[cfg(test)]

@@ -273,11 +273,16 @@ pub async fn search(State(state): State<AppState>, Query(query): Query<SearchQue
     let query = crate::domain::SearchQuery::parse(query.query.as_deref().unwrap_or_default())
         .map_err(|invalid| ApiError::bad_request(invalid.to_string()))?;
     let found = state.db.search(&query, 50).await?;
-    let mut jobset_inputs = Vec::new();
-    for (project, jobset) in &found.jobsets {
-        jobset_inputs.push(hydra::jobset(project, jobset, &state.db.jobset_inputs(jobset.id).await?));
-    }
-    let mut jobsets_by_project = state.db.jobsets_by_project().await?;
+    // A handful of queries, whatever was found: no query per jobset.
+    let ids: Vec<i64> = found.jobsets.iter().map(|(_, jobset)| jobset.id).collect();
+    let mut inputs = state.db.jobsets_inputs(&ids).await?;
+    let jobset_inputs: Vec<Value> = found
+        .jobsets
+        .iter()
+        .map(|(project, jobset)| hydra::jobset(project, jobset, &inputs.remove(&jobset.id).unwrap_or_default()))
+        .collect();
+    let mut jobsets_by_project =
+        if found.projects.is_empty() { Default::default() } else { state.db.jobsets_by_project().await? };
     // Both lists' builds read together (a build may be in both).
     let mut wanted = found.builds.clone();
     wanted.extend(found.builds_by_drv.iter().filter(|id| !found.builds.contains(id)));
