@@ -92,7 +92,8 @@ impl Names {
     }
 
     /// The names holding `query` (ASCII, case-insensitive), newest build
-    /// first.
+    /// first, the first [`NAMES_PROBED`] of them: a common piece of a name
+    /// matches thousands, which are ordered but not copied.
     fn matching(&self, query: &str) -> Vec<Found> {
         let needle = query.to_ascii_lowercase();
         let mut slots: Vec<usize> = memchr::memmem::find_iter(&self.lower, needle.as_bytes())
@@ -100,7 +101,9 @@ impl Names {
             .collect();
         // Hits come in order: a name matched twice is two neighbours.
         slots.dedup();
-        let mut found: Vec<Found> = slots
+        slots.sort_unstable_by_key(|&slot| std::cmp::Reverse(self.newest[slot]));
+        slots.truncate(NAMES_PROBED);
+        slots
             .into_iter()
             .map(|slot| {
                 let end = self.start.get(slot + 1).copied().unwrap_or(self.text.len()) - 1;
@@ -110,9 +113,7 @@ impl Names {
                     name: self.text[self.start[slot]..end].to_owned(),
                 }
             })
-            .collect();
-        found.sort_unstable_by_key(|f| std::cmp::Reverse(f.newest));
-        found
+            .collect()
     }
 }
 
@@ -155,10 +156,11 @@ impl Db {
         Ok(())
     }
 
-    /// The newest `limit` builds of these names (newest build first).
+    /// The newest `limit` builds of these names (newest build first, at
+    /// most [`NAMES_PROBED`]).
     async fn newest_builds_of(&self, names: &[Found], limit: usize) -> DbResult<Vec<i64>> {
         let mut kept: Vec<i64> = Vec::new();
-        for chunk in names[..names.len().min(NAMES_PROBED)].chunks(NAMES_PER_STATEMENT) {
+        for chunk in names.chunks(NAMES_PER_STATEMENT) {
             // Names come newest first: once the next one's newest build is
             // older than every build kept, no later name has a newer one.
             if kept.len() >= limit && kept.last().is_some_and(|&oldest| chunk[0].newest < oldest) {

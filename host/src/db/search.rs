@@ -129,29 +129,32 @@ impl Db {
     async fn search_builds_sqlite(&self, query: &SearchQuery, limit: u64) -> DbResult<(Vec<i64>, Vec<i64>)> {
         let term = query.base_name();
         let whole_query = term.len() == query.as_str().len();
-        // The newest matches (`?1` of them) of the FTS phrase `?{phrase}`,
-        // and the paths a query with a `/` is checked against (`?4`, the
-        // whole query's pattern).
-        let newest = |phrase: u8, paths: &str| {
-            let check = if whole_query { String::new() } else { format!("AND EXISTS ({paths} LIKE ?4 ESCAPE '\\')") };
-            format!(
-                "SELECT s.rowid AS id FROM build_search s WHERE build_search MATCH ?{phrase} {check} \
-                 ORDER BY s.rowid DESC LIMIT ?1"
-            )
+        // The newest matches of `column` in the FTS row, checked against
+        // the whole `paths` for a query with a `/`.
+        let newest = |column: &str, paths: &str| {
+            // The term holds letters, digits and `_-.` only (`SearchQuery`):
+            // quoted, it is one FTS5 phrase and no query syntax.
+            let phrase = format!("{{{column}}} : \"{term}\"");
+            let rowid = || Expr::cust("s.rowid");
+            let mut select = Query::select()
+                .expr_as(rowid(), Alias::new("id"))
+                .from_as(Alias::new("build_search"), Alias::new("s"))
+                .and_where(Expr::cust_with_values("build_search MATCH ?", [phrase]))
+                .order_by_expr(rowid(), Order::Desc)
+                .limit(limit)
+                .to_owned();
+            if !whole_query {
+                let check = format!("EXISTS ({paths} LIKE ? ESCAPE '\\')");
+                select.and_where(Expr::cust_with_values(check, [query.contains_pattern()]));
+            }
+            select
         };
-        let sql = both_lists(
-            &newest(2, "SELECT 1 FROM build_outputs o WHERE o.build_id = s.rowid AND o.path"),
-            &newest(3, "SELECT 1 FROM builds b WHERE b.id = s.rowid AND b.drv_path"),
+        let both = both_lists(
+            newest("outputs", "SELECT 1 FROM build_outputs o WHERE o.build_id = s.rowid AND o.path"),
+            newest("drv", "SELECT 1 FROM builds b WHERE b.id = s.rowid AND b.drv_path"),
         );
-        // The term holds letters, digits and `_-.` only (`SearchQuery`):
-        // quoted, it is one FTS5 phrase and no query syntax.
-        let phrase = |column: &str| format!("{{{column}}} : \"{term}\"");
-        let mut values = vec![(limit as i64).into(), phrase("outputs").into(), phrase("drv").into()];
-        if !whole_query {
-            values.push(query.contains_pattern().into());
-        }
         let ((by_outputs, by_drv), by_job) = tokio::try_join!(
-            self.found_both(Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)),
+            self.found_both(DbBackend::Sqlite.build(&both)),
             self.builds_by_job_name(query.as_str(), limit),
         )?;
         Ok((newest_of(by_outputs, by_job, limit), by_drv))
@@ -201,22 +204,11 @@ impl Db {
         let builds =
             newest(contains(Expr::col((build::Entity, build::Column::Job)), query).or(Expr::exists(output_matches)));
         let by_drv = newest(contains(Expr::col((build::Entity, build::Column::DrvPath)), query));
-        // One statement for both lists: each in a subquery of its own, so
-        // that each keeps its own order and limit.
-        let list = |select: SelectStatement, list: &'static str, name: &str| {
-            Query::select()
-                .expr_as(Expr::cust(list), Alias::new("list"))
-                .column(Alias::new("id"))
-                .from_subquery(select, Alias::new(name))
-                .to_owned()
-        };
-        let mut both = list(builds, "0", "list0");
-        both.union(UnionType::All, list(by_drv, "1", "list1"));
-        self.found_both(self.backend().build(&both)).await
+        self.found_both(self.backend().build(&both_lists(builds, by_drv))).await
     }
 
-    /// The two lists of build ids of a statement whose rows say which list
-    /// each is in (`list`: 0 or 1), each newest first.
+    /// The two lists of build ids of a [`both_lists`] statement, each
+    /// newest first.
     async fn found_both(&self, statement: Statement) -> DbResult<(Vec<i64>, Vec<i64>)> {
         let (mut first, mut second) = (Vec::new(), Vec::new());
         for row in self.read().query_all_raw(statement).await? {
@@ -238,9 +230,19 @@ impl Db {
 
 /// Two selects of build ids (`id`) as one statement whose rows say which
 /// list each is in (`list`: 0 or 1): one query for two lists (a page makes
-/// a handful of queries, whatever it shows).
-fn both_lists(first: &str, second: &str) -> String {
-    format!("SELECT 0 AS list, id FROM ({first}) AS list0 UNION ALL SELECT 1 AS list, id FROM ({second}) AS list1")
+/// a handful of queries, whatever it shows). Each is a subquery of its
+/// own, so that each keeps its own order and limit.
+fn both_lists(first: SelectStatement, second: SelectStatement) -> SelectStatement {
+    let list = |select: SelectStatement, list: &'static str, name: &str| {
+        Query::select()
+            .expr_as(Expr::cust(list), Alias::new("list"))
+            .column(Alias::new("id"))
+            .from_subquery(select, Alias::new(name))
+            .to_owned()
+    };
+    let mut both = list(first, "0", "list0");
+    both.union(UnionType::All, list(second, "1", "list1"));
+    both
 }
 
 /// The newest `limit` of two lists of build ids, each once.
@@ -250,4 +252,32 @@ fn newest_of(mut ids: Vec<i64>, more: Vec<i64>, limit: u64) -> Vec<i64> {
     ids.dedup();
     ids.truncate(limit as usize);
     ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{eval, fresh_db, job, main_jobset};
+    use crate::domain::SearchQuery;
+
+    /// Through the index once the rows are written: a piece of an output's
+    /// name, of a job's name, and a store path's start with its directory
+    /// (checked against the whole paths); each list apart.
+    #[tokio::test]
+    async fn indexed_builds_by_outputs_jobs_and_whole_paths() {
+        let (_dir, db) = fresh_db().await;
+        let jobset = main_jobset(&db).await;
+        let built = eval(&db, jobset.id, 1, vec![job("alpha", "round"), job("beta", "square")]).await;
+        db.merge_search_index().await.unwrap();
+        let found = |text: &str| {
+            let db = db.clone();
+            let query = SearchQuery::parse(text).unwrap();
+            async move { db.search(&query, 10).await.unwrap() }
+        };
+        assert_eq!(found("squar").await.builds, [built[1]]);
+        assert_eq!(found("ALPH").await.builds, [built[0]]);
+        let store = crate::nix::store_dir();
+        let whole = found(&format!("{store}/0000")).await;
+        assert_eq!((whole.builds.len(), whole.builds_by_drv.len()), (2, 2), "{whole:?}");
+        assert!(found(&format!("/elsewhere/{}", "0000")).await.builds.is_empty());
+    }
 }
