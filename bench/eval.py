@@ -8,7 +8,12 @@ makes new derivations. For each worker count it times Orthrus from the
 jobset being created to the evaluation recorded with its N builds, and
 `nix-instantiate` of the same expression with a fresh salt, in the same run.
 
-    bench/eval.py [--jobs 20000] [--workers 1,2] [--binary target/release/orthrus] [--postgres URL]
+    bench/eval.py [--jobs 20000] [--workers 1,2] [--rounds 3] [--binary target/release/orthrus] [--postgres URL]
+
+Each worker count is measured over `--rounds` rounds, Orthrus and
+nix-instantiate taking turns, and the medians are compared: on this VM
+the same nix-instantiate took 6 s in one minute and 20 s in another (ext4's
+inode allocator after deletions), more than the gap being measured.
 
 Also printed: the server's resident memory before and at its peak during
 the evaluation, and how long recording took (from the server's log line
@@ -156,6 +161,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--binary", default=BINARY)
     parser.add_argument("--postgres", default="",
                         help="a PostgreSQL URL: each run gets a new database beside it, left for inspection")
@@ -181,25 +187,38 @@ def main():
 
 
 def run_workers(args, workers, env, leftovers, work_dirs):
-    """One worker count: Orthrus, then nix-instantiate, in the same run."""
-    figures, drvs, work = bench_orthrus(args.binary, args.jobs, workers, env, args.postgres)
-    leftovers += drvs
-    work_dirs.append(work)
-    elapsed, before, peak, record_s, check_s, progress_seen = figures
-    nix, drvs = bench_nix(args.jobs, env)
-    leftovers += drvs
-    recording = f"{record_s:.2f} s ({record_s / elapsed * 100:.0f}% of it)" if record_s is not None else "n/a"
-    print(f"workers {workers}: orthrus {elapsed:7.2f} s   nix-instantiate {nix:7.2f} s   "
-          f"ratio {elapsed / nix:.2f}")
-    if workers > 1:
-        parallel, drvs = bench_nix(args.jobs, env, workers)
+    """One worker count: Orthrus and nix-instantiate taking turns, `--rounds` times."""
+    orthrus, nix, parallel, figures = [], [], [], None
+    for _ in range(max(1, args.rounds)):
+        figures, drvs, work = bench_orthrus(args.binary, args.jobs, workers, env, args.postgres)
         leftovers += drvs
-        print(f"  {workers} nix-instantiate at once on parts of it: {parallel:.2f} s "
-              f"({parallel / nix:.2f} of one; orthrus / that: {elapsed / parallel:.2f})")
+        work_dirs.append(work)
+        orthrus.append(figures[0])
+        elapsed, drvs = bench_nix(args.jobs, env)
+        leftovers += drvs
+        nix.append(elapsed)
+        if workers > 1:
+            elapsed, drvs = bench_nix(args.jobs, env, workers)
+            leftovers += drvs
+            parallel.append(elapsed)
+    _, before, peak, record_s, check_s, progress_seen = figures
+    rounds = "  ".join(f"{o:.2f}/{n:.2f}" for o, n in zip(orthrus, nix))
+    print(f"workers {workers}: orthrus {median(orthrus):7.2f} s   nix-instantiate {median(nix):7.2f} s   "
+          f"ratio of medians {median(orthrus) / median(nix):.2f}   (rounds, orthrus/nix: {rounds})")
+    if parallel:
+        print(f"  {workers} nix-instantiate at once on parts of it: {median(parallel):.2f} s "
+              f"({median(parallel) / median(nix):.2f} of one; orthrus / that: {median(orthrus) / median(parallel):.2f})")
+    recording = f"{record_s:.2f} s ({record_s / orthrus[-1] * 100:.0f}% of it)" if record_s is not None else "n/a"
     if check_s is not None:
         recording += f"; checking outputs against the .drv files {check_s:.2f} s"
-    print(f"  recording {recording}; server RSS {before:.0f} MiB before, {peak:.0f} MiB at peak "
+    print(f"  last round: recording {recording}; server RSS {before:.0f} MiB before, {peak:.0f} MiB at peak "
           f"(+{peak - before:.0f} MiB); progress shown: {'yes' if progress_seen else 'no'}")
+
+
+def median(values):
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 if __name__ == "__main__":

@@ -73,3 +73,60 @@ fn evaluation_shows_progress_and_replaces_full_workers() {
     let log = server.log();
     assert!(log.contains("evaluator worker replaced"), "no worker was replaced:\n{log}");
 }
+
+/// Ten slow jobs then thirty quick ones, evaluated by two workers: each
+/// starts on a half, and the one given only quick jobs, done early, takes
+/// the far part of the other's (the slow jobs are named first, so they are
+/// all in the first half).
+fn uneven_release_nix() -> String {
+    format!(
+        r#"{{ nonce }}:
+let {MK}
+  slow = i: mk "slow${{toString i}}-made-${{toString (builtins.foldl' (a: b: a + b) 0 (builtins.genList (x: x * i) 1500000))}}" "echo > $out";
+  quick = i: mk "quick${{toString i}}-made" "echo > $out";
+  named = prefix: f: n: builtins.listToAttrs (builtins.genList (i: {{ name = "${{prefix}}${{toString (10 + i)}}"; value = f i; }}) n);
+in named "a" slow 10 // named "b" quick 30
+"#
+    )
+}
+
+#[test]
+fn a_free_worker_takes_over_part_of_a_slow_one() {
+    let server = Server::start_with(
+        Backend::Sqlite,
+        // Two workers, the harness's default.
+        Options { extra_tables: "[machines]\nlocal = false\n".into(), ..Options::default() },
+    );
+    let src = server.source_dir("src");
+    write(&src.join("release.nix"), &uneven_release_nix());
+    server.create_jobset(
+        "uneven",
+        "main",
+        &src,
+        "release.nix",
+        json!({ "nonce": { "type": "string", "value": nonce() } }),
+    );
+    let eval = server.wait_for_evals("uneven", "main", 1);
+    let builds = server.get_json(&format!("/eval/{}/builds", eval["id"]));
+    let mut made: Vec<(String, String)> = builds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["job"].as_str().unwrap().to_owned(), b["nixname"].as_str().unwrap().to_owned()))
+        .collect();
+    made.sort();
+    // Every job once, each with its own derivation, none lost at the cut.
+    assert_eq!(made.len(), 40, "{made:?}");
+    for (job, nix_name) in &made {
+        let index: u32 = job[1..].parse().unwrap();
+        let expected = if job.starts_with('a') {
+            format!("slow{}-made-", index - 10)
+        } else {
+            format!("quick{}-made", index - 10)
+        };
+        assert!(nix_name.starts_with(&expected), "{job} made {nix_name}");
+    }
+    assert!(server.get_json(&format!("/eval/{}", eval["id"]))["errors"].as_array().unwrap().is_empty());
+    let log = server.log();
+    assert!(log.contains("evaluator slice cut"), "no slice was cut:\n{log}");
+}

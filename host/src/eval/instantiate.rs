@@ -29,18 +29,18 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::io::{AsyncRead, BufReader};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::jobs::JobInfo;
 use super::progress::EvalProgress;
 use super::rooter::{RootBatch, RootSender, Rooter};
+use super::slices::{Next, Slice, Slices};
+use super::untrusted::MadeOutputs;
 use crate::nix::{EvalCall, MAX_ERROR_OUTPUT, Nix, Tail, string_literal};
 
-/// Chunks per worker and level: enough that a worker which is done early
-/// takes work that would otherwise wait, few enough that evaluating the
-/// expression's root again for each chunk stays negligible.
-const CHUNKS_PER_WORKER: usize = 4;
+/// How often a free worker looks again for a slice worth cutting.
+const RECONSIDER_EVERY: Duration = Duration::from_millis(100);
 /// How often a worker's resident memory is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 /// One result line at most: more is a job whose meta is absurd.
@@ -99,6 +99,8 @@ impl JobsSource {
 pub struct RawJobs {
     pub jobs: Vec<(String, JobInfo)>,
     pub errors: Vec<(String, String)>,
+    /// The outputs of the derivations read while evaluating.
+    pub made: MadeOutputs,
 }
 
 /// One entry of `wrapper.nix`'s results.
@@ -133,21 +135,20 @@ fn job_name(path: &AttrPath) -> String {
 /// (a syntax error, a top-level `throw`, not an attribute set, …) or of the
 /// evaluator (it cannot be started, the evaluation ran out of time).
 pub async fn evaluate(nix: &Nix, workspace: Workspace, workers: usize) -> Result<RawJobs, String> {
-    let (roots, rooter) = Rooter::start(workspace.gc_roots.as_ref());
+    let (roots, rooter) = Rooter::start(nix, workspace.gc_roots.as_ref());
     let evaluation = Arc::new(Evaluation::new(nix.clone(), workspace, roots));
     let result = evaluate_levels(&evaluation, workers).await;
     // Every worker is done: the last paths are rooted before the jobs are
     // handed on.
     drop(evaluation);
-    if let Some(rooter) = rooter {
-        rooter.finish().await;
-    }
+    let made = rooter.finish().await;
+    let result = result.map(|jobs| RawJobs { made, ..jobs });
     result
 }
 
 /// Evaluates the expression's root, then its attribute sets level by level.
 async fn evaluate_levels(evaluation: &Arc<Evaluation>, workers: usize) -> Result<RawJobs, String> {
-    let root = evaluation.run_chunk(&[Vec::new()]).await?;
+    let root = evaluation.run_level(Arc::new(vec![Vec::new()]), 1).await?;
     // From here on, what is evaluated are jobs (or sets of them).
     evaluation.counting.store(true, Ordering::Relaxed);
     let mut pending: Vec<AttrPath> = match root.into_iter().next() {
@@ -165,42 +166,30 @@ async fn evaluate_levels(evaluation: &Arc<Evaluation>, workers: usize) -> Result
         None => return Err("the evaluator returned nothing for the expression".into()),
     };
 
-    let semaphore = Arc::new(Semaphore::new(workers.max(1)));
     let mut result = RawJobs::default();
     while !pending.is_empty() {
         evaluation.workspace.progress.add_total(pending.len());
         // At most one job per item: the list grows once, not by doubling.
         result.jobs.reserve(pending.len());
+        let level = Arc::new(std::mem::take(&mut pending));
+        let outcomes = evaluation.run_level(level.clone(), workers).await?;
         let mut next_level = Vec::new();
-        let mut running = JoinSet::new();
-        for chunk in chunks(std::mem::take(&mut pending), workers) {
-            let evaluation = evaluation.clone();
-            let semaphore = semaphore.clone();
-            running.spawn(async move {
-                let _permit = semaphore.acquire_owned().await.expect("semaphore is never closed");
-                let outcomes = evaluation.run_chunk(&chunk).await;
-                (chunk, outcomes)
-            });
-        }
-        while let Some(joined) = running.join_next().await {
-            let (chunk, outcomes) = joined.map_err(|e| format!("evaluation worker task failed: {e}"))?;
-            for (path, outcome) in chunk.into_iter().zip(outcomes?) {
-                match outcome {
-                    Outcome::Evaluated(ItemResult::Job(job)) => result.jobs.push((job_name(&path), *job)),
-                    Outcome::Evaluated(ItemResult::Attrs { names }) => {
-                        for name in names {
-                            let mut child = path.clone();
-                            child.push(name);
-                            next_level.push(child);
-                        }
+        for (path, outcome) in level.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Evaluated(ItemResult::Job(job)) => result.jobs.push((job_name(path), *job)),
+                Outcome::Evaluated(ItemResult::Attrs { names }) => {
+                    for name in names {
+                        let mut child = path.clone();
+                        child.push(name);
+                        next_level.push(child);
                     }
-                    Outcome::Evaluated(ItemResult::Skip) => {}
-                    Outcome::Evaluated(ItemResult::Unsupported { value_type }) => result.errors.push((
-                        job_name(&path),
-                        format!("attribute ‘{}’ is a {value_type}, which is not a job", job_name(&path)),
-                    )),
-                    Outcome::Failed(message) => result.errors.push((job_name(&path), message)),
                 }
+                Outcome::Evaluated(ItemResult::Skip) => {}
+                Outcome::Evaluated(ItemResult::Unsupported { value_type }) => result.errors.push((
+                    job_name(path),
+                    format!("attribute ‘{}’ is a {value_type}, which is not a job", job_name(path)),
+                )),
+                Outcome::Failed(message) => result.errors.push((job_name(path), message)),
             }
         }
         // Names with whitespace cannot be addressed as Hydra jobs.
@@ -219,18 +208,6 @@ async fn evaluate_levels(evaluation: &Arc<Evaluation>, workers: usize) -> Result
     );
     result.jobs.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(result)
-}
-
-/// Cuts a level's items into [`CHUNKS_PER_WORKER`] contiguous chunks per
-/// worker (fewer when there are fewer items).
-fn chunks(items: Vec<AttrPath>, workers: usize) -> Vec<Vec<AttrPath>> {
-    let per_chunk = items.len().div_ceil(workers.max(1) * CHUNKS_PER_WORKER).max(1);
-    let mut chunks = Vec::new();
-    let mut items = items.into_iter().peekable();
-    while items.peek().is_some() {
-        chunks.push(items.by_ref().take(per_chunk).collect());
-    }
-    chunks
 }
 
 /// How a worker process ended.
@@ -254,11 +231,11 @@ struct Evaluation {
     /// Whether outcomes count towards the progress shown (the root does not).
     counting: AtomicBool,
     /// Where reported derivations and outputs go to be rooted.
-    roots: Option<RootSender>,
+    roots: RootSender,
 }
 
 impl Evaluation {
-    fn new(nix: Nix, workspace: Workspace, roots: Option<RootSender>) -> Evaluation {
+    fn new(nix: Nix, workspace: Workspace, roots: RootSender) -> Evaluation {
         use rand_core::RngCore;
         let mut nonce = [0u8; 12];
         rand_core::OsRng.fill_bytes(&mut nonce);
@@ -277,15 +254,59 @@ impl Evaluation {
         (self.workspace.memory_cap_mb > 0).then_some(self.workspace.memory_cap_mb << 20)
     }
 
-    /// Evaluates `items`, in as many successive workers as it takes: one
-    /// outcome per item, in order. `Err` when no worker can run at all.
-    async fn run_chunk(&self, items: &[AttrPath]) -> Result<Vec<Outcome>, String> {
-        let mut outcomes = Vec::with_capacity(items.len());
-        while outcomes.len() < items.len() {
+    /// Evaluates a level's items with at most `workers` workers at once
+    /// (`slices.rs` shares them out): one outcome per item, in order. `Err`
+    /// when no worker can run at all.
+    async fn run_level(self: &Arc<Self>, items: Arc<Vec<AttrPath>>, workers: usize) -> Result<Vec<Outcome>, String> {
+        let slices = Arc::new(Slices::new(items.len(), workers));
+        let mut running = JoinSet::new();
+        for _ in 0..workers.clamp(1, items.len().max(1)) {
+            let (evaluation, items, slices) = (self.clone(), items.clone(), slices.clone());
+            running.spawn(async move {
+                let mut done = Vec::new();
+                loop {
+                    match slices.next() {
+                        Next::Slice(slice) => {
+                            let outcomes = evaluation.run_slice(&items, &slices, &slice).await;
+                            slices.finished(&slice);
+                            done.push((slice.start(), outcomes?));
+                        }
+                        // A running slice may yet be worth cutting (its jobs slow down).
+                        Next::Later => tokio::time::sleep(RECONSIDER_EVERY).await,
+                        Next::Done => return Ok::<_, String>(done),
+                    }
+                }
+            });
+        }
+        let mut outcomes: Vec<Option<Outcome>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+        while let Some(joined) = running.join_next().await {
+            let done = joined.map_err(|e| format!("evaluation worker task failed: {e}"))??;
+            for (start, slice_outcomes) in done {
+                for (slot, outcome) in outcomes[start..].iter_mut().zip(slice_outcomes) {
+                    *slot = Some(outcome);
+                }
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::Failed("the evaluator did not report this job".into())))
+            .collect())
+    }
+
+    /// Evaluates a slice's items, in as many successive workers as it
+    /// takes, until it wants no more (its end may move closer meanwhile):
+    /// one outcome per item, in order. `Err` when no worker can run at all.
+    async fn run_slice(&self, items: &[AttrPath], slices: &Slices, slice: &Slice) -> Result<Vec<Outcome>, String> {
+        let mut outcomes = Vec::new();
+        loop {
+            let wanted = slice.wanted();
+            if wanted.is_empty() {
+                return Ok(outcomes);
+            }
             let first = outcomes.len();
-            let failure = match self.run_worker(&items[first..], &mut outcomes).await? {
+            let failure = match self.run_worker(&items[wanted], slices, slice, &mut outcomes).await? {
                 WorkerEnd::Replaced => None,
-                WorkerEnd::Finished if outcomes.len() == items.len() => None,
+                WorkerEnd::Finished if slice.wanted().is_empty() => None,
                 WorkerEnd::Finished => {
                     Some("the evaluator stopped without reporting this job (see the server's log)".to_owned())
                 }
@@ -299,10 +320,10 @@ impl Evaluation {
             };
             if let Some(message) = failure {
                 outcomes.push(Outcome::Failed(message));
+                slice.reported(slices, 1);
                 self.count_evaluated(1);
             }
         }
-        Ok(outcomes)
     }
 
     fn count_evaluated(&self, items: usize) {
@@ -318,9 +339,15 @@ impl Evaluation {
         )
     }
 
-    /// One worker process over `items`, whose outcomes it appends to
-    /// `outcomes` as they are reported.
-    async fn run_worker(&self, items: &[AttrPath], outcomes: &mut Vec<Outcome>) -> Result<WorkerEnd, String> {
+    /// One worker process over `items` (what `slice` wants), whose outcomes
+    /// it appends to `outcomes` as they are reported.
+    async fn run_worker(
+        &self,
+        items: &[AttrPath],
+        slices: &Slices,
+        slice: &Slice,
+        outcomes: &mut Vec<Outcome>,
+    ) -> Result<WorkerEnd, String> {
         let workspace = &self.workspace;
         if workspace.deadline <= Instant::now() {
             return Err(timed_out());
@@ -343,7 +370,8 @@ impl Evaluation {
             flakes: false,
         };
         workspace.jobs.pass_to(&mut call);
-        let outcome = self.follow_worker(&call, items, outcomes).await;
+        slice.worker_started();
+        let outcome = self.follow_worker(&call, items.len(), slices, slice, outcomes).await;
         let _ = tokio::fs::remove_file(&items_file).await;
         outcome
     }
@@ -351,7 +379,9 @@ impl Evaluation {
     async fn follow_worker(
         &self,
         call: &EvalCall,
-        items: &[AttrPath],
+        items: usize,
+        slices: &Slices,
+        slice: &Slice,
         outcomes: &mut Vec<Outcome>,
     ) -> Result<WorkerEnd, String> {
         let mut child = self.nix.spawn_streaming_evaluation(call).map_err(|e| e.to_string())?;
@@ -365,9 +395,11 @@ impl Evaluation {
         let mut resident = 0u64;
         let mut killed_for_memory = false;
         let mut replaced = false;
+        // Stopped because the slice wants no more (it was cut).
+        let mut slice_done = false;
         // What the worker printed since its last result: the next job's messages.
         let mut messages = Tail::default();
-        let mut to_root = RootBatch::new(self.roots.clone());
+        let mut to_root = RootBatch::new(self.roots.clone(), self.workspace.gc_roots.is_some());
         let mut sample = tokio::time::interval(SAMPLE_EVERY);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let deadline = tokio::time::sleep_until(self.workspace.deadline.into());
@@ -377,9 +409,11 @@ impl Evaluation {
                 line = lines.recv() => {
                     let Some(line) = line else { break };
                     let reported = outcomes.len() - base;
+                    // The file's items the slice still wants (fewer once cut).
+                    let wanted = (reported + slice.wanted().len()).min(items);
                     match line {
                         Line::Text(text) => match self.result_in(&text) {
-                            Some((index, json)) if index >= reported && index < items.len() => {
+                            Some((index, json)) if index >= reported && index < wanted => {
                                 // Jobs skipped over printed lines too long to keep.
                                 while outcomes.len() - base < index {
                                     outcomes.push(Outcome::Failed(format!(
@@ -399,9 +433,14 @@ impl Evaluation {
                                     to_root.add(job, true).await;
                                 }
                                 outcomes.push(outcome);
+                                let more = slice.reported(slices, index + 1 - reported);
                                 self.count_evaluated(index + 1 - reported);
                                 messages.clear();
-                                if cap.is_some_and(|cap| resident > cap) && outcomes.len() - base < items.len() {
+                                if !more {
+                                    // The slice was cut here: another worker has the rest.
+                                    slice_done = true;
+                                    let _ = child.start_kill();
+                                } else if cap.is_some_and(|cap| resident > cap) {
                                     if index == 0 {
                                         // Alone in a fresh worker, over the cap.
                                         *outcomes.last_mut().expect("just pushed") = Outcome::Failed(self.over_cap());
@@ -426,7 +465,7 @@ impl Evaluation {
                         ),
                     }
                 }
-                _ = sample.tick(), if cap.is_some() && !replaced && !killed_for_memory => {
+                _ = sample.tick(), if cap.is_some() && !replaced && !killed_for_memory && !slice_done => {
                     resident = pid.map(resident_bytes).unwrap_or(0);
                     let cap = cap.expect("sampled only with a cap");
                     // Mid-job: alone over the cap, or far over it with others.
@@ -449,7 +488,7 @@ impl Evaluation {
         if replaced {
             return Ok(WorkerEnd::Replaced);
         }
-        if status.success() {
+        if slice_done || status.success() {
             return Ok(WorkerEnd::Finished);
         }
         let message = crate::nix::error_text(&messages, status);
@@ -518,18 +557,6 @@ async fn read_lines(stream: impl AsyncRead + Unpin, lines: mpsc::Sender<Line>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn chunks_are_contiguous_and_balanced() {
-        let items: Vec<AttrPath> = (0..1000).map(|i| vec![i.to_string()]).collect();
-        let c = chunks(items.clone(), 2);
-        assert_eq!(c.len(), 8);
-        assert!(c.iter().all(|c| c.len() == 125));
-        assert_eq!(c.concat(), items);
-        let c = chunks(items[..10].to_vec(), 4);
-        assert_eq!(c.iter().map(Vec::len).collect::<Vec<_>>(), [1; 10]);
-        assert!(chunks(Vec::new(), 3).is_empty());
-    }
-
     #[tokio::test]
     async fn long_lines_are_skipped_not_kept() {
         let mut text = b"first\n".to_vec();
@@ -543,8 +570,8 @@ mod tests {
         assert_eq!(rx.recv().await, None);
     }
 
-    #[test]
-    fn result_lines_need_the_marker() {
+    #[tokio::test]
+    async fn result_lines_need_the_marker() {
         let nix = Nix::new(&crate::config::NixConfig::default());
         let workspace = Workspace {
             dir: PathBuf::new(),
@@ -555,7 +582,8 @@ mod tests {
             gc_roots: None,
             progress: Arc::default(),
         };
-        let evaluation = Evaluation::new(nix, workspace, None);
+        let (roots, _rooter) = Rooter::start(&nix, None);
+        let evaluation = Evaluation::new(nix, workspace, roots);
         let line = format!("trace: {}12:{{\"kind\":\"skip\"}}", evaluation.marker);
         assert_eq!(evaluation.result_in(line.as_bytes()), Some((12, "{\"kind\":\"skip\"}")));
         assert_eq!(evaluation.result_in(b"trace: orthrus-00:1:{}"), None);

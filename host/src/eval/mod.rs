@@ -9,6 +9,7 @@ mod jobs;
 mod nix_eval_jobs;
 mod progress;
 mod rooter;
+mod slices;
 mod untrusted;
 
 use std::collections::BTreeSet;
@@ -379,9 +380,11 @@ impl Evaluator {
     /// Hydra's semantics (aggregates, defaults) applied.
     async fn resolve(&self, raw: instantiate::RawJobs) -> jobs::ResolvedJobs {
         let clock = Instant::now();
+        let read_during_evaluation = raw.made.len();
         let raw = untrusted::check(&self.nix, raw).await;
         info!(
             jobs = raw.jobs.len(),
+            read_during_evaluation,
             check_ms = clock.elapsed().as_millis() as u64,
             "jobs checked against their derivations"
         );

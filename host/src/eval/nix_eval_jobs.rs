@@ -185,8 +185,8 @@ pub async fn evaluate(nix: &Nix, workspace: &Workspace, workers: usize, memory_m
         crate::nix::read_tail(&mut stderr, crate::nix::MAX_ERROR_OUTPUT).await.unwrap_or_default()
     });
     // nix-eval-jobs roots the derivations; the outputs are rooted here.
-    let (roots, rooter) = Rooter::start(workspace.gc_roots.as_ref());
-    let mut to_root = RootBatch::new(roots);
+    let (roots, rooter) = Rooter::start(nix, workspace.gc_roots.as_ref());
+    let mut to_root = RootBatch::new(roots, workspace.gc_roots.is_some());
     let mut result = RawJobs::default();
     let mut stdout = BufReader::new(stdout);
     let remaining = workspace.deadline.saturating_duration_since(std::time::Instant::now());
@@ -221,9 +221,7 @@ pub async fn evaluate(nix: &Nix, workspace: &Workspace, workers: usize, memory_m
     .await;
     to_root.send().await;
     drop(to_root);
-    if let Some(rooter) = rooter {
-        rooter.finish().await;
-    }
+    result.made = rooter.finish().await;
     match read {
         Err(_) => return Err("the evaluation ran out of time (evaluator.timeout_secs)".into()),
         Ok(outcome) => outcome?,
