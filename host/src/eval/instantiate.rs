@@ -301,6 +301,9 @@ impl Evaluation {
         loop {
             let wanted = slice.wanted();
             if wanted.is_empty() {
+                // Lines skipped as too long can carry the count past a cut
+                // made meanwhile: what is past it is another worker's.
+                outcomes.truncate(slice.len());
                 return Ok(outcomes);
             }
             let first = outcomes.len();

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::db::NewJob;
 
 /// One job as the evaluation describes it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobInfo {
     pub nix_name: String,

@@ -64,7 +64,7 @@ impl Rooter {
                 // One unreadable is read again by the check, which says why.
                 for (path, derivation) in nix.read_derivations(batch.derivations).await {
                     if let Ok(derivation) = derivation {
-                        made.insert(&path, derivation);
+                        made.insert(&path, &derivation);
                     }
                 }
             }

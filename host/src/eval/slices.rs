@@ -128,6 +128,11 @@ impl Slice {
         self.start
     }
 
+    /// How many items the slice has now (fewer once cut).
+    pub fn len(&self) -> usize {
+        self.progress.lock().expect("slice lock").end - self.start
+    }
+
     /// The items still wanted from the slice, from its first unreported one.
     pub fn wanted(&self) -> Range<usize> {
         let progress = self.progress.lock().expect("slice lock");
