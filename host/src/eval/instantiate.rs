@@ -142,8 +142,7 @@ pub async fn evaluate(nix: &Nix, workspace: Workspace, workers: usize) -> Result
     // handed on.
     drop(evaluation);
     let made = rooter.finish().await;
-    let result = result.map(|jobs| RawJobs { made, ..jobs });
-    result
+    result.map(|jobs| RawJobs { made, ..jobs })
 }
 
 /// Evaluates the expression's root, then its attribute sets level by level.

@@ -205,7 +205,7 @@ impl Pace {
         let first = progress.first_report?;
         let per_item = now.saturating_duration_since(first).as_secs_f64() / progress.by_worker.max(1) as f64;
         let after = progress.end.saturating_sub(start + progress.reported + 1);
-        (per_item > 0.0 && after >= 2).then(|| Pace { per_item, after, time_left: after as f64 * per_item })
+        (per_item > 0.0 && after >= 2).then_some(Pace { per_item, after, time_left: after as f64 * per_item })
     }
 }
 
