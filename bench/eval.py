@@ -11,9 +11,12 @@ jobset being created to the evaluation recorded with its N builds, and
     bench/eval.py [--jobs 20000] [--workers 1,2] [--rounds 3] [--binary target/release/orthrus] [--postgres URL]
 
 Each worker count is measured over `--rounds` rounds, Orthrus and
-nix-instantiate taking turns, and the medians are compared: on this VM
-the same nix-instantiate took 6 s in one minute and 20 s in another (ext4's
-inode allocator after deletions), more than the gap being measured.
+nix-instantiate taking turns (in the order A B, B A, A B, ...: a file system
+that speeds up or slows down over the run favours neither), and the medians
+are compared: on this VM the same nix-instantiate took 6 s in one minute
+and 20 s in another (ext4's inode allocator skips inodes freed in the last
+minutes, so a run just after a deletion is slow), more than the gap being
+measured.
 
 Also printed: the server's resident memory before and at its peak during
 the evaluation, and how long recording took (from the server's log line
@@ -161,7 +164,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--binary", default=BINARY)
     parser.add_argument("--postgres", default="",
                         help="a PostgreSQL URL: each run gets a new database beside it, left for inspection")
@@ -189,18 +192,25 @@ def main():
 def run_workers(args, workers, env, leftovers, work_dirs):
     """One worker count: Orthrus and nix-instantiate taking turns, `--rounds` times."""
     orthrus, nix, parallel, figures = [], [], [], None
-    for _ in range(max(1, args.rounds)):
+    def run_orthrus():
+        nonlocal figures
         figures, drvs, work = bench_orthrus(args.binary, args.jobs, workers, env, args.postgres)
-        leftovers += drvs
+        leftovers.extend(drvs)
         work_dirs.append(work)
         orthrus.append(figures[0])
+
+    def run_nix():
         elapsed, drvs = bench_nix(args.jobs, env)
-        leftovers += drvs
+        leftovers.extend(drvs)
         nix.append(elapsed)
         if workers > 1:
             elapsed, drvs = bench_nix(args.jobs, env, workers)
-            leftovers += drvs
+            leftovers.extend(drvs)
             parallel.append(elapsed)
+
+    for round in range(max(1, args.rounds)):
+        for run in (run_orthrus, run_nix) if round % 2 == 0 else (run_nix, run_orthrus):
+            run()
     _, before, peak, record_s, check_s, progress_seen = figures
     rounds = "  ".join(f"{o:.2f}/{n:.2f}" for o, n in zip(orthrus, nix))
     print(f"workers {workers}: orthrus {median(orthrus):7.2f} s   nix-instantiate {median(nix):7.2f} s   "
