@@ -7,8 +7,8 @@
 //! the far part of the slice that would end last (work stealing): that
 //! slice's worker stops once it has reported the item before the cut, and
 //! a fresh worker starts at the cut. A cut is made only where it ends the
-//! level sooner, counting the time a fresh worker takes to its first
-//! result, so uniform jobs are never cut and slow ones are shared.
+//! slice sooner, counting the time a fresh worker takes to its first
+//! result: a slice about to end is left alone, and slow jobs are shared.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
