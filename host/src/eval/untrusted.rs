@@ -68,16 +68,17 @@ fn derivation_key(drv: &str) -> [u8; 16] {
     digest[..16].try_into().expect("a SHA-256 digest is 32 bytes")
 }
 
-/// The digest of outputs in name order; names and paths are ended by a NUL
-/// (which neither can hold), so that no two lists share one.
+/// The digest of outputs in name order; each name and path is preceded
+/// by its length, so that no two lists share one (a claimed path is the
+/// expression's, and may hold any byte a separator would be).
 fn outputs_digest(mut outputs: Vec<(&str, &str)>) -> [u8; 32] {
     outputs.sort_unstable();
     let mut hash = Sha256::new();
     for (name, path) in outputs {
-        hash.update(name.as_bytes());
-        hash.update([0]);
-        hash.update(path.as_bytes());
-        hash.update([0]);
+        for part in [name, path] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part.as_bytes());
+        }
     }
     hash.finalize().into()
 }
@@ -191,8 +192,11 @@ mod tests {
         assert!(made.confirms(&job(&[out, dev])), "in any order");
         assert!(!made.confirms(&job(&[out])), "a part is checked against the file");
         assert!(!made.confirms(&job(&[("out", "/"), dev])));
-        // Names and paths cannot be shifted into one another.
+        // Names and paths cannot be shifted into one another, whatever bytes
+        // a claimed path holds.
         assert_ne!(outputs_digest(vec![("ab", "c")]), outputs_digest(vec![("a", "bc")]));
+        let run_together = format!("{}\0out\0{}", dev.1, out.1);
+        assert!(!made.confirms(&job(&[("dev", &run_together)])));
         let other =
             JobInfo { drv_path: "/nix/store/33333333333333333333333333333333-a.drv".into(), ..job(&[out, dev]) };
         assert!(!made.confirms(&other), "another derivation was not read");
