@@ -172,12 +172,8 @@ impl Db {
                 chunk.iter().flat_map(|n| [n.jobset_id.into(), n.name.clone().into(), (limit as i64).into()]).collect();
             let rows =
                 self.read().query_all_raw(Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)).await?;
-            for row in rows {
-                kept.push(row.try_get("", "id")?);
-            }
-            kept.sort_unstable_by(|a, b| b.cmp(a));
-            kept.dedup();
-            kept.truncate(limit);
+            let ids = rows.iter().map(|row| row.try_get("", "id")).collect::<Result<Vec<i64>, _>>()?;
+            kept = super::search::newest_of(kept, ids, limit as u64);
         }
         Ok(kept)
     }

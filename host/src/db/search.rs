@@ -246,7 +246,7 @@ fn both_lists(first: SelectStatement, second: SelectStatement) -> SelectStatemen
 }
 
 /// The newest `limit` of two lists of build ids, each once.
-fn newest_of(mut ids: Vec<i64>, more: Vec<i64>, limit: u64) -> Vec<i64> {
+pub(super) fn newest_of(mut ids: Vec<i64>, more: Vec<i64>, limit: u64) -> Vec<i64> {
     ids.extend(more);
     ids.sort_unstable_by(|a, b| b.cmp(a));
     ids.dedup();

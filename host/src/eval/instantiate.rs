@@ -401,7 +401,7 @@ impl Evaluation {
         let mut slice_done = false;
         // What the worker printed since its last result: the next job's messages.
         let mut messages = Tail::default();
-        let mut to_root = RootBatch::new(self.roots.clone(), self.workspace.gc_roots.is_some());
+        let mut to_root = RootBatch::new(self.roots.clone());
         let mut sample = tokio::time::interval(SAMPLE_EVERY);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let deadline = tokio::time::sleep_until(self.workspace.deadline.into());

@@ -186,7 +186,7 @@ pub async fn evaluate(nix: &Nix, workspace: &Workspace, workers: usize, memory_m
     });
     // nix-eval-jobs roots the derivations; the outputs are rooted here.
     let (roots, rooter) = Rooter::start(nix, workspace.gc_roots.as_ref());
-    let mut to_root = RootBatch::new(roots, workspace.gc_roots.is_some());
+    let mut to_root = RootBatch::new(roots);
     let mut result = RawJobs::default();
     let mut stdout = BufReader::new(stdout);
     let remaining = workspace.deadline.saturating_duration_since(std::time::Instant::now());

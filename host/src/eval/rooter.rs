@@ -36,9 +36,13 @@ pub struct Rooter {
     task: tokio::task::JoinHandle<MadeOutputs>,
 }
 
-/// Where an evaluation's reported jobs go (cheap to clone).
+/// Where an evaluation's reported jobs go (cheap to clone), and whether
+/// the server keeps roots (else their paths are only read).
 #[derive(Clone)]
-pub struct RootSender(mpsc::Sender<Reported>);
+pub struct RootSender {
+    batches: mpsc::Sender<Reported>,
+    keeps_roots: bool,
+}
 
 /// A batch of reported jobs' paths.
 #[derive(Default)]
@@ -54,6 +58,7 @@ impl Rooter {
     /// roots.
     pub fn start(nix: &Nix, gc: Option<&GcRoots>) -> (RootSender, Rooter) {
         let (gc, nix) = (gc.cloned(), nix.clone());
+        let keeps_roots = gc.is_some();
         let (sender, mut batches) = mpsc::channel::<Reported>(BATCHES_AHEAD);
         let task = tokio::spawn(async move {
             let mut made = MadeOutputs::default();
@@ -70,7 +75,7 @@ impl Rooter {
             }
             made
         });
-        (RootSender(sender), Rooter { task })
+        (RootSender { batches: sender, keeps_roots }, Rooter { task })
     }
 
     /// Waits until every batch sent is rooted and read, and returns what
@@ -86,15 +91,12 @@ impl Rooter {
 /// One worker's reported paths not yet sent to the rooter.
 pub struct RootBatch {
     sender: RootSender,
-    keeps_roots: bool,
     batch: Reported,
 }
 
 impl RootBatch {
-    /// `keeps_roots`: whether the server keeps roots (else paths are only
-    /// read).
-    pub fn new(sender: RootSender, keeps_roots: bool) -> RootBatch {
-        RootBatch { sender, keeps_roots, batch: Reported::default() }
+    pub fn new(sender: RootSender) -> RootBatch {
+        RootBatch { sender, batch: Reported::default() }
     }
 
     /// A reported job's derivation (rooted unless its evaluator roots those
@@ -103,7 +105,7 @@ impl RootBatch {
         if let Ok(drv) = StorePath::parse(&job.drv_path) {
             self.batch.derivations.push(drv);
         }
-        if self.keeps_roots {
+        if self.sender.keeps_roots {
             if root_derivation {
                 self.batch.roots.push(job.drv_path.clone());
             }
@@ -119,7 +121,7 @@ impl RootBatch {
         let batch = std::mem::take(&mut self.batch);
         if !batch.roots.is_empty() || !batch.derivations.is_empty() {
             // The rooter ends only after every sender is gone.
-            let _ = self.sender.0.send(batch).await;
+            let _ = self.sender.batches.send(batch).await;
         }
     }
 }

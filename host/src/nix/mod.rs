@@ -390,27 +390,21 @@ impl Nix {
 
     /// Reads and parses a derivation from the store.
     pub async fn read_derivation(&self, path: &StorePath) -> Result<Derivation, NixError> {
-        let text = tokio::fs::read(path.as_str())
-            .await
-            .map_err(|e| NixError::Derivation { path: path.to_string(), message: e.to_string() })?;
-        Derivation::parse(&text).map_err(|e| NixError::Derivation { path: path.to_string(), message: e.to_string() })
+        let owned = path.clone();
+        tokio::task::spawn_blocking(move || read_derivation_file(&owned)).await.unwrap_or_else(|e| {
+            Err(NixError::Derivation { path: path.to_string(), message: format!("reading it failed: {e}") })
+        })
     }
 
     /// Reads and parses many `.drv` files at once, off the async threads:
     /// the queue reads a hundred thousand when it loads.
     pub async fn read_derivations(&self, paths: Vec<StorePath>) -> Vec<(StorePath, Result<Derivation, NixError>)> {
-        let read = |path: &StorePath| {
-            let text = std::fs::read(path.as_str())
-                .map_err(|e| NixError::Derivation { path: path.to_string(), message: e.to_string() })?;
-            Derivation::parse(&text)
-                .map_err(|e| NixError::Derivation { path: path.to_string(), message: e.to_string() })
-        };
         let paths_for_error = paths.clone();
         match tokio::task::spawn_blocking(move || {
             paths
                 .into_iter()
                 .map(|path| {
-                    let result = read(&path);
+                    let result = read_derivation_file(&path);
                     (path, result)
                 })
                 .collect()
@@ -592,6 +586,24 @@ fn parse_single_path(out: &[u8], what: &str) -> Result<StorePath, NixError> {
     let text = String::from_utf8_lossy(out);
     let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
     StorePath::parse(line).map_err(|e| NixError::UnexpectedOutput { command: what.to_owned(), detail: e.to_string() })
+}
+
+/// Largest `.drv` file read: nixpkgs' are kilobytes; a path an expression
+/// names could be any file in the store, and it is read whole.
+const MAX_DERIVATION_BYTES: u64 = 64 << 20;
+
+/// Reads and parses one `.drv` file (blocking).
+fn read_derivation_file(path: &StorePath) -> Result<Derivation, NixError> {
+    use std::io::Read;
+    let error = |message: String| NixError::Derivation { path: path.to_string(), message };
+    let mut text = Vec::new();
+    std::fs::File::open(path.as_str())
+        .and_then(|file| file.take(MAX_DERIVATION_BYTES + 1).read_to_end(&mut text))
+        .map_err(|e| error(e.to_string()))?;
+    if text.len() as u64 > MAX_DERIVATION_BYTES {
+        return Err(error(format!("it is larger than {} MiB", MAX_DERIVATION_BYTES >> 20)));
+    }
+    Derivation::parse(&text).map_err(|e| error(e.to_string()))
 }
 
 #[cfg(test)]
